@@ -1,0 +1,1 @@
+"""servectl: the one command line that drives the parts of model-serving."""

@@ -1,0 +1,22 @@
+"""The `servectl` command group.
+
+Each sub-command lives in its own module and depends on the part it drives; the parts
+never import servectl.
+"""
+
+import click
+
+from servectl.serve import serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Plan, check, serve and load-test region-pinned model serving."""
+
+
+cli.add_command(serve)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

@@ -1,0 +1,5 @@
+import sys
+
+from serving_image.server import main
+
+sys.exit(main())

@@ -1,0 +1,235 @@
+"""The protocol-neutral data plane: health, metadata, routing and inference.
+
+Transports (REST, gRPC) decode requests into ``tensors`` objects and call this; it knows
+neither HTTP nor gRPC. Every model version that loaded gets a dynamic batcher.
+"""
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving_image import __version__
+from serving_image.batching import DynamicBatcher
+from serving_image.errors import InvalidInput, ModelNotFound, ModelNotReady, ShuttingDown
+from serving_image.metrics import Metrics
+from serving_image.repository import Model, ModelVersion, Repository
+from serving_image.runtime import PLATFORM, OnnxModel, TensorSpec
+from serving_image.tensors import InferRequest, InferResponse, OutputTensor, check_against_model
+
+SERVER_NAME = "model-serving"
+EXTENSIONS = ("binary_tensor_data", "model_repository_variants")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    """The V2 model metadata: versions, platform and the tensors read from the ONNX graph."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def document(self) -> dict[str, object]:
+        """The REST ``$metadata_model_response`` object."""
+        return {
+            "name": self.name,
+            "versions": self.versions,
+            "platform": self.platform,
+            "inputs": [spec.metadata() for spec in self.inputs],
+            "outputs": [spec.metadata() for spec in self.outputs],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The model version a request was routed to."""
+
+    model: Model
+    version: ModelVersion
+
+
+class _BatchMetrics:
+    """Feeds one batcher's activity into the metrics, with its label values bound."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._batch_size = metrics.batch_size.labels(model, version)
+        self._depth = metrics.queue_depth.labels(model, version)
+        self.queue_seconds = metrics.queue_seconds.labels(model, version)
+        self.compute_seconds = metrics.compute_seconds.labels(model, version)
+
+    def on_batch(self, rows: int, compute_seconds: float) -> None:
+        self._batch_size.observe(rows)
+
+    def on_queue_depth(self, depth: int) -> None:
+        self._depth.set(depth)
+
+
+class DataPlane:
+    """Serves a loaded repository."""
+
+    def __init__(self, repository: Repository, metrics: Metrics) -> None:
+        self.repository = repository
+        self.metrics = metrics
+        self.draining = False
+        self._batchers: dict[tuple[str, str], tuple[DynamicBatcher, _BatchMetrics]] = {}
+        ready_versions = [v for m in repository.models.values() for v in m.versions.values() if v.ready]
+        self._executor = ThreadPoolExecutor(max_workers=max(1, len(ready_versions)), thread_name_prefix="ort")
+
+    async def start(self) -> None:
+        """Start a batcher per loaded version and publish readiness."""
+        for model in self.repository.models.values():
+            for version in model.versions.values():
+                self.metrics.model_ready.labels(model.name, version.version).set(int(version.ready))
+                if version.runtime is None:
+                    continue
+                observer = _BatchMetrics(self.metrics, model.name, version.version)
+                batcher = DynamicBatcher(
+                    version.runtime.run,
+                    max_batch_size=model.config.max_batch_size if version.runtime.batchable else 0,
+                    max_queue_delay=model.config.max_queue_delay_ms / 1000,
+                    max_queue_size=model.config.max_queue_size,
+                    executor=self._executor,
+                    observer=observer,
+                    label=f"{model.name}/{version.version}",
+                )
+                batcher.start()
+                self._batchers[(model.name, version.version)] = (batcher, observer)
+
+    async def stop(self) -> None:
+        """Finish queued work and release the threads."""
+        await asyncio.gather(*(batcher.stop() for batcher, _ in self._batchers.values()))
+        self._executor.shutdown(wait=True)
+
+    def live(self) -> bool:
+        """The process is up and its event loop answers."""
+        return True
+
+    def ready(self) -> bool:
+        """Taking traffic: not draining, and every model loaded."""
+        return not self.draining and self.repository.ready
+
+    def server_metadata(self) -> dict[str, object]:
+        """The V2 server metadata response."""
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model(self, name: str) -> Model:
+        """A model by name, or 404."""
+        model = self.repository.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"unknown model '{name}'")
+        return model
+
+    def version(self, model: Model, version: str) -> ModelVersion:
+        """A version of a model, or 404."""
+        entry = model.versions.get(version)
+        if entry is None:
+            raise ModelNotFound(f"model '{model.name}' has no version '{version}'")
+        return entry
+
+    def model_ready(self, name: str, version: str | None) -> bool:
+        """Whether a model (all its routed versions) or one version is ready."""
+        model = self.model(name)
+        return self.version(model, version).ready if version else model.ready
+
+    def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
+        """A model's metadata, for one version or the one it serves by default."""
+        model = self.model(name)
+        entry = self.version(model, version) if version else self._default_version(model)
+        runtime = _loaded(model, entry)
+        versions = sorted((v for v in model.versions if v.isdigit()), key=int)
+        return ModelMetadata(model.name, versions, PLATFORM, runtime.inputs, runtime.outputs)
+
+    def route(self, name: str, version: str | None, headers: Mapping[str, str]) -> Target:
+        """The version that serves a request: the one asked for, or the variant router's choice."""
+        if self.draining:
+            raise ShuttingDown("server is shutting down; retry on another replica")
+        model = self.model(name)
+        if version:
+            return Target(model, self.version(model, version))
+        if model.router is None:
+            raise ModelNotReady(f"model '{name}' is not ready: {model.error}")
+        return Target(model, self.version(model, model.router.choose(headers)))
+
+    async def infer(self, target: Target, request: InferRequest) -> InferResponse:
+        """Validate the inputs against the model, run them through its batcher, build the response."""
+        runtime = _loaded(target.model, target.version)
+        feeds, rows = _feeds(request, runtime, target.model.config.max_batch_size)
+        outputs = _requested_outputs(request, runtime)
+        batcher, observer = self._batchers[(target.model.name, target.version.version)]
+        result = await batcher.submit(feeds, rows)
+        observer.queue_seconds.observe(result.queue_seconds)
+        observer.compute_seconds.observe(result.compute_seconds)
+        return InferResponse(
+            model=target.model.name,
+            version=target.version.version,
+            id=request.id,
+            outputs=[
+                OutputTensor(spec.name, spec.datatype, result.outputs[index], binary)
+                for index, spec, binary in outputs
+            ],
+        )
+
+    async def drain(self, grace_seconds: float, inflight: Callable[[], int]) -> None:
+        """Refuse new requests, then wait up to the grace period for in-flight ones."""
+        self.draining = True
+        deadline = time.monotonic() + grace_seconds
+        while inflight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    def _default_version(self, model: Model) -> ModelVersion:
+        if model.router is None:
+            raise ModelNotReady(f"model '{model.name}' is not ready: {model.error}")
+        return self.version(model, model.router.versions[-1])
+
+
+def _loaded(model: Model, entry: ModelVersion) -> OnnxModel:
+    if entry.runtime is None:
+        raise ModelNotReady(f"model '{model.name}' version '{entry.version}' is not ready: {entry.error}")
+    return entry.runtime
+
+
+def _feeds(
+    request: InferRequest, runtime: OnnxModel, max_batch_size: int
+) -> tuple[dict[str, np.ndarray], int]:
+    specs = {spec.name: spec for spec in runtime.inputs}
+    feeds: dict[str, np.ndarray] = {}
+    for tensor in request.inputs:
+        spec = specs.get(tensor.name)
+        if spec is None:
+            raise InvalidInput(f"unknown input '{tensor.name}'; the model's inputs are {sorted(specs)}")
+        if tensor.name in feeds:
+            raise InvalidInput(f"input '{tensor.name}' is given more than once")
+        check_against_model(tensor, spec)
+        feeds[tensor.name] = tensor.data
+    missing = sorted(set(specs) - set(feeds))
+    if missing:
+        raise InvalidInput(f"missing input(s) {missing}; the model's inputs are {sorted(specs)}")
+    if not runtime.batchable:
+        return feeds, 1
+    row_counts = {tensor.shape[0] for tensor in request.inputs}
+    if len(row_counts) != 1:
+        raise InvalidInput(f"inputs disagree on the batch dimension: {sorted(row_counts)}")
+    rows = row_counts.pop()
+    if rows == 0:
+        raise InvalidInput("the batch dimension is 0: send at least one row")
+    if max_batch_size and rows > max_batch_size:
+        raise InvalidInput(f"batch of {rows} rows exceeds the model's max_batch_size {max_batch_size}")
+    return feeds, rows
+
+
+def _requested_outputs(request: InferRequest, runtime: OnnxModel) -> list[tuple[int, TensorSpec, bool]]:
+    indexed = {spec.name: (index, spec) for index, spec in enumerate(runtime.outputs)}
+    if request.outputs is None:
+        return [(index, spec, request.binary_outputs) for index, spec in enumerate(runtime.outputs)]
+    chosen = []
+    for wanted in request.outputs:
+        if wanted.name not in indexed:
+            raise InvalidInput(f"unknown output '{wanted.name}'; the model's outputs are {sorted(indexed)}")
+        index, spec = indexed[wanted.name]
+        chosen.append((index, spec, wanted.binary or request.binary_outputs))
+    return chosen

@@ -1,0 +1,67 @@
+"""One error type per client-visible failure, each carrying its status.
+
+Transports map these once: REST to the status code and the V2 body ``{"error": ...}``,
+gRPC to a status code. Anything that is not a ``ServingError`` is a server bug (500).
+"""
+
+from typing import ClassVar
+
+
+class ServingError(Exception):
+    """Base class: a failure the client is told about, with an HTTP status and a gRPC code name."""
+
+    status: ClassVar[int] = 500
+    grpc_code: ClassVar[str] = "INTERNAL"
+    outcome: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServingError):
+    """The request is malformed or does not match the model's inputs."""
+
+    status = 400
+    grpc_code = "INVALID_ARGUMENT"
+    outcome = "client_error"
+
+
+class ModelNotFound(ServingError):
+    """The model, or the requested version of it, does not exist."""
+
+    status = 404
+    grpc_code = "NOT_FOUND"
+    outcome = "not_found"
+
+
+class ModelNotReady(ServingError):
+    """The model exists but failed to load, so it cannot serve."""
+
+    status = 400
+    grpc_code = "UNAVAILABLE"
+    outcome = "unavailable"
+
+
+class PayloadTooLarge(ServingError):
+    """The request body exceeds the configured limit."""
+
+    status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+    outcome = "client_error"
+
+
+class Overloaded(ServingError):
+    """The model's queue is full: refused at once instead of queued without bound."""
+
+    status = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+    outcome = "overloaded"
+
+
+class ShuttingDown(ServingError):
+    """The server is draining after SIGTERM and takes no new requests."""
+
+    status = 503
+    grpc_code = "UNAVAILABLE"
+    outcome = "unavailable"

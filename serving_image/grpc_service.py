@@ -1,0 +1,173 @@
+"""The V2 gRPC transport: ``inference.GRPCInferenceService`` on grpc.aio. Only this module knows gRPC."""
+
+import sys
+import traceback
+from typing import Any
+
+import grpc
+import numpy as np
+
+from serving_image.dataplane import DataPlane
+from serving_image.errors import InvalidInput, ServingError
+from serving_image.proto import grpc_predict_v2_pb2 as pb
+from serving_image.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from serving_image.rest_codec import array_from_bytes, serialize_tensor
+from serving_image.settings import Settings
+from serving_image.tensors import (
+    InferRequest,
+    InferResponse,
+    InputTensor,
+    RequestedOutput,
+    array_from_list,
+    check_shape,
+)
+from serving_image.tracking import RequestTracker
+
+# Which InferTensorContents field carries each datatype when tensors are not sent raw.
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The protocol's six RPCs over the data plane."""
+
+    def __init__(self, dataplane: DataPlane, tracker: RequestTracker, settings: Settings) -> None:
+        self._dp = dataplane
+        self._tracker = tracker
+        self._caller_header = settings.caller_header.lower()
+        self._id_header = settings.request_id_header.lower()
+
+    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
+        return pb.ServerLiveResponse(live=self._dp.live())
+
+    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:  # noqa: N802
+        return pb.ServerReadyResponse(ready=self._dp.ready())
+
+    async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:  # noqa: N802
+        try:
+            return pb.ModelReadyResponse(ready=self._dp.model_ready(request.name, request.version or None))
+        except ServingError as error:
+            await _abort(context, error)
+            raise
+
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:  # noqa: N802
+        meta = self._dp.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=str(meta["name"]),
+            version=str(meta["version"]),
+            extensions=list(meta["extensions"]),  # type: ignore[call-overload]
+        )
+
+    async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:  # noqa: N802
+        try:
+            meta = self._dp.model_metadata(request.name, request.version or None)
+        except ServingError as error:
+            await _abort(context, error)
+            raise
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta.name,
+            versions=meta.versions,
+            platform=meta.platform,
+            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in meta.inputs],
+            outputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in meta.outputs],
+        )
+
+    async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:  # noqa: N802
+        headers = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+        tracked = self._tracker.start("grpc", headers.get(self._id_header), headers.get(self._caller_header))
+        status, outcome, error_name = "OK", "success", None
+        try:
+            target = self._dp.route(request.model_name, request.model_version or None, headers)
+            tracked.model, tracked.version = target.model.name, target.version.version
+            response = await self._dp.infer(target, decode_request(request))
+            await context.send_initial_metadata((("x-model-version", tracked.version),))
+            return encode_response(response)
+        except ServingError as error:
+            status, outcome, error_name = error.grpc_code, error.outcome, type(error).__name__
+            await _abort(context, error)
+            raise
+        except Exception:
+            if context.code() is not None:  # already aborted above: not a bug
+                raise
+            traceback.print_exc(file=sys.stderr)
+            status, outcome, error_name = "INTERNAL", "server_error", "InternalError"
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+            raise
+        finally:
+            self._tracker.finish(tracked, status, outcome, error_name)
+
+
+async def _abort(context: Any, error: ServingError) -> None:
+    await context.abort(grpc.StatusCode[error.grpc_code], error.message)
+
+
+def decode_request(request: Any) -> InferRequest:
+    """A ModelInferRequest as a protocol-neutral request; raw contents or typed contents."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+    inputs = []
+    for index, tensor in enumerate(request.inputs):
+        shape = check_shape(list(tensor.shape), tensor.name)
+        if raw:
+            data = array_from_bytes(tensor.name, tensor.datatype, shape, raw[index])
+        else:
+            data = _from_contents(tensor, shape)
+        inputs.append(InputTensor(tensor.name, tensor.datatype, shape, data))
+    outputs = [RequestedOutput(output.name) for output in request.outputs] or None
+    return InferRequest(
+        model=request.model_name,
+        version=request.model_version or None,
+        inputs=inputs,
+        id=request.id or None,
+        outputs=outputs,
+    )
+
+
+def _from_contents(tensor: Any, shape: tuple[int, ...]) -> np.ndarray:
+    field = _CONTENTS_FIELD.get(tensor.datatype)
+    if field is None:
+        raise InvalidInput(
+            f"input '{tensor.name}': datatype '{tensor.datatype}' must be sent as raw contents"
+        )
+    values = list(getattr(tensor.contents, field))
+    if tensor.datatype == "BYTES":
+        values = [value.decode("utf-8", "replace") for value in values]
+    return array_from_list(tensor.name, tensor.datatype, shape, values)
+
+
+def encode_response(response: InferResponse) -> pb.ModelInferResponse:
+    """Outputs as raw little-endian contents, as Triton and its clients expect."""
+    message = pb.ModelInferResponse(model_name=response.model, model_version=response.version)
+    if response.id:
+        message.id = response.id
+    for output in response.outputs:
+        message.outputs.add(name=output.name, datatype=output.datatype, shape=list(output.data.shape))
+        message.raw_output_contents.append(serialize_tensor(output.data))
+    return message
+
+
+def build_server(servicer: InferenceServicer, settings: Settings) -> grpc.aio.Server:
+    """A grpc.aio server with the servicer, the size limit, and port reuse across workers."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        ]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    return server

@@ -1,0 +1,71 @@
+"""Prometheus metrics for the server, on an injected registry.
+
+Labels are bounded: ``model`` and ``version`` only ever take names from the repository
+(an unknown model is counted as ``_unknown``), ``protocol`` is rest or grpc, and
+``outcome`` is one of the error classes' outcomes. With several worker processes the
+values live in prometheus_client's multiprocess files and ``/metrics`` merges them.
+"""
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+UNKNOWN = "_unknown"
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory when several workers serve, else None."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+class Metrics:
+    """Every metric the server exports; one instance per process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "serving_requests", "Inference requests by outcome.", ["model", "version", "protocol", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "serving_request_duration_seconds", "Total time of an inference request.",
+            ["model", "version", "protocol"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_seconds = Histogram(
+            "serving_queue_duration_seconds", "Time a request waited for its batch.",
+            ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.compute_seconds = Histogram(
+            "serving_compute_duration_seconds", "ONNX Runtime time of the batch a request ran in.",
+            ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "serving_batch_size", "Rows per ONNX Runtime run.", ["model", "version"],
+            buckets=_BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "serving_queue_depth", "Requests waiting for a batch.", ["model", "version"],
+            multiprocess_mode="livesum", registry=r,
+        )  # fmt: skip
+        self.inflight = Gauge(
+            "serving_inflight_requests", "Requests being handled.", ["protocol"],
+            multiprocess_mode="livesum", registry=r,
+        )  # fmt: skip
+        self.model_ready = Gauge(
+            "serving_model_ready", "1 when the model version is loaded and serving.", ["model", "version"],
+            multiprocess_mode="livemin", registry=r,
+        )  # fmt: skip
+
+    def exposition(self) -> bytes:
+        """The text exposition format, merged across workers when there are several."""
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

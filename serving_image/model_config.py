@@ -1,0 +1,88 @@
+"""A model's optional ``config.yaml``: dynamic batching limits and A/B variants.
+
+The ``variants`` block has the same shape as a model's variants in the stack config, so
+the standalone server and Istio split traffic from one description.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_FILE = "config.yaml"
+
+
+class ConfigError(Exception):
+    """A model's config.yaml is unreadable or invalid; the message names the file, key and reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StickyConfig(_Strict):
+    """Assign a version by hashing this header, so one caller keeps one version."""
+
+    header: Annotated[str, Field(min_length=1)]
+
+
+class HeaderRoute(_Strict):
+    """Requests whose ``header`` equals ``value`` go to ``version``, before the weights apply."""
+
+    header: Annotated[str, Field(min_length=1)]
+    value: str
+    version: str
+
+
+class VariantsConfig(_Strict):
+    """How one model name spreads over its versions."""
+
+    weights: dict[str, Annotated[int, Field(ge=0, le=100)]]
+    sticky: StickyConfig | None = None
+    routes: tuple[HeaderRoute, ...] = ()
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _versions_are_strings(cls, value: object) -> object:
+        # YAML reads `1: 90` as an int key; versions are directory names, so accept both.
+        if isinstance(value, dict):
+            return {str(key): weight for key, weight in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _weights_sum_to_100(self) -> "VariantsConfig":
+        total = sum(self.weights.values())
+        if not self.weights or total != 100:
+            raise ValueError(f"weights must sum to 100, got {total}")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Per-model settings; every field has a default so the file is optional."""
+
+    max_batch_size: Annotated[int, Field(ge=0, le=4096)] = 32
+    max_queue_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    max_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
+    variants: VariantsConfig | None = None
+
+
+def load_model_config(model_dir: Path) -> ModelConfig:
+    """The model's config.yaml, or the defaults when there is none."""
+    path = model_dir / CONFIG_FILE
+    if not path.exists():
+        return ModelConfig()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from error
+    if raw is None:
+        return ModelConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return ModelConfig.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise ConfigError(f"{path}: key '{key}': {first['msg']}") from error

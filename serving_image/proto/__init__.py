@@ -1,0 +1,1 @@
+"""Generated Open Inference Protocol gRPC stubs (regenerate with `make proto`)."""

@@ -1,0 +1,133 @@
+"""The model repository in Triton's layout: ``<repo>/<model>/<version>/model.onnx``.
+
+Every model is loaded up front, never in the request path. A model or version that fails
+to load is kept with its path and reason and marked not ready; the others still serve.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving_image.model_config import ConfigError, ModelConfig, load_model_config
+from serving_image.runtime import ModelLoadError, OnnxModel
+from serving_image.variants import VariantRouter
+
+MODEL_FILE = "model.onnx"
+
+
+@dataclass(slots=True)
+class ModelVersion:
+    """One version directory and, when it loaded, its ONNX Runtime session."""
+
+    model: str
+    version: str
+    path: Path
+    runtime: OnnxModel | None = None
+    error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Loaded and able to serve."""
+        return self.runtime is not None
+
+
+@dataclass(slots=True)
+class Model:
+    """A model name with its versions, its config and the router that picks a version."""
+
+    name: str
+    path: Path
+    config: ModelConfig = field(default_factory=ModelConfig)
+    versions: dict[str, ModelVersion] = field(default_factory=dict)
+    router: VariantRouter | None = None
+    error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Every version this model routes to is loaded."""
+        if self.error is not None or self.router is None:
+            return False
+        return all(self.versions[version].ready for version in self.router.versions)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFailure:
+    """What failed to load, where, and why: shown in logs and in the readiness answer."""
+
+    model: str
+    version: str
+    path: str
+    reason: str
+
+
+class Repository:
+    """All models of a repository directory, loaded."""
+
+    def __init__(self, models: dict[str, Model]) -> None:
+        self.models = models
+
+    @classmethod
+    def load(cls, root: Path, intra_op_threads: int) -> "Repository":
+        """Load every model under ``root``; failures are recorded, not raised."""
+        if not root.is_dir():
+            raise FileNotFoundError(f"model repository {root} is not a directory")
+        models = {
+            path.name: _load_model(path, intra_op_threads)
+            for path in sorted(root.iterdir())
+            if path.is_dir() and not path.name.startswith(".")
+        }
+        return cls(models)
+
+    def failures(self) -> list[LoadFailure]:
+        """Every model or version that cannot serve, with its path and reason."""
+        found: list[LoadFailure] = []
+        for model in self.models.values():
+            if model.error is not None:
+                found.append(LoadFailure(model.name, "", str(model.path), model.error))
+            found.extend(
+                LoadFailure(model.name, v.version, str(v.path), v.error)
+                for v in model.versions.values()
+                if v.error is not None
+            )
+        return found
+
+    @property
+    def ready(self) -> bool:
+        """Every model is ready."""
+        return all(model.ready for model in self.models.values())
+
+
+def _load_model(path: Path, intra_op_threads: int) -> Model:
+    model = Model(name=path.name, path=path)
+    try:
+        model.config = load_model_config(path)
+    except ConfigError as error:
+        model.error = str(error)
+        return model
+    for version_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+        model.versions[version_dir.name] = _load_version(model.name, version_dir, intra_op_threads)
+    numeric = sorted((v for v in model.versions if v.isdigit()), key=int)
+    if not numeric:
+        model.error = f"{path}: no version directories (expected {path}/<version>/{MODEL_FILE})"
+        return model
+    variants = model.config.variants
+    unknown = sorted(set(variants.weights) - set(numeric)) if variants else []
+    unknown += [r.version for r in variants.routes if r.version not in numeric] if variants else []
+    if unknown:
+        model.error = f"{path}/config.yaml: key 'variants' names versions with no directory: {unknown}"
+        return model
+    model.router = VariantRouter(variants, default_version=numeric[-1])
+    return model
+
+
+def _load_version(model: str, version_dir: Path, intra_op_threads: int) -> ModelVersion:
+    version = ModelVersion(model=model, version=version_dir.name, path=version_dir / MODEL_FILE)
+    if not version_dir.name.isdigit():
+        version.error = f"{version_dir}: version directory names must be positive integers"
+    elif not version.path.is_file():
+        version.error = f"{version.path}: file not found"
+    else:
+        try:
+            version.runtime = OnnxModel(version.path, intra_op_threads)
+        except ModelLoadError as error:
+            version.error = f"{version.path}: {error}"
+    return version

@@ -1,0 +1,204 @@
+"""The V2 REST transport: a plain ASGI application, served by uvicorn.
+
+No web framework: routing is a split of the path, which keeps the per-request cost a
+fraction of a framework's. Only this module knows HTTP.
+"""
+
+import sys
+import traceback
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from serving_image.dataplane import DataPlane
+from serving_image.errors import InvalidInput, ModelNotFound, PayloadTooLarge, ServingError
+from serving_image.rest_codec import decode_infer_request, encode_infer_response
+from serving_image.settings import Settings
+from serving_image.tracking import RequestTracker, Tracked
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+JSON = b"application/json"
+HEADER_LENGTH = "inference-header-content-length"
+VERSION_HEADER = b"x-model-version"
+
+
+class _Reply(Exception):
+    """Raised by handlers to answer with a status and a JSON document."""
+
+    def __init__(self, status: int, document: object) -> None:
+        self.status = status
+        self.document = document
+
+
+class RestApp:
+    """ASGI application for the Open Inference Protocol's REST endpoints and /metrics."""
+
+    def __init__(self, dataplane: DataPlane, tracker: RequestTracker, settings: Settings) -> None:
+        self._dp = dataplane
+        self._tracker = tracker
+        self._limit = settings.max_request_bytes
+        self._caller_header = settings.caller_header.lower()
+        self._id_header = settings.request_id_header.lower()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan and websockets are not used
+            return
+        parts = [part for part in scope["path"].split("/") if part]
+        method = scope["method"]
+        if (
+            method == "POST"
+            and len(parts) in (4, 6)
+            and parts[:2] == ["v2", "models"]
+            and parts[-1] == "infer"
+        ):
+            await self._infer(scope, receive, send, parts)
+            return
+        try:
+            status, body, content_type = self._get(method, parts)
+        except ServingError as error:
+            status, body, content_type = error.status, orjson.dumps({"error": error.message}), JSON
+        except _Reply as reply:
+            status, body, content_type = reply.status, orjson.dumps(reply.document), JSON
+        await _respond(send, status, body, [(b"content-type", content_type)])
+
+    def _get(self, method: str, parts: list[str]) -> tuple[int, bytes, bytes]:
+        if method not in ("GET", "HEAD"):
+            raise _Reply(405, {"error": f"method {method} not allowed here"})
+        if parts == ["metrics"]:
+            return 200, self._dp.metrics.exposition(), b"text/plain; version=0.0.4; charset=utf-8"
+        if parts == ["v2"]:
+            return 200, orjson.dumps(self._dp.server_metadata()), JSON
+        if parts == ["v2", "health", "live"]:
+            return 200, orjson.dumps({"live": self._dp.live()}), JSON
+        if parts == ["v2", "health", "ready"]:
+            return self._server_ready()
+        if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
+            return self._model_get(parts[2:])
+        raise _Reply(404, {"error": f"no endpoint at /{'/'.join(parts)}"})
+
+    def _server_ready(self) -> tuple[int, bytes, bytes]:
+        ready = self._dp.ready()
+        document: dict[str, object] = {"ready": ready}
+        if self._dp.draining:
+            document["reason"] = "shutting down"
+        failures = self._dp.repository.failures()
+        if failures:
+            document["not_ready"] = [_failure(failure) for failure in failures]
+        # The protocol: 200 means ready, a 4xx means not.
+        return (200 if ready else 400), orjson.dumps(document), JSON
+
+    def _model_get(self, rest: list[str]) -> tuple[int, bytes, bytes]:
+        name, version = rest[0], None
+        if len(rest) >= 3 and rest[1] == "versions":
+            version, rest = rest[2], [rest[0], *rest[3:]]
+        if len(rest) == 1:
+            return 200, orjson.dumps(self._dp.model_metadata(name, version).document()), JSON
+        if rest[1:] == ["ready"]:
+            ready = self._dp.model_ready(name, version)
+            document = {"name": name, "ready": ready}
+            return (200 if ready else 400), orjson.dumps(document), JSON
+        raise ModelNotFound(f"no endpoint at /v2/models/{'/'.join(rest)}")
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        tracked = self._tracker.start("rest", headers.get(self._id_header), headers.get(self._caller_header))
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            status, body, extra = await self._infer_body(receive, parts, headers, tracked)
+            outcome, error_name = "success", None
+        except ServingError as error:
+            status, body = error.status, orjson.dumps({"error": error.message})
+            outcome, error_name = error.outcome, type(error).__name__
+        except Exception:  # a bug: answer 500, keep serving, and leave a trace for the operator
+            traceback.print_exc(file=sys.stderr)
+            status, body = 500, orjson.dumps({"error": "internal server error"})
+            outcome, error_name = "server_error", "InternalError"
+        response_headers = [(b"content-type", JSON), (b"x-request-id", tracked.request_id.encode()), *extra]
+        if tracked.version:
+            response_headers.append((VERSION_HEADER, tracked.version.encode()))
+        try:
+            await _respond(send, status, body, response_headers)
+        finally:
+            self._tracker.finish(tracked, status, outcome, error_name)
+
+    async def _infer_body(
+        self, receive: Receive, parts: list[str], headers: dict[str, str], tracked: Tracked
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        model_name, version = parts[2], (parts[4] if len(parts) == 6 and parts[3] == "versions" else None)
+        if len(parts) == 6 and parts[3] != "versions":
+            raise ModelNotFound(f"no endpoint at /{'/'.join(parts)}")
+        target = self._dp.route(model_name, version, headers)
+        tracked.model, tracked.version = target.model.name, target.version.version
+        body = await _read_body(receive, headers, self._limit)
+        request = decode_infer_request(model_name, version, body, _header_length(headers))
+        if request.id is not None and "x-request-id" not in headers:
+            tracked.request_id = request.id
+        response = await self._dp.infer(target, request)
+        payload, json_length = encode_infer_response(response)
+        extra = (
+            [] if json_length is None else [(b"inference-header-content-length", str(json_length).encode())]
+        )
+        return 200, payload, extra
+
+
+def _failure(failure: object) -> dict[str, object]:
+    return {name: getattr(failure, name) for name in ("model", "version", "path", "reason")}
+
+
+def _header_length(headers: dict[str, str]) -> int | None:
+    raw = headers.get(HEADER_LENGTH)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {raw!r}") from None
+
+
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidInput("client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return _decompress(body, headers.get("content-encoding"), limit)
+
+
+def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo the request compression tritonclient can apply, never inflating past the limit."""
+    if encoding is None or encoding == "identity":
+        return body
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise InvalidInput(f"unsupported Content-Encoding '{encoding}'")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise InvalidInput(f"body is not valid {encoding} data: {error}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    return data
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
