@@ -58,6 +58,10 @@ proto: $(STAMPS)/venv
 	cd serving_image/proto && PATH="$(abspath $(BIN)):$$PATH" ../../$(BIN)/python -m grpc_tools.protoc -I. \
 	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. grpc_predict_v2.proto
 	sed -i 's/^import grpc_predict_v2_pb2/from . import grpc_predict_v2_pb2/' serving_image/proto/grpc_predict_v2_pb2_grpc.py*
+	# A private descriptor pool: the protocol's message names (inference.*) must coexist in one
+	# process with tritonclient's copy of the same protocol (tests and load generators load both).
+	sed -i 's/_descriptor_pool.Default().AddSerializedFile(/_descriptor_pool.DescriptorPool().AddSerializedFile(/' \
+	  serving_image/proto/grpc_predict_v2_pb2.py
 
 lint: setup
 	$(BIN)/ruff check .

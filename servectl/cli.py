@@ -6,6 +6,7 @@ never import servectl.
 
 import click
 
+from servectl.demo import demo
 from servectl.serve import serve
 
 
@@ -15,6 +16,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(demo)
 
 
 def main() -> None:

@@ -79,7 +79,7 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._compute_ewma = 0.0
+        self._seconds_per_row = 0.0
 
     def start(self) -> None:
         """Start the draining task on the running loop."""
@@ -93,6 +93,11 @@ class DynamicBatcher:
         self._wakeup.set()
         await self._task
         self._task = None
+
+    def record_cost(self, seconds: float, rows: int) -> None:
+        """Learn how long a row takes, which decides where the next batch runs."""
+        per_row = seconds / max(rows, 1)
+        self._seconds_per_row = per_row if not self._seconds_per_row else 0.8 * self._seconds_per_row + 0.2 * per_row
 
     @property
     def depth(self) -> int:
@@ -148,7 +153,8 @@ class DynamicBatcher:
     async def _execute(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            if self._compute_ewma < INLINE_COMPUTE_SECONDS:
+            rows = sum(pending.rows for pending in batch)
+            if self._seconds_per_row * rows < INLINE_COMPUTE_SECONDS:
                 outputs = self._run_stacked(batch)
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(
@@ -165,8 +171,8 @@ class DynamicBatcher:
             _fail(batch, error)
             return
         compute = time.perf_counter() - started
-        self._compute_ewma = 0.8 * self._compute_ewma + 0.2 * compute
-        self._observer.on_batch(sum(pending.rows for pending in batch), compute)
+        self.record_cost(compute, rows)
+        self._observer.on_batch(rows, compute)
         offset = 0
         for pending in batch:
             share = (

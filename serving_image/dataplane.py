@@ -14,6 +14,7 @@ import numpy as np
 
 from serving_image import __version__
 from serving_image.batching import DynamicBatcher
+from serving_image.datatypes import numpy_dtype
 from serving_image.errors import InvalidInput, ModelNotFound, ModelNotReady, ShuttingDown
 from serving_image.metrics import Metrics
 from serving_image.repository import Model, ModelVersion, Repository
@@ -97,6 +98,7 @@ class DataPlane:
                     observer=observer,
                     label=f"{model.name}/{version.version}",
                 )
+                _warm_up(version.runtime, batcher)
                 batcher.start()
                 self._batchers[(model.name, version.version)] = (batcher, observer)
 
@@ -185,6 +187,20 @@ class DataPlane:
         if model.router is None:
             raise ModelNotReady(f"model '{model.name}' is not ready: {model.error}")
         return self.version(model, model.router.versions[-1])
+
+
+def _warm_up(runtime: OnnxModel, batcher: DynamicBatcher) -> None:
+    """Run one zero row before serving: the first run allocates, and its cost seeds the batcher."""
+    if not runtime.batchable or any(-1 in spec.shape[1:] or spec.datatype == "BYTES" for spec in runtime.inputs):
+        return
+    feeds = {spec.name: np.zeros((1, *spec.shape[1:]), dtype=numpy_dtype(spec.datatype)) for spec in runtime.inputs}
+    try:
+        runtime.run(feeds)
+        started = time.perf_counter()
+        runtime.run(feeds)
+    except Exception:  # a model that cannot take zeros still serves; it just starts cold
+        return
+    batcher.record_cost(time.perf_counter() - started, 1)
 
 
 def _loaded(model: Model, entry: ModelVersion) -> OnnxModel:

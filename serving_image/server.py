@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -117,15 +118,13 @@ def _worker(settings: Settings) -> None:
 
 def supervise(settings: Settings) -> int:
     """Start the workers, forward stop signals, and exit 0 only if every worker drained cleanly."""
-    metrics_dir = os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="serving-metrics-")
-    )
+    owned = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    metrics_dir = tempfile.mkdtemp(prefix="serving-metrics-") if owned else os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     for stale in os.listdir(metrics_dir):  # values from an earlier run must not be merged in
         os.remove(os.path.join(metrics_dir, stale))
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_worker, args=(settings,), name=f"worker-{n}") for n in range(settings.workers)
-    ]
+    workers = [context.Process(target=_worker, args=(settings,), name=f"worker-{n}") for n in range(settings.workers)]
     for worker in workers:
         worker.start()
     stopping = False
@@ -139,7 +138,11 @@ def supervise(settings: Settings) -> int:
 
     for sig in _STOP_SIGNALS:
         signal.signal(sig, forward)
-    return _wait_for(workers, lambda: stopping)
+    try:
+        return _wait_for(workers, lambda: stopping)
+    finally:
+        if owned:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _wait_for(workers: Sequence[BaseProcess], stopping: Callable[[], bool]) -> int:

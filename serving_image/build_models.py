@@ -1,0 +1,275 @@
+"""Build the bundled demo models into a Triton-layout model repository.
+
+``python -m serving_image.build_models --out serving_image/models`` trains two versions of a
+breast-cancer classifier, converts them to ONNX, quantizes version 2 to int8, writes each
+model's ``config.yaml`` and records hashes, accuracies and int8 figures in ``BUILD_REPORT.json``.
+Same library versions, same bytes: every seed is fixed and nothing time- or random-named is
+written into the graphs (the report's latencies are the only figures that change per run).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+
+from serving_image import model_zoo
+
+MODEL_NAME = "tabular-classifier"
+INT8_MODEL_NAME = "tabular-classifier-int8"
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.yaml"
+REPORT_FILE = "BUILD_REPORT.json"
+DEFAULT_OUT = Path(__file__).resolve().parent / "models"
+V1_ESTIMATOR = "StandardScaler + LogisticRegression"
+V2_ESTIMATOR = "StandardScaler + MLPClassifier(64, 32)"
+# Quantizing keeps every weight, so the int8 copy reports version 2's parameter count.
+INT8_ESTIMATOR = "version 2, int8 dynamic quantization"
+BATCH_ROWS = 64
+# Bounded so the build stays at a few seconds; enough samples for a stable median.
+SINGLE_ROW_RUNS = 300
+BATCH_RUNS = 100
+
+CLASSIFIER_CONFIG = """\
+# Dynamic batching and A/B variants for the tabular classifier.
+max_batch_size: 64
+max_queue_delay_ms: 0
+max_queue_size: 512
+variants:
+  weights:
+    "1": 90
+    "2": 10
+  sticky:
+    header: x-user-id
+  routes:
+    - header: x-segment
+      value: enterprise
+      version: "2"
+"""
+
+INT8_CONFIG = """\
+# Dynamic batching for the int8 tabular classifier; one version, so no variants.
+max_batch_size: 64
+max_queue_delay_ms: 0
+max_queue_size: 512
+"""
+
+# (name, element type, shape with None for a dynamic dimension), as onnxruntime reports them.
+Signature = list[tuple[str, str, list[int | None]]]
+EXPECTED_INPUTS: Signature = [(model_zoo.INPUT_NAME, "tensor(float)", [None, model_zoo.N_FEATURES])]
+EXPECTED_OUTPUTS: Signature = [
+    (model_zoo.LABEL_NAME, "tensor(int64)", [None]),
+    (model_zoo.PROBABILITIES_NAME, "tensor(float)", [None, model_zoo.N_CLASSES]),
+]
+
+
+class BuildError(Exception):
+    """The build cannot go on, or produced a graph that breaks the serving contract."""
+
+
+def build(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build all models into ``out`` (replacing earlier builds) and return the report written there."""
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"--out {out} is a file; pass a directory for the model repository")
+    out.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and swap in at the end, so a failed build leaves the last good one.
+    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    try:
+        report = _build_into(staging, log)
+        for name in (MODEL_NAME, INT8_MODEL_NAME):
+            _replace_dir(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _write_json(out / REPORT_FILE, report)
+    return report
+
+
+def _build_into(root: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    data = model_zoo.load_dataset()
+    log(f"training version 1: {V1_ESTIMATOR}")
+    v1 = model_zoo.train_logistic(data)
+    log(f"training version 2: {V2_ESTIMATOR}")
+    v2 = model_zoo.train_mlp(data)
+    v1_path = _write_onnx(root / MODEL_NAME / "1", model_zoo.to_onnx(v1))
+    v2_onnx = model_zoo.to_onnx(v2)
+    v2_path = _write_onnx(root / MODEL_NAME / "2", v2_onnx)
+    log("quantizing version 2 to int8")
+    int8_path = root / INT8_MODEL_NAME / "1" / MODEL_FILE
+    int8_path.parent.mkdir(parents=True)
+    model_zoo.quantize_int8(v2_onnx, int8_path)
+    (root / MODEL_NAME / CONFIG_FILE).write_text(CLASSIFIER_CONFIG, encoding="utf-8")
+    (root / INT8_MODEL_NAME / CONFIG_FILE).write_text(INT8_CONFIG, encoding="utf-8")
+
+    log("measuring accuracy and int8 latency with onnxruntime")
+    v1_params, v2_params = model_zoo.count_parameters(v1), model_zoo.count_parameters(v2)
+    int8_entry = _describe(int8_path, INT8_ESTIMATOR, v2_params, data)
+    int8_entry["vs_fp32_version_2"] = _compare_int8(v2_path, int8_path, data)
+    models = {
+        MODEL_NAME: {
+            "1": _describe(v1_path, V1_ESTIMATOR, v1_params, data),
+            "2": _describe(v2_path, V2_ESTIMATOR, v2_params, data),
+        },
+        INT8_MODEL_NAME: {"1": int8_entry},
+    }
+    return _report(data, models)
+
+
+def _write_onnx(version_dir: Path, model: onnx.ModelProto) -> Path:
+    version_dir.mkdir(parents=True)
+    path = version_dir / MODEL_FILE
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    # Removing first drops versions an older build had and this one no longer makes.
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(source, target)
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    partial = path.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _check_contract(session: ort.InferenceSession, path: Path) -> None:
+    """Fail the build when a graph's inputs or outputs differ from what the server and clients expect."""
+    found = (_signature(session.get_inputs()), _signature(session.get_outputs()))
+    if found != (EXPECTED_INPUTS, EXPECTED_OUTPUTS):
+        raise BuildError(
+            f"{path}: inputs/outputs are {found}, expected {(EXPECTED_INPUTS, EXPECTED_OUTPUTS)}"
+        )
+
+
+def _signature(args: Sequence[Any]) -> Signature:
+    return [
+        (arg.name, arg.type, [dim if isinstance(dim, int) else None for dim in arg.shape]) for arg in args
+    ]
+
+
+def _describe(path: Path, estimator: str, parameters: int, data: model_zoo.Dataset) -> dict[str, Any]:
+    """One model version's entry: what it is, its hash and size, and its accuracy run in onnxruntime."""
+    model_bytes = path.read_bytes()
+    session = model_zoo.open_session(model_bytes)
+    _check_contract(session, path)
+    return {
+        "estimator": estimator,
+        "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "size_bytes": len(model_bytes),
+        "parameters": parameters,
+        "test_accuracy": round(model_zoo.accuracy(session, data), 6),
+    }
+
+
+def _compare_int8(fp32_path: Path, int8_path: Path, data: model_zoo.Dataset) -> dict[str, Any]:
+    """Accuracy delta, size ratio and single-row / batch latency of the int8 copy against fp32."""
+    fp32_bytes, int8_bytes = fp32_path.read_bytes(), int8_path.read_bytes()
+    fp32, int8 = model_zoo.open_session(fp32_bytes), model_zoo.open_session(int8_bytes)
+    fp32_labels, fp32_probabilities = model_zoo.predict(fp32, data.x_test)
+    int8_labels, int8_probabilities = model_zoo.predict(int8, data.x_test)
+    latency = {
+        kind: {
+            "batch_1": model_zoo.median_latency_us(session, data.x_test[:1], SINGLE_ROW_RUNS),
+            f"batch_{BATCH_ROWS}": model_zoo.median_latency_us(session, data.x_test[:BATCH_ROWS], BATCH_RUNS),
+        }
+        for kind, session in (("fp32", fp32), ("int8", int8))
+    }
+    return {
+        "accuracy_delta": round(model_zoo.accuracy(int8, data) - model_zoo.accuracy(fp32, data), 6),
+        "label_agreement": round(float((fp32_labels == int8_labels).mean()), 6),
+        "max_probability_difference": round(float(abs(fp32_probabilities - int8_probabilities).max()), 6),
+        "size_ratio": round(len(int8_bytes) / len(fp32_bytes), 4),
+        "median_latency_us": {
+            kind: {k: round(v, 1) for k, v in runs.items()} for kind, runs in latency.items()
+        },
+        "speedup": {k: round(latency["fp32"][k] / latency["int8"][k], 3) for k in latency["fp32"]},
+        "latency_runs": {"batch_1": SINGLE_ROW_RUNS, f"batch_{BATCH_ROWS}": BATCH_RUNS},
+        "latency_note": "informational: one build, one machine, intra_op_num_threads=1",
+    }
+
+
+def _report(data: model_zoo.Dataset, models: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    packages = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
+    return {
+        "dataset": {
+            "source": "sklearn.datasets.load_breast_cancer",
+            "features": model_zoo.N_FEATURES,
+            "train_rows": len(data.x_train),
+            "test_rows": len(data.x_test),
+            "split_random_state": model_zoo.SPLIT_SEED,
+            "model_random_state": model_zoo.MODEL_SEED,
+        },
+        # Byte-identical rebuilds hold for these versions; other versions may serialize differently.
+        "packages": {package: version(package) for package in packages},
+        "models": models,
+    }
+
+
+def summary(report: dict[str, Any], out: Path) -> str:
+    """A few human-readable lines about the build."""
+    rows = [
+        (f"{name}/{number}", entry)
+        for name, versions in report["models"].items()
+        for number, entry in versions.items()
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [
+        f"{label:<{width}}  {entry['estimator']:<38}  {entry['parameters']:>5} params  "
+        f"accuracy {entry['test_accuracy']:.4f}  sha256 {entry['sha256'][:12]}"
+        for label, entry in rows
+    ]
+    int8 = report["models"][INT8_MODEL_NAME]["1"]["vs_fp32_version_2"]
+    single, batch = int8["speedup"]["batch_1"], int8["speedup"][f"batch_{BATCH_ROWS}"]
+    lines.append(
+        f"int8 vs fp32 version 2: accuracy {int8['accuracy_delta']:+.4f}, size x{int8['size_ratio']:.2f}, "
+        f"speed-up x{single:.2f} (1 row), x{batch:.2f} ({BATCH_ROWS} rows)"
+    )
+    lines.append(f"report: {out / REPORT_FILE}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving_image.build_models",
+        description="Train, convert and quantize the bundled demo models into a Triton-layout repository.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"model repository to write (default: {DEFAULT_OUT}); earlier builds there are replaced",
+    )
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full traceback when the build fails"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        report = build(args.out)
+    except Exception as error:
+        if args.traceback:
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(f"build_models: failed: {reason} (rerun with --traceback for details)", file=sys.stderr)
+        return 1
+    print(summary(report, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
