@@ -132,8 +132,10 @@ def demo(repository: Path, out: Path) -> None:
         raise click.ClickException(f"no models in {repository}: run `make models` first")
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, object] = {}
-    with phase("serve the bundled models and send real requests"):
-        with running_server(repository, out / "server") as (http_url, grpc_url):
-            summary["serving"] = send_requests(http_url, grpc_url)
+    with (
+        phase("serve the bundled models and send real requests"),
+        running_server(repository, out / "server") as (http_url, grpc_url),
+    ):
+        summary["serving"] = send_requests(http_url, grpc_url)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     click.secho(f"demo report: {os.path.abspath(out)}", fg="green")

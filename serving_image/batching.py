@@ -27,7 +27,7 @@ class BatchObserver(Protocol):
         """A batch of ``rows`` rows ran in ``compute_seconds``."""
 
     def on_queue_depth(self, depth: int) -> None:
-        """The number of requests waiting changed."""
+        """Requests still waiting when a batch is taken (sampled per batch, not per request)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +48,14 @@ class _Pending:
 
 
 class DynamicBatcher:
-    """A bounded queue in front of one model version, drained by one task.
+    """A bounded queue in front of one model version.
 
-    The task takes what is queued, up to ``max_batch_size`` rows, waiting at most
-    ``max_queue_delay`` seconds for more; with no delay it takes only what is already
-    there, so a lone request never waits and a busy model still gets full batches while
-    the previous batch computes. When the queue is full, ``submit`` refuses at once.
+    A flush takes what is queued, up to ``max_batch_size`` rows. With no queue delay the
+    flush runs as soon as the event loop has read the requests that arrived together, so
+    a lone request never waits and a busy model still gets full batches; with a delay it
+    runs when the delay has passed or the batch is full. One batch computes at a time;
+    requests arriving meanwhile form the next. When the queue is full, ``submit`` refuses
+    at once instead of queueing without bound.
     """
 
     def __init__(
@@ -70,69 +72,74 @@ class DynamicBatcher:
         self._run = run
         self._max_rows = max(1, max_batch_size)
         self._stacking = max_batch_size > 0
-        self._delay = max_queue_delay
+        self._delay = max_queue_delay if self._stacking else 0.0
         self._max_queue = max_queue_size
         self._executor = executor
         self._observer = observer
         self._label = label
         self._queue: deque[_Pending] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._queued_rows = 0
+        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._computing = False
         self._seconds_per_row = 0.0
-
-    def start(self) -> None:
-        """Start the draining task on the running loop."""
-        self._task = asyncio.get_running_loop().create_task(self._drain(), name=f"batcher {self._label}")
-
-    async def stop(self) -> None:
-        """Finish what is queued and running, then stop."""
-        if self._task is None:
-            return
-        self._closing = True
-        self._wakeup.set()
-        await self._task
-        self._task = None
 
     def record_cost(self, seconds: float, rows: int) -> None:
         """Learn how long a row takes, which decides where the next batch runs."""
         per_row = seconds / max(rows, 1)
-        self._seconds_per_row = per_row if not self._seconds_per_row else 0.8 * self._seconds_per_row + 0.2 * per_row
+        self._seconds_per_row = (
+            per_row if not self._seconds_per_row else 0.8 * self._seconds_per_row + 0.2 * per_row
+        )
 
     @property
     def depth(self) -> int:
         """Requests waiting."""
         return len(self._queue)
 
-    async def submit(self, feeds: Feeds, rows: int) -> BatchResult:
-        """Queue one request's inputs and wait for its rows of the outputs."""
+    async def stop(self) -> None:
+        """Wait until everything queued or computing is answered."""
+        while self._queue or self._computing:
+            await asyncio.sleep(0.005)
+
+    def submit(self, feeds: Feeds, rows: int) -> "asyncio.Future[BatchResult]":
+        """Queue one request's inputs; the future resolves to its rows of the outputs."""
         if len(self._queue) >= self._max_queue:
             raise Overloaded(f"model '{self._label}' queue is full ({self._max_queue} waiting); retry later")
-        pending = _Pending(feeds, rows, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = _Pending(feeds, rows, loop.create_future())
         self._queue.append(pending)
-        self._observer.on_queue_depth(len(self._queue))
-        self._wakeup.set()
-        return await pending.future
+        self._queued_rows += rows
+        self._schedule(loop)
+        return pending.future
 
-    async def _drain(self) -> None:
-        while not (self._closing and not self._queue):
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._computing:
+            return  # the running batch flushes again when it is done
+        full = self._queued_rows >= self._max_rows
+        if self._flush_handle is not None:
+            if not full or not isinstance(self._flush_handle, asyncio.TimerHandle):
+                return
+            self._flush_handle.cancel()  # the batch filled up before the delay ran out
+        if self._delay and not full:
+            self._flush_handle = loop.call_later(self._delay, self._flush)
+        else:
+            self._flush_handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        while self._queue and not self._computing:
+            batch = self._take_batch()
+            if not batch:
                 continue
-            batch = await self._take_batch()
-            if batch:
-                await self._execute(batch)
+            rows = sum(pending.rows for pending in batch)
+            if self._seconds_per_row * rows < INLINE_COMPUTE_SECONDS:
+                self._compute(batch, rows)
+            else:
+                self._computing = True
+                asyncio.get_running_loop().create_task(self._compute_in_executor(batch, rows))
+        if self._queue and not self._computing and self._flush_handle is None:
+            self._schedule(asyncio.get_running_loop())
 
-    async def _take_batch(self) -> list[_Pending]:
-        if self._delay > 0 and self._stacking:
-            deadline = time.perf_counter() + self._delay
-            while self._queued_rows() < self._max_rows and (left := deadline - time.perf_counter()) > 0:
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), left)
-                except TimeoutError:
-                    break
+    def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
         rows = 0
         while self._queue:
@@ -140,6 +147,7 @@ class DynamicBatcher:
             if batch and (not self._stacking or rows + head.rows > self._max_rows):
                 break
             self._queue.popleft()
+            self._queued_rows -= head.rows
             if head.future.done():  # the caller went away while waiting
                 continue
             batch.append(head)
@@ -147,29 +155,40 @@ class DynamicBatcher:
         self._observer.on_queue_depth(len(self._queue))
         return batch
 
-    def _queued_rows(self) -> int:
-        return sum(pending.rows for pending in self._queue)
-
-    async def _execute(self, batch: list[_Pending]) -> None:
+    def _compute(self, batch: list[_Pending], rows: int) -> None:
         started = time.perf_counter()
         try:
-            rows = sum(pending.rows for pending in batch)
-            if self._seconds_per_row * rows < INLINE_COMPUTE_SECONDS:
-                outputs = self._run_stacked(batch)
-            else:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._run_stacked, batch
-                )
-        except InvalidInput as error:
-            if len(batch) > 1:  # one bad request must not fail its neighbours: run each alone
-                for pending in batch:
-                    await self._execute([pending])
-                return
-            _fail(batch, error)
-            return
+            outputs = self._run_stacked(batch, rows)
         except Exception as error:
-            _fail(batch, error)
+            self._fail(batch, error)
             return
+        self._deliver(batch, rows, outputs, started)
+
+    async def _compute_in_executor(self, batch: list[_Pending], rows: int) -> None:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run_stacked, batch, rows)
+        except Exception as error:
+            self._fail(batch, error)
+        else:
+            self._deliver(batch, rows, outputs, started)
+        finally:
+            self._computing = False
+            if self._queue:
+                self._schedule(loop)
+
+    def _fail(self, batch: list[_Pending], error: Exception) -> None:
+        if isinstance(error, InvalidInput) and len(batch) > 1:
+            # One bad request must not fail its neighbours: run each alone.
+            for pending in batch:
+                self._compute([pending], pending.rows)
+            return
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    def _deliver(self, batch: list[_Pending], rows: int, outputs: list[np.ndarray], started: float) -> None:
         compute = time.perf_counter() - started
         self.record_cost(compute, rows)
         self._observer.on_batch(rows, compute)
@@ -178,24 +197,17 @@ class DynamicBatcher:
             share = (
                 [output[offset : offset + pending.rows] for output in outputs] if len(batch) > 1 else outputs
             )
-            offset += pending.rows
+            offset = end
             if not pending.future.done():
                 pending.future.set_result(BatchResult(share, started - pending.enqueued_at, compute))
 
-    def _run_stacked(self, batch: list[_Pending]) -> list[np.ndarray]:
+    def _run_stacked(self, batch: list[_Pending], rows: int) -> list[np.ndarray]:
         if len(batch) == 1:
             return self._run(batch[0].feeds)
         names = batch[0].feeds.keys()
         stacked = {name: np.concatenate([pending.feeds[name] for pending in batch]) for name in names}
         outputs = self._run(stacked)
-        total = sum(pending.rows for pending in batch)
         for output in outputs:
-            if output.shape[:1] != (total,):
-                raise ServingError(f"model '{self._label}' returned {output.shape} for a batch of {total}")
+            if output.shape[:1] != (rows,):
+                raise ServingError(f"model '{self._label}' returned {output.shape} for a batch of {rows}")
         return outputs
-
-
-def _fail(batch: list[_Pending], error: Exception) -> None:
-    for pending in batch:
-        if not pending.future.done():
-            pending.future.set_exception(error)

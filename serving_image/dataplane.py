@@ -61,10 +61,11 @@ class _BatchMetrics:
         self._batch_size = metrics.batch_size.labels(model, version)
         self._depth = metrics.queue_depth.labels(model, version)
         self.queue_seconds = metrics.queue_seconds.labels(model, version)
-        self.compute_seconds = metrics.compute_seconds.labels(model, version)
+        self._compute_seconds = metrics.compute_seconds.labels(model, version)
 
     def on_batch(self, rows: int, compute_seconds: float) -> None:
         self._batch_size.observe(rows)
+        self._compute_seconds.observe(compute_seconds)
 
     def on_queue_depth(self, depth: int) -> None:
         self._depth.set(depth)
@@ -99,7 +100,6 @@ class DataPlane:
                     label=f"{model.name}/{version.version}",
                 )
                 _warm_up(version.runtime, batcher)
-                batcher.start()
                 self._batchers[(model.name, version.version)] = (batcher, observer)
 
     async def stop(self) -> None:
@@ -165,7 +165,6 @@ class DataPlane:
         batcher, observer = self._batchers[(target.model.name, target.version.version)]
         result = await batcher.submit(feeds, rows)
         observer.queue_seconds.observe(result.queue_seconds)
-        observer.compute_seconds.observe(result.compute_seconds)
         return InferResponse(
             model=target.model.name,
             version=target.version.version,
@@ -191,9 +190,13 @@ class DataPlane:
 
 def _warm_up(runtime: OnnxModel, batcher: DynamicBatcher) -> None:
     """Run one zero row before serving: the first run allocates, and its cost seeds the batcher."""
-    if not runtime.batchable or any(-1 in spec.shape[1:] or spec.datatype == "BYTES" for spec in runtime.inputs):
+    if not runtime.batchable or any(
+        -1 in spec.shape[1:] or spec.datatype == "BYTES" for spec in runtime.inputs
+    ):
         return
-    feeds = {spec.name: np.zeros((1, *spec.shape[1:]), dtype=numpy_dtype(spec.datatype)) for spec in runtime.inputs}
+    feeds = {
+        spec.name: np.zeros((1, *spec.shape[1:]), dtype=numpy_dtype(spec.datatype)) for spec in runtime.inputs
+    }
     try:
         runtime.run(feeds)
         started = time.perf_counter()

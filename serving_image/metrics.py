@@ -41,7 +41,7 @@ class Metrics:
             ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.compute_seconds = Histogram(
-            "serving_compute_duration_seconds", "ONNX Runtime time of the batch a request ran in.",
+            "serving_compute_duration_seconds", "ONNX Runtime time per batch run.",
             ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.batch_size = Histogram(

@@ -55,11 +55,8 @@ class OnnxModel:
         self.inputs = tuple(_spec(node) for node in self._session.get_inputs())
         self.outputs = tuple(_spec(node) for node in self._session.get_outputs())
         self._output_names = [spec.name for spec in self.outputs]
-
-    @property
-    def batchable(self) -> bool:
-        """Whether every tensor has a dynamic first dimension, so requests can be stacked."""
-        return all(spec.shape[:1] == (-1,) for spec in (*self.inputs, *self.outputs))
+        # Whether every tensor has a dynamic first dimension, so requests can be stacked.
+        self.batchable = all(spec.shape[:1] == (-1,) for spec in (*self.inputs, *self.outputs))
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One ONNX Runtime run; releases the GIL while it computes."""

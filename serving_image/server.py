@@ -119,12 +119,16 @@ def _worker(settings: Settings) -> None:
 def supervise(settings: Settings) -> int:
     """Start the workers, forward stop signals, and exit 0 only if every worker drained cleanly."""
     owned = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    metrics_dir = tempfile.mkdtemp(prefix="serving-metrics-") if owned else os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    metrics_dir = (
+        tempfile.mkdtemp(prefix="serving-metrics-") if owned else os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    )
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     for stale in os.listdir(metrics_dir):  # values from an earlier run must not be merged in
         os.remove(os.path.join(metrics_dir, stale))
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(settings,), name=f"worker-{n}") for n in range(settings.workers)]
+    workers = [
+        context.Process(target=_worker, args=(settings,), name=f"worker-{n}") for n in range(settings.workers)
+    ]
     for worker in workers:
         worker.start()
     stopping = False

@@ -1,7 +1,8 @@
 """Per-request bookkeeping shared by the transports: in-flight count, metrics and the access log."""
 
+import itertools
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ class RequestTracker:
         self._metrics = metrics
         self._log = access_log
         self.inflight = 0
+        # Request ids for callers that send none: unique per process and cheap (no uuid per request).
+        self._id_prefix = os.urandom(6).hex()
+        self._id_counter = itertools.count(1)
         # Label lookups cost more than the updates; the label sets are bounded, so cache them.
         self._inflight_gauges: dict[str, Any] = {}
         self._outcome_metrics: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
@@ -39,7 +43,9 @@ class RequestTracker:
         if gauge is None:
             gauge = self._inflight_gauges[protocol] = self._metrics.inflight.labels(protocol)
         gauge.inc()
-        return Tracked(protocol, time.perf_counter(), request_id or uuid.uuid4().hex, caller)
+        return Tracked(
+            protocol, time.perf_counter(), request_id or f"{self._id_prefix}-{next(self._id_counter)}", caller
+        )
 
     def finish(self, tracked: Tracked, status: int | str, outcome: str, error: str | None = None) -> None:
         """The request is answered: metrics and one access-log line."""

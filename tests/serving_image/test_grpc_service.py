@@ -28,7 +28,13 @@ def features(count: int) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "message",
-    ["ModelInferRequest", "ModelInferResponse", "ModelMetadataResponse", "InferParameter", "InferTensorContents"],
+    [
+        "ModelInferRequest",
+        "ModelInferResponse",
+        "ModelMetadataResponse",
+        "InferParameter",
+        "InferTensorContents",
+    ],
 )
 def test_our_proto_matches_tritonclients_field_numbers(message: str) -> None:
     def fields(descriptor: object) -> dict[str, tuple[int, int]]:
@@ -73,7 +79,9 @@ def test_infer_typed_contents(server: ServerProcess) -> None:
     with grpc.insecure_channel(server.grpc_url) as channel:
         stub = ours_grpc.GRPCInferenceServiceStub(channel)
         request = ours.ModelInferRequest(model_name="doubler")
-        request.inputs.add(name="x", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([1, 2, 3, 4])
+        request.inputs.add(name="x", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend(
+            [1, 2, 3, 4]
+        )
         response = stub.ModelInfer(request)
     values = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
     assert values.tolist() == [2, 4, 6, 8]
@@ -87,10 +95,38 @@ def test_header_route_and_version_metadata(client: grpcclient.InferenceServerCli
 @pytest.mark.parametrize(
     ("model", "data", "name", "datatype", "code", "message"),
     [
-        ("nope", np.zeros((1, 30), np.float32), "features", "FP32", grpc.StatusCode.NOT_FOUND, "unknown model"),
-        ("doubler", np.zeros((1, 4), np.float32), "nope", "FP32", grpc.StatusCode.INVALID_ARGUMENT, "unknown input"),
-        ("doubler", np.zeros((1, 4), np.int64), "x", "INT64", grpc.StatusCode.INVALID_ARGUMENT, "datatype INT64"),
-        ("doubler", np.zeros((1, 5), np.float32), "x", "FP32", grpc.StatusCode.INVALID_ARGUMENT, "dimension 1"),
+        (
+            "nope",
+            np.zeros((1, 30), np.float32),
+            "features",
+            "FP32",
+            grpc.StatusCode.NOT_FOUND,
+            "unknown model",
+        ),
+        (
+            "doubler",
+            np.zeros((1, 4), np.float32),
+            "nope",
+            "FP32",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown input",
+        ),
+        (
+            "doubler",
+            np.zeros((1, 4), np.int64),
+            "x",
+            "INT64",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "datatype INT64",
+        ),
+        (
+            "doubler",
+            np.zeros((1, 5), np.float32),
+            "x",
+            "FP32",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "dimension 1",
+        ),
     ],
     ids=["unknown-model", "unknown-input", "wrong-datatype", "wrong-dimension"],
 )

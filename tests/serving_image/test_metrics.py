@@ -4,6 +4,7 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,18 +27,27 @@ def sample(metrics: str, name: str, **labels: str) -> float:
 
 def test_outcomes_are_counted_by_model_version_protocol(server: ServerProcess) -> None:
     before = requests.get(server.base + "/metrics", timeout=5).text
-    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    body: dict[str, Any] = {
+        "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
+    }
     assert requests.post(f"{server.base}/v2/models/doubler/infer", json=body, timeout=5).status_code == 200
     assert requests.post(f"{server.base}/v2/models/doubler/infer", data=b"{", timeout=5).status_code == 400
-    assert requests.post(f"{server.base}/v2/models/ghost-{id(body)}/infer", json=body, timeout=5).status_code == 404
+    assert (
+        requests.post(f"{server.base}/v2/models/ghost-{id(body)}/infer", json=body, timeout=5).status_code
+        == 404
+    )
     after = requests.get(server.base + "/metrics", timeout=5).text
 
     def delta(**labels: str) -> float:
-        return sample(after, "serving_requests_total", **labels) - sample(before, "serving_requests_total", **labels)
+        return sample(after, "serving_requests_total", **labels) - sample(
+            before, "serving_requests_total", **labels
+        )
 
     assert delta(model="doubler", version="1", protocol="rest", outcome="success") == 1
     assert delta(model="doubler", version="1", protocol="rest", outcome="client_error") == 1
-    assert delta(model="_unknown", protocol="rest", outcome="not_found") == 1, "unknown names must not become labels"
+    assert delta(model="_unknown", protocol="rest", outcome="not_found") == 1, (
+        "unknown names must not become labels"
+    )
     assert "ghost" not in after, "label cardinality stays bounded"
     for histogram in ("serving_request_duration_seconds", "serving_queue_duration_seconds",
                       "serving_compute_duration_seconds", "serving_batch_size"):  # fmt: skip
@@ -76,10 +86,14 @@ def test_access_log_has_one_json_line_per_request_and_no_payload(tmp_path: Path)
     save_model(doubler_graph(), root / "doubler" / "1" / "model.onnx")
     server = start_server(root, tmp_path / "logs")
     marker = 424242.5
-    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [marker, 0, 0, 0]}]}
+    body: dict[str, Any] = {
+        "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [marker, 0, 0, 0]}]
+    }
     headers = {"x-request-id": "req-1", "x-jwt-sub": "alice@example.com"}
     assert requests.post(f"{server.base}/v2/models/doubler/infer", json=body, headers=headers, timeout=5).ok
-    bad = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ["secret-value", 0, 0, 0]}]}
+    bad: dict[str, Any] = {
+        "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ["secret-value", 0, 0, 0]}]
+    }
     assert requests.post(f"{server.base}/v2/models/doubler/infer", json=bad, timeout=5).status_code == 400
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: requests.post(f"{server.base}/v2/models/doubler/infer", json=body, timeout=5),
@@ -89,7 +103,11 @@ def test_access_log_has_one_json_line_per_request_and_no_payload(tmp_path: Path)
     assert len(lines) == 10, "one line per inference request"
     first = lines[0]
     assert first["request_id"] == "req-1" and first["caller"] == "alice@example.com"
-    assert {"time", "request_id", "model", "version", "status", "latency_ms", "caller", "outcome"} <= set(first)
+    assert {"time", "request_id", "model", "version", "status", "latency_ms", "caller", "outcome"} <= set(
+        first
+    )
     assert (first["model"], first["version"], first["status"]) == ("doubler", "1", 200)
     assert lines[1]["status"] == 400 and lines[1]["error"] == "InvalidInput"
-    assert "424242" not in server.stdout() and "secret-value" not in server.stdout(), "payload must never be logged"
+    assert "424242" not in server.stdout() and "secret-value" not in server.stdout(), (
+        "payload must never be logged"
+    )

@@ -50,5 +50,5 @@ def test_invalid_config_names_file_key_and_reason(tmp_path: Path, text: str, key
 
 
 def test_unparseable_yaml_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="config.yaml: cannot read"):
+    with pytest.raises(ConfigError, match=r"config\.yaml: cannot read"):
         load_model_config(write(tmp_path, "max_batch_size: [unclosed\n"))

@@ -29,7 +29,10 @@ def test_failures_are_reported_with_path_and_reason(tmp_path: Path) -> None:
     failures = {(f.model, f.version): f for f in repository.failures()}
     assert set(failures) == {("corrupt", "1"), ("empty", ""), ("badconfig", "")}, failures
     assert failures[("corrupt", "1")].path == str(tmp_path / "corrupt" / "1" / "model.onnx")
-    assert "INVALID_PROTOBUF" in failures[("corrupt", "1")].reason or "Protobuf" in failures[("corrupt", "1")].reason
+    assert (
+        "INVALID_PROTOBUF" in failures[("corrupt", "1")].reason
+        or "Protobuf" in failures[("corrupt", "1")].reason
+    )
     assert "no version directories" in failures[("empty", "")].reason
     assert "names versions with no directory: ['9']" in failures[("badconfig", "")].reason
     assert not repository.ready, "the repository is not ready while a model failed"

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,7 +43,10 @@ def test_model_metadata_comes_from_the_onnx_graph(client: httpclient.InferenceSe
     assert metadata["versions"] == ["1", "2"], metadata
     assert metadata["platform"] == "onnxruntime_onnx"
     assert metadata["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, FEATURES]}]
-    assert {o["name"]: o["datatype"] for o in metadata["outputs"]} == {"label": "INT64", "probabilities": "FP32"}
+    assert {o["name"]: o["datatype"] for o in metadata["outputs"]} == {
+        "label": "INT64",
+        "probabilities": "FP32",
+    }
     version = client.get_model_metadata("tabular-classifier", model_version="1")
     assert version["inputs"] == metadata["inputs"], "a version's metadata matches the graph too"
 
@@ -61,7 +65,9 @@ def test_infer_matches_onnxruntime_in_process(
 
     data = rows(3)
     outputs = [httpclient.InferRequestedOutput("probabilities", binary_data=binary)]
-    result = client.infer("tabular-classifier", [infer_input(data, binary)], model_version="1", outputs=outputs)
+    result = client.infer(
+        "tabular-classifier", [infer_input(data, binary)], model_version="1", outputs=outputs
+    )
     session = ort.InferenceSession(f"{bundled_models}/tabular-classifier/1/model.onnx")
     expected = session.run(["probabilities"], {"features": data})[0]
     np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-5)
@@ -84,7 +90,9 @@ def test_gzip_compressed_request(client: httpclient.InferenceServerClient) -> No
 
 
 def test_response_names_the_version_in_body_and_header(server: ServerProcess) -> None:
-    body = {"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "data": [0.1] * 30}]}
+    body: dict[str, Any] = {
+        "inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32", "data": [0.1] * 30}]
+    }
     response = requests.post(
         f"{server.base}/v2/models/tabular-classifier/infer",
         json=body,
@@ -100,7 +108,9 @@ def test_sticky_users_keep_their_version_and_weights_hold(client: httpclient.Inf
     seen: dict[str, set[str]] = {}
     for user in range(200):
         for _ in range(2):
-            result = client.infer("tabular-classifier", [infer_input(rows(1))], headers={"x-user-id": f"u{user}"})
+            result = client.infer(
+                "tabular-classifier", [infer_input(rows(1))], headers={"x-user-id": f"u{user}"}
+            )
             seen.setdefault(f"u{user}", set()).add(result.get_response()["model_version"])
     assert all(len(versions) == 1 for versions in seen.values()), "a user must always get the same version"
     share_v2 = sum(versions == {"2"} for versions in seen.values()) / len(seen)
@@ -186,7 +196,9 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "status", "message"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("case", "body", "status", "message"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
+)
 def test_bad_input_gets_a_4xx_naming_the_problem(
     server: ServerProcess, case: str, body: str, status: int, message: str
 ) -> None:
@@ -197,10 +209,17 @@ def test_bad_input_gets_a_4xx_naming_the_problem(
 
 def test_binary_size_mismatch_is_400(server: ServerProcess) -> None:
     header = json.dumps(
-        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]}
+        {
+            "inputs": [
+                {"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}
+            ]
+        }
     ).encode()
     response = post(
-        server, "/v2/models/doubler/infer", header + b"\0" * 12, **{"inference-header-content-length": str(len(header))}
+        server,
+        "/v2/models/doubler/infer",
+        header + b"\0" * 12,
+        **{"inference-header-content-length": str(len(header))},
     )
     assert response.status_code == 400, response.text
     assert "exceeds the binary data" in response.json()["error"]
@@ -239,3 +258,20 @@ def test_tritonclient_raises_with_the_server_message(client: httpclient.Inferenc
 def test_unknown_path_and_method(server: ServerProcess) -> None:
     assert requests.get(server.base + "/v3", timeout=5).status_code == 404
     assert requests.delete(server.base + "/v2/models/doubler", timeout=5).status_code == 405
+
+
+def test_random_bodies_never_get_a_5xx(server: ServerProcess) -> None:
+    rng = np.random.default_rng(7)
+    header = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 16}}]}).encode()  # fmt: skip
+    with requests.Session() as session:
+        for n in range(60):
+            body = rng.bytes(int(rng.integers(0, 400)))
+            headers = {"inference-header-content-length": str(int(rng.integers(-5, 500)))} if n % 2 else {}
+            if n % 3 == 0:
+                body, headers = header + body, {"inference-header-content-length": str(len(header))}
+            response = session.post(
+                f"{server.base}/v2/models/doubler/infer", data=body, headers=headers, timeout=5
+            )
+            assert 400 <= response.status_code < 500, f"body {n}: {response.status_code} {response.text}"
+            assert "error" in response.json()

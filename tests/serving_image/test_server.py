@@ -5,6 +5,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +36,9 @@ def slow_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def slow_body(rows: int) -> bytes:
     data = [0.001] * (rows * SLOW_WIDTH)
-    return json.dumps({"inputs": [{"name": "x", "shape": [rows, SLOW_WIDTH], "datatype": "FP32", "data": data}]}).encode()
+    return json.dumps(
+        {"inputs": [{"name": "x", "shape": [rows, SLOW_WIDTH], "datatype": "FP32", "data": data}]}
+    ).encode()
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(slow_repository: Path, tmp_path: Path) -> None:
@@ -49,7 +52,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(slow_repository: Path,
     caller = threading.Thread(target=in_flight)
     caller.start()
     deadline = time.monotonic() + 30
-    while "serving_inflight_requests{protocol=\"rest\"} 1.0" not in requests.get(server.base + "/metrics", timeout=5).text:
+    while (
+        'serving_inflight_requests{protocol="rest"} 1.0'
+        not in requests.get(server.base + "/metrics", timeout=5).text
+    ):
         assert time.monotonic() < deadline, "the slow request never showed as in flight"
         time.sleep(0.02)
     server.process.send_signal(15)
@@ -135,19 +141,29 @@ def test_failed_model_is_reported_and_the_others_serve(tmp_path: Path) -> None:
 def test_two_workers_share_the_ports_and_merge_metrics(tmp_path: Path) -> None:
     repository = tmp_path / "repository"
     save_model(doubler_graph(), repository / "doubler" / "1" / "model.onnx")
-    server = start_server(repository, tmp_path / "logs", "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""})
+    server = start_server(
+        repository, tmp_path / "logs", "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""}
+    )
     try:
-        body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        body: dict[str, Any] = {
+            "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
+        }
         with requests.Session() as session:
             for _ in range(40):
                 assert session.post(f"{server.base}/v2/models/doubler/infer", json=body, timeout=5).ok
         for _ in range(40):
             assert requests.post(f"{server.base}/v2/models/doubler/infer", json=body, timeout=5).ok
-        pids = {json.loads(line)["pid"] for line in server.stderr().splitlines() if '"server_started"' in line}
+        pids = {
+            json.loads(line)["pid"] for line in server.stderr().splitlines() if '"server_started"' in line
+        }
         assert len(pids) == 2, f"two worker processes must have started: {server.stderr()}"
         metrics = requests.get(server.base + "/metrics", timeout=5).text
         line = next(
-            (m for m in metrics.splitlines() if m.startswith("serving_requests_total{") and 'model="doubler"' in m),
+            (
+                m
+                for m in metrics.splitlines()
+                if m.startswith("serving_requests_total{") and 'model="doubler"' in m
+            ),
             "",
         )
         assert line.endswith(" 80.0"), f"merged count of both workers must be 80: {line!r}"

@@ -1,0 +1,1 @@
+"""Load tests: locust suites with SLO pass/fail gates and reports."""
