@@ -7,6 +7,8 @@ never import servectl.
 import click
 
 from servectl.demo import demo
+from servectl.plan import plan
+from servectl.policy import policy
 from servectl.serve import serve
 
 
@@ -17,6 +19,8 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(demo)
+cli.add_command(plan)
+cli.add_command(policy)
 
 
 def main() -> None:

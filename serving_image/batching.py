@@ -194,9 +194,8 @@ class DynamicBatcher:
         self._observer.on_batch(rows, compute)
         offset = 0
         for pending in batch:
-            share = (
-                [output[offset : offset + pending.rows] for output in outputs] if len(batch) > 1 else outputs
-            )
+            end = offset + pending.rows
+            share = [output[offset:end] for output in outputs] if len(batch) > 1 else outputs
             offset = end
             if not pending.future.done():
                 pending.future.set_result(BatchResult(share, started - pending.enqueued_at, compute))
