@@ -1,0 +1,1 @@
+"""Scripts that print figures and ratios measured in one run (``make bench``)."""

@@ -1,0 +1,21 @@
+# Serving benchmark: ghz, the gRPC load generator of `make bench`, at a pinned version built
+# from its Go module into .tools/bin. Without Go, or when the build fails, this only warns:
+# benchmarks/serving.py then loads the gRPC path with a Python grpc.aio client and says so.
+GHZ_VERSION := v0.120.0
+GHZ := $(TOOLS)/bin/ghz
+GHZ_MARKER := $(TOOLS)/versions/ghz-$(GHZ_VERSION)
+
+bench: $(GHZ)
+
+# A marker per pinned version, so changing GHZ_VERSION rebuilds ghz.
+$(GHZ_MARKER):
+	mkdir -p $(@D) $(TOOLS)/bin
+	touch $@
+
+$(GHZ): $(GHZ_MARKER)
+	@if command -v go >/dev/null 2>&1 && GOBIN=$(abspath $(TOOLS)/bin) GOFLAGS=-buildvcs=false \
+	  go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION); then \
+	  touch $@; \
+	else \
+	  echo "warning: ghz $(GHZ_VERSION) could not be installed; make bench will use a grpc.aio client for gRPC" >&2; \
+	fi

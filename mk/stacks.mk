@@ -1,0 +1,35 @@
+# Stacks (issue 3): CRD schemas of the Istio and prometheus-operator kinds the stacks create, read from those
+# projects' Go modules at pinned versions and checked against pinned module sums. Never hand-written, never
+# fetched by a test. promtool (Debian's prometheus package) checks the alert and recording rules.
+APT_PACKAGES += prometheus
+
+ISTIO_API_VERSION := v1.30.8
+ISTIO_API_SUM := h1:/weRNO9YbJsKqFibiGCjXG1i+UwNhJb3vts6ChGR554=
+PROMETHEUS_OPERATOR_VERSION := v0.85.0
+PROMETHEUS_OPERATOR_SUM := h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s=
+CRD_GOMODCACHE := $(abspath $(TOOLS))/gomod
+CRD_DIR := $(TOOLS)/crds
+PROMETHEUS_CRDS := servicemonitors prometheusrules podmonitors
+
+SETUP_TARGETS += $(STAMPS)/crds
+
+$(STAMPS)/crds: mk/stacks.mk | $(STAMPS)
+	@command -v go >/dev/null || { echo "stacks: the Go toolchain is needed to fetch the pinned CRD schemas"; exit 1; }
+	rm -rf $(CRD_DIR).tmp && mkdir -p $(CRD_DIR).tmp
+	GOMODCACHE=$(CRD_GOMODCACHE) GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+	  go mod download -json istio.io/api@$(ISTIO_API_VERSION) \
+	  github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION) > $(CRD_DIR).tmp/modules.json
+	grep -qF '"Sum": "$(ISTIO_API_SUM)"' $(CRD_DIR).tmp/modules.json
+	grep -qF '"Sum": "$(PROMETHEUS_OPERATOR_SUM)"' $(CRD_DIR).tmp/modules.json
+	cp $(CRD_GOMODCACHE)/istio.io/api@$(ISTIO_API_VERSION)/kubernetes/customresourcedefinitions.gen.yaml \
+	  $(CRD_DIR).tmp/istio-$(ISTIO_API_VERSION).yaml
+	for kind in $(PROMETHEUS_CRDS); do \
+	  cp $(CRD_GOMODCACHE)/github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION)/example/prometheus-operator-crd/monitoring.coreos.com_$$kind.yaml \
+	    $(CRD_DIR).tmp/prometheus-operator-$(PROMETHEUS_OPERATOR_VERSION)-$$kind.yaml; \
+	done
+	rm -rf $(CRD_DIR) && mv $(CRD_DIR).tmp $(CRD_DIR)
+	touch $@
+
+.PHONY: plan-stacks
+plan-stacks: setup
+	$(BIN)/servectl plan --all

@@ -1,0 +1,1 @@
+"""The Pulumi program of model-serving: region-pinned stacks, one per jurisdiction."""

@@ -1,0 +1,1 @@
+"""Components: one noun each, built from typed Args, never reading config."""

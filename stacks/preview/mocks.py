@@ -1,0 +1,197 @@
+"""Mocks that answer like AWS and Kubernetes would: realistic ids, ARNs and each region's availability zones.
+
+Values are derived from a hash of the resource's name, type and region, so a plan is the same on every run.
+"""
+
+import base64
+import hashlib
+from typing import Any
+
+import pulumi
+
+ACCOUNT_ID = "123456789012"
+ZONES_INVOKE = "aws:index/getAvailabilityZones:getAvailabilityZones"
+IDENTITY_INVOKE = "aws:index/getCallerIdentity:getCallerIdentity"
+PARTITION_INVOKE = "aws:index/getPartition:getPartition"
+UNKNOWN_ID = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+"""The id the engine gives a resource it has not created yet (providers in a preview)."""
+
+# Availability zones an account sees in each region the jurisdictions allow (us-west-1 offers new
+# accounts two).
+AVAILABILITY_ZONES: dict[str, tuple[str, ...]] = {
+    "me-central-1": ("a", "b", "c"),
+    "eu-central-1": ("a", "b", "c"),
+    "eu-west-1": ("a", "b", "c"),
+    "eu-west-3": ("a", "b", "c"),
+    "eu-north-1": ("a", "b", "c"),
+    "eu-south-1": ("a", "b", "c"),
+    "eu-south-2": ("a", "b", "c"),
+    "us-east-1": ("a", "b", "c", "d", "e", "f"),
+    "us-east-2": ("a", "b", "c"),
+    "us-west-1": ("b", "c"),
+    "us-west-2": ("a", "b", "c", "d"),
+}
+_ZONE_ID_PREFIX = {
+    "me-central-1": "mec1",
+    "eu-central-1": "euc1",
+    "eu-west-1": "euw1",
+    "eu-west-3": "euw3",
+    "eu-north-1": "eun1",
+    "eu-south-1": "eus1",
+    "eu-south-2": "eus2",
+    "us-east-1": "use1",
+    "us-east-2": "use2",
+    "us-west-1": "usw1",
+    "us-west-2": "usw2",
+}
+# Prefixes of EC2-style ids, by resource type.
+_EC2_PREFIX = {
+    "aws:ec2/vpc:Vpc": "vpc",
+    "aws:ec2/subnet:Subnet": "subnet",
+    "aws:ec2/internetGateway:InternetGateway": "igw",
+    "aws:ec2/natGateway:NatGateway": "nat",
+    "aws:ec2/eip:Eip": "eipalloc",
+    "aws:ec2/routeTable:RouteTable": "rtb",
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": "rtbassoc",
+    "aws:ec2/route:Route": "r-rtb",
+    "aws:ec2/securityGroup:SecurityGroup": "sg",
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": "sg",
+    "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce",
+    "aws:ec2/flowLog:FlowLog": "fl",
+    "aws:ec2/launchTemplate:LaunchTemplate": "lt",
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr",
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
+}
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()
+
+
+class RealisticMocks(pulumi.runtime.Mocks):
+    """Answers resource registrations and invokes with values shaped like the real services'."""
+
+    def __init__(self, default_region: str | None = None) -> None:
+        self.default_region = default_region
+        self.provider_regions: dict[str, str] = {}
+        """Provider reference (`urn::id`) -> region; the recording monitor fills it as providers register."""
+
+    def region_of(self, provider: str | None) -> str:
+        """The region a provider reference points at (the default region when there is none)."""
+        region = self.provider_regions.get(provider or "", self.default_region)
+        if region is None:
+            raise ValueError(f"no region known for provider {provider!r}")
+        return region
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        """Answer the invokes the program makes, per region."""
+        if args.token == ZONES_INVOKE:
+            region = self.region_of(args.provider)
+            letters = AVAILABILITY_ZONES[region]
+            prefix = _ZONE_ID_PREFIX[region]
+            return {
+                "id": region,
+                "names": [f"{region}{letter}" for letter in letters],
+                "zoneIds": [f"{prefix}-az{i + 1}" for i in range(len(letters))],
+                "state": "available",
+                "groupNames": [region],
+            }, []
+        if args.token == IDENTITY_INVOKE:
+            arn = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/platform-deployer/pulumi"
+            return {"id": ACCOUNT_ID, "accountId": ACCOUNT_ID, "arn": arn, "userId": "AROAEXAMPLE:pulumi"}, []
+        if args.token == PARTITION_INVOKE:
+            return {
+                "id": "aws",
+                "partition": "aws",
+                "dnsSuffix": "amazonaws.com",
+                "reverseDnsPrefix": "com.amazonaws",
+            }, []
+        raise NotImplementedError(f"no mock for invoke {args.token}")
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        """Return an id and outputs: the inputs plus what the cloud would compute."""
+        if args.typ.startswith("pulumi:providers:"):
+            return UNKNOWN_ID, dict(args.inputs)
+        if args.typ.startswith("kubernetes:") or not args.typ.startswith("aws:"):
+            return self._kubernetes(args)
+        region = self.region_of(args.provider)
+        return _aws(args.typ, args.name, region, dict(args.inputs))
+
+    def _kubernetes(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        meta = outputs.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name", args.name)
+        resource_id = args.resource_id or (f"{namespace}/{name}" if namespace else name)
+        if args.typ == "kubernetes:core/v1:Service" and args.resource_id:
+            # A read of the ingress gateway's Service: the NLB the load balancer controller made for it.
+            region = self.region_of(args.provider)
+            digest = _digest(args.resource_id, args.name)
+            host = f"k8s-istiosys-istioing-{digest[:10]}-{digest[10:26]}.elb.{region}.amazonaws.com"
+            outputs["status"] = {"loadBalancer": {"ingress": [{"hostname": host}]}}
+        return resource_id, outputs
+
+
+def _arn(service: str, region: str, resource: str) -> str:
+    return f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{resource}"
+
+
+def _aws(typ: str, name: str, region: str, outputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:  # noqa: PLR0911
+    digest = _digest(typ, name, region)
+    module = typ.split(":")[1].split("/", maxsplit=1)[0]
+    if typ in _EC2_PREFIX:
+        resource_id = f"{_EC2_PREFIX[typ]}-{digest[:17]}"
+        outputs["arn"] = _arn("ec2", region, f"{typ.rsplit(':', 1)[1].lower()}/{resource_id}")
+        return resource_id, outputs | {"ownerId": ACCOUNT_ID}
+    if typ == "aws:kms/key:Key":
+        key_id = f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-a{digest[17:20]}-{digest[20:32]}"
+        return key_id, outputs | {"arn": _arn("kms", region, f"key/{key_id}"), "keyId": key_id}
+    if typ.startswith("aws:s3/bucket:"):
+        bucket = outputs.get("bucket") or f"{name}-{digest[:7]}"
+        return bucket, outputs | {
+            "bucket": bucket,
+            "arn": f"arn:aws:s3:::{bucket}",
+            "region": region,
+            "bucketDomainName": f"{bucket}.s3.amazonaws.com",
+            "bucketRegionalDomainName": f"{bucket}.s3.{region}.amazonaws.com",
+        }
+    if module == "iam":
+        iam_name = outputs.get("name") or f"{name}-{digest[:7]}"
+        kind = {"Role": "role", "Policy": "policy", "OpenIdConnectProvider": "oidc-provider"}.get(
+            typ.rsplit(":", 1)[1], "resource"
+        )
+        if kind == "oidc-provider":
+            iam_name = str(outputs.get("url", "")).removeprefix("https://")
+        arn = f"arn:aws:iam::{ACCOUNT_ID}:{kind}/{iam_name}"
+        resource_id = arn if kind in {"policy", "oidc-provider"} else iam_name
+        return resource_id, outputs | {"arn": arn, "name": iam_name, "uniqueId": f"AROA{digest[:17].upper()}"}
+    if typ == "aws:eks/cluster:Cluster":
+        return _eks(name, region, digest, outputs)
+    if typ == "aws:cloudwatch/logGroup:LogGroup":
+        group = outputs.get("name") or f"{name}-{digest[:7]}"
+        return group, outputs | {"arn": _arn("logs", region, f"log-group:{group}"), "name": group}
+    if module == "route53":
+        resource_id = (
+            digest[:20].upper() if typ.endswith("HealthCheck") else f"{outputs.get('zoneId')}_{name}"
+        )
+        return resource_id, outputs | {"arn": f"arn:aws:route53:::healthcheck/{resource_id}"}
+    resource_id = f"{name}-{digest[:8]}"
+    return resource_id, outputs | {
+        "arn": _arn(module, region, f"{typ.rsplit(':', 1)[1].lower()}/{resource_id}")
+    }
+
+
+def _eks(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    cluster = outputs.get("name") or f"{name}-{digest[:7]}"
+    oidc = digest[:32].upper()
+    ca = base64.b64encode(
+        f"-----BEGIN CERTIFICATE-----\n{digest}\n-----END CERTIFICATE-----\n".encode()
+    ).decode()
+    return cluster, outputs | {
+        "name": cluster,
+        "arn": _arn("eks", region, f"cluster/{cluster}"),
+        "endpoint": f"https://{oidc}.gr7.{region}.eks.amazonaws.com",
+        "certificateAuthority": {"data": ca},
+        "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{oidc}"}]}],
+        "platformVersion": "eks.9",
+        "status": "ACTIVE",
+    }

@@ -1,0 +1,86 @@
+"""Fixtures for the stack tests: components built alone under recording mocks, and the four stacks' plans."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+import pytest
+import yaml
+
+from stacks.config import parse_config
+from stacks.preview.monitor import Registration
+from stacks.preview.run import ROOT, Plan, plan_stack, run_under_mocks, stack_names
+from stacks.settings import StackConfig
+
+Build = Callable[..., list[Registration]]
+
+
+class Built:
+    """What a component registered, with lookups by type and name."""
+
+    def __init__(self, registrations: list[Registration], regions: dict[str, str]) -> None:
+        self.registrations = registrations
+        self.regions = regions
+
+    def of_type(self, typ: str) -> list[Registration]:
+        """Every registration of a type."""
+        return [r for r in self.registrations if r.type == typ]
+
+    def one(self, typ: str, name_suffix: str = "") -> Registration:
+        """The single registration of a type whose name ends with `name_suffix`."""
+        found = [r for r in self.of_type(typ) if r.name.endswith(name_suffix)]
+        assert len(found) == 1, f"expected one {typ} named *{name_suffix}, found {[r.name for r in found]}"
+        return found[0]
+
+    def kinds(self, kind: str) -> list[dict[str, Any]]:
+        """Inputs of every Kubernetes object of a kind."""
+        return [
+            r.inputs
+            for r in self.registrations
+            if r.type.startswith("kubernetes:") and r.type.endswith(f":{kind}")
+        ]
+
+
+def build_component(
+    factory: Callable[[pulumi.ResourceOptions], object], region: str = "eu-central-1"
+) -> Built:
+    """Build one component directly (not through `__main__`) on a regional AWS and a Kubernetes provider."""
+
+    def program() -> None:
+        provider = aws.Provider("test-aws", region=region)
+        cluster = k8s.Provider(
+            "test-k8s", kubeconfig="{}", opts=pulumi.ResourceOptions(depends_on=[provider])
+        )
+        factory(pulumi.ResourceOptions(providers={"aws": provider, "kubernetes": cluster}))
+
+    monitor, _ = run_under_mocks(
+        program, stack="test", project="model-serving", config={"aws:region": region}
+    )
+    return Built(monitor.registrations, monitor.regions)
+
+
+@pytest.fixture(scope="session")
+def plans() -> dict[str, Plan]:
+    """Every shipped stack, planned once per session."""
+    return {name: plan_stack(name) for name in stack_names()}
+
+
+TAGS = {
+    "owner": "t",
+    "data-classification": "internal",
+    "jurisdiction": "EU",
+    "stack": "test",
+    "managed-by": "pulumi",
+}
+
+
+@pytest.fixture(scope="session")
+def eu_config() -> StackConfig:
+    """The eu-prod stack file, parsed."""
+    config = yaml.safe_load((ROOT / "Pulumi.eu-prod.yaml").read_text())["config"]
+    values = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("model-serving:")}
+    return parse_config(
+        values, stack="eu-prod", source="Pulumi.eu-prod.yaml", aws_region=config["aws:region"]
+    )

@@ -1,0 +1,35 @@
+import json
+import shutil
+import subprocess
+
+from stacks.manifests.monitoring import RULES_FILE, dashboard, load_rules
+
+
+def test_rules_file_passes_promtool() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: `make setup` installs Debian's prometheus package"
+    result = subprocess.run(
+        [promtool, "check", "rules", str(RULES_FILE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_cover_error_rate_latency_and_readiness() -> None:
+    alerts = {r["alert"] for g in load_rules()["groups"] for r in g["rules"] if "alert" in r}
+    expected = {"ModelServingHighErrorRate", "ModelServingLatencySLOBreach", "ModelServingModelNotReady"}
+    assert alerts == expected, f"alerts: {alerts}"
+
+
+def test_dashboard_queries_only_contract_metrics_or_recorded_series() -> None:
+    text = json.dumps(dashboard())
+    assert "serving_model_ready" in text and "serving_queue_depth" in text, (
+        "dashboard misses contract metrics"
+    )
+    records = {r["record"] for g in load_rules()["groups"] for r in g["rules"] if "record" in r}
+    used = {
+        t["expr"].split("{")[0]
+        for p in dashboard()["panels"]
+        for t in p["targets"]
+        if ":" in t["expr"].split("{")[0]
+    }
+    assert used <= records, f"dashboard uses unrecorded series {used - records}"
