@@ -5,6 +5,7 @@ neither HTTP nor gRPC. Every model version that loaded gets a dynamic batcher.
 """
 
 import asyncio
+import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,10 @@ import numpy as np
 from serving_image import __version__
 from serving_image.batching import DynamicBatcher
 from serving_image.datatypes import numpy_dtype
-from serving_image.errors import InvalidInput, ModelNotFound, ModelNotReady, ShuttingDown
+from serving_image.errors import InjectedFault, InvalidInput, ModelNotFound, ModelNotReady, ShuttingDown
+from serving_image.feedback import Feedback, ServedRequests
 from serving_image.metrics import Metrics
+from serving_image.model_config import FaultConfig
 from serving_image.repository import Model, ModelVersion, Repository
 from serving_image.runtime import PLATFORM, OnnxModel, TensorSpec
 from serving_image.tensors import InferRequest, InferResponse, OutputTensor, check_against_model
@@ -74,11 +77,12 @@ class _BatchMetrics:
 class DataPlane:
     """Serves a loaded repository."""
 
-    def __init__(self, repository: Repository, metrics: Metrics) -> None:
+    def __init__(self, repository: Repository, metrics: Metrics, served_capacity: int = 100_000) -> None:
         self.repository = repository
         self.metrics = metrics
         self.draining = False
         self._batchers: dict[tuple[str, str], tuple[DynamicBatcher, _BatchMetrics]] = {}
+        self._served = ServedRequests(capacity=served_capacity)
         ready_versions = [v for m in repository.models.values() for v in m.versions.values() if v.ready]
         self._executor = ThreadPoolExecutor(max_workers=max(1, len(ready_versions)), thread_name_prefix="ort")
 
@@ -162,6 +166,9 @@ class DataPlane:
         runtime = _loaded(target.model, target.version)
         feeds, rows = _feeds(request, runtime, target.model.config.max_batch_size)
         outputs = _requested_outputs(request, runtime)
+        fault = target.model.router.faults.get(target.version.version) if target.model.router else None
+        if fault is not None:
+            await _inject(fault, f"{target.model.name}/{target.version.version}")
         batcher, observer = self._batchers[(target.model.name, target.version.version)]
         result = await batcher.submit(feeds, rows)
         observer.queue_seconds.observe(result.queue_seconds)
@@ -175,6 +182,28 @@ class DataPlane:
             ],
         )
 
+    def remember(self, request_id: str, target: Target) -> None:
+        """Keep which version served a request, for feedback that names only the request id."""
+        self._served.remember(request_id, target.model.name, target.version.version)
+
+    def record_feedback(self, name: str, feedback: Feedback) -> tuple[str, str]:
+        """Count a business outcome against the version that served it; (model, version)."""
+        model = self.model(name)
+        if feedback.request_id is not None:
+            version = self._served.version_of(model.name, feedback.request_id)
+        else:
+            version = self.version(model, feedback.version or "").version
+        self.metrics.feedback.labels(model.name, version, feedback.kind).inc()
+        if feedback.value is not None:
+            self.metrics.feedback_value.labels(model.name, version).inc(feedback.value)
+        return model.name, version
+
+    def reload(self) -> list[str]:
+        """Apply every model's variants from its config.yaml again; the problems found, if any."""
+        problems = self.repository.reload_variants()
+        self.metrics.config_reloads.labels("failed" if problems else "success").inc()
+        return problems
+
     async def drain(self, grace_seconds: float, inflight: Callable[[], int]) -> None:
         """Refuse new requests, then wait up to the grace period for in-flight ones."""
         self.draining = True
@@ -186,6 +215,13 @@ class DataPlane:
         if model.router is None:
             raise ModelNotReady(f"model '{model.name}' is not ready: {model.error}")
         return self.version(model, model.router.versions[-1])
+
+
+async def _inject(fault: FaultConfig, label: str) -> None:
+    if fault.delay_ms:
+        await asyncio.sleep(fault.delay_ms / 1000)
+    if fault.error_ratio and random.random() < fault.error_ratio:
+        raise InjectedFault(f"injected fault on '{label}' (error_ratio {fault.error_ratio})")
 
 
 def _warm_up(runtime: OnnxModel, batcher: DynamicBatcher) -> None:

@@ -65,3 +65,11 @@ class ShuttingDown(ServingError):
     status = 503
     grpc_code = "UNAVAILABLE"
     outcome = "unavailable"
+
+
+class InjectedFault(ServingError):
+    """A failure staged on purpose by the version's ``faults`` config, to test rollbacks."""
+
+    status = 500
+    grpc_code = "INTERNAL"
+    outcome = "server_error"

@@ -13,6 +13,7 @@ from serving_image.proto import grpc_predict_v2_pb2 as pb
 from serving_image.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving_image.rest_codec import array_from_bytes, serialize_tensor
 from serving_image.settings import Settings
+from serving_image.shadow import ShadowTraffic
 from serving_image.tensors import (
     InferRequest,
     InferResponse,
@@ -43,8 +44,11 @@ _CONTENTS_FIELD = {
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The protocol's six RPCs over the data plane."""
 
-    def __init__(self, dataplane: DataPlane, tracker: RequestTracker, settings: Settings) -> None:
+    def __init__(
+        self, dataplane: DataPlane, tracker: RequestTracker, shadow: ShadowTraffic, settings: Settings
+    ) -> None:
         self._dp = dataplane
+        self._shadow = shadow
         self._tracker = tracker
         self._caller_header = settings.caller_header.lower()
         self._id_header = settings.request_id_header.lower()
@@ -92,7 +96,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             target = self._dp.route(request.model_name, request.model_version or None, headers)
             tracked.model, tracked.version = target.model.name, target.version.version
-            response = await self._dp.infer(target, decode_request(request))
+            decoded = decode_request(request)
+            self._shadow.mirror(target, decoded)
+            response = await self._dp.infer(target, decoded)
+            self._dp.remember(tracked.request_id, target)
             await context.send_initial_metadata((("x-model-version", tracked.version),))
             return encode_response(response)
         except ServingError as error:

@@ -61,6 +61,20 @@ class Metrics:
             multiprocess_mode="livemin", registry=r,
         )  # fmt: skip
 
+        self.feedback = Counter(
+            "serving_feedback", "Business outcomes reported.", ["model", "version", "kind"],
+            registry=r,
+        )  # fmt: skip
+        self.feedback_value = Counter(
+            "serving_feedback_value",
+            "Sum of the values reported as feedback.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "serving_config_reloads", "Variant config reloads on SIGHUP.", ["outcome"], registry=r
+        )
+
     def exposition(self) -> bytes:
         """The text exposition format, merged across workers when there are several."""
         directory = multiprocess_dir()

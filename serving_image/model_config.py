@@ -35,14 +35,35 @@ class HeaderRoute(_Strict):
     version: str
 
 
+class ShadowConfig(_Strict):
+    """Mirror ``percent`` of live requests to ``version``; its answers are discarded, its metrics kept."""
+
+    version: str
+    percent: Annotated[float, Field(gt=0, le=100)]
+
+
+class FaultConfig(_Strict):
+    """A staged degradation of one version, as Istio's fault injection offers."""
+
+    delay_ms: Annotated[float, Field(ge=0, le=60_000)] = 0.0
+    error_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
 class VariantsConfig(_Strict):
     """How one model name spreads over its versions."""
 
     weights: dict[str, Annotated[int, Field(ge=0, le=100)]]
     sticky: StickyConfig | None = None
     routes: tuple[HeaderRoute, ...] = ()
+    shadow: ShadowConfig | None = None
+    faults: dict[str, FaultConfig] = Field(default_factory=dict)
 
-    @field_validator("weights", mode="before")
+    def versions(self) -> set[str]:
+        """Every version the variants name: weights, routes, shadow and faults."""
+        named = set(self.weights) | {route.version for route in self.routes} | set(self.faults)
+        return named | ({self.shadow.version} if self.shadow else set())
+
+    @field_validator("weights", "faults", mode="before")
     @classmethod
     def _versions_are_strings(cls, value: object) -> object:
         # YAML reads `1: 90` as an int key; versions are directory names, so accept both.

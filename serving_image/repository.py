@@ -95,6 +95,30 @@ class Repository:
         """Every model is ready."""
         return all(model.ready for model in self.models.values())
 
+    def reload_variants(self) -> list[str]:
+        """Re-read every model's config.yaml and apply its variants; a bad file keeps the old config.
+
+        Only the variants change live (weights, routes, sticky, shadow, faults): batching limits
+        size queues that already exist, so they take effect at the next start.
+        """
+        problems: list[str] = []
+        for model in self.models.values():
+            if model.router is None:
+                continue
+            try:
+                config = load_model_config(model.path)
+            except ConfigError as error:
+                problems.append(str(error))
+                continue
+            numeric = sorted((v for v in model.versions if v.isdigit()), key=int)
+            problem = _unknown_versions(config, numeric, model.path)
+            if problem:
+                problems.append(problem)
+                continue
+            model.config = model.config.model_copy(update={"variants": config.variants})
+            model.router = VariantRouter(config.variants, default_version=numeric[-1])
+        return problems
+
 
 def _load_model(path: Path, intra_op_threads: int) -> Model:
     model = Model(name=path.name, path=path)
@@ -109,14 +133,20 @@ def _load_model(path: Path, intra_op_threads: int) -> Model:
     if not numeric:
         model.error = f"{path}: no version directories (expected {path}/<version>/{MODEL_FILE})"
         return model
-    variants = model.config.variants
-    unknown = sorted(set(variants.weights) - set(numeric)) if variants else []
-    unknown += [r.version for r in variants.routes if r.version not in numeric] if variants else []
-    if unknown:
-        model.error = f"{path}/config.yaml: key 'variants' names versions with no directory: {unknown}"
+    problem = _unknown_versions(model.config, numeric, path)
+    if problem:
+        model.error = problem
         return model
-    model.router = VariantRouter(variants, default_version=numeric[-1])
+    model.router = VariantRouter(model.config.variants, default_version=numeric[-1])
     return model
+
+
+def _unknown_versions(config: ModelConfig, versions: list[str], path: Path) -> str | None:
+    named = config.variants.versions() if config.variants else set()
+    unknown = sorted(named - set(versions))
+    if unknown:
+        return f"{path}/config.yaml: key 'variants' names versions with no directory: {unknown}"
+    return None
 
 
 def _load_version(model: str, version_dir: Path, intra_op_threads: int) -> ModelVersion:

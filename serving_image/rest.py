@@ -14,8 +14,10 @@ import orjson
 
 from serving_image.dataplane import DataPlane
 from serving_image.errors import InvalidInput, ModelNotFound, PayloadTooLarge, ServingError
-from serving_image.rest_codec import decode_infer_request, encode_infer_response
+from serving_image.feedback import parse_feedback
+from serving_image.rest_codec import decode_infer_request, encode_infer_response, parse_json
 from serving_image.settings import Settings
+from serving_image.shadow import ShadowTraffic
 from serving_image.tracking import RequestTracker, Tracked
 
 Scope = MutableMapping[str, Any]
@@ -38,8 +40,11 @@ class _Reply(Exception):
 class RestApp:
     """ASGI application for the Open Inference Protocol's REST endpoints and /metrics."""
 
-    def __init__(self, dataplane: DataPlane, tracker: RequestTracker, settings: Settings) -> None:
+    def __init__(
+        self, dataplane: DataPlane, tracker: RequestTracker, shadow: ShadowTraffic, settings: Settings
+    ) -> None:
         self._dp = dataplane
+        self._shadow = shadow
         self._tracker = tracker
         self._limit = settings.max_request_bytes
         self._caller_header = settings.caller_header.lower()
@@ -57,6 +62,9 @@ class RestApp:
             and parts[-1] == "infer"
         ):
             await self._infer(scope, receive, send, parts)
+            return
+        if method == "POST" and len(parts) == 4 and parts[:2] == ["v2", "models"] and parts[3] == "feedback":
+            await self._feedback(scope, receive, send, parts[2])
             return
         try:
             status, body, content_type = self._get(method, parts)
@@ -136,14 +144,26 @@ class RestApp:
         tracked.model, tracked.version = target.model.name, target.version.version
         body = await _read_body(receive, headers, self._limit)
         request = decode_infer_request(model_name, version, body, _header_length(headers))
-        if request.id is not None and "x-request-id" not in headers:
+        if request.id is not None and self._id_header not in headers:
             tracked.request_id = request.id
+        self._shadow.mirror(target, request)
         response = await self._dp.infer(target, request)
+        self._dp.remember(tracked.request_id, target)
         payload, json_length = encode_infer_response(response)
         extra = (
             [] if json_length is None else [(b"inference-header-content-length", str(json_length).encode())]
         )
         return 200, payload, extra
+
+    async def _feedback(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        try:
+            body = await _read_body(receive, headers, self._limit)
+            name, version = self._dp.record_feedback(model, parse_feedback(parse_json(body)))
+            status, document = 200, {"model": name, "version": version, "recorded": True}
+        except ServingError as error:
+            status, document = error.status, {"error": error.message}
+        await _respond(send, status, orjson.dumps(document), [(b"content-type", JSON)])
 
 
 def _failure(failure: object) -> dict[str, object]:

@@ -28,6 +28,7 @@ from serving_image.metrics import Metrics
 from serving_image.repository import Repository
 from serving_image.rest import RestApp
 from serving_image.settings import Settings, load_settings
+from serving_image.shadow import ShadowTraffic
 from serving_image.tracking import RequestTracker
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -58,6 +59,7 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 async def serve(settings: Settings) -> int:
     """One serving process: both transports on one event loop until asked to stop."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is in place
     try:
         repository = Repository.load(settings.model_repository, settings.onnx_threads())
     except FileNotFoundError as error:
@@ -67,18 +69,19 @@ async def serve(settings: Settings) -> int:
         log_event("model_load_failed", model=failure.model, version=failure.version, path=failure.path,
                   reason=failure.reason)  # fmt: skip
     metrics = Metrics()
-    dataplane = DataPlane(repository, metrics)
+    dataplane = DataPlane(repository, metrics, served_capacity=settings.feedback_requests)
     await dataplane.start()
     tracker = RequestTracker(metrics, AccessLog(enabled=settings.access_log))
+    shadow = ShadowTraffic(dataplane)
 
     http_socket = _listen(settings.host, settings.http_port, settings.workers > 1)
     http = _HttpServer(
         uvicorn.Config(
-            RestApp(dataplane, tracker, settings), http="httptools", lifespan="off", access_log=False,
+            RestApp(dataplane, tracker, shadow, settings), http="httptools", lifespan="off", access_log=False,
             log_level="warning", timeout_graceful_shutdown=max(1, int(settings.grace_period_seconds)),
         )
     )  # fmt: skip
-    grpc_server = build_server(InferenceServicer(dataplane, tracker, settings), settings)
+    grpc_server = build_server(InferenceServicer(dataplane, tracker, shadow, settings), settings)
     grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
     while not http.started and not http_task.done():
@@ -91,17 +94,26 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, dataplane)
     await stop.wait()
 
     log_event(
         "draining", pid=os.getpid(), inflight=tracker.inflight, grace_seconds=settings.grace_period_seconds
     )
-    await dataplane.drain(settings.grace_period_seconds, lambda: tracker.inflight)
+    await dataplane.drain(settings.grace_period_seconds, lambda: tracker.inflight + shadow.pending)
     http.should_exit = True
     await asyncio.gather(http_task, grpc_server.stop(grace=1.0))
     await dataplane.stop()
     log_event("server_stopped", pid=os.getpid(), inflight=tracker.inflight)
     return 0
+
+
+def _reload(dataplane: DataPlane) -> None:
+    problems = dataplane.reload()
+    if problems:
+        log_event("config_reload_failed", pid=os.getpid(), problems=problems)
+    else:
+        log_event("config_reloaded", pid=os.getpid(), models=sorted(dataplane.repository.models))
 
 
 class _HttpServer(uvicorn.Server):
@@ -140,8 +152,14 @@ def supervise(settings: Settings) -> int:
             if worker.is_alive() and worker.pid is not None:
                 os.kill(worker.pid, signal.SIGTERM)
 
+    def reload(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGHUP)
+
     for sig in _STOP_SIGNALS:
         signal.signal(sig, forward)
+    signal.signal(signal.SIGHUP, reload)
     try:
         return _wait_for(workers, lambda: stopping)
     finally:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     caller_header: str = Field(default="x-jwt-sub", description="header naming the authenticated caller")
     request_id_header: str = Field(default="x-request-id", description="header carrying the request id")
     access_log: bool = Field(default=True, description="one JSON line per request on stdout")
+    feedback_requests: int = Field(
+        default=100_000, ge=1, description="served request ids remembered for feedback, per worker"
+    )
     intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per model (0: auto)")
 
     def onnx_threads(self) -> int:

@@ -27,6 +27,9 @@ class VariantRouter:
         weighted = [(version, weight) for version, weight in weighted if weight > 0]
         self._versions: Sequence[str] = [version for version, _ in weighted]
         self._bounds = list(accumulate(weight for _, weight in weighted))
+        shadow = config.shadow if config else None
+        self._shadow = (shadow.version, shadow.percent) if shadow else None
+        self.faults = dict(config.faults) if config else {}
 
     @property
     def versions(self) -> tuple[str, ...]:
@@ -44,6 +47,15 @@ class VariantRouter:
         sticky_key = headers.get(self._sticky_header) if self._sticky_header else None
         point = _bucket(sticky_key) if sticky_key is not None else random.random() * 100
         return self._versions[min(bisect_right(self._bounds, point), len(self._versions) - 1)]
+
+    def shadow(self, served: str) -> str | None:
+        """The version to mirror this request to, if any: never the one that served it."""
+        if self._shadow is None:
+            return None
+        version, percent = self._shadow
+        if version == served or random.random() * 100 >= percent:
+            return None
+        return version
 
 
 def _bucket(key: str) -> float:

@@ -1,0 +1,51 @@
+"""Shadow traffic: a copy of live requests mirrored to a version whose answers are discarded.
+
+The copy runs after the live request is queued and never delays it; its outcome and
+latency are counted with ``protocol="shadow"`` so they never mix into live traffic.
+"""
+
+import asyncio
+import time
+
+from serving_image.dataplane import DataPlane, Target
+from serving_image.errors import ServingError
+from serving_image.tensors import InferRequest
+
+
+class ShadowTraffic:
+    """Mirrors requests as each model's variant config asks."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dp = dataplane
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def mirror(self, target: Target, request: InferRequest) -> None:
+        """Maybe send a copy of this request to the model's shadow version, without waiting for it."""
+        router = target.model.router
+        version = router.shadow(target.version.version) if router is not None else None
+        if version is None:
+            return
+        entry = target.model.versions.get(version)
+        if entry is None or not entry.ready:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(Target(target.model, entry), request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def pending(self) -> int:
+        """Mirrored requests still running."""
+        return len(self._tasks)
+
+    async def _run(self, target: Target, request: InferRequest) -> None:
+        started = time.perf_counter()
+        outcome = "success"
+        try:
+            await self._dp.infer(target, request)
+        except ServingError as error:
+            outcome = error.outcome
+        except Exception:
+            outcome = "server_error"
+        labels = (target.model.name, target.version.version, "shadow")
+        self._dp.metrics.requests.labels(*labels, outcome).inc()
+        self._dp.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
