@@ -1,0 +1,138 @@
+# METADATA
+# title: Encryption at rest
+# description: Buckets, volumes, cluster secrets and log groups are encrypted with KMS keys.
+package encryption.at_rest
+
+import data.lib.resources
+import data.lib.result
+
+buckets := [r | some r in input.resources; r.type in {"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"}]
+
+sse_types := {
+	"aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+	"aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2",
+}
+
+sse_configs := [r | some r in input.resources; r.type in sse_types]
+
+kms_algorithms := {"aws:kms", "aws:kms:dsse"}
+
+# METADATA
+# title: S3 SSE-KMS
+# scope: rule
+# description: Every bucket has a server-side encryption configuration using a KMS key.
+# custom:
+#   id: ENC-001
+#   severity: high
+#   message: "bucket %s has no SSE-KMS configuration (found %s)"
+#   remediation: Add a BucketServerSideEncryptionConfiguration with sseAlgorithm aws:kms and the regional key.
+deny contains result.finding(rego.metadata.rule(), b, [b.name, found]) if {
+	some b in buckets
+	not bucket_kms(b)
+	found := resources.describe(bucket_algorithms(b))
+}
+
+# Only evaluated for buckets that fail, to name what was found.
+bucket_algorithms(b) := {alg |
+	some c in sse_configs
+	some key in resources.links(c)
+	key in resources.targets(b)
+	some rule in object.get(c.properties, "rules", [])
+	alg := object.get(rule, ["applyServerSideEncryptionByDefault", "sseAlgorithm"], "unset")
+}
+
+# What SSE configurations whose every rule uses KMS point at.
+kms_targets contains key if {
+	some c in sse_configs
+	rules := object.get(c.properties, "rules", [])
+	count(rules) > 0
+	every rule in rules {
+		object.get(rule, ["applyServerSideEncryptionByDefault", "sseAlgorithm"], "unset") in kms_algorithms
+	}
+	some key in resources.links(c)
+}
+
+bucket_kms(b) if {
+	some key in resources.targets(b)
+	key in kms_targets
+}
+
+# METADATA
+# title: Encrypted volumes
+# scope: rule
+# description: |
+#   Launch templates encrypt every block device, EBS volumes are encrypted, and node groups
+#   use a launch template (otherwise their volumes take the account default).
+# custom:
+#   id: ENC-002
+#   severity: high
+#   message: "%s has an unencrypted or default volume: %s"
+#   remediation: Encrypt every block device mapping (ebs.encrypted, kmsKeyId); give node groups a launch template.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, problem]) if {
+	some r in input.resources
+	some problem in volume_problems(r)
+}
+
+volume_problems(r) := {"no block device mappings"} if {
+	r.type == "aws:ec2/launchTemplate:LaunchTemplate"
+	count(object.get(r.properties, "blockDeviceMappings", [])) == 0
+}
+
+volume_problems(r) := {sprintf("%v encrypted=%v", [m.deviceName, object.get(m, ["ebs", "encrypted"], "unset")]) |
+	some m in r.properties.blockDeviceMappings
+	not resources.truthy(object.get(m, ["ebs", "encrypted"], false))
+} if {
+	r.type == "aws:ec2/launchTemplate:LaunchTemplate"
+	count(object.get(r.properties, "blockDeviceMappings", [])) > 0
+}
+
+volume_problems(r) := {sprintf("encrypted=%v", [object.get(r.properties, "encrypted", "unset")])} if {
+	r.type == "aws:ebs/volume:Volume"
+	not resources.truthy(object.get(r.properties, "encrypted", false))
+}
+
+volume_problems(r) := {"node group without a launch template"} if {
+	r.type == "aws:eks/nodeGroup:NodeGroup"
+	not r.properties.launchTemplate
+}
+
+# METADATA
+# title: EKS secrets encryption
+# scope: rule
+# description: EKS clusters encrypt Kubernetes secrets with a KMS key.
+# custom:
+#   id: ENC-003
+#   severity: high
+#   message: "EKS cluster %s does not encrypt secrets with KMS (encryptionConfig %s)"
+#   remediation: Set encryptionConfig with resources ["secrets"] and provider.keyArn of the regional key.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, found]) if {
+	some r in input.resources
+	r.type == "aws:eks/cluster:Cluster"
+	not secrets_encrypted(r.properties)
+	found := json.marshal(object.get(r.properties, "encryptionConfig", null))
+}
+
+secrets_encrypted(p) if {
+	some cfg in as_list(p.encryptionConfig)
+	"secrets" in cfg.resources
+	cfg.provider.keyArn != ""
+}
+
+as_list(v) := v if is_array(v)
+
+as_list(v) := [v] if is_object(v)
+
+# METADATA
+# title: Log groups KMS-encrypted
+# scope: rule
+# description: CloudWatch log groups are encrypted with a KMS key.
+# custom:
+#   id: ENC-004
+#   severity: medium
+#   message: "log group %s has no kmsKeyId"
+#   remediation: Set kmsKeyId to the stack's regional log key (whose policy allows the logs service).
+deny contains result.finding(rego.metadata.rule(), r, [r.name]) if {
+	some r in input.resources
+	r.type == "aws:cloudwatch/logGroup:LogGroup"
+	object.get(r.properties, "kmsKeyId", "") == ""
+}

@@ -1,0 +1,103 @@
+package encryption.at_rest_test
+
+import data.encryption.at_rest
+import data.lib.testing_test as t
+
+bucket := t.resource("aws:s3/bucket:Bucket", "models", {"bucket": "models"})
+
+sse(alg) := object.union(
+	t.resource(
+		"aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "sse",
+		{"bucket": "other-name", "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": alg}}]},
+	),
+	{"dependencies": [bucket.urn]},
+)
+
+test_sse_passing if {
+	count(at_rest.deny) == 0 with input as t.plan([bucket, sse("aws:kms")])
+}
+
+test_sse_violating if {
+	t.brief(at_rest.deny) == {[
+		"ENC-001", "high", bucket.urn,
+		"bucket models has no SSE-KMS configuration (found AES256)",
+	]} with input as t.plan([bucket, sse("AES256")])
+}
+
+test_sse_missing_field if {
+	t.brief(at_rest.deny) == {[
+		"ENC-001", "high", bucket.urn,
+		"bucket models has no SSE-KMS configuration (found none)",
+	]} with input as t.plan([bucket])
+}
+
+template(mappings) := t.resource("aws:ec2/launchTemplate:LaunchTemplate", "nodes", {"blockDeviceMappings": mappings})
+
+test_volumes_passing if {
+	volume := t.resource("aws:ebs/volume:Volume", "v", {"encrypted": true})
+	group := t.resource("aws:eks/nodeGroup:NodeGroup", "ng", {"launchTemplate": {"name": "nodes"}})
+	tmpl := template([{"deviceName": "/dev/xvda", "ebs": {"encrypted": "true"}}])
+	count(at_rest.deny) == 0 with input as t.plan([tmpl, volume, group])
+}
+
+test_volumes_violating if {
+	tmpl := template([{"deviceName": "/dev/xvda", "ebs": {"encrypted": "false"}}])
+	volume := t.resource("aws:ebs/volume:Volume", "v", {"encrypted": false})
+	t.brief(at_rest.deny) == {
+		["ENC-002", "high", tmpl.urn, "nodes has an unencrypted or default volume: /dev/xvda encrypted=false"],
+		["ENC-002", "high", volume.urn, "v has an unencrypted or default volume: encrypted=false"],
+	} with input as t.plan([tmpl, volume])
+}
+
+test_volumes_missing_field if {
+	tmpl := template([])
+	group := t.resource("aws:eks/nodeGroup:NodeGroup", "ng", {})
+	volume := t.resource("aws:ebs/volume:Volume", "v", {})
+	t.brief(at_rest.deny) == {
+		["ENC-002", "high", tmpl.urn, "nodes has an unencrypted or default volume: no block device mappings"],
+		["ENC-002", "high", group.urn, "ng has an unencrypted or default volume: node group without a launch template"],
+		["ENC-002", "high", volume.urn, "v has an unencrypted or default volume: encrypted=unset"],
+	} with input as t.plan([tmpl, group, volume])
+}
+
+cluster(props) := t.resource("aws:eks/cluster:Cluster", "eks", props)
+
+test_secrets_passing if {
+	key := "arn:aws:kms:me-central-1:1:key/k"
+	c := cluster({"encryptionConfig": [{"resources": ["secrets"], "provider": {"keyArn": key}}]})
+	count(at_rest.deny) == 0 with input as t.plan([c])
+}
+
+test_secrets_violating if {
+	cfg := {"resources": ["configmaps"], "provider": {"keyArn": "k"}}
+	c := cluster({"encryptionConfig": cfg})
+	found := `{"provider":{"keyArn":"k"},"resources":["configmaps"]}`
+	t.brief(at_rest.deny) == {[
+		"ENC-003", "high", c.urn,
+		sprintf("EKS cluster eks does not encrypt secrets with KMS (encryptionConfig %s)", [found]),
+	]} with input as t.plan([c])
+}
+
+test_secrets_missing_field if {
+	c := cluster({})
+	t.brief(at_rest.deny) == {[
+		"ENC-003", "high", c.urn,
+		"EKS cluster eks does not encrypt secrets with KMS (encryptionConfig null)",
+	]} with input as t.plan([c])
+}
+
+log_group(props) := t.resource("aws:cloudwatch/logGroup:LogGroup", "logs", props)
+
+test_log_group_passing if {
+	count(at_rest.deny) == 0 with input as t.plan([log_group({"kmsKeyId": "arn:aws:kms:me-central-1:1:key/k"})])
+}
+
+test_log_group_violating if {
+	g := log_group({"kmsKeyId": ""})
+	t.brief(at_rest.deny) == {["ENC-004", "medium", g.urn, "log group logs has no kmsKeyId"]} with input as t.plan([g])
+}
+
+test_log_group_missing_field if {
+	g := log_group({})
+	t.brief(at_rest.deny) == {["ENC-004", "medium", g.urn, "log group logs has no kmsKeyId"]} with input as t.plan([g])
+}

@@ -1,0 +1,80 @@
+# METADATA
+# title: Encryption in transit
+# description: Buckets refuse plain HTTP and the gateway terminates TLS.
+package encryption.in_transit
+
+import data.lib.resources
+import data.lib.result
+
+buckets := [r | some r in input.resources; r.type in {"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"}]
+
+bucket_policies := [r | some r in input.resources; r.type == "aws:s3/bucketPolicy:BucketPolicy"]
+
+# METADATA
+# title: TLS-only bucket policy
+# scope: rule
+# description: Every bucket has a policy denying requests where aws:SecureTransport is false.
+# custom:
+#   id: ENC-010
+#   severity: high
+#   message: "bucket %s has no policy denying non-TLS requests (%d bucket policies found)"
+#   remediation: Attach a BucketPolicy with a Deny statement on Condition Bool aws:SecureTransport "false".
+deny contains result.finding(rego.metadata.rule(), b, [b.name, count(policies)]) if {
+	some b in buckets
+	not tls_only_target(b)
+	policies := {p.urn | some p in bucket_policies; some key in resources.links(p); key in resources.targets(b)}
+}
+
+tls_only_target(b) if {
+	some key in resources.targets(b)
+	key in tls_only_keys
+}
+
+tls_only_keys contains key if {
+	some p in bucket_policies
+	tls_only([p])
+	some key in resources.links(p)
+}
+
+tls_only(policies) if {
+	some p in policies
+	some s in resources.statements(resources.policy_doc(p.properties.policy))
+	s.Effect == "Deny"
+	lower(sprintf("%v", [s.Condition.Bool["aws:SecureTransport"]])) in {"false", "[\"false\"]", "[false]"}
+}
+
+# METADATA
+# title: TLS at the gateway
+# scope: rule
+# description: |
+#   Istio Gateways serve HTTPS with a certificate on 443, and plain HTTP servers only
+#   redirect to HTTPS.
+# custom:
+#   id: ENC-011
+#   severity: high
+#   message: "gateway %s: %s"
+#   remediation: Serve port 443 with tls.mode SIMPLE or MUTUAL and a credentialName; set tls.httpsRedirect on port 80.
+deny contains result.finding(rego.metadata.rule(), g, [resources.k8s_name(g), problem]) if {
+	some g in resources.of_kind(input.resources, "Gateway")
+	some problem in gateway_problems(object.get(g.properties, ["spec", "servers"], []))
+}
+
+gateway_problems(servers) := {"no HTTPS server on 443"} if {
+	not https_server(servers)
+}
+
+gateway_problems(servers) := {sprintf("server on port %v serves plain %v", [s.port.number, s.port.protocol]) |
+	some s in servers
+	upper(s.port.protocol) in {"HTTP", "HTTP2", "TCP"}
+	not resources.truthy(object.get(s, ["tls", "httpsRedirect"], false))
+} if {
+	https_server(servers)
+}
+
+https_server(servers) if {
+	some s in servers
+	s.port.number == 443
+	upper(s.port.protocol) == "HTTPS"
+	s.tls.mode in {"SIMPLE", "MUTUAL"}
+	s.tls.credentialName != ""
+}

@@ -1,0 +1,58 @@
+package encryption.in_transit_test
+
+import data.encryption.in_transit
+import data.lib.testing_test as t
+
+bucket := t.resource("aws:s3/bucket:Bucket", "models", {"bucket": "models"})
+
+policy(doc) := t.resource("aws:s3/bucketPolicy:BucketPolicy", "tls", {"bucket": "models", "policy": doc})
+
+deny_plain := {"Statement": [{"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
+
+test_tls_only_passing if {
+	count(in_transit.deny) == 0 with input as t.plan([bucket, policy(json.marshal(deny_plain))])
+}
+
+test_tls_only_object_policy_passing if {
+	count(in_transit.deny) == 0 with input as t.plan([bucket, policy(deny_plain)])
+}
+
+test_tls_only_violating if {
+	allow := {"Statement": {"Effect": "Allow", "Action": "s3:GetObject"}}
+	t.brief(in_transit.deny) == {[
+		"ENC-010", "high", bucket.urn,
+		"bucket models has no policy denying non-TLS requests (1 bucket policies found)",
+	]} with input as t.plan([bucket, policy(json.marshal(allow))])
+}
+
+test_tls_only_missing_field if {
+	t.brief(in_transit.deny) == {[
+		"ENC-010", "high", bucket.urn,
+		"bucket models has no policy denying non-TLS requests (0 bucket policies found)",
+	]} with input as t.plan([bucket])
+}
+
+https := {"port": {"number": 443, "protocol": "HTTPS"}, "tls": {"mode": "SIMPLE", "credentialName": "c"}}
+
+gateway(servers) := t.k8s("Gateway", "gw", "istio-system", {"servers": servers})
+
+test_gateway_tls_passing if {
+	redirect := {"port": {"number": 80, "protocol": "HTTP"}, "tls": {"httpsRedirect": true}}
+	count(in_transit.deny) == 0 with input as t.plan([gateway([https, redirect])])
+}
+
+test_gateway_tls_violating if {
+	g := gateway([https, {"port": {"number": 80, "protocol": "HTTP"}}])
+	t.brief(in_transit.deny) == {[
+		"ENC-011", "high", g.urn,
+		"gateway gw: server on port 80 serves plain HTTP",
+	]} with input as t.plan([g])
+}
+
+test_gateway_tls_missing_field if {
+	g := gateway([{"port": {"number": 443, "protocol": "HTTPS"}}])
+	t.brief(in_transit.deny) == {[
+		"ENC-011", "high", g.urn,
+		"gateway gw: no HTTPS server on 443",
+	]} with input as t.plan([g])
+}

@@ -1,0 +1,240 @@
+# METADATA
+# title: Identity and access
+# description: |
+#   Mesh traffic is mutually authenticated, every model route demands a valid token and
+#   denies by default, serving pods get their own IAM role, and no policy grants wildcard
+#   actions on data services.
+package identity.access
+
+import data.lib.config
+import data.lib.resources
+import data.lib.result
+
+root_ns := config.settings.mesh_root_namespace
+
+peer_authns := resources.of_kind(input.resources, "PeerAuthentication")
+
+routes := resources.of_kind(input.resources, "VirtualService")
+
+has_kubernetes if {
+	some r in input.resources
+	startswith(r.type, "kubernetes:")
+}
+
+# METADATA
+# title: Mesh-wide mTLS STRICT
+# scope: rule
+# description: A PeerAuthentication in the mesh root namespace, without selector, sets mTLS mode STRICT.
+# custom:
+#   id: IDN-001
+#   severity: critical
+#   message: "stack %s has no mesh-wide PeerAuthentication with mode STRICT in namespace %s"
+#   remediation: Create PeerAuthentication "default" in the mesh root namespace with spec.mtls.mode STRICT.
+deny contains result.finding(rego.metadata.rule(), resources.stack_resource(input), [input.stack, root_ns]) if {
+	has_kubernetes
+	not mesh_strict
+}
+
+mesh_strict if {
+	some p in peer_authns
+	resources.namespace(p) == root_ns
+	not p.properties.spec.selector
+	p.properties.spec.mtls.mode == "STRICT"
+}
+
+# METADATA
+# title: No mTLS downgrade
+# scope: rule
+# description: No PeerAuthentication sets PERMISSIVE or DISABLE, for a workload or a port.
+# custom:
+#   id: IDN-002
+#   severity: high
+#   message: "PeerAuthentication %s sets mTLS mode %s"
+#   remediation: Remove the override or set its mode to STRICT.
+deny contains result.finding(rego.metadata.rule(), p, [resources.k8s_name(p), mode]) if {
+	some p in peer_authns
+	some mode in modes(p.properties.spec)
+	mode in {"PERMISSIVE", "DISABLE"}
+}
+
+modes(spec) := {spec.mtls.mode | spec.mtls.mode} | {port.mode | some port in spec.portLevelMtls}
+
+# METADATA
+# title: Token required on model routes
+# scope: rule
+# description: Every model route's namespace, or the mesh root, has a RequestAuthentication with JWT rules.
+# custom:
+#   id: IDN-003
+#   severity: critical
+#   message: "route %s in namespace %s has no RequestAuthentication with jwtRules"
+#   remediation: Add a RequestAuthentication (issuer and JWKS from config) to the route's namespace or the mesh root.
+deny contains result.finding(rego.metadata.rule(), vs, [resources.k8s_name(vs), ns]) if {
+	some vs in routes
+	ns := resources.namespace(vs)
+	not covered(ns, jwt_namespaces)
+}
+
+# A namespace's policy, or the mesh root's, applies to a route.
+covered(ns, namespaces) if ns in namespaces
+
+covered(_, namespaces) if root_ns in namespaces
+
+jwt_namespaces contains resources.namespace(ra) if {
+	some ra in resources.of_kind(input.resources, "RequestAuthentication")
+	count(object.get(ra.properties, ["spec", "jwtRules"], [])) > 0
+}
+
+# METADATA
+# title: Deny by default on model routes
+# scope: rule
+# description: |
+#   Every model route's namespace, or the mesh root, has an AuthorizationPolicy that denies
+#   what it does not allow: ALLOW rules that all require a request principal, a DENY of
+#   requests without one, or allow-nothing.
+# custom:
+#   id: IDN-004
+#   severity: critical
+#   message: "route %s in namespace %s has no deny-by-default AuthorizationPolicy"
+#   remediation: Add an AuthorizationPolicy whose rules all require requestPrincipals (and the route's scope).
+deny contains result.finding(rego.metadata.rule(), vs, [resources.k8s_name(vs), ns]) if {
+	some vs in routes
+	ns := resources.namespace(vs)
+	not covered(ns, deny_namespaces)
+}
+
+deny_namespaces contains resources.namespace(ap) if {
+	some ap in resources.of_kind(input.resources, "AuthorizationPolicy")
+	deny_by_default(object.get(ap.properties, "spec", {}))
+}
+
+deny_by_default(spec) if {
+	object.get(spec, "action", "ALLOW") == "ALLOW"
+	rules := object.get(spec, "rules", [])
+	every rule in rules {
+		requires_principal(rule)
+	}
+}
+
+deny_by_default(spec) if {
+	spec.action == "DENY"
+	some rule in spec.rules
+	some src in rule.from
+	"*" in src.source.notRequestPrincipals
+}
+
+requires_principal(rule) if {
+	some src in rule.from
+	count(object.get(src, ["source", "requestPrincipals"], [])) > 0
+}
+
+requires_principal(rule) if {
+	some cond in rule.when
+	startswith(cond.key, "request.auth.")
+}
+
+# METADATA
+# title: IRSA for serving pods
+# scope: rule
+# description: Workloads run under their own service account, bound to an IAM role (IRSA), not the node role.
+# custom:
+#   id: IDN-005
+#   severity: high
+#   message: "workload %s runs as service account %q, which has no eks.amazonaws.com/role-arn"
+#   remediation: Set serviceAccountName to a ServiceAccount annotated with the IRSA role ARN.
+deny contains result.finding(rego.metadata.rule(), w, [resources.k8s_name(w), sa]) if {
+	some w in input.resources
+	spec := resources.pod_spec(w)
+	sa := object.get(spec, "serviceAccountName", "default")
+	not sprintf("%s/%s", [resources.namespace(w), sa]) in irsa_accounts
+}
+
+irsa_accounts contains sprintf("%s/%s", [resources.namespace(sa), resources.k8s_name(sa)]) if {
+	some sa in resources.of_kind(input.resources, "ServiceAccount")
+	object.get(sa.properties, ["metadata", "annotations", "eks.amazonaws.com/role-arn"], "") != ""
+}
+
+# METADATA
+# title: No data access for node roles
+# scope: rule
+# description: |
+#   Roles that EC2 nodes assume get no data-service access, managed or inline: serving
+#   pods reach models and logs through their own IRSA role, not the node's.
+# custom:
+#   id: IDN-007
+#   severity: high
+#   message: "%s gives node role access to data: %s"
+#   remediation: Remove the grant from the node role and give it to the workload's IRSA role.
+deny contains result.finding(rego.metadata.rule(), grant, [grant.name, access]) if {
+	some grant in input.resources
+	some key in resources.links(grant)
+	key in node_role_keys
+	some access in data_grants(grant)
+}
+
+node_role_keys contains key if {
+	some role in input.resources
+	role.type == "aws:iam/role:Role"
+	some s in resources.statements(resources.policy_doc(object.get(role.properties, "assumeRolePolicy", "{}")))
+	"ec2.amazonaws.com" in resources.as_set(object.get(s, ["Principal", "Service"], []))
+	some key in resources.targets(role)
+}
+
+data_grants(grant) := {arn} if {
+	grant.type == "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+	arn := object.get(grant.properties, "policyArn", "unset")
+	data_policy(arn)
+}
+
+data_grants(grant) := {action |
+	some action in allowed_actions(object.get(grant.properties, "policy", null))
+	on_data_service(action)
+} if {
+	grant.type == "aws:iam/rolePolicy:RolePolicy"
+}
+
+data_policy("unset")
+
+data_policy(arn) if {
+	parts := split(arn, "/")
+	some prefix in config.settings.data_access_policies
+	startswith(parts[count(parts) - 1], prefix)
+}
+
+on_data_service("*")
+
+on_data_service(action) if split(action, ":")[0] in config.settings.data_services
+
+# METADATA
+# title: No wildcard actions on data
+# scope: rule
+# description: IAM policies allow no "*" action and no service-wide wildcard on a data service.
+# custom:
+#   id: IDN-006
+#   severity: high
+#   message: "IAM policy %s allows wildcard action %s"
+#   remediation: List the exact actions needed (e.g. s3:GetObject) instead of a wildcard.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, action]) if {
+	some r in input.resources
+	r.type in {"aws:iam/policy:Policy", "aws:iam/rolePolicy:RolePolicy", "aws:iam/userPolicy:UserPolicy"}
+	some action in allowed_actions(object.get(r.properties, "policy", null))
+	wildcard_on_data(action)
+}
+
+# A document that cannot be read is treated as allowing everything (fail closed).
+allowed_actions(policy) := {"*"} if not resources.policy_doc(policy)
+
+allowed_actions(policy) := {action |
+	some s in resources.statements(doc)
+	object.get(s, "Effect", "Allow") == "Allow"
+	some action in resources.as_set(object.get(s, "Action", []))
+} if {
+	doc := resources.policy_doc(policy)
+}
+
+wildcard_on_data("*")
+
+wildcard_on_data(action) if {
+	parts := split(action, ":")
+	parts[0] in config.settings.data_services
+	contains(parts[1], "*")
+}

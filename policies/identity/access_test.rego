@@ -1,0 +1,206 @@
+package identity.access_test
+
+import data.identity.access
+import data.lib.testing_test as t
+
+strict := t.k8s("PeerAuthentication", "default", "istio-system", {"mtls": {"mode": "STRICT"}})
+
+route := t.k8s("VirtualService", "iris", "models", {})
+
+jwt := t.k8s("RequestAuthentication", "jwt", "istio-system", {"jwtRules": [{"issuer": "i"}]})
+
+token_rule := {"from": [{"source": {"requestPrincipals": ["i/*"]}}]}
+
+allow_with_token := t.k8s("AuthorizationPolicy", "require", "models", {"rules": [token_rule]})
+
+mesh := [strict, route, jwt, allow_with_token]
+
+stack_urn := "urn:pulumi:uae-prod::p::pulumi:pulumi:Stack::p-uae-prod"
+
+test_mesh_strict_passing if {
+	count(access.deny) == 0 with input as t.plan(mesh)
+}
+
+test_mesh_strict_violating if {
+	spec := {"selector": {"app": "x"}, "mtls": {"mode": "STRICT"}}
+	scoped := t.k8s("PeerAuthentication", "default", "istio-system", spec)
+	t.brief(access.deny) == {[
+		"IDN-001", "critical", stack_urn,
+		"stack uae-prod has no mesh-wide PeerAuthentication with mode STRICT in namespace istio-system",
+	]} with input as t.plan([scoped, route, jwt, allow_with_token])
+}
+
+test_mesh_strict_missing_field if {
+	t.brief(access.deny) == {[
+		"IDN-001", "critical", stack_urn,
+		"stack uae-prod has no mesh-wide PeerAuthentication with mode STRICT in namespace istio-system",
+	]} with input as t.plan([route, jwt, allow_with_token])
+}
+
+test_no_downgrade_passing if {
+	override := t.k8s("PeerAuthentication", "iris", "models", {"portLevelMtls": {"8080": {"mode": "STRICT"}}})
+	count(access.deny) == 0 with input as t.plan(array.concat(mesh, [override]))
+}
+
+test_no_downgrade_violating if {
+	override := t.k8s("PeerAuthentication", "iris", "models", {"portLevelMtls": {"8080": {"mode": "DISABLE"}}})
+	t.brief(access.deny) == {[
+		"IDN-002", "high", override.urn,
+		"PeerAuthentication iris sets mTLS mode DISABLE",
+	]} with input as t.plan(array.concat(mesh, [override]))
+}
+
+test_no_downgrade_missing_field if {
+	# No mode at all inherits the mesh's STRICT.
+	override := t.k8s("PeerAuthentication", "iris", "models", {})
+	count(access.deny) == 0 with input as t.plan(array.concat(mesh, [override]))
+}
+
+test_token_required_passing if {
+	local := t.k8s("RequestAuthentication", "jwt", "models", {"jwtRules": [{"issuer": "i"}]})
+	count(access.deny) == 0 with input as t.plan([strict, route, local, allow_with_token])
+}
+
+test_token_required_violating if {
+	other := t.k8s("RequestAuthentication", "jwt", "tenant-a", {"jwtRules": [{"issuer": "i"}]})
+	t.brief(access.deny) == {[
+		"IDN-003", "critical", route.urn,
+		"route iris in namespace models has no RequestAuthentication with jwtRules",
+	]} with input as t.plan([strict, route, other, allow_with_token])
+}
+
+test_token_required_missing_field if {
+	empty := t.k8s("RequestAuthentication", "jwt", "models", {})
+	t.brief(access.deny) == {[
+		"IDN-003", "critical", route.urn,
+		"route iris in namespace models has no RequestAuthentication with jwtRules",
+	]} with input as t.plan([strict, route, empty, allow_with_token])
+}
+
+authz(spec) := t.k8s("AuthorizationPolicy", "authz", "models", spec)
+
+test_deny_by_default_passing if {
+	deny_anonymous := authz({"action": "DENY", "rules": [{"from": [{"source": {"notRequestPrincipals": ["*"]}}]}]})
+	claims := authz({"rules": [{"when": [{"key": "request.auth.claims[scope]", "values": ["infer"]}]}]})
+	allow_nothing := authz({})
+	every ap in [deny_anonymous, claims, allow_nothing] {
+		count(access.deny) == 0 with input as t.plan([strict, route, jwt, ap])
+	}
+}
+
+test_deny_by_default_violating if {
+	allow_all := authz({"action": "ALLOW", "rules": [{}]})
+	t.brief(access.deny) == {[
+		"IDN-004", "critical", route.urn,
+		"route iris in namespace models has no deny-by-default AuthorizationPolicy",
+	]} with input as t.plan([strict, route, jwt, allow_all])
+}
+
+test_deny_by_default_missing_field if {
+	t.brief(access.deny) == {[
+		"IDN-004", "critical", route.urn,
+		"route iris in namespace models has no deny-by-default AuthorizationPolicy",
+	]} with input as t.plan([strict, route, jwt])
+}
+
+account(annotations) := t.resource("kubernetes:core/v1:ServiceAccount", "sa", {
+	"kind": "ServiceAccount",
+	"metadata": {"name": "iris", "namespace": "models", "annotations": annotations},
+})
+
+workload(pod) := t.k8s("Deployment", "iris", "models", {"template": {"spec": pod}})
+
+test_irsa_passing if {
+	sa := account({"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/iris"})
+	w := workload({"serviceAccountName": "iris", "containers": []})
+	count(access.deny) == 0 with input as t.plan(array.concat(mesh, [sa, w]))
+}
+
+test_irsa_violating if {
+	w := workload({"serviceAccountName": "iris", "containers": []})
+	t.brief(access.deny) == {[
+		"IDN-005", "high", w.urn,
+		"workload iris runs as service account \"iris\", which has no eks.amazonaws.com/role-arn",
+	]} with input as t.plan(array.concat(mesh, [account({}), w]))
+}
+
+test_irsa_missing_field if {
+	w := workload({"containers": []})
+	t.brief(access.deny) == {[
+		"IDN-005", "high", w.urn,
+		"workload iris runs as service account \"default\", which has no eks.amazonaws.com/role-arn",
+	]} with input as t.plan(array.concat(mesh, [w]))
+}
+
+iam(doc) := t.resource("aws:iam/policy:Policy", "read", {"policy": doc})
+
+test_wildcard_passing if {
+	doc := {"Statement": [
+		{"Effect": "Allow", "Action": ["s3:GetObject", "ec2:Describe*"]},
+		{"Effect": "Deny", "Action": "*"},
+	]}
+	count(access.deny) == 0 with input as t.plan([iam(json.marshal(doc))])
+}
+
+test_wildcard_violating if {
+	p := iam({"Statement": {"Effect": "Allow", "Action": ["s3:*", "kms:Decrypt", "*"]}})
+	t.brief(access.deny) == {
+		["IDN-006", "high", p.urn, "IAM policy read allows wildcard action s3:*"],
+		["IDN-006", "high", p.urn, "IAM policy read allows wildcard action *"],
+	} with input as t.plan([p])
+}
+
+test_wildcard_missing_field if {
+	p := t.resource("aws:iam/rolePolicy:RolePolicy", "read", {})
+	t.brief(access.deny) == {[
+		"IDN-006", "high", p.urn,
+		"IAM policy read allows wildcard action *",
+	]} with input as t.plan([p])
+}
+
+node_role := t.resource("aws:iam/role:Role", "nodes", {"assumeRolePolicy": json.marshal({"Statement": [{
+	"Effect": "Allow",
+	"Principal": {"Service": "ec2.amazonaws.com"},
+	"Action": "sts:AssumeRole",
+}]})})
+
+attach(name, arn) := object.union(
+	t.resource("aws:iam/rolePolicyAttachment:RolePolicyAttachment", name, {"role": "nodes-1a2b", "policyArn": arn}),
+	{"dependencies": [node_role.urn]},
+)
+
+test_node_role_data_passing if {
+	worker := attach("worker", "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy")
+	ecr := attach("ecr", "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly")
+	logs := t.resource("aws:iam/rolePolicy:RolePolicy", "logs", {
+		"role": "nodes",
+		"policy": {"Statement": [{"Effect": "Allow", "Action": "logs:PutLogEvents"}]},
+	})
+	count(access.deny) == 0 with input as t.plan([node_role, worker, ecr, logs])
+}
+
+test_node_role_data_violating if {
+	s3 := attach("s3", "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess")
+	inline := t.resource("aws:iam/rolePolicy:RolePolicy", "read", {
+		"role": "nodes",
+		"policy": {"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "logs:PutLogEvents"]}]},
+	})
+	t.brief(access.deny) == {
+		["IDN-007", "high", s3.urn, sprintf("s3 gives node role access to data: %s", [s3.properties.policyArn])],
+		["IDN-007", "high", inline.urn, "read gives node role access to data: s3:GetObject"],
+	} with input as t.plan([node_role, s3, inline])
+}
+
+test_node_role_data_missing_field if {
+	bare := t.resource("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "a", {})
+	a := object.union(bare, {"dependencies": [node_role.urn]})
+	pod_role := t.resource("aws:iam/role:Role", "pods", {})
+	s3 := t.resource("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "s3", {
+		"role": "pods",
+		"policyArn": "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess",
+	})
+	t.brief(access.deny) == {[
+		"IDN-007", "high", a.urn,
+		"a gives node role access to data: unset",
+	]} with input as t.plan([node_role, a, pod_role, s3])
+}

@@ -1,0 +1,1 @@
+"""The Pulumi policy pack: `pulumi preview --policy-pack policies/pack` blocks on the gate's rules."""

@@ -1,0 +1,154 @@
+# METADATA
+# title: Residency
+# description: |
+#   Data and compute stay inside the stack's jurisdiction: every AWS resource's region,
+#   resolved through its provider, and every place data is copied, logged, routed,
+#   pulled from or encrypted with.
+package residency.placement
+
+import data.lib.config
+import data.lib.resources
+import data.lib.result
+
+provs := resources.provider_index(input.resources)
+
+allowed := config.allowed_regions(input)
+
+# METADATA
+# title: Stack jurisdiction known
+# scope: rule
+# description: A plan whose jurisdiction is unknown cannot be checked for residency, so it fails.
+# custom:
+#   id: RES-001
+#   severity: critical
+#   message: "stack %s has jurisdiction %q, which is not in the policy data"
+#   remediation: Set `jurisdiction` in the stack config to a code in policies/data/jurisdictions.json (or an override).
+deny contains result.finding(rego.metadata.rule(), resources.stack_resource(input), [input.stack, found]) if {
+	count(allowed) == 0
+	found := object.get(input, "jurisdiction", "")
+}
+
+# METADATA
+# title: Resource region in jurisdiction
+# scope: rule
+# description: Every AWS resource runs in a region of the jurisdiction, resolved through its provider.
+# custom:
+#   id: RES-002
+#   severity: critical
+#   message: "%s is placed in region %q, outside jurisdiction %s"
+#   remediation: Create the resource with a provider whose region belongs to the stack's jurisdiction.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, reg, jurisdiction]) if {
+	count(allowed) > 0
+	jurisdiction := config.jurisdiction(input)
+	some r in input.resources
+	resources.is_aws(r)
+	reg := resources.region(r, provs)
+	not reg in allowed
+}
+
+# METADATA
+# title: Referenced ARNs in jurisdiction
+# scope: rule
+# description: |
+#   KMS keys, log destinations, backup vaults and any other ARN a resource refers to
+#   live in a region of the jurisdiction.
+# custom:
+#   id: RES-003
+#   severity: critical
+#   message: "%s refers to %s in region %q, outside the jurisdiction"
+#   remediation: Point the resource at a key, log group or vault created in one of the jurisdiction's regions.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, arn, reg]) if {
+	count(allowed) > 0
+	some r in input.resources
+
+	# One regex over the serialized properties is far cheaper than walking every value.
+	some arn in regex.find_n(`arn:aws[a-z-]*:[a-z0-9-]*:[a-z0-9-]+:[^"\\]*`, json.marshal(r.properties), -1)
+	reg := resources.arn_region(arn)
+	reg != ""
+	not reg in allowed
+}
+
+# METADATA
+# title: S3 replication in jurisdiction
+# scope: rule
+# description: Replication targets a bucket of this plan that sits in the jurisdiction; an unknown target fails.
+# custom:
+#   id: RES-004
+#   severity: critical
+#   message: "%s replicates to %s, which is in region %q"
+#   remediation: Replicate only to a bucket of the same stack whose provider region is in the jurisdiction.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, target, reg]) if {
+	count(allowed) > 0
+	some r in input.resources
+	r.type == "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
+	some rule in object.get(r.properties, "rules", [{}])
+	target := object.get(rule, ["destination", "bucket"], "missing")
+	reg := bucket_region(target)
+	not reg in allowed
+}
+
+bucket_region(arn) := resources.region(b, provs) if {
+	some b in input.resources
+	b.type in {"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"}
+	arn in bucket_arns(b)
+} else := "unresolved"
+
+bucket_arns(b) := {a |
+	some a in [
+		object.get(b.properties, "arn", null),
+		sprintf("arn:aws:s3:::%v", [object.get(b.properties, "bucket", b.name)]),
+	]
+	is_string(a)
+}
+
+# METADATA
+# title: Route53 targets in jurisdiction
+# scope: rule
+# description: Latency and failover records only point at regions of the jurisdiction.
+# custom:
+#   id: RES-005
+#   severity: high
+#   message: "%s routes to %s in region %q, outside the jurisdiction"
+#   remediation: Route only between gateways of regions in the stack's jurisdiction.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, target, reg]) if {
+	count(allowed) > 0
+	some r in input.resources
+	r.type in {"aws:route53/record:Record", "aws:route53/healthCheck:HealthCheck"}
+	some target in route_targets(r.properties)
+	reg := target_region(target)
+	not reg in allowed
+}
+
+route_targets(p) := ({t |
+	some t in array.concat(
+		[policy.region | some policy in object.get(p, "latencyRoutingPolicies", [])],
+		[alias.name | some alias in object.get(p, "aliases", [])],
+	)
+} | {t | some t in object.get(p, "records", [])}) | {p.fqdn | p.fqdn}
+
+target_region(t) := t if regex.match(`^(?:[a-z]{2}|us-gov)-[a-z]+-[0-9]+$`, t)
+
+target_region(t) := resources.host_region(t)
+
+# METADATA
+# title: Image registry in jurisdiction
+# scope: rule
+# description: Serving images are pulled from a registry in a region of the jurisdiction.
+# custom:
+#   id: RES-006
+#   severity: high
+#   message: "%s pulls image %s from region %q, outside the jurisdiction"
+#   remediation: Push the image to the stack region's ECR and reference it there.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, image, reg]) if {
+	count(allowed) > 0
+	some r in input.resources
+	some container in resources.containers(r)
+	image := container.image
+	reg := image_region(image)
+	not reg in allowed
+}
+
+image_region(image) := reg if {
+	contains(image, "/")
+	reg := resources.host_region(split(image, "/")[0])
+} else := "unresolved"

@@ -1,0 +1,162 @@
+package residency.placement_test
+
+import data.lib.testing_test as t
+import data.residency.placement
+
+bucket := t.resource("aws:s3/bucket:Bucket", "models", {"bucket": "models"})
+
+urn(type, name) := sprintf("urn:pulumi:uae-prod::p::%s::%s", [type, name])
+
+test_jurisdiction_known_passing if {
+	count(placement.deny) == 0 with input as t.plan([bucket])
+}
+
+test_jurisdiction_known_violating if {
+	doc := object.union(t.plan([bucket]), {"jurisdiction": "XX"})
+	t.brief(placement.deny) == {[
+		"RES-001", "critical", "urn:pulumi:uae-prod::p::pulumi:pulumi:Stack::p-uae-prod",
+		"stack uae-prod has jurisdiction \"XX\", which is not in the policy data",
+	]} with input as doc
+}
+
+test_jurisdiction_known_missing_field if {
+	doc := object.remove(object.union(t.plan([bucket]), {"stack": "unknown-stack"}), ["jurisdiction"])
+	t.brief(placement.deny) == {[
+		"RES-001", "critical", "urn:pulumi:unknown-stack::p::pulumi:pulumi:Stack::p-unknown-stack",
+		"stack unknown-stack has jurisdiction \"\", which is not in the policy data",
+	]} with input as doc
+}
+
+test_jurisdiction_from_stack_name if {
+	doc := object.remove(t.plan([bucket]), ["jurisdiction"])
+	count(placement.deny) == 0 with input as doc
+}
+
+test_region_passing if {
+	count(placement.deny) == 0 with input as t.plan([bucket])
+}
+
+test_region_violating if {
+	own := object.union(bucket, {"properties": {"region": "eu-west-1"}})
+	t.brief(placement.deny) == {[
+		"RES-002", "critical", bucket.urn,
+		"models is placed in region \"eu-west-1\", outside jurisdiction AE",
+	]} with input as t.plan([own])
+}
+
+test_region_missing_field if {
+	orphan := object.union(bucket, {"provider": "urn:pulumi:uae-prod::p::pulumi:providers:aws::gone"})
+	t.brief(placement.deny) == {[
+		"RES-002", "critical", bucket.urn,
+		"models is placed in region \"unresolved\", outside jurisdiction AE",
+	]} with input as t.plan([orphan])
+}
+
+key_ref(arn) := t.resource("aws:cloudwatch/logGroup:LogGroup", "logs", {"kmsKeyId": arn})
+
+test_arn_passing if {
+	count(placement.deny) == 0 with input as t.plan([key_ref("arn:aws:kms:me-central-1:1:key/k")])
+}
+
+test_arn_violating if {
+	r := key_ref("arn:aws:kms:us-east-1:1:key/k")
+	t.brief(placement.deny) == {[
+		"RES-003", "critical", r.urn,
+		"logs refers to arn:aws:kms:us-east-1:1:key/k in region \"us-east-1\", outside the jurisdiction",
+	]} with input as t.plan([r])
+}
+
+test_arn_missing_field if {
+	# A global ARN (no region) is not a cross-region reference.
+	count(placement.deny) == 0 with input as t.plan([key_ref("arn:aws:iam::1:role/r")])
+}
+
+replication(target) := t.resource(
+	"aws:s3/bucketReplicationConfig:BucketReplicationConfig", "repl",
+	{"rules": [{"destination": {"bucket": target}}]},
+)
+
+test_replication_passing if {
+	count(placement.deny) == 0 with input as t.plan([bucket, replication("arn:aws:s3:::models")])
+}
+
+test_replication_violating if {
+	far := object.union(bucket, {"properties": {"region": "eu-west-1"}})
+	r := replication("arn:aws:s3:::models")
+	t.brief(placement.deny) == {
+		["RES-002", "critical", bucket.urn, "models is placed in region \"eu-west-1\", outside jurisdiction AE"],
+		["RES-004", "critical", r.urn, "repl replicates to arn:aws:s3:::models, which is in region \"eu-west-1\""],
+	} with input as t.plan([far, r])
+}
+
+test_replication_missing_field if {
+	r := t.resource("aws:s3/bucketReplicationConfig:BucketReplicationConfig", "repl", {})
+	t.brief(placement.deny) == {[
+		"RES-004", "critical", r.urn,
+		"repl replicates to missing, which is in region \"unresolved\"",
+	]} with input as t.plan([r])
+}
+
+record(props) := t.resource("aws:route53/record:Record", "api", props)
+
+test_route_passing if {
+	r := record({
+		"latencyRoutingPolicies": [{"region": "me-central-1"}],
+		"aliases": [{"name": "gw.elb.me-central-1.amazonaws.com"}],
+	})
+	count(placement.deny) == 0 with input as t.plan([r])
+}
+
+test_route_violating if {
+	r := record({
+		"latencyRoutingPolicies": [{"region": "eu-west-1"}],
+		"aliases": [{"name": "gw.elb.us-east-1.amazonaws.com"}],
+	})
+	t.brief(placement.deny) == {
+		["RES-005", "high", r.urn, "api routes to eu-west-1 in region \"eu-west-1\", outside the jurisdiction"],
+		[
+			"RES-005", "high", r.urn,
+			"api routes to gw.elb.us-east-1.amazonaws.com in region \"us-east-1\", outside the jurisdiction",
+		],
+	} with input as t.plan([r])
+}
+
+test_route_missing_field if {
+	# A plain record with literal IPs names no region; nothing to check.
+	count(placement.deny) == 0 with input as t.plan([record({"records": ["10.0.0.1"]})])
+}
+
+deployment(image) := t.k8s("Deployment", "iris", "models", {"template": {"spec": {"containers": [{
+	"name": "s",
+	"image": image,
+}]}}})
+
+test_registry_passing if {
+	count(placement.deny) == 0 with input as t.plan([deployment("1.dkr.ecr.me-central-1.amazonaws.com/m@sha256:0")])
+}
+
+test_registry_violating if {
+	image := "1.dkr.ecr.eu-west-1.amazonaws.com/m@sha256:0"
+	d := deployment(image)
+	t.brief(placement.deny) == {[
+		"RES-006", "high", d.urn,
+		sprintf("iris pulls image %s from region \"eu-west-1\", outside the jurisdiction", [image]),
+	]} with input as t.plan([d])
+}
+
+test_registry_missing_field if {
+	d := deployment("python")
+	t.brief(placement.deny) == {[
+		"RES-006", "high", d.urn,
+		"iris pulls image python from region \"unresolved\", outside the jurisdiction",
+	]} with input as t.plan([d])
+}
+
+test_stack_resource_from_plan if {
+	stack := t.resource("pulumi:pulumi:Stack", "p-uae-prod", {})
+	doc := object.union(t.plan([stack]), {"jurisdiction": "XX"})
+	t.brief(placement.deny) == {[
+		"RES-001", "critical", stack.urn,
+		"stack uae-prod has jurisdiction \"XX\", which is not in the policy data",
+	]} with input as doc
+}

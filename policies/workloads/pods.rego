@@ -1,0 +1,169 @@
+# METADATA
+# title: Workload hardening
+# description: |
+#   Every container runs as non-root on a read-only root filesystem without privilege
+#   escalation or capabilities, with limits and probes, from an image pinned by digest in
+#   an approved registry.
+package workloads.pods
+
+import data.lib.config
+import data.lib.resources
+import data.lib.result
+
+# Every container of every workload object, with its pod-level security context.
+containers contains {"r": r, "c": c, "pod": object.get(spec, "securityContext", {}), "init": init} if {
+	some r in input.resources
+	spec := resources.pod_spec(r)
+	some key, init in {"containers": false, "initContainers": true}
+	some c in object.get(spec, key, [])
+}
+
+label(x) := sprintf("%s/%s", [resources.k8s_name(x.r), object.get(x.c, "name", "unnamed")])
+
+# METADATA
+# title: Non-root
+# scope: rule
+# description: Containers run as a non-zero user with runAsNonRoot set (container or pod level).
+# custom:
+#   id: WL-001
+#   severity: high
+#   message: "container %s may run as root (runAsNonRoot=%v, runAsUser=%v)"
+#   remediation: Set securityContext.runAsNonRoot true and runAsUser to the image's user (10001).
+deny contains result.finding(rego.metadata.rule(), x.r, [label(x), non_root, user]) if {
+	some x in containers
+	non_root := setting(x, "runAsNonRoot", "unset")
+	user := setting(x, "runAsUser", "unset")
+	not runs_non_root(non_root, user)
+}
+
+runs_non_root(non_root, user) if {
+	non_root == true
+	user != 0
+}
+
+# A security-context field, the container's value winning over the pod's.
+setting(x, key, fallback) := object.get(x.c, ["securityContext", key], object.get(x.pod, key, fallback))
+
+# METADATA
+# title: Read-only root filesystem
+# scope: rule
+# description: Containers mount their root filesystem read-only.
+# custom:
+#   id: WL-002
+#   severity: medium
+#   message: "container %s has readOnlyRootFilesystem=%v"
+#   remediation: Set securityContext.readOnlyRootFilesystem true and mount an emptyDir for scratch space.
+deny contains result.finding(rego.metadata.rule(), x.r, [label(x), value]) if {
+	some x in containers
+	value := object.get(x.c, ["securityContext", "readOnlyRootFilesystem"], "unset")
+	value != true
+}
+
+# METADATA
+# title: No privilege escalation
+# scope: rule
+# description: Containers set allowPrivilegeEscalation false and are not privileged.
+# custom:
+#   id: WL-003
+#   severity: high
+#   message: "container %s has allowPrivilegeEscalation=%v, privileged=%v"
+#   remediation: Set securityContext.allowPrivilegeEscalation false and drop privileged.
+deny contains result.finding(rego.metadata.rule(), x.r, [label(x), escalation, privileged]) if {
+	some x in containers
+	escalation := object.get(x.c, ["securityContext", "allowPrivilegeEscalation"], "unset")
+	privileged := object.get(x.c, ["securityContext", "privileged"], false)
+	not no_escalation(escalation, privileged)
+}
+
+no_escalation(escalation, privileged) if {
+	escalation == false
+	privileged == false
+}
+
+# METADATA
+# title: Capabilities dropped
+# scope: rule
+# description: Containers drop ALL capabilities and add none back.
+# custom:
+#   id: WL-004
+#   severity: high
+#   message: "container %s drops %v and adds %v"
+#   remediation: Set securityContext.capabilities.drop to ["ALL"] and remove capabilities.add.
+deny contains result.finding(rego.metadata.rule(), x.r, [label(x), dropped, added]) if {
+	some x in containers
+	dropped := object.get(x.c, ["securityContext", "capabilities", "drop"], [])
+	added := object.get(x.c, ["securityContext", "capabilities", "add"], [])
+	not caps_dropped(dropped, added)
+}
+
+caps_dropped(dropped, added) if {
+	"ALL" in dropped
+	count(added) == 0
+}
+
+# METADATA
+# title: Resource limits
+# scope: rule
+# description: Containers set CPU and memory limits.
+# custom:
+#   id: WL-005
+#   severity: medium
+#   message: "container %s has no %s limit"
+#   remediation: Set resources.limits.cpu and resources.limits.memory (and requests).
+deny contains result.finding(rego.metadata.rule(), x.r, [label(x), res]) if {
+	some x in containers
+	some res in ["cpu", "memory"]
+	not x.c.resources.limits[res]
+}
+
+# METADATA
+# title: Health probes
+# scope: rule
+# description: Long-running containers (not init containers, which take no probes) have both probes.
+# custom:
+#   id: WL-006
+#   severity: medium
+#   message: "container %s has no %s"
+#   remediation: Add readinessProbe and livenessProbe (the V2 /v2/health/ready and /v2/health/live endpoints).
+deny contains result.finding(rego.metadata.rule(), x.r, [label(x), probe]) if {
+	some x in containers
+	resources.kind(x.r) in {"Deployment", "StatefulSet", "DaemonSet"}
+	not x.init
+	some probe in ["readinessProbe", "livenessProbe"]
+	not x.c[probe]
+}
+
+# METADATA
+# title: Image pinned by digest
+# scope: rule
+# description: Images are referenced by sha256 digest, never by a mutable tag.
+# custom:
+#   id: WL-007
+#   severity: high
+#   message: "container %s uses image %q, which is not pinned by digest"
+#   remediation: Reference the image as REGISTRY/REPO@sha256:<digest>.
+deny contains result.finding(rego.metadata.rule(), x.r, [label(x), image]) if {
+	some x in containers
+	image := object.get(x.c, "image", "unset")
+	not regex.match(`@sha256:[a-f0-9]{64}$`, image)
+}
+
+# METADATA
+# title: Approved registry
+# scope: rule
+# description: Images come from an approved registry (by default, an account's ECR).
+# custom:
+#   id: WL-008
+#   severity: high
+#   message: "container %s uses image %q from a registry that is not approved"
+#   remediation: Push the image to the stack region's ECR; add other registries to settings.approved_registries.
+deny contains result.finding(rego.metadata.rule(), x.r, [label(x), image]) if {
+	some x in containers
+	image := object.get(x.c, "image", "unset")
+	not approved(image)
+}
+
+approved(image) if {
+	some pattern in config.settings.approved_registries
+	regex.match(pattern, image)
+}
