@@ -71,7 +71,8 @@ async def serve(settings: Settings) -> int:
     metrics = Metrics()
     dataplane = DataPlane(repository, metrics, served_capacity=settings.feedback_requests)
     await dataplane.start()
-    tracker = RequestTracker(metrics, AccessLog(enabled=settings.access_log))
+    access_log = AccessLog(enabled=settings.access_log)
+    tracker = RequestTracker(metrics, access_log)
     shadow = ShadowTraffic(dataplane)
 
     http_socket = _listen(settings.host, settings.http_port, settings.workers > 1)
@@ -104,6 +105,7 @@ async def serve(settings: Settings) -> int:
     http.should_exit = True
     await asyncio.gather(http_task, grpc_server.stop(grace=1.0))
     await dataplane.stop()
+    access_log.flush()
     log_event("server_stopped", pid=os.getpid(), inflight=tracker.inflight)
     return 0
 
