@@ -100,7 +100,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self._shadow.mirror(target, decoded)
             response = await self._dp.infer(target, decoded)
             self._dp.remember(tracked.request_id, target)
-            await context.send_initial_metadata((("x-model-version", tracked.version),))
+            # Trailing metadata rides along with the status: no extra send, unlike initial metadata.
+            context.set_trailing_metadata((("x-model-version", tracked.version),))
             return encode_response(response)
         except ServingError as error:
             status, outcome, error_name = error.grpc_code, error.outcome, type(error).__name__

@@ -82,9 +82,11 @@ def test_infer_typed_contents(server: ServerProcess) -> None:
         request.inputs.add(name="x", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend(
             [1, 2, 3, 4]
         )
-        response = stub.ModelInfer(request)
+        response, call = stub.ModelInfer.with_call(request)
     values = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
     assert values.tolist() == [2, 4, 6, 8]
+    assert response.model_version == "1"
+    assert dict(call.trailing_metadata())["x-model-version"] == "1", "the serving version is in the metadata"
 
 
 def test_header_route_and_version_metadata(client: grpcclient.InferenceServerClient) -> None:
