@@ -7,6 +7,7 @@ never import servectl.
 import click
 
 from servectl.demo import demo
+from servectl.experiment import experiment
 from servectl.plan import plan
 from servectl.policy import policy
 from servectl.serve import serve
@@ -21,6 +22,7 @@ cli.add_command(serve)
 cli.add_command(demo)
 cli.add_command(plan)
 cli.add_command(policy)
+cli.add_command(experiment)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import pulumi
 from stacks.jurisdictions import JURISDICTION_REGIONS
 from stacks.settings import (
     ClusterConfig,
+    Fault,
     GatewayConfig,
     IdentityConfig,
     ImageConfig,
@@ -25,6 +26,8 @@ from stacks.settings import (
     ObservabilityConfig,
     RateLimit,
     RegionConfig,
+    Rollout,
+    Shadow,
     StackConfig,
     StoreConfig,
     TenantConfig,
@@ -215,6 +218,61 @@ def _variants(node: _Node) -> Variants:
         weights=tuple(sorted(weights.items(), key=lambda kv: int(kv[0]))),
         sticky_header=sticky.string("header") if sticky.value is not None else None,
         routes=parsed_routes,
+        shadow=_shadow(node.child("shadow", required=False), weights),
+        faults=_faults(node.child("faults", required=False), weights),
+    )
+
+
+def _known_version(node: _Node, weights: Mapping[str, int]) -> str:
+    version = str(node.value)
+    if version not in weights:
+        raise node.fail(f"version {version!r} has no entry in weights")
+    return version
+
+
+def _shadow(node: _Node, weights: Mapping[str, int]) -> Shadow | None:
+    if node.value is None:
+        return None
+    return Shadow(
+        version=_known_version(node.child("version"), weights), percent=node.integer("percent", 1, 100)
+    )
+
+
+def _faults(node: _Node, weights: Mapping[str, int]) -> tuple[tuple[str, Fault], ...]:
+    if node.value is None:
+        return ()
+    if not isinstance(node.value, Mapping):
+        raise node.fail("must map versions to faults")
+    faults = []
+    for key in node.value:
+        version = _known_version(_Node(key, f"{node.path}.{key}", node.source), weights)
+        fault = node.child(key)
+        ratio = fault.child("error_ratio", required=False)
+        if ratio.value is not None and (
+            isinstance(ratio.value, bool)
+            or not isinstance(ratio.value, int | float)
+            or not 0 <= ratio.value <= 1
+        ):
+            raise ratio.fail(f"must be a number from 0 to 1, got {ratio.value!r}")
+        delay = fault.integer("delay_ms", 0, 60_000) if fault.child("delay_ms", required=False).value else 0
+        faults.append((version, Fault(delay_ms=delay, error_ratio=float(ratio.value or 0.0))))
+    return tuple(sorted(faults, key=lambda kv: int(kv[0])))
+
+
+def _rollout(node: _Node) -> Rollout | None:
+    if node.value is None:
+        return None
+    steps_node = node.child("steps")
+    steps = tuple(item.value for item in steps_node.items())
+    if not steps or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 100 for s in steps):
+        raise steps_node.fail("must list percents from 1 to 100")
+    if list(steps) != sorted(set(steps)) or steps[-1] != 100:
+        raise steps_node.fail(f"must increase and end at 100, got {list(steps)}")
+    return Rollout(
+        steps=steps,
+        min_samples=node.integer("minSamples", 1, 100_000_000),
+        interval_seconds=node.integer("intervalSeconds", 10, 86_400),
+        failed_checks=node.integer("failedChecks", 1, 100),
     )
 
 
@@ -238,6 +296,7 @@ def _model(node: _Node, tenants: frozenset[str]) -> ModelConfig:
         memory=resources.string("memory"),
         workers=node.integer("workers", 1, 64),
         variants=_variants(node.child("variants")),
+        rollout=_rollout(node.child("rollout", required=False)),
     )
 
 

@@ -159,6 +159,26 @@ class VariantRoute:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Shadow:
+    """A version that receives a mirrored copy of live requests; its responses are discarded."""
+
+    version: str
+    """Model version directory name."""
+    percent: int
+    """Percent of live requests mirrored to it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fault:
+    """Degradation injected on purpose into one version's requests (Istio's HTTP fault injection)."""
+
+    delay_ms: int
+    """Added delay in milliseconds (0: none)."""
+    error_ratio: float
+    """Share of requests answered with HTTP 500 (0: none)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Variants:
     """The variant config, the same shape the server's `config.yaml` takes."""
 
@@ -168,6 +188,10 @@ class Variants:
     """Header hashed for sticky assignment, if any."""
     routes: tuple[VariantRoute, ...]
     """Header routes, in order."""
+    shadow: Shadow | None = None
+    """Mirrored traffic, if any."""
+    faults: tuple[tuple[str, Fault], ...] = ()
+    """(version, fault) pairs in version order."""
 
     @property
     def versions(self) -> tuple[str, ...]:
@@ -183,6 +207,20 @@ class RateLimit:
     """Refill rate."""
     burst: int
     """Bucket size."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rollout:
+    """How `servectl experiment step` moves traffic to a candidate version."""
+
+    steps: tuple[int, ...]
+    """The candidate's percent at each step, increasing, ending at 100."""
+    min_samples: int
+    """Requests the candidate must serve in a step before it can be promoted."""
+    interval_seconds: int
+    """Seconds between analyses."""
+    failed_checks: int
+    """Consecutive analyses with a significant regression before rolling back."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +247,8 @@ class ModelConfig:
     """`SERVING_WORKERS`."""
     variants: Variants
     """Versions and how traffic splits between them."""
+    rollout: Rollout | None = None
+    """The progressive rollout schedule, if the model has one."""
 
 
 @dataclass(frozen=True, kw_only=True)

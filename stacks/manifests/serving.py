@@ -264,25 +264,72 @@ def route_names(model: ModelConfig) -> list[str]:
     return [*pinned, *headers, f"{model.name}-weighted"]
 
 
+def _fault(model: ModelConfig, version: str) -> dict[str, Any] | None:
+    """Istio's fault block for a version that has one (delay for every request, aborts for a share)."""
+    fault = dict(model.variants.faults).get(version)
+    if fault is None:
+        return None
+    out: dict[str, Any] = {}
+    if fault.delay_ms:
+        out["delay"] = {"percentage": {"value": 100.0}, "fixedDelay": f"{fault.delay_ms}ms"}
+    if fault.error_ratio:
+        out["abort"] = {"percentage": {"value": round(fault.error_ratio * 100, 4)}, "httpStatus": 500}
+    return out or None
+
+
+def _to_version(model: ModelConfig, route: dict[str, Any], version: str) -> dict[str, Any]:
+    """A route with one destination: it carries the version's fault, if any."""
+    fault = _fault(model, version)
+    return route | {"fault": fault} if fault else route
+
+
+def _mirrored(model: ModelConfig, route: dict[str, Any], versions: set[str]) -> dict[str, Any]:
+    """A live route mirrors to the shadow version unless it sends only there."""
+    shadow = model.variants.shadow
+    if shadow is None or versions == {shadow.version}:
+        return route
+    return route | {
+        "mirror": _destination(model, shadow.version)["destination"],
+        "mirrorPercentage": {"value": float(shadow.percent)},
+    }
+
+
 def virtual_service(spec: ServingSpec) -> Manifest:
-    """Routes in the order the server applies them: an explicit version, then header matches, then weights."""
+    """Routes in the order the server applies them: an explicit version, then header matches, then weights.
+
+    Live routes (header matches and the weights) mirror to the shadow version, if any. Istio attaches a
+    fault to a route, not to one destination of a split, so a version's fault is set on the routes that
+    send only to it (its explicit path and header routes): in the mesh a degraded candidate is staged through
+    those; the standalone server also applies faults inside its own weighted split.
+    """
     model = spec.model
     prefix = f"/v2/models/{model.name}"
     names = iter(route_names(model))
     routes = [
-        _route(next(names), _matches(f"{prefix}/versions/{v}"), [_destination(model, v)])
+        _to_version(
+            model, _route(next(names), _matches(f"{prefix}/versions/{v}"), [_destination(model, v)]), v
+        )
         for v in model.variants.versions
     ]
     routes += [
-        _route(
-            next(names),
-            _matches(prefix, {r.header: {"exact": r.value}}),
-            [_destination(model, r.version)],
+        _mirrored(
+            model,
+            _to_version(
+                model,
+                _route(
+                    next(names),
+                    _matches(prefix, {r.header: {"exact": r.value}}),
+                    [_destination(model, r.version)],
+                ),
+                r.version,
+            ),
+            {r.version},
         )
         for r in model.variants.routes
     ]
-    weighted = [_destination(model, v, w) for v, w in model.variants.weights if w > 0]
-    routes.append(_route(next(names), _matches(prefix), weighted))
+    split = [(v, w) for v, w in model.variants.weights if w > 0]
+    weighted = _route(next(names), _matches(prefix), [_destination(model, v, w) for v, w in split])
+    routes.append(_mirrored(model, weighted, {v for v, _ in split}))
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",

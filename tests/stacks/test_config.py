@@ -80,3 +80,53 @@ def test_aws_region_must_be_primary() -> None:
     values, _ = raw()
     with pytest.raises(ConfigError, match="aws:region: 'eu-west-1' must be the primary region eu-central-1"):
         parse(values, "eu-west-1")
+
+
+@pytest.mark.parametrize("stack", ["uae-prod", "eu-prod", "us-prod", "smb-dev"])
+def test_shipped_stacks_schedule_the_classifier_rollout(stack: str) -> None:
+    values, region = raw(stack)
+    cfg = parse_config(values, stack=stack, source=f"Pulumi.{stack}.yaml", aws_region=region)
+    rollout = cfg.models[0].rollout
+    assert rollout is not None and rollout.steps == (5, 25, 50, 100), f"{stack}: {rollout}"
+
+
+@pytest.mark.parametrize(
+    ("steps", "reason"),
+    [
+        ([5, 25, 50], "must increase and end at 100"),
+        ([25, 5, 100], "must increase"),
+        ([0, 100], "must list percents from 1 to 100"),
+    ],
+)
+def test_rollout_steps_must_increase_to_100(steps: list[int], reason: str) -> None:
+    values, region = raw()
+    values["models"][0]["rollout"]["steps"] = steps
+    with pytest.raises(ConfigError, match=rf"models\[0\]\.rollout\.steps: {reason}"):
+        parse(values, region)
+
+
+def test_shadow_and_faults_parse_in_the_servers_shape() -> None:
+    values, region = raw()
+    variants = values["models"][0]["variants"]
+    variants["shadow"] = {"version": "2", "percent": 10}
+    variants["faults"] = {"2": {"delay_ms": 50, "error_ratio": 0.2}}
+    cfg = parse_config(values, stack="eu-prod", source="Pulumi.eu-prod.yaml", aws_region=region)
+    parsed = cfg.models[0].variants
+    assert parsed.shadow is not None and (parsed.shadow.version, parsed.shadow.percent) == ("2", 10), parsed
+    assert [(v, f.delay_ms, f.error_ratio) for v, f in parsed.faults] == [("2", 50, 0.2)], parsed.faults
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("shadow", {"version": "7", "percent": 10}, r"shadow\.version: version '7' has no entry in weights"),
+        ("shadow", {"version": "2", "percent": 0}, r"shadow\.percent: 0 is outside 1\.\.100"),
+        ("faults", {"9": {"delay_ms": 5}}, r"faults\.9: version '9' has no entry in weights"),
+        ("faults", {"2": {"error_ratio": 1.5}}, r"faults\.2\.error_ratio: must be a number from 0 to 1"),
+    ],
+)
+def test_shadow_and_faults_are_validated(key: str, value: Any, reason: str) -> None:
+    values, region = raw()
+    values["models"][0]["variants"][key] = value
+    with pytest.raises(ConfigError, match=reason):
+        parse(values, region)

@@ -14,10 +14,36 @@ def test_rules_file_passes_promtool() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_rules_cover_error_rate_latency_and_readiness() -> None:
+def test_rules_pass_promtool_unit_tests() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: `make setup` installs Debian's prometheus package"
+    tests = RULES_FILE.with_name("serving-rules_test.yaml")
+    result = subprocess.run(
+        [promtool, "test", "rules", tests.name], cwd=tests.parent, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_cover_burn_rates_on_both_slos_and_readiness() -> None:
     alerts = {r["alert"] for g in load_rules()["groups"] for r in g["rules"] if "alert" in r}
-    expected = {"ModelServingHighErrorRate", "ModelServingLatencySLOBreach", "ModelServingModelNotReady"}
+    expected = {
+        "ModelServingAvailabilityBurnRateFast",
+        "ModelServingAvailabilityBurnRateSlow",
+        "ModelServingLatencyBurnRateFast",
+        "ModelServingLatencyBurnRateSlow",
+        "ModelServingModelNotReady",
+    }
     assert alerts == expected, f"alerts: {alerts}"
+
+
+def test_burn_rate_alerts_need_a_long_and_a_short_window() -> None:
+    for group in load_rules()["groups"]:
+        for rule in group["rules"]:
+            if "BurnRate" in rule.get("alert", ""):
+                windows = {
+                    w for w in ("5m", "30m", "1h", "2h", "6h", "1d") if f"ratio_rate{w} " in rule["expr"]
+                }
+                assert len(windows) >= 2, f"{rule['alert']} uses windows {windows}"
 
 
 def test_dashboard_queries_only_contract_metrics_or_recorded_series() -> None:

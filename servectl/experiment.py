@@ -1,0 +1,169 @@
+"""`servectl experiment`: analyse an A/B experiment from Prometheus, and step a progressive rollout.
+
+The statistics, PromQL, decisions and rollout live in `servectl.experiments`; this module only parses
+options and prints.
+"""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from servectl.experiments.decision import Schedule, Thresholds
+from servectl.experiments.run import Experiment, ExperimentError, analyze, apply, report
+from servectl.experiments.targets import ServerTarget, StackTarget, Target
+
+DEFAULT_LOG = "reports/experiments/{model}.jsonl"
+
+
+def _target(stack: str | None, repository: Path | None, model: str, pid: int | None) -> Target:
+    if (stack is None) == (repository is None):
+        raise click.UsageError(
+            "give exactly one of --stack (a Pulumi stack) or --model-repository (a server)"
+        )
+    if stack is not None:
+        return StackTarget(stack, model)
+    assert repository is not None
+    return ServerTarget(repository, model, pid)
+
+
+def _gate(path: Path | None) -> bool | None:
+    """The load-test result: `servectl loadtest`'s gates.json (`exit_code`, `gates`) or `{"passed": bool}`."""
+    if path is None:
+        return None
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and isinstance(data.get("passed"), bool):
+        return bool(data["passed"])
+    if isinstance(data, dict) and isinstance(data.get("gates"), list) and data["gates"]:
+        return data.get("exit_code") == 0 and all(g.get("result") == "PASS" for g in data["gates"])
+    raise click.BadParameter(
+        f'{path} is neither a load test\'s gates.json nor {{"passed": true|false}}', param_hint="--gate"
+    )
+
+
+def _steps(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        steps = tuple(int(s) for s in value.split(","))
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of percents") from error
+    if list(steps) != sorted(set(steps)) or steps[-1] != 100 or steps[0] <= 0:
+        raise click.BadParameter(f"steps must increase from above 0 to 100, got {value}")
+    return steps
+
+
+def _experiment(options: dict[str, Any], target: Target) -> Experiment:
+    schedule = target.schedule() or Schedule()
+    overrides = {
+        "steps": _steps(options["steps"]),
+        "min_samples": options["min_samples"],
+        "failed_checks": options["failed_checks"],
+    }
+    schedule = replace(schedule, **{k: v for k, v in overrides.items() if v is not None})
+    return Experiment(
+        prometheus=options["prometheus"],
+        model=options["model"],
+        log_path=options["log"] or Path(DEFAULT_LOG.format(model=options["model"])),
+        baseline=options["baseline"],
+        candidate=options["candidate"],
+        schedule=schedule,
+        thresholds=Thresholds(
+            alpha=options["alpha"],
+            latency_tolerance=options["latency_tolerance"],
+            error_margin=options["error_margin"],
+        ),
+        gate_passed=_gate(options["gate"]),
+    )
+
+
+_OPTIONS = [
+    click.option("--prometheus", required=True, help="Prometheus base URL, e.g. http://127.0.0.1:9090."),
+    click.option("--model", required=True, help="Model name."),
+    click.option("--baseline", help="Baseline version (default: the lowest version in the weights)."),
+    click.option("--candidate", help="Candidate version (default: the highest version in the weights)."),
+    click.option("--stack", help="Read (and for `step`, write) the weights of this Pulumi stack's file."),
+    click.option(
+        "--model-repository",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="Or: a standalone server's model repository (the model's config.yaml holds the weights).",
+    ),
+    click.option(
+        "--log", type=click.Path(dir_okay=False, path_type=Path), help=f"Experiment log [{DEFAULT_LOG}]."
+    ),
+    click.option(
+        "--gate",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help='A load test\'s gates.json (or {"passed": bool}); passing it is a precondition for promotion.',
+    ),
+    click.option("--steps", help="Rollout steps, e.g. 5,25,50,100 (default: the stack's rollout block)."),
+    click.option(
+        "--min-samples", type=click.IntRange(1), help="Candidate requests per step before promotion."
+    ),
+    click.option(
+        "--failed-checks", type=click.IntRange(1), help="Consecutive failed checks before rollback."
+    ),
+    click.option(
+        "--alpha",
+        type=click.FloatRange(0.0001, 0.5),
+        default=0.05,
+        show_default=True,
+        help="False-positive rate of each sequential test, however often you look.",
+    ),
+    click.option(
+        "--latency-tolerance",
+        type=click.FloatRange(0.0, 0.5),
+        default=0.05,
+        show_default=True,
+        help="Allowed P(candidate slower) - 0.5 before latency counts as a regression.",
+    ),
+    click.option(
+        "--error-margin",
+        type=click.FloatRange(0.0, 1.0),
+        default=0.01,
+        show_default=True,
+        help="Promotion needs the error-rate difference's upper bound below this (0.01: one point).",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print the log entry as JSON."),
+]
+
+
+def _with_options(func: Any) -> Any:
+    for option in reversed(_OPTIONS):
+        func = option(func)
+    return func
+
+
+@click.group()
+def experiment() -> None:
+    """Judge A/B experiments on Prometheus data and step progressive rollouts."""
+
+
+def _run(options: dict[str, Any], pid: int | None, do_apply: bool) -> None:
+    try:
+        target = _target(options["stack"], options["model_repository"], options["model"], pid)
+        exp = _experiment(options, target)
+        entry = analyze(exp, target.weights())
+        done = apply(exp, entry, target) if do_apply else None
+    except (ExperimentError, FileNotFoundError, KeyError, ValueError, RuntimeError) as error:
+        raise click.ClickException(str(error).strip("'\"")) from error
+    click.echo(json.dumps(entry, sort_keys=True) if options["as_json"] else report(entry))
+    if done is not None and not options["as_json"]:
+        click.echo(done)
+
+
+@experiment.command("analyze")
+@_with_options
+def analyze_command(**options: Any) -> None:
+    """Read per-version counts from Prometheus; report SRM, errors, latency, conversion and a decision."""
+    _run(options, None, do_apply=False)
+
+
+@experiment.command("step")
+@_with_options
+@click.option("--pid", type=int, help="With --model-repository: the server process to send SIGHUP.")
+def step_command(pid: int | None, **options: Any) -> None:
+    """Analyse, then apply the decision: write the new weights and make them take effect."""
+    _run(options, pid, do_apply=True)

@@ -1,0 +1,100 @@
+"""Bounded load for experiments: V2 inference requests from a few threads, and feedback for some of them.
+
+Bounded in count and in time, always: a test or the demo can never leave a loop running.
+"""
+
+import http.client
+import json
+import random
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+FEATURES = 30
+ConvertFn = Callable[[str, random.Random], bool | None]
+"""Given the serving version, whether the request converted (None: send no feedback)."""
+
+
+@dataclass
+class LoadResult:
+    """What the load saw."""
+
+    versions: Counter[str] = field(default_factory=Counter)
+    """Responses per serving version (from `x-model-version`)."""
+    statuses: Counter[int] = field(default_factory=Counter)
+    """Responses per HTTP status."""
+    feedback: Counter[int] = field(default_factory=Counter)
+    """Feedback responses per HTTP status."""
+    seconds: float = 0.0
+    """Wall time."""
+
+
+def _body(rng: random.Random) -> bytes:
+    data = [round(rng.uniform(-1.0, 1.0), 4) for _ in range(FEATURES)]
+    inputs = [{"name": "features", "shape": [1, FEATURES], "datatype": "FP32", "data": data}]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+_LOCK = threading.Lock()
+
+
+def _worker(
+    url: str, model: str, quota: int, deadline: float, seed: int, convert: ConvertFn | None, out: LoadResult
+) -> None:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    rng = random.Random(seed)
+    try:
+        for i in range(quota):
+            if time.monotonic() > deadline:
+                return
+            request_id = f"exp-{seed}-{i}"
+            conn.request("POST", f"/v2/models/{model}/infer", _body(rng),
+                         {"content-type": "application/json", "x-request-id": request_id})  # fmt: skip
+            response = conn.getresponse()
+            response.read()
+            version = response.getheader("x-model-version") or "?"
+            with _LOCK:
+                out.statuses[response.status] += 1
+                out.versions[version] += 1
+            outcome = convert(version, rng) if convert and response.status == 200 else None
+            if outcome is not None:
+                feedback = {"request_id": request_id, "converted": outcome}
+                conn.request("POST", f"/v2/models/{model}/feedback", json.dumps(feedback).encode(),
+                             {"content-type": "application/json"})  # fmt: skip
+                reply = conn.getresponse()
+                reply.read()
+                with _LOCK:
+                    out.feedback[reply.status] += 1
+    finally:
+        conn.close()
+
+
+def send_load(
+    url: str,
+    model: str,
+    *,
+    requests: int,
+    max_seconds: float,
+    threads: int = 4,
+    seed: int = 0,
+    convert: ConvertFn | None = None,
+) -> LoadResult:
+    """Send at most `requests` inference requests within at most `max_seconds`, from `threads` threads."""
+    result = LoadResult()
+    started = time.monotonic()
+    deadline = started + max_seconds
+    quotas = [requests // threads + (1 if i < requests % threads else 0) for i in range(threads)]
+    workers = [
+        threading.Thread(target=_worker, args=(url, model, q, deadline, seed * 1000 + i, convert, result))
+        for i, q in enumerate(quotas)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=max_seconds + 30)
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,120 @@
+"""A real Prometheus on loopback, scraping local servers, loading the stacks' one rules file.
+
+Debian's `prometheus` package provides the binary (`make setup` installs it). The config is generated into
+a temporary directory together with the storage; the process is always stopped on exit.
+"""
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+RULES_FILE = Path(__file__).resolve().parents[2] / "stacks" / "monitoring" / "rules" / "serving-rules.yaml"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def config(targets: Sequence[str], rules: Path, scrape_interval: str) -> dict[str, object]:
+    """Prometheus configuration: one job scraping `targets` (host:port) at `/metrics`."""
+    return {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "rule_files": [str(rules)],
+        "scrape_configs": [
+            {
+                "job_name": "serving",
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": list(targets)}],
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class RunningPrometheus:
+    """A started Prometheus."""
+
+    url: str
+    """Its HTTP API base URL."""
+    scrape_interval_seconds: float
+    """How often it scrapes."""
+
+    def wait_for_scrape(self, after: float | None = None, timeout: float = 30.0) -> None:
+        """Wait until every target has been scraped successfully after `after` (default: now)."""
+        after = time.time() if after is None else after
+        query = urllib.parse.urlencode({"query": "min(timestamp(up)) and min(up) == 1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as r:  # noqa: S310
+                result = json.loads(r.read())["data"]["result"]
+            if result and float(result[0]["value"][1]) > after:
+                return
+            time.sleep(self.scrape_interval_seconds / 4)
+        raise TimeoutError(f"Prometheus at {self.url} did not scrape every target within {timeout} s")
+
+
+@contextmanager
+def local_prometheus(
+    targets: Sequence[str],
+    *,
+    rules: Path = RULES_FILE,
+    scrape_interval_seconds: float = 1.0,
+    log: Path | None = None,
+) -> Iterator[RunningPrometheus]:
+    """Start Prometheus on a free loopback port; yield it once ready; stop it with SIGTERM."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise FileNotFoundError(
+            "prometheus is not installed: `make setup` installs Debian's prometheus package"
+        )
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="prometheus-") as tmp:
+        config_file = Path(tmp) / "prometheus.yml"
+        interval = f"{int(scrape_interval_seconds * 1000)}ms"
+        config_file.write_text(yaml.safe_dump(config(targets, rules, interval)))
+        command = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tmp}/data",
+                   f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]  # fmt: skip
+        with (log or Path(tmp) / "prometheus.log").open("wb") as err:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                _wait_ready(url, process)
+                yield RunningPrometheus(url=url, scrape_interval_seconds=scrape_interval_seconds)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prometheus exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:  # noqa: S310 - loopback
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"prometheus at {url} was not ready within {timeout} s")

@@ -1,0 +1,31 @@
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from servectl.cli import cli
+from servectl.experiments.local_prometheus import free_port
+
+
+def test_analyze_without_prometheus_fails_in_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    args = ["experiment", "analyze", "--prometheus", url, "--model", "tabular-classifier",
+            "--stack", "eu-prod", "--log", str(tmp_path / "log.jsonl")]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: query failed at") and "is Prometheus running?" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_step_needs_exactly_one_target(tmp_path: Path) -> None:
+    args = ["experiment", "step", "--prometheus", "http://127.0.0.1:1", "--model", "m"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "exactly one of --stack" in result.output, result.output
+
+
+def test_other_versions_with_traffic_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.yaml").write_text('variants:\n  weights: {"1": 50, "2": 25, "3": 25}\n')
+    args = ["experiment", "analyze", "--prometheus", "http://127.0.0.1:1", "--model", "m",
+            "--model-repository", str(tmp_path), "--baseline", "1", "--candidate", "3"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "versions ['2'] also take traffic" in result.output, result.output

@@ -1,0 +1,60 @@
+"""Simulated experiments, fixed seeds: the guarantees of the tests `analyze` runs, measured.
+
+Design: 1,000 experiments, 20 looks of 1,000 requests each, the candidate at 5% for five looks, 25% for
+five and 50% for ten (the default schedule), a look at every interval.
+"""
+
+import pytest
+
+from servectl.experiments import simulation
+from servectl.experiments.simulation import Design
+
+DESIGN = Design()
+
+
+def test_the_design_is_at_least_1000_experiments_of_20_looks() -> None:
+    assert DESIGN.experiments >= 1000 and DESIGN.looks >= 20
+
+
+@pytest.mark.parametrize(("rate", "seed"), [(0.002, 11), (0.01, 12), (0.05, 13)])
+def test_aa_false_positive_rate_stays_at_or_below_alpha(rate: float, seed: int) -> None:
+    fpr = simulation.rate_test_rejections(DESIGN, rate, rate, seed)
+    assert fpr <= DESIGN.alpha, f"A/A at error rate {rate}: {fpr:.3f} of experiments rejected at some look"
+
+
+def test_peeking_with_a_fixed_horizon_test_would_not_hold_alpha() -> None:
+    # Why the sequential test: the textbook z-test, looked at every interval, rejects far more often.
+    naive = simulation.naive_rejections(DESIGN, 0.05, 0.05, seed=13)
+    assert naive > 2 * DESIGN.alpha, f"a z-test at each of 20 looks: {naive:.3f}"
+
+
+def test_power_for_one_point_more_errors() -> None:
+    # 1% -> 2% errors, 50/50 split, 20 looks of 500 requests: 5,000 per arm by the end (a fixed-horizon
+    # test needs 2,313 per arm for 80% power; the price of looking at every interval is more samples).
+    design = Design(requests_per_look=500, candidate_shares=(0.5,) * 20)
+    power = simulation.rate_test_rejections(design, 0.01, 0.02, seed=21)
+    assert power >= 0.8, f"power {power:.3f} for +1 point at 5,000 per arm"
+
+
+def test_power_for_a_gross_regression_within_the_first_steps() -> None:
+    power = simulation.rate_test_rejections(DESIGN, 0.01, 0.05, seed=22)
+    assert power >= 0.99, f"1% -> 5% errors must be caught: power {power:.3f}"
+
+
+def test_srm_false_alarms_are_rare() -> None:
+    rate = simulation.srm_detections(DESIGN, DESIGN.candidate_shares, threshold=0.001, seed=31)
+    assert rate <= 0.02, f"chi-square at p < 0.001 on 20 looks (Bonferroni bound 0.02): {rate:.3f}"
+
+
+def test_srm_is_caught() -> None:
+    # The candidate gets 10% fewer requests than configured (e.g. its pods drop some): 4.5% for 5%, ...
+    shares = [s * 0.9 for s in DESIGN.candidate_shares]
+    rate = simulation.srm_detections(DESIGN, shares, threshold=0.001, seed=32)
+    assert rate >= 0.99, f"a 10% relative shortfall must be flagged: {rate:.3f}"
+
+
+def test_latency_rank_test_false_positives_and_power() -> None:
+    fpr = simulation.latency_test_rejections(DESIGN, 0.0, tolerance=0.05, tau=0.05, seed=41)
+    power = simulation.latency_test_rejections(DESIGN, 0.25, tolerance=0.05, tau=0.05, seed=42)
+    assert fpr <= DESIGN.alpha, f"A/A latency: {fpr:.3f}"
+    assert power >= 0.9, f"25% slower: power {power:.3f}"
