@@ -8,6 +8,7 @@ import click
 
 from servectl.demo import demo
 from servectl.experiment import experiment
+from servectl.loadtest import loadtest
 from servectl.plan import plan
 from servectl.policy import policy
 from servectl.serve import serve
@@ -22,6 +23,7 @@ cli.add_command(serve)
 cli.add_command(demo)
 cli.add_command(plan)
 cli.add_command(policy)
+cli.add_command(loadtest)
 cli.add_command(experiment)
 
 

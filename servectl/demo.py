@@ -1,11 +1,13 @@
-"""`servectl demo`: serve the bundled models and show the platform answering real requests.
+"""`servectl demo`: the whole platform on one machine, offline, from plans to load.
 
-The demo grows as the parts land (plans, policy gate, load test); each phase prints its
-progress and duration, and anything it starts is stopped again, also on error.
+Phases: plan every stack under mocks; check the plans with the policy gate on a real OPA server;
+serve the bundled models (v1/v2 at 90/10, sticky users) and send real requests; run the smoke load
+test with its SLO gates; analyse the v1/v2 experiment on a real Prometheus; write one report folder.
+Each phase prints its progress and duration,
+everything started is stopped again (also on error), and the exit code is 1 if any gate failed.
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,12 +15,18 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
-BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "serving_image" / "models"
+from loadtests.run import terminate_as_interrupt
+from loadtests.slo import BUNDLED_SLO
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_MODELS = REPO_ROOT / "serving_image" / "models"
 
 
 def _free_port() -> int:
@@ -28,13 +36,32 @@ def _free_port() -> int:
         return port
 
 
+@dataclass
+class Phase:
+    """A phase's outcome, for the closing summary."""
+
+    title: str
+    seconds: float = 0.0
+    result: str = "ok"
+    """`ok`, `PASS`, `FAIL` or `error`."""
+
+
 @contextmanager
-def phase(title: str) -> Iterator[None]:
-    """Print a phase's start and how long it took."""
+def phase(title: str, phases: list[Phase] | None = None) -> Iterator[Phase]:
+    """Print a phase's start and how long it took; the caller may set its result."""
     click.secho(f"==> {title}", bold=True)
+    record = Phase(title)
+    if phases is not None:
+        phases.append(record)
     started = time.monotonic()
-    yield
-    click.echo(f"    done in {time.monotonic() - started:.1f} s")
+    try:
+        yield record
+    except BaseException:
+        record.result = "error"
+        raise
+    finally:
+        record.seconds = time.monotonic() - started
+        click.echo(f"    {record.result} in {record.seconds:.1f} s")
 
 
 @contextmanager
@@ -121,21 +148,184 @@ def send_requests(http_url: str, grpc_url: str) -> dict[str, object]:
     return {"metadata": metadata, "variant_split": dict(split), "bad_request_error": error}
 
 
+def plan_stacks(out: Path) -> str:
+    """Every stack's offline plan as `plans/<stack>.json`; the resource summary, also in `summary.txt`."""
+    from servectl.plan import summary
+    from stacks.preview.run import plan_stack, stack_names
+
+    out.mkdir(parents=True, exist_ok=True)
+    plans = []
+    for name in stack_names():
+        started = time.monotonic()
+        plan = plan_stack(name)
+        (out / f"{name}.json").write_text(json.dumps(plan.document, indent=2) + "\n", encoding="utf-8")
+        click.echo(f"    {name}: {len(plan.document['steps'])} steps in {time.monotonic() - started:.1f} s")
+        plans.append(plan)
+    text = summary(plans)
+    (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    return text
+
+
+def check_policies(plans: list[Path], out: Path) -> tuple[int, dict[str, Any]]:
+    """`servectl policy check` on the plans (it starts and stops its own OPA server); exit code, findings."""
+    out.mkdir(parents=True, exist_ok=True)
+    findings = out / "findings.json"
+    findings.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "servectl", "policy", "check", *(str(p.resolve()) for p in plans),
+               "--format", "json", "--out", str(findings.resolve())]  # fmt: skip
+    # From the repository root, where the gate finds the stack files and the pinned OPA (.tools/bin).
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=REPO_ROOT)
+    (out / "policy.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+    if not findings.exists():
+        click.echo(
+            f"    the policy gate did not report (exit {done.returncode}): {done.stderr.strip()[-300:]}"
+        )
+        return (done.returncode or 2), {}
+    document: dict[str, Any] = json.loads(findings.read_text(encoding="utf-8"))
+    (out / "findings.md").write_text(policy_markdown(document), encoding="utf-8")
+    for plan in document["summary"]["plans"]:
+        click.echo(f"    {Path(plan['plan']).stem}: {plan.get('resources', '?')} resources checked")
+    summary = document["summary"]
+    click.echo(f"    {summary['findings']} findings, {summary['denied']} denied, {summary['waived']} waived")
+    return done.returncode, document
+
+
+def policy_markdown(document: dict[str, Any]) -> str:
+    """The policy gate's findings as a short Markdown section."""
+    summary = document["summary"]
+    verdict = "PASS" if summary["allow"] else "FAIL"
+    lines = [f"Policy gate: **{verdict}**: {summary['findings']} findings, {summary['denied']} denied, "
+             f"{summary['waived']} waived, over {len(summary['plans'])} plans.", ""]  # fmt: skip
+    for f in document["findings"]:
+        mark = " (waived)" if f["waived"] else ""
+        lines.append(f"- `{f['id']}` {f['severity']}{mark} in {Path(f['plan']).stem}: {f['message']}")
+    return "\n".join(lines) + "\n"
+
+
+def load_test(http_url: str, grpc_url: str, out: Path, slo: Path, profile: str) -> int:
+    """The load test against the running server, with its SLO gates; the exit code of `servectl loadtest`."""
+    from loadtests.run import LoadTest, run
+
+    test = LoadTest(target=f"http://{http_url}", grpc_target=grpc_url, profile=profile, slo_file=slo, out=out)
+    return run(test, click.echo)
+
+
+def report_markdown(
+    phases: list[Phase], plans: str, policy: str, load_dir: Path, serving: dict[str, Any]
+) -> str:
+    """The demo's front page: phases, plans, policy findings, load results and the variant split."""
+    lines = ["# model-serving demo", "", "| phase | result | seconds |", "| --- | --- | ---: |"]
+    lines += [f"| {p.title} | {p.result} | {p.seconds:.1f} |" for p in phases]
+    totals = [line for line in plans.splitlines() if not line.startswith(" ")]
+    lines += ["", "## Plans (offline, every stack)", "", "```", *totals, "```", ""]
+    lines += ["By type and region: `plans/summary.txt`; the plans: `plans/<stack>.json`.", ""]
+    lines += ["## Policy gate", "", policy]
+    split = serving.get("variant_split", {})
+    lines += ["## Serving", "", f"Variant split for 200 sticky users (configured 90/10): {split}", ""]
+    lines += ["In the load test, v2 also serves the enterprise segment (a header route, 5% of the end users",
+              "in the smoke profile), so its share there is about 5% + 10% of the rest.", ""]  # fmt: skip
+    experiment = serving.get("experiment")
+    if experiment:
+        lines += [
+            "## Experiment (files in `experiment/`)",
+            "",
+            "```",
+            str(experiment["report"]).rstrip(),
+            "```",
+            "",
+        ]
+    summary = load_dir / "summary.md"
+    if summary.exists():
+        # Its sections become subsections here, and its links point into loadtest/.
+        body = summary.read_text(encoding="utf-8").split("\n", 1)[1]
+        body = body.replace("](", "](loadtest/").replace("\n## ", "\n### ")
+        lines += ["## Load test (files in `loadtest/`, details in `loadtest/summary.md`)", body]
+    return "\n".join(lines) + "\n"
+
+
+def serve_and_load(
+    repository: Path, out: Path, slo: Path, profile: str, phases: list[Phase]
+) -> tuple[dict[str, object], int]:
+    """Serve the models, send real requests, run the load test, stop the server (also on error)."""
+    with ExitStack() as stack:
+        with phase("serve the bundled models (v1/v2 at 90/10, sticky users), send real requests", phases):
+            http_url, grpc_url = stack.enter_context(running_server(repository, out / "server"))
+            serving = send_requests(http_url, grpc_url)
+        with phase(f"load test `{profile}` with SLO gates", phases) as load:
+            code = load_test(http_url, grpc_url, out / "loadtest", slo, profile)
+            load.result = {0: "PASS", 1: "FAIL"}.get(code, "error")
+        with phase("experiment: A/B analysis of v1/v2 on a real Prometheus", phases) as analysis:
+            experiment = analyze_experiment(http_url, repository, out / "experiment")
+            serving["experiment"] = experiment
+            analysis.result = str(experiment["decision"]).upper()
+        with phase("stop the server (SIGTERM, drain)", phases):
+            stack.close()
+    return serving, code
+
+
+def analyze_experiment(http_url: str, repository: Path, out: Path) -> dict[str, Any]:
+    """Fresh traffic with feedback, scraped by a local Prometheus, judged as `servectl experiment` judges."""
+    import yaml
+
+    from servectl.experiments import demo_phase
+
+    config = yaml.safe_load((repository / "tabular-classifier" / "config.yaml").read_text(encoding="utf-8"))
+    weights = {str(version): int(weight) for version, weight in config["variants"]["weights"].items()}
+    result = demo_phase(f"http://{http_url}", weights, out_dir=out)
+    click.echo(str(result["report"]))
+    return result
+
+
+def write_report(out: Path, phases: list[Phase], plans: str, serving: dict[str, Any]) -> Path:
+    """The report folder's front page, `README.md`."""
+    findings = out / "policy" / "findings.md"
+    policy = findings.read_text(encoding="utf-8") if findings.exists() else "The gate did not report.\n"
+    readme = out / "README.md"
+    readme.write_text(report_markdown(phases, plans, policy, out / "loadtest", serving), encoding="utf-8")
+    return readme
+
+
+def run_phases(repository: Path, out: Path, slo: Path, profile: str) -> int:
+    """Every phase, the report, the closing summary; 0 if every gate passed, else 1."""
+    phases: list[Phase] = []
+    with phase("plan every stack offline (Pulumi under mocks)", phases):
+        plans = plan_stacks(out / "plans")
+    with phase("policy gate on the plans (real OPA server)", phases) as gate:
+        policy_code, findings = check_policies(sorted((out / "plans").glob("*.json")), out / "policy")
+        gate.result = {0: "PASS", 1: "FAIL"}.get(policy_code, "error")
+    serving, load_code = serve_and_load(repository, out, slo, profile, phases)
+    exit_code = 0 if policy_code == 0 and load_code == 0 else 1
+    summary = {
+        "exit_code": exit_code,
+        "phases": [vars(p) for p in phases],
+        "policy": findings.get("summary", {"error": f"exit {policy_code}"}),
+        "serving": serving,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    readme = write_report(out, phases, plans, serving)
+    click.echo("")
+    for p in phases:
+        click.echo(f"  {p.result:5s} {p.seconds:6.1f} s  {p.title}")
+    click.secho(f"demo report: {readme.resolve()}", fg="green" if exit_code == 0 else "red")
+    return exit_code
+
+
 @click.command()
 @click.option("--models", "repository", type=click.Path(path_type=Path), default=BUNDLED_MODELS,
               show_default=True, help="model repository to serve")  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/demo"), show_default=True,
               help="folder for the demo's report and server logs")  # fmt: skip
-def demo(repository: Path, out: Path) -> None:
-    """Run the platform offline: serve the bundled models and send real requests."""
+@click.option("--slo", type=click.Path(dir_okay=False, path_type=Path), default=BUNDLED_SLO,
+              show_default=True, help="SLO gates of the load test")  # fmt: skip
+@click.option("--profile", default="smoke", show_default=True, help="load profile (loadtests/profiles.yaml)")
+def demo(repository: Path, out: Path, slo: Path, profile: str) -> None:
+    """Run the platform offline: plan, policy gate, serve, load-test with SLO gates, one report.
+
+    Exits 1 if the policy gate or an SLO gate fails.
+    """
     if not (repository / "tabular-classifier").is_dir():
         raise click.ClickException(f"no models in {repository}: run `make models` first")
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, object] = {}
-    with (
-        phase("serve the bundled models and send real requests"),
-        running_server(repository, out / "server") as (http_url, grpc_url),
-    ):
-        summary["serving"] = send_requests(http_url, grpc_url)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    click.secho(f"demo report: {os.path.abspath(out)}", fg="green")
+    with terminate_as_interrupt():
+        exit_code = run_phases(repository, out, slo, profile)
+    sys.exit(exit_code)

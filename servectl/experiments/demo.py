@@ -36,6 +36,10 @@ def demo_phase(
     out_dir.mkdir(parents=True, exist_ok=True)
     with local_prometheus([host], log=out_dir / "prometheus.log") as prom:
         started = time.monotonic()
+        # The window opens after a scrape of the counters as they stand, so traffic the server
+        # took before this phase (other tests, header routes, explicit versions) is not judged.
+        prom.wait_for_scrape()
+        window_start = time.time()
         load = send_load(
             server_url, model, requests=requests, max_seconds=max_seconds, seed=7, convert=_converts
         )
@@ -46,6 +50,7 @@ def demo_phase(
             log_path=out_dir / "experiment.jsonl",
             schedule=Schedule(min_samples=100),
             thresholds=Thresholds(error_margin=0.02, latency_tolerance=0.1),
+            start=window_start,
         )
         entry = run.analyze(experiment, weights)
     return {

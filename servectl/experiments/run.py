@@ -39,6 +39,8 @@ class Experiment:
     """Test settings."""
     gate_passed: bool | None = None
     """Load-test SLO result, if one is given."""
+    start: float | None = None
+    """Where the window begins when the log has no start yet (None: since the counters began)."""
 
 
 def arms(weights: dict[str, int], baseline: str | None, candidate: str | None) -> tuple[str, str]:
@@ -62,6 +64,8 @@ def analyze(experiment: Experiment, weights: dict[str, int], now: float | None =
     """Analyse the current interval, append the analysis to the log and return the log entry."""
     baseline, candidate = arms(weights, experiment.baseline, experiment.candidate)
     state = log.current_state(log.read(experiment.log_path), experiment.model, candidate)
+    if state.experiment_start is None:
+        state.experiment_start = experiment.start
     now = time.time() if now is None else now
     prom = Prometheus(experiment.prometheus)
     step_start = state.step_start if state.step_start is not None else state.experiment_start

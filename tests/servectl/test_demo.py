@@ -1,23 +1,72 @@
-"""`servectl demo` end to end: it serves, sends real requests, stops the server, and reports."""
+"""`servectl demo` end to end: plans, policy gate, serving, load test with gates, one report, all stopped."""
 
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from servectl import demo as demo_module
 from servectl.cli import cli
+from servectl.demo import Phase, report_markdown
 
 
-def test_demo_serves_and_reports(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_demo_runs_every_phase_and_reports(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "server stopped with exit code 0" in result.output
+    for title in ("plan every stack", "policy gate", "serve the bundled models", "load test `smoke`"):
+        assert f"==> {title}" in result.output, f"phase {title!r} missing"
     summary = json.loads((tmp_path / "summary.json").read_text())
+    results = [p["result"] for p in summary["phases"]]
+    assert results[:4] == ["ok", "PASS", "ok", "PASS"] and results[5] == "ok", summary["phases"]
+    assert results[4] in {"PROMOTE", "HOLD", "COMPLETE"}, "a healthy v2 is never rolled back"
+    assert summary["serving"]["experiment"]["reasons"], "a decision comes with its reasons"
+    assert (tmp_path / "experiment" / "experiment.jsonl").exists(), "the experiment log is in the report"
+    assert summary["policy"]["allow"] is True, summary["policy"]
     split = summary["serving"]["variant_split"]
     assert sum(split.values()) == 200 and split.get("1", 0) > split.get("2", 0), split
     assert "dimension 1 is 3" in summary["serving"]["bad_request_error"]
-    access = (tmp_path / "server" / "access.log").read_text().splitlines()
-    assert len(access) >= 202, "every demo request is in the access log"
+    assert len(list((tmp_path / "plans").glob("*.json"))) == 4, "a plan per stack"
+    assert (tmp_path / "policy" / "findings.json").exists(), "the policy findings"
+    for chart in ("latency.png", "throughput.png"):
+        assert (tmp_path / "loadtest" / chart).stat().st_size > 0, f"{chart} missing"
+    readme = (tmp_path / "README.md").read_text()
+    assert "## Variant split observed" in readme and "](loadtest/latency.png)" in readme, readme
+    assert f"demo report: {(tmp_path / 'README.md').resolve()}" in result.output.replace("\n", "")
+
+
+def test_report_front_page_lists_phases_and_totals(tmp_path: Path) -> None:
+    phases = [Phase("plan", 1.0, "ok"), Phase("load", 2.0, "FAIL")]
+    text = report_markdown(
+        phases, "s: 3 steps, 2 resources\n     2  r  t", "Policy gate: **PASS**\n", tmp_path, {}
+    )
+    assert "| load | FAIL | 2.0 |" in text and "s: 3 steps, 2 resources" in text, text
+    assert "     2  r  t" not in text, "details stay in plans/summary.txt"
+
+
+@pytest.mark.parametrize(
+    ("policy_code", "load_code", "expected"),
+    [(0, 0, 0), (1, 0, 1), (0, 1, 1), (2, 0, 1), (0, 3, 1)],
+)
+def test_demo_exits_1_when_any_gate_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy_code: int, load_code: int, expected: int
+) -> None:
+    def serve_and_load(*args: object) -> tuple[dict[str, object], int]:
+        phases = args[-1]
+        assert isinstance(phases, list)
+        phases.append(Phase("load test", 1.0, "PASS" if load_code == 0 else "FAIL"))
+        return {"variant_split": {"1": 9, "2": 1}}, load_code
+
+    summary = {"allow": policy_code == 0, "findings": 0, "denied": policy_code, "waived": 0, "plans": []}
+    monkeypatch.setattr(demo_module, "plan_stacks", lambda out: "s: 1 steps, 1 resources")
+    monkeypatch.setattr(demo_module, "check_policies", lambda plans, out: (policy_code, {"summary": summary}))
+    monkeypatch.setattr(demo_module, "serve_and_load", serve_and_load)
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == expected, result.output
+    assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == expected
+    assert "| load test |" in (tmp_path / "README.md").read_text(), "the report is written either way"
 
 
 def test_serve_help_is_the_servers_own(tmp_path: Path) -> None:

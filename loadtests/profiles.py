@@ -1,0 +1,116 @@
+"""Load profiles (`profiles.yaml`): a shape in time and the traffic each user sends."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadtests.config import ConfigError, check_keys, load_yaml, mapping, number
+from loadtests.shapes import Stage, parse_shape
+
+BUNDLED_PROFILES = Path(__file__).with_name("profiles.yaml")
+PROTOCOLS = ("rest", "grpc")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Traffic:
+    """What the users send: protocols and models weighted, end-user ids and segments for variant routing."""
+
+    protocols: dict[str, float] = field(default_factory=lambda: {"rest": 1.0})
+    """Relative weight of REST and gRPC users."""
+    models: dict[str, float] = field(default_factory=dict)
+    """Relative weight of each model (the V2 protocol has no model listing, so they are named)."""
+    user_ids: int = 1000
+    """Distinct end users (`x-user-id`), so sticky routing is exercised by repeat visitors."""
+    enterprise_share: float = 0.0
+    """Share of end users who send `x-segment: enterprise` (a header route)."""
+    rows: int = 1
+    """Rows per request (the batch dimension)."""
+    think_ms: tuple[float, float] = (0.0, 0.0)
+    """Each user waits between these many milliseconds between requests."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    """A named, bounded load test."""
+
+    name: str
+    """The profile's key in the file."""
+    description: str
+    """One line for people."""
+    stages: list[Stage]
+    """The shape in time."""
+    traffic: Traffic
+    """What each user sends."""
+
+
+_TRAFFIC_KEYS = {"protocols", "models", "user_ids", "enterprise_share", "rows", "think_ms"}
+
+
+def _weights(value: object, where: str, allowed: tuple[str, ...] | None = None) -> dict[str, float]:
+    weights = {k: number(v, f"{where}.{k}") for k, v in mapping(value, where).items()}
+    if allowed is not None:
+        check_keys(weights, set(allowed), where)
+    if weights and not any(weights.values()):
+        raise ConfigError(f"{where}: at least one weight must be above 0")
+    return weights
+
+
+def _think(value: object, where: str) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ConfigError(f"{where}: expected [min, max] in milliseconds, got {value!r}")
+    low, high = (number(v, where) for v in value)
+    if low > high:
+        raise ConfigError(f"{where}: min {low:g} is above max {high:g}")
+    return low, high
+
+
+def parse_traffic(value: object, where: str) -> Traffic:
+    """A profile's `traffic:` mapping, every key checked."""
+    raw = mapping(value, where)
+    check_keys(raw, _TRAFFIC_KEYS, where)
+    if "models" not in raw:
+        raise ConfigError(f"{where}.models: missing; name the models to load and their weights")
+    default = Traffic()
+    share = number(raw.get("enterprise_share", 0.0), f"{where}.enterprise_share")
+    if share > 1:
+        raise ConfigError(f"{where}.enterprise_share: must be at most 1, got {share:g}")
+    whole = {
+        key: int(number(raw.get(key, getattr(default, key)), f"{where}.{key}", minimum=1, integer=True))
+        for key in ("user_ids", "rows")
+    }
+    return Traffic(
+        protocols=_weights(raw["protocols"], f"{where}.protocols", PROTOCOLS)
+        if "protocols" in raw
+        else default.protocols,
+        models=_weights(raw["models"], f"{where}.models"),
+        user_ids=whole["user_ids"],
+        enterprise_share=share,
+        rows=whole["rows"],
+        think_ms=_think(raw["think_ms"], f"{where}.think_ms") if "think_ms" in raw else default.think_ms,
+    )
+
+
+def parse_profiles(document: Mapping[str, object], source: str) -> dict[str, Profile]:
+    """Every profile in a profiles document."""
+    profiles = {}
+    for name, value in document.items():
+        where = f"{source}: {name}"
+        raw = mapping(value, where)
+        check_keys(raw, {"description", "shape", "traffic"}, where)
+        if "shape" not in raw:
+            raise ConfigError(f"{where}.shape: missing")
+        profiles[name] = Profile(
+            name=name,
+            description=str(raw.get("description", "")),
+            stages=parse_shape(raw["shape"], f"{where}.shape"),
+            traffic=parse_traffic(raw.get("traffic"), f"{where}.traffic"),
+        )
+    return profiles
+
+
+def load_profile(name: str, path: Path = BUNDLED_PROFILES) -> Profile:
+    """The profile `name` from a profiles file."""
+    profiles = parse_profiles(load_yaml(path), str(path))
+    if name not in profiles:
+        raise ConfigError(f"{path}: no profile {name!r}; the file has {', '.join(sorted(profiles))}")
+    return profiles[name]

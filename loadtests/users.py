@@ -1,0 +1,165 @@
+"""Locust users for the V2 protocol: REST (`FastHttpUser`) and gRPC (a `User` that fires request events).
+
+Each request names its statistics entry after the model and the version that served it (from the
+response), so locust's own tables, CSV files and the SLO gates see every variant apart.
+"""
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+import numpy as np
+import orjson
+import requests
+from gevent.lock import Semaphore
+from locust import FastHttpUser, User, between, task
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from loadtests.payloads import rest_body, tensors
+from loadtests.profiles import Profile
+from loadtests.traffic import VERSION_HEADER, StickyCheck, entry_name, pick
+
+# grpcio must yield to gevent's loop, or one gRPC call blocks every user of the process.
+grpc_gevent.init_gevent()
+
+PAYLOAD_VARIANTS = 32
+"""Distinct payloads prepared per model, so requests differ without generating one per request."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelPayloads:
+    """Ready-made requests for one model, for either protocol."""
+
+    rest: list[str]
+    grpc: list[Any]
+
+
+class Catalog:
+    """Per process: the profile, each model's payloads (built from its metadata once) and the sticky map."""
+
+    profile: Profile | None = None
+    grpc_target: str | None = None
+    sticky = StickyCheck()
+    _payloads: dict[str, ModelPayloads] = {}
+    _lock = Semaphore()
+
+    @classmethod
+    def configure(cls, profile: Profile, grpc_target: str | None) -> None:
+        """Set by the `init` listener in every process (master and workers alike)."""
+        cls.profile, cls.grpc_target = profile, grpc_target
+
+    @classmethod
+    def payloads(cls, host: str, model: str) -> ModelPayloads:
+        """The model's payloads, built from `GET /v2/models/{model}` on first use."""
+        with cls._lock:
+            if model not in cls._payloads:
+                cls._payloads[model] = cls._build(host, model)
+            return cls._payloads[model]
+
+    @classmethod
+    def _build(cls, host: str, model: str) -> ModelPayloads:
+        assert cls.profile is not None, "the init listener configures the catalog"
+        response = requests.get(f"{host.rstrip('/')}/v2/models/{model}", timeout=10)
+        response.raise_for_status()
+        metadata = response.json()
+        rng = np.random.default_rng(len(cls._payloads))
+        rest, grpc_requests = [], []
+        for _ in range(PAYLOAD_VARIANTS):
+            inputs = tensors(metadata, cls.profile.traffic.rows, rng)
+            rest.append(orjson.dumps(rest_body(inputs)).decode())
+            request = service_pb2.ModelInferRequest(model_name=model)
+            for t in inputs:
+                request.inputs.add(name=t.name, datatype=t.datatype, shape=list(t.data.shape))
+                request.raw_input_contents.append(t.data.tobytes())
+            grpc_requests.append(request)
+        return ModelPayloads(rest=rest, grpc=grpc_requests)
+
+
+def _profile() -> Profile:
+    assert Catalog.profile is not None, "the init listener configures the catalog"
+    return Catalog.profile
+
+
+def _think(user: User) -> float:
+    low, high = _profile().traffic.think_ms
+    return between(low / 1000, high / 1000)(user)
+
+
+class RestUser(FastHttpUser):
+    """V2 REST inference with JSON tensors."""
+
+    wait_time = _think
+
+    def on_start(self) -> None:
+        """Each user has its own random stream, so users do not move in step."""
+        self.rng = random.Random()
+
+    @task
+    def infer(self) -> None:
+        """One inference request for a model and an end user picked by the profile's weights."""
+        model, headers = pick(_profile().traffic, self.rng)
+        body = self.rng.choice(Catalog.payloads(self.host or "", model).rest)
+        headers["content-type"] = "application/json"
+        with self.client.post(
+            f"/v2/models/{model}/infer", data=body, headers=headers, name=model, catch_response=True
+        ) as response:
+            version = response.headers.get(VERSION_HEADER) if response.headers else None
+            response.request_meta["name"] = entry_name(model, version)
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+                return
+            document = response.json()
+            if version is None or document.get("model_version") != version or not document.get("outputs"):
+                response.failure(f"a response without outputs or with mismatched versions ({version})")
+                return
+            moved = Catalog.sticky.observe(model, headers, version)
+            if moved:
+                response.failure(moved)
+
+
+class GrpcUser(User):
+    """V2 gRPC inference (`inference.GRPCInferenceService/ModelInfer`) with raw tensor contents."""
+
+    wait_time = _think
+
+    def on_start(self) -> None:
+        """One channel per user, closed when the user stops."""
+        assert Catalog.grpc_target, "GrpcUser runs only with a gRPC target"
+        self.rng = random.Random()
+        self.channel = grpc.insecure_channel(Catalog.grpc_target)
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+
+    def on_stop(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    @task
+    def infer(self) -> None:
+        """One inference request, reported to locust as a `gRPC` request event."""
+        model, headers = pick(_profile().traffic, self.rng)
+        request = self.rng.choice(Catalog.payloads(self.host or "", model).grpc)
+        started = time.perf_counter()
+        version: str | None = None
+        length = 0
+        exception: Exception | None = None
+        try:
+            reply = self.stub.ModelInfer(request, metadata=list(headers.items()), timeout=10)
+            version, length = reply.model_version or None, reply.ByteSize()
+            if version is None or not reply.outputs:
+                exception = RuntimeError("a response without outputs or without its model version")
+            else:
+                moved = Catalog.sticky.observe(model, headers, version)
+                exception = RuntimeError(moved) if moved else None
+        except grpc.RpcError as error:
+            exception = RuntimeError(f"{error.code().name}: {error.details()}")
+        self.environment.events.request.fire(
+            request_type="gRPC",
+            name=entry_name(model, version),
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=length,
+            exception=exception,
+            context={},
+        )

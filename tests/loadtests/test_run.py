@@ -1,0 +1,128 @@
+"""Running load tests: command lines as pure functions, and real runs against the served bundled models:
+the gate passes with lax thresholds, fails (exit 1) with impossible ones, holds with 2 workers, and
+configuration errors exit 2 naming the key."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from loadtests.config import ConfigError
+from loadtests.profiles import load_profile
+from loadtests.run import LoadTest, check, commands, free_port, user_classes
+from servectl.cli import cli
+
+
+def test_commands_for_one_process_and_for_workers(tmp_path: Path) -> None:
+    smoke = load_profile("smoke")
+    test = LoadTest(target="http://127.0.0.1:1", grpc_target="127.0.0.1:2", out=tmp_path)
+    alone, workers = commands(test, smoke, 5557)
+    assert workers == [] and "--master" not in alone and alone[-2:] == ["RestUser", "GrpcUser"], alone
+    assert "--csv-full-history" in alone and str(tmp_path / "locust.html") in alone, alone
+    master, workers = commands(LoadTest(target="http://127.0.0.1:1", out=tmp_path, workers=2), smoke, 5557)
+    assert master[-1] == "RestUser", "no gRPC target, no gRPC users"
+    assert master[master.index("--master-bind-host") + 1] == "127.0.0.1", "the master listens on loopback"
+    assert len(workers) == 2 and all("--worker" in w and "5557" in w for w in workers), workers
+
+
+def test_user_classes_need_a_weight_and_a_target() -> None:
+    smoke = load_profile("smoke")
+    assert user_classes(smoke, None) == ["RestUser"] and user_classes(smoke, "h:1") == [
+        "RestUser",
+        "GrpcUser",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"target": "127.0.0.1:8080"}, "--target: expected http"),
+        ({"grpc_target": "localhost"}, "--grpc-target: expected host:port"),
+        ({"workers": -1}, "--workers: expected 0 or more"),
+        ({"profile": "nope"}, "no profile 'nope'"),
+    ],
+)
+def test_check_refuses_bad_settings(changes: dict[str, object], message: str) -> None:
+    test = LoadTest(**{"target": "http://127.0.0.1:1", **changes})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        check(test)
+
+
+def invoke(
+    served: tuple[str, str], files: dict[str, Path], slo: str, out: Path, *extra: str
+) -> tuple[int, str]:
+    http, grpc = served
+    args = ["loadtest", "--target", http, "--grpc-target", grpc, "--profile", "quick",
+            "--profiles", str(files["profiles"]), "--slo", str(files[slo]),
+            "--out", str(out), *extra]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    return result.exit_code, result.output
+
+
+@pytest.mark.slow
+def test_lax_gates_pass_and_the_report_is_written(
+    served: tuple[str, str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    code, output = invoke(served, files, "lax", tmp_path)
+    assert code == 0, output
+    assert "SLO gates: all 7 passed" in output, output
+    for name in (
+        "summary.md",
+        "locust.html",
+        "locust_stats.csv",
+        "latency.png",
+        "throughput.png",
+        "timeline.csv",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, f"{name} missing from the report"
+    gates = json.loads((tmp_path / "gates.json").read_text())
+    measured = gates["measured"]
+    assert measured["overall"]["failures"] == 0, measured["overall"]
+    assert {"tabular-classifier v1", "tabular-classifier v2", "tabular-classifier-int8 v1"} <= measured.keys()
+    stats = (tmp_path / "locust_stats.csv").read_text()
+    assert "gRPC,tabular-classifier v1" in stats and "POST,tabular-classifier v1" in stats, (
+        "both protocols ran"
+    )
+
+
+@pytest.mark.slow
+def test_impossible_gates_fail_with_exit_1(
+    served: tuple[str, str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    code, output = invoke(served, files, "impossible", tmp_path)
+    assert code == 1, output
+    assert "SLO gates: 2 of 2 failed: overall min_requests, overall min_rps" in output, output
+    assert "FAIL" in (tmp_path / "summary.md").read_text().splitlines()[0], (
+        "the summary leads with the verdict"
+    )
+
+
+@pytest.mark.slow
+def test_two_workers_under_the_same_gates(
+    served: tuple[str, str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    code, output = invoke(served, files, "lax", tmp_path, "--workers", "2")
+    assert code == 0, output
+    assert (tmp_path / "worker-1.log").exists() and (tmp_path / "worker-2.log").exists(), "two workers ran"
+    gates = json.loads((tmp_path / "gates.json").read_text())
+    assert gates["measured"]["overall"]["requests"] >= 10, gates["measured"]["overall"]
+
+
+def test_configuration_errors_exit_2_naming_the_key(files: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("overall:\n  p95ms: 100\n")
+    result = CliRunner().invoke(cli, ["loadtest", "--slo", str(bad), "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert f"{bad}: overall.p95ms: unknown key" in result.output, result.output
+    bad.write_text("quick:\n  shape: {kind: constant, users: many, duration_s: 4}\n")
+    result = CliRunner().invoke(cli, ["loadtest", "--profiles", str(bad), "--profile", "quick"])
+    assert result.exit_code == 2 and "quick.shape.users: expected a number" in result.output, result.output
+
+
+def test_an_unreachable_target_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["loadtest", "--target", f"http://127.0.0.1:{port}", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 3, result.output
+    assert f"cannot reach http://127.0.0.1:{port}: " in result.output and "start the server" in result.output
