@@ -132,8 +132,12 @@ def test_stop_finishes_queued_work() -> None:
         batcher, _ = make(delay=0.2)
         pending = [asyncio.create_task(call(batcher, rows(n))) for n in range(3)]
         await asyncio.sleep(0)
+        assert batcher.depth == 3, "the requests wait for the queue delay"
         await batcher.stop()
-        return sum(task.done() and task.exception() is None for task in pending)
+        assert batcher.depth == 0, "stop returns only once the queue is empty"
+        # The answers are already set; their tasks need one more turn of the loop to finish.
+        done, _ = await asyncio.wait(pending, timeout=0.05)
+        return sum(task.exception() is None for task in done)
 
     assert asyncio.run(scenario()) == 3
 
