@@ -60,14 +60,9 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
 async def serve(settings: Settings) -> int:
     """One serving process: both transports on one event loop until asked to stop."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is in place
-    try:
-        repository = Repository.load(settings.model_repository, settings.onnx_threads())
-    except FileNotFoundError as error:
-        log_event("startup_failed", reason=str(error))
+    repository = _load_repository(settings)
+    if repository is None:
         return 2
-    for failure in repository.failures():
-        log_event("model_load_failed", model=failure.model, version=failure.version, path=failure.path,
-                  reason=failure.reason)  # fmt: skip
     metrics = Metrics()
     dataplane = DataPlane(repository, metrics, served_capacity=settings.feedback_requests)
     await dataplane.start()
@@ -91,13 +86,7 @@ async def serve(settings: Settings) -> int:
     log_event("server_started", pid=os.getpid(), http_port=http_socket.getsockname()[1], grpc_port=grpc_port,
               models={name: model.ready for name, model in repository.models.items()})  # fmt: skip
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in _STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, dataplane)
-    await stop.wait()
-
+    await _until_stopped(dataplane)
     log_event(
         "draining", pid=os.getpid(), inflight=tracker.inflight, grace_seconds=settings.grace_period_seconds
     )
@@ -108,6 +97,29 @@ async def serve(settings: Settings) -> int:
     access_log.flush()
     log_event("server_stopped", pid=os.getpid(), inflight=tracker.inflight)
     return 0
+
+
+def _load_repository(settings: Settings) -> Repository | None:
+    """Every model, loaded before serving; failures are logged with their path and reason."""
+    try:
+        repository = Repository.load(settings.model_repository, settings.onnx_threads())
+    except FileNotFoundError as error:
+        log_event("startup_failed", reason=str(error))
+        return None
+    for failure in repository.failures():
+        log_event("model_load_failed", model=failure.model, version=failure.version, path=failure.path,
+                  reason=failure.reason)  # fmt: skip
+    return repository
+
+
+async def _until_stopped(dataplane: DataPlane) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP meanwhile reloads the variants."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, dataplane)
+    await stop.wait()
 
 
 def _reload(dataplane: DataPlane) -> None:
