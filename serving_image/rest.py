@@ -144,7 +144,7 @@ class RestApp:
         tracked.model, tracked.version = target.model.name, target.version.version
         body = await _read_body(receive, headers, self._limit)
         request = decode_infer_request(model_name, version, body, _header_length(headers))
-        if request.id is not None and self._id_header not in headers:
+        if request.id is not None and self._id_header not in headers and _header_safe(request.id):
             tracked.request_id = request.id
         self._shadow.mirror(target, request)
         response = await self._dp.infer(target, request)
@@ -164,6 +164,11 @@ class RestApp:
         except ServingError as error:
             status, document = error.status, {"error": error.message}
         await _respond(send, status, orjson.dumps(document), [(b"content-type", JSON)])
+
+
+def _header_safe(value: str) -> bool:
+    """Short printable ASCII only: the id is echoed in a response header and the log."""
+    return len(value) <= 128 and value.isascii() and value.isprintable()
 
 
 def _failure(failure: object) -> dict[str, object]:

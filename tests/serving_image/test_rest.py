@@ -275,3 +275,20 @@ def test_random_bodies_never_get_a_5xx(server: ServerProcess) -> None:
             )
             assert 400 <= response.status_code < 500, f"body {n}: {response.status_code} {response.text}"
             assert "error" in response.json()
+
+
+def test_request_id_from_the_body_never_reaches_headers_unsanitised(server: ServerProcess) -> None:
+    inputs: list[Any] = [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
+    clean = requests.post(
+        f"{server.base}/v2/models/doubler/infer", json={"id": "abc-1", "inputs": inputs}, timeout=5
+    )
+    assert clean.headers["x-request-id"] == "abc-1" and clean.json()["id"] == "abc-1"
+    evil = "x\r\nset-cookie: stolen=1"
+    response = requests.post(
+        f"{server.base}/v2/models/doubler/infer", json={"id": evil, "inputs": inputs}, timeout=5
+    )
+    assert response.status_code == 200, response.text
+    assert "set-cookie" not in response.headers, "a request id must not inject headers"
+    assert response.headers["x-request-id"] != evil and response.json()["id"] == evil, (
+        "the body still echoes it"
+    )
