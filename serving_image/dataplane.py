@@ -196,6 +196,7 @@ class DataPlane:
         self.metrics.feedback.labels(model.name, version, feedback.kind).inc()
         if feedback.value is not None:
             self.metrics.feedback_value.labels(model.name, version).inc(feedback.value)
+            self.metrics.feedback_value_squares.labels(model.name, version).inc(feedback.value**2)
         return model.name, version
 
     def reload(self) -> list[str]:

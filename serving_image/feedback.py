@@ -73,4 +73,7 @@ def parse_feedback(document: dict[str, Any]) -> Feedback:
         isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
     ):
         raise InvalidInput("'value' must be a finite number")
+    if value is not None and value < 0:
+        # Values are summed in Prometheus counters, which never go down.
+        raise InvalidInput("'value' must not be negative (report refunds as their own outcome)")
     return Feedback(version, request_id, converted, None if value is None else float(value))

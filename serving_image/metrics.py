@@ -71,6 +71,10 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.feedback_value_squares = Counter(
+            "serving_feedback_value_squares", "Sum of the squared feedback values, for their variance.",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
         self.config_reloads = Counter(
             "serving_config_reloads", "Variant config reloads on SIGHUP.", ["outcome"], registry=r
         )

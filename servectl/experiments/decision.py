@@ -54,7 +54,11 @@ class Thresholds:
     conversion_margin: float = 0.01
     """Promotion needs the conversion difference's lower bound above minus this."""
     min_feedback: int = 50
-    """Feedback per arm before the conversion test runs."""
+    """Feedback per arm before the conversion (or value) test runs."""
+    value_tau: float = 0.1
+    """Mixture sd of the value test, in standard deviations of the value."""
+    value_margin: float = 0.05
+    """Promotion needs the value difference's lower bound above minus this many standard deviations."""
 
 
 @dataclass
@@ -177,6 +181,7 @@ def _checks(inputs: Inputs, th: Thresholds) -> tuple[dict[str, Any], list[str], 
         )
     _latency(base, cand, inputs, th, out, regressions, unproven)
     _conversion(base, cand, inputs, th, out, regressions, unproven)
+    _value(base, cand, inputs, th, out, regressions, unproven)
     return out, regressions, unproven
 
 
@@ -241,6 +246,41 @@ def _conversion(
         )
     elif conv["ci_low"] < -th.conversion_margin:
         unproven.append(f"conversion: CI lower bound {conv['ci_low']:+.2%} below -{th.conversion_margin:.2%}")
+
+
+def _value(
+    base: VersionCounts,
+    cand: VersionCounts,
+    inputs: Inputs,
+    th: Thresholds,
+    out: dict[str, Any],
+    regressions: list[str],
+    unproven: list[str],
+) -> None:
+    """Reported values (e.g. revenue per request), where higher is better."""
+    if min(base.values, cand.values) < th.min_feedback:
+        if base.values or cand.values:
+            out["value"] = {"tested": False, "feedback": [base.values, cand.values]}
+        return
+    value = _ci(
+        stats.mean_difference(
+            (base.values, base.value_sum, base.value_squares),
+            (cand.values, cand.value_sum, cand.value_squares),
+            tau=th.value_tau,
+            alpha=th.alpha,
+        ),
+        inputs.prior_p.get("value"),
+    )
+    means = (base.value_sum / base.values, cand.value_sum / cand.values)
+    out["value"] = value | {"tested": True, "baseline": means[0], "candidate": means[1]}
+    if value["p_value"] <= th.alpha and value["estimate"] < 0:
+        regressions.append(
+            f"value: v{inputs.candidate} mean {means[1]:.4g} vs v{inputs.baseline} {means[0]:.4g} "
+            f"({value['estimate']:+.3f} sd, CI {value['ci_low']:+.3f}..{value['ci_high']:+.3f}, "
+            f"p = {value['p_value']:.2g})"
+        )
+    elif value["ci_low"] < -th.value_margin:
+        unproven.append(f"value: CI lower bound {value['ci_low']:+.3f} sd below -{th.value_margin} sd")
 
 
 def _halt(

@@ -34,6 +34,12 @@ class VersionCounts:
     """Feedback: converted."""
     not_converted: float = 0.0
     """Feedback: not converted."""
+    values: float = 0.0
+    """Feedback: how many values were reported."""
+    value_sum: float = 0.0
+    """Feedback: their sum."""
+    value_squares: float = 0.0
+    """Feedback: the sum of their squares (for the variance)."""
     latency_buckets: dict[float, float] = field(default_factory=dict)
     """Cumulative request-duration histogram: upper bound (seconds, inf last) to count."""
 
@@ -44,6 +50,9 @@ class VersionCounts:
             "errors": self.errors,
             "converted": self.converted,
             "not_converted": self.not_converted,
+            "values": self.values,
+            "value_sum": self.value_sum,
+            "value_squares": self.value_squares,
             "latency_buckets": {str(k): v for k, v in sorted(self.latency_buckets.items())},
         }
 
@@ -86,7 +95,7 @@ class Prometheus:
 
 
 def queries(model: str) -> dict[str, str]:
-    """The three PromQL expressions an analysis reads, by name."""
+    """The PromQL expressions an analysis reads, by name."""
     sel = f'model="{model}"'
     return {
         "requests": f"sum by (version, outcome) (serving_requests_total{{{sel},protocol=~{LIVE_PROTOCOLS}}})",
@@ -95,12 +104,14 @@ def queries(model: str) -> dict[str, str]:
             f"(serving_request_duration_seconds_bucket{{{sel},protocol=~{LIVE_PROTOCOLS}}})"
         ),
         "feedback": f"sum by (version, kind) (serving_feedback_total{{{sel}}})",
+        "value_sum": f"sum by (version) (serving_feedback_value_total{{{sel}}})",
+        "value_squares": f"sum by (version) (serving_feedback_value_squares_total{{{sel}}})",
     }
 
 
 def _key(name: str, labels: dict[str, str]) -> tuple[str, str, str]:
-    extra = {"requests": "outcome", "latency": "le", "feedback": "kind"}[name]
-    return name, labels.get("version", ""), labels.get(extra, "")
+    extra = {"requests": "outcome", "latency": "le", "feedback": "kind"}.get(name)
+    return name, labels.get("version", ""), labels.get(extra, "") if extra else ""
 
 
 def _snapshot(prom: Prometheus, model: str, at: float | None) -> dict[tuple[str, str, str], float]:
@@ -138,3 +149,9 @@ def _add(counts: VersionCounts, key: tuple[str, str, str], value: float) -> None
         counts.converted += value
     elif name == "feedback" and label == "not_converted":
         counts.not_converted += value
+    elif name == "feedback" and label == "value":
+        counts.values += value
+    elif name == "value_sum":
+        counts.value_sum += value
+    elif name == "value_squares":
+        counts.value_squares += value

@@ -70,6 +70,27 @@ def proportion_difference(
     return msprt(xc / safe_nc - xb / safe_nb, variance, tau, alpha)
 
 
+def mean_difference(
+    base: tuple[ArrayLike, ArrayLike, ArrayLike],
+    cand: tuple[ArrayLike, ArrayLike, ArrayLike],
+    *,
+    tau: float,
+    alpha: float,
+) -> SequentialEstimate:
+    """Candidate minus baseline mean of a reported value, in pooled standard deviations, always valid.
+
+    Each arm is (count, sum, sum of squares), which is what the server's counters keep. Working in
+    standard deviations makes `tau` scale-free: 0.1 means "most sensitive to a tenth of an sd".
+    """
+    nb, sb, qb = (_f(x) for x in base)
+    nc, sc, qc = (_f(x) for x in cand)
+    safe_nb, safe_nc = np.maximum(nb, 1.0), np.maximum(nc, 1.0)
+    mean_b, mean_c = sb / safe_nb, sc / safe_nc
+    pooled = (qb - safe_nb * mean_b**2 + qc - safe_nc * mean_c**2) / np.maximum(nb + nc - 2.0, 1.0)
+    sd = np.sqrt(np.maximum(pooled, _TINY))
+    return msprt((mean_c - mean_b) / sd, 1.0 / safe_nb + 1.0 / safe_nc, tau, alpha)
+
+
 def running_min(p_values: ArrayLike, axis: int = -1) -> FloatArray:
     """Always-valid p-values over looks along `axis`: each look keeps the smallest value seen so far."""
     return np.minimum.accumulate(_f(p_values), axis=axis)

@@ -22,6 +22,7 @@ from tests.serving_image.test_metrics import sample
         ({"version": "1", "value": True}, "'value' must be a finite number"),
         ({"version": 2, "value": 1}, "'version' must be a non-empty string"),
         ({"version": "1", "value": 1, "extra": 1}, "unknown feedback field(s) ['extra']"),
+        ({"version": "1", "value": -3}, "'value' must not be negative"),
     ],
 )
 def test_bad_feedback_is_rejected(document: dict[str, Any], message: str) -> None:
@@ -68,6 +69,9 @@ def test_feedback_by_request_id_counts_against_the_serving_version(server: Serve
     assert sample(after, "serving_feedback_value_total", **value) - sample(
         before, "serving_feedback_value_total", **value
     ) == pytest.approx(12.5)
+    assert sample(after, "serving_feedback_value_squares_total", **value) - sample(
+        before, "serving_feedback_value_squares_total", **value
+    ) == pytest.approx(156.25), "the squares give the analysis the variance"
 
 
 def test_feedback_for_an_unknown_request_or_model_is_404(server: ServerProcess) -> None:

@@ -102,3 +102,26 @@ def test_earlier_significance_is_kept_as_a_running_minimum(prior: float) -> None
     inputs = _inputs(_counts(5000, 50), _counts(5000, 60), {"1": 50, "2": 50}, prior_p={"error_rate": prior})
     result = decide(inputs, SCHEDULE, Thresholds())
     assert result.statistics["error_rate"]["p_value"] == prior, result.statistics["error_rate"]
+
+
+def _with_values(counts: VersionCounts, n: float, mean: float, sd: float) -> VersionCounts:
+    counts.values, counts.value_sum = n, n * mean
+    counts.value_squares = (n - 1) * sd * sd + n * mean * mean
+    return counts
+
+
+def test_value_regression_rolls_back() -> None:
+    base = _with_values(_counts(5000), 2000, mean=10.0, sd=4.0)
+    cand = _with_values(_counts(5000), 2000, mean=9.0, sd=4.0)
+    result = decide(_inputs(base, cand, {"1": 50, "2": 50}), SCHEDULE, Thresholds())
+    assert result.decision == ROLLBACK, result.reasons
+    assert result.reasons[0].startswith("value: v2 mean 9 vs v1 10 (-0.250 sd"), result.reasons
+
+
+def test_equal_values_do_not_block_promotion() -> None:
+    # Enough values that the always-valid interval fits inside the 0.05 sd margin.
+    base = _with_values(_counts(5000), 12000, mean=10.0, sd=4.0)
+    cand = _with_values(_counts(5000), 12000, mean=10.0, sd=4.0)
+    result = decide(_inputs(base, cand, {"1": 50, "2": 50}), SCHEDULE, Thresholds())
+    assert result.decision == PROMOTE, result.reasons
+    assert result.statistics["value"]["tested"] is True, result.statistics

@@ -45,3 +45,25 @@ def test_an_arm_without_events_still_has_uncertainty() -> None:
 def test_fixed_horizon_sample_size_is_the_textbook_figure() -> None:
     n = stats.required_samples_per_arm(0.01, 0.01, alpha=0.05, power=0.8)
     assert 2300 <= n <= 2330, f"1% -> 2% at alpha 0.05, power 0.8 needs about 2,313 per arm, got {n}"
+
+
+def test_mean_difference_is_in_standard_deviations_and_always_valid() -> None:
+    rng = np.random.default_rng(3)
+    # 400 A/A experiments, 20 looks each: the always-valid p-value stays above alpha in >= 95% of them.
+    looks, per_look, experiments = 20, 100, 400
+    a = rng.normal(10.0, 4.0, size=(experiments, looks * per_look))
+    b = rng.normal(10.0, 4.0, size=(experiments, looks * per_look))
+    n = np.arange(1, looks + 1) * per_look
+
+    def cumulative(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sums = np.cumsum(x, axis=1)[:, n - 1]
+        squares = np.cumsum(x * x, axis=1)[:, n - 1]
+        return np.broadcast_to(n, sums.shape), sums, squares
+
+    est = stats.mean_difference(cumulative(a), cumulative(b), tau=0.1, alpha=0.05)
+    false_positives = (stats.running_min(est.p_value)[:, -1] <= 0.05).mean()
+    assert false_positives <= 0.05, false_positives
+    base, cand = (2000, 20000, 2000 * (16 + 100)), (2000, 18000, 2000 * (16 + 81))
+    shifted = stats.mean_difference(base, cand, tau=0.1, alpha=0.05)
+    assert float(shifted.estimate) == pytest.approx(-0.25, abs=0.01), "a mean 1 lower at sd 4 is -0.25 sd"
+    assert float(shifted.p_value) < 0.05 and float(shifted.ci_high) < 0
