@@ -33,9 +33,9 @@ class VariantRouter:
 
     @property
     def versions(self) -> tuple[str, ...]:
-        """Every version the router can send traffic to."""
+        """Every version the router can send traffic to, oldest first (version 10 after version 9)."""
         routed = {version for _, _, version in self._routes}
-        return tuple(sorted({*self._versions, *routed} or {self._default}))
+        return tuple(sorted({*self._versions, *routed} or {self._default}, key=int))
 
     def choose(self, headers: Mapping[str, str]) -> str:
         """The version for a request with these (lower-case) headers."""

@@ -60,3 +60,8 @@ def test_zero_weight_version_gets_no_traffic(zero: str) -> None:
     weights = {"1": 0, "2": 100} if zero == "1" else {"1": 100, "2": 0}
     router = VariantRouter(VariantsConfig.model_validate({"weights": weights}), default_version="2")
     assert zero not in {router.choose({}) for _ in range(1_000)}
+
+
+def test_versions_sort_as_numbers() -> None:
+    config = VariantsConfig.model_validate({"weights": {"9": 50, "10": 50}})
+    assert VariantRouter(config, default_version="10").versions == ("9", "10")
