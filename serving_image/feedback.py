@@ -12,6 +12,8 @@ from typing import Any
 
 from serving_image.errors import InvalidInput, ModelNotFound
 
+MAX_VALUE = 1e12
+
 
 @dataclass(frozen=True, slots=True)
 class Feedback:
@@ -76,4 +78,6 @@ def parse_feedback(document: dict[str, Any]) -> Feedback:
     if value is not None and value < 0:
         # Values are summed in Prometheus counters, which never go down.
         raise InvalidInput("'value' must not be negative (report refunds as their own outcome)")
+    if value is not None and value > MAX_VALUE:
+        raise InvalidInput(f"'value' must be at most {MAX_VALUE:g}, so its square stays finite")
     return Feedback(version, request_id, converted, None if value is None else float(value))

@@ -23,6 +23,7 @@ from tests.serving_image.test_metrics import sample
         ({"version": 2, "value": 1}, "'version' must be a non-empty string"),
         ({"version": "1", "value": 1, "extra": 1}, "unknown feedback field(s) ['extra']"),
         ({"version": "1", "value": -3}, "'value' must not be negative"),
+        ({"version": "1", "value": 1e200}, "'value' must be at most 1e+12"),
     ],
 )
 def test_bad_feedback_is_rejected(document: dict[str, Any], message: str) -> None:
