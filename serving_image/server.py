@@ -60,6 +60,12 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
 async def serve(settings: Settings) -> int:
     """One serving process: both transports on one event loop until asked to stop."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is in place
+    # Stop signals are caught from the start: one that arrives while the models load is kept, and the
+    # server drains as soon as it is up, rather than dying mid-start with a non-zero exit.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
     repository = _load_repository(settings)
     if repository is None:
         return 2
@@ -86,7 +92,8 @@ async def serve(settings: Settings) -> int:
     log_event("server_started", pid=os.getpid(), http_port=http_socket.getsockname()[1], grpc_port=grpc_port,
               models={name: model.ready for name, model in repository.models.items()})  # fmt: skip
 
-    await _until_stopped(dataplane)
+    loop.add_signal_handler(signal.SIGHUP, _reload, dataplane)
+    await stop.wait()
     log_event(
         "draining", pid=os.getpid(), inflight=tracker.inflight, grace_seconds=settings.grace_period_seconds
     )
@@ -110,16 +117,6 @@ def _load_repository(settings: Settings) -> Repository | None:
         log_event("model_load_failed", model=failure.model, version=failure.version, path=failure.path,
                   reason=failure.reason)  # fmt: skip
     return repository
-
-
-async def _until_stopped(dataplane: DataPlane) -> None:
-    """Serve until SIGTERM or SIGINT; SIGHUP meanwhile reloads the variants."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in _STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, dataplane)
-    await stop.wait()
 
 
 def _reload(dataplane: DataPlane) -> None:
@@ -194,6 +191,9 @@ def _wait_for(workers: Sequence[BaseProcess], stopping: Callable[[], bool]) -> i
             alive.remove(worker)
             if worker.pid is not None:
                 multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+            # A worker that we asked to stop before it had set up its own handlers ends by SIGTERM itself.
+            if worker.exitcode == -signal.SIGTERM and stopping():
+                continue
             if worker.exitcode != 0:
                 code = 1
                 if not stopping():

@@ -145,6 +145,11 @@ def test_two_workers_share_the_ports_and_merge_metrics(tmp_path: Path) -> None:
         repository, tmp_path / "logs", "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""}
     )
     try:
+        # The first worker up makes the server ready; wait for the second before counting.
+        deadline = time.monotonic() + 60
+        while server.stderr().count('"event":"server_started"') < 2:
+            assert time.monotonic() < deadline, f"two worker processes must start: {server.stderr()}"
+            time.sleep(0.1)
         body: dict[str, Any] = {
             "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
         }
