@@ -90,8 +90,11 @@ class AccessLog:
             pass
 
 
+_EVENT_CLOCK = _Clock()
+
+
 def log_event(event: str, **fields: object) -> None:
     """A server lifecycle event (start, model load failure, drain) as a JSON line on stderr."""
-    line = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event, **fields}
+    line = {"time": _EVENT_CLOCK.now(), "event": event, **fields}
     sys.stderr.buffer.write(orjson.dumps(line, default=str) + b"\n")
     sys.stderr.buffer.flush()

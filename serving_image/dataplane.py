@@ -279,9 +279,9 @@ def _feeds(
 
 
 def _requested_outputs(request: InferRequest, runtime: OnnxModel) -> list[tuple[int, TensorSpec, bool]]:
-    indexed = {spec.name: (index, spec) for index, spec in enumerate(runtime.outputs)}
     if request.outputs is None:
         return [(index, spec, request.binary_outputs) for index, spec in enumerate(runtime.outputs)]
+    indexed = {spec.name: (index, spec) for index, spec in enumerate(runtime.outputs)}
     chosen = []
     for wanted in request.outputs:
         if wanted.name not in indexed:

@@ -2,11 +2,8 @@
 test, and a real Prometheus scraping it. Both are always stopped."""
 
 import shutil
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from servectl.experiments.local_prometheus import free_port
+from tests.serving_image.conftest import start_server
 
 BUNDLED = Path(__file__).resolve().parents[3] / "serving_image" / "models" / "tabular-classifier"
 MODEL = "tabular-classifier"
@@ -56,44 +53,13 @@ def make_repository(root: Path, config: str) -> Path:
 
 @contextmanager
 def running_server(repository: Path, logs: Path) -> Iterator[Server]:
-    """The serving image on free loopback ports; stopped with SIGTERM, which must exit 0."""
-    http_port, grpc_port = free_port(), free_port()
-    stderr = logs / "server.err"
-    ports = ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
-    command = [
-        sys.executable,
-        "-m",
-        "serving_image",
-        "--model-repository",
-        str(repository),
-        "--host",
-        "127.0.0.1",
-    ]
-    command += ports
-    with stderr.open("wb") as err:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
-        server = Server(f"http://127.0.0.1:{http_port}", process, repository, stderr)
-        try:
-            _wait_ready(server)
-            yield server
-        finally:
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=60)
-            assert code == 0, f"server exited {code}: {stderr.read_text()[-2000:]}"
-
-
-def _wait_ready(server: Server, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.process.poll() is None, f"server exited: {server.stderr.read_text()[-2000:]}"
-        try:
-            with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"server not ready: {server.stderr.read_text()[-2000:]}")
+    """The serving image on free loopback ports, ready; stopped with SIGTERM, which must exit 0."""
+    started = start_server(repository, logs)
+    try:
+        yield Server(started.base, started.process, repository, logs / "stderr.log")
+    finally:
+        code = started.stop(timeout=60)
+        assert code == 0, f"server exited {code}: {started.stderr()[-2000:]}"
 
 
 @pytest.fixture
