@@ -13,7 +13,7 @@ MODELS_DIR := serving_image/models
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages needed by `make test` and `make demo`; fragments in mk/ append to it.
-APT_PACKAGES := wrk
+APT_PACKAGES := wrk luajit
 # Extra set-up steps fragments in mk/ add (e.g. pinned OPA); `setup` depends on them.
 SETUP_TARGETS :=
 # Extra checks fragments add to `make test` after the Python lint and type checks.

@@ -7,6 +7,7 @@ Run it through `servectl loadtest` (which checks the files first and writes the 
 import csv
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,22 @@ from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtests.auth import read_token
 from loadtests.config import ConfigError
 from loadtests.measure import Entry, Sample, measure, window
-from loadtests.profiles import BUNDLED_PROFILES, Profile, load_profile
+from loadtests.profiles import BUNDLED_PROFILES, Profile, load_profile, loaded_models, parse_models, restrict
 from loadtests.shapes import tick
-from loadtests.slo import BUNDLED_SLO, Threshold, evaluate, exit_code, load_slo, render, rows, scope_label
+from loadtests.slo import (
+    BUNDLED_SLO,
+    Threshold,
+    evaluate,
+    exit_code,
+    load_slo,
+    render,
+    require_loaded,
+    rows,
+    scope_label,
+)
 from loadtests.users import Catalog, GrpcUser, RestUser
 
 __all__ = ["GrpcUser", "ProfileShape", "RestUser"]
@@ -43,6 +55,8 @@ def _options(parser: LocustArgumentParser) -> None:
     group.add_argument("--slo-file", default=str(BUNDLED_SLO), help="SLO gates YAML")
     group.add_argument("--grpc-target", default="", help="host:port of the V2 gRPC endpoint")
     group.add_argument("--report-dir", default="", help="where the gate writes gates.json")
+    group.add_argument("--load-models", default="", help="comma-separated models to load (default: all)")
+    group.add_argument("--bearer-token-env", default="", help="environment variable holding a bearer token")
 
 
 class _Run:
@@ -58,13 +72,17 @@ def _init(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     if options is None:  # used as a library; the caller configures Catalog itself
         return
+    models = parse_models(options.load_models) if options.load_models else ()
     try:
-        _Run.profile = load_profile(options.load_profile, Path(options.load_profiles))
+        _Run.profile = restrict(load_profile(options.load_profile, Path(options.load_profiles)), models)
         _Run.thresholds = load_slo(Path(options.slo_file))
+        require_loaded(_Run.thresholds, loaded_models(_Run.profile), options.slo_file)
+        # Read here, in every process: workers inherit the variable, so the token never travels in argv.
+        token = read_token(options.bearer_token_env, os.environ) if options.bearer_token_env else None
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
-    Catalog.configure(_Run.profile, options.grpc_target or None)
+    Catalog.configure(_Run.profile, options.grpc_target or None, token)
     # locust weights are whole numbers; scaled so that fractional weights keep their ratio. A protocol
     # without weight is left out by the user classes named on the command line (see loadtests.run).
     weights = _Run.profile.traffic.protocols

@@ -1,7 +1,7 @@
 """Load profiles (`profiles.yaml`): a shape in time and the traffic each user sends."""
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loadtests.config import ConfigError, check_keys, load_yaml, mapping, number
@@ -114,3 +114,35 @@ def load_profile(name: str, path: Path = BUNDLED_PROFILES) -> Profile:
     if name not in profiles:
         raise ConfigError(f"{path}: no profile {name!r}; the file has {', '.join(sorted(profiles))}")
     return profiles[name]
+
+
+def loaded_models(profile: Profile) -> list[str]:
+    """The models a run of the profile sends requests to (a weight above 0), sorted."""
+    return sorted(m for m, weight in profile.traffic.models.items() if weight > 0)
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """Model names from a comma-separated list (`--models a,b`); `restrict` refuses empty names."""
+    return tuple(name.strip() for name in text.split(","))
+
+
+def restrict(profile: Profile, models: Sequence[str]) -> Profile:
+    """The profile with its traffic limited to `models`, keeping their weights; unchanged when empty.
+
+    Only restricts: a model the profile does not name is refused, so a typo cannot aim the load elsewhere.
+    """
+    if not models:
+        return profile
+    known = profile.traffic.models
+    for model in models:
+        if not model:
+            raise ConfigError("--models: an empty name; expected model names separated by commas")
+        if model not in known:
+            raise ConfigError(
+                f"--models: {model!r} is not in profile {profile.name}'s traffic.models "
+                f"({', '.join(sorted(known))}); add it to a profiles file (--profiles) to load it"
+            )
+    kept = {m: w for m, w in known.items() if m in models}
+    if not any(kept.values()):
+        raise ConfigError(f"--models: every model named has weight 0 in profile {profile.name}")
+    return replace(profile, traffic=replace(profile.traffic, models=kept))

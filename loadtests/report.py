@@ -24,6 +24,10 @@ class RunInfo:
     grpc_target: str | None
     workers: int
     exit_code: int
+    models: tuple[str, ...] = ()
+    """The models the run loaded."""
+    bearer_token_env: str | None = None
+    """The variable the bearer token came from: its name only, the token is never written."""
 
 
 def _number(text: str) -> float:
@@ -144,6 +148,8 @@ def summary_markdown(info: RunInfo, gates: Mapping[str, Any], charts: Sequence[P
         "",
         f"- target: {info.target}" + (f" (gRPC {info.grpc_target})" if info.grpc_target else ""),
         f"- load generator: {'one process' if not info.workers else f'a master and {info.workers} workers'}",
+        *([f"- models: {', '.join(info.models)}"] if info.models else []),
+        *([f"- auth: a bearer token from `${info.bearer_token_env}`"] if info.bearer_token_env else []),
         f"- duration: {gates['duration_s']:.1f} s",
         f"- gates: {len(gates['gates']) - len(failed)} of {len(gates['gates'])} passed"
         + (f"; failed: {', '.join(g['gate'] for g in failed)}" if failed else ""),

@@ -5,6 +5,7 @@ Exit codes: 0 every gate passed, 1 a gate failed, 2 a configuration error, 3 the
 """
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -21,10 +22,11 @@ from types import FrameType
 from urllib.parse import urlparse
 
 from loadtests import report
+from loadtests.auth import auth_headers, read_token
 from loadtests.config import ConfigError
-from loadtests.profiles import BUNDLED_PROFILES, Profile, load_profile
+from loadtests.profiles import BUNDLED_PROFILES, Profile, load_profile, loaded_models, restrict
 from loadtests.shapes import total_duration
-from loadtests.slo import BUNDLED_SLO, format_table, load_slo
+from loadtests.slo import BUNDLED_SLO, format_table, load_slo, require_loaded
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LOCUST_CONF = Path(__file__).with_name("locust.conf")
@@ -49,10 +51,16 @@ class LoadTest:
     out: Path = Path("reports/loadtest")
     workers: int = 0
     """0 runs locust as one process; N runs a master and N workers."""
+    models: tuple[str, ...] = ()
+    """Load only these of the profile's models (keeping their weights); empty loads all of them."""
+    bearer_token_env: str | None = None
+    """The environment variable holding a bearer token for every request; its value is never stored here,
+    passed in argv or written to the report: the locust processes inherit it with the environment."""
 
 
-def check(test: LoadTest) -> Profile:
-    """The profile, after every file and setting was checked; `ConfigError` names what is wrong."""
+def check(test: LoadTest) -> tuple[Profile, str | None]:
+    """The profile (restricted to `models`) and the bearer token, after every file and setting was
+    checked; `ConfigError` names what is wrong."""
     url = urlparse(test.target)
     if url.scheme not in {"http", "https"} or not url.netloc:
         raise ConfigError(f"--target: expected http(s)://host:port, got {test.target!r}")
@@ -60,9 +68,10 @@ def check(test: LoadTest) -> Profile:
         raise ConfigError(f"--grpc-target: expected host:port, got {test.grpc_target!r}")
     if test.workers < 0:
         raise ConfigError(f"--workers: expected 0 or more, got {test.workers}")
-    profile = load_profile(test.profile, test.profile_file)
-    load_slo(test.slo_file)
-    return profile
+    profile = restrict(load_profile(test.profile, test.profile_file), test.models)
+    require_loaded(load_slo(test.slo_file), loaded_models(profile), str(test.slo_file))
+    token = read_token(test.bearer_token_env, os.environ) if test.bearer_token_env is not None else None
+    return profile, token
 
 
 def user_classes(profile: Profile, grpc_target: str | None) -> list[str]:
@@ -83,6 +92,10 @@ def commands(test: LoadTest, profile: Profile, master_port: int) -> tuple[list[s
               "--load-profiles", str(test.profile_file), "--slo-file", str(test.slo_file)]  # fmt: skip
     if test.grpc_target:
         shared += ["--grpc-target", test.grpc_target]
+    if test.models:
+        shared += ["--load-models", ",".join(test.models)]
+    if test.bearer_token_env is not None:
+        shared += ["--bearer-token-env", test.bearer_token_env]  # the variable's name, never its value
     classes = user_classes(profile, test.grpc_target)
     out = test.out.resolve()
     master = [*base, *shared, "--report-dir", str(out), "--csv", str(out / "locust"),
@@ -96,16 +109,24 @@ def commands(test: LoadTest, profile: Profile, master_port: int) -> tuple[list[s
     return [*master, *classes], [worker] * test.workers
 
 
-def unreachable(target: str) -> str | None:
-    """None if the server answers its readiness endpoint with 200, else why not."""
-    url = f"{target.rstrip('/')}/v2/health/ready"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - http(s) checked by check()
-            return None if response.status == 200 else f"{url} answered {response.status}"
-    except urllib.error.HTTPError as error:
-        return f"{url} answered {error.code} (not ready)"
-    except (urllib.error.URLError, OSError) as error:
-        return f"{url} failed ({getattr(error, 'reason', error)})"
+def unreachable(target: str, models: list[str], headers: dict[str, str]) -> str | None:
+    """None if every model answers its readiness endpoint with 200, else why not.
+
+    Per model rather than the server's `/v2/health/ready`: a stack's gateway routes only the models' paths.
+    """
+    for model in models:
+        url = f"{target.rstrip('/')}/v2/models/{model}/ready"
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) checked by check()
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - as above
+                if response.status != 200:
+                    return f"{url} answered {response.status}"
+        except urllib.error.HTTPError as error:
+            refused = error.code in (401, 403)
+            return f"{url} answered {error.code} ({'refused: check the token' if refused else 'not ready'})"
+        except (urllib.error.URLError, OSError) as error:
+            return f"{url} failed ({getattr(error, 'reason', error)})"
+    return None
 
 
 def free_port() -> int:
@@ -183,11 +204,11 @@ def _run_locust(test: LoadTest, profile: Profile, echo: Echo) -> int:
 def run(test: LoadTest, echo: Echo) -> int:
     """Check, run, gate and report; the exit code (see the module docstring). Prints the gate table."""
     try:
-        profile = check(test)
+        profile, token = check(test)
     except ConfigError as error:
         echo(f"configuration error: {error}")
         return EXIT_CONFIG
-    problem = unreachable(test.target)
+    problem = unreachable(test.target, loaded_models(profile), auth_headers(token))
     if problem:
         echo(f"cannot reach {test.target}: {problem}; start the server or pass --target")
         return EXIT_RUN
@@ -204,6 +225,8 @@ def run(test: LoadTest, echo: Echo) -> int:
         grpc_target=test.grpc_target,
         workers=test.workers,
         exit_code=code,
+        models=tuple(loaded_models(profile)),
+        bearer_token_env=test.bearer_token_env,
     )
     summary = report.write(test.out, info)
     echo(gate_table(stale))

@@ -5,7 +5,7 @@ table. A scope with no requests fails its gates (closed), because no data proves
 """
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +119,17 @@ def parse_slo(document: Mapping[str, object], source: str) -> list[Threshold]:
 def load_slo(path: Path = BUNDLED_SLO) -> list[Threshold]:
     """The thresholds of an SLO file."""
     return parse_slo(load_yaml(path), str(path))
+
+
+def require_loaded(thresholds: list[Threshold], loaded: Collection[str], source: str) -> None:
+    """Refuse a gate on a model the run does not load: it could only fail for want of requests, which
+    says nothing about the model, so it is a mistake in the configuration rather than a result."""
+    unloaded = sorted({t.scope[0] for t in thresholds if t.scope[0] is not None} - set(loaded))
+    if unloaded:
+        raise ConfigError(
+            f"{source}: models.{unloaded[0]}: gates a model this run does not load (it loads "
+            f"{', '.join(sorted(loaded)) or 'none'}); remove the gate or load the model (--models, --profile)"
+        )
 
 
 def check(threshold: Threshold, measured: float | None) -> bool:

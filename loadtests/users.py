@@ -18,6 +18,7 @@ from gevent.lock import Semaphore
 from locust import FastHttpUser, User, between, task
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from loadtests.auth import auth_headers
 from loadtests.payloads import rest_body, tensors
 from loadtests.profiles import Profile
 from loadtests.traffic import VERSION_HEADER, StickyCheck, entry_name, pick
@@ -38,18 +39,20 @@ class ModelPayloads:
 
 
 class Catalog:
-    """Per process: the profile, each model's payloads (built from its metadata once) and the sticky map."""
+    """Per process: the profile, the auth header, each model's payloads (built from its metadata once) and
+    the sticky map."""
 
     profile: Profile | None = None
     grpc_target: str | None = None
+    auth: dict[str, str] = {}
     sticky = StickyCheck()
     _payloads: dict[str, ModelPayloads] = {}
     _lock = Semaphore()
 
     @classmethod
-    def configure(cls, profile: Profile, grpc_target: str | None) -> None:
+    def configure(cls, profile: Profile, grpc_target: str | None, token: str | None = None) -> None:
         """Set by the `init` listener in every process (master and workers alike)."""
-        cls.profile, cls.grpc_target = profile, grpc_target
+        cls.profile, cls.grpc_target, cls.auth = profile, grpc_target, auth_headers(token)
 
     @classmethod
     def payloads(cls, host: str, model: str) -> ModelPayloads:
@@ -62,7 +65,7 @@ class Catalog:
     @classmethod
     def _build(cls, host: str, model: str) -> ModelPayloads:
         assert cls.profile is not None, "the init listener configures the catalog"
-        response = requests.get(f"{host.rstrip('/')}/v2/models/{model}", timeout=10)
+        response = requests.get(f"{host.rstrip('/')}/v2/models/{model}", headers=cls.auth, timeout=10)
         response.raise_for_status()
         metadata = response.json()
         rng = np.random.default_rng(len(cls._payloads))
@@ -102,9 +105,9 @@ class RestUser(FastHttpUser):
         """One inference request for a model and an end user picked by the profile's weights."""
         model, headers = pick(_profile().traffic, self.rng)
         body = self.rng.choice(Catalog.payloads(self.host or "", model).rest)
-        headers["content-type"] = "application/json"
+        sent = {**headers, **Catalog.auth, "content-type": "application/json"}
         with self.client.post(
-            f"/v2/models/{model}/infer", data=body, headers=headers, name=model, catch_response=True
+            f"/v2/models/{model}/infer", data=body, headers=sent, name=model, catch_response=True
         ) as response:
             version = response.headers.get(VERSION_HEADER) if response.headers else None
             response.request_meta["name"] = entry_name(model, version)
@@ -146,7 +149,8 @@ class GrpcUser(User):
         length = 0
         exception: Exception | None = None
         try:
-            reply = self.stub.ModelInfer(request, metadata=list(headers.items()), timeout=10)
+            metadata = [*headers.items(), *Catalog.auth.items()]
+            reply = self.stub.ModelInfer(request, metadata=metadata, timeout=10)
             version, length = reply.model_version or None, reply.ByteSize()
             if version is None or not reply.outputs:
                 exception = RuntimeError("a response without outputs or without its model version")

@@ -9,8 +9,10 @@ import click
 from servectl.demo import demo
 from servectl.experiment import experiment
 from servectl.loadtest import loadtest
+from servectl.mirror import mirror
 from servectl.plan import plan
 from servectl.policy import policy
+from servectl.publish import publish
 from servectl.serve import serve
 
 
@@ -25,6 +27,8 @@ cli.add_command(plan)
 cli.add_command(policy)
 cli.add_command(loadtest)
 cli.add_command(experiment)
+cli.add_command(mirror)
+cli.add_command(publish)
 
 
 def main() -> None:

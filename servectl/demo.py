@@ -149,18 +149,21 @@ def send_requests(http_url: str, grpc_url: str) -> dict[str, object]:
 
 
 def plan_stacks(out: Path) -> str:
-    """Every stack's offline plan as `plans/<stack>.json`; the resource summary, also in `summary.txt`."""
+    """Every stack's layers' offline plans as `plans/<stack>.<layer>.json`; the summary also in `summary.txt`."""
     from servectl.plan import summary
-    from stacks.preview.run import plan_stack, stack_names
+    from stacks.preview.run import layers_of, plan_stack, stack_names
 
     out.mkdir(parents=True, exist_ok=True)
     plans = []
     for name in stack_names():
-        started = time.monotonic()
-        plan = plan_stack(name)
-        (out / f"{name}.json").write_text(json.dumps(plan.document, indent=2) + "\n", encoding="utf-8")
-        click.echo(f"    {name}: {len(plan.document['steps'])} steps in {time.monotonic() - started:.1f} s")
-        plans.append(plan)
+        for layer in layers_of(name):
+            started = time.monotonic()
+            plan = plan_stack(name, layer=layer)
+            path = out / f"{name}.{layer}.json"
+            path.write_text(json.dumps(plan.document, indent=2) + "\n", encoding="utf-8")
+            steps = len(plan.document["steps"])
+            click.echo(f"    {name} {layer}: {steps} steps in {time.monotonic() - started:.1f} s")
+            plans.append(plan)
     text = summary(plans)
     (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
     return text
@@ -218,7 +221,7 @@ def report_markdown(
     lines += [f"| {p.title} | {p.result} | {p.seconds:.1f} |" for p in phases]
     totals = [line for line in plans.splitlines() if not line.startswith(" ")]
     lines += ["", "## Plans (offline, every stack)", "", "```", *totals, "```", ""]
-    lines += ["By type and region: `plans/summary.txt`; the plans: `plans/<stack>.json`.", ""]
+    lines += ["By type and region: `plans/summary.txt`; the plans: `plans/<stack>.<layer>.json`.", ""]
     lines += ["## Policy gate", "", policy]
     split = serving.get("variant_split", {})
     lines += ["## Serving", "", f"Variant split for 200 sticky users (configured 90/10): {split}", ""]

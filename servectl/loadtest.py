@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from loadtests.profiles import BUNDLED_PROFILES
+from loadtests.profiles import BUNDLED_PROFILES, parse_models
 from loadtests.run import LoadTest, run
 from loadtests.slo import BUNDLED_SLO
 
@@ -25,6 +25,11 @@ from loadtests.slo import BUNDLED_SLO
               show_default=True, help="report folder (CSV, HTML, charts, summary.md)")  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="run a locust master and N workers on loopback instead of one process")  # fmt: skip
+@click.option("--models", metavar="M1,M2",
+              help="load only these of the profile's models (comma-separated); default: all")  # fmt: skip
+@click.option("--bearer-token-env", metavar="NAME",
+              help="send 'Authorization: Bearer <token>' (gRPC: authorization metadata) with the token read "
+                   "from environment variable NAME; never pass the token itself")  # fmt: skip
 def loadtest(
     target: str,
     grpc_target: str | None,
@@ -33,6 +38,8 @@ def loadtest(
     slo_file: Path,
     out: Path,
     workers: int,
+    models: str | None,
+    bearer_token_env: str | None,
 ) -> None:
     """Load-test a V2 server and gate on SLOs.
 
@@ -46,5 +53,7 @@ def loadtest(
         slo_file=slo_file,
         out=out,
         workers=workers,
+        models=parse_models(models) if models is not None else (),
+        bearer_token_env=bearer_token_env,
     )
     sys.exit(run(test, lambda line: click.echo(line, err=line.startswith("configuration error"))))

@@ -1,4 +1,4 @@
-"""`servectl plan`: the offline plan of a stack, as `pulumi preview --json` would write it."""
+"""`servectl plan`: the offline plan of a stack's layers, as `pulumi preview --json` would write each."""
 
 import json
 from collections import Counter
@@ -6,45 +6,56 @@ from pathlib import Path
 
 import click
 
+from stacks.artifacts import LockError
 from stacks.config import ConfigError
-from stacks.preview.run import Plan, plan_stack, stack_names
+from stacks.preview.run import LAYERS, Plan, layers_of, plan_stack, stack_names
 
 
 def summary(plans: list[Plan]) -> str:
-    """Resources by stack, then by type and region (custom resources only; providers count as resources)."""
+    """Resources by stack and layer, then by type and region (custom resources; providers count as resources)."""
     lines = []
     for plan in plans:
         custom = [r for r in plan.registrations if r.custom]
-        lines.append(f"{plan.stack}: {len(plan.document['steps'])} steps, {len(custom)} resources")
+        lines.append(f"{plan.stack} {plan.layer}: {len(plan.document['steps'])} steps, {len(custom)} resources")
         counts = Counter((r.type, plan.regions.get(r.urn, "global")) for r in custom)
         lines += [f"  {n:4d}  {region:14s}  {typ}" for (typ, region), n in sorted(counts.items())]
     return "\n".join(lines)
 
 
+def plan_layers(stack: str, layer: str | None) -> list[Plan]:
+    """The plans of one stack: the named layer, or every layer it has; errors as one-line ClickExceptions."""
+    layers = [layer] if layer else list(layers_of(stack))
+    try:
+        return [plan_stack(stack, layer=name) for name in layers]
+    except (ConfigError, FileNotFoundError, LockError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @click.command()
 @click.option("--stack", "stack", metavar="NAME", help="Stack to plan (a Pulumi.NAME.yaml file).")
-@click.option("--all", "all_stacks", is_flag=True, help="Plan every stack and print a summary.")
+@click.option("--all", "all_stacks", is_flag=True, help="Plan every layer of every stack and print a summary.")
+@click.option(
+    "--layer",
+    type=click.Choice(LAYERS),
+    help="The layer to plan: infra (AWS) or platform (Kubernetes). Needed with --out for AWS stacks.",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan JSON here.")
-def plan(stack: str | None, all_stacks: bool, out: Path | None) -> None:
-    """Run the Pulumi program under mocks (no cloud account, no Pulumi CLI) and write the preview JSON."""
+def plan(stack: str | None, all_stacks: bool, layer: str | None, out: Path | None) -> None:
+    """Run a layer's Pulumi program under mocks (no cloud account, no Pulumi CLI) and write its preview JSON."""
     if all_stacks == (stack is not None):
         raise click.UsageError("give exactly one of --stack NAME or --all")
     names = stack_names() if all_stacks else [str(stack)]
-    if out is not None and len(names) != 1:
-        raise click.UsageError(
-            "--out takes one stack; with --all, plan each stack with --stack NAME --out FILE"
-        )
-    plans = []
-    for name in names:
-        try:
-            plans.append(plan_stack(name))
-        except (ConfigError, FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from exc
+    if not all_stacks and layer is None and len(layers_of(str(stack))) > 1:
+        raise click.UsageError(f"stack {stack} has layers {', '.join(layers_of(str(stack)))}: give --layer")
+    if out is not None and all_stacks:
+        raise click.UsageError("--out takes one plan; with --all, plan each with --stack NAME --layer L --out F")
+    plans = [p for name in names for p in plan_layers(name, None if all_stacks else layer)]
+    if all_stacks:
+        click.echo(summary(plans))
+        return
     document = json.dumps(plans[0].document, indent=4, sort_keys=False)
     if out is not None:
         out.write_text(document + "\n")
         click.echo(f"wrote {out} ({len(plans[0].document['steps'])} steps)", err=True)
-    elif not all_stacks:
+    else:
         click.echo(document)
-    if all_stacks:
-        click.echo(summary(plans))

@@ -1,6 +1,5 @@
 """Which version of a model serves a request: header routes, then sticky or random weights."""
 
-import hashlib
 import random
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
@@ -8,7 +7,11 @@ from itertools import accumulate
 
 from serving_image.model_config import VariantsConfig
 
-_STICKY_BUCKETS = 10_000
+STICKY_BUCKETS = 100
+"""Sticky buckets: one per percent of weight, the same number the gateway's bucket routes use."""
+_FNV_OFFSET = 0x811C9DC5
+_FNV_PRIME = 0x01000193
+_MASK32 = 0xFFFFFFFF
 
 
 class VariantRouter:
@@ -16,7 +19,9 @@ class VariantRouter:
 
     With no config every request goes to ``default_version`` (the latest, as Triton does).
     Sticky assignment hashes a header into a fixed bucket, so one caller keeps one version for
-    as long as the weights stand, and moving weights moves the fewest callers.
+    as long as the weights stand, and moving weights moves the fewest callers: each version owns a
+    contiguous range of buckets, laid out in version order, so raising one weight only shifts the
+    boundaries next to it. The mesh's gateway computes the same bucket and routes the same ranges.
     """
 
     def __init__(self, config: VariantsConfig | None, default_version: str) -> None:
@@ -24,7 +29,8 @@ class VariantRouter:
         self._routes = tuple((r.header.lower(), r.value, r.version) for r in config.routes) if config else ()
         self._sticky_header = config.sticky.header.lower() if config and config.sticky else None
         weighted = [(version, weight) for version, weight in (config.weights.items() if config else ())]
-        weighted = [(version, weight) for version, weight in weighted if weight > 0]
+        # Version order, not the file's key order: the gateway lays the bucket ranges out the same way.
+        weighted = sorted(((v, w) for v, w in weighted if w > 0), key=lambda vw: _version_order(vw[0]))
         self._versions: Sequence[str] = [version for version, _ in weighted]
         self._bounds = list(accumulate(weight for _, weight in weighted))
         shadow = config.shadow if config else None
@@ -45,7 +51,7 @@ class VariantRouter:
         if not self._versions:
             return self._default
         sticky_key = headers.get(self._sticky_header) if self._sticky_header else None
-        point = _bucket(sticky_key) if sticky_key is not None else random.random() * 100
+        point = _bucket(_wire_bytes(sticky_key)) if sticky_key is not None else random.random() * 100
         return self._versions[min(bisect_right(self._bounds, point), len(self._versions) - 1)]
 
     def shadow(self, served: str) -> str | None:
@@ -58,7 +64,44 @@ class VariantRouter:
         return version
 
 
-def _bucket(key: str) -> float:
-    """A stable point in [0, 100) for a key, the same in every process and release."""
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return (int.from_bytes(digest, "big") % _STICKY_BUCKETS) * 100 / _STICKY_BUCKETS
+def _version_order(version: str) -> int:
+    return int(version) if version.isdigit() else -1
+
+
+def _wire_bytes(value: str) -> bytes:
+    """The header value's bytes as the client sent them, which is what the gateway hashes.
+
+    The REST transport decodes header bytes as latin-1 and gRPC metadata is ASCII, so encoding back to
+    latin-1 restores the wire bytes; only a caller passing other text gets its UTF-8 bytes.
+    """
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode()
+
+
+def _bucket(key: bytes) -> int:
+    """The sticky bucket of a key, 0..99: 32-bit FNV-1a of its bytes, mixed, scaled to 100 by its high bits.
+
+    FNV-1a alone spreads sequential ids (`user-1`, `user-2`, ...) unevenly over the buckets, which a sample
+    ratio check would flag, so MurmurHash3's 32-bit finaliser mixes it first; the high bits, not `% 100`, give
+    the bucket. Stable in every process and release, and exact with LuaJIT's 32-bit operations, so the
+    gateway's Lua filter (stacks/manifests/sticky.py) puts every caller in the same bucket as this server.
+    """
+    return (_fmix32(_fnv1a32(key)) * STICKY_BUCKETS) >> 32
+
+
+def _fnv1a32(key: bytes) -> int:
+    digest = _FNV_OFFSET
+    for byte in key:
+        digest = ((digest ^ byte) * _FNV_PRIME) & _MASK32
+    return digest
+
+
+def _fmix32(value: int) -> int:
+    """MurmurHash3's finaliser: every input bit flips each output bit with probability about 1/2."""
+    value ^= value >> 16
+    value = (value * 0x85EBCA6B) & _MASK32
+    value ^= value >> 13
+    value = (value * 0xC2B2AE35) & _MASK32
+    return value ^ (value >> 16)

@@ -15,7 +15,10 @@ from typing import Any
 import pulumi
 
 from stacks.jurisdictions import JURISDICTION_REGIONS
+from stacks.manifests.serving import cpu_millicores, memory_bytes, pod_footprint
 from stacks.settings import (
+    SUPPORTED_KUBERNETES_VERSIONS,
+    AlertingConfig,
     ClusterConfig,
     Fault,
     GatewayConfig,
@@ -24,11 +27,16 @@ from stacks.settings import (
     ModelConfig,
     NodeGroupConfig,
     ObservabilityConfig,
+    OnPremConfig,
+    OnPremStore,
     RateLimit,
+    Receiver,
     RegionConfig,
     Rollout,
+    RunnerConfig,
     Shadow,
     StackConfig,
+    StateConfig,
     StoreConfig,
     TenantConfig,
     VariantRoute,
@@ -36,8 +44,11 @@ from stacks.settings import (
 )
 
 NAMESPACE = "model-serving"
-_STRING_KEYS = ("jurisdiction", "profile", "owner", "dataClassification")
+_STRING_KEYS = ("jurisdiction", "profile", "owner", "dataClassification", "accountId")
 _OBJECT_KEYS = (
+    "state",
+    "runner",
+    "onprem",
     "regions",
     "cluster",
     "identity",
@@ -52,6 +63,9 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _VERSION = re.compile(r"^[1-9][0-9]*$")
 _ACCOUNT = re.compile(r"^[0-9]{12}$")
+_ROLE_ARN = re.compile(r"^arn:aws:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$")
+_HOST = re.compile(r"^([a-z0-9-]+\.)+[a-z]{2,}(:[0-9]{1,5})?$")
+PROFILES = ("onprem", "smb", "standard")
 
 
 class ConfigError(ValueError):
@@ -147,7 +161,11 @@ def _regions(root: _Node, jurisdiction: str, profile: str) -> tuple[RegionConfig
 
 
 def _cluster(node: _Node) -> ClusterConfig:
-    version = node.string("kubernetesVersion", re.compile(r"^1\.[0-9]{2}$"))
+    version = node.string("kubernetesVersion")
+    if version not in SUPPORTED_KUBERNETES_VERSIONS:
+        raise node.child("kubernetesVersion").fail(
+            f"{version} is not in EKS standard support; use one of {list(SUPPORTED_KUBERNETES_VERSIONS)}"
+        )
     cidrs = node.strings("publicAccessCidrs")
     for cidr in cidrs:
         net = ipaddress.ip_network(cidr, strict=False)
@@ -158,9 +176,14 @@ def _cluster(node: _Node) -> ClusterConfig:
     desired = group.integer("desiredSize", 1, 200)
     if not min_size <= desired <= max_size:
         raise group.fail(f"needs minSize <= desiredSize <= maxSize, got {min_size}, {desired}, {max_size}")
+    slr = node.child("createAutoscalingServiceLinkedRole", required=False)
+    if slr.value is not None and not isinstance(slr.value, bool):
+        raise slr.fail("must be true or false")
     return ClusterConfig(
         kubernetes_version=version,
         public_access_cidrs=cidrs,
+        break_glass_role_arn=node.string("breakGlassRoleArn", _ROLE_ARN),
+        create_autoscaling_service_linked_role=slr.value is not False,
         node_group=NodeGroupConfig(
             instance_type=group.string("instanceType"),
             min_size=min_size,
@@ -182,7 +205,14 @@ def _gateway(node: _Node) -> GatewayConfig:
     audiences = node.strings("audiences")
     if not audiences:
         raise node.child("audiences").fail("needs at least one audience")
+    allowed = node.strings("allowedCidrs") or ("0.0.0.0/0",)
+    for cidr in allowed:
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError as exc:
+            raise node.child("allowedCidrs").fail(f"{cidr!r} is not a network: {exc}") from exc
     return GatewayConfig(
+        allowed_cidrs=allowed,
         api_host=node.string("apiHost", re.compile(r"^([a-z0-9-]+\.)+[a-z]{2,}$")),
         zone_id=node.string("zoneId", re.compile(r"^Z[0-9A-Z]{8,32}$")),
         tls_credential_name=node.string("tlsCredentialName", _DNS_LABEL),
@@ -288,7 +318,6 @@ def _model(node: _Node, tenants: frozenset[str]) -> ModelConfig:
         scope=node.string("scope"),
         rate_limit=RateLimit(
             requests_per_second=rate.integer("requestsPerSecond", 1, 100_000),
-            burst=rate.integer("burst", 1, 200_000),
         ),
         min_replicas=min_replicas,
         max_replicas=replicas.integer("max", min_replicas, 500),
@@ -312,12 +341,222 @@ def _tenant(node: _Node) -> TenantConfig:
     )
 
 
+def _check_quotas(
+    nodes: list[_Node], tenants: tuple[TenantConfig, ...], models: tuple[ModelConfig, ...]
+) -> None:
+    """Each tenant's quota holds its models at full scale during a rolling update, sidecars included.
+
+    A quota too small for `max` replicas (plus the one surge pod per version a rollout adds) makes the
+    autoscaler's scale-up fail silently at the API server; better to refuse the stack file.
+    """
+    for node, tenant in zip(nodes, tenants, strict=True):
+        pods = cpu = memory = 0
+        for model in (m for m in models if m.tenant == tenant.name):
+            count = (model.max_replicas + 1) * len(model.variants.versions)
+            pod_cpu, pod_memory = pod_footprint(model)
+            pods, cpu, memory = pods + count, cpu + count * pod_cpu, memory + count * pod_memory
+        quota = node.child("quota")
+        for key, need, have in (
+            ("pods", pods, tenant.pods),
+            ("cpu", cpu, _quantity(quota, "cpu", cpu_millicores)),
+            ("memory", memory, _quantity(quota, "memory", memory_bytes)),
+        ):
+            if need > have:
+                raise quota.child(key).fail(
+                    f"{getattr(tenant, key)} is below what the tenant's models need at max replicas during a "
+                    f"rollout, sidecars included ({_show(key, need)})"
+                )
+
+
+def _quantity(node: _Node, key: str, parse: Any) -> int:
+    try:
+        return int(parse(node.string(key)))
+    except ValueError as exc:
+        raise node.child(key).fail(str(exc)) from exc
+
+
+def _show(key: str, amount: int) -> str:
+    if key == "cpu":
+        return f"{amount / 1000:g} CPUs"
+    if key == "memory":
+        return f"{amount / 2**30:.1f}Gi"
+    return f"{amount} pods"
+
+
 def _unique(nodes: list[_Node], names: list[str], what: str) -> None:
     seen: set[str] = set()
     for node, name in zip(nodes, names, strict=True):
         if name in seen:
             raise node.fail(f"{what} {name!r} is listed twice")
         seen.add(name)
+
+
+def _state(node: _Node, jurisdiction: str, profile: str) -> StateConfig:
+    """The state backend and secrets provider must name a region of the jurisdiction (or stay local)."""
+    backend = node.string("backend")
+    secrets = node.string("secretsProvider")
+    if profile == "onprem":
+        if not backend.startswith(("file://", "s3://")):
+            raise node.child("backend").fail(f"{backend!r} must be file:// or an in-jurisdiction s3:// store")
+        return StateConfig(backend=backend, secrets_provider=secrets, region=None)
+    allowed = sorted(JURISDICTION_REGIONS[jurisdiction])
+    backend_region = _url_region(node.child("backend"), backend, "s3://")
+    if backend_region not in allowed:
+        raise node.child("backend").fail(f"region {backend_region!r} is outside jurisdiction {jurisdiction}")
+    secrets_region = _url_region(node.child("secretsProvider"), secrets, "awskms://")
+    if secrets_region not in allowed:
+        raise node.child("secretsProvider").fail(
+            f"region {secrets_region!r} is outside jurisdiction {jurisdiction}"
+        )
+    key = node.string("keyArn", re.compile(r"^arn:aws:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]{36}$"))
+    if key.split(":")[3] != secrets_region:
+        raise node.child("keyArn").fail(f"{key} is not in the secrets provider's region {secrets_region}")
+    return StateConfig(backend=backend, secrets_provider=secrets, region=backend_region, key_arn=key)
+
+
+def _url_region(node: _Node, url: str, scheme: str) -> str:
+    match = re.match(rf"^{re.escape(scheme)}[^?]+\?(?:.*&)?region=([a-z0-9-]+)(?:&.*)?$", url)
+    if match is None:
+        raise node.fail(f"{url!r} must be {scheme}...?region=<region>: no default to a backend elsewhere")
+    return match.group(1)
+
+
+def _alerting(node: _Node) -> AlertingConfig:
+    receivers = []
+    for item in node.child("receivers").items():
+        webhook = item.child("webhookUrl", required=False).value
+        email = item.child("email", required=False).value
+        if (webhook is None) == (email is None):
+            raise item.fail("needs exactly one of webhookUrl or email")
+        if webhook is not None and not str(webhook).startswith("https://"):
+            raise item.child("webhookUrl").fail("must be an https:// URL")
+        receivers.append(Receiver(name=item.string("name", _DNS_LABEL), webhook_url=webhook, email=email))
+    if not receivers:
+        raise node.child("receivers").fail("needs at least one receiver: alerts must reach someone")
+    smarthost = node.child("smarthost", required=False).value
+    if any(r.email for r in receivers) and not smarthost:
+        raise node.child("smarthost").fail("is required when a receiver is e-mail")
+    return AlertingConfig(
+        receivers=tuple(receivers),
+        smarthost=smarthost,
+        email_from=node.child("emailFrom", required=False).value,
+    )
+
+
+def _observability(node: _Node) -> ObservabilityConfig:
+    sampling = node.child("tracingSamplingPercent", required=False).value
+    if sampling is not None and (
+        isinstance(sampling, bool) or not isinstance(sampling, int | float) or not 0 <= sampling <= 100
+    ):
+        raise node.child("tracingSamplingPercent").fail(f"must be a number from 0 to 100, got {sampling!r}")
+    return ObservabilityConfig(
+        log_retention_days=node.integer("logRetentionDays", 30, 3653),
+        prometheus_retention_days=node.integer("prometheusRetentionDays", 1, 365),
+        prometheus_storage_gib=node.integer("prometheusStorageGiB", 10, 4096),
+        alerting=_alerting(node.child("alerting")),
+        tracing_sampling_percent=float(1.0 if sampling is None else sampling),
+        otlp_endpoint=_https(node, "otlpEndpoint")
+        if node.child("otlpEndpoint", required=False).value
+        else None,
+    )
+
+
+def _observed(root: _Node, profile: str) -> ObservabilityConfig:
+    observability = _observability(root.child("observability"))
+    if profile == "onprem" and observability.otlp_endpoint is None:
+        raise (
+            root.child("observability")
+            .child("otlpEndpoint")
+            .fail(
+                "is required on premises: traces go to an in-jurisdiction collector (X-Ray exists only on AWS)"
+            )
+        )
+    return observability
+
+
+def _onprem(node: _Node) -> OnPremConfig:
+    store = node.child("store")
+    endpoint = _https(store, "endpoint")
+    optional = {k: node.child(k, required=False).value for k in ("kubeconfig", "context")}
+    return OnPremConfig(
+        location=node.string("location", _DNS_LABEL),
+        kubeconfig=optional["kubeconfig"],
+        context=optional["context"],
+        registry=node.string("registry", _HOST),
+        storage_class=node.string("storageClass", _DNS_LABEL),
+        store=OnPremStore(
+            endpoint=endpoint,
+            bucket=store.string("bucket", re.compile(r"^[a-z0-9][a-z0-9.-]{2,62}$")),
+            credentials_secret=store.string("credentialsSecret", _DNS_LABEL),
+        ),
+    )
+
+
+def _image(node: _Node, on_aws: bool) -> ImageConfig:
+    return ImageConfig(
+        registry_account=node.string("registryAccount", _ACCOUNT) if on_aws else None,
+        repository=node.string("repository"),
+        digest=node.string("digest", _DIGEST),
+        sync_repository=node.string("syncRepository"),
+        sync_digest=node.string("syncDigest", _DIGEST),
+    )
+
+
+def _store(node: _Node) -> StoreConfig:
+    return StoreConfig(
+        bucket_prefix=node.string("bucketPrefix", re.compile(r"^[a-z0-9][a-z0-9-]{2,30}$")),
+        inference_log_days=node.integer("inferenceLogDays", 1, 3650),
+        noncurrent_version_days=node.integer("noncurrentVersionDays", 1, 3650),
+    )
+
+
+def _identity(node: _Node) -> IdentityConfig:
+    return IdentityConfig(
+        issuer_url=_https(node, "issuerUrl"),
+        client_id=node.string("clientId"),
+        groups_claim=node.string("groupsClaim"),
+    )
+
+
+def _aws_part(root: _Node, jurisdiction: str, profile: str, aws_region: str | None) -> dict[str, Any]:
+    """The keys only AWS stacks have (the infra layer's), or the on-premises cluster's."""
+    if profile == "onprem":
+        for key in ("regions", "cluster", "identity", "store", "runner", "accountId"):
+            if root.child(key, required=False).value is not None:
+                raise root.child(key).fail("has no meaning for an on-premises stack (profile onprem)")
+        return {
+            "regions": (),
+            "cluster": None,
+            "identity": None,
+            "store": None,
+            "account_id": None,
+            "runner": None,
+            "onprem": _onprem(root.child("onprem")),
+        }
+    regions = _regions(root, jurisdiction, profile)
+    if aws_region != regions[0].region:
+        raise ConfigError(
+            root.source, "aws:region", f"{aws_region!r} must be the primary region {regions[0].region}"
+        )
+    runner = root.child("runner")
+    repository = runner.string("githubRepository", re.compile(r"^https://github\.com/[\w.-]+/[\w.-]+$"))
+    return {
+        "regions": regions,
+        "cluster": _cluster(root.child("cluster")),
+        "identity": _identity(root.child("identity")),
+        "store": _store(root.child("store")),
+        "account_id": root.string("accountId", _ACCOUNT),
+        "runner": RunnerConfig(
+            github_repository=repository,
+            connection_arn=runner.string(
+                "connectionArn",
+                re.compile(
+                    r"^arn:aws:code(?:connections|star-connections):[a-z0-9-]+:[0-9]{12}:connection/[0-9a-f-]{36}$"
+                ),
+            ),
+        ),
+        "onprem": None,
+    }
 
 
 def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region: str | None) -> StackConfig:
@@ -329,53 +568,31 @@ def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region:
             f"{jurisdiction!r} is not one of {sorted(JURISDICTION_REGIONS)}"
         )
     profile = root.string("profile")
-    if profile not in {"standard", "smb"}:
-        raise root.child("profile").fail(f"{profile!r} is not one of ['smb', 'standard']")
-    regions = _regions(root, jurisdiction, profile)
-    if aws_region != regions[0].region:
-        raise ConfigError(
-            source, "aws:region", f"{aws_region!r} must be the primary region {regions[0].region}"
-        )
+    if profile not in PROFILES:
+        raise root.child("profile").fail(f"{profile!r} is not one of {list(PROFILES)}")
+    if stack.startswith("onprem-") != (profile == "onprem"):
+        raise root.child("profile").fail(f"stack {stack!r}: onprem-* stacks and only they use profile onprem")
     tenant_nodes = root.child("tenants").items()
     tenants = tuple(_tenant(t) for t in tenant_nodes)
     _unique(tenant_nodes, [t.name for t in tenants], "tenant")
     model_nodes = root.child("models").items()
     models = tuple(_model(m, frozenset(t.name for t in tenants)) for m in model_nodes)
     _unique(model_nodes, [m.name for m in models], "model")
-    identity, image, store, obs = (root.child(k) for k in ("identity", "image", "store", "observability"))
+    _check_quotas(tenant_nodes, tenants, models)
+    part = _aws_part(root, jurisdiction, profile, aws_region)
     return StackConfig(
         stack=stack,
         jurisdiction=jurisdiction,
         profile=profile,
         owner=root.string("owner"),
         data_classification=root.string("dataClassification"),
-        regions=regions,
-        cluster=_cluster(root.child("cluster")),
-        identity=IdentityConfig(
-            issuer_url=_https(identity, "issuerUrl"),
-            client_id=identity.string("clientId"),
-            groups_claim=identity.string("groupsClaim"),
-        ),
         gateway=_gateway(root.child("gateway")),
-        image=ImageConfig(
-            registry_account=image.string("registryAccount", _ACCOUNT),
-            repository=image.string("repository"),
-            digest=image.string("digest", _DIGEST),
-            sync_repository=image.string("syncRepository"),
-            sync_digest=image.string("syncDigest", _DIGEST),
-        ),
-        store=StoreConfig(
-            bucket_prefix=store.string("bucketPrefix", re.compile(r"^[a-z0-9][a-z0-9-]{2,30}$")),
-            inference_log_days=store.integer("inferenceLogDays", 1, 3650),
-            noncurrent_version_days=store.integer("noncurrentVersionDays", 1, 3650),
-        ),
-        observability=ObservabilityConfig(
-            log_retention_days=obs.integer("logRetentionDays", 30, 3653),
-            prometheus_retention_days=obs.integer("prometheusRetentionDays", 1, 365),
-            prometheus_storage_gib=obs.integer("prometheusStorageGiB", 10, 4096),
-        ),
+        image=_image(root.child("image"), part["onprem"] is None),
+        observability=_observed(root, profile),
+        state=_state(root.child("state"), jurisdiction, profile),
         tenants=tenants,
         models=models,
+        **part,
     )
 
 

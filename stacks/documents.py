@@ -1,6 +1,7 @@
 """IAM and KMS policy documents, as pure functions returning JSON strings."""
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 ACCOUNT_ROOT = "arn:aws:iam::{account}:root"
@@ -33,8 +34,44 @@ def irsa_trust_policy(provider_arn: str, issuer: str, namespace: str, service_ac
     )
 
 
-def key_policy(account: str, region: str, log_service: bool) -> str:
-    """Key policy: the account administers the key; CloudWatch Logs in this region may use it if asked."""
+AUTOSCALING_ROLE = (
+    "arn:aws:iam::{account}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+)
+"""EC2 Auto Scaling's service-linked role: it launches a managed node group's instances and their volumes."""
+VOLUME_KEY_ACTIONS = (
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncrypt*",
+    "kms:GenerateDataKey*",
+    "kms:DescribeKey",
+)
+"""What a principal needs of a key to create and attach encrypted EBS volumes (AWS's key-policy wording)."""
+VOLUME_KEY_ACTIONS_EXACT = (
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:DescribeKey",
+)
+"""The same, spelled out for IAM policies, where the gate admits no wildcard on a data service (IDN-006)."""
+GRANT_FOR_AWS_RESOURCE = {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+"""Grants only on behalf of an AWS service (EC2 attaching a volume), never to an arbitrary grantee."""
+
+
+def autoscaling_role_arn(account: str) -> str:
+    """ARN of the account's EC2 Auto Scaling service-linked role (one per account, name fixed by AWS)."""
+    return AUTOSCALING_ROLE.format(account=account)
+
+
+def key_policy(account: str, region: str, log_service: bool, volume_roles: Sequence[str] = ()) -> str:
+    """Key policy: the account administers the key (so IAM policies can grant its use); CloudWatch Logs in
+    this region may use it if asked; `volume_roles` (service roles that launch instances) may encrypt
+    volumes with it.
+
+    KMS rejects a policy whose principal does not exist yet: each `volume_roles` role must exist first.
+    """
     statements: list[dict[str, Any]] = [
         {
             "Sid": "AccountAdministers",
@@ -63,11 +100,50 @@ def key_policy(account: str, region: str, log_service: bool) -> str:
                 },
             }
         )
+    if volume_roles:
+        # As AWS documents for encrypted EBS volumes launched by an Auto Scaling group.
+        principal = {"AWS": list(volume_roles)}
+        statements += [
+            {
+                "Sid": "VolumeRolesUseKey",
+                "Effect": "Allow",
+                "Principal": principal,
+                "Action": list(VOLUME_KEY_ACTIONS),
+                "Resource": "*",
+            },
+            {
+                "Sid": "VolumeRolesAttachPersistentResources",
+                "Effect": "Allow",
+                "Principal": principal,
+                "Action": "kms:CreateGrant",
+                "Resource": "*",
+                "Condition": GRANT_FOR_AWS_RESOURCE,
+            },
+        ]
     return _doc(*statements)
 
 
-def flow_logs_policy(log_group_arn: str) -> str:
-    """What the flow-log delivery role may do: write to its one log group."""
+def volume_key_user_policy(key_arn: str) -> str:
+    """IAM policy of a role that creates encrypted volumes with one key (the EBS CSI driver's)."""
+    return _doc(
+        {
+            "Sid": "GrantsForAttachedVolumes",
+            "Effect": "Allow",
+            "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
+            "Resource": key_arn,
+            "Condition": GRANT_FOR_AWS_RESOURCE,
+        },
+        {
+            "Sid": "UseVolumeKey",
+            "Effect": "Allow",
+            "Action": list(VOLUME_KEY_ACTIONS_EXACT),
+            "Resource": key_arn,
+        },
+    )
+
+
+def log_writer_policy(log_group_arn: str) -> str:
+    """What a log shipper may do: write streams of its one log group."""
     return _doc(
         {
             "Effect": "Allow",
@@ -75,6 +151,11 @@ def flow_logs_policy(log_group_arn: str) -> str:
             "Resource": [log_group_arn, f"{log_group_arn}:*"],
         }
     )
+
+
+def flow_logs_policy(log_group_arn: str) -> str:
+    """What the flow-log delivery role may do: write to its one log group."""
+    return log_writer_policy(log_group_arn)
 
 
 def tls_only_bucket_policy(bucket_arn: str) -> str:
@@ -114,4 +195,215 @@ def model_read_policy(bucket_arn: str, key_arn: str, prefix: str) -> str:
             "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
         },
         {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn},
+    )
+
+
+def role_trust_policy(role_arn: str) -> str:
+    """Trust policy letting exactly one IAM role assume this one."""
+    return _doc({"Effect": "Allow", "Principal": {"AWS": role_arn}, "Action": "sts:AssumeRole"})
+
+
+def autoscaler_owner_tag(cluster_name: str) -> str:
+    """The tag EKS puts (value `owned`) on the Auto Scaling group of every managed node group of a cluster."""
+    return f"k8s.io/cluster-autoscaler/{cluster_name}"
+
+
+def lb_controller_policy(target_group_arn: str, security_group_arn: str) -> str:
+    """The load balancer controller, reduced to what a TargetGroupBinding needs: keep one target group's
+    targets in step with the gateway's pods and open the nodes' security group to the load balancer."""
+    return _doc(
+        {
+            "Sid": "Describe",
+            "Effect": "Allow",
+            "Action": [
+                "elasticloadbalancing:DescribeLoadBalancers",
+                "elasticloadbalancing:DescribeLoadBalancerAttributes",
+                "elasticloadbalancing:DescribeListeners",
+                "elasticloadbalancing:DescribeTargetGroups",
+                "elasticloadbalancing:DescribeTargetGroupAttributes",
+                "elasticloadbalancing:DescribeTargetHealth",
+                "elasticloadbalancing:DescribeTags",
+                "ec2:DescribeAvailabilityZones",
+                "ec2:DescribeInstances",
+                "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeVpcs",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Sid": "RegisterGatewayTargets",
+            "Effect": "Allow",
+            "Action": ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
+            "Resource": target_group_arn,
+        },
+        {
+            "Sid": "NodeSecurityGroupIngress",
+            "Effect": "Allow",
+            "Action": ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"],
+            # The group is the required resource of both actions; the rule ARN is evaluated alongside it.
+            "Resource": [security_group_arn, security_group_arn.rsplit(":", 1)[0] + ":security-group-rule/*"],
+        },
+    )
+
+
+def cluster_autoscaler_policy(cluster_name: str) -> str:
+    """The cluster autoscaler: describe everything, but resize only this cluster's node groups."""
+    return _doc(
+        {
+            "Sid": "ScaleOwnedGroups",
+            "Effect": "Allow",
+            "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {f"aws:ResourceTag/{autoscaler_owner_tag(cluster_name)}": "owned"}},
+        },
+        {
+            "Sid": "Describe",
+            "Effect": "Allow",
+            "Action": [
+                "autoscaling:DescribeAutoScalingGroups",
+                "autoscaling:DescribeAutoScalingInstances",
+                "autoscaling:DescribeLaunchConfigurations",
+                "autoscaling:DescribeScalingActivities",
+                "autoscaling:DescribeTags",
+                "ec2:DescribeImages",
+                "ec2:DescribeInstanceTypes",
+                "ec2:DescribeLaunchTemplateVersions",
+                "ec2:GetInstanceTypesFromInstanceRequirements",
+                "eks:DescribeNodegroup",
+            ],
+            "Resource": "*",
+        },
+    )
+
+
+def otel_collector_policy() -> str:
+    """The OpenTelemetry collector: send traces to the region's X-Ray and read its sampling rules."""
+    return _doc(
+        {
+            "Effect": "Allow",
+            "Action": [
+                "xray:PutTraceSegments",
+                "xray:PutTelemetryRecords",
+                "xray:GetSamplingRules",
+                "xray:GetSamplingTargets",
+            ],
+            "Resource": "*",
+        }
+    )
+
+
+def runner_policy(
+    *,
+    region: str,
+    account: str,
+    log_group_arn: str,
+    subnet_ids: Sequence[str],
+    repository_arn: str,
+    connection_arn: str,
+    deploy_role_arn: str,
+) -> str:
+    """The deploy runner's CodeBuild service role: its logs, its network interfaces in the private subnets,
+    its build image, its GitHub connection, and the deploy role: nothing else of the account."""
+    connections = connection_arn.split(":")[2]  # codeconnections, or codestar-connections for older ones
+    return _doc(
+        {
+            "Sid": "WriteBuildLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [log_group_arn, f"{log_group_arn}:*"],
+        },
+        {
+            "Sid": "DescribeAndManageBuildInterfaces",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:CreateNetworkInterface",
+                "ec2:DeleteNetworkInterface",
+                "ec2:DescribeDhcpOptions",
+                "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeVpcs",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Sid": "BuildInterfacesInPrivateSubnets",
+            "Effect": "Allow",
+            "Action": "ec2:CreateNetworkInterfacePermission",
+            "Resource": f"arn:aws:ec2:{region}:{account}:network-interface/*",
+            "Condition": {
+                "StringEquals": {"ec2:AuthorizedService": "codebuild.amazonaws.com"},
+                "ArnEquals": {
+                    "ec2:Subnet": [f"arn:aws:ec2:{region}:{account}:subnet/{s}" for s in subnet_ids]
+                },
+            },
+        },
+        {"Sid": "RegistryToken", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        {
+            "Sid": "PullBuildImage",
+            "Effect": "Allow",
+            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Resource": repository_arn,
+        },
+        {
+            "Sid": "GitHubConnection",
+            "Effect": "Allow",
+            "Action": [
+                f"{connections}:GetConnection",
+                f"{connections}:GetConnectionToken",
+                f"{connections}:UseConnection",
+            ],
+            "Resource": connection_arn,
+        },
+        {
+            "Sid": "AssumeDeployRole",
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            "Resource": deploy_role_arn,
+        },
+    )
+
+
+def deploy_policy(
+    *, cluster_arn: str, state_bucket_arn: str, platform_project: str, secrets_key_arn: str
+) -> str:
+    """The deploy role (the platform layer's identity): find its cluster, read every stack's state (the infra
+    stack through a StackReference) but write only the platform project's, and use the secrets key.
+
+    Kubernetes rights come from the cluster's access entry, not from IAM.
+    """
+    platform_state = f"{state_bucket_arn}/.pulumi/*/{platform_project}/*"  # stacks, history, backups, locks
+    return _doc(
+        {
+            "Sid": "DescribeCluster",
+            "Effect": "Allow",
+            "Action": "eks:DescribeCluster",
+            "Resource": cluster_arn,
+        },
+        {
+            "Sid": "ListState",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+            "Resource": state_bucket_arn,
+        },
+        {
+            "Sid": "ReadState",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": f"{state_bucket_arn}/*",
+        },
+        {
+            "Sid": "WritePlatformState",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:DeleteObject"],
+            "Resource": platform_state,
+        },
+        {
+            "Sid": "UseSecretsKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+            "Resource": secrets_key_arn,
+        },
     )

@@ -35,6 +35,11 @@ class NodeGroupConfig:
     """Root volume size (encrypted)."""
 
 
+SUPPORTED_KUBERNETES_VERSIONS = ("1.35", "1.36")
+"""EKS versions in standard support on the release date of this code (1.34 leaves it in December 2026);
+extended support costs six times as much per cluster hour, so a stack file must pick one of these."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     """The EKS cluster."""
@@ -45,6 +50,10 @@ class ClusterConfig:
     """CIDRs allowed to the public API endpoint; empty keeps the endpoint private only."""
     node_group: NodeGroupConfig
     """The node group."""
+    break_glass_role_arn: str
+    """Existing IAM role given cluster-admin through an EKS access entry, for emergencies."""
+    create_autoscaling_service_linked_role: bool = True
+    """Create EC2 Auto Scaling's service-linked role (account-global; false where the account has it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,14 +84,16 @@ class GatewayConfig:
     """Where the issuer publishes its signing keys."""
     audiences: tuple[str, ...]
     """Accepted token audiences."""
+    allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    """Client ranges the public load balancer accepts on 443."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ImageConfig:
     """Images, pinned by digest; the registry host is the stack region's own ECR."""
 
-    registry_account: str
-    """AWS account that owns the ECR repositories (replicated into every region used)."""
+    registry_account: str | None
+    """AWS account that owns the ECR repositories (None on premises: the registry is the onprem one)."""
     repository: str
     """Serving image repository."""
     digest: str
@@ -92,16 +103,13 @@ class ImageConfig:
     sync_digest: str
     """Its digest."""
 
-    def serving_image(self, region: str) -> str:
-        """The serving image reference in `region`'s registry."""
-        return f"{self._registry(region)}/{self.repository}@{self.digest}"
+    def serving_image(self, registry: str) -> str:
+        """The serving image reference in `registry` (the region's ECR host, or the on-premises one)."""
+        return f"{registry}/{self.repository}@{self.digest}"
 
-    def sync_image(self, region: str) -> str:
-        """The model-sync image reference in `region`'s registry."""
-        return f"{self._registry(region)}/{self.sync_repository}@{self.sync_digest}"
-
-    def _registry(self, region: str) -> str:
-        return f"{self.registry_account}.dkr.ecr.{region}.amazonaws.com"
+    def sync_image(self, registry: str) -> str:
+        """The model-sync image reference in `registry`."""
+        return f"{registry}/{self.sync_repository}@{self.sync_digest}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +125,30 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Receiver:
+    """Where Alertmanager sends alerts: a webhook or an e-mail address (exactly one)."""
+
+    name: str
+    """Receiver name."""
+    webhook_url: str | None = None
+    """HTTPS endpoint that takes Alertmanager's webhook payload."""
+    email: str | None = None
+    """Address alerts are mailed to."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertingConfig:
+    """Alert delivery: at least one receiver; the first is the default route's."""
+
+    receivers: tuple[Receiver, ...]
+    """Receivers in order."""
+    smarthost: str | None = None
+    """SMTP relay `host:port`, required when a receiver is e-mail."""
+    email_from: str | None = None
+    """Sender address of alert e-mails."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class ObservabilityConfig:
     """Log and metrics retention."""
 
@@ -126,6 +158,73 @@ class ObservabilityConfig:
     """Prometheus TSDB retention."""
     prometheus_storage_gib: int
     """Prometheus volume size."""
+    alerting: AlertingConfig
+    """Alert receivers."""
+    tracing_sampling_percent: float = 1.0
+    """Share of requests the gateway traces (0-100)."""
+    otlp_endpoint: str | None = None
+    """In-jurisdiction OTLP endpoint the trace collector exports to (on premises; EKS uses X-Ray in region)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateConfig:
+    """Where Pulumi keeps this stack's state and how it encrypts its secrets: both inside the jurisdiction."""
+
+    backend: str
+    """`s3://bucket?region=...` (or `file://...` for a local on-premises backend)."""
+    secrets_provider: str
+    """`awskms://alias/...?region=...` (or `passphrase` for a local backend)."""
+    region: str | None
+    """Region named by the backend URL, if any."""
+    key_arn: str | None = None
+    """The KMS key behind the secrets provider's alias (AWS stacks: the deploy roles are granted it)."""
+
+    @property
+    def bucket_arn(self) -> str | None:
+        """ARN of the S3 state bucket, if the backend is S3."""
+        if not self.backend.startswith("s3://"):
+            return None
+        return f"arn:aws:s3:::{self.backend.removeprefix('s3://').split('?', 1)[0].split('/', 1)[0]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunnerConfig:
+    """The in-VPC deploy runner (a CodeBuild-hosted GitHub Actions runner)."""
+
+    github_repository: str
+    """`https://github.com/<owner>/<repo>` whose workflows may use the runner."""
+    connection_arn: str
+    """CodeConnections connection to GitHub (approved once in the console), in the primary region."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnPremStore:
+    """An S3-compatible object store inside the jurisdiction (on-premises stacks)."""
+
+    endpoint: str
+    """HTTPS endpoint of the store."""
+    bucket: str
+    """Bucket holding `models/<model>/<version>/`."""
+    credentials_secret: str
+    """Secret (in each tenant namespace) with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnPremConfig:
+    """An existing cluster reached through a kubeconfig: no AWS at all."""
+
+    location: str
+    """Where the cluster runs (a label for residency reports, e.g. `ae-dc1`)."""
+    kubeconfig: str | None
+    """Kubeconfig path; None uses the deployer's KUBECONFIG."""
+    context: str | None
+    """Kubeconfig context; None uses its current context."""
+    registry: str
+    """In-jurisdiction registry host every image and chart is mirrored to."""
+    storage_class: str
+    """Existing StorageClass for Prometheus, Alertmanager and Grafana volumes."""
+    store: OnPremStore
+    """Where model versions are published."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,12 +300,10 @@ class Variants:
 
 @dataclass(frozen=True, kw_only=True)
 class RateLimit:
-    """Token bucket applied at the gateway to one model's route."""
+    """Requests per second one caller may send to one model, counted across every gateway replica."""
 
     requests_per_second: int
-    """Refill rate."""
-    burst: int
-    """Bucket size."""
+    """Requests per second per caller (Envoy's global rate limit service counts in whole-second windows)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -266,17 +363,25 @@ class StackConfig:
     data_classification: str
     """data-classification tag."""
     regions: tuple[RegionConfig, ...]
-    """Regions, primary first."""
-    cluster: ClusterConfig
-    """The EKS cluster of each region."""
-    identity: IdentityConfig
-    """Sign-in for people."""
+    """Regions, primary first (empty for on-premises stacks)."""
+    cluster: ClusterConfig | None
+    """The EKS cluster of each region (None on premises)."""
+    identity: IdentityConfig | None
+    """Sign-in for people (None on premises: the cluster's own)."""
     gateway: GatewayConfig
     """Public model API."""
     image: ImageConfig
     """Images."""
-    store: StoreConfig
-    """Buckets."""
+    store: StoreConfig | None
+    """Buckets (None on premises)."""
+    state: StateConfig
+    """Pulumi state backend and secrets provider."""
+    account_id: str | None
+    """The only AWS account the stack may touch (None on premises)."""
+    runner: RunnerConfig | None
+    """The deploy runner (None on premises)."""
+    onprem: OnPremConfig | None
+    """The existing cluster of an on-premises stack."""
     observability: ObservabilityConfig
     """Retention."""
     tenants: tuple[TenantConfig, ...]
@@ -288,6 +393,11 @@ class StackConfig:
     def allowed_regions(self) -> frozenset[str]:
         """Regions of the stack's jurisdiction."""
         return JURISDICTION_REGIONS[self.jurisdiction]
+
+    @property
+    def is_aws(self) -> bool:
+        """True for stacks with an infra layer on AWS."""
+        return self.onprem is None
 
     @property
     def az_count(self) -> int:

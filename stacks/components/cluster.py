@@ -1,25 +1,52 @@
-"""Cluster: EKS with encrypted secrets, a private endpoint, audit logs, IRSA and hardened managed nodes."""
+"""Cluster: EKS with encrypted secrets, a private endpoint reached from the deploy runner, audit logs, IRSA,
+managed add-ons and hardened managed nodes.
+
+Order matters on a fresh account: the Auto Scaling service-linked role before the volume key that names it,
+the vpc-cni add-on (with its own role) before the nodes it gives addresses to, and the add-ons that schedule
+pods (CoreDNS, the EBS CSI driver) after the nodes.
+"""
 
 import json
+import re
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_kubernetes as k8s
 
+from stacks.components.identities import ServiceAccount, iam_name, irsa_role
 from stacks.components.keys import RegionalKey, RegionalKeyArgs
-from stacks.documents import assume_role_policy, irsa_trust_policy
+from stacks.documents import assume_role_policy, volume_key_user_policy
 from stacks.settings import ClusterConfig, IdentityConfig
 
 CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
 POLICY = "arn:aws:iam::aws:policy/"
-NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy")
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly")
+"""The node role's policies. The CNI's rights are on the vpc-cni add-on's own role, not every pod's node."""
+CLUSTER_ADMIN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+AUTOSCALING_SERVICE = "autoscaling.amazonaws.com"
+CNI_ACCOUNT = ServiceAccount("kube-system", "aws-node")
+EBS_CSI_ACCOUNT = ServiceAccount("kube-system", "ebs-csi-controller-sa")
+NETWORK_POLICY = {"enableNetworkPolicy": "true"}
+"""vpc-cni configuration: its node agent enforces Kubernetes NetworkPolicies."""
+ADDONS_AFTER_NODES = ("coredns", "kube-proxy")
+"""Add-ons without an AWS identity, created once nodes exist (CoreDNS's pods need somewhere to run)."""
+ROLE_ARN = re.compile(r"arn:aws:iam::\d{12}:role/[\w+=,.@/-]+")
 IDENTITY_GROUP_PREFIX = "idp:"
 """Prefix EKS puts before the identity provider's group names (RBAC bindings use it)."""
 
 
-def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
-    """A kubeconfig that authenticates with `aws eks get-token`: no long-lived credential in the state."""
+def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str, role_arn: str) -> str:
+    """A kubeconfig that authenticates with `aws eks get-token` as the deploy role: no credential in it."""
+    token_args = [
+        "eks",
+        "get-token",
+        "--cluster-name",
+        cluster_name,
+        "--region",
+        region,
+        "--role-arn",
+        role_arn,
+    ]
     return json.dumps(
         {
             "apiVersion": "v1",
@@ -36,7 +63,7 @@ def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> s
                         "exec": {
                             "apiVersion": "client.authentication.k8s.io/v1beta1",
                             "command": "aws",
-                            "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region],
+                            "args": token_args,
                         }
                     },
                 }
@@ -50,7 +77,7 @@ class ClusterArgs:
     """Inputs of `Cluster`."""
 
     cluster_name: str
-    """EKS cluster name."""
+    """EKS cluster name (it carries the stack and the region)."""
     region: str
     """The region."""
     config: ClusterConfig
@@ -60,30 +87,120 @@ class ClusterArgs:
     private_subnet_ids: list[pulumi.Input[str]]
     """Subnets for the control plane ENIs and the nodes."""
     log_retention_days: int
-    """Control-plane log retention."""
+    """Control-plane and container log retention."""
+    deploy_role_arn: pulumi.Input[str]
+    """The deploy runner's deploy role: cluster admin through an access entry; the kubeconfig assumes it."""
+    runner_security_group_id: pulumi.Input[str] | None
+    """The deploy runner's security group, let into the API endpoint on 443."""
+    break_glass_role_arn: str
+    """An IAM role for emergencies, cluster admin through an access entry."""
+    create_autoscaling_role: bool
+    """Create EC2 Auto Scaling's service-linked role. It is one per account: true in exactly one region of
+    one stack on a fresh account, false where the account has it already or another region creates it."""
+    autoscaling_role: pulumi.Resource | None = None
+    """The service-linked role when another region's `Cluster` creates it: the volume key waits for it."""
     tags: dict[str, str]
     """Tags."""
 
 
 class Cluster(pulumi.ComponentResource):
-    """An EKS cluster and the Kubernetes provider that targets it."""
+    """An EKS cluster administered through access entries (the deploy and break-glass roles), its nodes,
+    managed add-ons and the log groups of its control plane and containers."""
 
     name: pulumi.Output[str]
     oidc_provider_arn: pulumi.Output[str]
     oidc_issuer: pulumi.Output[str]
     key_arn: pulumi.Output[str]
-    provider: k8s.Provider
+    kubeconfig: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+    container_log_group: pulumi.Output[str]
+    container_log_group_arn: pulumi.Output[str]
+    autoscaling_role: aws.iam.ServiceLinkedRole | None
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        _check(args)
         super().__init__("model-serving:cluster:Cluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        key = RegionalKey(
+        key = self._volume_key(name, args, child)
+        containers = aws.cloudwatch.LogGroup(
+            f"{name}-containers",
+            name=f"/aws/eks/{args.cluster_name}/containers",
+            retention_in_days=args.log_retention_days,
+            kms_key_id=key.arn,
+            tags=args.tags,
+            opts=child,
+        )
+        cluster = self._control_plane(name, args, key, child)
+        security_group = cluster.vpc_config.apply(lambda v: v.cluster_security_group_id or "")
+        issuer = cluster.identities.apply(
+            lambda ids: (ids[0].oidcs[0].issuer if ids and ids[0].oidcs else None) or ""
+        )
+        oidc = aws.iam.OpenIdConnectProvider(
+            f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], tags=args.tags, opts=child
+        )
+        self._access(name, args, cluster, security_group, child)
+        cni = self._network_addon(name, args, cluster, oidc.arn, issuer, child)
+        nodes = self._nodes(name, args, cluster, key, cni, child)
+        self._addons(name, args, cluster, key.arn, oidc.arn, issuer, nodes, child)
+        self._people(name, args, cluster, child)
+        self.name = cluster.name
+        self.oidc_provider_arn = oidc.arn
+        self.oidc_issuer = issuer
+        self.key_arn = key.arn
+        self.kubeconfig = pulumi.Output.all(
+            name=cluster.name,
+            endpoint=cluster.endpoint,
+            ca=cluster.certificate_authority.data,
+            role=args.deploy_role_arn,
+        ).apply(lambda v: kubeconfig(v["name"], v["endpoint"], v["ca"], args.region, v["role"]))
+        self.security_group_id = security_group
+        self.container_log_group = containers.name
+        self.container_log_group_arn = containers.arn
+        self.register_outputs(
+            {
+                "name": self.name,
+                "oidc_provider_arn": self.oidc_provider_arn,
+                "oidc_issuer": self.oidc_issuer,
+                "key_arn": self.key_arn,
+                "kubeconfig": self.kubeconfig,
+                "security_group_id": self.security_group_id,
+                "container_log_group": self.container_log_group,
+                "container_log_group_arn": self.container_log_group_arn,
+            }
+        )
+
+    def _volume_key(self, name: str, args: ClusterArgs, child: pulumi.ResourceOptions) -> RegionalKey:
+        """The key of secrets, logs and node volumes. Its policy names the Auto Scaling service-linked role,
+        which launches the nodes: KMS rejects the policy until that role exists, so the key waits for it."""
+        self.autoscaling_role = None
+        if args.create_autoscaling_role:
+            self.autoscaling_role = aws.iam.ServiceLinkedRole(
+                f"{name}-autoscaling",
+                aws_service_name=AUTOSCALING_SERVICE,
+                description="EC2 Auto Scaling (EKS managed node groups)",
+                tags=args.tags,
+                # Account-wide: other stacks' node groups use it too, so destroying this stack keeps it.
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+            )
+        role = self.autoscaling_role or args.autoscaling_role
+        return RegionalKey(
             f"{name}-key",
             RegionalKeyArgs(
-                purpose="EKS secrets and node volumes", region=args.region, log_service=True, tags=args.tags
+                purpose="EKS secrets, logs and node volumes",
+                region=args.region,
+                log_service=True,
+                autoscaling_volumes=True,
+                waits_for=(role,) if role else (),
+                alias=f"{args.cluster_name}-eks",
+                tags=args.tags,
             ),
             opts=child,
         )
+
+    def _control_plane(
+        self, name: str, args: ClusterArgs, key: RegionalKey, child: pulumi.ResourceOptions
+    ) -> aws.eks.Cluster:
+        """The cluster, protected; its API is private unless the config lists operator CIDRs."""
         # Created before the cluster so retention and encryption apply from the first log line.
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-control-plane",
@@ -103,7 +220,7 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-control-plane", role=role.name, policy_arn=f"{POLICY}AmazonEKSClusterPolicy", opts=child
         )
         public = bool(args.config.public_access_cidrs)
-        cluster = aws.eks.Cluster(
+        return aws.eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
             version=args.config.kubernetes_version,
@@ -118,60 +235,93 @@ class Cluster(pulumi.ComponentResource):
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn), resources=["secrets"]
             ),
             enabled_cluster_log_types=list(CONTROL_PLANE_LOGS),
+            # Admins come from access entries only: whoever ran `pulumi up` gets no hidden admin binding.
             access_config=aws.eks.ClusterAccessConfigArgs(
-                authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True
+                authentication_mode="API", bootstrap_cluster_creator_admin_permissions=False
             ),
             tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, attachment]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, attachment], protect=True),
         )
-        issuer = cluster.identities.apply(
-            lambda ids: (ids[0].oidcs[0].issuer if ids and ids[0].oidcs else None) or ""
-        )
-        oidc = aws.iam.OpenIdConnectProvider(
-            f"{name}-oidc",
-            url=issuer.apply(str),
-            client_id_lists=["sts.amazonaws.com"],
+
+    def _access(
+        self,
+        name: str,
+        args: ClusterArgs,
+        cluster: aws.eks.Cluster,
+        security_group: pulumi.Output[str],
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        """Who reaches the API: the runner's security group on 443; the deploy and break-glass roles as
+        admins."""
+        # A secondary region's cluster is reached from the primary's runner over peering: its rule names
+        # the runner's subnets (a security group cannot be referenced across regions); see RegionPeering.
+        if args.runner_security_group_id is not None:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-api-from-runner",
+                security_group_id=security_group,
+                referenced_security_group_id=args.runner_security_group_id,
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                description="Kubernetes API from the deploy runner",
+                tags=args.tags,
+                opts=child,
+            )
+        admins: dict[str, pulumi.Input[str]] = {
+            "deploy": args.deploy_role_arn,
+            "break-glass": args.break_glass_role_arn,
+        }
+        for role, principal in admins.items():
+            entry = aws.eks.AccessEntry(
+                f"{name}-{role}",
+                cluster_name=cluster.name,
+                principal_arn=principal,
+                type="STANDARD",
+                tags=args.tags,
+                opts=child,
+            )
+            aws.eks.AccessPolicyAssociation(
+                f"{name}-{role}",
+                cluster_name=cluster.name,
+                principal_arn=principal,
+                policy_arn=CLUSTER_ADMIN,
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
+            )
+
+    def _network_addon(
+        self,
+        name: str,
+        args: ClusterArgs,
+        cluster: aws.eks.Cluster,
+        oidc_arn: pulumi.Output[str],
+        issuer: pulumi.Output[str],
+        child: pulumi.ResourceOptions,
+    ) -> aws.eks.Addon:
+        """vpc-cni with NetworkPolicy enforcement and its own role. Created before the nodes: the node role
+        has no CNI rights, so nodes could get no pod addresses (nor turn Ready) until this add-on holds its
+        role; AWS's own guidance creates vpc-cni before compute for this reason."""
+        cni = irsa_role(
+            f"{name}-vpc-cni",
+            role_name=iam_name(args.cluster_name, "vpc-cni"),
+            oidc_provider_arn=oidc_arn,
+            oidc_issuer=issuer,
+            account=CNI_ACCOUNT,
+            managed_policy_arns=(f"{POLICY}AmazonEKS_CNI_Policy",),
             tags=args.tags,
             opts=child,
         )
-        self._nodes(name, args, cluster, key.arn, child)
-        self._storage_driver(name, args, cluster, oidc.arn, issuer, child)
-        aws.eks.IdentityProviderConfig(
-            f"{name}-people",
+        return aws.eks.Addon(
+            f"{name}-vpc-cni",
             cluster_name=cluster.name,
-            oidc=aws.eks.IdentityProviderConfigOidcArgs(
-                identity_provider_config_name="people",
-                issuer_url=args.identity.issuer_url,
-                client_id=args.identity.client_id,
-                groups_claim=args.identity.groups_claim,
-                groups_prefix=IDENTITY_GROUP_PREFIX,
-                username_claim="email",
-                username_prefix="idp:",
-            ),
+            addon_name="vpc-cni",
+            service_account_role_arn=cni.role.arn,
+            configuration_values=json.dumps(NETWORK_POLICY),
+            # Take over the copy EKS bootstraps, and keep it as declared here.
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
             tags=args.tags,
-            opts=child,
-        )
-        config = pulumi.Output.all(
-            name=cluster.name, endpoint=cluster.endpoint, ca=cluster.certificate_authority.data
-        ).apply(lambda v: kubeconfig(v["name"], v["endpoint"], v["ca"], args.region))
-        self.provider = k8s.Provider(
-            f"{name}-k8s",
-            kubeconfig=config,
-            enable_server_side_apply=True,
-            delete_unreachable=False,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        self.name = cluster.name
-        self.oidc_provider_arn = oidc.arn
-        self.oidc_issuer = issuer
-        self.key_arn = key.arn
-        self.register_outputs(
-            {
-                "name": self.name,
-                "oidc_provider_arn": self.oidc_provider_arn,
-                "oidc_issuer": self.oidc_issuer,
-                "key_arn": self.key_arn,
-            }
+            opts=pulumi.ResourceOptions(parent=self, depends_on=cni.grants),
         )
 
     def _nodes(
@@ -179,11 +329,13 @@ class Cluster(pulumi.ComponentResource):
         name: str,
         args: ClusterArgs,
         cluster: aws.eks.Cluster,
-        key_arn: pulumi.Output[str],
+        key: RegionalKey,
+        cni: aws.eks.Addon,
         child: pulumi.ResourceOptions,
-    ) -> None:
-        """Managed nodes from a launch template: IMDSv2 only, one hop (pods cannot reach it), encrypted
-        disks."""
+    ) -> aws.eks.NodeGroup:
+        """Managed nodes from a launch template: IMDSv2 only, one hop (pods cannot reach it), disks encrypted
+        with the volume key. EKS tags the group's Auto Scaling group `k8s.io/cluster-autoscaler/enabled` and
+        `k8s.io/cluster-autoscaler/<cluster>=owned`, which is what the cluster autoscaler discovers."""
         group = args.config.node_group
         role = aws.iam.Role(
             f"{name}-nodes",
@@ -207,7 +359,7 @@ class Cluster(pulumi.ComponentResource):
                     device_name="/dev/xvda",
                     ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                         encrypted="true",
-                        kms_key_id=key_arn,
+                        kms_key_id=key.arn,
                         volume_size=group.disk_gib,
                         volume_type="gp3",
                         delete_on_termination="true",
@@ -220,7 +372,7 @@ class Cluster(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        aws.eks.NodeGroup(
+        return aws.eks.NodeGroup(
             f"{name}-nodes",
             cluster_name=cluster.name,
             node_role_arn=role.arn,
@@ -236,34 +388,84 @@ class Cluster(pulumi.ComponentResource):
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),
+            # The key (with its grant to Auto Scaling) and the CNI must be in place before an instance starts.
+            # The cluster autoscaler owns the desired size once it runs: a redeploy must not reset it.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*attachments, key, cni],
+                ignore_changes=["scalingConfig.desiredSize"],
+            ),
         )
 
-    def _storage_driver(
+    def _addons(
         self,
         name: str,
         args: ClusterArgs,
         cluster: aws.eks.Cluster,
+        key_arn: pulumi.Output[str],
         oidc_arn: pulumi.Output[str],
         issuer: pulumi.Output[str],
+        nodes: aws.eks.NodeGroup,
         child: pulumi.ResourceOptions,
     ) -> None:
-        """The EBS CSI driver (for Prometheus volumes) with its own IRSA role rather than the node role."""
-        trust = pulumi.Output.all(arn=oidc_arn, issuer=issuer).apply(
-            lambda v: irsa_trust_policy(v["arn"], v["issuer"], "kube-system", "ebs-csi-controller-sa")
-        )
-        role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=trust, tags=args.tags, opts=child)
-        aws.iam.RolePolicyAttachment(
+        """Add-ons whose pods need nodes. The EBS CSI driver has its own role, with use of the volume key for
+        the persistent volumes it creates (the key's account statement lets IAM policies grant it)."""
+        csi = irsa_role(
             f"{name}-ebs-csi",
-            role=role.name,
-            policy_arn=f"{POLICY}service-role/AmazonEBSCSIDriverPolicy",
+            role_name=iam_name(args.cluster_name, "ebs-csi"),
+            oidc_provider_arn=oidc_arn,
+            oidc_issuer=issuer,
+            account=EBS_CSI_ACCOUNT,
+            policy=key_arn.apply(volume_key_user_policy),
+            managed_policy_arns=(f"{POLICY}service-role/AmazonEBSCSIDriverPolicy",),
+            tags=args.tags,
             opts=child,
         )
         aws.eks.Addon(
             f"{name}-ebs-csi",
             cluster_name=cluster.name,
             addon_name="aws-ebs-csi-driver",
-            service_account_role_arn=role.arn,
+            service_account_role_arn=csi.role.arn,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[nodes, *csi.grants]),
+        )
+        for addon in ADDONS_AFTER_NODES:
+            aws.eks.Addon(
+                f"{name}-{addon}",
+                cluster_name=cluster.name,
+                addon_name=addon,
+                resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="OVERWRITE",
+                tags=args.tags,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[nodes]),
+            )
+
+    def _people(
+        self, name: str, args: ClusterArgs, cluster: aws.eks.Cluster, child: pulumi.ResourceOptions
+    ) -> None:
+        """People sign in through the identity provider; RBAC binds its groups under a prefix."""
+        aws.eks.IdentityProviderConfig(
+            f"{name}-people",
+            cluster_name=cluster.name,
+            oidc=aws.eks.IdentityProviderConfigOidcArgs(
+                identity_provider_config_name="people",
+                issuer_url=args.identity.issuer_url,
+                client_id=args.identity.client_id,
+                groups_claim=args.identity.groups_claim,
+                groups_prefix=IDENTITY_GROUP_PREFIX,
+                username_claim="email",
+                username_prefix="idp:",
+            ),
             tags=args.tags,
             opts=child,
         )
+
+
+def _check(args: ClusterArgs) -> None:
+    """Fail at plan time on what EKS or IAM would reject halfway through a deploy."""
+    if not ROLE_ARN.fullmatch(args.break_glass_role_arn):
+        raise ValueError(f"break-glass principal {args.break_glass_role_arn!r} is not an IAM role ARN")
+    if args.create_autoscaling_role and args.autoscaling_role is not None:
+        raise ValueError("create_autoscaling_role and autoscaling_role both set: the role is one per account")

@@ -1,6 +1,10 @@
-"""GlobalRouting: the model API's DNS, latency-routed across the stack's regions with in-jurisdiction
-failover."""
+"""GlobalRouting: the model API's DNS.
 
+Each region gets its own name, an alias to its load balancer, probed by a Route53 health check on a real model
+endpoint; the API host is latency-routed across the regions, and a region whose check fails drops out, so
+traffic stays on the remaining regions of the same jurisdiction."""
+
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -8,19 +12,45 @@ import pulumi_aws as aws
 
 from stacks.jurisdictions import same_jurisdiction
 
-TTL = 60
-HEALTH_PORT = 15021
-HEALTH_PATH = "/healthz/ready"
+HTTPS_PORT = 443
+
+# Route53 runs its health checkers in these regions only and a check needs at least three of them. Per
+# jurisdiction, the ones inside it, then the nearest: the probes (which carry no user data) travel the least
+# and a failure far away does not pull a healthy region out of the answer.
+CHECKER_REGIONS: Mapping[str, tuple[str, ...]] = {
+    # Ireland is the only checker in the EU; North Virginia and Oregon are the nearest across the Atlantic.
+    "EU": ("eu-west-1", "us-east-1", "us-west-2"),
+    # None in the Gulf: Singapore and Ireland are both about 5,900 km from the UAE, Tokyo the next nearest.
+    "AE": ("ap-southeast-1", "eu-west-1", "ap-northeast-1"),
+    # All three inside the US.
+    "US": ("us-east-1", "us-west-1", "us-west-2"),
+}
+MIN_CHECKER_REGIONS = 3
+
+
+def ready_path(model: str) -> str:
+    """The V2 inference protocol's model readiness endpoint: healthy only once the model is loaded."""
+    return f"/v2/models/{model}/ready"
+
+
+def checker_regions(jurisdiction: str) -> list[str]:
+    """The Route53 checker regions for a jurisdiction; ValueError for one the table does not know."""
+    regions = CHECKER_REGIONS.get(jurisdiction)
+    if regions is None or len(regions) < MIN_CHECKER_REGIONS:
+        raise ValueError(f"no Route53 checker regions chosen for jurisdiction {jurisdiction!r}")
+    return list(regions)
 
 
 @dataclass(frozen=True, kw_only=True)
 class RegionalEndpoint:
-    """A region's gateway load balancer."""
+    """A region's gateway load balancer (from `Edge`)."""
 
     region: str
     """AWS region."""
-    hostname: pulumi.Input[str]
-    """DNS name of the region's ingress gateway load balancer."""
+    dns_name: pulumi.Input[str]
+    """DNS name of the region's load balancer."""
+    zone_id: pulumi.Input[str]
+    """Canonical hosted zone of the region's load balancer (alias records need it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,22 +62,20 @@ class GlobalRoutingArgs:
     zone_id: str
     """Hosted zone of `api_host`."""
     jurisdiction: str
-    """Every endpoint and failover target must lie in it."""
+    """Every region must lie in it."""
     endpoints: tuple[RegionalEndpoint, ...]
-    """One per region, primary first."""
+    """One per region."""
+    probe_model: str
+    """Model whose readiness endpoint the health checks probe (one every region serves)."""
     tags: dict[str, str]
     """Tags on the health checks."""
 
 
-def failover_partners(regions: list[str]) -> list[tuple[str, str]]:
-    """Each region fails over to the next one in the list (the last to the first)."""
-    return [(region, regions[(i + 1) % len(regions)]) for i, region in enumerate(regions)]
-
-
 class GlobalRouting(pulumi.ComponentResource):
-    """Route53 records and health checks; a single region gets one plain record."""
+    """Route53 alias records and health checks."""
 
     record_names: list[str]
+    health_check_ids: dict[str, pulumi.Output[str]]
 
     def __init__(
         self, name: str, args: GlobalRoutingArgs, opts: pulumi.ResourceOptions | None = None
@@ -56,60 +84,65 @@ class GlobalRouting(pulumi.ComponentResource):
         regions = [e.region for e in args.endpoints]
         if not regions or not same_jurisdiction(args.jurisdiction, *regions):
             raise ValueError(f"{name}: regions {regions} are not all in jurisdiction {args.jurisdiction}")
+        checkers = checker_regions(args.jurisdiction)
         child = pulumi.ResourceOptions(parent=self)
-        hosts = {e.region: e.hostname for e in args.endpoints}
         self.record_names = [args.api_host]
-        if len(regions) == 1:
-            aws.route53.Record(
-                f"{name}-api",
-                zone_id=args.zone_id,
-                name=args.api_host,
-                type="CNAME",
-                ttl=TTL,
-                records=[hosts[regions[0]]],
-                opts=child,
-            )
-            self.register_outputs({"record_names": self.record_names})
-            return
-        checks = {
-            region: aws.route53.HealthCheck(
-                f"{name}-{region}",
-                type="HTTP",
-                fqdn=hosts[region],
-                port=HEALTH_PORT,
-                resource_path=HEALTH_PATH,
+        self.health_check_ids = {}
+        for endpoint in args.endpoints:
+            regional = f"{endpoint.region}.{args.api_host}"
+            self.record_names.append(regional)
+            _alias_record(f"{name}-{endpoint.region}", args.zone_id, regional, endpoint, child)
+            check = aws.route53.HealthCheck(
+                f"{name}-{endpoint.region}",
+                type="HTTPS",
+                fqdn=regional,
+                port=HTTPS_PORT,
+                enable_sni=True,
+                resource_path=ready_path(args.probe_model),
+                regions=checkers,
                 request_interval=30,
                 failure_threshold=3,
-                tags=args.tags | {"Name": f"{args.api_host} gateway {region}"},
+                tags=args.tags | {"Name": f"{regional} {args.probe_model}"},
                 opts=child,
             )
-            for region in regions
-        }
-        for region, partner in failover_partners(regions):
-            regional = f"{region}.{args.api_host}"
-            self.record_names.append(regional)
-            for role, target in (("PRIMARY", region), ("SECONDARY", partner)):
-                aws.route53.Record(
-                    f"{name}-{region}-{role.lower()}",
-                    zone_id=args.zone_id,
-                    name=regional,
-                    type="CNAME",
-                    ttl=TTL,
-                    records=[hosts[target]],
-                    set_identifier=f"{region}-{role.lower()}",
-                    failover_routing_policies=[aws.route53.RecordFailoverRoutingPolicyArgs(type=role)],
-                    health_check_id=checks[target].id,
-                    opts=child,
+            self.health_check_ids[endpoint.region] = check.id
+            if len(args.endpoints) > 1:
+                _alias_record(
+                    f"{name}-{endpoint.region}-latency",
+                    args.zone_id,
+                    args.api_host,
+                    endpoint,
+                    child,
+                    latency=aws.route53.RecordLatencyRoutingPolicyArgs(region=endpoint.region),
+                    health_check_id=check.id,
                 )
-            aws.route53.Record(
-                f"{name}-{region}-latency",
-                zone_id=args.zone_id,
-                name=args.api_host,
-                type="CNAME",
-                ttl=TTL,
-                records=[regional],
-                set_identifier=region,
-                latency_routing_policies=[aws.route53.RecordLatencyRoutingPolicyArgs(region=region)],
-                opts=child,
+        if len(args.endpoints) == 1:
+            _alias_record(f"{name}-api", args.zone_id, args.api_host, args.endpoints[0], child)
+        self.register_outputs({"record_names": self.record_names, "health_check_ids": self.health_check_ids})
+
+
+def _alias_record(
+    resource_name: str,
+    zone_id: str,
+    host: str,
+    endpoint: RegionalEndpoint,
+    child: pulumi.ResourceOptions,
+    latency: aws.route53.RecordLatencyRoutingPolicyArgs | None = None,
+    health_check_id: pulumi.Input[str] | None = None,
+) -> aws.route53.Record:
+    """An A alias to a region's load balancer; with `latency`, one of the API host's latency-routed set."""
+    return aws.route53.Record(
+        resource_name,
+        zone_id=zone_id,
+        name=host,
+        type="A",
+        aliases=[
+            aws.route53.RecordAliasArgs(
+                name=endpoint.dns_name, zone_id=endpoint.zone_id, evaluate_target_health=True
             )
-        self.register_outputs({"record_names": self.record_names})
+        ],
+        set_identifier=endpoint.region if latency else None,
+        latency_routing_policies=[latency] if latency else None,
+        health_check_id=health_check_id,
+        opts=child,
+    )

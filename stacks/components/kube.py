@@ -44,6 +44,15 @@ _BUILTIN: dict[str, _Factory] = {
     "rbac.authorization.k8s.io/v1/RoleBinding": lambda n, m, o: k8s.rbac.v1.RoleBinding(
         n, metadata=m["metadata"], role_ref=m["roleRef"], subjects=m["subjects"], opts=o
     ),
+    "rbac.authorization.k8s.io/v1/ClusterRole": lambda n, m, o: k8s.rbac.v1.ClusterRole(
+        n, metadata=m["metadata"], rules=m["rules"], opts=o
+    ),
+    "rbac.authorization.k8s.io/v1/ClusterRoleBinding": lambda n, m, o: k8s.rbac.v1.ClusterRoleBinding(
+        n, metadata=m["metadata"], role_ref=m["roleRef"], subjects=m["subjects"], opts=o
+    ),
+    "v1/Secret": lambda n, m, o: k8s.core.v1.Secret(
+        n, metadata=m["metadata"], type=m.get("type"), string_data=m.get("stringData"), opts=o
+    ),
     "storage.k8s.io/v1/StorageClass": lambda n, m, o: k8s.storage.v1.StorageClass(
         n,
         metadata=m["metadata"],
@@ -55,7 +64,14 @@ _BUILTIN: dict[str, _Factory] = {
         opts=o,
     ),
 }
-_CUSTOM_GROUPS = ("networking.istio.io/", "security.istio.io/", "monitoring.coreos.com/")
+_CUSTOM_GROUPS = (
+    "networking.istio.io/",
+    "security.istio.io/",
+    "telemetry.istio.io/",
+    "monitoring.coreos.com/",
+    "cert-manager.io/",
+    "elbv2.k8s.aws/",
+)
 
 
 def create(name: str, manifest: Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:

@@ -1,29 +1,62 @@
-"""Network: a VPC over several AZs, private node subnets, NAT, VPC endpoints and KMS-encrypted flow logs."""
+"""Network: a VPC over several AZs, private node subnets, NAT whose only way out is the allowlisting
+firewall of `Egress`, VPC endpoints for the AWS APIs and KMS-encrypted flow logs.
+
+The private route tables are an output: a `RegionPeering` adds the route to another region's VPC to them.
+"""
 
 import ipaddress
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pulumi
 import pulumi_aws as aws
 
+from stacks.components.egress import FIREWALL_SUBNET_PREFIX, Egress, EgressArgs, check_domains
 from stacks.components.keys import RegionalKey, RegionalKeyArgs
 from stacks.documents import assume_role_policy, flow_logs_policy
 
-INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "logs")
+INTERFACE_ENDPOINTS = (
+    "ecr.api",  # image manifests (kubelet, the deploy runner's mirror step)
+    "ecr.dkr",  # image pulls; the layers come through the S3 gateway endpoint
+    "sts",  # IRSA: AssumeRoleWithWebIdentity from every pod with a role
+    "logs",  # the log shipper and the runner's build logs
+    "eks",  # nodes' bootstrap (DescribeCluster) and the runner's kubeconfig
+    "eks-auth",  # EKS Pod Identity credentials
+    "kms",  # EBS volume and bucket encryption by the CSI driver and the runner
+    "ec2",  # the VPC CNI (ENIs, prefixes), the EBS CSI driver, the node autoscaler
+    "elasticloadbalancing",  # the load balancer controller registers gateway pods in the target group
+    "autoscaling",  # the cluster autoscaler resizes node groups
+    "xray",  # the OpenTelemetry collector's trace export
+)
+"""Interface endpoint services (`com.amazonaws.<region>.<service>`) for what nodes, pods and the deploy runner
+call without the internet. S3 has a gateway endpoint besides these."""
 
 
-def carve_subnets(vpc_cidr: str, count: int) -> tuple[list[str], list[str]]:
-    """Split the VPC range: `count` large private subnets first, then `count` small public ones.
+class SubnetPlan(NamedTuple):
+    """The CIDR blocks of each subnet tier, one per AZ."""
 
-    The private half is cut into four blocks (nodes and pods need the room); the public subnets only hold NAT
-    gateways and load balancers, so they come from the fourth block in /24-sized slices.
+    private: list[str]
+    public: list[str]
+    firewall: list[str]
+
+
+def carve_subnets(vpc_cidr: str, count: int) -> SubnetPlan:
+    """Split the VPC range into `count` large private, `count` small public and `count` /28 firewall subnets.
+
+    The range is cut into four blocks: the first three hold the private subnets (nodes and pods need the
+    room); the fourth is sliced for the public subnets (NAT gateways and the load balancer), and its last
+    slice, which no public subnet takes, is cut into /28s for the firewall endpoints.
     """
-    network = ipaddress.IPv4Network(vpc_cidr)
-    quarters = list(network.subnets(prefixlen_diff=2))
     if count > 3:
         raise ValueError(f"at most 3 AZs fit this layout, asked for {count}")
-    public_pool = quarters[3].subnets(new_prefix=min(quarters[3].prefixlen + 2, 28))
-    return [str(q) for q in quarters[:count]], [str(next(public_pool)) for _ in range(count)]
+    quarters = list(ipaddress.IPv4Network(vpc_cidr).subnets(prefixlen_diff=2))
+    slices = list(quarters[3].subnets(new_prefix=min(quarters[3].prefixlen + 2, FIREWALL_SUBNET_PREFIX)))
+    firewall = slices[-1].subnets(new_prefix=FIREWALL_SUBNET_PREFIX)
+    return SubnetPlan(
+        private=[str(q) for q in quarters[:count]],
+        public=[str(s) for s in slices[:count]],
+        firewall=[str(next(firewall)) for _ in range(count)],
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,24 +68,37 @@ class NetworkArgs:
     az_count: int
     """Availability zones to span (3, or 2 for SMB)."""
     nat_count: int
-    """NAT gateways: one per AZ, or one shared (SMB)."""
+    """NAT gateways, and firewall endpoints beside them: one per AZ, or one shared (SMB)."""
     region: str
     """The region (endpoint service names carry it)."""
     cluster_name: str
     """EKS cluster name, for the subnet discovery tags."""
+    egress_domains: tuple[str, ...]
+    """The only hosts reachable through NAT (e.g. the identity provider's, for its JWKS); `.example.com` also
+    allows subdomains. Empty: no egress to the internet at all."""
     log_retention_days: int
-    """Flow log retention."""
+    """Flow and firewall log retention."""
     tags: dict[str, str]
     """Tags on every taggable resource."""
 
+    def __post_init__(self) -> None:
+        # Refuse a bad allowlist before any resource is registered, not halfway through the VPC.
+        check_domains(self.egress_domains)
+        if not 1 <= self.nat_count <= self.az_count:
+            raise ValueError(
+                f"nat_count must be between 1 and az_count ({self.az_count}), got {self.nat_count}"
+            )
+
 
 class Network(pulumi.ComponentResource):
-    """A private-by-default VPC."""
+    """A private-by-default VPC whose only way out is an allowlisting firewall."""
 
     vpc_id: pulumi.Output[str]
     private_subnet_ids: list[pulumi.Output[str]]
     public_subnet_ids: list[pulumi.Output[str]]
+    private_route_table_ids: list[pulumi.Output[str]]
     flow_log_group_arn: pulumi.Output[str]
+    firewall_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("model-serving:network:Network", name, None, opts)
@@ -60,70 +106,137 @@ class Network(pulumi.ComponentResource):
         zones = aws.get_availability_zones_output(
             state="available", opts=pulumi.InvokeOutputOptions(parent=self)
         )
-        private_cidrs, public_cidrs = carve_subnets(args.vpc_cidr, args.az_count)
-        tags = args.tags
+        plan = carve_subnets(args.vpc_cidr, args.az_count)
         vpc = aws.ec2.Vpc(
             f"{name}-vpc",
             cidr_block=args.vpc_cidr,
             enable_dns_hostnames=True,
             enable_dns_support=True,
-            tags=tags | {"Name": f"{name}-vpc"},
+            tags=args.tags | {"Name": f"{name}-vpc"},
             opts=child,
         )
         # No rules: nothing may use the default security group.
-        aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, tags=tags, opts=child)
-        igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=tags, opts=child)
+        aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, tags=args.tags, opts=child)
+        igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=args.tags, opts=child)
         elb_tag = {f"kubernetes.io/cluster/{args.cluster_name}": "shared"}
-        public = [
+        public = self._subnets(
+            name, "public", plan.public, vpc, zones, args, elb_tag | {"kubernetes.io/role/elb": "1"}
+        )
+        private = self._subnets(
+            name,
+            "private",
+            plan.private,
+            vpc,
+            zones,
+            args,
+            elb_tag | {"kubernetes.io/role/internal-elb": "1"},
+        )
+        logs_key = RegionalKey(
+            f"{name}-logs-key",
+            RegionalKeyArgs(
+                purpose="VPC flow and firewall logs", region=args.region, log_service=True, tags=args.tags
+            ),
+            opts=child,
+        )
+        egress = Egress(
+            f"{name}-egress",
+            EgressArgs(
+                vpc_id=vpc.id,
+                vpc_cidr=args.vpc_cidr,
+                internet_gateway_id=igw.id,
+                # One firewall endpoint beside each NAT gateway, in the same AZs.
+                firewall_subnet_cidrs=tuple(plan.firewall[: args.nat_count]),
+                availability_zones=tuple(zones.names[i] for i in range(args.nat_count)),
+                public_subnet_ids=tuple(s.id for s in public),
+                public_subnet_cidrs=tuple(plan.public),
+                egress_domains=args.egress_domains,
+                log_key_arn=logs_key.arn,
+                log_retention_days=args.log_retention_days,
+                tags=args.tags,
+            ),
+            opts=child,
+        )
+        nats = self._nats(name, args, public, igw, child)
+        private_rts = self._private_routes(name, args, vpc, private, nats, child)
+        self._endpoints(name, args, vpc, private, private_rts, child)
+        log_group = self._flow_logs(name, args, vpc, logs_key, child)
+        self.vpc_id = vpc.id
+        self.private_subnet_ids = [s.id for s in private]
+        self.public_subnet_ids = [s.id for s in public]
+        self.private_route_table_ids = [rt.id for rt in private_rts]
+        self.flow_log_group_arn = log_group.arn
+        self.firewall_arn = egress.firewall_arn
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "private_subnet_ids": self.private_subnet_ids,
+                "public_subnet_ids": self.public_subnet_ids,
+                "private_route_table_ids": self.private_route_table_ids,
+                "flow_log_group_arn": self.flow_log_group_arn,
+                "firewall_arn": self.firewall_arn,
+            }
+        )
+
+    def _subnets(
+        self,
+        name: str,
+        tier: str,
+        cidrs: list[str],
+        vpc: aws.ec2.Vpc,
+        zones: pulumi.Output[aws.GetAvailabilityZonesResult],
+        args: NetworkArgs,
+        role_tags: dict[str, str],
+    ) -> list[aws.ec2.Subnet]:
+        """One subnet of a tier per AZ, in AZ order; no public IPs on launch anywhere."""
+        return [
             aws.ec2.Subnet(
-                f"{name}-public-{i}",
+                f"{name}-{tier}-{i}",
                 vpc_id=vpc.id,
                 cidr_block=cidr,
                 availability_zone=zones.names[i],
                 map_public_ip_on_launch=False,
-                tags=tags | elb_tag | {"kubernetes.io/role/elb": "1", "Name": f"{name}-public-{i}"},
-                opts=child,
+                tags=args.tags | role_tags | {"Name": f"{name}-{tier}-{i}"},
+                opts=pulumi.ResourceOptions(parent=self),
             )
-            for i, cidr in enumerate(public_cidrs)
+            for i, cidr in enumerate(cidrs)
         ]
-        private = [
-            aws.ec2.Subnet(
-                f"{name}-private-{i}",
-                vpc_id=vpc.id,
-                cidr_block=cidr,
-                availability_zone=zones.names[i],
-                tags=tags | elb_tag | {"kubernetes.io/role/internal-elb": "1", "Name": f"{name}-private-{i}"},
-                opts=child,
-            )
-            for i, cidr in enumerate(private_cidrs)
-        ]
-        public_rt = aws.ec2.RouteTable(f"{name}-public-rt", vpc_id=vpc.id, tags=tags, opts=child)
-        aws.ec2.Route(
-            f"{name}-public-default",
-            route_table_id=public_rt.id,
-            destination_cidr_block="0.0.0.0/0",
-            gateway_id=igw.id,
-            opts=child,
-        )
-        for i, subnet in enumerate(public):
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{i}", subnet_id=subnet.id, route_table_id=public_rt.id, opts=child
-            )
+
+    def _nats(
+        self,
+        name: str,
+        args: NetworkArgs,
+        public: list[aws.ec2.Subnet],
+        igw: aws.ec2.InternetGateway,
+        child: pulumi.ResourceOptions,
+    ) -> list[aws.ec2.NatGateway]:
+        """NAT gateways in the first `nat_count` public subnets (the AZs that have a firewall endpoint)."""
         nats = []
         for i in range(args.nat_count):
-            eip = aws.ec2.Eip(f"{name}-nat-{i}", domain="vpc", tags=tags, opts=child)
+            eip = aws.ec2.Eip(f"{name}-nat-{i}", domain="vpc", tags=args.tags, opts=child)
             nats.append(
                 aws.ec2.NatGateway(
                     f"{name}-nat-{i}",
                     allocation_id=eip.id,
                     subnet_id=public[i].id,
-                    tags=tags,
+                    tags=args.tags,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
                 )
             )
-        private_rts = []
+        return nats
+
+    def _private_routes(
+        self,
+        name: str,
+        args: NetworkArgs,
+        vpc: aws.ec2.Vpc,
+        private: list[aws.ec2.Subnet],
+        nats: list[aws.ec2.NatGateway],
+        child: pulumi.ResourceOptions,
+    ) -> list[aws.ec2.RouteTable]:
+        """Each private subnet's default route goes to a NAT gateway (its AZ's, or the shared one)."""
+        tables = []
         for i, subnet in enumerate(private):
-            rt = aws.ec2.RouteTable(f"{name}-private-{i}", vpc_id=vpc.id, tags=tags, opts=child)
+            rt = aws.ec2.RouteTable(f"{name}-private-{i}", vpc_id=vpc.id, tags=args.tags, opts=child)
             aws.ec2.Route(
                 f"{name}-private-{i}-default",
                 route_table_id=rt.id,
@@ -134,21 +247,8 @@ class Network(pulumi.ComponentResource):
             aws.ec2.RouteTableAssociation(
                 f"{name}-private-{i}", subnet_id=subnet.id, route_table_id=rt.id, opts=child
             )
-            private_rts.append(rt)
-        self._endpoints(name, args, vpc, private, private_rts, child)
-        log_group = self._flow_logs(name, args, vpc, child)
-        self.vpc_id = vpc.id
-        self.private_subnet_ids = [s.id for s in private]
-        self.public_subnet_ids = [s.id for s in public]
-        self.flow_log_group_arn = log_group.arn
-        self.register_outputs(
-            {
-                "vpc_id": self.vpc_id,
-                "private_subnet_ids": self.private_subnet_ids,
-                "public_subnet_ids": self.public_subnet_ids,
-                "flow_log_group_arn": self.flow_log_group_arn,
-            }
-        )
+            tables.append(rt)
+        return tables
 
     def _endpoints(
         self,
@@ -159,7 +259,7 @@ class Network(pulumi.ComponentResource):
         route_tables: list[aws.ec2.RouteTable],
         child: pulumi.ResourceOptions,
     ) -> None:
-        """S3 through a gateway endpoint; ECR, STS and CloudWatch Logs through private interface endpoints."""
+        """S3 through a gateway endpoint; the `INTERFACE_ENDPOINTS` through private interface endpoints."""
         aws.ec2.VpcEndpoint(
             f"{name}-s3",
             vpc_id=vpc.id,
@@ -195,13 +295,8 @@ class Network(pulumi.ComponentResource):
             )
 
     def _flow_logs(
-        self, name: str, args: NetworkArgs, vpc: aws.ec2.Vpc, child: pulumi.ResourceOptions
+        self, name: str, args: NetworkArgs, vpc: aws.ec2.Vpc, key: RegionalKey, child: pulumi.ResourceOptions
     ) -> aws.cloudwatch.LogGroup:
-        key = RegionalKey(
-            f"{name}-logs-key",
-            RegionalKeyArgs(purpose="VPC flow logs", region=args.region, log_service=True, tags=args.tags),
-            opts=child,
-        )
         group = aws.cloudwatch.LogGroup(
             f"{name}-flow-logs",
             name=f"/vpc/{name}/flow-logs",

@@ -1,19 +1,25 @@
-"""kube-prometheus-stack values, the ServiceMonitor, the PrometheusRule and the Grafana dashboard."""
+"""kube-prometheus-stack values, the ServiceMonitor, the PrometheusRule and Alertmanager's configuration.
 
-import json
+The dashboards are in `stacks.manifests.dashboards`.
+"""
+
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from stacks.artifacts import load_lock
 from stacks.manifests import Manifest, metadata
 
-KUBE_PROMETHEUS_STACK_VERSION = "77.0.0"
-"""Chart version; it ships prometheus-operator v0.85.0, the release whose CRD schemas the tests validate
-against."""
-PROMETHEUS_CHARTS = "https://prometheus-community.github.io/helm-charts"
+CHART = "kube-prometheus-stack"
+"""Key of the chart in the lock file; its version ships prometheus-operator v0.85.0, the release whose CRD
+schemas the tests validate against."""
 NAMESPACE = "monitoring"
 STORAGE_CLASS = "encrypted-gp3"
+ALERTMANAGER_SECRET = "alertmanager-config"  # noqa: S105 - a Secret's name
+"""Secret holding `alertmanager.yaml`, referenced by the Alertmanager resource (`configSecret`)."""
+NULL_RECEIVER = "null"
 RULES_FILE = Path(__file__).resolve().parents[1] / "monitoring" / "rules" / "serving-rules.yaml"
 
 
@@ -23,12 +29,12 @@ def load_rules(path: Path = RULES_FILE) -> dict[str, Any]:
     return rules
 
 
-def storage_class(key_arn: str) -> Manifest:
+def storage_class(key_arn: str, name: str = STORAGE_CLASS) -> Manifest:
     """gp3 volumes encrypted with the region's own key; bound where the pod lands, so in the pod's AZ."""
     return {
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
-        "metadata": metadata(STORAGE_CLASS),
+        "metadata": metadata(name),
         "provisioner": "ebs.csi.aws.com",
         "parameters": {"type": "gp3", "encrypted": "true", "kmsKeyId": key_arn},
         "reclaimPolicy": "Retain",
@@ -37,20 +43,43 @@ def storage_class(key_arn: str) -> Manifest:
     }
 
 
-def chart_values(retention_days: int, storage_gib: int) -> dict[str, Any]:
-    """Prometheus keeps its data on encrypted in-region volumes; it selects every ServiceMonitor and rule."""
+def _image(key: str, field: str = "sha", prefixed: bool = False) -> dict[str, str]:
+    """A chart image split as the chart wants it; the registry comes from `global.imageRegistry`. Most of
+    these charts append `@sha256:` to a hex `sha`; kube-state-metrics (`sha`) and node-exporter (`digest`)
+    take the whole digest."""
+    image = load_lock().image(key)
+    digest = image.digest if prefixed else image.digest.removeprefix("sha256:")
+    return {"repository": image.repository, "tag": image.tag, field: digest}
+
+
+def chart_values(
+    registry: str, retention_days: int, storage_gib: int, storage_class: str = STORAGE_CLASS
+) -> dict[str, Any]:
+    """Prometheus keeps its data on encrypted in-region volumes and selects every ServiceMonitor and rule;
+    every image comes from the in-region registry; Alertmanager reads its config from
+    `ALERTMANAGER_SECRET`."""
     volume = {
         "volumeClaimTemplate": {
             "spec": {
-                "storageClassName": STORAGE_CLASS,
+                "storageClassName": storage_class,
                 "accessModes": ["ReadWriteOnce"],
                 "resources": {"requests": {"storage": f"{storage_gib}Gi"}},
             }
         }
     }
     return {
+        "global": {"imageRegistry": registry},
+        "prometheusOperator": {
+            "image": _image("prometheus-operator"),
+            "prometheusConfigReloader": {"image": _image("prometheus-config-reloader")},
+            # The admission webhook's certificate job pulls one more image; the rules it would check are
+            # checked by promtool before they ship. Without it the operator serves no TLS either.
+            "admissionWebhooks": {"enabled": False},
+            "tls": {"enabled": False},
+        },
         "prometheus": {
             "prometheusSpec": {
+                "image": _image("prometheus"),
                 "retention": f"{retention_days}d",
                 "storageSpec": volume,
                 "serviceMonitorSelectorNilUsesHelmValues": False,
@@ -58,12 +87,26 @@ def chart_values(retention_days: int, storage_gib: int) -> dict[str, Any]:
                 "podMonitorSelectorNilUsesHelmValues": False,
             }
         },
-        "alertmanager": {"alertmanagerSpec": {"storage": volume}},
+        "alertmanager": {
+            "alertmanagerSpec": {
+                "image": _image("alertmanager"),
+                "storage": volume,
+                "useExistingSecret": True,
+                "configSecret": ALERTMANAGER_SECRET,
+            }
+        },
+        "kube-state-metrics": {"image": _image("kube-state-metrics", "sha", prefixed=True)},
+        "prometheus-node-exporter": {"image": _image("node-exporter", "digest", prefixed=True)},
         "grafana": {
+            "image": _image("grafana"),
             "sidecar": {
-                "dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": "ALL"}
+                "image": _image("grafana-sidecar"),
+                "dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": "ALL"},
             },
-            "persistence": {"enabled": True, "storageClassName": STORAGE_CLASS, "size": "10Gi"},
+            # Both would pull images that are not mirrored: the volume's group is set by fsGroup instead.
+            "initChownData": {"enabled": False},
+            "testFramework": {"enabled": False},
+            "persistence": {"enabled": True, "storageClassName": storage_class, "size": "10Gi"},
         },
     }
 
@@ -92,72 +135,69 @@ def prometheus_rule(rules: dict[str, Any]) -> Manifest:
     }
 
 
-def _panel(panel_id: int, title: str, expr: str, unit: str, y: int, x: int) -> dict[str, Any]:
-    return {
-        "id": panel_id,
-        "type": "timeseries",
-        "title": title,
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "targets": [{"refId": "A", "expr": expr, "legendFormat": "{{model}} v{{version}}"}],
-    }
+@dataclass(frozen=True, kw_only=True)
+class Receivers:
+    """Where alerts go: at least one webhook or e-mail address."""
+
+    webhook_urls: tuple[str, ...] = ()
+    """Webhook endpoints (chat, paging or ticketing); they may carry tokens, so the config is a Secret."""
+    emails: tuple[str, ...] = ()
+    """E-mail addresses; they need `smtp_smarthost` and `smtp_from`."""
+    smtp_smarthost: str = ""
+    """`host:port` of the SMTP relay."""
+    smtp_from: str = ""
+    """Sender address of alert e-mails."""
+
+    def __post_init__(self) -> None:
+        if not self.webhook_urls and not self.emails:
+            raise ValueError(
+                "alerting: give at least one webhook URL or e-mail address, or alerts go nowhere"
+            )
+        if self.emails and not (self.smtp_smarthost and self.smtp_from):
+            raise ValueError("alerting: e-mail receivers need smtp_smarthost and smtp_from")
 
 
-def dashboard() -> dict[str, Any]:
-    """The serving dashboard: traffic, errors, latency, queueing, batching and readiness per model version."""
-    sel = '{model=~"$model"}'
-    panels = [
-        ("Requests per second", f"model_version:serving_requests:rate5m{sel}", "reqps"),
-        ("Error ratio", f"model_version:serving_request_error_ratio:rate5m{sel}", "percentunit"),
-        ("p99 latency", f"model_version:serving_request_duration_seconds:p99_5m{sel}", "s"),
-        ("p50 latency", f"model_version:serving_request_duration_seconds:p50_5m{sel}", "s"),
-        ("Queue depth", f"sum by (model, version) (serving_queue_depth{sel})", "short"),
-        (
-            "Mean batch size",
-            f"sum by (model, version) (rate(serving_batch_size_sum{sel}[5m]))"
-            f" / sum by (model, version) (rate(serving_batch_size_count{sel}[5m]))",
-            "short",
-        ),
-        (
-            "p99 queue wait",
-            "histogram_quantile(0.99, sum by (model, version, le)"
-            f" (rate(serving_queue_duration_seconds_bucket{sel}[5m])))",
-            "s",
-        ),
-        ("Models ready", f"min by (model, version) (serving_model_ready{sel})", "bool"),
-    ]
-    return {
-        "uid": "model-serving",
-        "title": "Model serving",
-        "schemaVersion": 39,
-        "time": {"from": "now-6h", "to": "now"},
-        "refresh": "30s",
-        "templating": {
-            "list": [
-                {"name": "datasource", "type": "datasource", "query": "prometheus"},
-                {
-                    "name": "model",
-                    "type": "query",
-                    "datasource": {"type": "prometheus", "uid": "${datasource}"},
-                    "query": "label_values(serving_model_ready, model)",
-                    "includeAll": True,
-                    "multi": True,
-                },
-            ]
+def alertmanager_config(receivers: Receivers) -> dict[str, Any]:
+    """Every alert goes to the configured receivers, grouped per model version; only the always-firing
+    Watchdog and InfoInhibitor (liveness signals of the pipeline itself) are routed to a null receiver."""
+    default: dict[str, Any] = {"name": "default"}
+    if receivers.webhook_urls:
+        default["webhook_configs"] = [{"url": url, "send_resolved": True} for url in receivers.webhook_urls]
+    if receivers.emails:
+        default["email_configs"] = [{"to": to, "send_resolved": True} for to in receivers.emails]
+    config: dict[str, Any] = {
+        "route": {
+            "receiver": "default",
+            "group_by": ["alertname", "model", "version"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+            "routes": [{"receiver": NULL_RECEIVER, "matchers": ['alertname=~"Watchdog|InfoInhibitor"']}],
         },
-        "panels": [
-            _panel(i + 1, title, expr, unit, y=(i // 2) * 8, x=(i % 2) * 12)
-            for i, (title, expr, unit) in enumerate(panels)
+        "receivers": [default, {"name": NULL_RECEIVER}],
+        "inhibit_rules": [
+            {
+                "source_matchers": ['severity="critical"'],
+                "target_matchers": ['severity="warning"'],
+                "equal": ["model", "version"],
+            }
         ],
     }
+    if receivers.emails:
+        config["global"] = {
+            "smtp_smarthost": receivers.smtp_smarthost,
+            "smtp_from": receivers.smtp_from,
+            "smtp_require_tls": True,
+        }
+    return config
 
 
-def dashboard_config_map() -> Manifest:
-    """The dashboard as a ConfigMap that Grafana's sidecar picks up."""
+def alertmanager_secret(receivers: Receivers) -> Manifest:
+    """The config as the Secret the Alertmanager resource reads."""
     return {
         "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata("model-serving-dashboard", NAMESPACE, {"grafana_dashboard": "1"}),
-        "data": {"model-serving.json": json.dumps(dashboard(), indent=2, sort_keys=True)},
+        "kind": "Secret",
+        "metadata": metadata(ALERTMANAGER_SECRET, NAMESPACE),
+        "type": "Opaque",
+        "stringData": {"alertmanager.yaml": yaml.safe_dump(alertmanager_config(receivers), sort_keys=False)},
     }

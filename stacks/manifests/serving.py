@@ -1,13 +1,17 @@
 """Manifests for one served model: a Deployment per version, Service, Istio routing, scaling and isolation.
 
-The image contract: HTTP on 8080 (V2 REST and `/metrics`), gRPC on 8081, health on `/v2/health/{live,ready}`,
-uid 10001, read-only root filesystem with a writable `/tmp`, models under `SERVING_MODEL_REPOSITORY`.
+The image contract: HTTP on 8080 (V2 REST and `/metrics`), gRPC on 8081, health on `/v2/health/{live,ready}`
+and `/v2/models/<m>/versions/<v>/ready`, uid 10001, read-only root filesystem with a writable `/tmp`, models
+under `SERVING_MODEL_REPOSITORY` as `<model>/<version>/model.onnx`. The sync image is the AWS CLI v2 (with a
+POSIX shell and coreutils); `servectl publish` writes `SHA256SUMS` (`sha256sum` format, names relative to the
+version directory) next to every version, and a pod does not start on files that do not match it.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from stacks.manifests import Manifest, metadata
+from stacks.manifests import Manifest, metadata, sticky
 from stacks.settings import ModelConfig
 
 HTTP_PORT = 8080
@@ -21,6 +25,47 @@ RUN_AS_USER = 10001
 ROUTE_TIMEOUT = "30s"
 GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_SELECTOR = {"istio": "ingressgateway"}
+GATEWAY_PRINCIPAL = f"cluster.local/ns/{GATEWAY_NAMESPACE}/sa/istio-ingressgateway"
+"""The gateway's mesh identity: the gateway chart names its service account after the release."""
+MODEL_FILE = "model.onnx"
+CHECKSUMS_FILE = "SHA256SUMS"
+BUCKET_KEY = "bucket"
+"""Key of the model bucket's name in the model's store ConfigMap (`store_config_name`)."""
+
+# The sidecar's share of every pod, set explicitly so the tenant quota can count it (`pod_footprint`). The
+# limits are well under Istio's defaults (2 CPU, 1Gi): a model pod's proxy carries only that pod's traffic.
+SIDECAR_CPU = "100m"
+SIDECAR_MEMORY = "128Mi"
+SIDECAR_CPU_LIMIT = "500m"
+SIDECAR_MEMORY_LIMIT = "256Mi"
+SYNC_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
+SYNC_LIMITS = {"cpu": "500m", "memory": "512Mi"}
+
+# Verifies the synced version against the SHA256SUMS published with it: every listed file must match, and the
+# model file must be listed. Arguments: source URL, target directory (expanded by the kubelet from the env).
+SYNC_SCRIPT = f"""\
+set -eu
+source="$1"; target="$2"
+aws s3 sync --only-show-errors --no-progress --region "$AWS_REGION" "$source" "$target"
+cd "$target"
+if [ ! -s {CHECKSUMS_FILE} ]; then
+  echo "model-sync: no {CHECKSUMS_FILE} in $source: publish the version with servectl publish" >&2
+  exit 1
+fi
+listed=no
+while read -r sum name || [ -n "$sum" ]; do
+  name="${{name#\\*}}"; name="${{name#./}}"
+  if [ "$name" = "{MODEL_FILE}" ]; then listed=yes; fi
+done < {CHECKSUMS_FILE}
+if [ "$listed" != yes ]; then
+  echo "model-sync: {CHECKSUMS_FILE} in $source does not list {MODEL_FILE}" >&2
+  exit 1
+fi
+if ! sha256sum --check --strict --quiet {CHECKSUMS_FILE}; then
+  echo "model-sync: files under $source do not match their {CHECKSUMS_FILE}" >&2
+  exit 1
+fi
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,17 +77,19 @@ class ServingSpec:
     image: str
     """Serving image, pinned by digest."""
     sync_image: str
-    """Model-sync init container image, pinned by digest."""
-    bucket: str
-    """Model bucket name."""
+    """Model-sync init container image (AWS CLI v2), pinned by digest."""
     region: str
-    """The region the pods run in (for the S3 endpoint)."""
+    """The region of the model store (the S3 endpoint's region; any name an S3-compatible store accepts)."""
     service_account: str
-    """Kubernetes service account name (IRSA-annotated)."""
+    """Kubernetes service account name (IRSA-annotated on EKS)."""
     gateway: str
     """`namespace/name` of the Istio Gateway."""
     api_host: str
     """Public host name."""
+    store_endpoint: str | None = None
+    """Endpoint URL of an S3-compatible store (on-premises); None for the region's S3."""
+    store_credentials_secret: str | None = None
+    """Secret in the tenant namespace with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`; None with IRSA."""
 
 
 def subset(version: str) -> str:
@@ -76,21 +123,39 @@ def _resources(model: ModelConfig) -> dict[str, Any]:
     return {"requests": dict(amount), "limits": dict(amount)}
 
 
+def store_config_name(model: ModelConfig) -> str:
+    """The ConfigMap that names the model bucket (the component creates it: the name is known at deploy)."""
+    return f"{model.name}-store"
+
+
 def _sync_container(spec: ServingSpec, version: str) -> dict[str, Any]:
-    source = f"s3://{spec.bucket}/models/{spec.model.name}/{version}"
-    target = f"{MODEL_DIR}/{spec.model.name}/{version}"
-    return {
+    # The bucket comes from the ConfigMap and reaches the arguments by the kubelet's $(VAR) expansion, so the
+    # Deployment stays fully known in a preview while the bucket name is still an output of the infra layer.
+    bucket = {"configMapKeyRef": {"name": store_config_name(spec.model), "key": BUCKET_KEY}}
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": TMP_DIR},
+        {"name": "AWS_REGION", "value": spec.region},
+        {"name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "regional"},
+        {"name": "MODEL_BUCKET", "valueFrom": bucket},
+    ]
+    if spec.store_endpoint is not None:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": spec.store_endpoint})
+    container: dict[str, Any] = {
         "name": "model-sync",
         "image": spec.sync_image,
-        "args": ["s3", "sync", "--only-show-errors", "--region", spec.region, source, target],
-        "env": [{"name": "HOME", "value": TMP_DIR}, {"name": "AWS_REGION", "value": spec.region}],
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "256Mi"},
-            "limits": {"cpu": "1", "memory": "512Mi"},
-        },
+        "command": ["/bin/sh", "-c", SYNC_SCRIPT, "model-sync"],
+        "args": [
+            f"s3://$(MODEL_BUCKET)/models/{spec.model.name}/{version}",
+            f"{MODEL_DIR}/{spec.model.name}/{version}",
+        ],
+        "env": env,
+        "resources": {"requests": dict(SYNC_REQUESTS), "limits": dict(SYNC_LIMITS)},
         "securityContext": _security_context(),
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": TMP_DIR}],
     }
+    if spec.store_credentials_secret is not None:
+        container["envFrom"] = [{"secretRef": {"name": spec.store_credentials_secret}}]
+    return container
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -102,7 +167,9 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _server_container(spec: ServingSpec) -> dict[str, Any]:
+def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
+    # Ready only once the version this Deployment serves is loaded, not merely once the server is up.
+    loaded = f"/v2/models/{spec.model.name}/versions/{version}/ready"
     return {
         "name": "server",
         "image": spec.image,
@@ -114,8 +181,8 @@ def _server_container(spec: ServingSpec) -> dict[str, Any]:
             {"name": "SERVING_MODEL_REPOSITORY", "value": MODEL_DIR},
             {"name": "SERVING_WORKERS", "value": str(spec.model.workers)},
         ],
-        "startupProbe": _probe("/v2/health/ready", 5, 60),
-        "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        "startupProbe": _probe(loaded, 5, 60),
+        "readinessProbe": _probe(loaded, 5, 3),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
         "resources": _resources(spec.model),
         "securityContext": _security_context(),
@@ -144,8 +211,10 @@ def deployment(spec: ServingSpec, version: str) -> Manifest:
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(HTTP_PORT),
                         "prometheus.io/path": "/metrics",
-                        # The init container reaches S3 before the sidecar runs, so HTTPS bypasses the proxy.
-                        "traffic.sidecar.istio.io/excludeOutboundPorts": "443",
+                        "sidecar.istio.io/proxyCPU": SIDECAR_CPU,
+                        "sidecar.istio.io/proxyMemory": SIDECAR_MEMORY,
+                        "sidecar.istio.io/proxyCPULimit": SIDECAR_CPU_LIMIT,
+                        "sidecar.istio.io/proxyMemoryLimit": SIDECAR_MEMORY_LIMIT,
                     },
                 },
                 "spec": {
@@ -158,7 +227,7 @@ def deployment(spec: ServingSpec, version: str) -> Manifest:
                     },
                     "terminationGracePeriodSeconds": 45,
                     "initContainers": [_sync_container(spec, version)],
-                    "containers": [_server_container(spec)],
+                    "containers": [_server_container(spec, version)],
                     "volumes": [
                         {"name": "models", "emptyDir": {"sizeLimit": "4Gi"}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}},
@@ -195,13 +264,24 @@ def service(model: ModelConfig) -> Manifest:
     }
 
 
-def service_account(model: ModelConfig, role_arn: str) -> Manifest:
-    """The pods' identity; IRSA maps it to a role that can only read the model bucket."""
+def service_account(model: ModelConfig, role_arn: str | None) -> Manifest:
+    """The pods' identity; on EKS, IRSA maps it to the role infra made, which reads only the model's prefix.
+
+    Without a role (a cluster without IRSA) the account carries no annotation and the sync reads the store
+    with the credentials Secret the spec names.
+    """
+    meta = metadata(model.name, model.tenant, labels(model.name))
+    if role_arn is not None:
+        meta["annotations"] = {"eks.amazonaws.com/role-arn": role_arn}
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
+
+
+def store_config(model: ModelConfig) -> Manifest:
+    """The ConfigMap naming the model bucket, without data: the component adds `BUCKET_KEY` at deploy."""
     return {
         "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(model.name, model.tenant, labels(model.name))
-        | {"annotations": {"eks.amazonaws.com/role-arn": role_arn}},
+        "kind": "ConfigMap",
+        "metadata": metadata(store_config_name(model), model.tenant, labels(model.name)),
     }
 
 
@@ -257,11 +337,19 @@ def _route(name: str, matches: list[dict[str, Any]], destinations: list[dict[str
     }
 
 
+def _sticky_ranges(model: ModelConfig) -> list[tuple[str, int, int]]:
+    """The bucket range of each version with weight, if the model assigns versions by a sticky header."""
+    if model.variants.sticky_header is None:
+        return []
+    return sticky.bucket_ranges(model.variants.weights)
+
+
 def route_names(model: ModelConfig) -> list[str]:
     """The names of the model's HTTP routes, in order (the rate limit attaches to them)."""
     pinned = [f"{model.name}-{subset(v)}" for v in model.variants.versions]
     headers = [f"{model.name}-header-{i}" for i in range(len(model.variants.routes))]
-    return [*pinned, *headers, f"{model.name}-weighted"]
+    buckets = [f"{model.name}-sticky-{subset(v)}" for v, _, _ in _sticky_ranges(model)]
+    return [*pinned, *headers, *buckets, f"{model.name}-weighted"]
 
 
 def _fault(model: ModelConfig, version: str) -> dict[str, Any] | None:
@@ -295,12 +383,15 @@ def _mirrored(model: ModelConfig, route: dict[str, Any], versions: set[str]) -> 
 
 
 def virtual_service(spec: ServingSpec) -> Manifest:
-    """Routes in the order the server applies them: an explicit version, then header matches, then weights.
+    """Routes in the server's order: an explicit version, header matches, sticky buckets, then the weights.
 
-    Live routes (header matches and the weights) mirror to the shadow version, if any. Istio attaches a
-    fault to a route, not to one destination of a split, so a version's fault is set on the routes that
-    send only to it (its explicit path and header routes): in the mesh a degraded candidate is staged through
-    those; the standalone server also applies faults inside its own weighted split.
+    A model with a sticky header gets one route per version with weight, matching the bucket the gateway's
+    Lua filter computed from that header (`sticky.BUCKET_HEADER`) against the version's range, so a user keeps
+    one version while the weights stand, as with the standalone server; requests without the header take the
+    weighted (random) split. Live routes (header, sticky and weighted) mirror to the shadow version, if any.
+    Istio attaches a fault to a route, not to one destination of a split, so a version's fault is set on the
+    routes that send only to it (its explicit path, header and sticky routes); the standalone server also
+    applies faults inside its own weighted split.
     """
     model = spec.model
     prefix = f"/v2/models/{model.name}"
@@ -326,6 +417,22 @@ def virtual_service(spec: ServingSpec) -> Manifest:
             {r.version},
         )
         for r in model.variants.routes
+    ]
+    routes += [
+        _mirrored(
+            model,
+            _to_version(
+                model,
+                _route(
+                    next(names),
+                    _matches(prefix, {sticky.BUCKET_HEADER: {"regex": sticky.bucket_regex(first, end)}}),
+                    [_destination(model, version)],
+                ),
+                version,
+            ),
+            {version},
+        )
+        for version, first, end in _sticky_ranges(model)
     ]
     split = [(v, w) for v, w in model.variants.weights if w > 0]
     weighted = _route(next(names), _matches(prefix), [_destination(model, v, w) for v, w in split])
@@ -393,50 +500,11 @@ def network_policy(model: ModelConfig) -> Manifest:
             "egress": [
                 {"to": [peer("kube-system")], "ports": ports(53) + ports(53, protocol="UDP")},
                 {"to": [peer(GATEWAY_NAMESPACE)], "ports": ports(15012, 15017)},
-                # S3 (gateway endpoint) and STS (interface endpoint) for the model sync, HTTPS only.
+                # The model store (S3 through its gateway endpoint, STS through its interface endpoint, or the
+                # on-premises store) for the model sync, HTTPS only; the mesh's ServiceEntries name the hosts.
                 {"ports": ports(443)},
             ],
         },
-    }
-
-
-def rate_limit(spec: ServingSpec) -> Manifest:
-    """Token buckets on the model's routes at the ingress gateway (Envoy local rate limit)."""
-    model = spec.model
-    bucket = {
-        "max_tokens": model.rate_limit.burst,
-        "tokens_per_fill": model.rate_limit.requests_per_second,
-        "fill_interval": "1s",
-    }
-    per_route = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-        "stat_prefix": f"model_{model.name.replace('-', '_')}",
-        "token_bucket": bucket,
-        "filter_enabled": {"runtime_key": "local_rate_limit_enabled", "default_value": {"numerator": 100}},
-        "filter_enforced": {"runtime_key": "local_rate_limit_enforced", "default_value": {"numerator": 100}},
-        "response_headers_to_add": [
-            {
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                "header": {"key": "x-rate-limited", "value": "gateway"},
-            }
-        ],
-    }
-    patches = [
-        {
-            "applyTo": "HTTP_ROUTE",
-            "match": {"context": "GATEWAY", "routeConfiguration": {"vhost": {"route": {"name": name}}}},
-            "patch": {
-                "operation": "MERGE",
-                "value": {"typed_per_filter_config": {"envoy.filters.http.local_ratelimit": per_route}},
-            },
-        }
-        for name in route_names(model)
-    ]
-    return {
-        "apiVersion": "networking.istio.io/v1alpha3",
-        "kind": "EnvoyFilter",
-        "metadata": metadata(f"ratelimit-{model.name}", GATEWAY_NAMESPACE, labels(model.name)),
-        "spec": {"workloadSelector": {"labels": GATEWAY_SELECTOR}, "priority": 10, "configPatches": patches},
     }
 
 
@@ -460,3 +528,66 @@ def authorization(spec: ServingSpec, issuer: str) -> Manifest:
             ],
         },
     }
+
+
+def pod_authorization(model: ModelConfig) -> Manifest:
+    """On the model's pods: only the ingress gateway's mesh identity may call the serving ports.
+
+    An ALLOW policy: with the mesh-wide deny-by-default, nothing else in the mesh reaches the model, even from
+    a namespace the NetworkPolicy lets through.
+    """
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": metadata(f"{model.name}-from-gateway", model.tenant, labels(model.name)),
+        "spec": {
+            "selector": {"matchLabels": labels(model.name)},
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "from": [{"source": {"principals": [GATEWAY_PRINCIPAL]}}],
+                    "to": [{"operation": {"ports": [str(HTTP_PORT), str(GRPC_PORT)]}}],
+                }
+            ],
+        },
+    }
+
+
+_CPU = re.compile(r"(\d+(?:\.\d+)?)(m?)")
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?")
+_MEMORY_UNITS = {
+    None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}  # fmt: skip
+
+
+def cpu_millicores(quantity: str) -> int:
+    """A Kubernetes CPU quantity (`"2"`, `"1.5"`, `"500m"`) in millicores, rounded up as Kubernetes does."""
+    match = _CPU.fullmatch(quantity)
+    if match is None:
+        raise ValueError(f"not a CPU quantity: {quantity!r} (expected e.g. 2, 1.5 or 500m)")
+    number, milli = match.groups()
+    return -int(-float(number) // 1) if milli else -int(-float(number) * 1000 // 1)
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (`"2Gi"`, `"512Mi"`, `"1G"`, `"1048576"`) in bytes."""
+    match = _MEMORY.fullmatch(quantity)
+    if match is None:
+        raise ValueError(f"not a memory quantity: {quantity!r} (expected e.g. 2Gi or 512Mi)")
+    number, unit = match.groups()
+    return -int(-float(number) * _MEMORY_UNITS[unit] // 1)
+
+
+def pod_footprint(model: ModelConfig) -> tuple[int, int]:
+    """(CPU millicores, memory bytes) one pod of the model takes from its tenant's quota, sidecar included.
+
+    The limits, which are at least the requests, since the tenant quota caps both to the same amount. With
+    Istio's native sidecar (an init container that keeps running) the proxy runs beside the model sync and the
+    server alike, so a pod counts the sidecar plus the larger of the two; without native sidecars the figure
+    is the same or larger than the scheduler's, never smaller.
+    """
+    sidecar = (cpu_millicores(SIDECAR_CPU_LIMIT), memory_bytes(SIDECAR_MEMORY_LIMIT))
+    server = (cpu_millicores(model.cpu), memory_bytes(model.memory))
+    sync = (cpu_millicores(SYNC_LIMITS["cpu"]), memory_bytes(SYNC_LIMITS["memory"]))
+    return sidecar[0] + max(server[0], sync[0]), sidecar[1] + max(server[1], sync[1])

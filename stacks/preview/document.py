@@ -76,7 +76,8 @@ class _DefaultProviders:
         package = reg.type.split(":", 1)[0]
         if package in self.refs:
             return self.refs[package]
-        if "*" in self.disabled or package in self.disabled:
+        # The engine's builtin provider (StackReference) is not a plugin; disabling defaults leaves it be.
+        if package != "pulumi" and ("*" in self.disabled or package in self.disabled):
             raise DefaultProviderDisabledError(
                 f"{reg.urn} names no provider and default providers are disabled for {package}"
             )

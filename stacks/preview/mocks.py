@@ -4,6 +4,7 @@ Values are derived from a hash of the resource's name, type and region, so a pla
 """
 
 import base64
+import json
 import hashlib
 from typing import Any
 
@@ -13,6 +14,7 @@ ACCOUNT_ID = "123456789012"
 ZONES_INVOKE = "aws:index/getAvailabilityZones:getAvailabilityZones"
 IDENTITY_INVOKE = "aws:index/getCallerIdentity:getCallerIdentity"
 PARTITION_INVOKE = "aws:index/getPartition:getPartition"
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
 UNKNOWN_ID = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 """The id the engine gives a resource it has not created yet (providers in a preview)."""
 
@@ -59,6 +61,7 @@ _EC2_PREFIX = {
     "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce",
     "aws:ec2/flowLog:FlowLog": "fl",
     "aws:ec2/launchTemplate:LaunchTemplate": "lt",
+    "aws:ec2/vpcPeeringConnection:VpcPeeringConnection": "pcx",
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr",
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
 }
@@ -71,8 +74,12 @@ def _digest(*parts: str) -> str:
 class RealisticMocks(pulumi.runtime.Mocks):
     """Answers resource registrations and invokes with values shaped like the real services'."""
 
-    def __init__(self, default_region: str | None = None) -> None:
+    def __init__(
+        self, default_region: str | None = None, stack_outputs: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.default_region = default_region
+        self.stack_outputs = stack_outputs or {}
+        """Fully qualified stack name -> its outputs, for the StackReferences a program reads."""
         self.provider_regions: dict[str, str] = {}
         """Provider reference (`urn::id`) -> region; the recording monitor fills it as providers register."""
 
@@ -110,8 +117,22 @@ class RealisticMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         """Return an id and outputs: the inputs plus what the cloud would compute."""
+        if args.typ == "pulumi:providers:aws":
+            # The provider refuses to configure when the caller's account is not one it may touch.
+            allowed = args.inputs.get("allowedAccountIds")
+            allowed = json.loads(allowed) if isinstance(allowed, str) else allowed
+            if allowed and ACCOUNT_ID not in allowed:
+                raise ValueError(
+                    f"provider {args.name}: account {ACCOUNT_ID} is not in allowedAccountIds {allowed}"
+                )
         if args.typ.startswith("pulumi:providers:"):
             return UNKNOWN_ID, dict(args.inputs)
+        if args.typ == STACK_REFERENCE:
+            # The engine reads the other stack's state; a reference to a stack it cannot find fails.
+            name = str(args.inputs.get("name", args.resource_id))
+            if name not in self.stack_outputs:
+                raise ValueError(f"stack reference {name!r}: no such stack planned")
+            return name, {"name": name, "outputs": self.stack_outputs[name], "secretOutputNames": []}
         if args.typ.startswith("kubernetes:") or not args.typ.startswith("aws:"):
             return self._kubernetes(args)
         region = self.region_of(args.provider)
@@ -173,7 +194,10 @@ def _aws(typ: str, name: str, region: str, outputs: dict[str, Any]) -> tuple[str
         resource_id = (
             digest[:20].upper() if typ.endswith("HealthCheck") else f"{outputs.get('zoneId')}_{name}"
         )
-        return resource_id, outputs | {"arn": f"arn:aws:route53:::healthcheck/{resource_id}"}
+        fqdn = {"fqdn": outputs.get("name")} if typ.endswith(":Record") else {}
+        return resource_id, outputs | fqdn | {"arn": f"arn:aws:route53:::healthcheck/{resource_id}"}
+    if typ in _COMPUTED:
+        return _COMPUTED[typ](name, region, digest, outputs)
     resource_id = f"{name}-{digest[:8]}"
     return resource_id, outputs | {
         "arn": _arn(module, region, f"{typ.rsplit(':', 1)[1].lower()}/{resource_id}")
@@ -192,6 +216,91 @@ def _eks(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[
         "endpoint": f"https://{oidc}.gr7.{region}.eks.amazonaws.com",
         "certificateAuthority": {"data": ca},
         "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{oidc}"}]}],
+        # EKS creates the cluster security group (control-plane ENIs and managed nodes share it).
+        "vpcConfig": (outputs.get("vpcConfig") or {}) | {"clusterSecurityGroupId": f"sg-{digest[32:49]}"},
         "platformVersion": "eks.9",
         "status": "ACTIVE",
     }
+
+
+def _load_balancer(
+    name: str, region: str, digest: str, outputs: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """A network load balancer: its ARN is the id; aliases need its DNS name and canonical zone."""
+    lb_name = (outputs.get("name") or f"{name}-{digest[:7]}")[:32]
+    arn = _arn("elasticloadbalancing", region, f"loadbalancer/net/{lb_name}/{digest[:16]}")
+    return arn, outputs | {
+        "arn": arn,
+        "name": lb_name,
+        "dnsName": f"{lb_name}-{digest[16:26]}.elb.{region}.amazonaws.com",
+        "zoneId": f"Z{digest[26:39].upper()}",
+    }
+
+
+def _target_group(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    tg_name = (outputs.get("name") or f"{name}-{digest[:7]}")[:32]
+    arn = _arn("elasticloadbalancing", region, f"targetgroup/{tg_name}/{digest[:16]}")
+    return arn, outputs | {"arn": arn, "name": tg_name}
+
+
+def _certificate(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """An ACM certificate with one DNS validation record per name, as ACM asks for them."""
+    uuid = f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+    arn = _arn("acm", region, f"certificate/{uuid}")
+    names = [outputs.get("domainName", ""), *(outputs.get("subjectAlternativeNames") or [])]
+    options = [
+        {
+            "domainName": domain,
+            "resourceRecordName": f"_{_digest(domain)[:32]}.{domain}.",
+            "resourceRecordType": "CNAME",
+            "resourceRecordValue": f"_{_digest(domain, ACCOUNT_ID)[:32]}.acm-validations.aws.",
+        }
+        for domain in names
+    ]
+    return arn, outputs | {"arn": arn, "domainValidationOptions": options, "status": "PENDING_VALIDATION"}
+
+
+def _firewall(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A Network Firewall with one endpoint per mapped subnet (subnets are mapped in AZ order)."""
+    arn = _arn("network-firewall", region, f"firewall/{outputs.get('name') or name}")
+    zones = AVAILABILITY_ZONES[region]
+    states = [
+        {
+            "availabilityZone": f"{region}{zones[i]}",
+            "attachments": [
+                {
+                    "endpointId": f"vpce-{_digest(digest, str(i))[:17]}",
+                    "subnetId": m["subnetId"],
+                    "status": "READY",
+                }
+            ],
+        }
+        for i, m in enumerate(outputs.get("subnetMappings") or [])
+    ]
+    return arn, outputs | {"arn": arn, "firewallStatuses": [{"syncStates": states}]}
+
+
+def _peering_accepter(
+    name: str, region: str, digest: str, outputs: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """A peering's accepter: EC2 names it by the connection's `pcx-` id; auto-accepting makes it active."""
+    status = "active" if outputs.get("autoAccept") else "pending-acceptance"
+    return str(outputs.get("vpcPeeringConnectionId", "")), outputs | {"acceptStatus": status}
+
+
+def _peering_options(
+    name: str, region: str, digest: str, outputs: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """One side's options of a peering: EC2 names them by the connection's `pcx-` id too."""
+    return str(outputs.get("vpcPeeringConnectionId", "")), outputs
+
+
+_COMPUTED = {
+    "aws:lb/loadBalancer:LoadBalancer": _load_balancer,
+    "aws:lb/targetGroup:TargetGroup": _target_group,
+    "aws:acm/certificate:Certificate": _certificate,
+    "aws:networkfirewall/firewall:Firewall": _firewall,
+    "aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter": _peering_accepter,
+    "aws:ec2/peeringConnectionOptions:PeeringConnectionOptions": _peering_options,
+}
+"""Resources whose outputs the service computes and the program reads (DNS names, validation records)."""

@@ -56,6 +56,8 @@ class RecordingMonitor(MockMonitor):
         self.registrations: list[Registration] = []
         self.regions: dict[str, str] = {}
         """URN -> region, for every custom resource whose provider has one."""
+        self.outputs: dict[str, Any] = {}
+        """The stack's exports (what `pulumi stack output` would show)."""
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         # The engine leaves the stack's type out of its children's qualified types.

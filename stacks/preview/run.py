@@ -18,7 +18,8 @@ import pulumi
 import yaml
 from pulumi.runtime import resource as runtime_resource
 from pulumi.runtime.proto import source_pb2
-from pulumi.runtime.settings import reset_options
+from pulumi.runtime import rpc
+from pulumi.runtime.settings import get_root_resource, reset_options
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -27,23 +28,35 @@ from stacks.preview.mocks import RealisticMocks
 from stacks.preview.monitor import RecordingMonitor, Registration
 
 ROOT = Path(__file__).resolve().parents[2]
+LAYERS = ("infra", "platform")
+"""The two Pulumi projects: `infra` (the top-level Pulumi.yaml) and `platform` (stacks/platform/)."""
+_PROJECT_FILES = {"infra": Path("Pulumi.yaml"), "platform": Path("stacks/platform/Pulumi.yaml")}
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The outcome of planning one stack."""
+    """The outcome of planning one layer of one stack."""
 
     stack: str
     document: dict[str, Any]
     registrations: list[Registration]
     regions: dict[str, str]
     """URN -> region of every regional resource."""
+    layer: str = "infra"
+    """`infra` or `platform`."""
+    outputs: dict[str, Any] | None = None
+    """The layer's stack outputs."""
 
 
-def project_name(root: Path = ROOT) -> str:
-    """The project name from `Pulumi.yaml`."""
-    project: dict[str, Any] = yaml.safe_load((root / "Pulumi.yaml").read_text())
+def project_name(root: Path = ROOT, layer: str = "infra") -> str:
+    """The project name from the layer's `Pulumi.yaml`."""
+    project: dict[str, Any] = yaml.safe_load((root / _PROJECT_FILES[layer]).read_text())
     return str(project["name"])
+
+
+def layers_of(stack: str) -> tuple[str, ...]:
+    """The layers a stack has: on-premises stacks have no infra layer (no AWS)."""
+    return ("platform",) if stack.startswith("onprem-") else LAYERS
 
 
 def stack_names(root: Path = ROOT) -> list[str]:
@@ -71,7 +84,12 @@ def _plugin_versions() -> dict[str, str]:
 
 
 def run_under_mocks(
-    program: Callable[[], None], *, stack: str, project: str, config: dict[str, str]
+    program: Callable[[], None],
+    *,
+    stack: str,
+    project: str,
+    config: dict[str, str],
+    stack_outputs: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[RecordingMonitor, int]:
     """Run `program` as the Pulumi runtime would, with `config`, against a fresh recording monitor."""
     # The SDK walks the Python stack for every resource to report source positions; a preview document carries
@@ -80,12 +98,24 @@ def run_under_mocks(
     _ensure_event_loop()
     reset_options(project=project, stack=stack, preview=True)
     pulumi.runtime.set_all_config(config, [])
-    mocks = RealisticMocks(default_region=config.get("aws:region"))
+    mocks = RealisticMocks(default_region=config.get("aws:region"), stack_outputs=stack_outputs)
     monitor = RecordingMonitor(mocks)
     started = time.perf_counter_ns()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=True, monitor=monitor)
     _sync_await(run_pulumi_func(program))
+    monitor.outputs = _stack_outputs()
     return monitor, time.perf_counter_ns() - started
+
+
+def _stack_outputs() -> dict[str, Any]:
+    """The program's exports, resolved as the engine would store them (another layer's StackReference reads
+    them). The mocks register the root stack before the program runs, so its exports are read here."""
+    root = get_root_resource()
+    if root is None:
+        return {}
+    struct = _sync_await(rpc.serialize_properties(dict(getattr(root, "outputs", {})), {}))
+    outputs: dict[str, Any] = rpc.deserialize_properties(struct, keep_unknowns=False)
+    return outputs
 
 
 def _ensure_event_loop() -> None:
@@ -98,12 +128,33 @@ def _ensure_event_loop() -> None:
         asyncio.set_event_loop(asyncio.new_event_loop())
 
 
-def plan_stack(stack: str, root: Path = ROOT) -> Plan:
-    """Plan one stack: run `stacks.__main__.main` under mocks and build its preview document."""
-    from stacks.__main__ import main
+def _program(layer: str) -> Callable[[], None]:
+    if layer == "infra":
+        from stacks.infra.__main__ import main as infra_main
 
-    project, config = project_name(root), stack_config(stack, root)
-    monitor, duration = run_under_mocks(main, stack=stack, project=project, config=config)
+        return infra_main
+    from stacks.platform.__main__ import main as platform_main
+
+    return platform_main
+
+
+def plan_stack(stack: str, root: Path = ROOT, layer: str = "infra") -> Plan:
+    """Plan one layer of a stack under mocks and build its preview document.
+
+    The platform layer of an AWS stack reads the infra layer's outputs through a StackReference, so the infra
+    layer is planned first and its exports answer the reference, as the engine answers it from the state.
+    """
+    if layer not in layers_of(stack):
+        raise ValueError(f"stack {stack} has no {layer} layer (layers: {', '.join(layers_of(stack))})")
+    references: dict[str, dict[str, Any]] = {}
+    if layer == "platform" and "infra" in layers_of(stack):
+        from stacks.contract import infra_stack_reference
+
+        references[infra_stack_reference(stack)] = plan_stack(stack, root, "infra").outputs or {}
+    project, config = project_name(root, layer), stack_config(stack, root)
+    monitor, duration = run_under_mocks(
+        _program(layer), stack=stack, project=project, config=config, stack_outputs=references
+    )
     document = preview_document(
         monitor.registrations,
         stack=stack,
@@ -112,4 +163,11 @@ def plan_stack(stack: str, root: Path = ROOT) -> Plan:
         plugin_versions=_plugin_versions(),
         duration_ns=duration,
     )
-    return Plan(stack=stack, document=document, registrations=monitor.registrations, regions=monitor.regions)
+    return Plan(
+        stack=stack,
+        document=document,
+        registrations=monitor.registrations,
+        regions=monitor.regions,
+        layer=layer,
+        outputs=monitor.outputs,
+    )

@@ -1,10 +1,12 @@
 """Fixtures for the load tests: the bundled models served by the real server, and a short profile."""
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from loadtests.auth import AUTH_HEADER
 from servectl.demo import BUNDLED_MODELS, running_server
 
 QUICK_PROFILES = """
@@ -36,10 +38,23 @@ overall: {min_requests: 1000000000, min_rps: 1000000}
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(REST base URL, gRPC host:port) of the serving image on the bundled models."""
-    logs = tmp_path_factory.mktemp("server")
-    with running_server(BUNDLED_MODELS, logs) as (http, grpc):
+def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served server's log folder; `access.log` has a JSON line per inference request."""
+    return tmp_path_factory.mktemp("server")
+
+
+@pytest.fixture(scope="session")
+def served(server_logs: Path) -> Iterator[tuple[str, str]]:
+    """(REST base URL, gRPC host:port) of the serving image on the bundled models.
+
+    Its access log records each request's `authorization` header as the caller, so a test sees what the
+    load test's users sent, over either protocol (the server's own audit field, no stand-in endpoint).
+    """
+    with ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as env:
+            # Only while the process starts: the rest of the session keeps its own environment.
+            env.setenv("SERVING_CALLER_HEADER", AUTH_HEADER)
+            http, grpc = stack.enter_context(running_server(BUNDLED_MODELS, server_logs))
         yield f"http://{http}", grpc
 
 

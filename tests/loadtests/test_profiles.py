@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from loadtests.config import ConfigError, load_yaml
-from loadtests.profiles import BUNDLED_PROFILES, load_profile, parse_profiles
+from loadtests.profiles import (
+    BUNDLED_PROFILES,
+    load_profile,
+    loaded_models,
+    parse_models,
+    parse_profiles,
+    restrict,
+)
 from loadtests.shapes import total_duration
 
 
@@ -21,6 +28,44 @@ def test_smoke_is_about_ten_seconds_over_both_protocols() -> None:
     smoke = load_profile("smoke")
     assert 5 <= total_duration(smoke.stages) <= 15, smoke.stages
     assert smoke.traffic.protocols.keys() == {"rest", "grpc"}, smoke.traffic.protocols
+
+
+def test_deploy_smoke_stays_under_the_smallest_per_caller_rate_limit() -> None:
+    profile = load_profile("deploy-smoke")
+    users = max(stage.users for stage in profile.stages)
+    most_rps = users / (profile.traffic.think_ms[0] / 1000)  # even if the gateway answered in no time
+    assert most_rps < 50, f"{most_rps:.0f} req/s would meet smb-dev's limit of 50 req/s per model and caller"
+    assert profile.traffic.protocols == {"rest": 1.0}, "the gateway routes only the models' REST paths"
+    assert loaded_models(profile) == ["tabular-classifier"], "the model every stack serves"
+
+
+def test_restrict_keeps_the_weights_of_the_models_named() -> None:
+    smoke = load_profile("smoke")
+    restricted = restrict(smoke, parse_models(" tabular-classifier "))
+    assert restricted.traffic.models == {"tabular-classifier": 3.0}, restricted.traffic.models
+    assert restricted.stages == smoke.stages and restrict(smoke, ()) is smoke, "only the models change"
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ("tabular-clasifier", r"--models: 'tabular-clasifier' is not in profile smoke's traffic.models"),
+        ("tabular-classifier,", "--models: an empty name; expected model names separated by commas"),
+        ("", "--models: an empty name"),
+    ],
+)
+def test_restrict_refuses_models_the_profile_does_not_load(models: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        restrict(load_profile("smoke"), parse_models(models))
+
+
+def test_restrict_refuses_a_selection_without_weight() -> None:
+    document = {"p": {"shape": {"kind": "constant", "users": 1, "duration_s": 1},
+                      "traffic": {"models": {"a": 1, "b": 0}}}}  # fmt: skip
+    profile = parse_profiles(document, "f")["p"]
+    assert loaded_models(profile) == ["a"], "a model of weight 0 is not loaded"
+    with pytest.raises(ConfigError, match="--models: every model named has weight 0 in profile p"):
+        restrict(profile, ("b",))
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,11 @@
 """Running load tests: command lines as pure functions, and real runs against the served bundled models:
 the gate passes with lax thresholds, fails (exit 1) with impossible ones, holds with 2 workers, and
-configuration errors exit 2 naming the key."""
+configuration errors exit 2 naming the key. The CI smoke step's options (a bearer token from the
+environment, `--models`, the deploy gates) run for real too: the server's access log shows the token
+arrived over both protocols, and no report file holds it."""
 
 import json
+import secrets
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,8 @@ from click.testing import CliRunner
 
 from loadtests.config import ConfigError
 from loadtests.profiles import load_profile
-from loadtests.run import LoadTest, check, commands, free_port, user_classes
+from loadtests.run import LoadTest, check, commands, free_port, unreachable, user_classes
+from loadtests.slo import BUNDLED_SLO
 from servectl.cli import cli
 
 
@@ -24,6 +28,26 @@ def test_commands_for_one_process_and_for_workers(tmp_path: Path) -> None:
     assert master[-1] == "RestUser", "no gRPC target, no gRPC users"
     assert master[master.index("--master-bind-host") + 1] == "127.0.0.1", "the master listens on loopback"
     assert len(workers) == 2 and all("--worker" in w and "5557" in w for w in workers), workers
+
+
+DEPLOY_SLO = BUNDLED_SLO.with_name("slo-deploy.yaml")
+TOKEN_ENV = "LOADTEST_TEST_TOKEN"
+
+
+def test_commands_name_the_token_variable_never_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = secrets.token_urlsafe(24)
+    monkeypatch.setenv(TOKEN_ENV, token)
+    test = LoadTest(target="http://127.0.0.1:1", out=tmp_path, workers=2, models=("tabular-classifier",),
+                    slo_file=DEPLOY_SLO, bearer_token_env=TOKEN_ENV)  # fmt: skip
+    profile, checked = check(test)
+    assert checked == token and profile.traffic.models == {"tabular-classifier": 3.0}, profile.traffic
+    master, workers = commands(test, profile, 5557)
+    for command in (master, *workers):
+        assert token not in " ".join(command), "the token must travel in the environment, not in argv"
+        assert command[command.index("--bearer-token-env") + 1] == TOKEN_ENV, command
+        assert command[command.index("--load-models") + 1] == "tabular-classifier", command
 
 
 def test_user_classes_need_a_weight_and_a_target() -> None:
@@ -126,3 +150,100 @@ def test_an_unreachable_target_is_one_line_and_exit_3(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 3, result.output
     assert f"cannot reach http://127.0.0.1:{port}: " in result.output and "start the server" in result.output
+
+
+@pytest.mark.parametrize(
+    ("environ", "shown"),
+    [({}, "is not set"), ({TOKEN_ENV: ""}, "is not set or is empty"), ({TOKEN_ENV: " "}, "is empty")],
+)
+def test_a_missing_token_variable_is_one_line_and_exit_2(
+    environ: dict[str, str], shown: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    args = ["loadtest", "--bearer-token-env", TOKEN_ENV, "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli, args, env=environ)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and TOKEN_ENV in result.output and shown in result.output, (
+        f"one line naming the variable: {result.output!r}"
+    )
+
+
+def test_a_token_given_as_the_variable_name_is_refused_unechoed(tmp_path: Path) -> None:
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2ln"
+    result = CliRunner().invoke(cli, ["loadtest", "--bearer-token-env", token, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "not the token itself" in result.output, result.output
+    assert token not in result.output, "the token was echoed"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--models", "tabular-classifier"], "models.tabular-classifier-int8: gates a model this run"),
+        (["--profile", "throughput"], "models.tabular-classifier-int8: gates a model this run"),
+        (["--models", "nope"], "--models: 'nope' is not in profile smoke's traffic.models"),
+    ],
+)
+def test_gating_a_model_not_loaded_is_exit_2_naming_file_and_key(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(cli, ["loadtest", "--slo", str(BUNDLED_SLO), "--out", str(tmp_path), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output, result.output
+    if "--models: " not in message:
+        assert f"{BUNDLED_SLO}: " in result.output, f"the message names the file: {result.output}"
+
+
+@pytest.mark.slow
+def test_readiness_is_checked_per_model(served: tuple[str, str]) -> None:
+    http, _ = served
+    assert unreachable(http, ["tabular-classifier", "tabular-classifier-int8"], {}) is None
+    problem = unreachable(http, ["tabular-classifier", "not-served"], {})
+    assert problem == f"{http}/v2/models/not-served/ready answered 404 (not ready)", problem
+
+
+def logged_with_caller(access_log: Path, caller: str) -> list[dict[str, object]]:
+    """The inference requests the server logged with this caller."""
+    records = [json.loads(line) for line in access_log.read_text().splitlines()]
+    return [record for record in records if record.get("caller") == caller]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_ci_smoke_options_send_the_token_and_never_write_it(
+    workers: int,
+    served: tuple[str, str],
+    server_logs: Path,
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = secrets.token_urlsafe(32)
+    monkeypatch.setenv(TOKEN_ENV, token)
+    out = tmp_path / "report"
+    http, grpc = served
+    args = ["loadtest", "--target", http, "--grpc-target", grpc, "--profile", "quick",
+            "--profiles", str(files["profiles"]), "--slo", str(DEPLOY_SLO), "--out", str(out),
+            "--models", "tabular-classifier", "--bearer-token-env", TOKEN_ENV,
+            "--workers", str(workers)]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert token not in result.output, "the token reached the console"
+
+    measured = json.loads((out / "gates.json").read_text())["measured"]
+    scopes = {"overall", "tabular-classifier", "tabular-classifier v1", "tabular-classifier v2"}
+    assert set(measured) == scopes, f"--models loads only tabular-classifier: {sorted(measured)}"
+    logged = logged_with_caller(server_logs / "access.log", f"Bearer {token}")
+    protocols = {record["protocol"] for record in logged}
+    assert protocols == {"rest", "grpc"}, f"the token must arrive over both protocols: {protocols}"
+    assert {record["model"] for record in logged} == {"tabular-classifier"}, "only the model loaded"
+    assert len(logged) >= measured["overall"]["requests"], (
+        f"every request carries the token: {len(logged)} logged, {measured['overall']['requests']} measured"
+    )
+
+    written = sorted(path for path in out.rglob("*") if path.is_file())
+    assert {"summary.md", "locust.html", "locust_stats.csv", "gates.json", "timeline.csv", "locust.log"} <= {
+        path.name for path in written
+    }, written
+    leaked = [path.name for path in written if token.encode() in path.read_bytes()]
+    assert not leaked, f"the token was written to {leaked}"
+    assert f"a bearer token from `${TOKEN_ENV}`" in (out / "summary.md").read_text(), "the summary says how"

@@ -1,6 +1,7 @@
 """SLO gates as pure functions: parsing with errors that name the key, checks, verdicts and the table."""
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,10 @@ from loadtests.slo import (
     load_slo,
     parse_slo,
     render,
+    require_loaded,
 )
+
+DEPLOY_SLO = Path(BUNDLED_SLO).with_name("slo-deploy.yaml")
 
 OVERALL: Scope = (None, None)
 V2: Scope = ("m", "2")
@@ -32,6 +36,31 @@ def measured(
 def test_bundled_slo_parses_with_variant_gates() -> None:
     scopes = {t.scope for t in load_slo(BUNDLED_SLO)}
     assert {OVERALL, ("tabular-classifier", "1"), ("tabular-classifier", "2")} <= scopes, scopes
+
+
+def test_deploy_slo_gates_only_tabular_classifier_overall_and_per_variant() -> None:
+    thresholds = load_slo(DEPLOY_SLO)
+    scopes = {t.scope for t in thresholds}
+    expected = {("tabular-classifier", None), ("tabular-classifier", "1"), ("tabular-classifier", "2")}
+    assert scopes == expected, f"the deploy gates must cover exactly the served model and variants: {scopes}"
+    for scope in expected:
+        metrics = {t.metric for t in thresholds if t.scope == scope}
+        assert {"p95_ms", "error_rate", "min_requests"} <= metrics, f"{scope}: {metrics}"
+    assert not {"min_share", "max_share"} & {t.metric for t in thresholds}, (
+        "each stack sets its own weights and rollouts move them; the smoke must not pin a split"
+    )
+    require_loaded(thresholds, ["tabular-classifier"], str(DEPLOY_SLO))
+
+
+def test_a_gate_on_a_model_not_loaded_names_the_file_and_key() -> None:
+    thresholds = load_slo(BUNDLED_SLO)
+    with pytest.raises(
+        ConfigError, match=r"slo.yaml: models.tabular-classifier-int8: gates a model this run does not load"
+    ):
+        require_loaded(thresholds, ["tabular-classifier"], str(BUNDLED_SLO))
+    require_loaded(thresholds, ["tabular-classifier", "tabular-classifier-int8", "other"], "s")
+    overall_only = [Threshold(scope=OVERALL, metric="p95_ms", limit=1)]
+    require_loaded(overall_only, [], "s")  # an overall gate names no model
 
 
 def test_parse_reads_every_scope() -> None:

@@ -16,6 +16,12 @@ from policies.opa import DEFAULT_OPA, Endpoint, Gate, local_server
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
 STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in REPO.glob("Pulumi.*.yaml"))
+PLANS = [
+    f"{s}.{layer}"
+    for s in STACKS
+    for layer in (("platform",) if s.startswith("onprem-") else ("infra", "platform"))
+]
+"""Every shipped plan: `<stack>.<layer>`."""
 
 
 @pytest.fixture(scope="session")
@@ -47,23 +53,35 @@ def load_fixture(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def shipped_plan_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each shipped stack's offline plan file, written once by `servectl plan` in a subprocess."""
+    """Each shipped stack's layers' offline plan files, written once by `servectl plan` in a subprocess."""
     out = tmp_path_factory.mktemp("plans")
     files = {}
-    for stack in STACKS:
-        path = out / f"{stack}.json"
+    for name in PLANS:
+        stack, layer = name.split(".")
+        path = out / f"{name}.json"
         subprocess.run(
-            [sys.executable, "-m", "servectl", "plan", "--stack", stack, "--out", str(path)],
+            [
+                sys.executable,
+                "-m",
+                "servectl",
+                "plan",
+                "--stack",
+                stack,
+                "--layer",
+                layer,
+                "--out",
+                str(path),
+            ],
             cwd=REPO,
             check=True,
             capture_output=True,
             timeout=240,
         )
-        files[stack] = path
+        files[name] = path
     return files
 
 
 @pytest.fixture(scope="session")
 def plans(shipped_plan_files: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """Each shipped stack's offline plan, parsed."""
+    """Each shipped plan (`<stack>.<layer>`), parsed."""
     return {stack: json.loads(path.read_text()) for stack, path in shipped_plan_files.items()}

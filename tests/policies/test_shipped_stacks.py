@@ -15,7 +15,7 @@ import pytest
 
 from policies.normalize import from_document
 from policies.opa import Gate
-from tests.policies.conftest import STACKS
+from tests.policies.conftest import PLANS, STACKS
 
 Doc = dict[str, Any]
 
@@ -24,7 +24,7 @@ def test_every_stack_is_shipped() -> None:
     assert {"uae-prod", "eu-prod", "us-prod", "smb-dev"} <= set(STACKS), STACKS
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", PLANS)
 def test_shipped_plan_has_no_unwaived_finding(gate: Gate, plans: dict[str, Doc], stack: str) -> None:
     result = gate.evaluate(from_document(plans[stack]))
     denied = [(f["id"], f["urn"], f["message"]) for f in result["findings"] if not f["waived"]]
@@ -98,22 +98,22 @@ def node_role_s3(doc: Doc) -> None:
     doc["steps"].append({"op": "create", "urn": urn, "provider": role["provider"], "newState": state})
 
 
-MUTATIONS: dict[str, tuple[Callable[[Doc], None], set[str]]] = {
-    "wrong-region": (wrong_region, {"RES-002"}),
-    "public-cluster": (public_cluster, {"NET-001"}),
-    "permissive-mesh": (permissive_mesh, {"IDN-001", "IDN-002"}),
-    "root-pods": (root_pods, {"WL-001"}),
-    "bad-weights": (bad_weights, {"TRF-001", "TRF-003"}),
-    "short-retention": (short_retention, {"AUD-003"}),
-    "no-sse": (no_sse, {"ENC-001"}),
-    "node-role-s3": (node_role_s3, {"IDN-007"}),
+MUTATIONS: dict[str, tuple[str, Callable[[Doc], None], set[str]]] = {
+    "wrong-region": ("infra", wrong_region, {"RES-002"}),
+    "public-cluster": ("infra", public_cluster, {"NET-001"}),
+    "permissive-mesh": ("platform", permissive_mesh, {"IDN-001", "IDN-002"}),
+    "root-pods": ("platform", root_pods, {"WL-001"}),
+    "bad-weights": ("platform", bad_weights, {"TRF-001", "TRF-003"}),
+    "short-retention": ("infra", short_retention, {"AUD-003"}),
+    "no-sse": ("infra", no_sse, {"ENC-001"}),
+    "node-role-s3": ("infra", node_role_s3, {"IDN-007"}),
 }
 
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_mutated_shipped_plan_raises_exactly_its_ids(gate: Gate, plans: dict[str, Doc], name: str) -> None:
-    mutate, expected = MUTATIONS[name]
-    doc = copy.deepcopy(plans["uae-prod"])
+    layer, mutate, expected = MUTATIONS[name]
+    doc = copy.deepcopy(plans[f"uae-prod.{layer}"])
     mutate(doc)
     result = gate.evaluate(from_document(doc))
     assert {f["id"] for f in result["findings"]} == expected, name

@@ -11,7 +11,7 @@ import yaml
 
 from stacks.config import parse_config
 from stacks.preview.monitor import Registration
-from stacks.preview.run import ROOT, Plan, plan_stack, run_under_mocks, stack_names
+from stacks.preview.run import ROOT, Plan, layers_of, plan_stack, run_under_mocks, stack_names
 from stacks.settings import StackConfig
 
 Build = Callable[..., list[Registration]]
@@ -63,8 +63,12 @@ def build_component(
 
 @pytest.fixture(scope="session")
 def plans() -> dict[str, Plan]:
-    """Every shipped stack, planned once per session."""
-    return {name: plan_stack(name) for name in stack_names()}
+    """Every layer of every shipped stack, planned once per session, keyed `<stack>.<layer>`."""
+    return {
+        f"{name}.{layer}": plan_stack(name, layer=layer)
+        for name in stack_names()
+        for layer in layers_of(name)
+    }
 
 
 TAGS = {

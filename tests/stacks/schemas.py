@@ -1,6 +1,6 @@
 """Validation of Kubernetes objects: built-in kinds with kubernetes-validate, CRD kinds with the CRD
-schemas the
-set-up fetched from the Istio and prometheus-operator Go modules (`make setup`, into .tools/crds)."""
+schemas the set-up fetched from the Istio, prometheus-operator and cert-manager Go modules (`make setup`,
+into .tools/crds)."""
 
 import copy
 from functools import cache
@@ -15,6 +15,8 @@ from stacks.preview.run import ROOT
 
 KUBERNETES_VERSION = "1.33.0"
 CRD_DIR = ROOT / ".tools" / "crds"
+CRD_GROUPS = (".istio.io", "monitoring.coreos.com", "cert-manager.io")
+"""API groups validated against the fetched CRD schemas."""
 
 
 def _strict(schema: Any) -> Any:
@@ -55,12 +57,11 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
 def validate(obj: dict[str, Any]) -> None:
     """Raise if the object does not validate against its schema."""
     key = (obj["apiVersion"], obj["kind"])
-    if "/" in obj["apiVersion"] and obj["apiVersion"].split("/")[0].endswith(
-        (".istio.io", "monitoring.coreos.com")
-    ):
+    if "/" in obj["apiVersion"] and obj["apiVersion"].split("/")[0].endswith(CRD_GROUPS):
         schemas = crd_schemas()
         assert key in schemas, f"no published CRD schema for {key}"
         # Istio's schemas describe only spec and status; the API server checks the envelope itself.
+        # (cert-manager's also list the envelope, optional, so leaving it out changes nothing.)
         body = {k: v for k, v in obj.items() if k not in {"apiVersion", "kind", "metadata"}}
         jsonschema.Draft7Validator(schemas[key]).validate(body)
         return

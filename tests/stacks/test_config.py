@@ -6,16 +6,17 @@ import yaml
 
 from stacks.config import ConfigError, parse_config
 from stacks.preview.run import ROOT
+from stacks.settings import StackConfig
 
 
 def raw(stack: str = "eu-prod") -> tuple[dict[str, Any], str]:
     config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
     values = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("model-serving:")}
-    return copy.deepcopy(values), config["aws:region"]
+    return copy.deepcopy(values), config.get("aws:region")
 
 
-def parse(values: dict[str, Any], region: str, stack: str = "eu-prod") -> None:
-    parse_config(values, stack=stack, source=f"Pulumi.{stack}.yaml", aws_region=region)
+def parse(values: dict[str, Any], region: str | None, stack: str = "eu-prod") -> StackConfig:
+    return parse_config(values, stack=stack, source=f"Pulumi.{stack}.yaml", aws_region=region)
 
 
 @pytest.mark.parametrize("stack", ["uae-prod", "eu-prod", "us-prod", "smb-dev"])
@@ -23,6 +24,89 @@ def test_shipped_stack_files_parse(stack: str) -> None:
     values, region = raw(stack)
     cfg = parse_config(values, stack=stack, source=f"Pulumi.{stack}.yaml", aws_region=region)
     assert cfg.regions[0].region == region, f"{stack}: primary region differs from aws:region"
+
+
+def test_onprem_stack_parses_without_aws() -> None:
+    values, region = raw("onprem-ae")
+    cfg = parse(values, region, "onprem-ae")
+    assert region is None and cfg.onprem is not None and cfg.regions == (), cfg
+    assert cfg.account_id is None and cfg.cluster is None, "an on-premises stack names no AWS account or EKS"
+
+
+def test_onprem_stack_refuses_aws_keys() -> None:
+    values, _ = raw("onprem-ae")
+    values["regions"] = [{"region": "me-central-1", "vpcCidr": "10.30.0.0/16"}]
+    with pytest.raises(ConfigError, match=r"model-serving\.regions: has no meaning for an on-premises stack"):
+        parse(values, None, "onprem-ae")
+
+
+def test_only_onprem_stacks_use_the_onprem_profile() -> None:
+    values, region = raw()
+    values["profile"] = "onprem"
+    with pytest.raises(ConfigError, match="onprem-\\* stacks and only they use profile onprem"):
+        parse(values, region)
+
+
+@pytest.mark.parametrize(
+    ("key", "url", "reason"),
+    [
+        ("backend", "s3://acme-eu-state?region=us-east-1", "region 'us-east-1' is outside jurisdiction EU"),
+        ("backend", "https://app.example.com", "must be s3://...\\?region=<region>"),
+        ("backend", "s3://acme-eu-state", "must be s3://...\\?region=<region>"),
+        ("secretsProvider", "awskms://alias/x?region=me-central-1", "region 'me-central-1' is outside"),
+        ("secretsProvider", "passphrase", "must be awskms://...\\?region=<region>"),
+    ],
+)
+def test_state_stays_in_the_jurisdiction(key: str, url: str, reason: str) -> None:
+    values, region = raw()
+    values["state"][key] = url
+    with pytest.raises(ConfigError, match=rf"model-serving\.state\.{key}: .*{reason}"):
+        parse(values, region)
+
+
+def test_shipped_state_backends_are_regional() -> None:
+    for stack in ("uae-prod", "eu-prod", "us-prod", "smb-dev"):
+        values, region = raw(stack)
+        cfg = parse(values, region, stack)
+        assert cfg.state.region == region, f"{stack}: state in {cfg.state.region}, stack in {region}"
+
+
+@pytest.mark.parametrize("version", ["1.33", "1.34", "1.99"])
+def test_kubernetes_version_must_be_in_standard_support(version: str) -> None:
+    values, region = raw()
+    values["cluster"]["kubernetesVersion"] = version
+    with pytest.raises(ConfigError, match=f"{version} is not in EKS standard support"):
+        parse(values, region)
+
+
+def test_alerts_need_a_receiver() -> None:
+    values, region = raw()
+    values["observability"]["alerting"]["receivers"] = []
+    with pytest.raises(ConfigError, match="needs at least one receiver"):
+        parse(values, region)
+
+
+def test_receiver_is_webhook_or_email() -> None:
+    values, region = raw()
+    values["observability"]["alerting"]["receivers"] = [
+        {"name": "x", "email": "a@b.eu", "webhookUrl": "https://x"}
+    ]
+    with pytest.raises(ConfigError, match="needs exactly one of webhookUrl or email"):
+        parse(values, region)
+
+
+def test_account_id_is_required_on_aws() -> None:
+    values, region = raw()
+    del values["accountId"]
+    with pytest.raises(ConfigError, match=r"model-serving\.accountId: is required"):
+        parse(values, region)
+
+
+def test_break_glass_role_must_be_a_role_arn() -> None:
+    values, region = raw()
+    values["cluster"]["breakGlassRoleArn"] = "arn:aws:iam::123456789012:user/root"
+    with pytest.raises(ConfigError, match="breakGlassRoleArn"):
+        parse(values, region)
 
 
 def test_missing_key_names_file_and_key() -> None:

@@ -13,7 +13,7 @@ def tenancy(eu_config: StackConfig) -> Built:
 
 def test_quota_and_limits(tenancy: Built) -> None:
     (quota,) = tenancy.kinds("ResourceQuota")
-    assert quota["spec"]["hard"]["requests.cpu"] == "48", f"quota: {quota['spec']}"
+    assert quota["spec"]["hard"]["requests.cpu"] == "112", f"quota: {quota['spec']}"
     assert len(tenancy.kinds("LimitRange")) == 1, "no LimitRange"
 
 

@@ -1,8 +1,15 @@
-import json
 import shutil
 import subprocess
+from pathlib import Path
+from typing import Any
 
-from stacks.manifests.monitoring import RULES_FILE, dashboard, load_rules
+import pytest
+import yaml
+
+from stacks.manifests import monitoring as mon
+from stacks.manifests.monitoring import RULES_FILE, load_rules
+from tests.stacks.manifests.test_addons import REGISTRY, assert_mirrored
+from tests.stacks.schemas import validate
 
 
 def test_rules_file_passes_promtool() -> None:
@@ -46,16 +53,99 @@ def test_burn_rate_alerts_need_a_long_and_a_short_window() -> None:
                 assert len(windows) >= 2, f"{rule['alert']} uses windows {windows}"
 
 
-def test_dashboard_queries_only_contract_metrics_or_recorded_series() -> None:
-    text = json.dumps(dashboard())
-    assert "serving_model_ready" in text and "serving_queue_depth" in text, (
-        "dashboard misses contract metrics"
+def _amtool_check(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool missing: `make setup` installs Debian's prometheus-alertmanager package"
+    path = tmp_path / "alertmanager.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, check=False)
+
+
+RECEIVERS = mon.Receivers(
+    webhook_urls=("https://hooks.example.eu/T0/B0/secret",),
+    emails=("oncall@example.eu",),
+    smtp_smarthost="smtp.example.eu:587",
+    smtp_from="alerts@example.eu",
+)
+
+
+def test_alertmanager_config_passes_amtool(tmp_path: Path) -> None:
+    result = _amtool_check(mon.alertmanager_config(RECEIVERS), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_amtool_rejects_a_route_to_an_unknown_receiver(tmp_path: Path) -> None:
+    config = mon.alertmanager_config(RECEIVERS)
+    config["route"]["receiver"] = "nowhere"
+    assert _amtool_check(config, tmp_path).returncode != 0, "amtool accepted a dangling receiver"
+
+
+@pytest.mark.parametrize(
+    "receivers",
+    [
+        mon.Receivers(webhook_urls=("https://hooks.example.eu/x",)),
+        mon.Receivers(
+            emails=("a@example.eu",), smtp_smarthost="smtp.example.eu:587", smtp_from="b@example.eu"
+        ),
+    ],
+)
+def test_default_route_reaches_a_real_receiver(receivers: mon.Receivers) -> None:
+    config = mon.alertmanager_config(receivers)
+    by_name = {r["name"]: r for r in config["receivers"]}
+    default = by_name[config["route"]["receiver"]]
+    assert default["name"] != mon.NULL_RECEIVER, "alerts fire into the void"
+    assert default.get("webhook_configs") or default.get("email_configs"), (
+        f"default receiver is empty: {default}"
     )
-    records = {r["record"] for g in load_rules()["groups"] for r in g["rules"] if "record" in r}
-    used = {
-        t["expr"].split("{")[0]
-        for p in dashboard()["panels"]
-        for t in p["targets"]
-        if ":" in t["expr"].split("{")[0]
-    }
-    assert used <= records, f"dashboard uses unrecorded series {used - records}"
+    for route in config["route"]["routes"]:
+        if route["receiver"] == mon.NULL_RECEIVER:
+            assert route["matchers"] == ['alertname=~"Watchdog|InfoInhibitor"'], (
+                f"real alerts silenced: {route}"
+            )
+
+
+def test_receivers_required() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        mon.Receivers()
+
+
+def test_email_receivers_need_a_relay() -> None:
+    with pytest.raises(ValueError, match="smtp_smarthost"):
+        mon.Receivers(emails=("a@example.eu",))
+
+
+def test_alertmanager_secret_holds_the_config() -> None:
+    secret = mon.alertmanager_secret(RECEIVERS)
+    validate(secret)
+    assert secret["metadata"]["name"] == mon.ALERTMANAGER_SECRET, secret["metadata"]
+    assert yaml.safe_load(secret["stringData"]["alertmanager.yaml"]) == mon.alertmanager_config(RECEIVERS)
+
+
+def test_chart_reads_alertmanager_config_from_the_secret() -> None:
+    spec = mon.chart_values(REGISTRY, 15, 100)["alertmanager"]["alertmanagerSpec"]
+    assert spec["useExistingSecret"] is True and spec["configSecret"] == mon.ALERTMANAGER_SECRET, spec
+
+
+def test_every_chart_image_is_mirrored_and_pinned() -> None:
+    values = mon.chart_values(REGISTRY, 15, 100)
+    assert values["global"]["imageRegistry"] == REGISTRY, values["global"]
+    # prometheus, alertmanager, operator, config reloader, kube-state-metrics, node-exporter, grafana, sidecar
+    assert_mirrored(values, 8)
+
+
+def test_digest_fields_match_each_charts_template() -> None:
+    values = mon.chart_values(REGISTRY, 15, 100)
+    hex_sha = values["prometheus"]["prometheusSpec"]["image"]["sha"]
+    assert not hex_sha.startswith("sha256:"), "the chart prepends @sha256: itself"
+    assert values["kube-state-metrics"]["image"]["sha"].startswith("sha256:"), "KSM prints the sha as is"
+    assert values["prometheus-node-exporter"]["image"]["digest"].startswith("sha256:"), (
+        "node-exporter: digest"
+    )
+
+
+def test_charts_that_pull_unmirrored_images_are_off() -> None:
+    values = mon.chart_values(REGISTRY, 15, 100)
+    assert values["prometheusOperator"]["admissionWebhooks"]["enabled"] is False, "webhook cert job image"
+    assert values["prometheusOperator"]["tls"]["enabled"] is False, "TLS secret would never be created"
+    assert values["grafana"]["initChownData"]["enabled"] is False, "busybox init container"
+    assert values["grafana"]["testFramework"]["enabled"] is False, "bats test image"

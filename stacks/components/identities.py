@@ -1,0 +1,177 @@
+"""WorkloadIdentities: the IAM roles (IRSA) of every in-cluster workload that calls AWS, each trusted by
+exactly one Kubernetes service account, so the platform layer creates no AWS identity of its own.
+
+cert-manager has no role here: the gateway's public certificate is an in-region ACM certificate on the NLB
+and the mesh's internal certificates come from an in-cluster CA, so cert-manager never calls AWS.
+"""
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import pulumi
+import pulumi_aws as aws
+
+from stacks.contract import (
+    ROLE_CLUSTER_AUTOSCALER,
+    ROLE_FLUENT_BIT,
+    ROLE_LB_CONTROLLER,
+    ROLE_OTEL_COLLECTOR,
+    model_role,
+)
+from stacks.documents import (
+    cluster_autoscaler_policy,
+    irsa_trust_policy,
+    lb_controller_policy,
+    log_writer_policy,
+    model_read_policy,
+    otel_collector_policy,
+)
+from stacks.manifests import addons
+
+IAM_NAME_LIMIT = 64
+
+
+class ServiceAccount(NamedTuple):
+    """Where a workload runs: the only service account its role trusts."""
+
+    namespace: str
+    name: str
+
+
+PLATFORM_SERVICE_ACCOUNTS: dict[str, ServiceAccount] = {
+    key: ServiceAccount(namespace, name) for key, (namespace, name) in addons.IRSA_SUBJECTS.items()
+}
+"""The platform's add-ons that call AWS, by contract key: the service accounts the platform layer's charts
+run them as (one table, so a role cannot trust a service account nobody uses)."""
+
+
+def model_service_account(model: str, tenant: str) -> ServiceAccount:
+    """A model's pods run as a service account named after the model, in their tenant's namespace."""
+    return ServiceAccount(tenant, model)
+
+
+def iam_name(cluster_name: str, workload: str) -> str:
+    """A role name that carries the cluster (so the stack and region), kept within IAM's 64 characters."""
+    name = f"{cluster_name}-{workload.replace(':', '-')}"
+    if len(name) <= IAM_NAME_LIMIT:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: IAM_NAME_LIMIT - 9]}-{digest}"
+
+
+class IrsaRole(NamedTuple):
+    """A role and the policies that must be in place before its workload starts."""
+
+    role: aws.iam.Role
+    grants: list[pulumi.Resource]
+
+
+def irsa_role(
+    name: str,
+    *,
+    role_name: str,
+    oidc_provider_arn: pulumi.Input[str],
+    oidc_issuer: pulumi.Input[str],
+    account: ServiceAccount,
+    policy: pulumi.Input[str] | None = None,
+    managed_policy_arns: tuple[str, ...] = (),
+    tags: dict[str, str],
+    opts: pulumi.ResourceOptions,
+) -> IrsaRole:
+    """A role assumable only by `account` through the cluster's OIDC provider, with an inline policy and/or
+    AWS-managed policies."""
+    trust = pulumi.Output.all(arn=oidc_provider_arn, issuer=oidc_issuer).apply(
+        lambda v: irsa_trust_policy(v["arn"], v["issuer"], account.namespace, account.name)
+    )
+    role = aws.iam.Role(name, name=role_name, assume_role_policy=trust, tags=tags, opts=opts)
+    grants: list[pulumi.Resource] = [
+        aws.iam.RolePolicyAttachment(
+            f"{name}-{arn.rsplit('/', 1)[1]}", role=role.name, policy_arn=arn, opts=opts
+        )
+        for arn in managed_policy_arns
+    ]
+    if policy is not None:
+        grants.append(aws.iam.RolePolicy(name, role=role.id, policy=policy, opts=opts))
+    return IrsaRole(role, grants)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadIdentitiesArgs:
+    """Inputs of `WorkloadIdentities`."""
+
+    cluster_name: str
+    """EKS cluster name: role names carry it, and the autoscaler may resize only its node groups."""
+    region: str
+    """The cluster's region."""
+    oidc_provider_arn: pulumi.Input[str]
+    """The cluster's IAM OIDC provider."""
+    oidc_issuer: pulumi.Input[str]
+    """The cluster's OIDC issuer URL."""
+    target_group_arn: pulumi.Input[str]
+    """The gateway's NLB target group (the load balancer controller registers the gateway pods in it)."""
+    node_security_group_id: pulumi.Input[str]
+    """Security group of the nodes (the cluster security group), opened by the controller to the NLB."""
+    log_group_arn: pulumi.Input[str]
+    """Container log group fluent-bit writes to."""
+    model_bucket_arn: pulumi.Input[str]
+    """Model bucket; each model reads its own prefix `models/<name>/`."""
+    model_key_arn: pulumi.Input[str]
+    """KMS key of the model bucket."""
+    models: Mapping[str, str] = field(default_factory=dict)
+    """Model name -> its tenant's namespace."""
+    tags: dict[str, str]
+    """Tags."""
+
+
+class WorkloadIdentities(pulumi.ComponentResource):
+    """One IRSA role per platform add-on that calls AWS and per model, keyed as `RegionOutputs.roles`."""
+
+    roles: dict[str, pulumi.Output[str]]
+
+    def __init__(
+        self, name: str, args: WorkloadIdentitiesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("model-serving:identity:WorkloadIdentities", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        policies = self._platform_policies(args, identity.account_id)
+        accounts = dict(PLATFORM_SERVICE_ACCOUNTS)
+        for model, tenant in args.models.items():
+            key = model_role(model)
+            accounts[key] = model_service_account(model, tenant)
+            policies[key] = pulumi.Output.all(bucket=args.model_bucket_arn, key=args.model_key_arn).apply(
+                lambda v, m=model: model_read_policy(v["bucket"], v["key"], f"models/{m}/")  # type: ignore[misc]
+            )
+        self.roles = {}
+        for key, account in accounts.items():
+            suffix = key.replace(":", "-")
+            created = irsa_role(
+                f"{name}-{suffix}",
+                role_name=iam_name(args.cluster_name, suffix),
+                oidc_provider_arn=args.oidc_provider_arn,
+                oidc_issuer=args.oidc_issuer,
+                account=account,
+                policy=policies[key],
+                tags=args.tags,
+                opts=child,
+            )
+            self.roles[key] = created.role.arn
+        self.register_outputs({"roles": self.roles})
+
+    @staticmethod
+    def _platform_policies(
+        args: WorkloadIdentitiesArgs, account: pulumi.Output[str]
+    ) -> dict[str, pulumi.Output[str]]:
+        security_group_arn = pulumi.Output.all(account=account, sg=args.node_security_group_id).apply(
+            lambda v: f"arn:aws:ec2:{args.region}:{v['account']}:security-group/{v['sg']}"
+        )
+        return {
+            ROLE_LB_CONTROLLER: pulumi.Output.all(tg=args.target_group_arn, sg=security_group_arn).apply(
+                lambda v: lb_controller_policy(v["tg"], v["sg"])
+            ),
+            ROLE_CLUSTER_AUTOSCALER: pulumi.Output.from_input(cluster_autoscaler_policy(args.cluster_name)),
+            ROLE_FLUENT_BIT: pulumi.Output.from_input(args.log_group_arn).apply(log_writer_policy),
+            ROLE_OTEL_COLLECTOR: pulumi.Output.from_input(otel_collector_policy()),
+        }

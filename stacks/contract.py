@@ -1,0 +1,95 @@
+"""The contract between the two layers: what `infra` exports and `platform` reads through a StackReference.
+
+The infra stack exports one output, `regions`: a mapping from region name to a `RegionOutputs` written with
+`to_export` (camelCase keys). The platform reads it back with `from_export` and never re-derives a name the
+infra layer chose. Pure: no Pulumi here, so both sides and their tests share one definition.
+"""
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+INFRA_PROJECT = "model-serving"
+"""Project name of the infra layer (the repository's top-level Pulumi.yaml)."""
+PLATFORM_PROJECT = "model-serving-platform"
+"""Project name of the platform layer (stacks/platform/Pulumi.yaml)."""
+REGIONS_OUTPUT = "regions"
+"""Name of the infra stack's output that holds every region's `RegionOutputs`."""
+
+ROLE_LB_CONTROLLER = "aws-load-balancer-controller"
+ROLE_CLUSTER_AUTOSCALER = "cluster-autoscaler"
+ROLE_FLUENT_BIT = "fluent-bit"
+ROLE_OTEL_COLLECTOR = "otel-collector"
+PLATFORM_ROLES = (ROLE_LB_CONTROLLER, ROLE_CLUSTER_AUTOSCALER, ROLE_FLUENT_BIT, ROLE_OTEL_COLLECTOR)
+"""The IRSA roles infra creates for the platform's add-ons (keys of `RegionOutputs.roles`)."""
+
+
+def infra_stack_reference(stack: str) -> str:
+    """The fully qualified name of a stack's infra layer on a self-managed (S3 or file) backend."""
+    return f"organization/{INFRA_PROJECT}/{stack}"
+
+
+def model_role(model: str) -> str:
+    """Key of a model's IRSA role (read-only access to its prefix of the model bucket) in `roles`."""
+    return f"model:{model}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegionOutputs:
+    """What the platform layer needs to know about one region's infrastructure."""
+
+    region: str
+    """AWS region."""
+    cluster_name: str
+    """EKS cluster name (the cluster autoscaler and the load balancer controller need it)."""
+    kubeconfig: str
+    """Kubeconfig whose exec assumes the deploy role (`aws eks get-token --role-arn`)."""
+    vpc_id: str
+    """VPC id, passed to the load balancer controller (pods cannot reach IMDS)."""
+    registry: str
+    """The region's ECR registry host; every image and chart comes from it."""
+    model_bucket: str
+    """Model bucket name."""
+    volume_key_arn: str
+    """KMS key of the persistent volumes (the encrypted StorageClass)."""
+    target_group_arn: str
+    """NLB target group the gateway's pods register in (TargetGroupBinding)."""
+    log_group: str
+    """CloudWatch log group the platform's log shipper writes to."""
+    gateway_security_group_id: str
+    """Security group of the NLB; the gateway pods accept 443 and 15021 from it (TargetGroupBinding)."""
+    roles: dict[str, str]
+    """IRSA role ARNs by workload: `PLATFORM_ROLES` and `model_role(name)` for each model."""
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def to_export(outputs: RegionOutputs) -> dict[str, Any]:
+    """The export of one region: the fields under camelCase keys."""
+    return {_camel(f.name): getattr(outputs, f.name) for f in fields(RegionOutputs)}
+
+
+def export_fields(**values: Any) -> dict[str, Any]:
+    """The export of one region from its fields' values (Pulumi Outputs while the program runs).
+
+    Every field of `RegionOutputs` must be given and no other, so infra cannot forget what the platform reads.
+    """
+    expected = {f.name for f in fields(RegionOutputs)}
+    if set(values) != expected:
+        missing, extra = sorted(expected - set(values)), sorted(set(values) - expected)
+        raise ValueError(f"region export: missing {missing}, unknown {extra}")
+    return {_camel(name): value for name, value in values.items()}
+
+
+def from_export(raw: Any, region: str) -> RegionOutputs:
+    """Read one region back from the infra stack's `regions` output; ValueError names what is missing."""
+    if not isinstance(raw, dict) or region not in raw:
+        found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        raise ValueError(f"infra output {REGIONS_OUTPUT!r} has no region {region!r} (found {found})")
+    entry = raw[region]
+    missing = [_camel(f.name) for f in fields(RegionOutputs) if _camel(f.name) not in entry]
+    if missing:
+        raise ValueError(f"infra output {REGIONS_OUTPUT}.{region} lacks {', '.join(missing)}")
+    return RegionOutputs(**{f.name: entry[_camel(f.name)] for f in fields(RegionOutputs)})

@@ -1,0 +1,215 @@
+"""The platform layer (`cd stacks/platform && pulumi up -s <stack>`): wiring only, everything inside the clusters.
+
+For an AWS stack it deploys into each region's EKS cluster, knowing the infra layer only through its
+StackReference outputs; for an `onprem-*` stack, into one existing cluster given by a kubeconfig. It creates
+no AWS resource: identities it needs are IRSA roles infra made.
+"""
+
+import pulumi
+
+from stacks.artifacts import load_lock
+from stacks.components.addons import (
+    Autoscaling,
+    AutoscalingArgs,
+    CertManager,
+    CertManagerArgs,
+    ClusterAutoscalerSettings,
+    LoadBalancerController,
+    LoadBalancerControllerArgs,
+)
+from stacks.components.cluster import IDENTITY_GROUP_PREFIX
+from stacks.components.mesh import Mesh, MeshArgs
+from stacks.components.model_serving import ModelServing, ModelServingArgs
+from stacks.components.monitoring import (
+    CloudWatchLogs,
+    Monitoring,
+    MonitoringArgs,
+    Observability,
+    ObservabilityArgs,
+)
+from stacks.components.tenancy import Tenancy, TenancyArgs
+from stacks.config import load_config
+from stacks.contract import (
+    ROLE_CLUSTER_AUTOSCALER,
+    ROLE_FLUENT_BIT,
+    ROLE_LB_CONTROLLER,
+    ROLE_OTEL_COLLECTOR,
+    model_role,
+)
+from stacks.manifests.observability import mesh_tracing_values
+from stacks.manifests.serving import ServingSpec
+from stacks.platform.targets import ClusterTarget, cluster_targets
+from stacks.settings import StackConfig
+
+
+def _aws_addons(
+    cfg: StackConfig, target: ClusterTarget, opts: pulumi.ResourceOptions
+) -> list[pulumi.Resource]:
+    """What only an EKS cluster runs: the load balancer controller that binds the gateway to infra's NLB."""
+    eks = target.eks
+    if eks is None:
+        return []
+    controller = LoadBalancerController(
+        f"{target.name}-lb-controller",
+        LoadBalancerControllerArgs(
+            registry=target.registry,
+            cluster_name=eks.field("cluster_name"),
+            region=eks.region,
+            vpc_id=eks.field("vpc_id"),
+            role_arn=eks.role(ROLE_LB_CONTROLLER),
+            target_group_arn=eks.field("target_group_arn"),
+            nlb_security_group_id=eks.field("gateway_security_group_id"),
+        ),
+        opts=opts,
+    )
+    return [controller]
+
+
+def _observability(cfg: StackConfig, target: ClusterTarget, opts: pulumi.ResourceOptions) -> Observability:
+    eks = target.eks
+    return Observability(
+        f"{target.name}-observability",
+        ObservabilityArgs(
+            registry=target.registry,
+            logs=None
+            if eks is None
+            else CloudWatchLogs(
+                region=eks.region, log_group=eks.field("log_group"), role_arn=eks.role(ROLE_FLUENT_BIT)
+            ),
+            xray_region=None if eks is None else eks.region,
+            otlp_endpoint=cfg.observability.otlp_endpoint if eks is None else None,
+            collector_role_arn=None if eks is None else eks.role(ROLE_OTEL_COLLECTOR),
+            sampling_percentage=cfg.observability.tracing_sampling_percent,
+        ),
+        opts=opts,
+    )
+
+
+def _monitoring(cfg: StackConfig, target: ClusterTarget, opts: pulumi.ResourceOptions) -> Monitoring:
+    alerting, eks = cfg.observability.alerting, target.eks
+    storage = {} if cfg.onprem is None else {"storage_class": cfg.onprem.storage_class}
+    return Monitoring(
+        f"{target.name}-monitoring",
+        MonitoringArgs(
+            registry=target.registry,
+            key_arn=None if eks is None else eks.field("volume_key_arn"),
+            retention_days=cfg.observability.prometheus_retention_days,
+            storage_gib=cfg.observability.prometheus_storage_gib,
+            webhook_urls=tuple(
+                pulumi.Output.secret(r.webhook_url) for r in alerting.receivers if r.webhook_url
+            ),
+            alert_emails=tuple(r.email for r in alerting.receivers if r.email),
+            smtp_smarthost=alerting.smarthost or "",
+            smtp_from=alerting.email_from or "",
+            **storage,
+        ),
+        opts=opts,
+    )
+
+
+def _serving(cfg: StackConfig, target: ClusterTarget, mesh: Mesh, tenants: dict[str, Tenancy]) -> None:
+    on_cluster = pulumi.ResourceOptions(provider=target.provider)
+    store = None if cfg.onprem is None else cfg.onprem.store
+    for model in cfg.models:
+        spec = ServingSpec(
+            model=model,
+            image=pulumi.Output.from_input(target.registry).apply(cfg.image.serving_image),  # type: ignore[arg-type]
+            sync_image=pulumi.Output.from_input(target.registry).apply(cfg.image.sync_image),  # type: ignore[arg-type]
+            region=target.eks.region if target.eks else "",
+            service_account=model.name,
+            gateway=mesh.gateway_ref,
+            api_host=cfg.gateway.api_host,
+            store_endpoint=store.endpoint if store else None,
+            store_credentials_secret=store.credentials_secret if store else None,
+        )
+        ModelServing(
+            f"{target.name}-model-{model.name}",
+            ModelServingArgs(
+                spec=spec,
+                jwt_issuer=cfg.gateway.jwt_issuer,
+                bucket=target.eks.field("model_bucket") if target.eks else (store.bucket if store else ""),
+                role_arn=target.eks.role(model_role(model.name)) if target.eks else None,
+                waits_for=(mesh, tenants[model.tenant].namespace_resource),
+            ),
+            opts=on_cluster,
+        )
+
+
+def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:
+    """Everything one cluster runs, on that cluster's own Kubernetes provider."""
+    on_cluster = pulumi.ResourceOptions(provider=target.provider)
+    lb = _aws_addons(cfg, target, on_cluster)
+    CertManager(
+        f"{target.name}-cert-manager",
+        CertManagerArgs(
+            registry=target.registry,
+            api_host=cfg.gateway.api_host,
+            gateway_credential_name=cfg.gateway.tls_credential_name,
+        ),
+        opts=on_cluster,
+    )
+    eks = target.eks
+    Autoscaling(
+        f"{target.name}-autoscaling",
+        AutoscalingArgs(
+            registry=target.registry,
+            cluster_autoscaler=None
+            if eks is None
+            else ClusterAutoscalerSettings(
+                cluster_name=eks.field("cluster_name"),
+                region=eks.region,
+                role_arn=eks.role(ROLE_CLUSTER_AUTOSCALER),
+            ),
+        ),
+        opts=on_cluster,
+    )
+    observability = _observability(cfg, target, on_cluster)
+    regions = tuple(r.region for r in cfg.regions)
+    mesh = Mesh(
+        f"{target.name}-mesh",
+        MeshArgs(
+            gateway=cfg.gateway,
+            registry=target.registry,
+            models=cfg.models,
+            region=eks.region if eks else None,
+            health_hosts=tuple(f"{r}.{cfg.gateway.api_host}" for r in regions) or (cfg.gateway.api_host,),
+            egress_hosts=(_host(cfg.onprem.store.endpoint),) if cfg.onprem else (),
+            istiod_values=mesh_tracing_values(observability.collector_service),
+        ),
+        opts=pulumi.ResourceOptions(provider=target.provider, depends_on=lb),
+    )
+    _monitoring(cfg, target, on_cluster)
+    tenants = {
+        t.name: Tenancy(
+            f"{target.name}-tenant-{t.name}",
+            TenancyArgs(tenant=t, group_prefix=IDENTITY_GROUP_PREFIX),
+            opts=on_cluster,
+        )
+        for t in cfg.tenants
+    }
+    _serving(cfg, target, mesh, tenants)
+
+
+def _host(url: str) -> str:
+    return url.removeprefix("https://").split("/", 1)[0].split(":", 1)[0]
+
+
+def main() -> None:
+    """Build the platform layer of the selected stack."""
+    cfg = load_config()
+    lock = load_lock()
+    if not pulumi.runtime.is_dry_run() and lock.unrecorded():
+        # A placeholder digest would deploy and then fail to pull; refuse up front and say what to run.
+        raise pulumi.RunError(
+            f"artifacts.lock.json: {', '.join(lock.unrecorded()[:5])}...: digests not recorded yet; "
+            f"run `servectl mirror --stack {cfg.stack} --record` first"
+        )
+    targets = cluster_targets(cfg)
+    for target in targets:
+        deploy_cluster(cfg, target)
+    pulumi.export("clusters", [t.name for t in targets])
+    pulumi.export("api_host", cfg.gateway.api_host)
+
+
+if __name__ == "__main__":
+    main()
