@@ -5,24 +5,27 @@ import time
 
 started = time.perf_counter()
 
-from stacks.preview.run import plan_stack, stack_names  # noqa: E402 - the import is part of what is timed
+from stacks.preview.run import layers_of, plan_stack, stack_names  # noqa: E402 - the import is timed
 
 
 def main() -> None:
-    """Plan each stack and print per-stack and total wall time."""
+    """Plan each layer of each stack and print per-plan and total wall time.
+
+    A platform plan of an AWS stack plans its infra layer first (the StackReference it reads), so its time
+    includes that: as `pulumi preview` of the platform needs the infra stack's state.
+    """
     imported = time.perf_counter()
     rows = []
     for stack in stack_names():
-        t0 = time.perf_counter()
-        plan = plan_stack(stack)
-        rows.append((stack, len(plan.document["steps"]), time.perf_counter() - t0))
+        for layer in layers_of(stack):
+            t0 = time.perf_counter()
+            plan = plan_stack(stack, layer=layer)
+            rows.append((f"{stack} {layer}", len(plan.document["steps"]), time.perf_counter() - t0))
     total = time.perf_counter() - started
-    print(f"{'stack':10s} {'steps':>6s} {'seconds':>8s}")
-    for stack, steps, seconds in rows:
-        print(f"{stack:10s} {steps:6d} {seconds:8.2f}")
-    print(
-        f"imports {imported - started:.2f} s; all {len(rows)} stacks planned in {total:.2f} s (target < 10 s)"
-    )
+    print(f"{'plan':20s} {'steps':>6s} {'seconds':>8s}")
+    for name, steps, seconds in rows:
+        print(f"{name:20s} {steps:6d} {seconds:8.2f}")
+    print(f"imports {imported - started:.2f} s; all {len(rows)} plans in {total:.2f} s")
 
 
 if __name__ == "__main__":

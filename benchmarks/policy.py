@@ -22,18 +22,30 @@ from policies.opa import Gate, local_server
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (1_000, 2_500, 5_000, 10_000)
-SYNTHETIC_BASE = "eu-prod"
+SYNTHETIC_BASE = "eu-prod.infra"
 
 
 def shipped_plans(out: Path) -> dict[str, dict[str, Any]]:
-    """Every shipped stack's offline plan, from `servectl plan`."""
+    """Every shipped stack's layers' offline plans (`<stack>.<layer>`), from `servectl plan`."""
     docs = {}
     for config in sorted(REPO.glob("Pulumi.*.yaml")):
         stack = config.name.removeprefix("Pulumi.").removesuffix(".yaml")
-        path = out / f"{stack}.json"
-        cmd = [sys.executable, "-m", "servectl", "plan", "--stack", stack, "--out", str(path)]
-        subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
-        docs[stack] = json.loads(path.read_text())
+        for layer in ("platform",) if stack.startswith("onprem-") else ("infra", "platform"):
+            path = out / f"{stack}.{layer}.json"
+            cmd = [
+                sys.executable,
+                "-m",
+                "servectl",
+                "plan",
+                "--stack",
+                stack,
+                "--layer",
+                layer,
+                "--out",
+                str(path),
+            ]
+            subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+            docs[f"{stack}.{layer}"] = json.loads(path.read_text())
     return docs
 
 

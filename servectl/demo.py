@@ -149,7 +149,7 @@ def send_requests(http_url: str, grpc_url: str) -> dict[str, object]:
 
 
 def plan_stacks(out: Path) -> str:
-    """Every stack's layers' offline plans as `plans/<stack>.<layer>.json`; the summary also in `summary.txt`."""
+    """Each stack's layers' offline plans as `plans/<stack>.<layer>.json`; the summary in `summary.txt`."""
     from servectl.plan import summary
     from stacks.preview.run import layers_of, plan_stack, stack_names
 

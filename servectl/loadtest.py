@@ -16,7 +16,8 @@ from loadtests.slo import BUNDLED_SLO
 @click.option("--grpc-target", metavar="HOST:PORT",
               help="the V2 gRPC endpoint; without it only REST users run")  # fmt: skip
 @click.option("--profile", default="smoke", show_default=True,
-              help="profile in the profiles file (smoke, step, ramp, spike, soak, throughput)")  # fmt: skip
+              help="profile in the profiles file (smoke, step, ramp, spike, soak, throughput, "
+                   "deploy-smoke)")  # fmt: skip
 @click.option("--profiles", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
               default=BUNDLED_PROFILES, show_default=True, help="profiles YAML")  # fmt: skip
 @click.option("--slo", "slo_file", type=click.Path(dir_okay=False, path_type=Path), default=BUNDLED_SLO,

@@ -107,7 +107,8 @@ def stack_registries(stack: str, root: Path = REPO_DIR) -> list[str]:
         raise click.ClickException(
             f"{path.name}: needs image.registryAccount and regions (or --registry-override)"
         )
-    return [ecr_registry(str(account), region) for region in regions]
+    # The infra layer namespaces every repository by the stack (stacks sharing an account never collide).
+    return [f"{ecr_registry(str(account), region)}/{stack}" for region in regions]
 
 
 def docker_config(hosts: list[str], directory: Path) -> dict[str, str]:
@@ -116,7 +117,8 @@ def docker_config(hosts: list[str], directory: Path) -> dict[str, str]:
     own = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
     config: dict[str, Any] = json.loads(own.read_text()) if own.is_file() else {}
     auths = dict(config.get("auths") or {})
-    for host in hosts:
+    for registry in hosts:
+        host = registry.split("/", 1)[0]
         match = ECR_HOST.match(host)
         if match:
             auths[host] = {"auth": ecr_token(match["account"], match["region"])}

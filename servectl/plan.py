@@ -12,11 +12,12 @@ from stacks.preview.run import LAYERS, Plan, layers_of, plan_stack, stack_names
 
 
 def summary(plans: list[Plan]) -> str:
-    """Resources by stack and layer, then by type and region (custom resources; providers count as resources)."""
+    """Resources by stack and layer, then by type and region (custom resources, providers included)."""
     lines = []
     for plan in plans:
         custom = [r for r in plan.registrations if r.custom]
-        lines.append(f"{plan.stack} {plan.layer}: {len(plan.document['steps'])} steps, {len(custom)} resources")
+        steps = len(plan.document["steps"])
+        lines.append(f"{plan.stack} {plan.layer}: {steps} steps, {len(custom)} resources")
         counts = Counter((r.type, plan.regions.get(r.urn, "global")) for r in custom)
         lines += [f"  {n:4d}  {region:14s}  {typ}" for (typ, region), n in sorted(counts.items())]
     return "\n".join(lines)
@@ -33,7 +34,7 @@ def plan_layers(stack: str, layer: str | None) -> list[Plan]:
 
 @click.command()
 @click.option("--stack", "stack", metavar="NAME", help="Stack to plan (a Pulumi.NAME.yaml file).")
-@click.option("--all", "all_stacks", is_flag=True, help="Plan every layer of every stack and print a summary.")
+@click.option("--all", "all_stacks", is_flag=True, help="Plan every layer of every stack; print a summary.")
 @click.option(
     "--layer",
     type=click.Choice(LAYERS),
@@ -41,14 +42,14 @@ def plan_layers(stack: str, layer: str | None) -> list[Plan]:
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan JSON here.")
 def plan(stack: str | None, all_stacks: bool, layer: str | None, out: Path | None) -> None:
-    """Run a layer's Pulumi program under mocks (no cloud account, no Pulumi CLI) and write its preview JSON."""
+    """Run a layer's program under Pulumi's mocks (no cloud, no Pulumi CLI); write its preview JSON."""
     if all_stacks == (stack is not None):
         raise click.UsageError("give exactly one of --stack NAME or --all")
     names = stack_names() if all_stacks else [str(stack)]
     if not all_stacks and layer is None and len(layers_of(str(stack))) > 1:
         raise click.UsageError(f"stack {stack} has layers {', '.join(layers_of(str(stack)))}: give --layer")
     if out is not None and all_stacks:
-        raise click.UsageError("--out takes one plan; with --all, plan each with --stack NAME --layer L --out F")
+        raise click.UsageError("--out takes one plan; with --all, plan each with --stack S --layer L --out F")
     plans = [p for name in names for p in plan_layers(name, None if all_stacks else layer)]
     if all_stacks:
         click.echo(summary(plans))

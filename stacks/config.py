@@ -49,6 +49,7 @@ _OBJECT_KEYS = (
     "state",
     "runner",
     "onprem",
+    "egress",
     "regions",
     "cluster",
     "identity",
@@ -467,9 +468,7 @@ def _observed(root: _Node, profile: str) -> ObservabilityConfig:
         raise (
             root.child("observability")
             .child("otlpEndpoint")
-            .fail(
-                "is required on premises: traces go to an in-jurisdiction collector (X-Ray exists only on AWS)"
-            )
+            .fail("is required on premises: traces go to an in-jurisdiction collector (X-Ray is AWS only)")
         )
     return observability
 
@@ -521,7 +520,7 @@ def _identity(node: _Node) -> IdentityConfig:
 def _aws_part(root: _Node, jurisdiction: str, profile: str, aws_region: str | None) -> dict[str, Any]:
     """The keys only AWS stacks have (the infra layer's), or the on-premises cluster's."""
     if profile == "onprem":
-        for key in ("regions", "cluster", "identity", "store", "runner", "accountId"):
+        for key in ("regions", "cluster", "identity", "store", "runner", "accountId", "egress"):
             if root.child(key, required=False).value is not None:
                 raise root.child(key).fail("has no meaning for an on-premises stack (profile onprem)")
         return {
@@ -556,6 +555,9 @@ def _aws_part(root: _Node, jurisdiction: str, profile: str, aws_region: str | No
             ),
         ),
         "onprem": None,
+        "egress_domains": root.child("egress", required=False).strings("allowedDomains")
+        if root.child("egress", required=False).value is not None
+        else (),
     }
 
 

@@ -303,9 +303,12 @@ def runner_policy(
     repository_arn: str,
     connection_arn: str,
     deploy_role_arn: str,
+    state: Sequence[dict[str, Any]] = (),
 ) -> str:
     """The deploy runner's CodeBuild service role: its logs, its network interfaces in the private subnets,
-    its build image, its GitHub connection, and the deploy role: nothing else of the account."""
+    its build image, its GitHub connection, the Pulumi state (`state_statements`) and the deploy role, which
+    the kubeconfig's exec assumes (`--role-arn`): nothing else of the account. Pulumi runs as this role, so
+    no profile switches identity and the deploy role never has to assume itself."""
     connections = connection_arn.split(":")[2]  # codeconnections, or codestar-connections for older ones
     return _doc(
         {
@@ -363,25 +366,17 @@ def runner_policy(
             "Action": "sts:AssumeRole",
             "Resource": deploy_role_arn,
         },
+        *state,
     )
 
 
-def deploy_policy(
-    *, cluster_arn: str, state_bucket_arn: str, platform_project: str, secrets_key_arn: str
-) -> str:
-    """The deploy role (the platform layer's identity): find its cluster, read every stack's state (the infra
-    stack through a StackReference) but write only the platform project's, and use the secrets key.
-
-    Kubernetes rights come from the cluster's access entry, not from IAM.
-    """
+def state_statements(
+    state_bucket_arn: str, platform_project: str, secrets_key_arn: str
+) -> list[dict[str, Any]]:
+    """Read every stack's state (the infra stack through a StackReference), write only the platform
+    project's, and use the secrets key: what the process running `pulumi up` of the platform needs."""
     platform_state = f"{state_bucket_arn}/.pulumi/*/{platform_project}/*"  # stacks, history, backups, locks
-    return _doc(
-        {
-            "Sid": "DescribeCluster",
-            "Effect": "Allow",
-            "Action": "eks:DescribeCluster",
-            "Resource": cluster_arn,
-        },
+    return [
         {
             "Sid": "ListState",
             "Effect": "Allow",
@@ -406,4 +401,19 @@ def deploy_policy(
             "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
             "Resource": secrets_key_arn,
         },
+    ]
+
+
+def deploy_policy(*, cluster_arns: Sequence[str]) -> str:
+    """The deploy role (the identity the kubeconfig's exec assumes): find its clusters, nothing else.
+
+    Kubernetes rights come from the clusters' access entries, not from IAM; the state is the runner role's.
+    """
+    return _doc(
+        {
+            "Sid": "DescribeCluster",
+            "Effect": "Allow",
+            "Action": "eks:DescribeCluster",
+            "Resource": list(cluster_arns),
+        }
     )

@@ -163,7 +163,7 @@ class ObservabilityConfig:
     tracing_sampling_percent: float = 1.0
     """Share of requests the gateway traces (0-100)."""
     otlp_endpoint: str | None = None
-    """In-jurisdiction OTLP endpoint the trace collector exports to (on premises; EKS uses X-Ray in region)."""
+    """In-jurisdiction OTLP endpoint the trace collector exports to (on premises; EKS uses X-Ray)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -382,6 +382,8 @@ class StackConfig:
     """The deploy runner (None on premises)."""
     onprem: OnPremConfig | None
     """The existing cluster of an on-premises stack."""
+    egress_domains: tuple[str, ...] = ()
+    """Extra host names the egress firewall lets the VPC reach (a leading dot allows subdomains)."""
     observability: ObservabilityConfig
     """Retention."""
     tenants: tuple[TenantConfig, ...]

@@ -75,13 +75,16 @@ retained(days, minimum) if {
 # METADATA
 # title: Monitoring present
 # scope: rule
-# description: Every stack installs the monitoring chart.
+# description: |
+#   Every stack's platform layer installs the monitoring chart (the infra layer's plan
+#   holds no cluster content, so the rule does not apply to it).
 # custom:
 #   id: AUD-004
 #   severity: high
 #   message: "stack %s installs none of the monitoring charts %s"
 #   remediation: Deploy the pinned kube-prometheus-stack Helm release in the stack.
 deny contains result.finding(rego.metadata.rule(), resources.stack_resource(input), [input.stack, charts]) if {
+	config.platform_plan(input)
 	charts := resources.describe({c | some c in config.settings.monitoring_charts})
 	not monitored
 }

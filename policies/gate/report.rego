@@ -10,6 +10,8 @@ import data.exceptions.waivers
 
 raw contains f if some f in data.residency.placement.deny
 
+raw contains f if some f in data.residency.artifacts.deny
+
 raw contains f if some f in data.encryption.at_rest.deny
 
 raw contains f if some f in data.encryption.in_transit.deny

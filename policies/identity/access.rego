@@ -16,22 +16,19 @@ peer_authns := resources.of_kind(input.resources, "PeerAuthentication")
 
 routes := resources.of_kind(input.resources, "VirtualService")
 
-has_kubernetes if {
-	some r in input.resources
-	startswith(r.type, "kubernetes:")
-}
-
 # METADATA
 # title: Mesh-wide mTLS STRICT
 # scope: rule
-# description: A PeerAuthentication in the mesh root namespace, without selector, sets mTLS mode STRICT.
+# description: |
+#   A PeerAuthentication in the mesh root namespace, without selector, sets mTLS mode
+#   STRICT. Checked on plans of the platform layer (the cluster's content).
 # custom:
 #   id: IDN-001
 #   severity: critical
 #   message: "stack %s has no mesh-wide PeerAuthentication with mode STRICT in namespace %s"
 #   remediation: Create PeerAuthentication "default" in the mesh root namespace with spec.mtls.mode STRICT.
 deny contains result.finding(rego.metadata.rule(), resources.stack_resource(input), [input.stack, root_ns]) if {
-	has_kubernetes
+	config.platform_plan(input)
 	not mesh_strict
 }
 
@@ -133,20 +130,39 @@ requires_principal(rule) if {
 }
 
 # METADATA
-# title: IRSA for serving pods
+# title: IRSA for workloads that call AWS
 # scope: rule
-# description: Workloads run under their own service account, bound to an IAM role (IRSA), not the node role.
+# description: |
+#   On EKS, a workload that calls AWS (a container reads an s3:// location, as the model
+#   pods' model-sync init container does) runs under a service account bound to its own IAM
+#   role (IRSA), never the node's. Workloads that call no AWS API need none, and on premises
+#   (the stack's kind in the policy data, not the plan's config) IRSA does not apply.
 # custom:
 #   id: IDN-005
 #   severity: high
 #   message: "workload %s runs as service account %q, which has no eks.amazonaws.com/role-arn"
-#   remediation: Set serviceAccountName to a ServiceAccount annotated with the IRSA role ARN.
+#   remediation: Set serviceAccountName to a ServiceAccount annotated with the workload's IRSA role ARN.
 deny contains result.finding(rego.metadata.rule(), w, [resources.k8s_name(w), sa]) if {
+	config.kind(input) != "onprem"
 	some w in input.resources
 	spec := resources.pod_spec(w)
+	calls_aws(spec)
 	sa := object.get(spec, "serviceAccountName", "default")
 	not sprintf("%s/%s", [resources.namespace(w), sa]) in irsa_accounts
 }
+
+calls_aws(spec) if {
+	some c in array.concat(object.get(spec, "containers", []), object.get(spec, "initContainers", []))
+	some v in container_strings(c)
+	contains(v, "s3://")
+}
+
+# The strings a container is started with: command, args and literal env values.
+container_strings(c) := array.flatten([
+	object.get(c, "command", []),
+	object.get(c, "args", []),
+	[e.value | some e in object.get(c, "env", []); is_string(e.value)],
+])
 
 irsa_accounts contains sprintf("%s/%s", [resources.namespace(sa), resources.k8s_name(sa)]) if {
 	some sa in resources.of_kind(input.resources, "ServiceAccount")

@@ -37,6 +37,19 @@ test_mesh_strict_missing_field if {
 	]} with input as t.plan([route, jwt, allow_with_token])
 }
 
+test_mesh_strict_by_layer if {
+	# The platform layer's plan must carry the mesh policy even when it holds nothing else;
+	# the infra layer's plan (AWS only) is not asked for it.
+	project := "model-serving-platform"
+	platform := object.union(t.plan([]), {"project": project})
+	t.brief(access.deny) == {[
+		"IDN-001", "critical", sprintf("urn:pulumi:uae-prod::%s::pulumi:pulumi:Stack::%s-uae-prod", [project, project]),
+		"stack uae-prod has no mesh-wide PeerAuthentication with mode STRICT in namespace istio-system",
+	]} with input as platform
+	count(access.deny) == 0 with input as object.union(t.plan([]), {"project": "model-serving"})
+	count(access.deny) == 0 with input as t.plan([])
+}
+
 test_no_downgrade_passing if {
 	override := t.k8s("PeerAuthentication", "iris", "models", {"portLevelMtls": {"8080": {"mode": "STRICT"}}})
 	count(access.deny) == 0 with input as t.plan(array.concat(mesh, [override]))
@@ -110,22 +123,50 @@ account(annotations) := t.resource("kubernetes:core/v1:ServiceAccount", "sa", {
 
 workload(pod) := t.k8s("Deployment", "iris", "models", {"template": {"spec": pod}})
 
+# The model pods' init container, which copies the model from the bucket.
+model_sync := {"name": "model-sync", "args": ["s3://$(MODEL_BUCKET)/models/iris/1", "/models/iris/1"]}
+
+model_pod(pod) := object.union({"initContainers": [model_sync], "containers": [{"name": "server"}]}, pod)
+
 test_irsa_passing if {
 	sa := account({"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/iris"})
-	w := workload({"serviceAccountName": "iris", "containers": []})
+	w := workload(model_pod({"serviceAccountName": "iris"}))
 	count(access.deny) == 0 with input as t.plan(array.concat(mesh, [sa, w]))
 }
 
+test_irsa_not_needed_without_aws_calls_passing if {
+	redis := workload({"serviceAccountName": "redis", "containers": [{"name": "redis", "args": ["--port", "6379"]}]})
+	count(access.deny) == 0 with input as t.plan(array.concat(mesh, [account({}), redis]))
+}
+
+test_irsa_not_applicable_on_premises_passing if {
+	# onprem-ae is "onprem" in the policy data: its model pods read an in-country store.
+	w := workload(model_pod({"serviceAccountName": "iris"}))
+	doc := object.union(t.plan(array.concat(mesh, [account({}), w])), {"stack": "onprem-ae"})
+	count(access.deny) == 0 with input as doc
+}
+
 test_irsa_violating if {
-	w := workload({"serviceAccountName": "iris", "containers": []})
+	w := workload(model_pod({"serviceAccountName": "iris"}))
 	t.brief(access.deny) == {[
 		"IDN-005", "high", w.urn,
 		"workload iris runs as service account \"iris\", which has no eks.amazonaws.com/role-arn",
 	]} with input as t.plan(array.concat(mesh, [account({}), w]))
 }
 
+test_irsa_violating_env_and_unknown_stack if {
+	# The plan's own config cannot make a stack on-premises: an unknown stack counts as AWS.
+	env := {"name": "sync", "env": [{"name": "SOURCE", "value": "s3://models/iris"}]}
+	w := workload({"serviceAccountName": "iris", "containers": [env]})
+	doc := object.union(t.plan(array.concat(mesh, [account({}), w])), {"stack": "dc2", "config": {"kind": "onprem"}})
+	t.brief(access.deny) == {[
+		"IDN-005", "high", w.urn,
+		"workload iris runs as service account \"iris\", which has no eks.amazonaws.com/role-arn",
+	]} with input as doc
+}
+
 test_irsa_missing_field if {
-	w := workload({"containers": []})
+	w := workload(model_pod({}))
 	t.brief(access.deny) == {[
 		"IDN-005", "high", w.urn,
 		"workload iris runs as service account \"default\", which has no eks.amazonaws.com/role-arn",

@@ -160,3 +160,37 @@ stack_resource(doc) := r if {
 describe(values) := "none" if count(values) == 0
 
 describe(values) := concat(", ", sort(values)) if count(values) > 0
+
+# METADATA
+# scope: document
+# description: |
+#   The registry host of an image or chart reference (an oci:// prefix dropped): its first
+#   path segment when that names a host, else docker.io, where a container runtime would
+#   pull a short name from.
+image_host(ref) := host if {
+	parts := split(trim_prefix(ref, "oci://"), "/")
+	count(parts) > 1
+	host := parts[0]
+	regex.match(`[.:]|^localhost$`, host)
+} else := "docker.io"
+
+# METADATA
+# scope: document
+# description: True for an image reference pinned by sha256 digest.
+pinned(ref) if regex.match(`@sha256:[a-f0-9]{64}$`, ref)
+
+# METADATA
+# scope: document
+# description: |
+#   The AWS region of the EKS cluster a Kubernetes resource is deployed to, from the API
+#   server host in its provider's kubeconfig; "unresolved" for any other cluster.
+cluster_region(r, provs) := m[0][1] if {
+	cfg := provs[r.provider].properties.kubeconfig
+	text := kubeconfig_text(cfg)
+	m := regex.find_all_string_submatch_n(`\.((?:[a-z]{2}|us-gov)-[a-z]+-[0-9]+)\.eks\.amazonaws\.com`, text, 1)
+	count(m) > 0
+} else := "unresolved"
+
+kubeconfig_text(cfg) := cfg if is_string(cfg)
+
+kubeconfig_text(cfg) := json.marshal(cfg) if not is_string(cfg)

@@ -1,6 +1,6 @@
 # METADATA
 # title: Network exposure
-# description: Nothing is open to the internet except the gateway's HTTPS port.
+# description: Nothing is open to the internet except the public model API's TLS port on its load balancer.
 package network.exposure
 
 import data.lib.resources
@@ -32,19 +32,25 @@ deny contains result.finding(rego.metadata.rule(), r, [r.name, resources.describ
 # METADATA
 # title: No ingress from the internet
 # scope: rule
-# description: Security groups admit 0.0.0.0/0 or ::/0 only on port 443 of the gateway's group.
+# description: |
+#   Security groups admit 0.0.0.0/0 or ::/0 only on exactly port 443, and only on groups
+#   that nothing uses but internet-facing load balancers whose every listener is TLS (or
+#   HTTPS) on 443: the public model API. Groups and their users are joined through the
+#   plan's URNs and ids.
 # custom:
 #   id: NET-002
 #   severity: critical
 #   message: "security group %s admits %s on ports %v-%v"
-#   remediation: Restrict the rule to the VPC or load-balancer CIDRs; only the gateway may take 443 from anywhere.
+#   remediation: |
+#     Restrict the rule to the VPC or load-balancer CIDRs; only a group used solely by
+#     internet-facing load balancers with TLS listeners on 443 may take 443 from anywhere.
 deny contains result.finding(rego.metadata.rule(), r, [r.name, cidr, from, to]) if {
 	some r in input.resources
 	some rule in ingress_rules(r)
 	some cidr in (rule.cidrs & open_cidrs)
 	from := rule.fromPort
 	to := rule.toPort
-	not gateway_https(r, from, to)
+	not public_api_port(r, from, to)
 }
 
 ingress_rules(r) := [ports(i) |
@@ -73,10 +79,86 @@ cidrs(p) := {c |
 	some c in resources.as_set(object.get(p, key, []))
 }
 
-gateway_https(r, from, to) if {
-	from == 443
-	to == 443
-	contains(lower(r.name), "gateway")
+group_types := {"aws:ec2/securityGroup:SecurityGroup", "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"}
+
+rule_types := {
+	"aws:ec2/securityGroupRule:SecurityGroupRule",
+	"aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+	"aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
+}
+
+lb_types := {"aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"}
+
+listener_types := {"aws:lb/listener:Listener", "aws:alb/listener:Listener"}
+
+# World ingress on 443 is the public API: every group the rule belongs to is an edge group.
+public_api_port(r, 443, 443) if {
+	groups := rule_groups(r)
+	count(groups) > 0
+	every g in groups {
+		edge_group(g)
+	}
+}
+
+rule_groups(r) := {r} if r.type == "aws:ec2/securityGroup:SecurityGroup"
+
+# A rule resource belongs to the groups it names (securityGroupId) or depends on; when
+# that is more than one, each must qualify (fail closed).
+rule_groups(r) := {g |
+	some key in refs(r, [object.get(r.properties, "securityGroupId", "")])
+	some g in groups_by_key[key]
+} if {
+	r.type in rule_types
+}
+
+groups_by_key[key] contains g if {
+	some g in input.resources
+	g.type in group_types
+	some key in resources.targets(g)
+}
+
+# A group used by something, and only by internet-facing load balancers with TLS listeners on 443.
+edge_group(g) if {
+	users := {u | some key in resources.targets(g); some u in group_users[key]}
+	count(users) > 0
+	every u in users {
+		public_tls_balancer(u)
+	}
+}
+
+# Whatever depends on a group or names its id, except rules and other groups (which refer
+# to it as a peer), counts as using it: an unknown user fails closed.
+group_users[key] contains u if {
+	some u in input.resources
+	not u.type in group_types
+	not u.type in rule_types
+	some key in refs(u, regex.find_n(`\bsg-[0-9a-f]{8,17}\b`, json.marshal(u.properties), -1))
+}
+
+public_tls_balancer(lb) if {
+	lb.type in lb_types
+	not resources.truthy(object.get(lb.properties, "internal", false))
+	found := {l | some key in balancer_keys(lb); some l in listeners_by_key[key]}
+	count(found) > 0
+	every l in found {
+		tls_443(l.properties)
+	}
+}
+
+balancer_keys(lb) := resources.targets(lb) | {lb.properties.arn | is_string(lb.properties.arn)}
+
+listeners_by_key[key] contains l if {
+	some l in input.resources
+	l.type in listener_types
+	some key in refs(l, [object.get(l.properties, "loadBalancerArn", "")])
+}
+
+# The URNs a resource depends on and the ids or ARNs it names.
+refs(r, named) := {d | some d in object.get(r, "dependencies", [])} | {n | some n in named; is_string(n); n != ""}
+
+tls_443(listener) if {
+	object.get(listener, "port", "unset") in {443, "443"}
+	upper(object.get(listener, "protocol", "unset")) in {"TLS", "HTTPS"}
 }
 
 # METADATA

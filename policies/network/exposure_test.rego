@@ -30,10 +30,47 @@ test_endpoint_missing_field if {
 
 group(name, ingress) := t.resource("aws:ec2/securityGroup:SecurityGroup", name, {"ingress": ingress})
 
+world_443 := [{"fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}]
+
+edge := group("edge", world_443)
+
+# An internet-facing NLB using the edge group, and its listener, as the stacks build them.
+nlb(props) := object.union(
+	t.resource("aws:lb/loadBalancer:LoadBalancer", "nlb", object.union(
+		{"loadBalancerType": "network", "internal": false, "securityGroups": ["sg-0123456789abcdef0"]},
+		props,
+	)),
+	{"dependencies": [edge.urn]},
+)
+
+listener(props) := object.union(
+	t.resource("aws:lb/listener:Listener", "https", object.union(
+		{"port": 443, "protocol": "TLS", "certificateArn": "arn:aws:acm:me-central-1:1:certificate/c"},
+		props,
+	)),
+	{"dependencies": [nlb({}).urn]},
+)
+
+check(resources) := found if {
+	found := t.brief(exposure.deny) with input as t.plan(resources)
+}
+
 test_ingress_passing if {
-	gw := group("gateway-sg", [{"fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}])
 	nodes := group("nodes", [{"fromPort": 0, "toPort": 65535, "cidrBlocks": ["10.0.0.0/16"]}])
-	count(exposure.deny) == 0 with input as t.plan([gw, nodes])
+	check([edge, nlb({}), listener({}), nodes]) == set()
+}
+
+test_ingress_passing_through_ids_and_rules if {
+	# An export: the balancer names the group by id, the listener the balancer by ARN, and
+	# the world rule is its own resource naming the group by id.
+	g := object.union(group("edge", []), {"id": "sg-0123456789abcdef0"})
+	rule := t.resource("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "https", {
+		"securityGroupId": "sg-0123456789abcdef0", "fromPort": 443, "toPort": 443, "cidrIpv6": "::/0",
+	})
+	arn := "arn:aws:elasticloadbalancing:me-central-1:1:loadbalancer/net/nlb/1"
+	lb := object.union(nlb({"arn": arn}), {"dependencies": []})
+	l := object.union(listener({"loadBalancerArn": lb.properties.arn}), {"dependencies": []})
+	check([g, rule, lb, l]) == set()
 }
 
 test_ingress_violating if {
@@ -44,19 +81,57 @@ test_ingress_violating if {
 	ingress := t.resource("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "all", {
 		"fromPort": 80, "toPort": 80, "cidrIpv4": "0.0.0.0/0",
 	})
-	t.brief(exposure.deny) == {
+	check([g, rule, ingress]) == {
 		["NET-002", "critical", g.urn, "security group nodes admits 0.0.0.0/0 on ports 22-22"],
 		["NET-002", "critical", rule.urn, "security group ssh admits ::/0 on ports 443-443"],
 		["NET-002", "critical", ingress.urn, "security group all admits 0.0.0.0/0 on ports 80-80"],
-	} with input as t.plan([g, rule, ingress])
+	}
+}
+
+test_ingress_violating_edge_group_other_port if {
+	g := group("edge", array.concat(world_443, [{"fromPort": 80, "toPort": 80, "cidrBlocks": ["0.0.0.0/0"]}]))
+	check([g, nlb({}), listener({})]) == {[
+		"NET-002", "critical", g.urn,
+		"security group edge admits 0.0.0.0/0 on ports 80-80",
+	]}
+}
+
+test_ingress_violating_group_not_only_on_balancers if {
+	instance := object.union(t.resource("aws:ec2/instance:Instance", "bastion", {}), {"dependencies": [edge.urn]})
+	check([edge, nlb({}), listener({}), instance]) == {[
+		"NET-002", "critical", edge.urn,
+		"security group edge admits 0.0.0.0/0 on ports 443-443",
+	]}
+}
+
+test_ingress_violating_balancer_not_public_tls if {
+	finding := {["NET-002", "critical", edge.urn, "security group edge admits 0.0.0.0/0 on ports 443-443"]}
+	check([edge, nlb({"internal": true}), listener({})]) == finding
+	check([edge, nlb({}), listener({"protocol": "TCP"})]) == finding
+	check([edge, nlb({}), listener({"port": 8443})]) == finding
+	check([edge, nlb({})]) == finding
+	check([edge]) == finding
 }
 
 test_ingress_missing_field if {
 	g := group("gateway-sg", [{"cidrBlocks": ["0.0.0.0/0"]}])
-	t.brief(exposure.deny) == {[
-		"NET-002", "critical", g.urn,
-		"security group gateway-sg admits 0.0.0.0/0 on ports unset-unset",
-	]} with input as t.plan([g])
+	l := listener({})
+	no_protocol := object.union(object.remove(l, ["properties"]), {"properties": object.remove(
+		l.properties,
+		["protocol"],
+	)})
+	check([g, nlb({}), no_protocol, edge]) == {
+		["NET-002", "critical", g.urn, "security group gateway-sg admits 0.0.0.0/0 on ports unset-unset"],
+		["NET-002", "critical", edge.urn, "security group edge admits 0.0.0.0/0 on ports 443-443"],
+	}
+}
+
+test_ingress_missing_group if {
+	# A world rule on 443 that names no group of the plan cannot be shown to be the API's.
+	rule := t.resource("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "https", {
+		"fromPort": 443, "toPort": 443, "cidrIpv4": "0.0.0.0/0",
+	})
+	check([rule]) == {["NET-002", "critical", rule.urn, "security group https admits 0.0.0.0/0 on ports 443-443"]}
 }
 
 bucket := t.resource("aws:s3/bucket:Bucket", "models", {"bucket": "models"})

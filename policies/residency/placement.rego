@@ -17,15 +17,17 @@ allowed := config.allowed_regions(input)
 # METADATA
 # title: Stack jurisdiction known
 # scope: rule
-# description: A plan whose jurisdiction is unknown cannot be checked for residency, so it fails.
+# description: |
+#   A plan whose stack the policy data does not place in a known jurisdiction cannot be
+#   checked for residency, so it fails. The plan's own config is not trusted for it.
 # custom:
 #   id: RES-001
 #   severity: critical
-#   message: "stack %s has jurisdiction %q, which is not in the policy data"
-#   remediation: Set `jurisdiction` in the stack config to a code in policies/data/jurisdictions.json (or an override).
+#   message: "stack %s has jurisdiction %q in the policy data, which names no regions for it"
+#   remediation: Add the stack to policies/data/stacks.json (or an override) with a jurisdiction of jurisdictions.json.
 deny contains result.finding(rego.metadata.rule(), resources.stack_resource(input), [input.stack, found]) if {
 	count(allowed) == 0
-	found := object.get(input, "jurisdiction", "")
+	found := config.jurisdiction(input)
 }
 
 # METADATA
@@ -133,17 +135,20 @@ target_region(t) := resources.host_region(t)
 # METADATA
 # title: Image registry in jurisdiction
 # scope: rule
-# description: Serving images are pulled from a registry in a region of the jurisdiction.
+# description: |
+#   Workload images are pulled from a registry in a region of the jurisdiction, or from one
+#   the policy data lists for the stack (an in-country registry on premises).
 # custom:
 #   id: RES-006
 #   severity: high
 #   message: "%s pulls image %s from region %q, outside the jurisdiction"
-#   remediation: Push the image to the stack region's ECR and reference it there.
+#   remediation: Push the image to the stack region's ECR (or the stack's listed registry) and reference it there.
 deny contains result.finding(rego.metadata.rule(), r, [r.name, image, reg]) if {
 	count(allowed) > 0
 	some r in input.resources
 	some container in resources.containers(r)
 	image := container.image
+	not resources.image_host(image) in config.registries(input)
 	reg := image_region(image)
 	not reg in allowed
 }

@@ -5,31 +5,35 @@ import data.residency.placement
 
 bucket := t.resource("aws:s3/bucket:Bucket", "models", {"bucket": "models"})
 
-urn(type, name) := sprintf("urn:pulumi:uae-prod::p::%s::%s", [type, name])
-
 test_jurisdiction_known_passing if {
 	count(placement.deny) == 0 with input as t.plan([bucket])
 }
 
 test_jurisdiction_known_violating if {
-	doc := object.union(t.plan([bucket]), {"jurisdiction": "XX"})
+	# The stack map of the policy data names the stack with a code jurisdictions.json lacks.
+	doc := t.plan([bucket])
 	t.brief(placement.deny) == {[
 		"RES-001", "critical", "urn:pulumi:uae-prod::p::pulumi:pulumi:Stack::p-uae-prod",
-		"stack uae-prod has jurisdiction \"XX\", which is not in the policy data",
+		"stack uae-prod has jurisdiction \"XX\" in the policy data, which names no regions for it",
 	]} with input as doc
+		with data.stacks as {"uae-prod": {"jurisdiction": "XX", "kind": "aws", "registries": []}}
 }
 
 test_jurisdiction_known_missing_field if {
-	doc := object.remove(object.union(t.plan([bucket]), {"stack": "unknown-stack"}), ["jurisdiction"])
+	doc := object.union(t.plan([bucket]), {"stack": "unknown-stack"})
 	t.brief(placement.deny) == {[
 		"RES-001", "critical", "urn:pulumi:unknown-stack::p::pulumi:pulumi:Stack::p-unknown-stack",
-		"stack unknown-stack has jurisdiction \"\", which is not in the policy data",
+		"stack unknown-stack has jurisdiction \"\" in the policy data, which names no regions for it",
 	]} with input as doc
 }
 
-test_jurisdiction_from_stack_name if {
-	doc := object.remove(t.plan([bucket]), ["jurisdiction"])
-	count(placement.deny) == 0 with input as doc
+test_jurisdiction_from_policy_data_not_plan if {
+	# A plan claiming another jurisdiction changes nothing: uae-prod is AE in the policy data.
+	own := object.union(bucket, {"properties": {"region": "eu-west-1"}})
+	t.brief(placement.deny) == {[
+		"RES-002", "critical", own.urn,
+		"models is placed in region \"eu-west-1\", outside jurisdiction AE",
+	]} with input as object.union(t.plan([own]), {"jurisdiction": "EU"})
 }
 
 test_region_passing if {
@@ -152,11 +156,25 @@ test_registry_missing_field if {
 	]} with input as t.plan([d])
 }
 
+test_registry_listed_for_stack_passing if {
+	onprem := object.union(t.plan([deployment("registry.dc1.example.ae/mirror/redis@sha256:0")]), {"stack": "onprem-ae"})
+	count(placement.deny) == 0 with input as onprem
+}
+
+test_registry_listed_for_other_stack_violating if {
+	# The in-country registry is onprem-ae's, not uae-prod's: only its own list approves.
+	d := deployment("registry.dc1.example.ae/mirror/redis@sha256:0")
+	t.brief(placement.deny) == {[
+		"RES-006", "high", d.urn,
+		"iris pulls image registry.dc1.example.ae/mirror/redis@sha256:0 from region \"unresolved\", outside the jurisdiction",
+	]} with input as t.plan([d])
+}
+
 test_stack_resource_from_plan if {
 	stack := t.resource("pulumi:pulumi:Stack", "p-uae-prod", {})
-	doc := object.union(t.plan([stack]), {"jurisdiction": "XX"})
+	doc := object.union(t.plan([stack]), {"stack": "unknown-stack"})
 	t.brief(placement.deny) == {[
 		"RES-001", "critical", stack.urn,
-		"stack uae-prod has jurisdiction \"XX\", which is not in the policy data",
+		"stack unknown-stack has jurisdiction \"\" in the policy data, which names no regions for it",
 	]} with input as doc
 }

@@ -151,12 +151,16 @@ deny contains result.finding(rego.metadata.rule(), x.r, [label(x), image]) if {
 # METADATA
 # title: Approved registry
 # scope: rule
-# description: Images come from an approved registry (by default, an account's ECR).
+# description: |
+#   Images come from an approved registry: by default an account's ECR, or a registry the
+#   policy data lists for the stack (an in-country registry on premises).
 # custom:
 #   id: WL-008
 #   severity: high
 #   message: "container %s uses image %q from a registry that is not approved"
-#   remediation: Push the image to the stack region's ECR; add other registries to settings.approved_registries.
+#   remediation: |
+#     Push the image to the stack region's ECR; add other registries to settings.approved_registries
+#     or to the stack's registries in policies/data/stacks.json.
 deny contains result.finding(rego.metadata.rule(), x.r, [label(x), image]) if {
 	some x in containers
 	image := object.get(x.c, "image", "unset")
@@ -167,3 +171,5 @@ approved(image) if {
 	some pattern in config.settings.approved_registries
 	regex.match(pattern, image)
 }
+
+approved(image) if resources.image_host(image) in config.registries(input)

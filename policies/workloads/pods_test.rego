@@ -170,3 +170,17 @@ test_registry_missing_field if {
 		["WL-008", "high", urn, "container iris/server uses image \"\" from a registry that is not approved"],
 	}
 }
+
+test_registry_listed_for_stack_passing if {
+	local := concat("", ["registry.dc1.example.ae/serving@", digest])
+	doc := object.union(t.plan([deploy(object.union(good, {"image": local}))]), {"stack": "onprem-ae"})
+	count(pods.deny) == 0 with input as doc
+}
+
+test_registry_listed_for_other_stack_violating if {
+	local := concat("", ["registry.dc1.example.ae/serving@", digest])
+	check(object.union(good, {"image": local})) == {[
+		"WL-008", "high", urn,
+		sprintf("container iris/server uses image %q from a registry that is not approved", [local]),
+	]}
+}

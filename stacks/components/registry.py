@@ -85,6 +85,9 @@ class RegistryArgs:
     """Create the credential-free pull-through cache rules."""
     lock: Lock = field(default_factory=load_lock)
     """The artifact lock; a repository is created for each of its images and charts."""
+    namespace: str = ""
+    """Prefix of every repository and cache rule (the stack), so two stacks sharing an account and region
+    never ask for the same repository; the registry output carries it (`<host>/<namespace>`)."""
     tags: dict[str, str]
     """Tags."""
 
@@ -107,6 +110,21 @@ def _check(args: RegistryArgs) -> None:
         raise ValueError(f"registry {args.region}: {', '.join(clashing)} use a reserved prefix {reserved}")
 
 
+def _named(args: RegistryArgs, repository: str) -> str:
+    """A repository name inside the stack's namespace."""
+    return f"{args.namespace}/{repository}" if args.namespace else repository
+
+
+def _registry(args: RegistryArgs, host: str) -> str:
+    """What images and charts are referenced under: the host, plus the namespace."""
+    return f"{host}/{args.namespace}" if args.namespace else host
+
+
+def _prefixed(args: RegistryArgs, prefix: str) -> str:
+    """A pull-through cache prefix inside the stack's namespace (prefixes cannot contain `/`)."""
+    return f"{args.namespace}-{prefix}" if args.namespace else prefix
+
+
 class Registry(pulumi.ComponentResource):
     """The ECR repositories of one region, their replication and the pull-through cache rules."""
 
@@ -123,13 +141,16 @@ class Registry(pulumi.ComponentResource):
         mirrored = [i.repository for i in args.lock.images.values()]
         mirrored += [c.repository for c in args.lock.charts.values()]
         repos = [
-            self._repository(name, repo, args, child) for repo in sorted({*mirrored, *args.repositories})
+            self._repository(name, _named(args, repo), args, child)
+            for repo in sorted({*mirrored, *args.repositories})
         ]
         if args.replicate_to:
             self._replication(name, args, identity.account_id, child)
         if args.pull_through_cache:
             self._pull_through(name, args, child)
-        self.registry = identity.account_id.apply(lambda account: ecr_registry(account, args.region))
+        self.registry = identity.account_id.apply(
+            lambda account: _registry(args, ecr_registry(account, args.region))
+        )
         self.repository_arns = pulumi.Output.all(*[r.arn for r in repos])
         self.register_outputs({"registry": self.registry, "repository_arns": self.repository_arns})
 
@@ -175,7 +196,7 @@ class Registry(pulumi.ComponentResource):
                         ],
                         repository_filters=[
                             aws.ecr.ReplicationConfigurationReplicationConfigurationRuleRepositoryFilterArgs(
-                                filter=repository, filter_type="PREFIX_MATCH"
+                                filter=_named(args, repository), filter_type="PREFIX_MATCH"
                             )
                             for repository in args.repositories
                         ],
@@ -203,7 +224,7 @@ class Registry(pulumi.ComponentResource):
         for prefix, upstream in PULL_THROUGH_UPSTREAMS.items():
             template = aws.ecr.RepositoryCreationTemplate(
                 f"{name}-cache-{prefix}",
-                prefix=prefix,
+                prefix=_prefixed(args, prefix),
                 applied_fors=["PULL_THROUGH_CACHE"],
                 custom_role_arn=role.arn,
                 encryption_configurations=[
@@ -219,7 +240,7 @@ class Registry(pulumi.ComponentResource):
             # The first pull through a rule creates the repository: the template must be there by then.
             aws.ecr.PullThroughCacheRule(
                 f"{name}-cache-{prefix}",
-                ecr_repository_prefix=prefix,
+                ecr_repository_prefix=_prefixed(args, prefix),
                 upstream_registry_url=upstream,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[template]),
             )

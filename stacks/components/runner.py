@@ -16,13 +16,30 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.components.keys import RegionalKey, RegionalKeyArgs
-from stacks.documents import assume_role_policy, deploy_policy, role_trust_policy, runner_policy
+from stacks.documents import (
+    assume_role_policy,
+    deploy_policy,
+    role_trust_policy,
+    runner_policy,
+    state_statements,
+)
 
 ECR_IMAGE = re.compile(
     r"(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com/"
     r"(?P<repository>[a-z0-9][a-z0-9._/-]*)@sha256:[0-9a-f]{64}"
 )
 GITHUB_REPOSITORY = re.compile(r"https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+RUNNER_EGRESS_DOMAINS = (
+    "github.com",
+    "api.github.com",
+    "codeload.github.com",
+    ".actions.githubusercontent.com",
+    "objects.githubusercontent.com",
+    ".blob.core.windows.net",
+)
+"""What the runner agent and `actions/checkout` reach (GitHub's documented hosts for self-hosted runners:
+the service, job and log endpoints, source archives, release assets and the artifact store). The egress
+firewall allows them from the runner's region only."""
 RUNNER_EVENT = "WORKFLOW_JOB_QUEUED"
 """The webhook event that makes CodeBuild start a runner for a queued GitHub Actions job."""
 DEPLOY_WORKFLOW = "deploy"
@@ -50,6 +67,10 @@ class DeployRunnerArgs:
     """The cluster the runner deploys to; names carry it (and so the stack and region)."""
     region: str
     """The region of the runner and the cluster."""
+    stack: str
+    """The stack; every region's cluster is `<stack>-<region>`."""
+    cluster_regions: tuple[str, ...]
+    """Every region of the stack: the runner deploys the platform layer into each region's cluster."""
     vpc_id: pulumi.Input[str]
     """The cluster's VPC."""
     private_subnet_ids: list[pulumi.Input[str]]
@@ -133,6 +154,9 @@ class DeployRunner(pulumi.ComponentResource):
                     repository_arn=image_repository_arn(v["image"], args.region),
                     connection_arn=args.github_connection_arn,
                     deploy_role_arn=v["deploy"],
+                    state=state_statements(
+                        args.state_bucket_arn, args.platform_project, args.secrets_key_arn
+                    ),
                 )
             ),
             opts=child,
@@ -176,10 +200,9 @@ class DeployRunner(pulumi.ComponentResource):
             role=role.id,
             policy=account.apply(
                 lambda acct: deploy_policy(
-                    cluster_arn=f"arn:aws:eks:{args.region}:{acct}:cluster/{args.cluster_name}",
-                    state_bucket_arn=args.state_bucket_arn,
-                    platform_project=args.platform_project,
-                    secrets_key_arn=args.secrets_key_arn,
+                    cluster_arns=[
+                        f"arn:aws:eks:{r}:{acct}:cluster/{args.stack}-{r}" for r in args.cluster_regions
+                    ]
                 )
             ),
             opts=child,

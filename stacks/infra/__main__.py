@@ -11,16 +11,17 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.artifacts import ecr_registry, load_lock
+from stacks.artifacts import load_lock
 from stacks.components.cluster import Cluster, ClusterArgs
 from stacks.components.edge import Edge, EdgeArgs
 from stacks.components.global_routing import GlobalRouting, GlobalRoutingArgs, RegionalEndpoint
 from stacks.components.identities import WorkloadIdentities, WorkloadIdentitiesArgs
 from stacks.components.keys import RegionalKey, RegionalKeyArgs
 from stacks.components.model_store import ModelStore, ModelStoreArgs
-from stacks.components.network import Network, NetworkArgs
+from stacks.components.network import Network, NetworkArgs, carve_subnets
+from stacks.components.peering import PeeringSide, RegionPeering, RegionPeeringArgs
 from stacks.components.registry import Registry, RegistryArgs
-from stacks.components.runner import DeployRunner, DeployRunnerArgs
+from stacks.components.runner import RUNNER_EGRESS_DOMAINS, DeployRunner, DeployRunnerArgs
 from stacks.config import ConfigError, load_config
 from stacks.contract import PLATFORM_PROJECT, REGIONS_OUTPUT, export_fields
 from stacks.settings import RegionConfig, StackConfig
@@ -41,22 +42,66 @@ def _host(url: str) -> str:
     return url.removeprefix("https://").split("/", 1)[0].split(":", 1)[0]
 
 
+def _egress_domains(cfg: StackConfig, region: RegionConfig) -> tuple[str, ...]:
+    """What may leave the VPC through the firewall: the token issuer's keys (istiod fetches the JWKS), the
+    stack file's own list (e.g. the organisation's package mirror for the runner), and from the primary region
+    GitHub for the runner agent and the other regions' STS (the kubeconfig assumes the deploy role there)."""
+    domains = [_host(cfg.gateway.jwks_uri), *cfg.egress_domains]
+    if region == cfg.regions[0]:
+        domains += [*RUNNER_EGRESS_DOMAINS, *(f"sts.{r.region}.amazonaws.com" for r in cfg.regions[1:])]
+    return tuple(dict.fromkeys(domains))
+
+
+def _peer(cfg: StackConfig, primary: Region, secondary: Region, index: int) -> RegionPeering:
+    """The primary VPC (where the deploy runner is) peered with a secondary region's, for its private API."""
+    first, other = cfg.regions[0], cfg.regions[index]
+    return RegionPeering(
+        f"{cfg.stack}-{first.region}-to-{other.region}",
+        RegionPeeringArgs(
+            jurisdiction=cfg.jurisdiction,
+            primary=PeeringSide(
+                region=first.region,
+                provider=primary.provider,
+                vpc_id=primary.network.vpc_id,
+                vpc_cidr=first.vpc_cidr,
+                route_table_ids=primary.network.private_route_table_ids,
+            ),
+            secondary=PeeringSide(
+                region=other.region,
+                provider=secondary.provider,
+                vpc_id=secondary.network.vpc_id,
+                vpc_cidr=other.vpc_cidr,
+                route_table_ids=secondary.network.private_route_table_ids,
+            ),
+            cluster_security_group_id=secondary.cluster.security_group_id,
+            runner_cidrs=tuple(carve_subnets(first.vpc_cidr, cfg.az_count).private),
+            tags=cfg.tags,
+        ),
+    )
+
+
 def _runner(
     cfg: StackConfig, name: str, network: Network, registry: Registry, on_aws: pulumi.ResourceOptions
 ) -> DeployRunner:
-    assert cfg.runner is not None and cfg.state.bucket_arn and cfg.state.key_arn  # AWS stacks have them
+    runner, bucket, key = cfg.runner, cfg.state.bucket_arn, cfg.state.key_arn
+    if runner is None or bucket is None or key is None:
+        raise ConfigError(
+            f"Pulumi.{cfg.stack}.yaml", "model-serving.runner", "AWS stacks need runner and state"
+        )
     return DeployRunner(
-        f"{name}-runner",
+        f"{cfg.stack}-{name}-runner",
         DeployRunnerArgs(
             cluster_name=f"{cfg.stack}-{name}",
             region=name,
+            stack=cfg.stack,
+            cluster_regions=tuple(r.region for r in cfg.regions),
             vpc_id=network.vpc_id,
             private_subnet_ids=list(network.private_subnet_ids),
-            repository_url=cfg.runner.github_repository,
-            github_connection_arn=cfg.runner.connection_arn,
+            repository_url=runner.github_repository,
+            github_connection_arn=runner.connection_arn,
             image=registry.registry.apply(lambda host: load_lock().image("deploy-runner").ref(host)),
-            state_bucket_arn=cfg.state.bucket_arn,
-            secrets_key_arn=cfg.state.key_arn,
+            state_bucket_arn=bucket,
+            secrets_key_arn=key,
             platform_project=PLATFORM_PROJECT,
             log_retention_days=cfg.observability.log_retention_days,
             tags=cfg.tags,
@@ -69,44 +114,46 @@ def deploy_region(
     cfg: StackConfig, region: RegionConfig, primary: "Region | None", runner_box: list[DeployRunner]
 ) -> Region:
     """Everything one region runs on AWS, on that region's own provider."""
-    assert cfg.cluster is not None and cfg.identity is not None and cfg.store is not None and cfg.account_id
+    cluster_cfg, identity, store_cfg, account = cfg.cluster, cfg.identity, cfg.store, cfg.account_id
+    if cluster_cfg is None or identity is None or store_cfg is None or account is None:
+        raise ConfigError(f"Pulumi.{cfg.stack}.yaml", "model-serving.profile", "not an AWS stack")
     name, tags = region.region, cfg.tags
-    provider = aws.Provider(f"aws-{name}", region=name, allowed_account_ids=[cfg.account_id])
+    provider = aws.Provider(f"aws-{name}", region=name, allowed_account_ids=[account])
     on_aws = pulumi.ResourceOptions(provider=provider)
     cluster_name = f"{cfg.stack}-{name}"
     network = Network(
-        f"{name}-network",
+        f"{cluster_name}-network",
         NetworkArgs(
             vpc_cidr=region.vpc_cidr,
             az_count=cfg.az_count,
             nat_count=cfg.nat_count,
             region=name,
             cluster_name=cluster_name,
-            egress_domains=(_host(cfg.gateway.jwks_uri),),
+            egress_domains=_egress_domains(cfg, region),
             log_retention_days=cfg.observability.log_retention_days,
             tags=tags,
         ),
         opts=on_aws,
     )
     store = ModelStore(
-        f"{name}-store",
+        f"{cluster_name}-store",
         ModelStoreArgs(
-            bucket_prefix=cfg.store.bucket_prefix,
+            bucket_prefix=store_cfg.bucket_prefix,
             region=name,
-            inference_log_days=cfg.store.inference_log_days,
-            noncurrent_version_days=cfg.store.noncurrent_version_days,
+            inference_log_days=store_cfg.inference_log_days,
+            noncurrent_version_days=store_cfg.noncurrent_version_days,
             tags=tags,
         ),
         opts=on_aws,
     )
     images = RegionalKey(
-        f"{name}-registry-key",
+        f"{cluster_name}-registry-key",
         RegionalKeyArgs(purpose="container images and charts", region=name, tags=tags),
         opts=on_aws,
     )
     others = [r.region for r in cfg.regions if r.region != name]
     registry = Registry(
-        f"{name}-registry",
+        f"{cluster_name}-registry",
         RegistryArgs(
             region=name,
             jurisdiction=cfg.jurisdiction,
@@ -114,6 +161,7 @@ def deploy_region(
             repositories=[cfg.image.repository, cfg.image.sync_repository],
             # CI pushes the project's own images to the primary region, which replicates them in-jurisdiction.
             replicate_to=others if primary is None else [],
+            namespace=cfg.stack,
             tags=tags,
         ),
         opts=on_aws,
@@ -122,26 +170,26 @@ def deploy_region(
         runner_box.append(_runner(cfg, name, network, registry, on_aws))
     runner = runner_box[0]
     cluster = Cluster(
-        f"{name}-cluster",
+        f"{cluster_name}-cluster",
         ClusterArgs(
             cluster_name=cluster_name,
             region=name,
-            config=cfg.cluster,
-            identity=cfg.identity,
+            config=cluster_cfg,
+            identity=identity,
             private_subnet_ids=list(network.private_subnet_ids),
             log_retention_days=cfg.observability.log_retention_days,
             deploy_role_arn=runner.deploy_role_arn,
             runner_security_group_id=runner.security_group_id if primary is None else None,
-            break_glass_role_arn=cfg.cluster.break_glass_role_arn,
+            break_glass_role_arn=cluster_cfg.break_glass_role_arn,
             # EC2 Auto Scaling's service-linked role is account-global: the primary region creates it once.
-            create_autoscaling_role=primary is None and cfg.cluster.create_autoscaling_service_linked_role,
+            create_autoscaling_role=primary is None and cluster_cfg.create_autoscaling_service_linked_role,
             autoscaling_role=None if primary is None else primary.cluster.autoscaling_role,
             tags=tags,
         ),
         opts=on_aws,
     )
     edge = Edge(
-        f"{name}-edge",
+        f"{cluster_name}-edge",
         EdgeArgs(
             api_host=cfg.gateway.api_host,
             region=name,
@@ -155,7 +203,7 @@ def deploy_region(
         opts=on_aws,
     )
     identities = WorkloadIdentities(
-        f"{name}-identities",
+        f"{cluster_name}-identities",
         WorkloadIdentitiesArgs(
             cluster_name=cluster_name,
             region=name,
@@ -176,7 +224,7 @@ def deploy_region(
         cluster_name=cluster.name,
         kubeconfig=cluster.kubeconfig,
         vpc_id=network.vpc_id,
-        registry=ecr_registry(cfg.account_id, name),
+        registry=registry.registry,
         model_bucket=store.model_bucket,
         volume_key_arn=cluster.key_arn,
         target_group_arn=edge.target_group_arn,
@@ -201,6 +249,8 @@ def main() -> None:
     for region in cfg.regions:
         regions.append(deploy_region(cfg, region, regions[0] if regions else None, runner))
     primary = regions[0]
+    for index, secondary in enumerate(regions[1:], start=1):
+        _peer(cfg, primary, secondary, index)
     GlobalRouting(
         "global-routing",
         GlobalRoutingArgs(

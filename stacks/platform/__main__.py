@@ -1,4 +1,4 @@
-"""The platform layer (`cd stacks/platform && pulumi up -s <stack>`): wiring only, everything inside the clusters.
+"""The platform layer (`cd stacks/platform && pulumi up -s <stack>`): wiring only, all inside the clusters.
 
 For an AWS stack it deploys into each region's EKS cluster, knowing the infra layer only through its
 StackReference outputs; for an `onprem-*` stack, into one existing cluster given by a kubeconfig. It creates

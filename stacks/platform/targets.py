@@ -4,7 +4,9 @@ An AWS stack's clusters are known only through the infra stack's outputs (a Stac
 re-deriving names; an on-premises stack's cluster only through a kubeconfig and its stack file.
 """
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -45,6 +47,10 @@ class ClusterTarget:
     """The infra layer's facts on EKS; None for an existing on-premises cluster."""
 
 
+def _region_outputs(raw: Any, region: str) -> RegionOutputs:
+    return from_export(raw, region)
+
+
 def _provider(name: str, kubeconfig: pulumi.Input[str] | None, context: str | None) -> k8s.Provider:
     return k8s.Provider(
         name,
@@ -68,11 +74,10 @@ def cluster_targets(cfg: StackConfig) -> list[ClusterTarget]:
     regions = reference.get_output(REGIONS_OUTPUT)
     targets = []
     for region in cfg.regions:
-        outputs = regions.apply(lambda raw, name=region.region: from_export(raw, name))
+        outputs = regions.apply(functools.partial(_region_outputs, region=region.region))
         facts = EksFacts(region=region.region, outputs=outputs)
         provider = _provider(f"{region.region}-k8s", facts.field("kubeconfig"), None)
         targets.append(
             ClusterTarget(name=region.region, provider=provider, registry=facts.field("registry"), eks=facts)
         )
     return targets
-

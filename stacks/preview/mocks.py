@@ -4,8 +4,8 @@ Values are derived from a hash of the resource's name, type and region, so a pla
 """
 
 import base64
-import json
 import hashlib
+import json
 from typing import Any
 
 import pulumi
@@ -75,9 +75,14 @@ class RealisticMocks(pulumi.runtime.Mocks):
     """Answers resource registrations and invokes with values shaped like the real services'."""
 
     def __init__(
-        self, default_region: str | None = None, stack_outputs: dict[str, dict[str, Any]] | None = None
+        self,
+        default_region: str | None = None,
+        stack_outputs: dict[str, dict[str, Any]] | None = None,
+        account: str = ACCOUNT_ID,
     ) -> None:
         self.default_region = default_region
+        self.account = account
+        """The account the deployer's credentials belong to (what `GetCallerIdentity` answers)."""
         self.stack_outputs = stack_outputs or {}
         """Fully qualified stack name -> its outputs, for the StackReferences a program reads."""
         self.provider_regions: dict[str, str] = {}
@@ -104,8 +109,13 @@ class RealisticMocks(pulumi.runtime.Mocks):
                 "groupNames": [region],
             }, []
         if args.token == IDENTITY_INVOKE:
-            arn = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/platform-deployer/pulumi"
-            return {"id": ACCOUNT_ID, "accountId": ACCOUNT_ID, "arn": arn, "userId": "AROAEXAMPLE:pulumi"}, []
+            arn = f"arn:aws:sts::{self.account}:assumed-role/platform-deployer/pulumi"
+            return {
+                "id": self.account,
+                "accountId": self.account,
+                "arn": arn,
+                "userId": "AROAEXAMPLE:pulumi",
+            }, []
         if args.token == PARTITION_INVOKE:
             return {
                 "id": "aws",
@@ -121,9 +131,9 @@ class RealisticMocks(pulumi.runtime.Mocks):
             # The provider refuses to configure when the caller's account is not one it may touch.
             allowed = args.inputs.get("allowedAccountIds")
             allowed = json.loads(allowed) if isinstance(allowed, str) else allowed
-            if allowed and ACCOUNT_ID not in allowed:
+            if allowed and self.account not in allowed:
                 raise ValueError(
-                    f"provider {args.name}: account {ACCOUNT_ID} is not in allowedAccountIds {allowed}"
+                    f"provider {args.name}: account {self.account} is not in allowedAccountIds {allowed}"
                 )
         if args.typ.startswith("pulumi:providers:"):
             return UNKNOWN_ID, dict(args.inputs)
@@ -136,7 +146,7 @@ class RealisticMocks(pulumi.runtime.Mocks):
         if args.typ.startswith("kubernetes:") or not args.typ.startswith("aws:"):
             return self._kubernetes(args)
         region = self.region_of(args.provider)
-        return _aws(args.typ, args.name, region, dict(args.inputs))
+        return _aws(args.typ, args.name, region, dict(args.inputs), self.account)
 
     def _kubernetes(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
@@ -152,20 +162,22 @@ class RealisticMocks(pulumi.runtime.Mocks):
         return resource_id, outputs
 
 
-def _arn(service: str, region: str, resource: str) -> str:
-    return f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{resource}"
+def _arn(account: str, service: str, region: str, resource: str) -> str:
+    return f"arn:aws:{service}:{region}:{account}:{resource}"
 
 
-def _aws(typ: str, name: str, region: str, outputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:  # noqa: PLR0911
+def _aws(  # noqa: PLR0911 - one answer per kind of AWS resource
+    typ: str, name: str, region: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
     digest = _digest(typ, name, region)
     module = typ.split(":")[1].split("/", maxsplit=1)[0]
     if typ in _EC2_PREFIX:
         resource_id = f"{_EC2_PREFIX[typ]}-{digest[:17]}"
-        outputs["arn"] = _arn("ec2", region, f"{typ.rsplit(':', 1)[1].lower()}/{resource_id}")
-        return resource_id, outputs | {"ownerId": ACCOUNT_ID}
+        outputs["arn"] = _arn(account, "ec2", region, f"{typ.rsplit(':', 1)[1].lower()}/{resource_id}")
+        return resource_id, outputs | {"ownerId": account}
     if typ == "aws:kms/key:Key":
         key_id = f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-a{digest[17:20]}-{digest[20:32]}"
-        return key_id, outputs | {"arn": _arn("kms", region, f"key/{key_id}"), "keyId": key_id}
+        return key_id, outputs | {"arn": _arn(account, "kms", region, f"key/{key_id}"), "keyId": key_id}
     if typ.startswith("aws:s3/bucket:"):
         bucket = outputs.get("bucket") or f"{name}-{digest[:7]}"
         return bucket, outputs | {
@@ -182,14 +194,14 @@ def _aws(typ: str, name: str, region: str, outputs: dict[str, Any]) -> tuple[str
         )
         if kind == "oidc-provider":
             iam_name = str(outputs.get("url", "")).removeprefix("https://")
-        arn = f"arn:aws:iam::{ACCOUNT_ID}:{kind}/{iam_name}"
+        arn = f"arn:aws:iam::{account}:{kind}/{iam_name}"
         resource_id = arn if kind in {"policy", "oidc-provider"} else iam_name
         return resource_id, outputs | {"arn": arn, "name": iam_name, "uniqueId": f"AROA{digest[:17].upper()}"}
     if typ == "aws:eks/cluster:Cluster":
-        return _eks(name, region, digest, outputs)
+        return _eks(name, region, digest, outputs, account)
     if typ == "aws:cloudwatch/logGroup:LogGroup":
         group = outputs.get("name") or f"{name}-{digest[:7]}"
-        return group, outputs | {"arn": _arn("logs", region, f"log-group:{group}"), "name": group}
+        return group, outputs | {"arn": _arn(account, "logs", region, f"log-group:{group}"), "name": group}
     if module == "route53":
         resource_id = (
             digest[:20].upper() if typ.endswith("HealthCheck") else f"{outputs.get('zoneId')}_{name}"
@@ -197,14 +209,16 @@ def _aws(typ: str, name: str, region: str, outputs: dict[str, Any]) -> tuple[str
         fqdn = {"fqdn": outputs.get("name")} if typ.endswith(":Record") else {}
         return resource_id, outputs | fqdn | {"arn": f"arn:aws:route53:::healthcheck/{resource_id}"}
     if typ in _COMPUTED:
-        return _COMPUTED[typ](name, region, digest, outputs)
+        return _COMPUTED[typ](name, region, digest, outputs, account)
     resource_id = f"{name}-{digest[:8]}"
     return resource_id, outputs | {
-        "arn": _arn(module, region, f"{typ.rsplit(':', 1)[1].lower()}/{resource_id}")
+        "arn": _arn(account, module, region, f"{typ.rsplit(':', 1)[1].lower()}/{resource_id}")
     }
 
 
-def _eks(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _eks(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
     cluster = outputs.get("name") or f"{name}-{digest[:7]}"
     oidc = digest[:32].upper()
     ca = base64.b64encode(
@@ -212,7 +226,7 @@ def _eks(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[
     ).decode()
     return cluster, outputs | {
         "name": cluster,
-        "arn": _arn("eks", region, f"cluster/{cluster}"),
+        "arn": _arn(account, "eks", region, f"cluster/{cluster}"),
         "endpoint": f"https://{oidc}.gr7.{region}.eks.amazonaws.com",
         "certificateAuthority": {"data": ca},
         "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{oidc}"}]}],
@@ -224,11 +238,11 @@ def _eks(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[
 
 
 def _load_balancer(
-    name: str, region: str, digest: str, outputs: dict[str, Any]
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
 ) -> tuple[str, dict[str, Any]]:
     """A network load balancer: its ARN is the id; aliases need its DNS name and canonical zone."""
     lb_name = (outputs.get("name") or f"{name}-{digest[:7]}")[:32]
-    arn = _arn("elasticloadbalancing", region, f"loadbalancer/net/{lb_name}/{digest[:16]}")
+    arn = _arn(account, "elasticloadbalancing", region, f"loadbalancer/net/{lb_name}/{digest[:16]}")
     return arn, outputs | {
         "arn": arn,
         "name": lb_name,
@@ -237,32 +251,38 @@ def _load_balancer(
     }
 
 
-def _target_group(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _target_group(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
     tg_name = (outputs.get("name") or f"{name}-{digest[:7]}")[:32]
-    arn = _arn("elasticloadbalancing", region, f"targetgroup/{tg_name}/{digest[:16]}")
+    arn = _arn(account, "elasticloadbalancing", region, f"targetgroup/{tg_name}/{digest[:16]}")
     return arn, outputs | {"arn": arn, "name": tg_name}
 
 
-def _certificate(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _certificate(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
     """An ACM certificate with one DNS validation record per name, as ACM asks for them."""
     uuid = f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
-    arn = _arn("acm", region, f"certificate/{uuid}")
+    arn = _arn(account, "acm", region, f"certificate/{uuid}")
     names = [outputs.get("domainName", ""), *(outputs.get("subjectAlternativeNames") or [])]
     options = [
         {
             "domainName": domain,
             "resourceRecordName": f"_{_digest(domain)[:32]}.{domain}.",
             "resourceRecordType": "CNAME",
-            "resourceRecordValue": f"_{_digest(domain, ACCOUNT_ID)[:32]}.acm-validations.aws.",
+            "resourceRecordValue": f"_{_digest(domain, account)[:32]}.acm-validations.aws.",
         }
         for domain in names
     ]
     return arn, outputs | {"arn": arn, "domainValidationOptions": options, "status": "PENDING_VALIDATION"}
 
 
-def _firewall(name: str, region: str, digest: str, outputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _firewall(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
     """A Network Firewall with one endpoint per mapped subnet (subnets are mapped in AZ order)."""
-    arn = _arn("network-firewall", region, f"firewall/{outputs.get('name') or name}")
+    arn = _arn(account, "network-firewall", region, f"firewall/{outputs.get('name') or name}")
     zones = AVAILABILITY_ZONES[region]
     states = [
         {
@@ -281,7 +301,7 @@ def _firewall(name: str, region: str, digest: str, outputs: dict[str, Any]) -> t
 
 
 def _peering_accepter(
-    name: str, region: str, digest: str, outputs: dict[str, Any]
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
 ) -> tuple[str, dict[str, Any]]:
     """A peering's accepter: EC2 names it by the connection's `pcx-` id; auto-accepting makes it active."""
     status = "active" if outputs.get("autoAccept") else "pending-acceptance"
@@ -289,7 +309,7 @@ def _peering_accepter(
 
 
 def _peering_options(
-    name: str, region: str, digest: str, outputs: dict[str, Any]
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
 ) -> tuple[str, dict[str, Any]]:
     """One side's options of a peering: EC2 names them by the connection's `pcx-` id too."""
     return str(outputs.get("vpcPeeringConnectionId", "")), outputs

@@ -17,14 +17,14 @@ from typing import Any
 import pulumi
 import yaml
 from pulumi.runtime import resource as runtime_resource
-from pulumi.runtime.proto import source_pb2
 from pulumi.runtime import rpc
+from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.settings import get_root_resource, reset_options
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from stacks.preview.document import preview_document
-from stacks.preview.mocks import RealisticMocks
+from stacks.preview.mocks import ACCOUNT_ID, RealisticMocks
 from stacks.preview.monitor import RecordingMonitor, Registration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,11 @@ def run_under_mocks(
     _ensure_event_loop()
     reset_options(project=project, stack=stack, preview=True)
     pulumi.runtime.set_all_config(config, [])
-    mocks = RealisticMocks(default_region=config.get("aws:region"), stack_outputs=stack_outputs)
+    # The deployer is signed in to the stack's own account (its stack file names it); ARNs carry it.
+    account = config.get("model-serving:accountId", ACCOUNT_ID)
+    mocks = RealisticMocks(
+        default_region=config.get("aws:region"), stack_outputs=stack_outputs, account=account
+    )
     monitor = RecordingMonitor(mocks)
     started = time.perf_counter_ns()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=True, monitor=monitor)

@@ -20,6 +20,14 @@ GATES = {
 INFO = RunInfo(profile="smoke", description="d", target="http://t", grpc_target="g:1", workers=2, exit_code=1)
 
 
+def test_summary_names_the_models_and_the_token_variable_only() -> None:
+    info = RunInfo(profile="smoke", description="d", target="http://t", grpc_target=None, workers=0,
+                   exit_code=0, models=("a", "b"), bearer_token_env="MODEL_API_TOKEN")  # fmt: skip
+    text = summary_markdown(info, GATES, [])
+    assert "- models: a, b" in text and "- auth: a bearer token from `$MODEL_API_TOKEN`" in text, text
+    assert "- auth:" not in summary_markdown(INFO, GATES, []), "no token, no auth line"
+
+
 def test_summary_has_verdict_gates_split_and_charts() -> None:
     text = summary_markdown(INFO, GATES, [Path("latency.png")])
     assert text.startswith("# Load test `smoke`: FAIL"), text

@@ -282,11 +282,11 @@ def test_chart_artifact_digest_is_reproducible(tmp_path: Path) -> None:
 
 
 def test_stack_registries_are_the_stack_regions_ecr() -> None:
-    account = "123456789012"
+    account = "345678901234"
     assert stack_registries("eu-prod") == [
-        f"{account}.dkr.ecr.eu-central-1.amazonaws.com",
-        f"{account}.dkr.ecr.eu-west-1.amazonaws.com",
-    ]
+        f"{account}.dkr.ecr.eu-central-1.amazonaws.com/eu-prod",
+        f"{account}.dkr.ecr.eu-west-1.amazonaws.com/eu-prod",
+    ], "the infra layer namespaces the stack's repositories by the stack"
     assert stack_registries("onprem-ae") == ["registry.dc1.example.ae"], (
         "on premises: the in-country registry"
     )

@@ -9,7 +9,7 @@ from stacks.preview.run import ROOT
 from stacks.settings import StackConfig
 
 
-def raw(stack: str = "eu-prod") -> tuple[dict[str, Any], str]:
+def raw(stack: str = "eu-prod") -> tuple[dict[str, Any], str | None]:
     config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
     values = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("model-serving:")}
     return copy.deepcopy(values), config.get("aws:region")

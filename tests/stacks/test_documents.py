@@ -133,15 +133,8 @@ def test_runner_policy_uses_the_connection_service_of_its_arn() -> None:
     }, f"connection: {connection}"
 
 
-def test_deploy_policy_writes_only_the_platform_project() -> None:
-    found = statements(
-        documents.deploy_policy(
-            cluster_arn=f"arn:aws:eks:eu-central-1:{ACCOUNT}:cluster/c",
-            state_bucket_arn="arn:aws:s3:::state",
-            platform_project="model-serving-platform",
-            secrets_key_arn=KEY,
-        )
-    )
+def test_state_statements_write_only_the_platform_project() -> None:
+    found = documents.state_statements("arn:aws:s3:::state", "model-serving-platform", KEY)
     writes = {r for s in found if actions(s) & {"s3:PutObject", "s3:DeleteObject"} for r in [s["Resource"]]}
     assert writes == {"arn:aws:s3:::state/.pulumi/*/model-serving-platform/*"}, f"writes: {writes}"
 
@@ -153,11 +146,9 @@ IAM_POLICIES: dict[str, Callable[[], str]] = {
     "log_writer": lambda: documents.log_writer_policy(LOG_GROUP),
     "otel_collector": documents.otel_collector_policy,
     "runner": runner,
-    "deploy": lambda: documents.deploy_policy(
-        cluster_arn="arn:aws:eks:eu-central-1:1:cluster/c",
-        state_bucket_arn="arn:aws:s3:::state",
-        platform_project="p",
-        secrets_key_arn=KEY,
+    "deploy": lambda: documents.deploy_policy(cluster_arns=["arn:aws:eks:eu-central-1:1:cluster/c"]),
+    "state": lambda: json.dumps(
+        {"Version": "2012-10-17", "Statement": documents.state_statements("arn:aws:s3:::state", "p", KEY)}
     ),
     "model_read": lambda: documents.model_read_policy("arn:aws:s3:::m", KEY, "models/m/"),
 }

@@ -16,6 +16,13 @@ AWS_STACKS = ["uae-prod", "eu-prod", "us-prod", "smb-dev"]
 JURISDICTION = {"uae-prod": "AE", "eu-prod": "EU", "us-prod": "US", "smb-dev": "EU", "onprem-ae": "AE"}
 PLATFORMS = [*AWS_STACKS, "onprem-ae"]
 EVERY_PLAN = [f"{s}.infra" for s in AWS_STACKS] + [f"{s}.platform" for s in PLATFORMS]
+ACCOUNTS = {
+    "uae-prod": "210987654321",
+    "eu-prod": "345678901234",
+    "us-prod": "456789012345",
+    "smb-dev": "567890123456",
+}
+"""The account each shipped stack file pins (one account per stack, as AWS recommends per environment)."""
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
@@ -79,7 +86,8 @@ def test_every_aws_provider_is_pinned_to_the_stack_account(plans: dict[str, Plan
     for state in _states(plans[f"{stack}.infra"]):
         if state["type"] == "pulumi:providers:aws":
             # The engine passes a provider's list inputs JSON-encoded.
-            assert json.loads(state["inputs"].get("allowedAccountIds", "null")) == ["123456789012"], (
+            account = ACCOUNTS[stack]
+            assert json.loads(state["inputs"].get("allowedAccountIds", "null")) == [account], (
                 f"{stack}: {state['urn']} may touch any account: {state['inputs'].get('allowedAccountIds')}"
             )
 
@@ -256,5 +264,106 @@ def test_infra_exports_every_region_the_platform_needs(plans: dict[str, Plan]) -
     exported = (plans["eu-prod.infra"].outputs or {})[REGIONS_OUTPUT]
     assert sorted(exported) == ["eu-central-1", "eu-west-1"], sorted(exported)
     for region, out in exported.items():
-        assert out["registry"] == f"123456789012.dkr.ecr.{region}.amazonaws.com", out["registry"]
+        assert out["registry"] == f"{ACCOUNTS['eu-prod']}.dkr.ecr.{region}.amazonaws.com/eu-prod", out[
+            "registry"
+        ]
         assert "--role-arn" in out["kubeconfig"], f"{region}: the kubeconfig must assume the deploy role"
+
+
+def _allowlist(plan: Plan, region: str) -> set[str]:
+    """The egress firewall's allowed domains in one region."""
+    groups = [
+        s
+        for s in _states(plan)
+        if s["type"] == "aws:networkfirewall/ruleGroup:RuleGroup" and plan.regions.get(s["urn"]) == region
+    ]
+    targets = set()
+    for group in groups:
+        source = group["inputs"]["ruleGroup"]["rulesSource"].get("rulesSourceList") or {}
+        targets |= set(source.get("targets", []))
+    return targets
+
+
+def test_only_the_primary_region_lets_the_runner_reach_github(plans: dict[str, Plan]) -> None:
+    plan = plans["eu-prod.infra"]
+    primary, secondary = _allowlist(plan, "eu-central-1"), _allowlist(plan, "eu-west-1")
+    assert {"github.com", ".actions.githubusercontent.com", "sts.eu-west-1.amazonaws.com"} <= primary, primary
+    assert "idp.example.eu" in primary and "idp.example.eu" in secondary, "istiod fetches the JWKS everywhere"
+    assert "github.com" not in secondary, f"no runner in eu-west-1, yet it may reach GitHub: {secondary}"
+
+
+def test_one_runner_per_stack_and_secondary_clusters_are_peered(plans: dict[str, Plan]) -> None:
+    plan = plans["eu-prod.infra"]
+    projects = [s for s in _states(plan) if s["type"] == "aws:codebuild/project:Project"]
+    assert [p["inputs"]["name"] for p in projects] == ["eu-prod-eu-central-1-deploy-runner"], projects
+    peerings = [s for s in _states(plan) if s["type"] == "aws:ec2/vpcPeeringConnection:VpcPeeringConnection"]
+    assert [p["inputs"].get("peerRegion") for p in peerings] == ["eu-west-1"], peerings
+    entries = [s for s in _states(plan) if s["type"] == "aws:eks/accessEntry:AccessEntry"]
+    deploy = {e["inputs"]["principalArn"] for e in entries if e["urn"].endswith("-deploy")}
+    assert len(deploy) == 1, (
+        f"each cluster must admit the one deploy role the runner's kubeconfig assumes: {deploy}"
+    )
+    assert sum(e["urn"].endswith("-deploy") for e in entries) == 2, "both regions' clusters need the entry"
+
+
+# Inputs that set a resource's physical name, by type; the other types are auto-named by Pulumi (a random
+# suffix) or named by AWS. Two stacks of one account in one region must never ask for the same name.
+NAME_INPUTS = (
+    "name",
+    "bucket",
+    "alias",
+    "awsServiceName",
+    "clusterName",
+    "roleName",
+    "repositoryName",
+    "ecrRepositoryPrefix",
+    "prefix",
+)
+UNNAMED_BY_INPUT = ("aws:eks/", "aws:ec2/launchTemplate", "aws:cloudwatch/logGroup")
+GLOBAL_NAMESPACES = ("aws:iam/", "aws:s3/bucket:", "aws:route53/")
+
+
+def _physical_names(plan: Plan) -> Iterator[tuple[str, str, str]]:
+    """(namespace, type, name) for every explicitly named resource; IAM and S3 names are account- or
+    world-wide, the rest regional."""
+    for state in _states(plan):
+        kind = state["type"]
+        if not kind.startswith("aws:") or kind.startswith(("aws:eks/accessEntry", "aws:eks/accessPolicy")):
+            continue
+        inputs = state.get("inputs", {})
+        for key in NAME_INPUTS:
+            value = inputs.get(key)
+            if isinstance(value, str) and not (key == "clusterName" and kind != "aws:eks/cluster:Cluster"):
+                scope = (
+                    "global" if kind.startswith(GLOBAL_NAMESPACES) else plan.regions.get(state["urn"], "?")
+                )
+                yield scope, kind, value
+                break
+
+
+def test_stacks_sharing_an_account_never_ask_for_the_same_name(plans: dict[str, Plan]) -> None:
+    owners: dict[tuple[str, str, str, str], str] = {}
+    clashes = []
+    for stack in AWS_STACKS:
+        for scope, kind, name in set(_physical_names(plans[f"{stack}.infra"])):
+            key = (ACCOUNTS[stack], scope, kind, name)
+            if key in owners and owners[key] != stack:
+                clashes.append((owners[key], stack, key))
+            owners.setdefault(key, stack)
+    assert clashes == [], f"names two stacks of one account would both create: {clashes[:8]}"
+
+
+# Names not chosen per stack: the account's one service-linked role (created only where the stack file says
+# so), the buckets (their globally unique prefix is the stack file's) and DNS records (the API host is).
+ACCOUNT_SINGLETONS = ("aws:iam/serviceLinkedRole:", "aws:s3/", "aws:route53/")
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_every_name_the_stack_chooses_carries_the_stack(plans: dict[str, Plan], stack: str) -> None:
+    """Two stacks in one account and region (e.g. a dev and a prod stack) then never collide."""
+    bare = sorted(
+        (kind, name)
+        for _, kind, name in _physical_names(plans[f"{stack}.infra"])
+        if stack not in name and not kind.startswith(ACCOUNT_SINGLETONS)
+    )
+    assert bare == [], f"{stack}: physical names without the stack: {bare[:10]}"

@@ -21,6 +21,8 @@ def runner_args(**changes: Any) -> DeployRunnerArgs:
     args = DeployRunnerArgs(
         cluster_name=CLUSTER,
         region="eu-central-1",
+        stack="eu-prod",
+        cluster_regions=("eu-central-1", "eu-west-1"),
         vpc_id="vpc-0123456789abcdef0",
         private_subnet_ids=["subnet-a", "subnet-b"],
         repository_url="https://github.com/acme/model-serving",
@@ -112,7 +114,9 @@ def test_runner_role_may_assume_only_the_deploy_role(runner: Built) -> None:
     assumes = [s for s in policy if any(a.startswith("sts:") for a in actions(s))]
     assert [s["Resource"] for s in assumes] == [role_arn(runner, "-deploy")], f"assume: {assumes}"
     services = {a.split(":")[0] for s in policy for a in actions(s)}
-    assert services <= {"logs", "ec2", "ecr", "codeconnections", "sts"}, f"runner role reaches {services}"
+    assert services <= {"logs", "ec2", "ecr", "codeconnections", "sts", "s3", "kms"}, (
+        f"runner role reaches {services}"
+    )
 
 
 def test_runner_pulls_only_its_image_repository(runner: Built) -> None:
@@ -140,11 +144,13 @@ def test_runner_role_trusts_codebuild(runner: Built) -> None:
     assert [s["Principal"] for s in trust] == [{"Service": "codebuild.amazonaws.com"}], f"trust: {trust}"
 
 
-def test_deploy_role_reads_state_and_writes_only_the_platform(runner: Built) -> None:
-    policy = statements(runner, "-deploy")
+def test_runner_role_holds_the_state_and_writes_only_the_platform(runner: Built) -> None:
+    # Pulumi runs as the runner role; the deploy role is only what the kubeconfig's exec assumes, so no
+    # profile switch makes the deploy role assume itself.
+    policy = statements(runner, "-runner")
     writes = [s for s in policy if "s3:PutObject" in actions(s)]
     assert [s["Resource"] for s in writes] == [f"{STATE_BUCKET}/.pulumi/*/model-serving-platform/*"], (
-        f"deploy role writes {writes}"
+        f"runner role writes {writes}"
     )
     reads = [s for s in policy if "s3:GetObject" in actions(s)]
     assert [s["Resource"] for s in reads] == [f"{STATE_BUCKET}/*"], f"reads: {reads}"
@@ -152,9 +158,12 @@ def test_deploy_role_reads_state_and_writes_only_the_platform(runner: Built) -> 
     assert [s["Resource"] for s in keys] == [SECRETS_KEY], f"keys: {keys}"
 
 
-def test_deploy_role_describes_only_its_cluster(runner: Built) -> None:
-    describe = [s for s in statements(runner, "-deploy") if "eks:DescribeCluster" in actions(s)]
-    assert [s["Resource"] for s in describe] == [f"arn:aws:eks:eu-central-1:{ACCOUNT_ID}:cluster/{CLUSTER}"]
+def test_deploy_role_only_finds_the_stacks_clusters(runner: Built) -> None:
+    policy = statements(runner, "-deploy")
+    assert [actions(s) for s in policy] == [{"eks:DescribeCluster"}], f"deploy role can do more: {policy}"
+    assert policy[0]["Resource"] == [
+        f"arn:aws:eks:{r}:{ACCOUNT_ID}:cluster/eu-prod-{r}" for r in ("eu-central-1", "eu-west-1")
+    ], policy
 
 
 def test_project_waits_for_its_role_policy(runner: Built) -> None:
