@@ -2,8 +2,11 @@
 
 The rules see ``{"stack", "project", "source", "jurisdiction", "config", "resources"}``,
 each resource ``{"urn", "type", "name", "provider", "parent", "dependencies",
-"properties"}`` where ``provider`` is the provider's URN (its ``::id`` suffix dropped) and
-``properties`` are the resource's inputs over its outputs.
+"properties"}`` (and ``"id"`` when the document knows it: exports do, previews of new
+resources do not) where ``provider`` is the provider's URN (its ``::id`` suffix dropped)
+and ``properties`` are the resource's inputs over its outputs. The jurisdiction is the
+plan's own claim, kept for the report; the rules take the stack's facts from the policy
+data.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class RawResource:
     """The parent's URN."""
     dependencies: tuple[str, ...] = ()
     """URNs this resource depends on."""
+    id: str = ""
+    """The cloud's id of the resource (e.g. ``sg-...``), "" when not known yet."""
 
 
 def split_urn(urn: str) -> tuple[str, str, str]:
@@ -69,7 +74,7 @@ def provider_urn(reference: str) -> str:
 def normalize_resource(raw: RawResource) -> JsonObject:
     """One resource in the shape the rules read."""
     _, _, name = split_urn(raw.urn)
-    return {
+    resource: JsonObject = {
         "urn": raw.urn,
         "type": raw.type,
         "name": name,
@@ -78,6 +83,10 @@ def normalize_resource(raw: RawResource) -> JsonObject:
         "dependencies": list(raw.dependencies),
         "properties": {**raw.outputs, **raw.inputs},
     }
+    # Rules join resources through ids as well as URNs (a group named by id in a balancer).
+    if raw.id:
+        resource["id"] = raw.id
+    return resource
 
 
 def build_input(
@@ -137,6 +146,7 @@ def _raw_from_state(state: Mapping[str, Any], where: str) -> RawResource:
         provider=str(state.get("provider") or ""),
         parent=str(state.get("parent") or ""),
         dependencies=tuple(str(d) for d in dependencies),
+        id=state["id"] if isinstance(state.get("id"), str) else "",
     )
 
 

@@ -494,6 +494,8 @@ def _onprem(node: _Node) -> OnPremConfig:
 def _image(node: _Node, on_aws: bool) -> ImageConfig:
     return ImageConfig(
         registry_account=node.string("registryAccount", _ACCOUNT) if on_aws else None,
+        runner_repository=node.string("runnerRepository") if on_aws else None,
+        runner_digest=node.string("runnerDigest", _DIGEST) if on_aws else None,
         repository=node.string("repository"),
         digest=node.string("digest", _DIGEST),
         sync_repository=node.string("syncRepository"),

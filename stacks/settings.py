@@ -102,6 +102,10 @@ class ImageConfig:
     """Image of the init container that copies model versions from the model bucket."""
     sync_digest: str
     """Its digest."""
+    runner_repository: str | None = None
+    """Image of the in-VPC deploy runner (built from stacks/runner/Dockerfile; AWS stacks only)."""
+    runner_digest: str | None = None
+    """Its digest."""
 
     def serving_image(self, registry: str) -> str:
         """The serving image reference in `registry` (the region's ECR host, or the on-premises one)."""
@@ -110,6 +114,10 @@ class ImageConfig:
     def sync_image(self, registry: str) -> str:
         """The model-sync image reference in `registry`."""
         return f"{registry}/{self.sync_repository}@{self.sync_digest}"
+
+    def runner_image(self, registry: str) -> str:
+        """The deploy runner's image reference in `registry`."""
+        return f"{registry}/{self.runner_repository}@{self.runner_digest}"
 
 
 @dataclass(frozen=True, kw_only=True)

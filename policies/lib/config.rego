@@ -20,7 +20,7 @@ jurisdictions := object.union(data.jurisdictions, object.get(overrides, "jurisdi
 # METADATA
 # scope: document
 # description: |
-#   Stack name to its facts: {jurisdiction, kind ("aws" or "onprem"), registries (hosts)}.
+#   Stack name to its facts: {jurisdiction, kind ("aws" or "onprem"), registries (locations)}.
 #   The gate takes these from the policy data, never from the plan, which its author controls.
 stacks := object.union(data.stacks, object.get(overrides, "stacks", {}))
 
@@ -55,7 +55,9 @@ kind(doc) := object.get(stack(doc), "kind", "aws")
 
 # METADATA
 # scope: document
-# description: The registry hosts the policy data approves and places in the jurisdiction for a plan's stack.
+# description: |
+#   The registry locations (a host, or a host and a path prefix) the policy data approves and
+#   places in the jurisdiction for a plan's stack.
 registries(doc) := {h | some h in object.get(stack(doc), "registries", [])}
 
 # METADATA

@@ -164,15 +164,9 @@ describe(values) := concat(", ", sort(values)) if count(values) > 0
 # METADATA
 # scope: document
 # description: |
-#   The registry host of an image or chart reference (an oci:// prefix dropped): its first
-#   path segment when that names a host, else docker.io, where a container runtime would
-#   pull a short name from.
-image_host(ref) := host if {
-	parts := split(trim_prefix(ref, "oci://"), "/")
-	count(parts) > 1
-	host := parts[0]
-	regex.match(`[.:]|^localhost$`, host)
-} else := "docker.io"
+#   True for an image or chart reference inside a registry location (a host, or a host and a
+#   path prefix): "host/prefix/repo@sha256:..." is under "host" and "host/prefix", not "host/pre".
+under(ref, location) if startswith(trim_prefix(ref, "oci://"), concat("", [location, "/"]))
 
 # METADATA
 # scope: document

@@ -4,7 +4,8 @@
 #   Nothing a cluster pulls comes from outside the jurisdiction: every Helm chart is an OCI
 #   reference into the stack's own registry in the cluster's region, under mirror/charts,
 #   and every image its values name comes from that registry by digest. The registries are
-#   the policy data's list for the stack (its ECRs, or its in-country registry on premises).
+#   the policy data's list for the stack: locations (a host and an optional path prefix) in
+#   its ECRs, or its in-country registry on premises.
 package residency.artifacts
 
 import data.lib.config
@@ -15,16 +16,16 @@ provs := resources.provider_index(input.resources)
 
 releases := [r | some r in input.resources; startswith(r.type, "kubernetes:helm.sh/")]
 
-# The stack's registries a resource may pull from: on EKS, those in its cluster's region
-# (all of the stack's when the kubeconfig does not name a region); on premises, the listed ones.
-allowed_hosts(r) := {h |
-	some h in config.registries(input)
-	not other_region(h, resources.cluster_region(r, provs))
+# The stack's registry locations a resource may pull from: on EKS, those in its cluster's
+# region (all of the stack's when the kubeconfig names no region); on premises, the listed ones.
+allowed(r) := {loc |
+	some loc in config.registries(input)
+	not other_region(loc, resources.cluster_region(r, provs))
 }
 
-other_region(host, cluster) if {
+other_region(location, cluster) if {
 	cluster != "unresolved"
-	resources.host_region(host) != cluster
+	resources.host_region(split(location, "/")[0]) != cluster
 }
 
 # METADATA
@@ -42,7 +43,7 @@ other_region(host, cluster) if {
 #     oci://<registry>/mirror/charts/<name>, without repositoryOpts.repo.
 deny contains result.finding(rego.metadata.rule(), r, [r.name, field, ref, resources.describe(mirrors)]) if {
 	some r in releases
-	mirrors := {sprintf("oci://%s/%s", [h, config.settings.chart_mirror_path]) | some h in allowed_hosts(r)}
+	mirrors := {sprintf("oci://%s/%s", [loc, config.settings.chart_mirror_path]) | some loc in allowed(r)}
 	some field, ref in chart_refs(r.properties)
 	not mirrored(ref, mirrors)
 }
@@ -76,38 +77,44 @@ mirrored(ref, mirrors) if {
 #     <registry>/mirror/...@sha256:<digest> from the lock file.
 deny contains result.finding(rego.metadata.rule(), r, [r.name, path, ref, problem]) if {
 	some r in releases
-	hosts := allowed_hosts(r)
+	locations := allowed(r)
 	values := object.get(r.properties, "values", {})
-	some [path, ref, host, is_image] in value_refs(values)
-	some problem in problems(ref, host, is_image, hosts)
+	some [path, ref, is_image] in value_refs(values)
+	some problem in problems(ref, is_image, locations)
 }
 
-problems(ref, host, is_image, hosts) := {p |
-	not host in hosts
-	p := sprintf("registry %s is not the stack's in-region registry (%s)", [host, resources.describe(hosts)])
+problems(ref, is_image, locations) := {p |
+	not placed(ref, locations)
+	p := sprintf("it is outside the stack's in-region registry %s", [resources.describe(locations)])
 } | {p |
 	is_image
 	not resources.pinned(ref)
 	p := "the image is not pinned by sha256 digest"
 }
 
-# [dotted path, reference, registry host, whether it is an image (else a registry prefix,
-# whose host is its first segment)] for each reference in values.
+# A reference inside one of the locations, or (a registry prefix) one of them.
+placed(ref, locations) if ref in locations
+
+placed(ref, locations) if {
+	some loc in locations
+	resources.under(ref, loc)
+}
+
+# [dotted path, reference, whether it is an image (else a registry prefix)] for each reference in values.
 value_refs(values) := (string_images(values) | object_images(values)) | registry_prefixes(values)
 
-string_images(values) := {[dotted(path), v, resources.image_host(v), true] |
+string_images(values) := {[dotted(path), v, true] |
 	walk(values, [path, v])
 	last(path) == "image"
 	is_string(v)
 }
 
-object_images(values) := {[dotted(path), ref, resources.image_host(ref), true] |
+object_images(values) := {[dotted(path), object_ref(node, values), true] |
 	walk(values, [path, node])
 	is_string(node.repository)
-	ref := object_ref(node, values)
 }
 
-registry_prefixes(values) := {[dotted(path), v, split(v, "/")[0], false] |
+registry_prefixes(values) := {[dotted(path), v, false] |
 	walk(values, [path, v])
 	last(path) in {"hub", "imageRegistry"}
 	is_string(v)

@@ -3,7 +3,19 @@ package residency.artifacts_test
 import data.lib.testing_test as t
 import data.residency.artifacts
 
-ecr := "123456789012.dkr.ecr.me-central-1.amazonaws.com"
+# The registry location of uae-prod: its ECR in me-central-1 and the stack's namespace.
+ecr := "123456789012.dkr.ecr.me-central-1.amazonaws.com/uae-prod"
+
+west_ecr := "123456789012.dkr.ecr.eu-west-1.amazonaws.com/eu-prod"
+
+central_ecr := "123456789012.dkr.ecr.eu-central-1.amazonaws.com/eu-prod"
+
+# The policy data's stack map for these tests, so that they do not follow the shipped accounts.
+stacks := {
+	"uae-prod": {"jurisdiction": "AE", "kind": "aws", "registries": [ecr]},
+	"eu-prod": {"jurisdiction": "EU", "kind": "aws", "registries": [central_ecr, west_ecr]},
+	"onprem-ae": {"jurisdiction": "AE", "kind": "onprem", "registries": ["registry.dc1.example.ae"]},
+}
 
 sha := "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
@@ -26,18 +38,20 @@ release(name, props) := object.union(
 
 chart(name) := sprintf("oci://%s/mirror/charts/%s", [ecr, name])
 
-check(resources) := found if {
-	found := t.brief(artifacts.deny) with input as t.plan(array.concat([provider], resources))
-}
+# A uae-prod plan with the cluster's provider.
+plan_of(resources) := t.plan(array.concat([provider], resources))
 
 test_chart_passing if {
-	check([release("monitoring", {"chart": chart("kube-prometheus-stack")})]) == set()
+	doc := plan_of([release("monitoring", {"chart": chart("kube-prometheus-stack")})])
+	found := t.brief(artifacts.deny) with input as doc with data.stacks as stacks
+	found == set()
 }
 
 test_chart_passing_on_premises if {
 	r := release("monitoring", {"chart": "oci://registry.dc1.example.ae/mirror/charts/kube-prometheus-stack"})
 	doc := object.union(t.plan([r]), {"stack": "onprem-ae"})
-	count(artifacts.deny) == 0 with input as doc
+	found := t.brief(artifacts.deny) with input as doc with data.stacks as stacks
+	found == set()
 }
 
 mirror(registry) := sprintf("oci://%s/mirror/charts", [registry])
@@ -54,7 +68,7 @@ image_finding(r, path, ref, problem) := ["RES-008", "high", r.urn, sprintf(
 	[r.name, path, ref, problem],
 )]
 
-outside(host, allowed) := sprintf("registry %s is not the stack's in-region registry (%s)", [host, allowed])
+outside(allowed) := sprintf("it is outside the stack's in-region registry %s", [allowed])
 
 floating := "the image is not pinned by sha256 digest"
 
@@ -64,11 +78,15 @@ test_chart_violating if {
 		"chart": "oci://123456789012.dkr.ecr.eu-west-1.amazonaws.com/mirror/charts/istiod",
 	})
 	escaped := release("escaped", {"chart": concat("", [chart("x"), "/../../other/x"])})
+	namespace := release("namespace", {"chart": "oci://123456789012.dkr.ecr.me-central-1.amazonaws.com/mirror/charts/x"})
 	repo := release("repo", {
 		"chart": chart("istiod"),
 		"repositoryOpts": {"repo": "https://istio-release.storage.googleapis.com/charts"},
 	})
-	check([outside_repo, other_region, escaped, repo]) == {
+	doc := plan_of([outside_repo, other_region, escaped, namespace, repo])
+	found := t.brief(artifacts.deny) with input as doc with data.stacks as stacks
+	found == {
+		chart_finding(namespace, "chart", namespace.properties.chart, mirror(ecr)),
 		chart_finding(outside_repo, "chart", outside_repo.properties.chart, mirror(ecr)),
 		chart_finding(other_region, "chart", other_region.properties.chart, mirror(ecr)),
 		chart_finding(escaped, "chart", escaped.properties.chart, mirror(ecr)),
@@ -78,14 +96,16 @@ test_chart_violating if {
 
 test_chart_missing_field if {
 	r := release("monitoring", {})
-	check([r]) == {chart_finding(r, "chart", "unset", mirror(ecr))}
+	found := t.brief(artifacts.deny) with input as plan_of([r]) with data.stacks as stacks
+	found == {chart_finding(r, "chart", "unset", mirror(ecr))}
 }
 
 test_chart_unknown_stack_missing_field if {
 	# A stack the policy data does not name has no registry: every chart fails.
 	r := release("monitoring", {"chart": chart("kube-prometheus-stack")})
 	doc := object.union(t.plan([r]), {"stack": "unknown-stack"})
-	t.brief(artifacts.deny) == {chart_finding(r, "chart", chart("kube-prometheus-stack"), "none")} with input as doc
+	found := t.brief(artifacts.deny) with input as doc with data.stacks as stacks
+	found == {chart_finding(r, "chart", chart("kube-prometheus-stack"), "none")}
 }
 
 with_values(values) := release("addon", {"chart": chart("addon"), "values": values})
@@ -102,7 +122,8 @@ test_values_passing if {
 		"pilot": {"image": concat("@", [in_ecr("mirror/istio/pilot"), digest]), "resources": {"cpu": "1"}},
 		"pullPolicy": {"image": {"pullPolicy": "IfNotPresent"}},
 	}
-	check([with_values(values)]) == set()
+	found := t.brief(artifacts.deny) with input as plan_of([with_values(values)]) with data.stacks as stacks
+	found == set()
 }
 
 test_values_violating if {
@@ -111,17 +132,20 @@ test_values_violating if {
 		"sidecar": {"image": {"repository": in_ecr("mirror/sidecar"), "tag": "1.30.7"}},
 		"cni": {"image": "quay.io/istio/install-cni:1.30.8"},
 		"global": {"hub": "docker.io/istio"},
+		"other": {"image": concat("", [ecr, "-dev/mirror/x@", digest])},
 	}
 	r := with_values(values)
-	check([r]) == {
+	found := t.brief(artifacts.deny) with input as plan_of([r]) with data.stacks as stacks
+	found == {
 		image_finding(
 			r, "image", concat("@", ["docker.io/bitnami/metrics-server:v0.8.0", digest]),
-			outside("docker.io", ecr),
+			outside(ecr),
 		),
 		image_finding(r, "sidecar.image", in_ecr("mirror/sidecar:1.30.7"), floating),
-		image_finding(r, "cni.image", values.cni.image, outside("quay.io", ecr)),
+		image_finding(r, "cni.image", values.cni.image, outside(ecr)),
 		image_finding(r, "cni.image", values.cni.image, floating),
-		image_finding(r, "global.hub", "docker.io/istio", outside("docker.io", ecr)),
+		image_finding(r, "global.hub", "docker.io/istio", outside(ecr)),
+		image_finding(r, "other.image", values.other.image, outside(ecr)),
 	}
 }
 
@@ -129,24 +153,24 @@ test_values_missing_field if {
 	# A repository without a registry (and no global.imageRegistry) is pulled from the chart's
 	# default registry; an image without tag or digest floats.
 	r := with_values({"grafana": {"image": {"repository": "mirror/grafana/grafana"}}})
-	check([r]) == {
-		image_finding(r, "grafana.image", "mirror/grafana/grafana", outside("docker.io", ecr)),
+	found := t.brief(artifacts.deny) with input as plan_of([r]) with data.stacks as stacks
+	found == {
+		image_finding(r, "grafana.image", "mirror/grafana/grafana", outside(ecr)),
 		image_finding(r, "grafana.image", "mirror/grafana/grafana", floating),
 	}
 }
 
 test_values_other_region_violating if {
 	# eu-prod lists two ECRs; a release on the eu-west-1 cluster may use only eu-west-1's.
-	central := "123456789012.dkr.ecr.eu-central-1.amazonaws.com"
-	west_ecr := "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 	west := object.union(provider, {"properties": {"kubeconfig": replace(kubeconfig, "me-central-1", "eu-west-1")}})
-	image := sprintf("%s/mirror/istio/pilot@%s", [central, digest])
+	image := sprintf("%s/mirror/istio/pilot@%s", [central_ecr, digest])
 	r := with_values({"pilot": {"image": image}})
 	doc := object.union(t.plan([west, r]), {"stack": "eu-prod"})
-	t.brief(artifacts.deny) == {
+	found := t.brief(artifacts.deny) with input as doc with data.stacks as stacks
+	found == {
 		chart_finding(r, "chart", chart("addon"), mirror(west_ecr)),
-		image_finding(r, "pilot.image", image, outside(central, west_ecr)),
-	} with input as doc
+		image_finding(r, "pilot.image", image, outside(west_ecr)),
+	}
 }
 
 test_values_kubeconfig_object_violating if {
@@ -155,6 +179,6 @@ test_values_kubeconfig_object_violating if {
 		"server": "https://ABC.gr7.eu-west-1.eks.amazonaws.com",
 	}}]}}})
 	r := release("monitoring", {"chart": chart("kube-prometheus-stack")})
-	found := t.brief(artifacts.deny) with input as t.plan([west, r])
+	found := t.brief(artifacts.deny) with input as t.plan([west, r]) with data.stacks as stacks
 	found == {chart_finding(r, "chart", chart("kube-prometheus-stack"), "none")}
 }

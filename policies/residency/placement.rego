@@ -148,9 +148,14 @@ deny contains result.finding(rego.metadata.rule(), r, [r.name, image, reg]) if {
 	some r in input.resources
 	some container in resources.containers(r)
 	image := container.image
-	not resources.image_host(image) in config.registries(input)
+	not listed(image)
 	reg := image_region(image)
 	not reg in allowed
+}
+
+listed(image) if {
+	some loc in config.registries(input)
+	resources.under(image, loc)
 }
 
 image_region(image) := reg if {

@@ -172,4 +172,7 @@ approved(image) if {
 	regex.match(pattern, image)
 }
 
-approved(image) if resources.image_host(image) in config.registries(input)
+approved(image) if {
+	some loc in config.registries(input)
+	resources.under(image, loc)
+}

@@ -106,7 +106,14 @@ class ModelStore(pulumi.ComponentResource):
     ) -> aws.s3.Bucket:
         """A bucket with SSE-KMS, versioning, owner-enforced objects, public access blocked and TLS
         required."""
-        bucket = aws.s3.Bucket(name, bucket=bucket_name, force_destroy=False, tags=args.tags, opts=child)
+        # Protected: `pulumi destroy` stops at the bucket until someone unprotects it on purpose.
+        bucket = aws.s3.Bucket(
+            name,
+            bucket=bucket_name,
+            force_destroy=False,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
+        )
         aws.s3.BucketServerSideEncryptionConfiguration(
             name,
             bucket=bucket.id,

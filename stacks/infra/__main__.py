@@ -11,7 +11,6 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.artifacts import load_lock
 from stacks.components.cluster import Cluster, ClusterArgs
 from stacks.components.edge import Edge, EdgeArgs
 from stacks.components.global_routing import GlobalRouting, GlobalRoutingArgs, RegionalEndpoint
@@ -99,7 +98,7 @@ def _runner(
             private_subnet_ids=list(network.private_subnet_ids),
             repository_url=runner.github_repository,
             github_connection_arn=runner.connection_arn,
-            image=registry.registry.apply(lambda host: load_lock().image("deploy-runner").ref(host)),
+            image=registry.registry.apply(cfg.image.runner_image),
             state_bucket_arn=bucket,
             secrets_key_arn=key,
             platform_project=PLATFORM_PROJECT,
@@ -158,7 +157,11 @@ def deploy_region(
             region=name,
             jurisdiction=cfg.jurisdiction,
             key_arn=images.arn,
-            repositories=[cfg.image.repository, cfg.image.sync_repository],
+            repositories=[
+                cfg.image.repository,
+                cfg.image.sync_repository,
+                *([cfg.image.runner_repository] if cfg.image.runner_repository else []),
+            ],
             # CI pushes the project's own images to the primary region, which replicates them in-jurisdiction.
             replicate_to=others if primary is None else [],
             namespace=cfg.stack,

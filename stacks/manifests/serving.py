@@ -180,6 +180,9 @@ def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
         "env": [
             {"name": "SERVING_MODEL_REPOSITORY", "value": MODEL_DIR},
             {"name": "SERVING_WORKERS", "value": str(spec.model.workers)},
+            # The gateway writes it from the validated token and strips any client-sent copy, so the
+            # audit log's caller is the token's subject, never what a client claims.
+            {"name": "SERVING_CALLER_HEADER", "value": sticky.CALLER_HEADER},
         ],
         "startupProbe": _probe(loaded, 5, 60),
         "readinessProbe": _probe(loaded, 5, 3),

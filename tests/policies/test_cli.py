@@ -12,7 +12,7 @@ from policies.opa import Endpoint
 from servectl.cli import cli
 from tests.policies.conftest import FIXTURES
 
-GOOD = str(FIXTURES / "uae-prod.preview.json")
+GOOD = str(FIXTURES / "uae-prod.infra.preview.json")
 BAD = str(FIXTURES / "bad-uae-prod-insecure-cluster.preview.json")
 
 

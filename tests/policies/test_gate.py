@@ -10,16 +10,19 @@ import pytest
 from policies.normalize import load_plan
 from policies.opa import Gate
 from tests.policies.conftest import FIXTURES
-from tests.policies.fixtures.make_plans import STACKS, bad_plans
+from tests.policies.fixtures.make_plans import LAYERS, STACKS, bad_plans, good_plan
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("stack", sorted(STACKS))
-def test_crafted_stack_plans_pass(gate: Gate, stack: str) -> None:
-    result = gate.evaluate(load_plan(FIXTURES / f"{stack}.preview.json"))
-    denied = [(f["id"], f["urn"], f["message"]) for f in result["findings"] if not f["waived"]]
-    assert denied == [], f"{stack}: {denied}"
+CRAFTED = [f"{stack}.{layer}" for stack in sorted(STACKS) for layer in LAYERS]
+"""Every crafted good plan: `<stack>.<layer>`."""
+
+
+@pytest.mark.parametrize("plan", CRAFTED)
+def test_crafted_stack_plans_pass(gate: Gate, plan: str) -> None:
+    result = gate.evaluate(load_plan(FIXTURES / f"{plan}.preview.json"))
+    assert result["findings"] == [], f"{plan}: {result['findings']}"
     assert result["summary"]["allow"] is True
 
 
@@ -31,15 +34,14 @@ def test_bad_plans_raise_exactly_their_ids(gate: Gate, name: str, expected: list
     assert result["summary"]["denied"] == len(expected)
 
 
-def test_fixtures_are_current() -> None:
+@pytest.mark.parametrize("plan", CRAFTED)
+def test_fixtures_are_current(plan: str) -> None:
     """The committed fixtures are what make_plans builds (regenerate with python -m ...make_plans)."""
     import json
 
-    from tests.policies.fixtures.make_plans import good_plan
-
-    for stack in STACKS:
-        committed = json.loads((FIXTURES / f"{stack}.preview.json").read_text())
-        assert committed == good_plan(stack), f"{stack}.preview.json is stale"
+    stack, layer = plan.split(".")
+    committed = json.loads((FIXTURES / f"{plan}.preview.json").read_text())
+    assert committed == good_plan(stack, layer), f"{plan}.preview.json is stale"
 
 
 def test_stack_export_of_a_bad_plan_is_checked_too(gate: Gate, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def export_of(preview: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_preview_normalizes_every_created_resource() -> None:
-    doc = load_fixture("uae-prod.preview.json")
+    doc = load_fixture("uae-prod.infra.preview.json")
     got = from_document(doc)
     assert got["stack"] == "uae-prod", got["stack"]
     assert got["project"] == "model-serving"
@@ -42,24 +42,26 @@ def test_preview_normalizes_every_created_resource() -> None:
 
 
 def test_export_normalizes_to_the_same_shape() -> None:
-    preview = load_fixture("uae-prod.preview.json")
+    preview = load_fixture("uae-prod.infra.preview.json")
     from_preview = from_document(preview)
     from_export = from_document(export_of(preview))
     assert from_export["source"] == "export"
     assert [r["urn"] for r in from_export["resources"]] == [r["urn"] for r in from_preview["resources"]]
     assert from_export["resources"][5]["properties"]["arn"].startswith("arn:urn:"), "outputs are merged in"
+    assert from_export["resources"][5]["id"] == "id-1", "an export's ids come along for the rules' joins"
+    assert "id" not in from_preview["resources"][5], "a preview of new resources knows no ids"
     assert from_export["jurisdiction"] == "", "exports carry no config; the rules map the stack name"
 
 
 def test_deleted_resources_are_left_out() -> None:
-    doc = load_fixture("uae-prod.preview.json")
+    doc = load_fixture("uae-prod.infra.preview.json")
     doc["steps"][3]["op"] = "delete"
     got = from_document(doc)
     assert doc["steps"][3]["urn"] not in {r["urn"] for r in got["resources"]}
 
 
 def test_stack_file_supplies_jurisdiction(tmp_path: Path) -> None:
-    doc = load_fixture("uae-prod.preview.json")
+    doc = load_fixture("uae-prod.infra.preview.json")
     del doc["config"]
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(doc))
@@ -103,7 +105,7 @@ def test_missing_file_is_a_plan_error(tmp_path: Path) -> None:
 
 
 def test_two_stacks_in_one_document_are_refused() -> None:
-    doc = load_fixture("uae-prod.preview.json")
+    doc = load_fixture("uae-prod.infra.preview.json")
     doc["steps"][2]["newState"]["urn"] = doc["steps"][2]["urn"].replace("uae-prod", "eu-prod")
     with pytest.raises(ValueError, match="belong to 2 stacks"):
         from_document(doc)

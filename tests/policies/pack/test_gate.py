@@ -56,7 +56,7 @@ def resources_of(fixture: str) -> list[Resource]:
 
 
 def test_pack_input_matches_the_cli_input(tmp_path: Path) -> None:
-    resources: Sequence[ResourceLike] = resources_of("uae-prod.preview.json")
+    resources: Sequence[ResourceLike] = resources_of("uae-prod.infra.preview.json")
     (tmp_path / "Pulumi.uae-prod.yaml").write_text("config:\n  model-serving:jurisdiction: AE\n")
     doc = plan_input(resources, tmp_path)
     assert doc["jurisdiction"] == "AE"
@@ -67,7 +67,7 @@ def test_pack_passes_a_clean_stack(opa_server: Endpoint, tmp_path: Path) -> None
     (tmp_path / "Pulumi.uae-prod.yaml").write_text("config:\n  model-serving:jurisdiction: AE\n")
     violations: list[tuple[str, str | None]] = []
     count = validate(
-        resources_of("uae-prod.preview.json"),
+        resources_of("uae-prod.infra.preview.json"),
         lambda m, u: violations.append((m, u)),
         project_dir=tmp_path,
         opa_url=opa_server,

@@ -29,7 +29,7 @@ def replay(python: Path, plan: Path, project_dir: Path) -> subprocess.CompletedP
 
 def test_clean_plan_has_no_violation(pack_python: Path, tmp_path: Path) -> None:
     # No stack file here: the jurisdiction of us-prod comes from the policy data.
-    done = replay(pack_python, FIXTURES / "us-prod.preview.json", tmp_path)
+    done = replay(pack_python, FIXTURES / "us-prod.platform.preview.json", tmp_path)
     assert (done.returncode, done.stdout) == (0, ""), done.stderr
 
 
@@ -48,7 +48,7 @@ def test_bad_plan_violates_exactly_its_rules(pack_python: Path, tmp_path: Path) 
 
 
 def test_jurisdiction_from_the_stack_file(pack_python: Path, tmp_path: Path) -> None:
-    doc = json.loads((FIXTURES / "uae-prod.preview.json").read_text())
+    doc = json.loads((FIXTURES / "uae-prod.infra.preview.json").read_text())
     del doc["config"]
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(doc))

@@ -1,5 +1,6 @@
 import json
 
+import pulumi
 import pytest
 
 from stacks.components.model_store import ModelStore, ModelStoreArgs
@@ -57,3 +58,27 @@ def test_inference_logs_expire(store: Built) -> None:
 def test_bucket_names_carry_the_region(store: Built) -> None:
     names = {b.inputs["bucket"] for b in store.of_type("aws:s3/bucket:Bucket")}
     assert names == {"acme-models-eu-central-1", "acme-inference-logs-eu-central-1"}, f"buckets: {names}"
+
+
+def test_buckets_are_protected_from_destroy() -> None:
+    protected: dict[str, bool] = {}
+
+    def record(args: pulumi.ResourceTransformationArgs) -> None:
+        if args.type_ == "aws:s3/bucket:Bucket":
+            protected[args.name] = bool(args.opts.protect)
+
+    args = ModelStoreArgs(
+        bucket_prefix="acme",
+        region="eu-central-1",
+        inference_log_days=90,
+        noncurrent_version_days=30,
+        tags=TAGS,
+    )
+    build_component(
+        lambda opts: ModelStore(
+            "st", args, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(transformations=[record]))
+        )
+    )
+    assert protected and all(protected.values()), (
+        f"a destroy would delete model artifacts or logs: {protected}"
+    )

@@ -12,7 +12,7 @@ import pytest
 
 from stacks.manifests import serving
 from stacks.manifests.serving import ServingSpec, virtual_service
-from stacks.manifests.sticky import BUCKET_HEADER, BUCKETS
+from stacks.manifests.sticky import BUCKET_HEADER, BUCKETS, CALLER_HEADER
 from stacks.settings import Fault, ModelConfig, Shadow, StackConfig
 from tests.stacks.schemas import validate
 
@@ -351,3 +351,12 @@ def test_pod_footprint_matches_the_pod_it_describes(eu_config: StackConfig) -> N
     limits = [c["resources"]["limits"] for c in pod["containers"] + pod["initContainers"]]
     cpu = [serving.cpu_millicores(x["cpu"]) for x in limits]
     assert serving.pod_footprint(eu_config.models[0])[0] == max(cpu) + 500, f"limits {limits}"
+
+
+def test_server_reads_the_caller_from_the_header_the_gateway_writes(eu_config: StackConfig) -> None:
+    spec = _spec(eu_config)
+    (server,) = serving.deployment(spec, "1")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env.get("SERVING_CALLER_HEADER") == CALLER_HEADER, (
+        f"the audit log would name whatever a client sends: {env}"
+    )
