@@ -106,49 +106,60 @@ rule_groups(r) := {r} if r.type == "aws:ec2/securityGroup:SecurityGroup"
 # that is more than one, each must qualify (fail closed).
 rule_groups(r) := {g |
 	some key in refs(r, [object.get(r.properties, "securityGroupId", "")])
-	some g in groups_by_key[key]
+	some i in object.get(groups_by_key, key, set())
+	g := input.resources[i]
 } if {
 	r.type in rule_types
 }
 
-groups_by_key[key] contains g if {
-	some g in input.resources
+# Indexes of positions in input.resources by the keys that refer to them, each built once
+# for the whole plan (and read through object.get, which evaluates a rule in full once,
+# where a lookup by key would scan the plan again each time: quadratic in the plan's size).
+groups_by_key[key] contains i if {
+	some i, g in input.resources
 	g.type in group_types
 	some key in resources.targets(g)
 }
 
 # A group used by something, and only by internet-facing load balancers with TLS listeners on 443.
 edge_group(g) if {
-	users := {u | some key in resources.targets(g); some u in group_users[key]}
+	users := {i | some key in resources.targets(g); some i in object.get(group_users, key, set())}
 	count(users) > 0
-	every u in users {
-		public_tls_balancer(u)
+	every i in users {
+		public_tls_balancer(input.resources[i])
 	}
 }
 
 # Whatever depends on a group or names its id, except rules and other groups (which refer
 # to it as a peer), counts as using it: an unknown user fails closed.
-group_users[key] contains u if {
-	some u in input.resources
+group_users[key] contains i if {
+	some i, u in input.resources
 	not u.type in group_types
 	not u.type in rule_types
-	some key in refs(u, regex.find_n(`\bsg-[0-9a-f]{8,17}\b`, json.marshal(u.properties), -1))
+	some key in refs(u, group_ids(json.marshal(u.properties)))
+	object.get(groups_by_key, key, false)
 }
+
+# The security group ids named as whole string values in serialized properties (one regular
+# expression per resource, and only where "sg-" occurs at all).
+group_ids(text) := {trim(id, `"`) | some id in regex.find_n(`"sg-[0-9a-f]{8,17}"`, text, -1)} if {
+	contains(text, `"sg-`)
+} else := set()
 
 public_tls_balancer(lb) if {
 	lb.type in lb_types
 	not resources.truthy(object.get(lb.properties, "internal", false))
-	found := {l | some key in balancer_keys(lb); some l in listeners_by_key[key]}
+	found := {i | some key in balancer_keys(lb); some i in object.get(listeners_by_key, key, set())}
 	count(found) > 0
-	every l in found {
-		tls_443(l.properties)
+	every i in found {
+		tls_443(input.resources[i].properties)
 	}
 }
 
 balancer_keys(lb) := resources.targets(lb) | {lb.properties.arn | is_string(lb.properties.arn)}
 
-listeners_by_key[key] contains l if {
-	some l in input.resources
+listeners_by_key[key] contains i if {
+	some i, l in input.resources
 	l.type in listener_types
 	some key in refs(l, [object.get(l.properties, "loadBalancerArn", "")])
 }

@@ -1,8 +1,9 @@
 """The CI/CD workflows in .github/workflows: the deploy pipeline per stack, its security rules, actionlint.
 
 The workflows are parsed as YAML and checked rule by rule; the scripts they run (reading the stack files,
-the package-mirror set-up, the smoke test's command line, the canary's kubeconfig) are executed here for
-real, and actionlint (with shellcheck) lints them as `make workflows-lint` does.
+the runner jobs' set-up from their image, the smoke test's command line, the canary's kubeconfig) are
+executed here for real, and actionlint (with shellcheck) lints them as `make workflows-lint` does. The
+images the pipeline builds and pushes are tested in test_images.py.
 """
 
 import itertools
@@ -12,17 +13,28 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from dockerfile_parse import DockerfileParser
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKFLOWS = ROOT / ".github" / "workflows"
+from tests.ci.conftest import (
+    BASH,
+    ROOT,
+    WORKFLOWS,
+    executable,
+    plain_env,
+    run_script,
+    runs,
+    step_named,
+    workflow,
+)
+
 ACTIONLINT = ROOT / ".tools" / "bin" / "actionlint"
 LOCK = ROOT / "stacks" / "artifacts.lock.json"
+RUNNER_DOCKERFILE = ROOT / "stacks" / "runner" / "Dockerfile"
 PIPELINE = ["preview", "approve", "infra", "platform", "smoke", "canary"]
 """The deploy stages in stack.yml, each needing the one before."""
 RUNNER_JOBS = ["platform", "smoke", "canary"]
@@ -31,28 +43,19 @@ CODEBUILD_LABEL = "codebuild-{}-${{{{ github.run_id }}}}-${{{{ github.run_attemp
 """The CodeBuild-hosted runner label: `codebuild-<project>-<run id>-<run attempt>` (AWS CodeBuild docs)."""
 RUNNER_LABEL = CODEBUILD_LABEL.format("${{ needs.preview.outputs.runner }}")
 """The one label every runner job asks for: the stack's runner project, this run, this attempt."""
-GITHUB_ONLY_ACTIONS = {
+RUNNER_ACTIONS = {
     "actions/checkout",
-    "actions/setup-python",
-    "actions/setup-go",
     "actions/upload-artifact",
     "github/codeql-action/upload-sarif",
 }
-"""Actions that download from GitHub only (the repository, GitHub release assets, the artifact store): the
-only ones a job behind the runner's egress firewall may use. pulumi/actions fetches the CLI from Pulumi's
-site, and setup-kubectl from the Kubernetes release site."""
+"""The actions a job behind the runner's egress firewall may use: they talk to GitHub only (the repository,
+the artifact store, code scanning) and install nothing. pulumi/actions fetches the CLI from Pulumi's site,
+setup-kubectl from the Kubernetes release site, and setup-python and setup-go install toolchains the image
+already has (setup-python refuses Debian-based images)."""
 DEPLOY_ENVIRONMENT = "${{ inputs.stack }}-deploy"
 TOKEN_VARIABLE = "MODEL_API_TOKEN"
 KEY_PATTERN = re.compile(r"aws-access-key-id|aws-secret-access-key|aws_access_key_id|aws_secret_access_key|"
                          r"aws_session_token", re.IGNORECASE)  # fmt: skip
-
-
-def workflow(name: str) -> dict[str, Any]:
-    """A workflow file, with PyYAML's boolean `on` key restored."""
-    data = yaml.safe_load((WORKFLOWS / name).read_text())
-    if True in data:
-        data["on"] = data.pop(True)
-    return dict(data)
 
 
 def all_workflows() -> list[str]:
@@ -69,41 +72,9 @@ def stack_config(stack: str) -> dict[str, Any]:
     return dict(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
 
 
-def step_named(job: dict[str, Any], name: str) -> dict[str, Any]:
-    found = [s for s in job["steps"] if s.get("name") == name]
-    assert len(found) == 1, f"expected one step named {name!r}, found {len(found)}"
-    return dict(found[0])
-
-
 def workflow_env() -> dict[str, str]:
     """stack.yml's workflow-level variables that are plain values (no expressions), as a job sees them."""
-    return {k: str(v) for k, v in workflow("stack.yml")["env"].items() if "${{" not in str(v)}
-
-
-BASH = ["bash", "--noprofile", "--norc", "-eo", "pipefail"]
-"""How GitHub runs a `run:` script with the default shell."""
-
-
-def run_script(
-    step: dict[str, Any], cwd: Path, env: dict[str, str], shell: list[str] | None = None
-) -> tuple[int, dict[str, str], str]:
-    """Run a step's script for real (with this Python unless `shell` is given, e.g. BASH); returns the
-    exit code, the GITHUB_OUTPUT entries, and stdout and stderr together."""
-    script = cwd / "step.script"
-    script.write_text(step["run"])
-    outputs = cwd / "github_output"
-    outputs.write_text("")
-    result = subprocess.run(
-        [*(shell or [sys.executable]), str(script)],
-        check=False,
-        cwd=cwd,
-        env={**os.environ, **env, "GITHUB_OUTPUT": str(outputs)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    pairs = (line.split("=", 1) for line in outputs.read_text().splitlines() if line)
-    return result.returncode, dict(pairs), result.stdout + result.stderr
+    return plain_env("stack.yml")
 
 
 def read_env() -> dict[str, str]:
@@ -128,11 +99,6 @@ def ancestors(jobs: dict[str, Any], name: str) -> set[str]:
     return direct.union(*(ancestors(jobs, n) for n in direct)) if direct else set()
 
 
-def runs(job: dict[str, Any]) -> list[tuple[str, str]]:
-    """(working directory, script) of each `run:` step, in order."""
-    return [(s.get("working-directory", "."), s["run"]) for s in job["steps"] if "run" in s]
-
-
 def first(job: dict[str, Any], needle: str, cwd: str | None = None) -> int:
     """Index among the job's `run:` steps of the first that contains `needle` (and runs in `cwd`)."""
     for index, (where, script) in enumerate(runs(job)):
@@ -151,11 +117,6 @@ def uses(job: dict[str, Any]) -> list[str]:
     return [str(s["uses"]).split("@", 1)[0] for s in job["steps"] if "uses" in s]
 
 
-def executable(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-
-
 # A stack file as the lead's layers will ship them: the fields the workflow reads.
 FIXTURE: dict[str, Any] = {
     "config": {
@@ -171,6 +132,12 @@ FIXTURE: dict[str, Any] = {
             {"name": "ticket-router", "variants": {"weights": {"1": 100}}},
             {"name": "tabular-classifier", "variants": {"weights": {"1": 90, "2": 10}}},
         ],
+        "model-serving:image": {
+            "repository": "model-serving/server",
+            "digest": "sha256:" + "1" * 64,
+            "runnerRepository": "model-serving/deploy-runner",
+            "runnerDigest": "sha256:" + "2" * 64,
+        },
     }
 }
 
@@ -220,6 +187,10 @@ def test_every_aws_stack_gets_the_whole_pipeline(stack: str, tmp_path: Path) -> 
     primary, account = regions[0], config["model-serving:accountId"]
     assert outputs["runner"] == f"{stack}-{primary}-deploy-runner", f"{stack}: runner {outputs['runner']}"
     assert outputs["deploy_role"] == f"arn:aws:iam::{account}:role/{stack}-{primary}-deploy", outputs
+    image = config["model-serving:image"]
+    assert outputs["runner_image"] == (
+        f"{account}.dkr.ecr.{primary}.amazonaws.com/{stack}/{image['runnerRepository']}"
+    ), f"{stack}: the runner image goes to the primary region's ECR: {outputs['runner_image']}"
     preview = jobs["preview"]
     gate = first(preview, "servectl policy check")
     assert first(preview, "pulumi preview --stack") < gate, f"{stack}: the infra preview must come first"
@@ -270,6 +241,11 @@ def test_read_stack_outputs(tmp_path: Path) -> None:
     assert json.loads(out["models"]) == ["tabular-classifier"], (
         "only models with a candidate version get a canary analysis"
     )
+    registry = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/eu-test"
+    assert out["runner_image"] == f"{registry}/model-serving/deploy-runner", (
+        "infra pushes the runner image to the primary region's ECR, under the stack's namespace"
+    )
+    assert out["serving_image"] == f"{registry}/model-serving/server", out
 
 
 @pytest.mark.parametrize(
@@ -283,6 +259,8 @@ def test_read_stack_outputs(tmp_path: Path) -> None:
         ({"model-serving:accountId": None}, "accountId"),
         ({"model-serving:regions": None}, "no AWS region"),
         ({"model-serving:models": [{"name": "ticket-router"}]}, "slo-deploy.yaml gates"),
+        ({"model-serving:image": {"repository": "model-serving/server"}}, "image.runnerRepository"),
+        ({"model-serving:image": None}, "image.runnerRepository"),
     ],
     ids=[
         "no-state",
@@ -293,6 +271,8 @@ def test_read_stack_outputs(tmp_path: Path) -> None:
         "no-account",
         "onprem",
         "smoke-model-not-served",
+        "no-runner-repository",
+        "no-images",
     ],
 )
 def test_read_stack_fails_closed(tmp_path: Path, changes: dict[str, Any], message: str) -> None:
@@ -359,72 +339,144 @@ def test_runner_jobs_run_as_the_runner_role(name: str) -> None:
 
 
 def test_runner_jobs_download_only_from_github() -> None:
-    """Behind the runner's egress firewall only GitHub and AWS answer: no action that fetches elsewhere."""
+    """Behind the runner's egress firewall only GitHub and AWS answer: no action that fetches elsewhere or
+    installs a toolchain."""
     jobs = workflow("stack.yml")["jobs"]
     for name in RUNNER_JOBS:
-        foreign = set(uses(jobs[name])) - GITHUB_ONLY_ACTIONS
-        assert foreign == set(), f"{name} uses actions that download from outside GitHub: {foreign}"
+        foreign = set(uses(jobs[name])) - RUNNER_ACTIONS
+        assert foreign == set(), f"{name} uses actions the runner image makes needless or unreachable: {foreign}"
 
 
-def test_runner_jobs_use_the_pulumi_of_the_image() -> None:
-    """The image ships the CLI: every runner job that runs Pulumi first checks the image has the tools its
-    steps need and that its CLI is the pinned version."""
+CHECK_STEP = "Check the runner image"
+SET_UP_STEP = "Set up from the runner image (virtualenv, OPA)"
+
+
+def test_runner_jobs_start_by_checking_the_image() -> None:
+    """Every runner job first checks that the image is the one the workflow expects: the tools the jobs
+    run, the prebuilt virtualenv, and Pulumi at the pinned version."""
     jobs = workflow("stack.yml")["jobs"]
+    checks = []
     for name in RUNNER_JOBS:
-        scripts = [script for _, script in runs(jobs[name])]
-        if not any(re.search(r"\bpulumi\b", script) for script in scripts[1:]):
-            continue
         check = jobs[name]["steps"][0]
-        assert check.get("name") == "Check the runner image", f"{name}: check the image first"
+        assert check.get("name") == CHECK_STEP, f"{name}: check the image first"
         assert "pulumi version" in check["run"] and "$PULUMI_VERSION" in check["run"], check["run"]
-        assert {"pulumi", "aws"} <= set(check["env"]["TOOLS"].split()), f"{name}: {check['env']}"
+        assert '"$RUNNER_VENV/bin/python"' in check["run"], f"{name}: the check must find the virtualenv"
+        assert {"pulumi", "aws", "kubectl", "opa"} <= set(check["env"]["TOOLS"].split()), check["env"]
+        checks.append(check)
+    assert all(c == checks[0] for c in checks), "one image, one check: the runner jobs' checks differ"
 
 
-@pytest.mark.parametrize(("found", "ok"), [("v3.272.0", True), ("v3.274.1", False)])
-def test_runner_image_check_fails_on_another_pulumi(tmp_path: Path, found: str, ok: bool) -> None:
-    step = step_named(workflow("stack.yml")["jobs"]["platform"], "Check the runner image")
+def image_env(tmp_path: Path, pulumi: str, with_venv: bool = True) -> dict[str, str]:
+    """An image as the check sees it: stand-ins for its tools on PATH, and its virtualenv."""
+    bin_dir, venv = tmp_path / "bin", tmp_path / "venv"
+    bin_dir.mkdir()
+    step = step_named(workflow("stack.yml")["jobs"]["platform"], CHECK_STEP)
     for tool in step["env"]["TOOLS"].split():
-        executable(tmp_path / tool, f"#!/bin/sh\necho {found}\n")
-    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "TOOLS": step["env"]["TOOLS"],
-           "PULUMI_VERSION": "3.272.0"}  # fmt: skip
-    code, _, out = run_script(step, tmp_path, env, shell=BASH)
-    assert (code == 0) is ok, f"image with Pulumi {found}: exit {code}: {out}"
+        executable(bin_dir / tool, f"#!/bin/sh\necho {pulumi}\n")
+    if with_venv:
+        (venv / "bin").mkdir(parents=True)
+        executable(venv / "bin" / "python", "#!/bin/sh\n")
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "TOOLS": step["env"]["TOOLS"],
+            "PULUMI_VERSION": "3.272.0", "RUNNER_VENV": str(venv)}  # fmt: skip
 
 
-def test_runner_image_ships_the_pinned_pulumi() -> None:
-    image = json.loads(LOCK.read_text())["images"]["deploy-runner"]
-    version = workflow("stack.yml")["env"]["PULUMI_VERSION"]
-    assert image["tag"] == version, (
-        f"the runner image {image['source']}:{image['tag']} must ship the pinned Pulumi CLI {version}"
+@pytest.mark.parametrize(
+    ("found", "with_venv", "message"),
+    [
+        ("v3.272.0", True, None),
+        ("v3.274.1", False, "has Pulumi v3.274.1"),
+        ("v3.272.0", False, "venv/bin/python"),
+    ],
+    ids=["pinned", "other-pulumi", "no-virtualenv"],
+)
+def test_runner_image_check_fails_on_another_image(
+    tmp_path: Path, found: str, with_venv: bool, message: str | None
+) -> None:
+    step = step_named(workflow("stack.yml")["jobs"]["platform"], CHECK_STEP)
+    if found != "v3.272.0":
+        with_venv = True  # only the Pulumi version differs
+    code, _, out = run_script(step, tmp_path, image_env(tmp_path, found, with_venv), shell=BASH)
+    if message is None:
+        assert code == 0, f"the pinned image must pass: {out}"
+    else:
+        assert code != 0 and message in out, f"expected a failure naming {message!r}: {code} {out}"
+
+
+def dockerfile_value(instruction: str, key: str) -> str:
+    """The default of an ARG, or the value of an ENV, in the runner image's Dockerfile (last one wins)."""
+    found = None
+    for item in DockerfileParser(path=str(RUNNER_DOCKERFILE)).structure:
+        if item["instruction"] != instruction:
+            continue
+        match = re.search(rf"(?:^|\s){key}=(\S+)", item["value"])
+        found = match.group(1) if match else found
+    assert found is not None, f"stacks/runner/Dockerfile sets no {instruction} {key}"
+    return found
+
+
+def test_runner_image_is_the_projects_own() -> None:
+    """The runner image is built from stacks/runner/Dockerfile (images.yml), not an upstream image from the
+    lock file; its Pulumi CLI is the workflow's and its virtualenv is where the jobs look for it."""
+    lock = json.loads(LOCK.read_text())
+    assert "deploy-runner" not in lock["images"], "the runner image is built here, not mirrored from upstream"
+    build = step_named(workflow("images.yml")["jobs"]["build"], "Build the images")["run"]
+    assert "--file stacks/runner/Dockerfile" in build, f"images.yml must build the runner image: {build}"
+    env = workflow_env()
+    assert dockerfile_value("ARG", "PULUMI_VERSION") == env["PULUMI_VERSION"], (
+        "the runner image's Pulumi CLI must be the workflow's PULUMI_VERSION"
+    )
+    assert dockerfile_value("ENV", "RUNNER_VENV") == env["RUNNER_VENV"], (
+        "the runner jobs look for the image's virtualenv where the image puts it"
     )
 
 
-def test_runner_jobs_install_from_the_package_mirror() -> None:
+def test_runner_jobs_install_nothing_but_the_checkout() -> None:
+    """The image holds every tool and package: no package index, no Go proxy, no make target, and the set-up
+    only installs the checkout into the image's virtualenv, from no index."""
     jobs = workflow("stack.yml")["jobs"]
     for name in RUNNER_JOBS:
         job = jobs[name]
-        assert job.get("environment") == DEPLOY_ENVIRONMENT, f"{name}: main only, with the mirror's variables"
-        setup = [script for _, script in runs(job) if "make " in script]
-        assert setup, f"{name} installs nothing?"
-        wanted = {"PIP_INDEX_URL": "${{ vars.PIP_INDEX_URL }}"}
-        if any("deploy-setup" in script for script in setup):
-            wanted["GOPROXY"] = "${{ vars.GOPROXY }}"
-        for variable, value in wanted.items():
-            assert job["env"].get(variable) == value, f"{name}: {variable} must come from the environment"
-            assert all(f'"${{{variable}:?' in script for script in setup), f"{name}: an empty {variable}"
+        assert job.get("environment") == DEPLOY_ENVIRONMENT, f"{name}: main only, as <stack>-deploy allows"
+        text = json.dumps(job)
+        for needle in ("PIP_INDEX_URL", "GOPROXY", "make "):
+            assert needle not in text, f"{name} still installs from a mirror ({needle!r})"
+        set_up = step_named(job, SET_UP_STEP)["run"]
+        for flag in ("--no-index", "--no-deps", "--editable ."):
+            assert flag in set_up, f"{name}: the checkout is installed offline ({flag}): {set_up}"
+        names = [s.get("name") for s in job["steps"]]
+        assert names.index(SET_UP_STEP) < min(
+            i for i, s in enumerate(job["steps"]) if ".venv/" in s.get("run", "") + s.get("shell", "")
+            and s.get("name") != SET_UP_STEP
+        ), f"{name}: the virtualenv is set up before it is used"
 
 
-@pytest.mark.parametrize("mirror", ["", "https://mirror.invalid/simple"])
-def test_package_mirror_set_up_fails_without_the_mirror(tmp_path: Path, mirror: str) -> None:
-    step = step_named(workflow("stack.yml")["jobs"]["smoke"], "Set up from the package mirror (virtualenv)")
-    executable(tmp_path / "make", f'#!/bin/sh\necho "$@" > {tmp_path / "made"}\n')
-    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "PIP_INDEX_URL": mirror, "STACK": "eu-prod"}
+def test_runner_set_up_uses_the_image_virtualenv_offline(tmp_path: Path) -> None:
+    """The set-up step run for real: the checkout's .venv is the image's, OPA is the image's, and pip is
+    asked to install the checkout with no index."""
+    step = step_named(workflow("stack.yml")["jobs"]["smoke"], SET_UP_STEP)
+    venv, bin_dir, work = tmp_path / "venv", tmp_path / "bin", tmp_path / "work"
+    for directory in (venv / "bin", bin_dir, work):
+        directory.mkdir(parents=True)
+    executable(venv / "bin" / "pip", f'#!/bin/sh\necho "$@" > {tmp_path / "pip-args"}\n')
+    executable(bin_dir / "opa", "#!/bin/sh\n")
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "RUNNER_VENV": str(venv)}
+    code, _, out = run_script(step, work, env, shell=BASH)
+    assert code == 0, out
+    assert (work / ".venv").resolve() == venv, "the checkout's .venv is the image's virtualenv"
+    assert (work / ".tools" / "bin" / "opa").resolve() == bin_dir / "opa", "the gate runs the image's OPA"
+    args = (tmp_path / "pip-args").read_text().split()
+    assert {"--no-index", "--no-deps", "--no-build-isolation", "--editable", "."} <= set(args), args
+
+
+def test_runner_set_up_fails_without_opa(tmp_path: Path) -> None:
+    step = step_named(workflow("stack.yml")["jobs"]["platform"], SET_UP_STEP)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    executable(venv / "bin" / "pip", f"#!/bin/sh\ntouch {tmp_path / 'installed'}\n")
+    env = {"PATH": "/usr/bin:/bin", "RUNNER_VENV": str(venv)}
     code, _, out = run_script(step, tmp_path, env, shell=BASH)
-    if mirror:
-        assert code == 0 and (tmp_path / "made").read_text().strip() == ".stamps/venv", out
-    else:
-        assert code != 0 and "PIP_INDEX_URL" in out and "eu-prod-deploy" in out, out
-        assert not (tmp_path / "made").exists(), "nothing is installed without the mirror"
+    assert code != 0, f"an image without OPA must fail the set-up: {out}"
+    assert not (tmp_path / "installed").exists(), "nothing is installed once the image is found wanting"
 
 
 def test_smoke_measures_each_regions_gateway_with_a_token_read_by_name() -> None:
