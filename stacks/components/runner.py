@@ -32,14 +32,32 @@ GITHUB_REPOSITORY = re.compile(r"https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_
 RUNNER_EGRESS_DOMAINS = (
     "github.com",
     "api.github.com",
-    "codeload.github.com",
     ".actions.githubusercontent.com",
-    "objects.githubusercontent.com",
+    "codeload.github.com",
     ".blob.core.windows.net",
+    "objects.githubusercontent.com",
+    "objects-origin.githubusercontent.com",
+    "github-releases.githubusercontent.com",
+    "github-registry-files.githubusercontent.com",
+    "release-assets.githubusercontent.com",
 )
-"""What the runner agent and `actions/checkout` reach (GitHub's documented hosts for self-hosted runners:
-the service, job and log endpoints, source archives, release assets and the artifact store). The egress
-firewall allows them from the runner's region only."""
+"""The GitHub hosts the deploy runner reaches, from GitHub's list for self-hosted runners ("Communicating
+with self-hosted runners"), the groups its jobs use and no more:
+
+- essential operations: `github.com`, `api.github.com` and `*.actions.githubusercontent.com`, which also
+  holds the results receiver (logs, summaries, artifacts) and `pkg.actions` (action packages);
+- downloading actions: `codeload.github.com` (the pinned actions' source archives);
+- logs, job summaries and workflow artifacts: `*.blob.core.windows.net`;
+- the runner application, downloaded from its GitHub release and updating itself when GitHub requires a
+  newer one (an ephemeral runner may have to, at its one job): the four hosts GitHub lists for runner
+  updates, and `release-assets.githubusercontent.com`, where GitHub's release downloads have redirected
+  since 2025 (not yet on that list).
+
+Left out, as no runner job uses them: `raw.githubusercontent.com` (nothing fetches raw files), `ghcr.io` and
+`*.pkg.github.com` (publishing actions, GitHub Packages), Git LFS, Dependabot, and the OIDC token service
+(the runner jobs use the CodeBuild role; the host is under the actions wildcard anyway). The runner image
+ships every tool, so no package host is needed. The egress firewall allows these from the runner's region
+only."""
 RUNNER_EVENT = "WORKFLOW_JOB_QUEUED"
 """The webhook event that makes CodeBuild start a runner for a queued GitHub Actions job."""
 DEPLOY_WORKFLOW = "deploy"

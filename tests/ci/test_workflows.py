@@ -20,6 +20,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
+from stacks.components.runner import RUNNER_EGRESS_DOMAINS
 from tests.ci.conftest import (
     BASH,
     ROOT,
@@ -344,7 +345,21 @@ def test_runner_jobs_download_only_from_github() -> None:
     jobs = workflow("stack.yml")["jobs"]
     for name in RUNNER_JOBS:
         foreign = set(uses(jobs[name])) - RUNNER_ACTIONS
-        assert foreign == set(), f"{name} uses actions the runner image makes needless or unreachable: {foreign}"
+        assert foreign == set(), (
+            f"{name} uses actions the runner image makes needless or unreachable: {foreign}"
+        )
+
+
+def test_runner_egress_allows_github_and_no_package_index() -> None:
+    """The runner's firewall lets through GitHub's hosts for what the runner jobs do (the agent, actions'
+    archives, logs and artifacts, the agent's own download) and no package index: the image has it all."""
+    allowed = set(RUNNER_EGRESS_DOMAINS)
+    needed = {"github.com", "api.github.com", ".actions.githubusercontent.com", "codeload.github.com",
+              ".blob.core.windows.net", "objects.githubusercontent.com",
+              "release-assets.githubusercontent.com"}  # fmt: skip
+    assert needed <= allowed, f"the runner cannot reach {needed - allowed}"
+    for host in ("pypi.org", "files.pythonhosted.org", "proxy.golang.org", "raw.githubusercontent.com"):
+        assert not any(host.endswith(d) if d.startswith(".") else host == d for d in allowed), host
 
 
 CHECK_STEP = "Check the runner image"
@@ -384,7 +399,7 @@ def image_env(tmp_path: Path, pulumi: str, with_venv: bool = True) -> dict[str, 
     ("found", "with_venv", "message"),
     [
         ("v3.272.0", True, None),
-        ("v3.274.1", False, "has Pulumi v3.274.1"),
+        ("v3.274.1", True, "has Pulumi v3.274.1"),
         ("v3.272.0", False, "venv/bin/python"),
     ],
     ids=["pinned", "other-pulumi", "no-virtualenv"],
@@ -393,8 +408,6 @@ def test_runner_image_check_fails_on_another_image(
     tmp_path: Path, found: str, with_venv: bool, message: str | None
 ) -> None:
     step = step_named(workflow("stack.yml")["jobs"]["platform"], CHECK_STEP)
-    if found != "v3.272.0":
-        with_venv = True  # only the Pulumi version differs
     code, _, out = run_script(step, tmp_path, image_env(tmp_path, found, with_venv), shell=BASH)
     if message is None:
         assert code == 0, f"the pinned image must pass: {out}"
@@ -445,8 +458,9 @@ def test_runner_jobs_install_nothing_but_the_checkout() -> None:
             assert flag in set_up, f"{name}: the checkout is installed offline ({flag}): {set_up}"
         names = [s.get("name") for s in job["steps"]]
         assert names.index(SET_UP_STEP) < min(
-            i for i, s in enumerate(job["steps"]) if ".venv/" in s.get("run", "") + s.get("shell", "")
-            and s.get("name") != SET_UP_STEP
+            i
+            for i, s in enumerate(job["steps"])
+            if ".venv/" in s.get("run", "") + s.get("shell", "") and s.get("name") != SET_UP_STEP
         ), f"{name}: the virtualenv is set up before it is used"
 
 
@@ -563,13 +577,15 @@ def test_canary_kubeconfig_must_assume_the_deploy_role(
 
 
 def test_no_hosted_pulumi_backend() -> None:
+    """Every step that runs a Pulumi command names the stack's backend (`pulumi version`, which reads no
+    state, aside), so none falls back to the hosted one."""
     jobs = workflow("stack.yml")["jobs"]
     for name in all_workflows():
         text = (WORKFLOWS / name).read_text()
         assert "PULUMI_ACCESS_TOKEN" not in text, f"{name} logs in to a hosted backend"
     for job_name, job in jobs.items():
         for step in job["steps"]:
-            if re.search(r"\bpulumi\b", step.get("run", "")):
+            if re.search(r"\bpulumi\b", step.get("run", "").replace("pulumi version", "")):
                 env = {**job.get("env", {}), **step.get("env", {})}
                 assert "PULUMI_BACKEND_URL" in env, f"{job_name}/{step.get('name')}: no state backend set"
 
@@ -620,14 +636,16 @@ def test_permissions_minimal(name: str) -> None:
         assert data["jobs"]["approve"]["permissions"] == {}, "the approval job holds no credentials"
 
 
-def test_caller_grants_what_the_pipeline_needs() -> None:
+@pytest.mark.parametrize(("caller", "called"), [("stack", "stack.yml"), ("images", "images.yml")])
+def test_caller_grants_what_the_pipeline_needs(caller: str, called: str) -> None:
     """A called workflow's jobs get at most what the caller grants: grant exactly their union."""
     union: dict[str, str] = {}
-    for job in workflow("stack.yml")["jobs"].values():
+    for job in workflow(called)["jobs"].values():
         for scope, level in job["permissions"].items():
             union[scope] = "write" if "write" in (level, union.get(scope)) else level
-    granted = workflow("deploy.yml")["jobs"]["stack"]["permissions"]
-    assert granted == union, f"deploy.yml grants {granted}, the pipeline's jobs need {union}"
+    job = workflow("deploy.yml")["jobs"][caller]
+    assert job["uses"] == f"./.github/workflows/{called}", job
+    assert job["permissions"] == union, f"deploy.yml grants {job['permissions']}, {called} needs {union}"
 
 
 def expression_in_scripts(data: dict[str, Any]) -> list[str]:

@@ -1,0 +1,295 @@
+"""The project's own images in the deploy pipeline: built once per run (images.yml), their digests put in
+every stack job's stack file, pushed by infra to the primary region's ECR and awaited in the other regions.
+
+The scripts run for real: the digests are computed by the pinned crane from `docker save`-style tarballs made
+here, and pushed by the infra step to a crane registry on loopback, which plays the region's ECR. What this
+proves that reading the YAML cannot: the digest the images job records is the one the push writes, so the
+stacks reference exactly the image that is in the registry.
+"""
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.ci.conftest import (
+    BASH,
+    CRANE,
+    ROOT,
+    executable,
+    plain_env,
+    run_script,
+    runs,
+    step_named,
+    workflow,
+)
+
+USE_IMAGES = "Use the images built for this run"
+STACK_JOBS = ["preview", "infra", "platform"]
+"""The jobs that read the stack file's images: each must see this run's."""
+PUSH = "Push the images to the primary region's ECR"
+WAIT = "Wait for the serving image in the other regions"
+RUNNER_DIGEST = "sha256:" + "a" * 64
+SERVING_DIGEST = "sha256:" + "b" * 64
+
+
+def aws_stacks() -> list[str]:
+    names = [p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in ROOT.glob("Pulumi.*.yaml")]
+    return sorted(n for n in names if not n.startswith("onprem-"))
+
+
+def test_images_are_built_once_before_every_stack() -> None:
+    deploy = workflow("deploy.yml")["jobs"]
+    assert deploy["images"]["uses"] == "./.github/workflows/images.yml", deploy["images"]
+    assert deploy["stack"]["needs"] == "images", "every stack waits for the images of its run"
+    assert deploy["stack"]["with"] == {
+        "stack": "${{ matrix.stack }}",
+        "runner_digest": "${{ needs.images.outputs.runner_digest }}",
+        "serving_digest": "${{ needs.images.outputs.serving_digest }}",
+    }, "each stack deploys the digests the images job recorded"
+    inputs = workflow("stack.yml")["on"]["workflow_call"]["inputs"]
+    for name in ("runner_digest", "serving_digest"):
+        assert inputs[name]["required"] is True and inputs[name]["type"] == "string", inputs[name]
+    images = workflow("images.yml")
+    outputs = images["on"]["workflow_call"]["outputs"]
+    job = images["jobs"]["build"]
+    for name, step_output in (("runner_digest", "runner"), ("serving_digest", "serving")):
+        assert outputs[name]["value"] == f"${{{{ jobs.build.outputs.{name} }}}}", outputs[name]
+        assert job["outputs"][name] == f"${{{{ steps.digests.outputs.{step_output} }}}}", job["outputs"]
+
+
+def test_images_job_builds_both_images_and_holds_no_credentials() -> None:
+    job = workflow("images.yml")["jobs"]["build"]
+    assert job["permissions"] == {"contents": "read"}, "the images job reads the repository, nothing more"
+    scripts = "\n".join(script for _, script in runs(job))
+    for dockerfile in ("stacks/runner/Dockerfile", "serving_image/Dockerfile"):
+        assert f"--file {dockerfile}" in scripts, f"images.yml must build {dockerfile}"
+    for needle in ("push", "login", "aws "):
+        assert needle not in scripts, f"the images job pushes nowhere and logs in nowhere ({needle!r})"
+    assert "configure-aws-credentials" not in json.dumps(job), "no cloud identity in the images job"
+
+
+def test_images_reach_infra_under_one_name() -> None:
+    """The tarballs infra pushes are the ones the images job saved: one artifact, the same file names."""
+    upload = step_named(workflow("images.yml")["jobs"]["build"], "Keep the images for the stacks")
+    download = step_named(workflow("stack.yml")["jobs"]["infra"], "Fetch the images built for this run")
+    assert upload["with"]["name"] == download["with"]["name"] == "images", (upload["with"], download["with"])
+    assert upload["with"]["path"] == download["with"]["path"] == "images/"
+    built, pushed = plain_env("images.yml"), plain_env("stack.yml")
+    for tarball in ("RUNNER_TARBALL", "SERVING_TARBALL"):
+        assert built[tarball] == pushed[tarball], (
+            f"{tarball}: saved {built[tarball]}, pushed {pushed[tarball]}"
+        )
+        assert built[tarball].startswith("images/"), built[tarball]
+
+
+def test_every_stack_job_uses_this_runs_images() -> None:
+    """preview, infra and platform put this run's digests in the stack file before anything reads it."""
+    jobs = workflow("stack.yml")["jobs"]
+    steps = [step_named(jobs[name], USE_IMAGES) for name in STACK_JOBS]
+    assert all(step == steps[0] for step in steps), "one step, the same in every job that reads the images"
+    for name in STACK_JOBS:
+        names = [s.get("name") for s in jobs[name]["steps"]]
+        position = names.index(USE_IMAGES)
+        readers = [
+            i
+            for i, s in enumerate(jobs[name]["steps"])
+            if any(cmd in s.get("run", "") for cmd in ("pulumi preview", "pulumi up", "servectl plan"))
+        ]
+        assert readers and position < min(readers), f"{name}: the images must be in place before {readers}"
+    env = workflow("stack.yml")["env"]
+    assert env["RUNNER_DIGEST"] == "${{ inputs.runner_digest }}", env
+    assert env["SERVING_DIGEST"] == "${{ inputs.serving_digest }}", env
+
+
+def use_images(work: Path, stack: str, runner: str, serving: str) -> tuple[int, str]:
+    step = step_named(workflow("stack.yml")["jobs"]["platform"], USE_IMAGES)
+    env = {"STACK": stack, "RUNNER_DIGEST": runner, "SERVING_DIGEST": serving}
+    code, _, out = run_script(step, work, env)
+    return code, out
+
+
+def config_of(path: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load(path.read_text())["config"])
+
+
+@pytest.mark.parametrize("stack", aws_stacks())
+def test_use_images_replaces_the_two_digests_only(stack: str, tmp_path: Path) -> None:
+    source = ROOT / f"Pulumi.{stack}.yaml"
+    shutil.copy(source, tmp_path)
+    code, out = use_images(tmp_path, stack, RUNNER_DIGEST, SERVING_DIGEST)
+    assert code == 0, out
+    written = tmp_path / source.name
+    before, after = config_of(source), config_of(written)
+    assert after["model-serving:image"]["runnerDigest"] == RUNNER_DIGEST, after["model-serving:image"]
+    assert after["model-serving:image"]["digest"] == SERVING_DIGEST, after["model-serving:image"]
+    assert after["model-serving:image"]["syncDigest"] == before["model-serving:image"]["syncDigest"]
+    assert {k: v for k, v in after.items() if k != "model-serving:image"} == {
+        k: v for k, v in before.items() if k != "model-serving:image"
+    }, f"{stack}: only the image digests may change"
+    changed = [
+        (old, new)
+        for old, new in zip(source.read_text().splitlines(), written.read_text().splitlines(), strict=True)
+        if old != new
+    ]
+    assert len(changed) == 2, f"{stack}: two lines change, comments and layout stay: {changed}"
+
+
+@pytest.mark.parametrize(
+    ("stack", "runner", "message"),
+    [
+        ("eu-prod", "sha256:" + "A" * 64, "not image digests"),
+        ("eu-prod", "latest", "not image digests"),
+        ("onprem-ae", RUNNER_DIGEST, "model-serving:image.runnerDigest"),
+    ],
+    ids=["upper-case", "a-tag", "no-runner-image"],
+)
+def test_use_images_fails_closed(stack: str, runner: str, message: str, tmp_path: Path) -> None:
+    shutil.copy(ROOT / f"Pulumi.{stack}.yaml", tmp_path)
+    original = (tmp_path / f"Pulumi.{stack}.yaml").read_text()
+    code, out = use_images(tmp_path, stack, runner, SERVING_DIGEST)
+    assert code != 0 and message in out, f"expected a refusal naming {message!r}: {code} {out}"
+    assert (tmp_path / f"Pulumi.{stack}.yaml").read_text() == original, "a refused file is left as it was"
+
+
+def docker_tarball(path: Path, content: bytes) -> None:
+    """An image as `docker save` writes it: manifest.json, the config and an uncompressed layer."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("app/data")
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    layer_bytes = layer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()  # fmt: skip
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": ["image:test"], "Layers": ["layer.tar"]}])
+    with tarfile.open(path, mode="w") as tar:
+        for name, data in (
+            ("layer.tar", layer_bytes),
+            (config_name, config),
+            ("manifest.json", manifest.encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A work directory with the images job's tarballs, and the digests its `Record the digests` gives."""
+    work = tmp_path / "work"
+    (work / "images").mkdir(parents=True)
+    (work / ".tools").symlink_to(ROOT / ".tools")
+    env = plain_env("images.yml")
+    docker_tarball(work / env["RUNNER_TARBALL"], b"the runner image")
+    docker_tarball(work / env["SERVING_TARBALL"], b"the serving image")
+    step = step_named(workflow("images.yml")["jobs"]["build"], "Record the digests")
+    summary = tmp_path / "summary.md"
+    code, outputs, out = run_script(step, work, {**env, "GITHUB_STEP_SUMMARY": str(summary)}, shell=BASH)
+    assert code == 0, out
+    assert set(outputs) == {"runner", "serving"} and outputs["runner"] != outputs["serving"], outputs
+    assert outputs["runner"] in summary.read_text(), "the run's summary records the digests"
+    return work, outputs
+
+
+def push_env(work: Path, registry: str, runner: str, serving: str) -> dict[str, str]:
+    bin_dir = work.parent / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    executable(bin_dir / "aws", "#!/bin/sh\necho not-a-real-password\n")
+    return {
+        **plain_env("stack.yml"),
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "DOCKER_CONFIG": str(work.parent / "docker"),
+        "GITHUB_STEP_SUMMARY": str(work.parent / "push-summary.md"),
+        "GITHUB_SHA": "0123abc",
+        "GITHUB_RUN_ID": "42",
+        "GITHUB_RUN_ATTEMPT": "1",
+        "RUNNER_IMAGE": f"{registry}/eu-test/model-serving/deploy-runner",
+        "SERVING_IMAGE": f"{registry}/eu-test/model-serving/server",
+        "RUNNER_DIGEST": runner,
+        "SERVING_DIGEST": serving,
+    }
+
+
+def test_recorded_digest_is_the_pushed_digest(built: tuple[Path, dict[str, str]], registry: str) -> None:
+    work, digests = built
+    step = step_named(workflow("stack.yml")["jobs"]["infra"], PUSH)
+    env = push_env(work, registry, digests["runner"], digests["serving"])
+    code, _, out = run_script(step, work, env, shell=BASH)
+    assert code == 0, out
+    for image, digest in (
+        (env["RUNNER_IMAGE"], digests["runner"]),
+        (env["SERVING_IMAGE"], digests["serving"]),
+    ):
+        found = subprocess.run([str(CRANE), "digest", f"{image}:0123abc-42-1"], check=True, text=True,
+                               capture_output=True, timeout=60).stdout.strip()  # fmt: skip
+        assert found == digest, f"{image} holds {found}, the stacks reference {digest}"
+    assert digests["runner"] in Path(env["GITHUB_STEP_SUMMARY"]).read_text(), "the summary records the push"
+
+
+def test_push_refuses_an_image_other_than_recorded(built: tuple[Path, dict[str, str]], registry: str) -> None:
+    work, digests = built
+    step = step_named(workflow("stack.yml")["jobs"]["infra"], PUSH)
+    code, _, out = run_script(
+        step, work, push_env(work, registry, RUNNER_DIGEST, digests["serving"]), shell=BASH
+    )
+    assert code != 0 and "not as the digest the images job recorded" in out, f"{code} {out}"
+
+
+def test_infra_pushes_after_up_and_before_the_platform() -> None:
+    jobs = workflow("stack.yml")["jobs"]
+    names = [s.get("name") for s in jobs["infra"]["steps"]]
+    assert names.index("Deploy infra") < names.index(PUSH) < names.index(WAIT), (
+        "infra creates the repositories, then the images are pushed, then replicated"
+    )
+    assert "infra" in jobs["platform"]["needs"], "the platform deploys once the images are in the registry"
+
+
+def wait(tmp_path: Path, appears: dict[str, int]) -> tuple[int, str, list[str]]:
+    """The replication wait run for real; `appears` is after how many asks each region has the image."""
+    step = step_named(workflow("stack.yml")["jobs"]["infra"], WAIT)
+    calls = tmp_path / "calls"
+    executable(
+        tmp_path / "aws",
+        f"""#!/bin/bash
+region=""; while [ $# -gt 0 ]; do [ "$1" = --region ] && region=$2; shift; done
+echo "$region" >> {calls}
+asked=$(grep -c "^$region$" {calls})
+case "$region" in {" ".join(f'{r}) [ "$asked" -ge {n} ] ;;' for r, n in appears.items())} *) exit 1 ;; esac
+""",
+    )
+    regions = {"include": [{"region": r} for r in ("eu-central-1", "eu-west-1", "eu-north-1")]}
+    env = {
+        "PATH": f"{tmp_path}:/usr/bin:/bin",
+        "SERVING_IMAGE": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/eu-test/model-serving/server",
+        "SERVING_DIGEST": SERVING_DIGEST,
+        "PRIMARY": "eu-central-1",
+        "REGIONS": json.dumps(regions),
+        "TRIES": "3",
+        "INTERVAL": "0",
+    }
+    code, _, out = run_script(step, tmp_path, env, shell=BASH)
+    return code, out, calls.read_text().split() if calls.exists() else []
+
+
+def test_wait_until_every_other_region_has_the_image(tmp_path: Path) -> None:
+    code, out, calls = wait(tmp_path, {"eu-west-1": 1, "eu-north-1": 3})
+    assert code == 0, out
+    assert calls == ["eu-west-1", "eu-north-1", "eu-north-1", "eu-north-1"], (
+        f"each other region is asked until it has the image, the primary never: {calls}"
+    )
+
+
+def test_wait_fails_on_a_region_that_never_gets_the_image(tmp_path: Path) -> None:
+    code, out, calls = wait(tmp_path, {"eu-west-1": 1, "eu-north-1": 99})
+    assert code != 0 and "has not replicated to eu-north-1" in out, f"{code} {out}"
+    assert calls.count("eu-north-1") == 3, f"it gives up after TRIES asks: {calls}"
