@@ -498,8 +498,6 @@ def _image(node: _Node, on_aws: bool) -> ImageConfig:
         runner_digest=node.string("runnerDigest", _DIGEST) if on_aws else None,
         repository=node.string("repository"),
         digest=node.string("digest", _DIGEST),
-        sync_repository=node.string("syncRepository"),
-        sync_digest=node.string("syncDigest", _DIGEST),
     )
 
 

@@ -98,10 +98,6 @@ class ImageConfig:
     """Serving image repository."""
     digest: str
     """Serving image digest (`sha256:...`)."""
-    sync_repository: str
-    """Image of the init container that copies model versions from the model bucket."""
-    sync_digest: str
-    """Its digest."""
     runner_repository: str | None = None
     """Image of the in-VPC deploy runner (built from stacks/runner/Dockerfile; AWS stacks only)."""
     runner_digest: str | None = None
@@ -110,10 +106,6 @@ class ImageConfig:
     def serving_image(self, registry: str) -> str:
         """The serving image reference in `registry` (the region's ECR host, or the on-premises one)."""
         return f"{registry}/{self.repository}@{self.digest}"
-
-    def sync_image(self, registry: str) -> str:
-        """The model-sync image reference in `registry`."""
-        return f"{registry}/{self.sync_repository}@{self.sync_digest}"
 
     def runner_image(self, registry: str) -> str:
         """The deploy runner's image reference in `registry`."""

@@ -1,12 +1,12 @@
 """DeployRunner: where the platform layer is deployed from. The cluster's API is private, so the deployer runs
 inside the VPC: a CodeBuild project in the private subnets that serves as a GitHub Actions self-hosted runner.
 
-Identities: the project's service role can do nothing but run the build (logs, network interfaces, its
-image, its GitHub connection) and assume the deploy role. The deploy role is the platform layer's identity:
-an EKS access entry makes it cluster admin, and it reads the Pulumi state and uses the secrets key. A job
-keeps the runner role's credentials and reaches everything through the deploy role: the kubeconfig's exec
-runs `aws eks get-token --role-arn <deploy role>`, and the state backend is reached with a profile whose
-`role_arn` is the deploy role (`credential_source = EcsContainer`).
+Identities: the project's service role runs the build (logs, network interfaces, its image, its GitHub
+connection), holds the Pulumi state (read every stack's, write only the platform project's, use the secrets
+key) and may assume the deploy role. The deploy role is the clusters' identity: an EKS access entry on each
+region's cluster makes it admin, and IAM lets it do nothing else. Pulumi runs as the runner role; only the
+kubeconfig's exec (`aws eks get-token --role-arn <deploy role>`) switches identity, so no role ever has to
+assume itself.
 """
 
 import re

@@ -43,11 +43,13 @@ def _host(url: str) -> str:
 
 def _egress_domains(cfg: StackConfig, region: RegionConfig) -> tuple[str, ...]:
     """What may leave the VPC through the firewall: the token issuer's keys (istiod fetches the JWKS), the
-    stack file's own list (e.g. the organisation's package mirror for the runner), and from the primary region
+    stack file's own list (anything else an operator decides the VPC may reach), and from the primary region
     GitHub for the runner agent and the other regions' STS (the kubeconfig assumes the deploy role there)."""
     domains = [_host(cfg.gateway.jwks_uri), *cfg.egress_domains]
     if region == cfg.regions[0]:
         domains += [*RUNNER_EGRESS_DOMAINS, *(f"sts.{r.region}.amazonaws.com" for r in cfg.regions[1:])]
+        # The smoke test measures every region's gateway (`<region>.<api host>`) from the runner.
+        domains.append(f".{cfg.gateway.api_host}")
     return tuple(dict.fromkeys(domains))
 
 
@@ -159,7 +161,6 @@ def deploy_region(
             key_arn=images.arn,
             repositories=[
                 cfg.image.repository,
-                cfg.image.sync_repository,
                 *([cfg.image.runner_repository] if cfg.image.runner_repository else []),
             ],
             # CI pushes the project's own images to the primary region, which replicates them in-jurisdiction.

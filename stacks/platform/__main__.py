@@ -114,7 +114,11 @@ def _serving(cfg: StackConfig, target: ClusterTarget, mesh: Mesh, tenants: dict[
         spec = ServingSpec(
             model=model,
             image=pulumi.Output.from_input(target.registry).apply(cfg.image.serving_image),  # type: ignore[arg-type]
-            sync_image=pulumi.Output.from_input(target.registry).apply(cfg.image.sync_image),  # type: ignore[arg-type]
+            # The model sync runs the AWS CLI (S3 sync, then `sha256sum -c`): the pinned upstream image,
+            # mirrored into the cluster's registry like every third-party image.
+            sync_image=pulumi.Output.from_input(target.registry).apply(  # type: ignore[arg-type]
+                load_lock().image("aws-cli").ref
+            ),
             region=target.eks.region if target.eks else "",
             service_account=model.name,
             gateway=mesh.gateway_ref,

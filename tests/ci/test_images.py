@@ -1,15 +1,17 @@
-"""The project's own images in the deploy pipeline: built once per run (images.yml), their digests put in
-every stack job's stack file, pushed by infra to the primary region's ECR and awaited in the other regions.
+"""The project's own images in the deploy pipeline: built once per run (images.yml) and tagged by their
+sources, kept when the stack's registry already has those sources' image, their digests put in every stack
+job's stack file, pushed by infra to the primary region's ECR and awaited in the other regions.
 
 The scripts run for real: the digests are computed by the pinned crane from `docker save`-style tarballs made
-here, and pushed by the infra step to a crane registry on loopback, which plays the region's ECR. What this
-proves that reading the YAML cannot: the digest the images job records is the one the push writes, so the
-stacks reference exactly the image that is in the registry.
+here, the source tags from a git index made here, and the infra step pushes to a crane registry on loopback,
+which plays the region's ECR. What this proves that reading the YAML cannot: the digest the images job
+records is the one the push writes, so the stacks reference exactly the image that is in the registry.
 """
 
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from dockerfile_parse import DockerfileParser
 
 from tests.ci.conftest import (
     BASH,
@@ -31,10 +34,11 @@ from tests.ci.conftest import (
     workflow,
 )
 
-USE_IMAGES = "Use the images built for this run"
+USE_IMAGES = "Put this run's image digests in the stack file"
 STACK_JOBS = ["preview", "infra", "platform"]
 """The jobs that read the stack file's images: each must see this run's."""
 PUSH = "Push the images to the primary region's ECR"
+KEEP = "Keep the images already in the registry"
 WAIT = "Wait for the serving image in the other regions"
 RUNNER_DIGEST = "sha256:" + "a" * 64
 SERVING_DIGEST = "sha256:" + "b" * 64
@@ -49,18 +53,20 @@ def test_images_are_built_once_before_every_stack() -> None:
     deploy = workflow("deploy.yml")["jobs"]
     assert deploy["images"]["uses"] == "./.github/workflows/images.yml", deploy["images"]
     assert deploy["stack"]["needs"] == "images", "every stack waits for the images of its run"
+    passed = ("runner_digest", "serving_digest", "runner_tag", "serving_tag")
     assert deploy["stack"]["with"] == {
         "stack": "${{ matrix.stack }}",
-        "runner_digest": "${{ needs.images.outputs.runner_digest }}",
-        "serving_digest": "${{ needs.images.outputs.serving_digest }}",
-    }, "each stack deploys the digests the images job recorded"
+        **{name: f"${{{{ needs.images.outputs.{name} }}}}" for name in passed},
+    }, "each stack gets the digests and source tags the images job recorded"
     inputs = workflow("stack.yml")["on"]["workflow_call"]["inputs"]
-    for name in ("runner_digest", "serving_digest"):
+    for name in passed:
         assert inputs[name]["required"] is True and inputs[name]["type"] == "string", inputs[name]
     images = workflow("images.yml")
     outputs = images["on"]["workflow_call"]["outputs"]
     job = images["jobs"]["build"]
-    for name, step_output in (("runner_digest", "runner"), ("serving_digest", "serving")):
+    steps = {"runner_digest": "runner", "serving_digest": "serving", "runner_tag": "runner_tag",
+             "serving_tag": "serving_tag"}  # fmt: skip
+    for name, step_output in steps.items():
         assert outputs[name]["value"] == f"${{{{ jobs.build.outputs.{name} }}}}", outputs[name]
         assert job["outputs"][name] == f"${{{{ steps.digests.outputs.{step_output} }}}}", job["outputs"]
 
@@ -105,8 +111,19 @@ def test_every_stack_job_uses_this_runs_images() -> None:
         ]
         assert readers and position < min(readers), f"{name}: the images must be in place before {readers}"
     env = workflow("stack.yml")["env"]
-    assert env["RUNNER_DIGEST"] == "${{ inputs.runner_digest }}", env
-    assert env["SERVING_DIGEST"] == "${{ inputs.serving_digest }}", env
+    assert env["BUILT_RUNNER_DIGEST"] == "${{ inputs.runner_digest }}", env
+    assert env["BUILT_SERVING_DIGEST"] == "${{ inputs.serving_digest }}", env
+    assert "RUNNER_DIGEST" not in env, "the digests deployed are preview's choice, not the build's"
+    preview = jobs["preview"]
+    names = [s.get("name") for s in preview["steps"]]
+    assert names.index(KEEP) < names.index(USE_IMAGES), "preview chooses the digests, then uses them"
+    assert preview["outputs"]["runner_digest"] == "${{ steps.images.outputs.runner }}", preview["outputs"]
+    assert preview["outputs"]["serving_digest"] == "${{ steps.images.outputs.serving }}", preview["outputs"]
+    for name in ("infra", "platform"):
+        for image in ("runner", "serving"):
+            assert jobs[name]["env"][f"{image.upper()}_DIGEST"] == (
+                f"${{{{ needs.preview.outputs.{image}_digest }}}}"
+            ), f"{name} deploys the {image} image preview planned"
 
 
 def use_images(work: Path, stack: str, runner: str, serving: str) -> tuple[int, str]:
@@ -130,7 +147,9 @@ def test_use_images_replaces_the_two_digests_only(stack: str, tmp_path: Path) ->
     before, after = config_of(source), config_of(written)
     assert after["model-serving:image"]["runnerDigest"] == RUNNER_DIGEST, after["model-serving:image"]
     assert after["model-serving:image"]["digest"] == SERVING_DIGEST, after["model-serving:image"]
-    assert after["model-serving:image"]["syncDigest"] == before["model-serving:image"]["syncDigest"]
+    image_before, image_after = before["model-serving:image"], after["model-serving:image"]
+    untouched = {k: v for k, v in image_before.items() if k not in {"runnerDigest", "digest"}}
+    assert {k: image_after[k] for k in untouched} == untouched, image_after
     assert {k: v for k, v in after.items() if k != "model-serving:image"} == {
         k: v for k, v in before.items() if k != "model-serving:image"
     }, f"{stack}: only the image digests may change"
@@ -183,22 +202,75 @@ def docker_tarball(path: Path, content: bytes) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+SOURCE_FILES = ("stacks/runner/Dockerfile", "constraints.txt", "serving_image/Dockerfile", "servectl/cli.py",
+                "pyproject.toml", "README.md")  # fmt: skip
+"""A checkout in miniature: the files the images are built from."""
+
+
+def record(work: Path) -> dict[str, str]:
+    """The images job's `Record the digests` step run in `work`; returns its outputs."""
+    step = step_named(workflow("images.yml")["jobs"]["build"], "Record the digests")
+    summary = work.parent / "summary.md"
+    env = {**plain_env("images.yml"), "GITHUB_STEP_SUMMARY": str(summary)}
+    code, outputs, out = run_script(step, work, env, shell=BASH)
+    assert code == 0, out
+    assert outputs["runner"] in summary.read_text(), "the run's summary records the digests"
+    return outputs
+
+
+def git_add(work: Path, *names: str) -> None:
+    subprocess.run(["git", "add", *names], cwd=work, check=True, timeout=30)
+
+
 @pytest.fixture
 def built(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A work directory with the images job's tarballs, and the digests its `Record the digests` gives."""
+    """A checkout with the images job's tarballs, and the outputs of its `Record the digests` step."""
     work = tmp_path / "work"
     (work / "images").mkdir(parents=True)
     (work / ".tools").symlink_to(ROOT / ".tools")
+    for name in SOURCE_FILES:
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(f"{name}\n")
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True, timeout=30)
+    git_add(work, *SOURCE_FILES)
     env = plain_env("images.yml")
     docker_tarball(work / env["RUNNER_TARBALL"], b"the runner image")
     docker_tarball(work / env["SERVING_TARBALL"], b"the serving image")
-    step = step_named(workflow("images.yml")["jobs"]["build"], "Record the digests")
-    summary = tmp_path / "summary.md"
-    code, outputs, out = run_script(step, work, {**env, "GITHUB_STEP_SUMMARY": str(summary)}, shell=BASH)
-    assert code == 0, out
-    assert set(outputs) == {"runner", "serving"} and outputs["runner"] != outputs["serving"], outputs
-    assert outputs["runner"] in summary.read_text(), "the run's summary records the digests"
+    outputs = record(work)
+    assert outputs["runner"] != outputs["serving"], outputs
     return work, outputs
+
+
+def test_source_tags_name_what_each_image_is_built_from(built: tuple[Path, dict[str, str]]) -> None:
+    work, first = built
+    for tag in (first["runner_tag"], first["serving_tag"]):
+        assert re.fullmatch(r"src-[0-9a-f]{64}", tag), tag
+    assert record(work) == first, "the same sources give the same tags"
+    (work / "stacks/runner/Dockerfile").write_text("a new runner\n")
+    git_add(work, "stacks/runner/Dockerfile")
+    after = record(work)
+    assert after["runner_tag"] != first["runner_tag"], "a changed runner Dockerfile is a new runner image"
+    assert after["serving_tag"] == first["serving_tag"], "the serving image's sources did not change"
+    (work / "constraints.txt").write_text("pulumi==0\n")
+    git_add(work, "constraints.txt")
+    both = record(work)
+    assert both["runner_tag"] != after["runner_tag"] and both["serving_tag"] != after["serving_tag"], (
+        "constraints.txt goes into both images"
+    )
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "sources"),
+    [("stacks/runner/Dockerfile", "RUNNER_SOURCES"), ("serving_image/Dockerfile", "SERVING_SOURCES")],
+)
+def test_sources_cover_what_the_dockerfile_copies(dockerfile: str, sources: str) -> None:
+    listed = plain_env("images.yml")[sources].split()
+    copied = [str(Path(dockerfile).parent)]
+    for item in DockerfileParser(path=str(ROOT / dockerfile)).structure:
+        if item["instruction"] == "COPY" and "--from" not in item["value"]:
+            copied += item["value"].split()[:-1]
+    uncovered = [c for c in copied if not any(c == s or c.startswith(f"{s}/") for s in listed)]
+    assert uncovered == [], f"{dockerfile} is built from {uncovered}, which its source tag ignores"
 
 
 def push_env(work: Path, registry: str, runner: str, serving: str) -> dict[str, str]:
@@ -210,9 +282,8 @@ def push_env(work: Path, registry: str, runner: str, serving: str) -> dict[str, 
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "DOCKER_CONFIG": str(work.parent / "docker"),
         "GITHUB_STEP_SUMMARY": str(work.parent / "push-summary.md"),
-        "GITHUB_SHA": "0123abc",
-        "GITHUB_RUN_ID": "42",
-        "GITHUB_RUN_ATTEMPT": "1",
+        "RUNNER_TAG": "src-" + "1" * 64,
+        "SERVING_TAG": "src-" + "2" * 64,
         "RUNNER_IMAGE": f"{registry}/eu-test/model-serving/deploy-runner",
         "SERVING_IMAGE": f"{registry}/eu-test/model-serving/server",
         "RUNNER_DIGEST": runner,
@@ -226,14 +297,27 @@ def test_recorded_digest_is_the_pushed_digest(built: tuple[Path, dict[str, str]]
     env = push_env(work, registry, digests["runner"], digests["serving"])
     code, _, out = run_script(step, work, env, shell=BASH)
     assert code == 0, out
-    for image, digest in (
-        (env["RUNNER_IMAGE"], digests["runner"]),
-        (env["SERVING_IMAGE"], digests["serving"]),
+    for image, tag, digest in (
+        (env["RUNNER_IMAGE"], env["RUNNER_TAG"], digests["runner"]),
+        (env["SERVING_IMAGE"], env["SERVING_TAG"], digests["serving"]),
     ):
-        found = subprocess.run([str(CRANE), "digest", f"{image}:0123abc-42-1"], check=True, text=True,
+        found = subprocess.run([str(CRANE), "digest", f"{image}:{tag}"], check=True, text=True,
                                capture_output=True, timeout=60).stdout.strip()  # fmt: skip
         assert found == digest, f"{image} holds {found}, the stacks reference {digest}"
     assert digests["runner"] in Path(env["GITHUB_STEP_SUMMARY"]).read_text(), "the summary records the push"
+    code, _, out = run_script(step, work, env, shell=BASH)
+    assert code == 0 and "kept" in out, f"a re-run keeps the images already under their tags: {code} {out}"
+
+
+def test_push_refuses_a_tag_holding_another_image(built: tuple[Path, dict[str, str]], registry: str) -> None:
+    """The registry's image for these sources is not the one the stack was planned with: stop."""
+    work, digests = built
+    step = step_named(workflow("stack.yml")["jobs"]["infra"], PUSH)
+    env = push_env(work, registry, digests["runner"], digests["serving"])
+    assert run_script(step, work, env, shell=BASH)[0] == 0
+    planned = push_env(work, registry, RUNNER_DIGEST, digests["serving"])
+    code, _, out = run_script(step, work, planned, shell=BASH)
+    assert code != 0 and "but the stack was planned with" in out, f"{code} {out}"
 
 
 def test_push_refuses_an_image_other_than_recorded(built: tuple[Path, dict[str, str]], registry: str) -> None:
@@ -293,3 +377,58 @@ def test_wait_fails_on_a_region_that_never_gets_the_image(tmp_path: Path) -> Non
     code, out, calls = wait(tmp_path, {"eu-west-1": 1, "eu-north-1": 99})
     assert code != 0 and "has not replicated to eu-north-1" in out, f"{code} {out}"
     assert calls.count("eu-north-1") == 3, f"it gives up after TRIES asks: {calls}"
+
+
+def keep(tmp_path: Path, answers: dict[str, tuple[int, str]]) -> tuple[int, dict[str, str], str, str]:
+    """The preview's choice of digests run for real, with an `aws` answering per repository."""
+    step = step_named(workflow("stack.yml")["jobs"]["preview"], KEEP)
+    cases = " ".join(
+        f"*{repo}*) echo '{text}' {'' if code == 0 else '>&2'}; exit {code} ;;"
+        for repo, (code, text) in answers.items()
+    )
+    executable(tmp_path / "aws", f'#!/bin/bash\ncase "$*" in {cases} *) exit 255 ;; esac\n')
+    github_env = tmp_path / "github_env"
+    registry = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/eu-test/model-serving"
+    env = {
+        "PATH": f"{tmp_path}:/usr/bin:/bin",
+        "RUNNER_TEMP": str(tmp_path),
+        "GITHUB_ENV": str(github_env),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "RUNNER_IMAGE": f"{registry}/deploy-runner",
+        "SERVING_IMAGE": f"{registry}/server",
+        "RUNNER_TAG": "src-" + "1" * 64,
+        "SERVING_TAG": "src-" + "2" * 64,
+        "BUILT_RUNNER_DIGEST": RUNNER_DIGEST,
+        "BUILT_SERVING_DIGEST": SERVING_DIGEST,
+    }
+    code, outputs, out = run_script(step, tmp_path, env, shell=BASH)
+    return code, outputs, out, github_env.read_text() if github_env.exists() else ""
+
+
+KEPT = "sha256:" + "c" * 64
+ABSENT = (254, "An error occurred (ImageNotFoundException) when calling the DescribeImages operation")
+NO_REPOSITORY = (254, "An error occurred (RepositoryNotFoundException) when calling the DescribeImages")
+
+
+def test_keep_the_registrys_image_of_unchanged_sources(tmp_path: Path) -> None:
+    code, outputs, out, github_env = keep(tmp_path, {"deploy-runner": (0, KEPT), "server": ABSENT})
+    assert code == 0, out
+    assert outputs == {"runner": KEPT, "serving": SERVING_DIGEST}, (
+        "the registry's runner image is kept; the serving image, not there yet, is this run's build"
+    )
+    assert f"RUNNER_DIGEST={KEPT}" in github_env and f"SERVING_DIGEST={SERVING_DIGEST}" in github_env, (
+        "the rest of the preview job plans with the digests chosen"
+    )
+
+
+def test_first_deploy_has_no_repository_yet(tmp_path: Path) -> None:
+    code, outputs, out, _ = keep(tmp_path, {"deploy-runner": NO_REPOSITORY, "server": NO_REPOSITORY})
+    assert code == 0, out
+    assert outputs == {"runner": RUNNER_DIGEST, "serving": SERVING_DIGEST}, outputs
+
+
+def test_keep_fails_when_the_registry_cannot_be_read(tmp_path: Path) -> None:
+    denied = (254, "An error occurred (AccessDeniedException) when calling the DescribeImages operation")
+    code, outputs, out, _ = keep(tmp_path, {"deploy-runner": denied, "server": ABSENT})
+    assert code != 0 and "AccessDeniedException" in out, f"an unreadable registry is no absent image: {out}"
+    assert outputs == {}, "no digests are chosen"

@@ -1,6 +1,7 @@
 import pulumi
 import pytest
 
+from stacks.artifacts import load_lock
 from stacks.components.model_serving import ModelServing, ModelServingArgs
 from stacks.manifests.serving import ServingSpec
 from stacks.settings import StackConfig
@@ -17,7 +18,7 @@ def _build(eu_config: StackConfig, role_arn: str | None) -> Built:
     spec = ServingSpec(
         model=model,
         image=eu_config.image.serving_image(REGISTRY),
-        sync_image=eu_config.image.sync_image(REGISTRY),
+        sync_image=load_lock().image("aws-cli").ref(REGISTRY),
         region="eu-central-1",
         service_account=model.name,
         gateway="istio-system/model-api",
