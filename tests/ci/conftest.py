@@ -1,12 +1,9 @@
 """Helpers for the workflow tests: the workflow files as data, and their steps' scripts run as processes."""
 
 import os
-import socket
 import stat
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.crane import CRANE, serve_registry
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
-CRANE = ROOT / ".tools" / "bin" / "crane"
 BASH = ["bash", "--noprofile", "--norc", "-eo", "pipefail"]
 """How GitHub runs a `run:` script with the default shell."""
 
@@ -74,38 +72,7 @@ def executable(path: Path, text: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def registry() -> Iterator[str]:
-    """A crane in-memory registry on loopback, playing a region's ECR; `timeout` bounds it."""
-    assert CRANE.is_file(), f"no crane at {CRANE}: `make setup` builds the pinned crane"
-    port = free_port()
-    proc = subprocess.Popen(
-        ["timeout", "300", str(CRANE), "registry", "serve", "--address", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None, "crane registry exited"
-                assert time.monotonic() < deadline, "crane registry did not start"
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    """A crane in-memory registry on loopback, playing a region's ECR."""
+    yield from serve_registry(CRANE, lifetime_seconds=300)

@@ -24,7 +24,6 @@ from dockerfile_parse import DockerfileParser
 
 from tests.ci.conftest import (
     BASH,
-    CRANE,
     ROOT,
     executable,
     plain_env,
@@ -33,6 +32,7 @@ from tests.ci.conftest import (
     step_named,
     workflow,
 )
+from tests.crane import CRANE
 
 USE_IMAGES = "Put this run's image digests in the stack file"
 STACK_JOBS = ["preview", "infra", "platform"]

@@ -11,12 +11,9 @@ import io
 import json
 import os
 import secrets
-import socket
 import subprocess
 import tarfile
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,49 +31,16 @@ from servectl.mirror import (
     stack_registries,
 )
 from stacks.artifacts import parse_lock
+from tests.crane import serve_registry
 
 ZERO = "sha256:" + "0" * 64
 CRANE = Path(os.environ.get("CRANE_BIN", DEFAULT_CRANE))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def crane() -> Path:
     assert CRANE.is_file(), f"no crane at {CRANE}: `make setup` builds the pinned crane"
     return CRANE
-
-
-def serve_registry(crane: Path) -> Iterator[str]:
-    """A crane in-memory registry on loopback; `timeout` bounds it even if the test run dies."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["timeout", "600", str(crane), "registry", "serve", "--address", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None, "crane registry exited"
-                assert time.monotonic() < deadline, "crane registry did not start"
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
