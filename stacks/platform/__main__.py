@@ -42,9 +42,7 @@ from stacks.platform.targets import ClusterTarget, cluster_targets
 from stacks.settings import StackConfig
 
 
-def _aws_addons(
-    cfg: StackConfig, target: ClusterTarget, opts: pulumi.ResourceOptions
-) -> list[pulumi.Resource]:
+def _aws_addons(target: ClusterTarget, opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
     """What only an EKS cluster runs: the load balancer controller that binds the gateway to infra's NLB."""
     eks = target.eks
     if eks is None:
@@ -142,7 +140,7 @@ def _serving(cfg: StackConfig, target: ClusterTarget, mesh: Mesh, tenants: dict[
 def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:
     """Everything one cluster runs, on that cluster's own Kubernetes provider."""
     on_cluster = pulumi.ResourceOptions(provider=target.provider)
-    lb = _aws_addons(cfg, target, on_cluster)
+    lb = _aws_addons(target, on_cluster)
     CertManager(
         f"{target.name}-cert-manager",
         CertManagerArgs(
