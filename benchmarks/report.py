@@ -8,6 +8,9 @@ from benchmarks.measures import LoadResult
 
 TARGET_CONCURRENCIES = (8, 64)
 TARGET_SPEEDUP = 2.0
+# The first run after readiness (issue 12's tail latency after start) is measured at this concurrency.
+FIRST_RUN = "fresh"
+FIRST_RUN_CONCURRENCY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +20,7 @@ class Row:
     server: str
     """``ours``, ``naive`` or ``in-process``."""
     protocol: str
-    """``http``, ``grpc`` or ``ort`` (direct session.run)."""
+    """``http``, ``fresh`` (HTTP, the first run after readiness), ``grpc`` or ``ort`` (direct session.run)."""
     concurrency: int
     """Connections or streams in flight; threads for ``in-process``."""
     result: LoadResult | None
@@ -99,6 +102,11 @@ def ratios(run: ModelRun, concurrencies: tuple[int, ...] = TARGET_CONCURRENCIES)
         out[f"ours/naive p99 c={conc}"] = _ratio(_p99(ours), _p99(naive))
         out[f"ours http/ceiling req/s c={conc}"] = _ratio(_rps(ours), _rps(ceiling))
         out[f"ours grpc/ceiling req/s c={conc}"] = _ratio(_rps(grpc), _rps(ceiling))
+        out[f"ours grpc/http req/s c={conc}"] = _ratio(_rps(grpc), _rps(ours))
+        out[f"ours grpc/http p99 c={conc}"] = _ratio(_p99(grpc), _p99(ours))
+    first = run.find("ours", FIRST_RUN, FIRST_RUN_CONCURRENCY)
+    steady = run.find("ours", "http", FIRST_RUN_CONCURRENCY)
+    out[f"ours first-run/steady p99 c={FIRST_RUN_CONCURRENCY}"] = _ratio(_p99(first), _p99(steady))
     return out
 
 

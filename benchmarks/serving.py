@@ -24,6 +24,8 @@ from benchmarks.machine import load_average, machine_info
 from benchmarks.memory import CommandBuilder, MemoryReading, format_memory, read_memory
 from benchmarks.processes import ServerStartError, free_port, running_server
 from benchmarks.report import (
+    FIRST_RUN,
+    FIRST_RUN_CONCURRENCY,
     TARGET_CONCURRENCIES,
     ModelRun,
     Row,
@@ -157,6 +159,18 @@ def measure_http(run: ModelRun, server: str, url: str, script: Path, args: argpa
         run.rows.append(Row(server, "http", conc, result, "wrk"))
 
 
+def measure_first_run(run: ModelRun, url: str, script: Path, args: argparse.Namespace) -> None:
+    """The first wrk run right after readiness, with no warm-up: what a freshly started replica serves."""
+    conc = FIRST_RUN_CONCURRENCY
+    progress(f"{run.model}: ours http c={conc}, first run after readiness")
+    try:
+        result = wrk_runner.run_wrk(url, script, conc, args.duration)
+    except wrk_runner.WrkError as error:
+        run.rows.append(Row("ours", FIRST_RUN, conc, None, f"failed: {str(error).splitlines()[0]}"))
+        return
+    run.rows.append(Row("ours", FIRST_RUN, conc, result, "wrk, no warm-up, right after readiness"))
+
+
 def measure_grpc(
     run: ModelRun, target: str, request: dict[str, object], workdir: Path, args: argparse.Namespace
 ) -> None:
@@ -191,7 +205,9 @@ def bench_ours(
     ):
         url, body = f"{base}/v2/models/{model.name}/infer", v2_json_body(model, row)
         smoke_check(url, body)
-        measure_http(run, "ours", url, wrk_runner.write_lua_script(workdir, model.name, body), args)
+        script = wrk_runner.write_lua_script(workdir, model.name, body)
+        measure_first_run(run, url, script, args)
+        measure_http(run, "ours", url, script, args)
         if not args.skip_grpc:
             measure_grpc(run, f"127.0.0.1:{grpc_port}", v2_grpc_request(model, row), workdir, args)
 

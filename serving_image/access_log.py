@@ -3,6 +3,7 @@
 import asyncio
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -73,6 +74,14 @@ class AccessLog:
         }
         if record.error is not None:
             line["error"] = record.error
+        self._append(line)
+
+    def write_event(self, event: str, fields: dict[str, object]) -> None:
+        """Log something other than a request (an accepted feedback) on the same stream."""
+        if self._enabled:
+            self._append({"time": self._clock.now(), "event": event, **fields})
+
+    def _append(self, line: Mapping[str, object]) -> None:
         self._pending.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
         if len(self._pending) == 1:
             try:

@@ -16,7 +16,13 @@ import numpy as np
 from serving_image import __version__
 from serving_image.batching import DynamicBatcher
 from serving_image.datatypes import numpy_dtype
-from serving_image.errors import InjectedFault, InvalidInput, ModelNotFound, ModelNotReady, ShuttingDown
+from serving_image.errors import (
+    InjectedFault,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+)
 from serving_image.feedback import Feedback, ServedRequests
 from serving_image.metrics import Metrics
 from serving_image.model_config import FaultConfig
@@ -152,14 +158,31 @@ class DataPlane:
 
     def route(self, name: str, version: str | None, headers: Mapping[str, str]) -> Target:
         """The version that serves a request: the one asked for, or the variant router's choice."""
-        if self.draining:
-            raise ShuttingDown("server is shutting down; retry on another replica")
+        # A draining server still serves what reaches it (see serving_image/drain.py): only readiness
+        # turns false, so that load balancers stop routing here while the listeners stay open.
         model = self.model(name)
         if version:
-            return Target(model, self.version(model, version))
-        if model.router is None:
+            target = Target(model, self.version(model, version))
+        elif model.router is None:
             raise ModelNotReady(f"model '{name}' is not ready: {model.error}")
-        return Target(model, self.version(model, model.router.choose(headers)))
+        else:
+            target = Target(model, self.version(model, model.router.choose(headers)))
+        self._shed(target)
+        return target
+
+    def _shed(self, target: Target) -> None:
+        """Refuse at once when the version's queue is full: before the body is read or decoded."""
+        entry = self._batchers.get((target.model.name, target.version.version))
+        limit = target.model.config.max_queue_size
+        if entry is not None and entry[0].depth >= limit:
+            raise Overloaded(
+                f"model '{target.model.name}/{target.version.version}' queue is full ({limit} waiting); "
+                "retry later"
+            )
+
+    def input_specs(self, target: Target) -> dict[str, TensorSpec]:
+        """The routed version's inputs by name, to check a request before its tensors are decoded."""
+        return {spec.name: spec for spec in _loaded(target.model, target.version).inputs}
 
     async def infer(self, target: Target, request: InferRequest) -> InferResponse:
         """Validate the inputs against the model, run them through its batcher, build the response."""
@@ -182,15 +205,16 @@ class DataPlane:
             ],
         )
 
-    def remember(self, request_id: str, target: Target) -> None:
-        """Keep which version served a request, for feedback that names only the request id."""
-        self._served.remember(request_id, target.model.name, target.version.version)
+    def remember(self, request_id: str, target: Target, caller: str | None = None) -> None:
+        """Keep which version served a request, and to whom, for feedback that names only the request id."""
+        self._served.remember(request_id, target.model.name, target.version.version, caller)
 
     def record_feedback(self, name: str, feedback: Feedback) -> tuple[str, str]:
         """Count a business outcome against the version that served it; (model, version)."""
         model = self.model(name)
         if feedback.request_id is not None:
-            version = self._served.version_of(model.name, feedback.request_id)
+            # At most once per request id, and only by the caller it was served to (see feedback.py).
+            version = self._served.claim(model.name, feedback.request_id, feedback.caller)
         else:
             version = self.version(model, feedback.version or "").version
         self.metrics.feedback.labels(model.name, version, feedback.kind).inc()
@@ -206,7 +230,7 @@ class DataPlane:
         return problems
 
     async def drain(self, grace_seconds: float, inflight: Callable[[], int]) -> None:
-        """Refuse new requests, then wait up to the grace period for in-flight ones."""
+        """Readiness false (if it is not yet), then wait up to the grace period for in-flight requests."""
         self.draining = True
         deadline = time.monotonic() + grace_seconds
         while inflight() and time.monotonic() < deadline:

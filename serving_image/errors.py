@@ -43,6 +43,14 @@ class ModelNotReady(ServingError):
     outcome = "unavailable"
 
 
+class RequestTimeout(ServingError):
+    """The client did not send the whole request within the configured time."""
+
+    status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
+    outcome = "client_error"
+
+
 class PayloadTooLarge(ServingError):
     """The request body exceeds the configured limit."""
 

@@ -1,16 +1,24 @@
 """Business outcomes for served requests: which version served a request id, and the feedback on it.
 
+Feedback moves an experiment's counters, so it must not be forged or replayed: it names a
+request id the server minted and served to the same caller, each such id is counted at most
+once, each caller's posts are rate-limited, and with ``auth_mode=jwt`` the caller needs the
+model's ``feedback`` scope (and ``admin`` to name a version instead of a request).
+
 The store is bounded (least recently served ids age out first) so memory stays flat under
 any load. With several workers each keeps its own, so clients there send the version the
 response named rather than the request id.
 """
 
 import math
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from serving_image.errors import InvalidInput, ModelNotFound
+from serving_image.auth import Gate, Principal
+from serving_image.errors import InvalidInput, ModelNotFound, ServingError
 
 MAX_VALUE = 1e12
 
@@ -23,6 +31,8 @@ class Feedback:
     request_id: str | None
     converted: bool | None
     value: float | None
+    # Who sent it (a verified subject, or the trusted proxy's header): it must be who was served.
+    caller: str | None = None
 
     @property
     def kind(self) -> str:
@@ -32,27 +42,88 @@ class Feedback:
         return "converted" if self.converted else "not_converted"
 
 
+class AlreadyRecorded(ServingError):
+    """Feedback on this request was already counted: each served request counts at most once."""
+
+    status = 409
+    grpc_code = "ALREADY_EXISTS"
+    outcome = "client_error"
+
+
+class TooManyFeedbacks(ServingError):
+    """The caller posts feedback faster than its rate allows."""
+
+    status = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+    outcome = "overloaded"
+
+
+@dataclass(slots=True)
+class _Served:
+    model: str
+    version: str
+    caller: str | None
+    answered: bool = False
+
+
 class ServedRequests:
-    """request id -> (model, version), for the most recent ``capacity`` served requests."""
+    """request id -> who served it and for whom, for the most recent ``capacity`` served requests."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._served: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._served: OrderedDict[str, _Served] = OrderedDict()
 
-    def remember(self, request_id: str, model: str, version: str) -> None:
-        """Record who served a request."""
-        self._served[request_id] = (model, version)
+    def remember(self, request_id: str, model: str, version: str, caller: str | None = None) -> None:
+        """Record who served a request, and to which caller."""
+        self._served[request_id] = _Served(model, version, caller)
         if len(self._served) > self._capacity:
             self._served.popitem(last=False)
 
-    def version_of(self, model: str, request_id: str) -> str:
-        """The version that served a request of this model, or 404."""
+    def version_of(self, model: str, request_id: str, caller: str | None = None) -> str:
+        """The version that served this caller's request of this model, or 404."""
         served = self._served.get(request_id)
-        if served is None or served[0] != model:
+        # Another caller's request answers exactly as an unknown one: ids are not to be probed.
+        if served is None or served.model != model or served.caller != caller:
             raise ModelNotFound(
                 f"no request '{request_id}' of model '{model}' is remembered (never served here or aged out)"
             )
-        return served[1]
+        return served.version
+
+    def claim(self, model: str, request_id: str, caller: str | None) -> str:
+        """The version that served the request, marking its feedback given: a second claim is 409."""
+        version = self.version_of(model, request_id, caller)
+        served = self._served[request_id]
+        if served.answered:
+            raise AlreadyRecorded(f"feedback on request '{request_id}' was already recorded")
+        served.answered = True
+        return version
+
+
+class FeedbackLimiter:
+    """A token bucket per caller: ``rate`` posts a second, ``burst`` at once; the idlest callers age out."""
+
+    def __init__(
+        self, rate: float, burst: int, callers: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._callers = callers
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, caller: str) -> None:
+        """Spend one post of ``caller``'s allowance, or raise ``TooManyFeedbacks``."""
+        now = self._clock()
+        tokens, last = self._buckets.pop(caller, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        if tokens < 1:
+            self._buckets[caller] = (tokens, now)
+            raise TooManyFeedbacks(
+                f"feedback is limited to {self._rate:g} per second per caller; retry later"
+            )
+        self._buckets[caller] = (tokens - 1, now)
+        if len(self._buckets) > self._callers:
+            self._buckets.popitem(last=False)
 
 
 def parse_feedback(document: dict[str, Any]) -> Feedback:
@@ -81,3 +152,34 @@ def parse_feedback(document: dict[str, Any]) -> Feedback:
     if value is not None and value > MAX_VALUE:
         raise InvalidInput(f"'value' must be at most {MAX_VALUE:g}, so its square stays finite")
     return Feedback(version, request_id, converted, None if value is None else float(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A feedback post that may go on: its caller, and the principal if a token was checked."""
+
+    caller: str | None
+    principal: Principal | None
+
+
+class FeedbackGuard:
+    """Who may post feedback, and how often: authentication, scope and the per-caller rate."""
+
+    def __init__(self, gate: Gate, limiter: FeedbackLimiter) -> None:
+        self._gate = gate
+        self._limiter = limiter
+
+    async def admit(self, headers: Mapping[str, str], model: str, address: str | None) -> Admitted:
+        """Check the caller before the body is read: 401/403 without the scope, 429 over the rate."""
+        principal = await self._gate.authorize(headers, model, "feedback") if self._gate.enabled else None
+        caller = principal.subject if principal is not None else self._gate.caller(headers)
+        # Unattributed posts share a bucket per client address, so one client cannot spend everyone's.
+        self._limiter.take(f"caller:{caller}" if caller is not None else f"address:{address}")
+        return Admitted(caller, principal)
+
+    def parse(self, admitted: Admitted, model: str, document: dict[str, Any]) -> Feedback:
+        """The feedback, attributed; naming a version (no served request to check) needs ``admin``."""
+        feedback = replace(parse_feedback(document), caller=admitted.caller)
+        if feedback.request_id is None and admitted.principal is not None:
+            self._gate.require(admitted.principal, model, "admin")
+        return feedback

@@ -2,24 +2,30 @@
 
 import sys
 import traceback
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import grpc
 import numpy as np
 
+from serving_image.auth import Gate
 from serving_image.dataplane import DataPlane
 from serving_image.errors import InvalidInput, ServingError
 from serving_image.proto import grpc_predict_v2_pb2 as pb
 from serving_image.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving_image.rest_codec import array_from_bytes, serialize_tensor
+from serving_image.runtime import TensorSpec
 from serving_image.settings import Settings
 from serving_image.shadow import ShadowTraffic
 from serving_image.tensors import (
+    DEFAULT_LIMITS,
     InferRequest,
     InferResponse,
     InputTensor,
     RequestedOutput,
+    TensorLimits,
     array_from_list,
+    check_against_spec,
     check_shape,
 )
 from serving_image.tracking import RequestTracker
@@ -50,8 +56,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._dp = dataplane
         self._shadow = shadow
         self._tracker = tracker
-        self._caller_header = settings.caller_header.lower()
+        # Auth (serving_image/auth.py): the logged caller is a verified token's or a trusted proxy's.
+        self._gate = Gate.for_settings(settings)
         self._id_header = settings.request_id_header.lower()
+        self._tensor_limits = TensorLimits(settings.max_tensor_rank, settings.max_tensor_elements)
 
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
         return pb.ServerLiveResponse(live=self._dp.live())
@@ -89,15 +97,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         headers = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
-        tracked = self._tracker.start("grpc", headers.get(self._id_header), headers.get(self._caller_header))
+        tracked = self._tracker.start("grpc", headers.get(self._id_header), self._gate.caller(headers))
         status, outcome, error_name = "OK", "success", None
         try:
+            if self._gate.enabled:  # metadata "authorization"; UNAUTHENTICATED or PERMISSION_DENIED
+                tracked.caller = (await self._gate.authorize(headers, request.model_name, "infer")).subject
             target = self._dp.route(request.model_name, request.model_version or None, headers)
             tracked.model, tracked.version = target.model.name, target.version.version
-            decoded = decode_request(request)
+            decoded = decode_request(request, self._dp.input_specs(target), self._tensor_limits)
             self._shadow.mirror(target, decoded)
             response = await self._dp.infer(target, decoded)
-            self._dp.remember(tracked.request_id, target)
+            if tracked.minted:  # only the server's own ids are kept for feedback
+                self._dp.remember(tracked.request_id, target, tracked.caller)
             # Trailing metadata rides along with the status: no extra send, unlike initial metadata.
             context.set_trailing_metadata((("x-model-version", tracked.version),))
             return encode_response(response)
@@ -118,14 +129,27 @@ async def _abort(context: Any, error: ServingError) -> NoReturn:
     raise AssertionError("grpc.aio's abort always raises")  # for type checkers: abort never returns
 
 
-def decode_request(request: Any) -> InferRequest:
-    """A ModelInferRequest as a protocol-neutral request; raw contents or typed contents."""
+def decode_request(
+    request: Any, specs: Mapping[str, TensorSpec] | None = None, limits: TensorLimits = DEFAULT_LIMITS
+) -> InferRequest:
+    """A ModelInferRequest as a protocol-neutral request; raw contents or typed contents.
+
+    With the model's input ``specs``, each input's name, datatype and shape are checked
+    against them (and against ``limits``) before any of its data is converted.
+    """
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
     inputs = []
     for index, tensor in enumerate(request.inputs):
-        shape = check_shape(list(tensor.shape), tensor.name)
+        if raw and tensor.HasField("contents"):
+            raise InvalidInput(f"input '{tensor.name}': send 'contents' or raw_input_contents, not both")
+        shape = check_shape(list(tensor.shape), tensor.name, limits)
+        if specs is not None:
+            spec = specs.get(tensor.name)
+            if spec is None:
+                raise InvalidInput(f"unknown input '{tensor.name}'; the model's inputs are {sorted(specs)}")
+            check_against_spec(tensor.name, tensor.datatype, shape, spec)
         if raw:
             data = array_from_bytes(tensor.name, tensor.datatype, shape, raw[index])
         else:
@@ -171,7 +195,20 @@ def build_server(servicer: InferenceServicer, settings: Settings) -> grpc.aio.Se
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+            *_limits(settings),
         ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     return server
+
+
+def _limits(settings: Settings) -> list[tuple[str, int]]:
+    """The connection limits that REST enforces itself, as gRPC core's channel arguments."""
+    return [
+        ("grpc.max_metadata_size", settings.max_header_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_header_bytes),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_connection_idle_ms", int(settings.idle_timeout_seconds * 1000)),
+        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_seconds * 1000)),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+    ]

@@ -107,3 +107,25 @@ def load_model_config(model_dir: Path) -> ModelConfig:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"
         raise ConfigError(f"{path}: key '{key}': {first['msg']}") from error
+
+
+def reload_model_config(model_dir: Path, current: ModelConfig) -> ModelConfig:
+    """The model's config.yaml read again on SIGHUP; a file that would silently drop ``current`` is an error.
+
+    At start-up a missing or empty file means the defaults. On a reload it more likely means a
+    half-written file or a ConfigMap being swapped, and applying the defaults would move all of
+    a model's traffic to its newest version, so it raises and the caller keeps ``current``. A
+    model that never had a config (``current`` is the defaults) may still have no file.
+    """
+    path = model_dir / CONFIG_FILE
+    if not path.exists():
+        if current == ModelConfig():
+            return current
+        raise ConfigError(f"{path}: missing; keeping the current config (restore the file and reload)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from error
+    if not text.strip() or all(line.lstrip().startswith("#") for line in text.splitlines() if line.strip()):
+        raise ConfigError(f"{path}: empty; keeping the current config (write the whole file, then reload)")
+    return load_model_config(model_dir)

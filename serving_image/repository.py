@@ -1,17 +1,20 @@
 """The model repository in Triton's layout: ``<repo>/<model>/<version>/model.onnx``.
 
-Every model is loaded up front, never in the request path. A model or version that fails
-to load is kept with its path and reason and marked not ready; the others still serve.
+Every model is loaded up front, never in the request path, and warmed up at each batch size
+its batcher can form before it counts as ready. A model or version that fails to load is
+kept with its path and reason and marked not ready; the others still serve.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving_image.model_config import ConfigError, ModelConfig, load_model_config
-from serving_image.runtime import ModelLoadError, OnnxModel
+from serving_image.model_config import ConfigError, ModelConfig, load_model_config, reload_model_config
+from serving_image.runtime import ModelLoadError, OnnxModel, warm_up_sizes
 from serving_image.variants import VariantRouter
 
 MODEL_FILE = "model.onnx"
+# Every batch size up to this one is warmed up; past it, the powers of two and the maximum.
+WARM_UP_EVERY_SIZE_UP_TO = 64
 
 
 @dataclass(slots=True)
@@ -23,6 +26,8 @@ class ModelVersion:
     path: Path
     runtime: OnnxModel | None = None
     error: str | None = None
+    warm_up_problem: str | None = None
+    """Why the version could not be warmed up (it still serves, cold), or None."""
 
     @property
     def ready(self) -> bool:
@@ -66,12 +71,14 @@ class Repository:
         self.models = models
 
     @classmethod
-    def load(cls, root: Path, intra_op_threads: int) -> "Repository":
-        """Load every model under ``root``; failures are recorded, not raised."""
+    def load(
+        cls, root: Path, intra_op_threads: int, warm_up_every_size_up_to: int = WARM_UP_EVERY_SIZE_UP_TO
+    ) -> "Repository":
+        """Load and warm up every model under ``root``; failures are recorded, not raised."""
         if not root.is_dir():
             raise FileNotFoundError(f"model repository {root} is not a directory")
         models = {
-            path.name: _load_model(path, intra_op_threads)
+            path.name: _load_model(path, intra_op_threads, warm_up_every_size_up_to)
             for path in sorted(root.iterdir())
             if path.is_dir() and not path.name.startswith(".")
         }
@@ -106,7 +113,7 @@ class Repository:
             if model.router is None:
                 continue
             try:
-                config = load_model_config(model.path)
+                config = reload_model_config(model.path, model.config)
             except ConfigError as error:
                 problems.append(str(error))
                 continue
@@ -120,7 +127,7 @@ class Repository:
         return problems
 
 
-def _load_model(path: Path, intra_op_threads: int) -> Model:
+def _load_model(path: Path, intra_op_threads: int, warm_up_every_size_up_to: int) -> Model:
     model = Model(name=path.name, path=path)
     try:
         model.config = load_model_config(path)
@@ -128,7 +135,11 @@ def _load_model(path: Path, intra_op_threads: int) -> Model:
         model.error = str(error)
         return model
     for version_dir in sorted(p for p in path.iterdir() if p.is_dir()):
-        model.versions[version_dir.name] = _load_version(model.name, version_dir, intra_op_threads)
+        version = _load_version(model.name, version_dir, intra_op_threads)
+        if version.runtime is not None:
+            sizes = warm_up_sizes(model.config.max_batch_size, warm_up_every_size_up_to)
+            version.warm_up_problem = version.runtime.warm_up(sizes)
+        model.versions[version_dir.name] = version
     numeric = sorted((v for v in model.versions if v.isdigit()), key=int)
     if not numeric:
         model.error = f"{path}: no version directories (expected {path}/<version>/{MODEL_FILE})"

@@ -9,15 +9,19 @@ import traceback
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
+from serving_image.auth import Gate, challenge
 from serving_image.dataplane import DataPlane
-from serving_image.errors import InvalidInput, ModelNotFound, PayloadTooLarge, ServingError
-from serving_image.feedback import parse_feedback
+from serving_image.errors import InvalidInput, ModelNotFound, PayloadTooLarge, RequestTimeout, ServingError
+from serving_image.feedback import FeedbackGuard, FeedbackLimiter
+from serving_image.http_protocol import BODY_TIMED_OUT
 from serving_image.rest_codec import decode_infer_request, encode_infer_response, parse_json
 from serving_image.settings import Settings
 from serving_image.shadow import ShadowTraffic
+from serving_image.tensors import TensorLimits
 from serving_image.tracking import RequestTracker, Tracked
 
 Scope = MutableMapping[str, Any]
@@ -47,13 +51,17 @@ class RestApp:
         self._shadow = shadow
         self._tracker = tracker
         self._limit = settings.max_request_bytes
-        self._caller_header = settings.caller_header.lower()
+        # Auth (serving_image/auth.py): the logged caller is a verified token's or a trusted proxy's.
+        self._gate = Gate.for_settings(settings)
+        limiter = FeedbackLimiter(settings.feedback_rate_per_second, settings.feedback_burst)
+        self._feedback_guard = FeedbackGuard(self._gate, limiter)
         self._id_header = settings.request_id_header.lower()
+        self._tensor_limits = TensorLimits(settings.max_tensor_rank, settings.max_tensor_elements)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets are not used
             return
-        parts = [part for part in scope["path"].split("/") if part]
+        parts = _segments(scope)
         method = scope["method"]
         if (
             method == "POST"
@@ -114,14 +122,15 @@ class RestApp:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
-        tracked = self._tracker.start("rest", headers.get(self._id_header), headers.get(self._caller_header))
+        tracked = self._tracker.start("rest", headers.get(self._id_header), self._gate.caller(headers))
         extra: list[tuple[bytes, bytes]] = []
         try:
-            status, body, extra = await self._infer_body(receive, parts, headers, tracked)
+            status, body, extra = await self._infer_body(scope, receive, parts, headers, tracked)
             outcome, error_name = "success", None
         except ServingError as error:
             status, body = error.status, orjson.dumps({"error": error.message})
             outcome, error_name = error.outcome, type(error).__name__
+            extra = challenge(error)  # WWW-Authenticate on a 401 or 403
         except Exception:  # a bug: answer 500, keep serving, and leave a trace for the operator
             traceback.print_exc(file=sys.stderr)
             status, body = 500, orjson.dumps({"error": "internal server error"})
@@ -135,20 +144,27 @@ class RestApp:
             self._tracker.finish(tracked, status, outcome, error_name)
 
     async def _infer_body(
-        self, receive: Receive, parts: list[str], headers: dict[str, str], tracked: Tracked
+        self, scope: Scope, receive: Receive, parts: list[str], headers: dict[str, str], tracked: Tracked
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         model_name, version = parts[2], (parts[4] if len(parts) == 6 and parts[3] == "versions" else None)
         if len(parts) == 6 and parts[3] != "versions":
             raise ModelNotFound(f"no endpoint at /{'/'.join(parts)}")
+        if self._gate.enabled:  # before routing: an unauthenticated client learns nothing of the models
+            tracked.caller = (await self._gate.authorize(headers, model_name, "infer")).subject
+        # Routing sheds load (429) before the body is read; the model's input specs bound the decoding.
         target = self._dp.route(model_name, version, headers)
         tracked.model, tracked.version = target.model.name, target.version.version
-        body = await _read_body(receive, headers, self._limit)
-        request = decode_infer_request(model_name, version, body, _header_length(headers))
-        if request.id is not None and self._id_header not in headers and _header_safe(request.id):
-            tracked.request_id = request.id
+        specs = self._dp.input_specs(target)
+        body = await _read_body(receive, headers, self._limit, scope)
+        request = decode_infer_request(
+            model_name, version, body, _header_length(headers), specs, self._tensor_limits
+        )
+        if request.id is not None and tracked.minted:
+            self._tracker.adopt(tracked, request.id)
         self._shadow.mirror(target, request)
         response = await self._dp.infer(target, request)
-        self._dp.remember(tracked.request_id, target)
+        if tracked.minted:
+            self._dp.remember(tracked.request_id, target, tracked.caller)
         payload, json_length = encode_infer_response(response)
         extra = (
             [] if json_length is None else [(b"inference-header-content-length", str(json_length).encode())]
@@ -157,18 +173,28 @@ class RestApp:
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        extra: list[tuple[bytes, bytes]] = []
         try:
-            body = await _read_body(receive, headers, self._limit)
-            name, version = self._dp.record_feedback(model, parse_feedback(parse_json(body)))
+            # Who may post, and how often, is settled before the body is read (serving_image/feedback.py).
+            client = scope.get("client")
+            admitted = await self._feedback_guard.admit(headers, model, client[0] if client else None)
+            body = await _read_body(receive, headers, self._limit, scope)
+            feedback = self._feedback_guard.parse(admitted, model, parse_json(body))
+            name, version = self._dp.record_feedback(model, feedback)
+            self._tracker.log_feedback(feedback, name, version)
             status, document = 200, {"model": name, "version": version, "recorded": True}
         except ServingError as error:
             status, document = error.status, {"error": error.message}
-        await _respond(send, status, orjson.dumps(document), [(b"content-type", JSON)])
+            extra = challenge(error)
+        await _respond(send, status, orjson.dumps(document), [(b"content-type", JSON), *extra])
 
 
-def _header_safe(value: str) -> bool:
-    """Short printable ASCII only: the id is echoed in a response header and the log."""
-    return len(value) <= 128 and value.isascii() and value.isprintable()
+def _segments(scope: Scope) -> list[str]:
+    """The path's segments, each percent-decoded on its own: ``%2F`` is part of a name, never a separator."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None or b"%" not in raw:
+        return [part for part in scope["path"].split("/") if part]
+    return [unquote(part) for part in raw.decode("latin-1").split("/") if part]
 
 
 def _failure(failure: object) -> dict[str, object]:
@@ -185,7 +211,7 @@ def _header_length(headers: dict[str, str]) -> int | None:
         raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {raw!r}") from None
 
 
-async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int, scope: Scope) -> bytes:
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -194,6 +220,8 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            if scope.get(BODY_TIMED_OUT):  # the connection already answered 408; log it as such
+                raise RequestTimeout("request body not received in time")
             raise InvalidInput("client disconnected before sending the whole body")
         chunk = message.get("body", b"")
         size += len(chunk)
@@ -220,6 +248,11 @@ def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise InvalidInput(f"body is not valid {encoding} data: {error}") from None
     if len(data) > limit or inflater.unconsumed_tail:
         raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    if not inflater.eof:
+        raise InvalidInput(f"body is truncated {encoding} data")
+    if inflater.unused_data:
+        # A second gzip member or bytes after the stream: refuse rather than guess what was meant.
+        raise InvalidInput(f"{len(inflater.unused_data)} bytes follow the end of the {encoding} data")
     return data
 
 

@@ -7,6 +7,7 @@ sends and expects tensors.
 """
 
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -14,17 +15,23 @@ import orjson
 
 from serving_image.datatypes import numpy_dtype
 from serving_image.errors import InvalidInput
+from serving_image.runtime import TensorSpec
 from serving_image.tensors import (
+    DEFAULT_LIMITS,
     InferRequest,
     InferResponse,
     InputTensor,
     RequestedOutput,
+    TensorLimits,
     array_from_list,
+    check_against_spec,
     check_shape,
     element_count,
+    reshape,
 )
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_NUMPY_MAX_DIMS = 64
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -39,9 +46,18 @@ def parse_json(body: bytes) -> dict[str, Any]:
 
 
 def decode_infer_request(
-    model: str, version: str | None, body: bytes, header_length: int | None
+    model: str,
+    version: str | None,
+    body: bytes,
+    header_length: int | None,
+    specs: Mapping[str, TensorSpec] | None = None,
+    limits: TensorLimits = DEFAULT_LIMITS,
 ) -> InferRequest:
-    """An inference request from a REST body, with or without binary tensor data."""
+    """An inference request from a REST body, with or without binary tensor data.
+
+    With the model's input ``specs``, each input's name, datatype and shape are checked
+    against them (and against ``limits``) before any of its data is converted.
+    """
     if header_length is None:
         document, binary = parse_json(body), b""
     else:
@@ -55,7 +71,7 @@ def decode_infer_request(
         raise InvalidInput("'inputs' must be a non-empty list of tensors")
     inputs, offset = [], 0
     for raw in raw_inputs:
-        tensor, offset = _decode_input(raw, binary, offset)
+        tensor, offset = _decode_input(raw, binary, offset, specs, limits)
         inputs.append(tensor)
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
@@ -80,7 +96,9 @@ def _parameters(holder: dict[str, Any], where: str) -> dict[str, Any]:
     return parameters
 
 
-def _decode_input(raw: object, binary: bytes, offset: int) -> tuple[InputTensor, int]:
+def _decode_input(
+    raw: object, binary: bytes, offset: int, specs: Mapping[str, TensorSpec] | None, limits: TensorLimits
+) -> tuple[InputTensor, int]:
     if not isinstance(raw, dict):
         raise InvalidInput("each input must be a JSON object with name, shape, datatype and data")
     name = raw.get("name")
@@ -89,13 +107,18 @@ def _decode_input(raw: object, binary: bytes, offset: int) -> tuple[InputTensor,
     datatype = raw.get("datatype")
     if not isinstance(datatype, str):
         raise InvalidInput(f"input '{name}': missing 'datatype'")
-    shape = check_shape(raw.get("shape"), name)
+    shape = check_shape(raw.get("shape"), name, limits)
+    if specs is not None:
+        spec = specs.get(name)
+        if spec is None:
+            raise InvalidInput(f"unknown input '{name}'; the model's inputs are {sorted(specs)}")
+        check_against_spec(name, datatype, shape, spec)
     size = _parameters(raw, f"input '{name}'").get("binary_data_size")
     if size is None:
         if "data" not in raw:
             raise InvalidInput(f"input '{name}': has neither 'data' nor a binary_data_size parameter")
         return InputTensor(name, datatype, shape, array_from_list(name, datatype, shape, raw["data"])), offset
-    if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
         raise InvalidInput(f"input '{name}': binary_data_size {size!r} exceeds the binary data sent")
     chunk = binary[offset : offset + size]
     return InputTensor(name, datatype, shape, array_from_bytes(name, datatype, shape, chunk)), offset + size
@@ -103,19 +126,27 @@ def _decode_input(raw: object, binary: bytes, offset: int) -> tuple[InputTensor,
 
 def array_from_bytes(name: str, datatype: str, shape: tuple[int, ...], chunk: bytes) -> np.ndarray:
     """Raw little-endian tensor bytes (length-prefixed elements for BYTES) as an array."""
+    if len(shape) > _NUMPY_MAX_DIMS:  # callers bound the rank first; this keeps numpy's error a 400
+        raise InvalidInput(
+            f"input '{name}': shape has {len(shape)} dimensions, numpy allows {_NUMPY_MAX_DIMS}"
+        )
     count = element_count(shape)
     if datatype == "BYTES":
-        return _deserialize_bytes(name, chunk, count).reshape(shape)
+        return reshape(name, _deserialize_bytes(name, chunk, count), shape)
     dtype = numpy_dtype(datatype)
     if len(chunk) != count * dtype.itemsize:
         raise InvalidInput(
             f"input '{name}': shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes, "
             f"got {len(chunk)}"
         )
-    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+    return reshape(name, np.frombuffer(chunk, dtype=dtype), shape)
 
 
 def _deserialize_bytes(name: str, chunk: bytes, count: int) -> np.ndarray:
+    if len(chunk) < 4 * count:  # each element has a 4-byte length: refuse before the loop
+        raise InvalidInput(
+            f"input '{name}': shape needs {count} BYTES elements, {len(chunk)} bytes cannot hold them"
+        )
     items: list[bytes] = []
     offset = 0
     while offset < len(chunk):

@@ -1,12 +1,13 @@
 """ONNX Runtime: the only module that imports it."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from serving_image.datatypes import ONNX_TO_V2
+from serving_image.datatypes import ONNX_TO_V2, numpy_dtype
 
 PLATFORM = "onnxruntime_onnx"
 RUNTIME_VERSION: str = ort.__version__
@@ -60,8 +61,48 @@ class OnnxModel:
         self._output_names = [spec.name for spec in self.outputs]
         # Whether every tensor has a dynamic first dimension, so requests can be stacked.
         self.batchable = all(spec.shape[:1] == (-1,) for spec in (*self.inputs, *self.outputs))
+        self.warmed: tuple[int, ...] = ()
+        """The batch sizes that have run once, in the order they ran (see ``warm_up``)."""
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One ONNX Runtime run; releases the GIL while it computes."""
         outputs: list[np.ndarray] = self._session.run(self._output_names, feeds)
         return outputs
+
+    def warm_up(self, batch_sizes: Iterable[int]) -> str | None:
+        """Run zeros once at each batch size, before the model takes traffic; why not, if it could not.
+
+        ONNX Runtime plans memory and grows its arena on the first run of each input shape,
+        so the first request of every new batch size would otherwise pay for it (Triton's
+        model warm-up does the same). Inputs with a dynamic non-batch dimension or strings
+        have no shape to warm up with; a model that fails on zeros still serves, cold.
+        """
+        if any(-1 in spec.shape[1:] or spec.datatype == "BYTES" for spec in self.inputs):
+            return "inputs with dynamic non-batch dimensions or BYTES cannot be warmed up with zeros"
+        sizes = list(batch_sizes) if self.batchable else [1]
+        warmed: list[int] = []
+        for rows in sizes:
+            feeds = {
+                spec.name: np.zeros((rows, *spec.shape[1:]) if self.batchable else spec.shape,
+                                    dtype=numpy_dtype(spec.datatype))
+                for spec in self.inputs
+            }  # fmt: skip
+            try:
+                self.run(feeds)
+            except Exception as error:  # ORT raises several unrelated types
+                self.warmed = tuple(warmed)
+                return f"warm-up at batch size {rows} failed: {str(error).strip().splitlines()[-1]}"
+            warmed.append(rows)
+        self.warmed = tuple(warmed)
+        return None
+
+
+def warm_up_sizes(max_batch_size: int, every_size_up_to: int) -> list[int]:
+    """The batch sizes a model is warmed up at: each size up to ``every_size_up_to``, then powers of two.
+
+    The batcher can form any size up to ``max_batch_size``; past ``every_size_up_to`` only the
+    powers of two and the maximum run, which bounds the start-up time of models with large batches.
+    """
+    top = max(1, max_batch_size)
+    powers = {1 << k for k in range(top.bit_length()) if 1 << k < top}
+    return sorted(set(range(1, min(top, every_size_up_to) + 1)) | powers | {top})

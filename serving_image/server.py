@@ -8,22 +8,29 @@ survive a fork.
 
 import asyncio
 import contextlib
+import dataclasses
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Generator, Sequence
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Barrier
 
+import grpc
 import uvicorn
 import uvloop
 
 from serving_image.access_log import AccessLog, log_event
 from serving_image.dataplane import DataPlane
+from serving_image.drain import DrainGuard, slow_body_cutoff
 from serving_image.grpc_service import InferenceServicer, build_server
+from serving_image.http_protocol import HttpLimits, protocol_class
 from serving_image.metrics import Metrics
 from serving_image.repository import Repository
 from serving_image.rest import RestApp
@@ -57,15 +64,21 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-async def serve(settings: Settings) -> int:
-    """One serving process: both transports on one event loop until asked to stop."""
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is in place
+async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
+    """One serving process: both transports on one event loop until asked to stop.
+
+    With ``siblings`` (``--workers`` > 1), the process listens only once every worker has
+    loaded and warmed up its models, so readiness means that all of them serve.
+    """
     # Stop signals are caught from the start: one that arrives while the models load is kept, and the
     # server drains as soon as it is up, rather than dying mid-start with a non-zero exit.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    # Likewise a SIGHUP during start-up is queued and applied once serving, never fatal.
+    reload_queued = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, reload_queued.set)
     repository = _load_repository(settings)
     if repository is None:
         return 2
@@ -73,17 +86,23 @@ async def serve(settings: Settings) -> int:
     dataplane = DataPlane(repository, metrics, served_capacity=settings.feedback_requests)
     await dataplane.start()
     access_log = AccessLog(enabled=settings.access_log)
-    tracker = RequestTracker(metrics, access_log)
+    tracker = RequestTracker(metrics, access_log, max_id_length=settings.max_request_id_length)
     shadow = ShadowTraffic(dataplane)
+    if siblings is not None:
+        await _wait_for_siblings(siblings)
 
     http_socket = _listen(settings.host, settings.http_port, settings.workers > 1)
+    capped = settings.model_copy(update={"max_connections": _connection_cap(settings)})
+    limits = HttpLimits.from_settings(capped)
+    guard = DrainGuard(RestApp(dataplane, tracker, shadow, settings))
     http = _HttpServer(
         uvicorn.Config(
-            RestApp(dataplane, tracker, shadow, settings), http="httptools", lifespan="off", access_log=False,
-            log_level="warning", timeout_graceful_shutdown=max(1, int(settings.grace_period_seconds)),
+            guard, http=protocol_class(limits), lifespan="off",
+            access_log=False, log_level="warning",
+            timeout_graceful_shutdown=max(1, int(settings.grace_period_seconds)),
         )
     )  # fmt: skip
-    grpc_server = build_server(InferenceServicer(dataplane, tracker, shadow, settings), settings)
+    grpc_server = build_server(InferenceServicer(dataplane, tracker, shadow, settings), capped)
     grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
     while not http.started and not http_task.done():
@@ -93,29 +112,113 @@ async def serve(settings: Settings) -> int:
               models={name: model.ready for name, model in repository.models.items()})  # fmt: skip
 
     loop.add_signal_handler(signal.SIGHUP, _reload, dataplane)
+    if reload_queued.is_set():
+        _reload(dataplane)
     await stop.wait()
-    log_event(
-        "draining", pid=os.getpid(), inflight=tracker.inflight, grace_seconds=settings.grace_period_seconds
-    )
-    await dataplane.drain(settings.grace_period_seconds, lambda: tracker.inflight + shadow.pending)
-    http.should_exit = True
-    await asyncio.gather(http_task, grpc_server.stop(grace=1.0))
+    transports = _Transports(http, http_task, grpc_server)
+    await _drain(settings, dataplane, guard, transports, lambda: tracker.inflight + shadow.pending)
     await dataplane.stop()
     access_log.flush()
     log_event("server_stopped", pid=os.getpid(), inflight=tracker.inflight)
     return 0
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Transports:
+    http: "_HttpServer"
+    http_task: "asyncio.Task[None]"
+    grpc: grpc.aio.Server
+
+
+async def _drain(
+    settings: Settings,
+    dataplane: DataPlane,
+    guard: DrainGuard,
+    transports: _Transports,
+    inflight: Callable[[], int],
+) -> None:
+    """Readiness false at once; serve on for the drain delay; then GOAWAY, close, and let in-flight finish.
+
+    Everything happens within the grace period, counted from SIGTERM: requests still sending
+    their body shortly before it ends are answered 503 (see ``serving_image.drain``).
+    """
+    loop = asyncio.get_running_loop()
+    grace = settings.grace_period_seconds
+    deadline = loop.time() + grace
+    dataplane.draining = True
+    guard.start_draining()
+    delay = min(settings.drain_delay_seconds, grace)
+    log_event(
+        "draining", pid=os.getpid(), inflight=inflight(), drain_delay_seconds=delay, grace_seconds=grace
+    )
+    cutter = asyncio.create_task(_cut_slow_bodies_at(guard, deadline - grace + slow_body_cutoff(grace)))
+    await asyncio.sleep(delay)
+    # grpc core sends GOAWAY and stops accepting; uvicorn closes its listener and idle connections.
+    grpc_stopped = asyncio.create_task(transports.grpc.stop(grace=max(0.0, deadline - loop.time())))
+    transports.http.should_exit = True
+    log_event("listeners_closed", pid=os.getpid(), inflight=inflight())
+    await dataplane.drain(max(0.0, deadline - loop.time()), inflight)
+    cutter.cancel()
+    await asyncio.gather(transports.http_task, grpc_stopped)
+
+
+async def _cut_slow_bodies_at(guard: DrainGuard, when: float) -> None:
+    await asyncio.sleep(max(0.0, when - asyncio.get_running_loop().time()))
+    await guard.cut_slow_bodies()
+
+
+async def _wait_for_siblings(siblings: Barrier) -> None:
+    """Wait until every worker has loaded and warmed up; a sibling that failed breaks the wait."""
+    log_event("worker_warm", pid=os.getpid())
+    try:
+        await asyncio.to_thread(siblings.wait)
+    except threading.BrokenBarrierError:
+        log_event("worker_siblings_failed", pid=os.getpid())
+
+
+# Descriptors a worker needs besides its connections: models, logs, the event loop, gRPC's own.
+_RESERVED_DESCRIPTORS = 256
+
+
+def _connection_cap(settings: Settings) -> int:
+    """The per-transport connection cap, within what the descriptor limit allows.
+
+    The soft limit is raised to the hard one as far as both transports' caps need (as the Go
+    runtime does); if even that is too low, the cap is lowered and the reason logged, so the
+    server refuses connections with a JSON 503 instead of failing ``accept`` with EMFILE.
+    """
+    needed = 2 * settings.max_connections + _RESERVED_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return settings.max_connections
+    cap = max(1, (soft - _RESERVED_DESCRIPTORS) // 2)
+    log_event("connection_cap_lowered", configured=settings.max_connections, cap=cap, nofile=soft)
+    return cap
+
+
 def _load_repository(settings: Settings) -> Repository | None:
     """Every model, loaded before serving; failures are logged with their path and reason."""
     try:
-        repository = Repository.load(settings.model_repository, settings.onnx_threads())
+        repository = Repository.load(
+            settings.model_repository, settings.onnx_threads(), settings.warm_up_every_batch_size_up_to
+        )
     except FileNotFoundError as error:
         log_event("startup_failed", reason=str(error))
         return None
     for failure in repository.failures():
         log_event("model_load_failed", model=failure.model, version=failure.version, path=failure.path,
                   reason=failure.reason)  # fmt: skip
+    for model in repository.models.values():
+        for version in model.versions.values():
+            if version.runtime is not None:
+                log_event("model_warmed_up", model=model.name, version=version.version,
+                          batch_sizes=len(version.runtime.warmed),
+                          problem=version.warm_up_problem)  # fmt: skip
     return repository
 
 
@@ -135,8 +238,8 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def _worker(settings: Settings) -> None:
-    sys.exit(uvloop.run(serve(settings)))
+def _worker(settings: Settings, siblings: Barrier) -> None:
+    sys.exit(uvloop.run(serve(settings, siblings)))
 
 
 def supervise(settings: Settings) -> int:
@@ -148,9 +251,14 @@ def supervise(settings: Settings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     for stale in os.listdir(metrics_dir):  # values from an earlier run must not be merged in
         os.remove(os.path.join(metrics_dir, stale))
+    # Ignored signals stay ignored across the workers' exec, so a SIGHUP forwarded while a worker still
+    # imports cannot kill it; it reads config.yaml after that anyway, and queues SIGHUPs from then on.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     context = multiprocessing.get_context("spawn")
+    siblings = context.Barrier(settings.workers)
     workers = [
-        context.Process(target=_worker, args=(settings,), name=f"worker-{n}") for n in range(settings.workers)
+        context.Process(target=_worker, args=(settings, siblings), name=f"worker-{n}")
+        for n in range(settings.workers)
     ]
     for worker in workers:
         worker.start()
@@ -159,6 +267,7 @@ def supervise(settings: Settings) -> int:
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        siblings.abort()  # workers still waiting for each other go on to drain at once
         for worker in workers:
             if worker.is_alive() and worker.pid is not None:
                 os.kill(worker.pid, signal.SIGTERM)
@@ -170,7 +279,7 @@ def supervise(settings: Settings) -> int:
 
     for sig in _STOP_SIGNALS:
         signal.signal(sig, forward)
-    signal.signal(signal.SIGHUP, reload)
+    signal.signal(signal.SIGHUP, reload)  # the workers, started with SIGHUP ignored, queue their own
     try:
         return _wait_for(workers, lambda: stopping)
     finally:

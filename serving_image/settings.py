@@ -5,7 +5,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODELS = Path(__file__).resolve().parent / "models"
@@ -25,19 +25,104 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64, description="server processes sharing the ports")
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="request size limit")
     grace_period_seconds: float = Field(default=20.0, ge=0, description="drain time after SIGTERM")
-    caller_header: str = Field(default="x-jwt-sub", description="header naming the authenticated caller")
     request_id_header: str = Field(default="x-request-id", description="header carrying the request id")
     access_log: bool = Field(default=True, description="one JSON line per request on stdout")
     feedback_requests: int = Field(
         default=100_000, ge=1, description="served request ids remembered for feedback, per worker"
     )
     intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per model (0: auto)")
+    # Limits: each is checked before the work it guards, and each rejection names it.
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=1024 * 1024, description="bytes of request header names and values"
+    )
+    max_header_count: int = Field(default=100, ge=8, le=10_000, description="request header fields")
+    max_url_bytes: int = Field(default=8 * 1024, ge=256, le=1024 * 1024, description="request target bytes")
+    max_request_id_length: int = Field(
+        default=128, ge=8, le=1024, description="longer (or non [A-Za-z0-9._:-]) ids are replaced"
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="from connect (or a request's first byte) to its last header"
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="from a request's last header to its last body byte"
+    )
+    idle_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="keep-alive connections idle this long are closed"
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, le=1_000_000, description="open connections per worker, per transport"
+    )
+    max_streams_per_connection: int = Field(
+        default=128, ge=1, le=65_536, description="concurrent gRPC calls on one HTTP/2 connection"
+    )
+    max_tensor_rank: int = Field(default=16, ge=1, le=32, description="dimensions of an input tensor")
+    max_tensor_elements: int = Field(
+        default=4 * 1024 * 1024, ge=1, le=1 << 40, description="elements of an input tensor"
+    )
+    # Drain and warm-up (serving_image/drain.py, runtime.OnnxModel.warm_up).
+    drain_delay_seconds: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="after SIGTERM, seconds the listeners keep accepting (inside the grace period)",
+    )  # fmt: skip
+    warm_up_every_batch_size_up_to: int = Field(
+        default=64, ge=0, le=4096,
+        description="warm up each batch size up to this, then the powers of two up to max_batch_size",
+    )  # fmt: skip
 
     def onnx_threads(self) -> int:
         """Threads per ONNX Runtime session: the cores shared out among the worker processes."""
         if self.intra_op_threads:
             return self.intra_op_threads
         return max(1, (os.cpu_count() or 1) // self.workers)
+
+    # Authentication and authorisation (serving_image/auth.py, serving_image/jwks.py) and feedback limits.
+    # Off by default: behind a mesh the gateway checks tokens. Standalone and SMB use set auth_mode=jwt.
+    auth_mode: str = Field(default="off", pattern="^(off|jwt)$", description="off, or jwt: bearer JWTs")
+    auth_jwks_url: str = Field(default="", description="the issuer's JWKS (https, or http to loopback)")
+    auth_jwks_file: Path | None = Field(default=None, description="a local JWKS file instead (offline)")
+    auth_issuer: str = Field(default="", description="the token issuer (iss) accepted")
+    auth_audiences: str = Field(default="", description="comma-separated audiences (aud); one must match")
+    auth_algorithms: str = Field(
+        default="RS256,RS384,RS512,PS256,PS384,PS512,ES256,ES384,ES512,Ed25519,EdDSA",
+        description="comma-separated signature algorithms accepted (asymmetric only)",
+    )
+    auth_scope_format: str = Field(
+        default="models:{model}:{action}", description="the scope granting an action (infer, feedback, admin)"
+    )
+    auth_leeway_seconds: int = Field(default=30, ge=0, le=300, description="clock skew allowed on exp/nbf")
+    auth_jwks_refresh_seconds: float = Field(
+        default=300.0, gt=0, le=86_400, description="keys older than this are reloaded"
+    )
+    auth_jwks_min_refetch_seconds: float = Field(
+        default=30.0, ge=0, le=3600, description="an unknown key id reloads the keys at most this often"
+    )
+    trusted_proxy_header: str = Field(
+        default="", description="the caller header a trusted proxy in front sets; empty: none is believed"
+    )
+    feedback_rate_per_second: float = Field(
+        default=20.0, gt=0, le=1_000_000, description="feedback posts per second per caller"
+    )
+    feedback_burst: int = Field(default=100, ge=1, le=1_000_000, description="feedback posts in a burst")
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> "Settings":
+        if self.auth_mode != "jwt":
+            return self
+        if not self.auth_issuer or not self.auth_audiences.strip(", "):
+            raise ValueError("auth_mode=jwt needs auth_issuer and auth_audiences")
+        if bool(self.auth_jwks_url) == (self.auth_jwks_file is not None):
+            raise ValueError("auth_mode=jwt needs exactly one of auth_jwks_url or auth_jwks_file")
+        if "{model}" not in self.auth_scope_format or "{action}" not in self.auth_scope_format:
+            raise ValueError("auth_scope_format must contain {model} and {action}")
+        return self
+
+
+# The limits also have command-line flags named after them (``--max-header-bytes``).
+LIMITS = (
+    "max_header_bytes", "max_header_count", "max_url_bytes", "max_request_id_length",
+    "header_timeout_seconds", "body_timeout_seconds", "idle_timeout_seconds", "max_connections",
+    "max_streams_per_connection", "max_tensor_rank", "max_tensor_elements",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="server processes sharing the ports (default 1)")
     parser.add_argument("--max-request-bytes", type=int, help="request size limit (default 16 MiB)")
     parser.add_argument("--grace-period-seconds", type=float, help="drain time after SIGTERM (default 20)")
+    for name in LIMITS:
+        field = Settings.model_fields[name]
+        kind = float if field.annotation is float else int
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, help=f"{field.description} (default {field.default})"
+        )
     parser.add_argument(
         "--no-access-log", dest="access_log", action="store_false", default=None, help="no request log"
     )

@@ -2,12 +2,16 @@
 
 import itertools
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from serving_image.access_log import AccessLog, AccessRecord
+from serving_image.feedback import Feedback
 from serving_image.metrics import UNKNOWN, Metrics
+
+_ID_CHARS = re.compile(r"[A-Za-z0-9._:-]+")
 
 
 @dataclass(slots=True)
@@ -20,14 +24,18 @@ class Tracked:
     caller: str | None
     model: str = UNKNOWN
     version: str = ""
+    # Whether the server made the id up: only such ids are remembered for feedback, so a client
+    # cannot pre-register, collide with or flood the store with ids of its choosing.
+    minted: bool = True
 
 
 class RequestTracker:
     """Counts requests in flight and records each one's outcome exactly once."""
 
-    def __init__(self, metrics: Metrics, access_log: AccessLog) -> None:
+    def __init__(self, metrics: Metrics, access_log: AccessLog, max_id_length: int = 128) -> None:
         self._metrics = metrics
         self._log = access_log
+        self._max_id_length = max_id_length
         self.inflight = 0
         # Request ids for callers that send none: unique per process and cheap (no uuid per request).
         self._id_prefix = os.urandom(6).hex()
@@ -37,15 +45,24 @@ class RequestTracker:
         self._outcome_metrics: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     def start(self, protocol: str, request_id: str | None, caller: str | None) -> Tracked:
-        """A request arrived."""
+        """A request arrived; a client's id is kept only if it is short and of safe characters."""
         self.inflight += 1
         gauge = self._inflight_gauges.get(protocol)
         if gauge is None:
             gauge = self._inflight_gauges[protocol] = self._metrics.inflight.labels(protocol)
         gauge.inc()
-        return Tracked(
-            protocol, time.perf_counter(), request_id or f"{self._id_prefix}-{next(self._id_counter)}", caller
-        )
+        if request_id and self.acceptable_id(request_id):
+            return Tracked(protocol, time.perf_counter(), request_id, caller, minted=False)
+        return Tracked(protocol, time.perf_counter(), f"{self._id_prefix}-{next(self._id_counter)}", caller)
+
+    def acceptable_id(self, request_id: str) -> bool:
+        """At most ``max_id_length`` of ``[A-Za-z0-9._:-]``: safe in a header, a log line and a label."""
+        return len(request_id) <= self._max_id_length and _ID_CHARS.fullmatch(request_id) is not None
+
+    def adopt(self, tracked: Tracked, request_id: str) -> None:
+        """Use an id the client sent in the body, if acceptable; it is the client's, not minted."""
+        if self.acceptable_id(request_id):
+            tracked.request_id, tracked.minted = request_id, False
 
     def finish(self, tracked: Tracked, status: int | str, outcome: str, error: str | None = None) -> None:
         """The request is answered: metrics and one access-log line."""
@@ -73,4 +90,18 @@ class RequestTracker:
                 caller=tracked.caller,
                 error=error,
             )
+        )
+
+    def log_feedback(self, feedback: Feedback, model: str, version: str) -> None:
+        """An accepted feedback, as its own access-log line: which request, whose, and what it said."""
+        self._log.write_event(
+            "feedback",
+            {
+                "request_id": feedback.request_id,
+                "model": model,
+                "version": version,
+                "kind": feedback.kind,
+                "value": feedback.value,
+                "caller": feedback.caller,
+            },
         )

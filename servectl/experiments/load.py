@@ -48,14 +48,15 @@ def _worker(
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
     rng = random.Random(seed)
     try:
-        for i in range(quota):
+        for _ in range(quota):
             if time.monotonic() > deadline:
                 return
-            request_id = f"exp-{seed}-{i}"
-            conn.request("POST", f"/v2/models/{model}/infer", _body(rng),
-                         {"content-type": "application/json", "x-request-id": request_id})  # fmt: skip
+            headers = {"content-type": "application/json"}
+            conn.request("POST", f"/v2/models/{model}/infer", _body(rng), headers)
             response = conn.getresponse()
             response.read()
+            # Feedback names the id the server gave the request: it keeps only its own ids.
+            request_id = response.getheader("x-request-id") or ""
             version = response.getheader("x-model-version") or "?"
             with _LOCK:
                 out.statuses[response.status] += 1

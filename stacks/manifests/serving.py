@@ -7,6 +7,7 @@ POSIX shell and coreutils); `servectl publish` writes `SHA256SUMS` (`sha256sum` 
 version directory) next to every version, and a pod does not start on files that do not match it.
 """
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,12 @@ MERGED_METRICS_PORT = 15020
 MODEL_DIR = "/models"
 TMP_DIR = "/tmp"  # noqa: S108 - the pod's own emptyDir; the image's root filesystem is read-only
 RUN_AS_USER = 10001
+DRAIN_DELAY_SECONDS = 5
+"""Seconds a terminating pod keeps serving while the mesh stops routing to it."""
+GRACE_PERIOD_SECONDS = 40
+"""The server's whole drain, from SIGTERM (it includes the delay)."""
+TERMINATION_GRACE_SECONDS = GRACE_PERIOD_SECONDS + 5
+"""The kubelet's wait before SIGKILL: the drain plus a margin."""
 ROUTE_TIMEOUT = "30s"
 GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_SELECTOR = {"istio": "ingressgateway"}
@@ -180,9 +187,13 @@ def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
         "env": [
             {"name": "SERVING_MODEL_REPOSITORY", "value": MODEL_DIR},
             {"name": "SERVING_WORKERS", "value": str(spec.model.workers)},
-            # The gateway writes it from the validated token and strips any client-sent copy, so the
-            # audit log's caller is the token's subject, never what a client claims.
-            {"name": "SERVING_CALLER_HEADER", "value": sticky.CALLER_HEADER},
+            # The gateway is the trusted proxy: it writes this header from the validated token and strips
+            # any client-sent copy, so the audit log's caller is the token's subject, never a client's claim.
+            {"name": "SERVING_TRUSTED_PROXY_HEADER", "value": sticky.CALLER_HEADER},
+            # On SIGTERM the server stays routable for the drain delay (readiness already false), then
+            # finishes in-flight requests; the kubelet waits a little longer than that before killing it.
+            {"name": "SERVING_DRAIN_DELAY_SECONDS", "value": str(DRAIN_DELAY_SECONDS)},
+            {"name": "SERVING_GRACE_PERIOD_SECONDS", "value": str(GRACE_PERIOD_SECONDS)},
         ],
         "startupProbe": _probe(loaded, 5, 60),
         "readinessProbe": _probe(loaded, 5, 3),
@@ -218,6 +229,10 @@ def deployment(spec: ServingSpec, version: str) -> Manifest:
                         "sidecar.istio.io/proxyMemory": SIDECAR_MEMORY,
                         "sidecar.istio.io/proxyCPULimit": SIDECAR_CPU_LIMIT,
                         "sidecar.istio.io/proxyMemoryLimit": SIDECAR_MEMORY_LIMIT,
+                        # The sidecar must outlive the server's drain, or it cuts requests still in flight.
+                        "proxy.istio.io/config": json.dumps(
+                            {"terminationDrainDuration": f"{GRACE_PERIOD_SECONDS}s"}
+                        ),
                     },
                 },
                 "spec": {
@@ -228,7 +243,7 @@ def deployment(spec: ServingSpec, version: str) -> Manifest:
                         "fsGroup": RUN_AS_USER,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "terminationGracePeriodSeconds": 45,
+                    "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
                     "initContainers": [_sync_container(spec, version)],
                     "containers": [_server_container(spec, version)],
                     "volumes": [

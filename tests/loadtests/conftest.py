@@ -53,7 +53,7 @@ def served(server_logs: Path) -> Iterator[tuple[str, str]]:
     with ExitStack() as stack:
         with pytest.MonkeyPatch.context() as env:
             # Only while the process starts: the rest of the session keeps its own environment.
-            env.setenv("SERVING_CALLER_HEADER", AUTH_HEADER)
+            env.setenv("SERVING_TRUSTED_PROXY_HEADER", AUTH_HEADER)
             http, grpc = stack.enter_context(running_server(BUNDLED_MODELS, server_logs))
         yield f"http://{http}", grpc
 

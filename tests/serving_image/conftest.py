@@ -125,7 +125,8 @@ def start_server(
         cwd=REPO_ROOT,
         stdout=(log_dir / "stdout.log").open("wb"),
         stderr=(log_dir / "stderr.log").open("wb"),
-        env={**os.environ, **(env or {})},
+        # No drain delay unless a test asks for one: every stop would otherwise wait it out.
+        env={**os.environ, "SERVING_DRAIN_DELAY_SECONDS": "0", **(env or {})},
     )
     server = ServerProcess(process, http_port, grpc_port, log_dir)
     deadline = time.monotonic() + 60

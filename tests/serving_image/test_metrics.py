@@ -84,7 +84,8 @@ def test_concurrent_requests_are_coalesced_into_one_run(batching_server: ServerP
 def test_access_log_has_one_json_line_per_request_and_no_payload(tmp_path: Path) -> None:
     root = tmp_path / "repository"
     save_model(doubler_graph(), root / "doubler" / "1" / "model.onnx")
-    server = start_server(root, tmp_path / "logs")
+    # The caller header is believed only because the server is told a trusted proxy sets it.
+    server = start_server(root, tmp_path / "logs", env={"SERVING_TRUSTED_PROXY_HEADER": "x-jwt-sub"})
     marker = 424242.5
     body: dict[str, Any] = {
         "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [marker, 0, 0, 0]}]

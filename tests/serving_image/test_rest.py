@@ -167,7 +167,7 @@ BAD_REQUESTS = [
         "not-numbers",
         '{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":["a","b","c","d"]}]}',
         400,
-        "does not match datatype FP32",
+        "FP32 data must be numbers, got str 'a'",
     ),
     (
         "unknown-datatype",

@@ -64,9 +64,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(slow_repository: Path,
     while requests.get(server.base + "/v2/health/ready", timeout=5).status_code == 200:
         assert time.monotonic() < deadline, "readiness did not turn false after SIGTERM"
         time.sleep(0.01)
-    refused = requests.post(f"{server.base}/v2/models/slow/infer", data=slow_body(1), timeout=10)
-    assert refused.status_code == 503, refused.text
-    assert "shutting down" in refused.json()["error"]
+    # During the drain delay a request that still reaches this replica is served, and told to close.
+    late = requests.post(f"{server.base}/v2/models/slow/infer", data=slow_body(1), timeout=60)
+    assert late.status_code == 200, late.text
+    assert late.headers.get("connection") == "close", late.headers
     caller.join(120)
     assert results["slow"].status_code == 200, "the in-flight request must finish during the drain"
     assert results["slow"].json()["outputs"][0]["shape"] == [768, 1]
@@ -141,9 +142,7 @@ def test_failed_model_is_reported_and_the_others_serve(tmp_path: Path) -> None:
 def test_two_workers_share_the_ports_and_merge_metrics(tmp_path: Path) -> None:
     repository = tmp_path / "repository"
     save_model(doubler_graph(), repository / "doubler" / "1" / "model.onnx")
-    server = start_server(
-        repository, tmp_path / "logs", "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""}
-    )
+    server = start_server(repository, tmp_path / "logs", "--workers", "2")
     try:
         # The first worker up makes the server ready; wait for the second before counting.
         deadline = time.monotonic() + 60

@@ -1,6 +1,7 @@
 """One model's manifests: routing (sticky buckets, shadow, faults), pods, isolation and footprint."""
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -357,6 +358,16 @@ def test_server_reads_the_caller_from_the_header_the_gateway_writes(eu_config: S
     spec = _spec(eu_config)
     (server,) = serving.deployment(spec, "1")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in server["env"]}
-    assert env.get("SERVING_CALLER_HEADER") == CALLER_HEADER, (
+    assert env.get("SERVING_TRUSTED_PROXY_HEADER") == CALLER_HEADER, (
         f"the audit log would name whatever a client sends: {env}"
     )
+
+
+def test_pods_drain_before_the_kubelet_and_the_sidecar_give_up(eu_config: StackConfig) -> None:
+    pod = serving.deployment(_spec(eu_config), "1")["spec"]["template"]
+    (server,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    delay, grace = int(env["SERVING_DRAIN_DELAY_SECONDS"]), int(env["SERVING_GRACE_PERIOD_SECONDS"])
+    assert 0 < delay < grace < pod["spec"]["terminationGracePeriodSeconds"], (delay, grace, pod["spec"])
+    proxy = json.loads(pod["metadata"]["annotations"]["proxy.istio.io/config"])
+    assert proxy["terminationDrainDuration"] == f"{grace}s", f"the sidecar stops before the server: {proxy}"
