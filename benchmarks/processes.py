@@ -4,6 +4,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -69,16 +70,19 @@ def start_server(
     return Server(name, process, log_path)
 
 
-def _answers_200(url: str) -> bool:
+def _answers_200(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
 
 
-def wait_ready(server: Server, url: str, timeout_s: float) -> None:
-    """Poll ``url`` until it answers 200; stop the server and raise if it exits or the time runs out."""
+def wait_ready(server: Server, url: str, timeout_s: float, context: ssl.SSLContext | None = None) -> None:
+    """Poll ``url`` until it answers 200; stop the server and raise if it exits or the time runs out.
+
+    ``context`` is the TLS client context for an ``https`` URL (trusting the server's CA).
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -86,7 +90,7 @@ def wait_ready(server: Server, url: str, timeout_s: float) -> None:
             raise ServerStartError(
                 f"{server.name} exited with {code} before it was ready:\n{server.log_tail()}"
             )
-        if _answers_200(url):
+        if _answers_200(url, context):
             return
         time.sleep(READY_POLL_S)
     stop_server(server)
@@ -115,11 +119,12 @@ def running_server(
     cwd: Path,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 90.0,
+    context: ssl.SSLContext | None = None,
 ) -> Iterator[Server]:
     """A started, ready server that is stopped when the block ends, however it ends."""
     server = start_server(name, command, log_dir, cwd, env)
     try:
-        wait_ready(server, ready_url, timeout_s)
+        wait_ready(server, ready_url, timeout_s, context)
         yield server
     finally:
         stop_server(server)

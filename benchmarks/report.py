@@ -11,6 +11,8 @@ TARGET_SPEEDUP = 2.0
 # The first run after readiness (issue 12's tail latency after start) is measured at this concurrency.
 FIRST_RUN = "fresh"
 FIRST_RUN_CONCURRENCY = 8
+# Servers measured as they are; every other row is a security set-up of ours (benchmarks/security.py).
+PLAIN_SERVERS = frozenset({"ours", "naive", "in-process"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +62,10 @@ def format_table(run: ModelRun) -> str:
     """A fixed-width table of every row; runs that saw errors are flagged."""
     lines = [
         f"== {run.model}: {run.description}",
-        f"{'server':<11}{'proto':<6}{'conc':>5}{'req/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  note",
+        f"{'server':<13}{'proto':<6}{'conc':>5}{'req/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  note",
     ]
     for row in run.rows:
-        head = f"{row.server:<11}{row.protocol:<6}{row.concurrency:>5}"
+        head = f"{row.server:<13}{row.protocol:<6}{row.concurrency:>5}"
         if row.result is None:
             lines.append(f"{head}{'-':>11}{'-':>9}{'-':>9}{'-':>8}  {row.note}")
             continue
@@ -107,6 +109,21 @@ def ratios(run: ModelRun, concurrencies: tuple[int, ...] = TARGET_CONCURRENCIES)
     first = run.find("ours", FIRST_RUN, FIRST_RUN_CONCURRENCY)
     steady = run.find("ours", "http", FIRST_RUN_CONCURRENCY)
     out[f"ours first-run/steady p99 c={FIRST_RUN_CONCURRENCY}"] = _ratio(_p99(first), _p99(steady))
+    return out
+
+
+def security_costs(
+    run: ModelRun, variants: Sequence[str], concurrencies: tuple[int, ...] = TARGET_CONCURRENCIES
+) -> dict[str, float | None]:
+    """Each security set-up (TLS, JWT) against plain HTTP: req/s and p99 as a ratio to ``ours``."""
+    out: dict[str, float | None] = {}
+    for variant in variants:
+        for conc in concurrencies:
+            plain, secured = run.find("ours", "http", conc), run.find(variant, "http", conc)
+            if secured is None:
+                continue
+            out[f"{variant}/ours req/s c={conc}"] = _ratio(_rps(secured), _rps(plain))
+            out[f"{variant}/ours p99 c={conc}"] = _ratio(_p99(secured), _p99(plain))
     return out
 
 
@@ -164,6 +181,9 @@ def results_document(
                 "description": run.description,
                 "rows": [_row_dict(row) for row in run.rows],
                 "ratios": ratios(run),
+                "security_costs": security_costs(
+                    run, sorted({row.server for row in run.rows} - PLAIN_SERVERS)
+                ),
             }
             for run in runs
         },

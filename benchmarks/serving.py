@@ -9,6 +9,7 @@ to benchmarks/results/serving.json. Run by ``make bench``; ``--help`` lists the 
 import argparse
 import functools
 import json
+import ssl
 import sys
 import tempfile
 import urllib.error
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import grpc_runner, wrk_runner
+from benchmarks import grpc_runner, security, wrk_runner
 from benchmarks.ceiling import measure_ceiling
 from benchmarks.machine import load_average, machine_info
 from benchmarks.memory import CommandBuilder, MemoryReading, format_memory, read_memory
@@ -35,6 +36,7 @@ from benchmarks.report import (
     format_verdict,
     ratios,
     results_document,
+    security_costs,
 )
 from benchmarks.workload import (
     MODEL_NAMES,
@@ -89,6 +91,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--skip-grpc", action="store_true", help="do not measure the gRPC path")
     add("--skip-ceiling", action="store_true", help="do not measure in-process ONNX Runtime")
     add("--skip-memory", action="store_true", help="do not measure resident memory")
+    add("--skip-security", action="store_true", help="do not measure the cost of TLS and JWT verification")
+    add("--security-concurrency", type=_int_list, default=(8, 64),
+        help="HTTP concurrencies for the TLS and JWT set-ups (default 8,64)")  # fmt: skip
     add("--tabular-model", type=Path, default=TABULAR_SOURCE, help="tabular ONNX file (default: bundled v1)")
     add("--output", type=Path, default=RESULTS, help="JSON results file")
     return parser.parse_args(argv)
@@ -130,13 +135,18 @@ def setup_line(args: argparse.Namespace) -> str:
     )
 
 
-def smoke_check(url: str, body: str) -> None:
+def smoke_check(
+    url: str, body: str, headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None
+) -> None:
     """One request before the load, so a server that answers errors is not benchmarked."""
     request = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+        url,
+        data=body.encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as error:
         raise ServerStartError(f"{url} answered {error.code}: {error.read()[:500]!r}") from error
@@ -212,6 +222,75 @@ def bench_ours(
             measure_grpc(run, f"127.0.0.1:{grpc_port}", v2_grpc_request(model, row), workdir, args)
 
 
+def measure_variant(
+    run: ModelRun,
+    model: BenchModel,
+    row: np.ndarray,
+    variant: security.Variant,
+    concurrencies: tuple[int, ...],
+    workdir: Path,
+    args: argparse.Namespace,
+) -> None:
+    """Our server with one security set-up on, loaded over REST as ``measure_http`` loads the plain one.
+
+    The warm-up always sends one reused token, so a run that cycles new tokens starts with none cached.
+    """
+    http_port, grpc_port = free_port(), free_port()
+    base = f"{variant.scheme}://127.0.0.1:{http_port}"
+    command = [*ours_command(args.workers)(model.repository, http_port, grpc_port), *variant.flags]
+    progress(f"{run.model}: starting {variant.name} ({args.workers} workers)")
+    context = variant.client_context()
+    ready = f"{base}/v2/health/ready"
+    name = f"{variant.name}-{model.name}"
+    with running_server(
+        name,
+        command,
+        ready,
+        log_dir=workdir,
+        cwd=ROOT,
+        env=variant.env,
+        timeout_s=args.ready_timeout,
+        context=context,
+    ):
+        url, body = f"{base}/v2/models/{model.name}/infer", v2_json_body(model, row)
+        smoke_check(url, body, dict(variant.headers), context)
+        warm = wrk_runner.write_lua_script(
+            workdir, f"{model.name}-{variant.name}-warm", body, variant.headers
+        )
+        script = wrk_runner.write_lua_script(
+            workdir, f"{model.name}-{variant.name}", body, variant.headers, variant.tokens_file
+        )
+        for conc in concurrencies:
+            progress(f"{run.model}: {variant.name} http c={conc}")
+            try:
+                wrk_runner.run_wrk(url, warm, conc, args.warmup)
+                result = wrk_runner.run_wrk(url, script, conc, args.duration)
+            except wrk_runner.WrkError as error:
+                run.rows.append(
+                    Row(variant.name, "http", conc, None, f"failed: {str(error).splitlines()[0]}")
+                )
+                continue
+            run.rows.append(Row(variant.name, "http", conc, result, f"wrk; {variant.note}"))
+
+
+def bench_security(
+    run: ModelRun,
+    model: BenchModel,
+    row: np.ndarray,
+    variants: list[security.Variant],
+    workdir: Path,
+    args: argparse.Namespace,
+) -> None:
+    """Each set-up alone (TLS, JWT), everything else as in ``bench_ours``; a fresh server for each
+    concurrency when tokens are cycled, so the server's verified-token cache starts empty."""
+    for variant in variants:
+        if variant.tokens_file is None:
+            measure_variant(run, model, row, variant, args.security_concurrency, workdir, args)
+            continue
+        for conc in args.security_concurrency:
+            measure_variant(run, model, row, variant, (conc,), workdir, args)
+
+
 def bench_naive(
     run: ModelRun, model: BenchModel, row: np.ndarray, workdir: Path, args: argparse.Namespace
 ) -> None:
@@ -234,12 +313,15 @@ def bench_naive(
         measure_http(run, "naive", url, wrk_runner.write_lua_script(workdir, model.name, body), args)
 
 
-def bench_model(model: BenchModel, workdir: Path, args: argparse.Namespace) -> ModelRun:
-    """Every row for one model: ours (REST, gRPC), naive (REST) and the in-process ceiling."""
+def bench_model(
+    model: BenchModel, workdir: Path, args: argparse.Namespace, variants: list[security.Variant]
+) -> ModelRun:
+    """Every row for one model: ours (REST, gRPC; with TLS, with JWT), naive (REST) and the ceiling."""
     run = ModelRun(model.name, f"{model.description}; input {model.input_name} FP32 [1, {model.features}]")
     row = request_row(model.features)
     if not args.skip_ours:
         bench_ours(run, model, row, workdir, args)
+        bench_security(run, model, row, variants, workdir, args)
     if not args.skip_naive:
         bench_naive(run, model, row, workdir, args)
     if not args.skip_ceiling:
@@ -277,12 +359,15 @@ def write_results(path: Path, document: dict[str, object]) -> None:
 def run_all(args: argparse.Namespace, workdir: Path) -> tuple[list[ModelRun], list[MemoryReading]]:
     """Prepare the models, measure each of them, then the memory."""
     models = [prepare_model(name, workdir, args.tabular_model) for name in args.models]
+    variants = [] if args.skip_security else security.build_variants(workdir / "security")
     print(setup_line(args), flush=True)
     runs = []
     for model in models:
-        runs.append(bench_model(model, workdir, args))
+        runs.append(bench_model(model, workdir, args, variants))
         print(format_table(runs[-1]), flush=True)
-        print(format_ratios(ratios(runs[-1])) + "\n", flush=True)
+        print(format_ratios(ratios(runs[-1])), flush=True)
+        costs = security_costs(runs[-1], security.VARIANTS, args.security_concurrency)
+        print((format_ratios(costs) + "\n") if costs else "", flush=True)
     memory = [] if args.skip_memory or args.skip_ours else bench_memory(models, workdir, args)
     return runs, memory
 

@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from benchmarks.measures import LoadResult
@@ -51,22 +52,50 @@ def _error_counts(text: str) -> dict[str, int]:
     return counts
 
 
-def lua_script(body: str) -> str:
-    """A wrk script that POSTs ``body`` as JSON on every request."""
+def lua_script(body: str, headers: Mapping[str, str] | None = None, tokens_file: Path | None = None) -> str:
+    """A wrk script that POSTs ``body`` as JSON on every request, with ``headers``.
+
+    With ``tokens_file`` (one bearer token a line), each request carries the next token: wrk's
+    first thread takes the even lines and its second the odd ones, so none is sent twice in a row.
+    """
     # For an ASCII body, json.dumps yields a double-quoted string whose escapes Lua reads the same way.
     if not body.isascii():
         raise ValueError("the request body must be ASCII to embed it in a Lua string")
-    return (
-        'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(body)}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-    )
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = {json.dumps(body)}",
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
+    for name, value in (headers or {}).items():
+        if not (name + value).isascii():
+            raise ValueError("headers must be ASCII to embed them in a Lua string")
+        lines.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
+    if tokens_file is not None:
+        lines += [
+            "local threads = 0",
+            'function setup(thread) thread:set("first", threads); threads = threads + 1 end',
+            "local tokens, index = {}, 0",
+            f"function init(args) for line in io.lines({json.dumps(str(tokens_file))}) do"
+            " tokens[#tokens + 1] = line end; index = first or 0 end",
+            "function request()",
+            '  wrk.headers["Authorization"] = "Bearer " .. tokens[index % #tokens + 1]',
+            "  index = index + 2",
+            "  return wrk.format()",
+            "end",
+        ]
+    return "\n".join(lines) + "\n"
 
 
-def write_lua_script(directory: Path, name: str, body: str) -> Path:
+def write_lua_script(
+    directory: Path,
+    name: str,
+    body: str,
+    headers: Mapping[str, str] | None = None,
+    tokens_file: Path | None = None,
+) -> Path:
     """Write the POST script for one model into ``directory`` and return its path."""
     path = directory / f"{name}.lua"
-    path.write_text(lua_script(body), encoding="utf-8")
+    path.write_text(lua_script(body, headers, tokens_file), encoding="utf-8")
     return path
 
 

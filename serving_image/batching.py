@@ -30,6 +30,16 @@ class BatchObserver(Protocol):
         """Requests still waiting when a batch is taken (sampled per batch, not per request)."""
 
 
+class BatchTracer(Protocol):
+    """Receives each batch's timing and its requests' trace handles (serving_image/tracing.py)."""
+
+    def on_batch(
+        self, label: str, requests: list[tuple[object, float]], started: float, compute_seconds: float,
+        rows: int,
+    ) -> None:  # fmt: skip
+        """A batch ran; ``requests`` holds each request's trace handle and enqueue time."""
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     """One request's share of a batch run."""
@@ -45,6 +55,7 @@ class _Pending:
     rows: int
     future: asyncio.Future[BatchResult]
     enqueued_at: float = field(default_factory=time.perf_counter)
+    trace: object = None  # the request's span when tracing is on
 
 
 class DynamicBatcher:
@@ -68,6 +79,7 @@ class DynamicBatcher:
         executor: Executor,
         observer: BatchObserver,
         label: str,
+        tracer: BatchTracer | None = None,
     ) -> None:
         self._run = run
         self._max_rows = max(1, max_batch_size)
@@ -77,6 +89,7 @@ class DynamicBatcher:
         self._executor = executor
         self._observer = observer
         self._label = label
+        self._tracer = tracer
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
@@ -100,12 +113,12 @@ class DynamicBatcher:
         while self._queue or self._computing:
             await asyncio.sleep(0.005)
 
-    def submit(self, feeds: Feeds, rows: int) -> "asyncio.Future[BatchResult]":
+    def submit(self, feeds: Feeds, rows: int, trace: object = None) -> "asyncio.Future[BatchResult]":
         """Queue one request's inputs; the future resolves to its rows of the outputs."""
         if len(self._queue) >= self._max_queue:
             raise Overloaded(f"model '{self._label}' queue is full ({self._max_queue} waiting); retry later")
         loop = asyncio.get_running_loop()
-        pending = _Pending(feeds, rows, loop.create_future())
+        pending = _Pending(feeds, rows, loop.create_future(), trace=trace)
         self._queue.append(pending)
         self._queued_rows += rows
         self._schedule(loop)
@@ -192,6 +205,9 @@ class DynamicBatcher:
         compute = time.perf_counter() - started
         self.record_cost(compute, rows)
         self._observer.on_batch(rows, compute)
+        if self._tracer is not None:
+            traced = [(pending.trace, pending.enqueued_at) for pending in batch]
+            self._tracer.on_batch(self._label, traced, started, compute, rows)
         offset = 0
         for pending in batch:
             end = offset + pending.rows

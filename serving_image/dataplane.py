@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,10 +28,13 @@ from serving_image.feedback import Feedback, ServedRequests
 from serving_image.metrics import Metrics
 from serving_image.model_config import FaultConfig
 from serving_image.repository import Model, ModelVersion, Repository
+from serving_image.response_cache import CacheLimits, ResponseCache, cache_key
 from serving_image.runtime import PLATFORM, OnnxModel, TensorSpec
 from serving_image.tensors import InferRequest, InferResponse, OutputTensor, check_against_model
+from serving_image.tracing import Tracing
 
 SERVER_NAME = "model-serving"
+CACHE_OFF = CacheLimits()
 EXTENSIONS = ("binary_tensor_data", "model_repository_variants")
 
 
@@ -83,9 +87,16 @@ class _BatchMetrics:
 class DataPlane:
     """Serves a loaded repository."""
 
-    def __init__(self, repository: Repository, metrics: Metrics, served_capacity: int = 100_000) -> None:
+    def __init__(
+        self, repository: Repository, metrics: Metrics, served_capacity: int = 100_000,
+        tracing: Tracing | None = None, cache_limits: CacheLimits = CACHE_OFF,
+    ) -> None:  # fmt: skip
         self.repository = repository
         self.metrics = metrics
+        # Tracing and the response cache (serving_image/tracing.py, response_cache.py): both off by default.
+        self.tracing = tracing
+        self._cache_limits = cache_limits
+        self._caches: dict[tuple[str, str], tuple[ResponseCache, Any, Any]] = {}
         self.draining = False
         self._batchers: dict[tuple[str, str], tuple[DynamicBatcher, _BatchMetrics]] = {}
         self._served = ServedRequests(capacity=served_capacity)
@@ -108,14 +119,24 @@ class DataPlane:
                     executor=self._executor,
                     observer=observer,
                     label=f"{model.name}/{version.version}",
+                    tracer=self.tracing,
                 )
                 _warm_up(version.runtime, batcher)
                 self._batchers[(model.name, version.version)] = (batcher, observer)
+                if self._cache_limits.enabled and model.config.response_cache:
+                    labels = (model.name, version.version)
+                    self._caches[labels] = (
+                        ResponseCache(self._cache_limits),
+                        self.metrics.response_cache_hits.labels(*labels),
+                        self.metrics.response_cache_misses.labels(*labels),
+                    )
 
     async def stop(self) -> None:
         """Finish queued work and release the threads."""
         await asyncio.gather(*(batcher.stop() for batcher, _ in self._batchers.values()))
         self._executor.shutdown(wait=True)
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports the spans still buffered
 
     def live(self) -> bool:
         """The process is up and its event loop answers."""
@@ -184,16 +205,22 @@ class DataPlane:
         """The routed version's inputs by name, to check a request before its tensors are decoded."""
         return {spec.name: spec for spec in _loaded(target.model, target.version).inputs}
 
-    async def infer(self, target: Target, request: InferRequest) -> InferResponse:
-        """Validate the inputs against the model, run them through its batcher, build the response."""
+    async def infer(self, target: Target, request: InferRequest, trace: object = None) -> InferResponse:
+        """Validate the inputs against the model, run them through its batcher, build the response.
+
+        ``trace`` is the request's span when tracing is on, to parent its queue and batch spans.
+        """
         runtime = _loaded(target.model, target.version)
         feeds, rows = _feeds(request, runtime, target.model.config.max_batch_size)
         outputs = _requested_outputs(request, runtime)
         fault = target.model.router.faults.get(target.version.version) if target.model.router else None
         if fault is not None:
             await _inject(fault, f"{target.model.name}/{target.version.version}")
-        batcher, observer = self._batchers[(target.model.name, target.version.version)]
-        result = await batcher.submit(feeds, rows)
+        key = (target.model.name, target.version.version)
+        if self._caches and key in self._caches and target.model.config.response_cache:
+            return await self._infer_cached(target, request, (feeds, rows), outputs, trace)
+        batcher, observer = self._batchers[key]
+        result = await batcher.submit(feeds, rows, trace)
         observer.queue_seconds.observe(result.queue_seconds)
         return InferResponse(
             model=target.model.name,
@@ -202,6 +229,34 @@ class DataPlane:
             outputs=[
                 OutputTensor(spec.name, spec.datatype, result.outputs[index], binary)
                 for index, spec, binary in outputs
+            ],
+        )
+
+    async def _infer_cached(
+        self, target: Target, request: InferRequest, work: tuple[dict[str, np.ndarray], int],
+        outputs: list[tuple[int, TensorSpec, bool]], trace: object,
+    ) -> InferResponse:  # fmt: skip
+        """The outputs cached for these exact inputs, or computed and stored (see response_cache.py)."""
+        key = (target.model.name, target.version.version)
+        cache, hits, misses = self._caches[key]
+        digest = cache_key(request.inputs, [spec.name for _, spec, _ in outputs])
+        arrays = cache.get(digest)
+        (misses if arrays is None else hits).inc()
+        if self.tracing is not None and trace is not None:
+            self.tracing.mark_cache(trace, hit=arrays is not None)
+        if arrays is None:
+            batcher, observer = self._batchers[key]
+            result = await batcher.submit(*work, trace)
+            observer.queue_seconds.observe(result.queue_seconds)
+            arrays = [result.outputs[index] for index, _, _ in outputs]
+            cache.put(digest, arrays)
+        return InferResponse(
+            model=target.model.name,
+            version=target.version.version,
+            id=request.id,
+            outputs=[
+                OutputTensor(spec.name, spec.datatype, array, binary)
+                for (_, spec, binary), array in zip(outputs, arrays, strict=True)
             ],
         )
 

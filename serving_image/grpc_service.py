@@ -30,6 +30,16 @@ from serving_image.tensors import (
 )
 from serving_image.tracking import RequestTracker
 
+# The request span (serving_image/tracing.py), after OpenTelemetry's RPC conventions; the codes that
+# mark a server span as failed are the server's faults, not the client's.
+_SPAN_NAME = "inference.GRPCInferenceService/ModelInfer"
+_SPAN_START = {
+    "rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": "ModelInfer",
+}  # fmt: skip
+_SERVER_FAULTS = frozenset(
+    {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+)
+
 # Which InferTensorContents field carries each datatype when tensors are not sent raw.
 _CONTENTS_FIELD = {
     "BOOL": "bool_contents",
@@ -60,6 +70,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._gate = Gate.for_settings(settings)
         self._id_header = settings.request_id_header.lower()
         self._tensor_limits = TensorLimits(settings.max_tensor_rank, settings.max_tensor_elements)
+        self._tracing = dataplane.tracing  # serving_image/tracing.py; None when off
 
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
         return pb.ServerLiveResponse(live=self._dp.live())
@@ -98,6 +109,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         headers = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
         tracked = self._tracker.start("grpc", headers.get(self._id_header), self._gate.caller(headers))
+        tracing = self._tracing
+        span = None if tracing is None else tracing.start_request(_SPAN_NAME, headers, _SPAN_START)
         status, outcome, error_name = "OK", "success", None
         try:
             if self._gate.enabled:  # metadata "authorization"; UNAUTHENTICATED or PERMISSION_DENIED
@@ -106,7 +119,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             tracked.model, tracked.version = target.model.name, target.version.version
             decoded = decode_request(request, self._dp.input_specs(target), self._tensor_limits)
             self._shadow.mirror(target, decoded)
-            response = await self._dp.infer(target, decoded)
+            response = await self._dp.infer(target, decoded, span)
             if tracked.minted:  # only the server's own ids are kept for feedback
                 self._dp.remember(tracked.request_id, target, tracked.caller)
             # Trailing metadata rides along with the status: no extra send, unlike initial metadata.
@@ -122,6 +135,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
         finally:
             self._tracker.finish(tracked, status, outcome, error_name)
+            if span is not None and tracing is not None:
+                code = {"rpc.grpc.status_code": grpc.StatusCode[status].value[0]}
+                tracing.end_request(span, tracked, outcome, code, failed=status in _SERVER_FAULTS)
 
 
 async def _abort(context: Any, error: ServingError) -> NoReturn:

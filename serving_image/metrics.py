@@ -7,6 +7,8 @@ values live in prometheus_client's multiprocess files and ``/metrics`` merges th
 """
 
 import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -78,6 +80,15 @@ class Metrics:
         self.config_reloads = Counter(
             "serving_config_reloads", "Variant config reloads on SIGHUP.", ["outcome"], registry=r
         )
+        # The response cache (serving_image/response_cache.py): counted only for models that opted in.
+        self.response_cache_hits = Counter(
+            "serving_response_cache_hits", "Inference requests answered from the response cache.",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.response_cache_misses = Counter(
+            "serving_response_cache_misses", "Cacheable inference requests that had to be computed.",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
 
     def exposition(self) -> bytes:
         """The text exposition format, merged across workers when there are several."""
@@ -87,3 +98,36 @@ class Metrics:
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
+
+
+EXPOSITION_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+_NOT_HERE = b'{"error":"only /metrics is served on this port"}'
+
+
+class MetricsEndpoint:
+    """ASGI application for the separate metrics port (``metrics_port``): ``GET /metrics`` and nothing else.
+
+    A port of its own lets the metrics stay private (bound to an internal address, left out of
+    the Service, plain HTTP for the scraper) while the API ports take TLS and tokens.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/metrics":
+            status, body, content_type = 404, _NOT_HERE, b"application/json"
+        elif scope["method"] not in ("GET", "HEAD"):
+            status, body, content_type = 405, b'{"error":"only GET /metrics"}', b"application/json"
+        else:
+            status, body, content_type = 200, self._metrics.exposition(), EXPOSITION_TYPE
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -85,6 +85,8 @@ class ModelConfig(_Strict):
     max_batch_size: Annotated[int, Field(ge=0, le=4096)] = 32
     max_queue_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     max_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
+    # Opt-in for serving_image/response_cache.py: only for models whose outputs depend on their inputs alone.
+    response_cache: bool = False
     variants: VariantsConfig | None = None
 
 

@@ -31,6 +31,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 JSON = b"application/json"
 HEADER_LENGTH = "inference-header-content-length"
 VERSION_HEADER = b"x-model-version"
+# The request span (serving_image/tracing.py): named by the route, low-cardinality; the model is an attribute.
+_SPAN_NAME = "POST /v2/models/{model}/infer"
+_SPAN_START = {"http.request.method": "POST"}
 
 
 class _Reply(Exception):
@@ -57,6 +60,9 @@ class RestApp:
         self._feedback_guard = FeedbackGuard(self._gate, limiter)
         self._id_header = settings.request_id_header.lower()
         self._tensor_limits = TensorLimits(settings.max_tensor_rank, settings.max_tensor_elements)
+        self._tracing = dataplane.tracing  # serving_image/tracing.py; None when off
+        # With a metrics port of its own (serving_image/metrics.py), /metrics is not served here.
+        self._serves_metrics = settings.metrics_port is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets are not used
@@ -85,7 +91,7 @@ class RestApp:
     def _get(self, method: str, parts: list[str]) -> tuple[int, bytes, bytes]:
         if method not in ("GET", "HEAD"):
             raise _Reply(405, {"error": f"method {method} not allowed here"})
-        if parts == ["metrics"]:
+        if parts == ["metrics"] and self._serves_metrics:
             return 200, self._dp.metrics.exposition(), b"text/plain; version=0.0.4; charset=utf-8"
         if parts == ["v2"]:
             return 200, orjson.dumps(self._dp.server_metadata()), JSON
@@ -123,9 +129,11 @@ class RestApp:
     async def _infer(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
         tracked = self._tracker.start("rest", headers.get(self._id_header), self._gate.caller(headers))
+        tracing = self._tracing
+        span = None if tracing is None else tracing.start_request(_SPAN_NAME, headers, _SPAN_START)
         extra: list[tuple[bytes, bytes]] = []
         try:
-            status, body, extra = await self._infer_body(scope, receive, parts, headers, tracked)
+            status, body, extra = await self._infer_body(scope, receive, parts, headers, tracked, span)
             outcome, error_name = "success", None
         except ServingError as error:
             status, body = error.status, orjson.dumps({"error": error.message})
@@ -142,10 +150,14 @@ class RestApp:
             await _respond(send, status, body, response_headers)
         finally:
             self._tracker.finish(tracked, status, outcome, error_name)
+            if span is not None and tracing is not None:
+                status_code = {"http.response.status_code": status}
+                tracing.end_request(span, tracked, outcome, status_code, failed=status >= 500)
 
     async def _infer_body(
-        self, scope: Scope, receive: Receive, parts: list[str], headers: dict[str, str], tracked: Tracked
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        self, scope: Scope, receive: Receive, parts: list[str], headers: dict[str, str], tracked: Tracked,
+        span: object = None,
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:  # fmt: skip
         model_name, version = parts[2], (parts[4] if len(parts) == 6 and parts[3] == "versions" else None)
         if len(parts) == 6 and parts[3] != "versions":
             raise ModelNotFound(f"no endpoint at /{'/'.join(parts)}")
@@ -162,7 +174,7 @@ class RestApp:
         if request.id is not None and tracked.minted:
             self._tracker.adopt(tracked, request.id)
         self._shadow.mirror(target, request)
-        response = await self._dp.infer(target, request)
+        response = await self._dp.infer(target, request, span)
         if tracked.minted:
             self._dp.remember(tracked.request_id, target, tracked.caller)
         payload, json_length = encode_infer_response(response)

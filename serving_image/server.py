@@ -15,6 +15,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -31,11 +32,14 @@ from serving_image.dataplane import DataPlane
 from serving_image.drain import DrainGuard, slow_body_cutoff
 from serving_image.grpc_service import InferenceServicer, build_server
 from serving_image.http_protocol import HttpLimits, protocol_class
-from serving_image.metrics import Metrics
+from serving_image.metrics import Metrics, MetricsEndpoint
 from serving_image.repository import Repository
+from serving_image.response_cache import CacheLimits
 from serving_image.rest import RestApp
 from serving_image.settings import Settings, load_settings
 from serving_image.shadow import ShadowTraffic
+from serving_image.tls import CertificateReloader, TlsConfigError, TlsFiles
+from serving_image.tracing import Tracing, TracingUnavailable
 from serving_image.tracking import RequestTracker
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -46,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(argv)
     if settings.workers == 1:
         return uvloop.run(serve(settings))
-    if 0 in (settings.http_port, settings.grpc_port):
+    if 0 in (settings.http_port, settings.grpc_port, settings.metrics_port):
         log_event("startup_failed", reason="--workers > 1 needs fixed ports, not 0")
         return 2
     return supervise(settings)
@@ -79,11 +83,24 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     # Likewise a SIGHUP during start-up is queued and applied once serving, never fatal.
     reload_queued = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, reload_queued.set)
+    try:
+        certificates = _load_certificates(settings)
+    except TlsConfigError as error:
+        log_event("startup_failed", reason=f"TLS: {error}")
+        return 2
     repository = _load_repository(settings)
     if repository is None:
         return 2
     metrics = Metrics()
-    dataplane = DataPlane(repository, metrics, served_capacity=settings.feedback_requests)
+    try:  # tracing and the response cache (serving_image/tracing.py, response_cache.py); both off by default
+        tracing = Tracing.for_settings(settings)
+    except TracingUnavailable as error:
+        log_event("startup_failed", reason=str(error))
+        return 2
+    dataplane = DataPlane(
+        repository, metrics, served_capacity=settings.feedback_requests,
+        tracing=tracing, cache_limits=CacheLimits.for_settings(settings),
+    )  # fmt: skip
     await dataplane.start()
     access_log = AccessLog(enabled=settings.access_log)
     tracker = RequestTracker(metrics, access_log, max_id_length=settings.max_request_id_length)
@@ -91,36 +108,125 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     if siblings is not None:
         await _wait_for_siblings(siblings)
 
-    http_socket = _listen(settings.host, settings.http_port, settings.workers > 1)
-    capped = settings.model_copy(update={"max_connections": _connection_cap(settings)})
-    limits = HttpLimits.from_settings(capped)
     guard = DrainGuard(RestApp(dataplane, tracker, shadow, settings))
-    http = _HttpServer(
-        uvicorn.Config(
-            guard, http=protocol_class(limits), lifespan="off",
-            access_log=False, log_level="warning",
-            timeout_graceful_shutdown=max(1, int(settings.grace_period_seconds)),
-        )
-    )  # fmt: skip
-    grpc_server = build_server(InferenceServicer(dataplane, tracker, shadow, settings), capped)
-    grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
-    while not http.started and not http_task.done():
-        await asyncio.sleep(0.01)
-    await grpc_server.start()
-    log_event("server_started", pid=os.getpid(), http_port=http_socket.getsockname()[1], grpc_port=grpc_port,
+    servicer = InferenceServicer(dataplane, tracker, shadow, settings)
+    transports = await _start_transports(settings, guard, servicer, metrics, certificates)
+    log_event("server_started", pid=os.getpid(), http_port=transports.http_port,
+              grpc_port=transports.grpc_port, tls=_tls_mode(settings), metrics_port=transports.metrics_port,
               models={name: model.ready for name, model in repository.models.items()})  # fmt: skip
 
-    loop.add_signal_handler(signal.SIGHUP, _reload, dataplane)
-    if reload_queued.is_set():
+    def on_hangup() -> None:  # SIGHUP: the variant config, and the TLS files at once
         _reload(dataplane)
+        if certificates is not None:
+            certificates.check(force=True)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    if reload_queued.is_set():
+        on_hangup()
+    watcher = _watch_certificates(certificates, settings.tls_reload_seconds)
     await stop.wait()
-    transports = _Transports(http, http_task, grpc_server)
     await _drain(settings, dataplane, guard, transports, lambda: tracker.inflight + shadow.pending)
+    await transports.stop_metrics()
+    if watcher is not None:
+        watcher.cancel()
     await dataplane.stop()
     access_log.flush()
     log_event("server_stopped", pid=os.getpid(), inflight=tracker.inflight)
     return 0
+
+
+def _load_certificates(settings: Settings) -> CertificateReloader | None:
+    """The TLS material if TLS is on, else None; raises ``TlsConfigError`` if the files are unusable."""
+    files = TlsFiles.from_settings(settings)
+    return None if files is None else CertificateReloader(files)
+
+
+async def _start_transports(
+    settings: Settings,
+    guard: DrainGuard,
+    servicer: InferenceServicer,
+    metrics: Metrics,
+    certificates: CertificateReloader | None,
+) -> "_Transports":
+    """Both API listeners (TLS if configured) and the metrics port if it has its own, serving."""
+    http_socket = _listen(settings.host, settings.http_port, settings.workers > 1)
+    capped = settings.model_copy(update={"max_connections": _connection_cap(settings)})
+    limits = HttpLimits.from_settings(capped)
+    tls = None if certificates is None else _Tls(certificates.http_context(), settings.header_timeout_seconds)
+    http = _HttpServer(_http_config(guard, limits, settings), tls)
+    grpc_server = build_server(servicer, capped)
+    grpc_address = f"{settings.host}:{settings.grpc_port}"
+    if certificates is None:
+        grpc_port = grpc_server.add_insecure_port(grpc_address)
+    else:
+        grpc_port = grpc_server.add_secure_port(grpc_address, _grpc_credentials(certificates))
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
+    metrics_server = _start_metrics_server(settings, limits, metrics)
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.01)
+    await grpc_server.start()
+    return _Transports(http, http_task, grpc_server, http_socket.getsockname()[1], grpc_port, metrics_server)
+
+
+def _tls_mode(settings: Settings) -> str:
+    if settings.tls_cert is None:
+        return "off"
+    return "mutual" if settings.tls_client_ca is not None else "server"
+
+
+def _http_config(app: DrainGuard, limits: HttpLimits, settings: Settings) -> uvicorn.Config:
+    """uvicorn's configuration (TLS, when on, is added by ``_HttpServer``)."""
+    return uvicorn.Config(
+        app, http=protocol_class(limits), lifespan="off", access_log=False, log_level="warning",
+        timeout_graceful_shutdown=max(1, int(settings.grace_period_seconds)),
+    )  # fmt: skip
+
+
+def _grpc_credentials(certificates: CertificateReloader) -> grpc.ServerCredentials:
+    """gRPC's dynamic credentials: each new handshake asks the fetcher, which answers new material once."""
+
+    def configuration() -> object:
+        material = certificates.material
+        return grpc.ssl_server_certificate_configuration(
+            [(material.key, material.cert_chain)], root_certificates=material.client_ca
+        )
+
+    served = [certificates.generation]
+
+    def fetch() -> object | None:  # None: keep what is served
+        generation = certificates.generation
+        if generation == served[0]:
+            return None
+        served[0] = generation
+        return configuration()
+
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(), fetch, require_client_authentication=certificates.files.client_ca is not None
+    )
+
+
+def _watch_certificates(
+    certificates: CertificateReloader | None, interval: float
+) -> "asyncio.Task[None] | None":
+    if certificates is None or interval <= 0:
+        return None
+    return asyncio.create_task(certificates.watch(interval))
+
+
+_MetricsServer = tuple["_HttpServer", "asyncio.Task[None]", int]
+
+
+def _start_metrics_server(settings: Settings, limits: HttpLimits, metrics: Metrics) -> _MetricsServer | None:
+    """``/metrics`` on a plain-HTTP port of its own when ``metrics_port`` is set (the API port omits it)."""
+    if settings.metrics_port is None:
+        return None
+    sock = _listen(settings.metrics_host or settings.host, settings.metrics_port, settings.workers > 1)
+    server = _HttpServer(
+        uvicorn.Config(MetricsEndpoint(metrics), http=protocol_class(limits), lifespan="off",
+                       access_log=False, log_level="warning", timeout_graceful_shutdown=1)
+    )  # fmt: skip
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    return server, task, sock.getsockname()[1]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,6 +234,20 @@ class _Transports:
     http: "_HttpServer"
     http_task: "asyncio.Task[None]"
     grpc: grpc.aio.Server
+    http_port: int
+    grpc_port: int
+    metrics: _MetricsServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The metrics port's number when it has its own (0 in the settings picks a free one)."""
+        return None if self.metrics is None else self.metrics[2]
+
+    async def stop_metrics(self) -> None:
+        """Close the metrics port, last, so the drain can be watched to its end."""
+        if self.metrics is not None:
+            self.metrics[0].should_exit = True
+            await self.metrics[1]
 
 
 async def _drain(
@@ -230,12 +350,61 @@ def _reload(dataplane: DataPlane) -> None:
         log_event("config_reloaded", pid=os.getpid(), models=sorted(dataplane.repository.models))
 
 
+# After sending its close_notify, a TLS connection being closed waits this long for the client's
+# before the socket is closed anyway: asyncio's 30 s default would hold a drain up for an idle
+# keep-alive client whose library does not read (TLS 1.3 does not require waiting at all).
+TLS_CLOSE_SECONDS = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Tls:
+    context: ssl.SSLContext
+    handshake_timeout: float
+    """A handshake must finish as fast as a request's headers must arrive (header_timeout_seconds)."""
+
+
 class _HttpServer(uvicorn.Server):
-    """uvicorn without its own signal handling: draining is ours, so readiness can turn false first."""
+    """uvicorn without its own signal handling: draining is ours, so readiness can turn false first.
+
+    With TLS, the listeners are created here rather than by uvicorn, which passes neither a
+    handshake timeout (a client that never finishes its handshake would hold a socket for 60 s,
+    uncounted by the connection cap) nor a close timeout to the event loop.
+    """
+
+    def __init__(self, config: uvicorn.Config, tls: _Tls | None = None) -> None:
+        super().__init__(config)
+        self._tls = tls
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start-up for the given sockets (lifespan is off), with the TLS timeouts."""
+        if self._tls is None or sockets is None:
+            await super().startup(sockets)
+            return
+        config, tls = self.config, self._tls
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+            return protocol
+
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                sock=sock,
+                ssl=tls.context,
+                backlog=config.backlog,
+                ssl_handshake_timeout=tls.handshake_timeout,
+                ssl_shutdown_timeout=TLS_CLOSE_SECONDS,
+            )
+            for sock in sockets
+        ]
+        self.started = True
 
 
 def _worker(settings: Settings, siblings: Barrier) -> None:

@@ -99,10 +99,12 @@ class Settings(BaseSettings):
     trusted_proxy_header: str = Field(
         default="", description="the caller header a trusted proxy in front sets; empty: none is believed"
     )
+    # Per caller: an application backend that posts its users' outcomes is one caller, so the default leaves
+    # room for it; forgery and replay are stopped by the once-per-id and same-caller checks, not by the rate.
     feedback_rate_per_second: float = Field(
-        default=20.0, gt=0, le=1_000_000, description="feedback posts per second per caller"
+        default=500.0, gt=0, le=1_000_000, description="feedback posts per second per caller"
     )
-    feedback_burst: int = Field(default=100, ge=1, le=1_000_000, description="feedback posts in a burst")
+    feedback_burst: int = Field(default=1000, ge=1, le=1_000_000, description="feedback posts in a burst")
 
     @model_validator(mode="after")
     def _auth_complete(self) -> "Settings":
@@ -116,12 +118,63 @@ class Settings(BaseSettings):
             raise ValueError("auth_scope_format must contain {model} and {action}")
         return self
 
+    # TLS and the metrics port (serving_image/tls.py, serving_image/metrics.py). TLS is off unless a
+    # certificate and key are given; then both ports speak only TLS (1.2 or later).
+    tls_cert: Path | None = Field(default=None, description="PEM certificate chain for both ports (TLS on)")
+    tls_key: Path | None = Field(default=None, description="PEM private key of --tls-cert, unencrypted")
+    tls_client_ca: Path | None = Field(
+        default=None, description="PEM CA bundle; set, clients must present a certificate it signed (mTLS)"
+    )
+    tls_reload_seconds: float = Field(
+        default=10.0, ge=0, le=3600,
+        description="how often the TLS files are checked for a new certificate (0: only on SIGHUP)",
+    )  # fmt: skip
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="serve /metrics only on this plain-HTTP port (unset: on the REST port, as before)",
+    )  # fmt: skip
+    metrics_host: str = Field(default="", description="address of the metrics port (empty: the same as host)")
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> "Settings":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        if self.metrics_port and self.metrics_port in (self.http_port, self.grpc_port):
+            raise ValueError("metrics_port must differ from http_port and grpc_port")
+        return self
+
+    # Tracing and the response cache (serving_image/tracing.py, serving_image/response_cache.py).
+    # Both off by default: no endpoint, no spans and no OpenTelemetry import; no bytes, no cache.
+    otlp_endpoint: str = Field(
+        default="", description="OTLP/gRPC collector for spans (http:// plaintext, https:// TLS); empty: off"
+    )
+    otlp_service_name: str = Field(default="model-serving", min_length=1, description="service.name of spans")
+    otlp_sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="share of new traces sampled; a caller's decision is kept"
+    )
+    otlp_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="timeout of one span export")
+    response_cache_bytes: int = Field(
+        default=0, ge=0, le=1 << 40,
+        description="bytes per model version for responses of models with response_cache: true; 0: off",
+    )  # fmt: skip
+    response_cache_entries: int = Field(
+        default=10_000, ge=1, le=10_000_000, description="cached responses per model version"
+    )
+
 
 # The limits also have command-line flags named after them (``--max-header-bytes``).
 LIMITS = (
     "max_header_bytes", "max_header_count", "max_url_bytes", "max_request_id_length",
     "header_timeout_seconds", "body_timeout_seconds", "idle_timeout_seconds", "max_connections",
     "max_streams_per_connection", "max_tensor_rank", "max_tensor_elements",
+)  # fmt: skip
+
+# TLS and the metrics port have flags too (``--tls-cert``); the types argparse converts to.
+TLS_AND_METRICS_FLAGS: tuple[tuple[str, type], ...] = (
+    ("tls_cert", Path), ("tls_key", Path), ("tls_client_ca", Path), ("tls_reload_seconds", float),
+    ("metrics_port", int), ("metrics_host", str),
 )  # fmt: skip
 
 
@@ -147,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-access-log", dest="access_log", action="store_false", default=None, help="no request log"
     )
+    for name, convert in TLS_AND_METRICS_FLAGS:  # serving_image/tls.py and the metrics port
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=convert, help=Settings.model_fields[name].description
+        )
     return parser
 
 
@@ -156,9 +213,18 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()
         )
         parser.error(f"invalid setting: {problems}")
+    # The token verifier checks the algorithms, the JWKS URL and a JWKS file now, so a bad value is the
+    # same one-line exit 2 as any other setting rather than a traceback at start-up.
+    from serving_image.auth import build_verifier
+
+    try:
+        build_verifier(settings)
+    except (ValueError, OSError) as error:
+        parser.error(f"invalid setting: auth: {error}")
+    return settings

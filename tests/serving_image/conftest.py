@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,9 +111,17 @@ class ServerProcess:
 
 
 def start_server(
-    repository: Path, log_dir: Path, *extra: str, wait_ready: bool = True, env: dict[str, str] | None = None
+    repository: Path,
+    log_dir: Path,
+    *extra: str,
+    wait_ready: bool = True,
+    env: dict[str, str] | None = None,
+    probe: Callable[[ServerProcess, str], requests.Response] | None = None,
 ) -> ServerProcess:
-    """Start ``python -m serving_image`` on free loopback ports and wait until it answers."""
+    """Start ``python -m serving_image`` on free loopback ports and wait until it answers.
+
+    ``probe`` sends the readiness request (a path) its own way: over TLS, with a client certificate.
+    """
     http_port, grpc_port = free_port(), free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     command = [
@@ -135,7 +143,8 @@ def start_server(
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}: {server.stderr()}")
         try:
-            if requests.get(server.base + path, timeout=1).status_code == 200:
+            answer = probe(server, path) if probe else requests.get(server.base + path, timeout=1)
+            if answer.status_code == 200:
                 return server
         except requests.ConnectionError:
             pass

@@ -6,6 +6,9 @@ JWKS is served from a loopback HTTP server or written to a file, so no issuer is
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -285,8 +288,16 @@ def doubler_inputs(module: Any) -> list[Any]:
     return [infer_input]
 
 
-def access_log(server: ServerProcess) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in server.stdout().splitlines() if line.startswith("{")]
+def logged(server: ServerProcess, request_id: str) -> dict[str, Any]:
+    """The access-log line of one request; it is written just after the response is sent."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(line) for line in server.stdout().splitlines() if line.startswith("{")]
+        found: list[dict[str, Any]] = [line for line in lines if line.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            assert len(found) == 1, f"{len(found)} lines for {request_id}"
+            return found[0]
+        time.sleep(0.05)
 
 
 def test_tritonclient_http_and_grpc_pass_with_a_valid_token(secured: ServerProcess) -> None:
@@ -370,17 +381,41 @@ def test_the_logged_caller_is_the_tokens_subject_never_a_client_header(secured: 
     headers = {**bearer(sign(EC, claims(subject="verified-alice"), alg="ES256")), "x-caller": "mallory"}
     answer = rest_infer(secured, {**headers, "x-jwt-sub": "mallory"})
     assert answer.ok, answer.text
-    (line,) = [r for r in access_log(secured) if r.get("request_id") == answer.headers["x-request-id"]]
+    line = logged(secured, answer.headers["x-request-id"])
     assert line["caller"] == "verified-alice", line
     refused_answer = rest_infer(secured, {"x-caller": "mallory", "x-jwt-sub": "mallory"})
-    (line,) = [
-        r for r in access_log(secured) if r.get("request_id") == refused_answer.headers["x-request-id"]
-    ]
+    line = logged(secured, refused_answer.headers["x-request-id"])
     assert line["caller"] is None and line["status"] == 401 and line["model"] == "_unknown", line
 
 
 def test_without_auth_a_client_sent_caller_header_is_not_logged(server: ServerProcess) -> None:
     answer = rest_infer(server, {"x-jwt-sub": "mallory", "x-caller": "mallory"})
     assert answer.ok, answer.text
-    (line,) = [r for r in access_log(server) if r.get("request_id") == answer.headers["x-request-id"]]
+    line = logged(server, answer.headers["x-request-id"])
     assert line["caller"] is None, line
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"SERVING_AUTH_ALGORITHMS": "HS256"}, "are not accepted"),
+        ({"SERVING_AUTH_JWKS_URL": "http://idp.example.com/jwks"}, "must be https"),
+    ],
+)
+def test_bad_auth_settings_exit_2_naming_the_problem(env: dict[str, str], reason: str) -> None:
+    base = {
+        "SERVING_AUTH_MODE": "jwt",
+        "SERVING_AUTH_ISSUER": "https://idp.example.com",
+        "SERVING_AUTH_AUDIENCES": "model-api",
+        "SERVING_AUTH_JWKS_URL": "https://idp.example.com/jwks",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from serving_image.settings import load_settings; load_settings([])"],
+        env={**os.environ, **base, **env},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "invalid setting: auth:" in result.stderr and reason in result.stderr, result.stderr

@@ -51,7 +51,9 @@ def test_multi_stage_slim_non_root(parsed: DockerfileParser) -> None:
 
 def test_healthcheck_probes_readiness(parsed: DockerfileParser) -> None:
     checks = [item for item in final_stage(parsed) if item["instruction"] == "HEALTHCHECK"]
-    assert checks and "/v2/health/ready" in checks[0]["value"], checks
+    assert checks and "serving_image.healthcheck" in checks[0]["value"], checks
+    source = (Path(__file__).resolve().parents[2] / "serving_image" / "healthcheck.py").read_text()
+    assert "/v2/health/ready" in source, "the healthcheck probes readiness, not liveness"
 
 
 def runtime_env(parsed: DockerfileParser) -> dict[str, str]:

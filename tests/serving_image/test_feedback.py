@@ -1,6 +1,7 @@
 """Feedback on served requests: parsing, the bounded store, and the endpoint with its metrics."""
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,7 @@ def test_feedback_counts_once_and_only_for_the_caller_served(secured: ServerProc
     assert stolen.status_code == 404, "another caller's request id answers as an unknown one"
     unknown = post(secured, {"request_id": "never-served", "value": 1}, as_caller("bob"))
     assert unknown.status_code == 404, unknown.text
+    time.sleep(0.2)  # the access log is written just after each response
     logged = [json.loads(line) for line in secured.stdout().splitlines() if '"event":"feedback"' in line]
     assert [(r["request_id"], r["caller"], r["kind"], r["version"]) for r in logged] == [
         (request_id, "alice", "converted", "1")

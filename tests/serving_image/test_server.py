@@ -42,7 +42,9 @@ def slow_body(rows: int) -> bytes:
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(slow_repository: Path, tmp_path: Path) -> None:
-    server = start_server(slow_repository, tmp_path, "--grace-period-seconds", "60")
+    server = start_server(
+        slow_repository, tmp_path, "--grace-period-seconds", "60", env={"SERVING_DRAIN_DELAY_SECONDS": "5"}
+    )
     body = slow_body(768)
     results: dict[str, requests.Response] = {}
 
