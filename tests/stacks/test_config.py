@@ -214,3 +214,18 @@ def test_shadow_and_faults_are_validated(key: str, value: Any, reason: str) -> N
     values["models"][0]["variants"][key] = value
     with pytest.raises(ConfigError, match=reason):
         parse(values, region)
+
+
+def test_quota_must_hold_the_models_at_max_replicas_with_their_sidecars() -> None:
+    values, region = raw("uae-prod")
+    model = values["models"][0]
+    # 2 versions x (15 + 1 surge) pods x (2 CPUs + the sidecar's 0.5) = 80 CPUs; 72 would hold the servers
+    # alone (2 x 16 x 2 = 64) but not their sidecars.
+    model["replicas"]["max"] = 15
+    values["tenants"][0]["quota"]["cpu"] = "72"
+    with pytest.raises(
+        ConfigError, match=r"tenants\[0\]\.quota\.cpu: 72 is below .*sidecars included \(80 CPUs\)"
+    ):
+        parse(values, region, "uae-prod")
+    values["tenants"][0]["quota"]["cpu"] = "80"
+    parse(values, region, "uae-prod")
