@@ -23,7 +23,7 @@ from stacks.components.registry import Registry, RegistryArgs
 from stacks.components.runner import RUNNER_EGRESS_DOMAINS, DeployRunner, DeployRunnerArgs
 from stacks.config import ConfigError, load_config
 from stacks.contract import PLATFORM_PROJECT, REGIONS_OUTPUT, export_fields
-from stacks.settings import RegionConfig, StackConfig
+from stacks.settings import RegionConfig, StackConfig, StoreConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,106 +111,123 @@ def _runner(
     )
 
 
-def deploy_region(
-    cfg: StackConfig, region: RegionConfig, primary: "Region | None", runner_box: list[DeployRunner]
-) -> Region:
-    """Everything one region runs on AWS, on that region's own provider."""
-    cluster_cfg, identity, store_cfg, account = cfg.cluster, cfg.identity, cfg.store, cfg.account_id
-    if cluster_cfg is None or identity is None or store_cfg is None or account is None:
-        raise ConfigError(f"Pulumi.{cfg.stack}.yaml", "model-serving.profile", "not an AWS stack")
-    name, tags = region.region, cfg.tags
-    provider = aws.Provider(f"aws-{name}", region=name, allowed_account_ids=[account])
-    on_aws = pulumi.ResourceOptions(provider=provider)
-    cluster_name = f"{cfg.stack}-{name}"
-    network = Network(
-        f"{cluster_name}-network",
+@dataclass(frozen=True, kw_only=True)
+class _Place:
+    """Where one region's components go: the stack, the region, its name prefix and its provider."""
+
+    cfg: StackConfig
+    region: RegionConfig
+    prefix: str
+    """`<stack>-<region>`: the cluster's name, and the start of every component's."""
+    on_aws: pulumi.ResourceOptions
+
+
+def _network(place: _Place) -> Network:
+    cfg, region = place.cfg, place.region
+    return Network(
+        f"{place.prefix}-network",
         NetworkArgs(
             vpc_cidr=region.vpc_cidr,
             az_count=cfg.az_count,
             nat_count=cfg.nat_count,
-            region=name,
-            cluster_name=cluster_name,
+            region=region.region,
+            cluster_name=place.prefix,
             egress_domains=_egress_domains(cfg, region),
             log_retention_days=cfg.observability.log_retention_days,
-            tags=tags,
+            tags=cfg.tags,
         ),
-        opts=on_aws,
+        opts=place.on_aws,
     )
-    store = ModelStore(
-        f"{cluster_name}-store",
+
+
+def _store(place: _Place, store: StoreConfig) -> ModelStore:
+    return ModelStore(
+        f"{place.prefix}-store",
         ModelStoreArgs(
-            bucket_prefix=store_cfg.bucket_prefix,
-            region=name,
-            inference_log_days=store_cfg.inference_log_days,
-            noncurrent_version_days=store_cfg.noncurrent_version_days,
-            tags=tags,
+            bucket_prefix=store.bucket_prefix,
+            region=place.region.region,
+            inference_log_days=store.inference_log_days,
+            noncurrent_version_days=store.noncurrent_version_days,
+            tags=place.cfg.tags,
         ),
-        opts=on_aws,
+        opts=place.on_aws,
     )
+
+
+def _registry(place: _Place, primary: bool) -> Registry:
+    cfg, name = place.cfg, place.region.region
     images = RegionalKey(
-        f"{cluster_name}-registry-key",
-        RegionalKeyArgs(purpose="container images and charts", region=name, tags=tags),
-        opts=on_aws,
+        f"{place.prefix}-registry-key",
+        RegionalKeyArgs(purpose="container images and charts", region=name, tags=cfg.tags),
+        opts=place.on_aws,
     )
-    others = [r.region for r in cfg.regions if r.region != name]
-    registry = Registry(
-        f"{cluster_name}-registry",
+    own = [cfg.image.repository, *([cfg.image.runner_repository] if cfg.image.runner_repository else [])]
+    return Registry(
+        f"{place.prefix}-registry",
         RegistryArgs(
             region=name,
             jurisdiction=cfg.jurisdiction,
             key_arn=images.arn,
-            repositories=[
-                cfg.image.repository,
-                *([cfg.image.runner_repository] if cfg.image.runner_repository else []),
-            ],
+            repositories=own,
             # CI pushes the project's own images to the primary region, which replicates them in-jurisdiction.
-            replicate_to=others if primary is None else [],
+            replicate_to=[r.region for r in cfg.regions if r.region != name] if primary else [],
             namespace=cfg.stack,
-            tags=tags,
+            tags=cfg.tags,
         ),
-        opts=on_aws,
+        opts=place.on_aws,
     )
-    if primary is None:
-        runner_box.append(_runner(cfg, name, network, registry, on_aws))
-    runner = runner_box[0]
-    cluster = Cluster(
-        f"{cluster_name}-cluster",
+
+
+def _cluster(place: _Place, network: Network, runner: DeployRunner, primary: "Region | None") -> Cluster:
+    cfg, cluster, identity = place.cfg, place.cfg.cluster, place.cfg.identity
+    if cluster is None or identity is None:
+        raise ConfigError(f"Pulumi.{cfg.stack}.yaml", "model-serving.cluster", "AWS stacks need it")
+    return Cluster(
+        f"{place.prefix}-cluster",
         ClusterArgs(
-            cluster_name=cluster_name,
-            region=name,
-            config=cluster_cfg,
+            cluster_name=place.prefix,
+            region=place.region.region,
+            config=cluster,
             identity=identity,
             private_subnet_ids=list(network.private_subnet_ids),
             log_retention_days=cfg.observability.log_retention_days,
             deploy_role_arn=runner.deploy_role_arn,
+            # Secondary regions admit the primary's runner over peering (RegionPeering), by its subnets.
             runner_security_group_id=runner.security_group_id if primary is None else None,
-            break_glass_role_arn=cluster_cfg.break_glass_role_arn,
+            break_glass_role_arn=cluster.break_glass_role_arn,
             # EC2 Auto Scaling's service-linked role is account-global: the primary region creates it once.
-            create_autoscaling_role=primary is None and cluster_cfg.create_autoscaling_service_linked_role,
+            create_autoscaling_role=primary is None and cluster.create_autoscaling_service_linked_role,
             autoscaling_role=None if primary is None else primary.cluster.autoscaling_role,
-            tags=tags,
+            tags=cfg.tags,
         ),
-        opts=on_aws,
+        opts=place.on_aws,
     )
-    edge = Edge(
-        f"{cluster_name}-edge",
+
+
+def _edge(place: _Place, network: Network) -> Edge:
+    gateway = place.cfg.gateway
+    return Edge(
+        f"{place.prefix}-edge",
         EdgeArgs(
-            api_host=cfg.gateway.api_host,
-            region=name,
-            zone_id=cfg.gateway.zone_id,
+            api_host=gateway.api_host,
+            region=place.region.region,
+            zone_id=gateway.zone_id,
             vpc_id=network.vpc_id,
-            vpc_cidr=region.vpc_cidr,
+            vpc_cidr=place.region.vpc_cidr,
             public_subnet_ids=list(network.public_subnet_ids),
-            allowed_cidrs=cfg.gateway.allowed_cidrs,
-            tags=tags,
+            allowed_cidrs=gateway.allowed_cidrs,
+            tags=place.cfg.tags,
         ),
-        opts=on_aws,
+        opts=place.on_aws,
     )
-    identities = WorkloadIdentities(
-        f"{cluster_name}-identities",
+
+
+def _identities(place: _Place, cluster: Cluster, edge: Edge, store: ModelStore) -> WorkloadIdentities:
+    return WorkloadIdentities(
+        f"{place.prefix}-identities",
         WorkloadIdentitiesArgs(
-            cluster_name=cluster_name,
-            region=name,
+            cluster_name=place.prefix,
+            region=place.region.region,
             oidc_provider_arn=cluster.oidc_provider_arn,
             oidc_issuer=cluster.oidc_issuer,
             target_group_arn=edge.target_group_arn,
@@ -218,13 +235,38 @@ def deploy_region(
             log_group_arn=cluster.container_log_group_arn,
             model_bucket_arn=store.model_bucket_arn,
             model_key_arn=store.key_arn,
-            models={m.name: m.tenant for m in cfg.models},
-            tags=tags,
+            models={m.name: m.tenant for m in place.cfg.models},
+            tags=place.cfg.tags,
         ),
-        opts=on_aws,
+        opts=place.on_aws,
     )
+
+
+def deploy_region(
+    cfg: StackConfig, region: RegionConfig, primary: "Region | None", runner_box: list[DeployRunner]
+) -> Region:
+    """Everything one region runs on AWS, on that region's own provider."""
+    if cfg.store is None or cfg.account_id is None:
+        raise ConfigError(f"Pulumi.{cfg.stack}.yaml", "model-serving.profile", "not an AWS stack")
+    provider = aws.Provider(
+        f"aws-{region.region}", region=region.region, allowed_account_ids=[cfg.account_id]
+    )
+    place = _Place(
+        cfg=cfg,
+        region=region,
+        prefix=f"{cfg.stack}-{region.region}",
+        on_aws=pulumi.ResourceOptions(provider=provider),
+    )
+    network = _network(place)
+    store = _store(place, cfg.store)
+    registry = _registry(place, primary=primary is None)
+    if primary is None:
+        runner_box.append(_runner(cfg, region.region, network, registry, place.on_aws))
+    cluster = _cluster(place, network, runner_box[0], primary)
+    edge = _edge(place, network)
+    identities = _identities(place, cluster, edge, store)
     export = export_fields(
-        region=name,
+        region=region.region,
         cluster_name=cluster.name,
         kubeconfig=cluster.kubeconfig,
         vpc_id=network.vpc_id,
