@@ -11,8 +11,8 @@ from stacks.preview.run import layers_of, plan_stack, stack_names  # noqa: E402 
 def main() -> None:
     """Plan each layer of each stack and print per-plan and total wall time.
 
-    A platform plan of an AWS stack plans its infra layer first (the StackReference it reads), so its time
-    includes that: as `pulumi preview` of the platform needs the infra stack's state.
+    A platform plan of an AWS stack reads its infra layer's exports (the StackReference); the infra plan just
+    before it left them in the process, as `pulumi preview` of the platform reads the infra stack's state.
     """
     imported = time.perf_counter()
     rows = []

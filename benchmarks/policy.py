@@ -19,6 +19,7 @@ from typing import Any
 
 from policies.normalize import from_document
 from policies.opa import Gate, local_server
+from stacks.preview.run import layers_of, stack_names
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (1_000, 2_500, 5_000, 10_000)
@@ -28,9 +29,8 @@ SYNTHETIC_BASE = "eu-prod.infra"
 def shipped_plans(out: Path) -> dict[str, dict[str, Any]]:
     """Every shipped stack's layers' offline plans (`<stack>.<layer>`), from `servectl plan`."""
     docs = {}
-    for config in sorted(REPO.glob("Pulumi.*.yaml")):
-        stack = config.name.removeprefix("Pulumi.").removesuffix(".yaml")
-        for layer in ("platform",) if stack.startswith("onprem-") else ("infra", "platform"):
+    for stack in stack_names(REPO):
+        for layer in layers_of(stack):
             path = out / f"{stack}.{layer}.json"
             cmd = [
                 sys.executable,

@@ -7,6 +7,7 @@ played by a recording mock monitor.
 """
 
 import asyncio
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -142,6 +143,22 @@ def _program(layer: str) -> Callable[[], None]:
     return platform_main
 
 
+_INFRA_OUTPUTS: dict[tuple[str, Path, str], dict[str, Any]] = {}
+
+
+def _outputs_key(stack: str, root: Path) -> tuple[str, Path, str]:
+    return stack, root, (root / f"Pulumi.{stack}.yaml").read_text()
+
+
+def _infra_outputs(stack: str, root: Path) -> dict[str, Any]:
+    """The infra layer's exports, planned once per process and stack file content: `plan --all` and the
+    tests plan both layers, and the platform's StackReference needs only these."""
+    key = _outputs_key(stack, root)
+    if key not in _INFRA_OUTPUTS:
+        plan_stack(stack, root, "infra")
+    return _INFRA_OUTPUTS[key]
+
+
 def plan_stack(stack: str, root: Path = ROOT, layer: str = "infra") -> Plan:
     """Plan one layer of a stack under mocks and build its preview document.
 
@@ -154,7 +171,7 @@ def plan_stack(stack: str, root: Path = ROOT, layer: str = "infra") -> Plan:
     if layer == "platform" and "infra" in layers_of(stack):
         from stacks.contract import infra_stack_reference
 
-        references[infra_stack_reference(stack)] = plan_stack(stack, root, "infra").outputs or {}
+        references[infra_stack_reference(stack)] = copy.deepcopy(_infra_outputs(stack, root))
     project, config = project_name(root, layer), stack_config(stack, root)
     monitor, duration = run_under_mocks(
         _program(layer), stack=stack, project=project, config=config, stack_outputs=references
@@ -167,6 +184,8 @@ def plan_stack(stack: str, root: Path = ROOT, layer: str = "infra") -> Plan:
         plugin_versions=_plugin_versions(),
         duration_ns=duration,
     )
+    if layer == "infra":
+        _INFRA_OUTPUTS[_outputs_key(stack, root)] = copy.deepcopy(monitor.outputs)
     return Plan(
         stack=stack,
         document=document,

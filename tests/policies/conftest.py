@@ -12,15 +12,12 @@ from typing import Any
 import pytest
 
 from policies.opa import DEFAULT_OPA, Endpoint, Gate, local_server
+from stacks.preview.run import layers_of, stack_names
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
-STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in REPO.glob("Pulumi.*.yaml"))
-PLANS = [
-    f"{s}.{layer}"
-    for s in STACKS
-    for layer in (("platform",) if s.startswith("onprem-") else ("infra", "platform"))
-]
+STACKS = stack_names(REPO)
+PLANS = [f"{s}.{layer}" for s in STACKS for layer in layers_of(s)]
 """Every shipped plan: `<stack>.<layer>`."""
 
 

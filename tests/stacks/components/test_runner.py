@@ -89,9 +89,9 @@ def test_project_is_a_github_actions_runner(runner: Built) -> None:
             ]
         }
     ], f"any workflow (a pull request's too) may start the runner: {hook['filterGroups']}"
-    assert project["name"] == "eu-prod-eu-central-1-deploy-runner" or project["name"].endswith(
-        "-deploy-runner"
-    ), f"the workflows ask for codebuild-<stack>-<region>-deploy-runner: {project['name']}"
+    assert project["name"] == f"{CLUSTER}-deploy-runner", (
+        f"the workflows ask for codebuild-<stack>-<region>-deploy-runner: {project['name']}"
+    )
 
 
 def test_build_image_by_digest_unprivileged(runner: Built) -> None:
