@@ -32,3 +32,8 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return 0.0
     rank = max(0, min(len(sorted_values) - 1, math.ceil(fraction * len(sorted_values)) - 1))
     return sorted_values[rank]
+
+
+def pinned(command: list[str], cpus: str | None) -> list[str]:
+    """``command`` run only on ``cpus`` (a ``taskset`` CPU list such as "0" or "0-1"), or as it is."""
+    return command if cpus is None else ["taskset", "--cpu-list", cpus, *command]

@@ -150,17 +150,36 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def tree_rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` plus all its descendants, in KiB (a server may load models in a child)."""
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (a server may serve from child processes)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             parent = _parent_pid(int(entry.name))
             if parent is not None:
                 children.setdefault(parent, []).append(int(entry.name))
-    total, pending = 0, [pid]
+    found, pending = [], [pid]
     while pending:
         current = pending.pop()
-        total += _rss_kib(current)
+        found.append(current)
         pending.extend(children.get(current, []))
-    return total
+    return found
+
+
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` plus all its descendants, in KiB (a server may load models in a child)."""
+    return sum(_rss_kib(current) for current in _descendants(pid))
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds used so far by ``pid`` and its descendants (all their threads)."""
+    return sum(_cpu_seconds(current) for current in _descendants(pid))

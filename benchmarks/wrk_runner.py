@@ -6,7 +6,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from benchmarks.measures import LoadResult
+from benchmarks.measures import LoadResult, pinned
 
 WRK = "/usr/bin/wrk"
 
@@ -114,9 +114,12 @@ def wrk_command(url: str, script: Path, connections: int, duration_s: float) -> 
     ]
 
 
-def run_wrk(url: str, script: Path, connections: int, duration_s: float) -> LoadResult:
-    """Run wrk for ``duration_s`` seconds and parse its report; the process is killed if it overruns."""
-    command = wrk_command(url, script, connections, duration_s)
+def run_wrk(
+    url: str, script: Path, connections: int, duration_s: float, cpus: str | None = None
+) -> LoadResult:
+    """Run wrk for ``duration_s`` seconds and parse its report; the process is killed if it overruns.
+    With ``cpus`` (a ``taskset`` list) wrk runs only on those CPUs."""
+    command = pinned(wrk_command(url, script, connections, duration_s), cpus)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 30, check=False)
     except subprocess.TimeoutExpired as error:

@@ -1,18 +1,22 @@
-"""The V2 gRPC transport: ``inference.GRPCInferenceService`` on grpc.aio. Only this module knows gRPC."""
+"""The V2 gRPC service, ``inference.GRPCInferenceService``: its six RPCs over the data plane.
 
+The calls arrive through ``serving_image.grpc_connection`` (gRPC over HTTP/2), which parses each
+request message with the parser of ``methods()`` and sends back what a handler returns, or the
+status of the ``RpcError`` it raises."""
+
+import asyncio
 import sys
 import traceback
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
-import grpc
 import numpy as np
 
 from serving_image.auth import Gate
 from serving_image.dataplane import DataPlane
 from serving_image.errors import InvalidInput, ServingError
+from serving_image.grpc_wire import STATUS_CODES, Call, Handler, Parser, RpcError
 from serving_image.proto import grpc_predict_v2_pb2 as pb
-from serving_image.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from serving_image.rest_codec import array_from_bytes, serialize_tensor
 from serving_image.runtime import TensorSpec
 from serving_image.settings import Settings
@@ -57,7 +61,10 @@ _CONTENTS_FIELD = {
 }
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+_SERVICE = "/inference.GRPCInferenceService/"
+
+
+class InferenceServicer:
     """The protocol's six RPCs over the data plane."""
 
     def __init__(
@@ -72,19 +79,30 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._tensor_limits = TensorLimits(settings.max_tensor_rank, settings.max_tensor_elements)
         self._tracing = dataplane.tracing  # serving_image/tracing.py; None when off
 
-    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
+    def methods(self) -> dict[str, tuple[Parser, Handler]]:
+        """Each RPC's path, with the parser of its request message and its handler."""
+        return {
+            _SERVICE + "ServerLive": (pb.ServerLiveRequest.FromString, self.ServerLive),
+            _SERVICE + "ServerReady": (pb.ServerReadyRequest.FromString, self.ServerReady),
+            _SERVICE + "ModelReady": (pb.ModelReadyRequest.FromString, self.ModelReady),
+            _SERVICE + "ServerMetadata": (pb.ServerMetadataRequest.FromString, self.ServerMetadata),
+            _SERVICE + "ModelMetadata": (pb.ModelMetadataRequest.FromString, self.ModelMetadata),
+            _SERVICE + "ModelInfer": (pb.ModelInferRequest.FromString, self.ModelInfer),
+        }
+
+    async def ServerLive(self, request: Any, call: Call) -> pb.ServerLiveResponse:  # noqa: N802
         return pb.ServerLiveResponse(live=self._dp.live())
 
-    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:  # noqa: N802
+    async def ServerReady(self, request: Any, call: Call) -> pb.ServerReadyResponse:  # noqa: N802
         return pb.ServerReadyResponse(ready=self._dp.ready())
 
-    async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:  # noqa: N802
+    async def ModelReady(self, request: Any, call: Call) -> pb.ModelReadyResponse:  # noqa: N802
         try:
             return pb.ModelReadyResponse(ready=self._dp.model_ready(request.name, request.version or None))
         except ServingError as error:
-            await _abort(context, error)
+            raise RpcError(error.grpc_code, error.message) from None
 
-    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:  # noqa: N802
+    async def ServerMetadata(self, request: Any, call: Call) -> pb.ServerMetadataResponse:  # noqa: N802
         meta = self._dp.server_metadata()
         return pb.ServerMetadataResponse(
             name=str(meta["name"]),
@@ -92,11 +110,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             extensions=list(meta["extensions"]),  # type: ignore[call-overload]
         )
 
-    async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:  # noqa: N802
+    async def ModelMetadata(self, request: Any, call: Call) -> pb.ModelMetadataResponse:  # noqa: N802
         try:
             meta = self._dp.model_metadata(request.name, request.version or None)
         except ServingError as error:
-            await _abort(context, error)
+            raise RpcError(error.grpc_code, error.message) from None
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta.name,
@@ -106,13 +124,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in meta.outputs],
         )
 
-    async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:  # noqa: N802
-        headers = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+    async def ModelInfer(self, request: Any, call: Call) -> pb.ModelInferResponse:  # noqa: N802
+        headers = call.metadata
         tracked = self._tracker.start("grpc", headers.get(self._id_header), self._gate.caller(headers))
         tracing = self._tracing
         span = None if tracing is None else tracing.start_request(_SPAN_NAME, headers, _SPAN_START)
         status, outcome, error_name = "OK", "success", None
         try:
+            if call.cancelled:  # reset before it started: recorded, not run
+                raise asyncio.CancelledError
             if self._gate.enabled:  # metadata "authorization"; UNAUTHENTICATED or PERMISSION_DENIED
                 tracked.caller = (await self._gate.authorize(headers, request.model_name, "infer")).subject
             target = self._dp.route(request.model_name, request.model_version or None, headers)
@@ -123,26 +143,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if tracked.minted:  # only the server's own ids are kept for feedback
                 self._dp.remember(tracked.request_id, target, tracked.caller)
             # Trailing metadata rides along with the status: no extra send, unlike initial metadata.
-            context.set_trailing_metadata((("x-model-version", tracked.version),))
+            call.trailing.append((b"x-model-version", tracked.version.encode("ascii", "replace")))
             return encode_response(response)
         except ServingError as error:
             status, outcome, error_name = error.grpc_code, error.outcome, type(error).__name__
-            await _abort(context, error)
+            raise RpcError(error.grpc_code, error.message) from None
+        except asyncio.CancelledError:  # the client reset the call, or its deadline passed
+            status = "DEADLINE_EXCEEDED" if call.timed_out else "CANCELLED"
+            outcome, error_name = "client_error", "Cancelled"
+            raise
         except Exception:  # a bug: answer INTERNAL, keep serving, and leave a trace for the operator
             traceback.print_exc(file=sys.stderr)
             status, outcome, error_name = "INTERNAL", "server_error", "InternalError"
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-            raise
+            raise RpcError("INTERNAL", "internal server error") from None
         finally:
             self._tracker.finish(tracked, status, outcome, error_name)
             if span is not None and tracing is not None:
-                code = {"rpc.grpc.status_code": grpc.StatusCode[status].value[0]}
+                code = {"rpc.grpc.status_code": STATUS_CODES[status]}
                 tracing.end_request(span, tracked, outcome, code, failed=status in _SERVER_FAULTS)
-
-
-async def _abort(context: Any, error: ServingError) -> NoReturn:
-    await context.abort(grpc.StatusCode[error.grpc_code], error.message)
-    raise AssertionError("grpc.aio's abort always raises")  # for type checkers: abort never returns
 
 
 def decode_request(
@@ -202,29 +220,3 @@ def encode_response(response: InferResponse) -> pb.ModelInferResponse:
         message.outputs.add(name=output.name, datatype=output.datatype, shape=list(output.data.shape))
         message.raw_output_contents.append(serialize_tensor(output.data))
     return message
-
-
-def build_server(servicer: InferenceServicer, settings: Settings) -> grpc.aio.Server:
-    """A grpc.aio server with the servicer, the size limit, and port reuse across workers."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", settings.max_request_bytes),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
-            *_limits(settings),
-        ]
-    )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    return server
-
-
-def _limits(settings: Settings) -> list[tuple[str, int]]:
-    """The connection limits that REST enforces itself, as gRPC core's channel arguments."""
-    return [
-        ("grpc.max_metadata_size", settings.max_header_bytes),
-        ("grpc.absolute_max_metadata_size", settings.max_header_bytes),
-        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
-        ("grpc.max_connection_idle_ms", int(settings.idle_timeout_seconds * 1000)),
-        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_seconds * 1000)),
-        ("grpc.max_allowed_incoming_connections", settings.max_connections),
-    ]

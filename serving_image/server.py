@@ -23,14 +23,15 @@ from collections.abc import Callable, Generator, Sequence
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Barrier
 
-import grpc
 import uvicorn
 import uvloop
 
 from serving_image.access_log import AccessLog, log_event
 from serving_image.dataplane import DataPlane
 from serving_image.drain import DrainGuard, slow_body_cutoff
-from serving_image.grpc_service import InferenceServicer, build_server
+from serving_image.grpc_server import GrpcServer
+from serving_image.grpc_service import InferenceServicer
+from serving_image.http2_connection import ConnectionLimits
 from serving_image.http_protocol import HttpLimits, protocol_class
 from serving_image.metrics import Metrics, MetricsEndpoint
 from serving_image.repository import Repository
@@ -154,17 +155,14 @@ async def _start_transports(
     limits = HttpLimits.from_settings(capped)
     tls = None if certificates is None else _Tls(certificates.http_context(), settings.header_timeout_seconds)
     http = _HttpServer(_http_config(guard, limits, settings), tls)
-    grpc_server = build_server(servicer, capped)
-    grpc_address = f"{settings.host}:{settings.grpc_port}"
-    if certificates is None:
-        grpc_port = grpc_server.add_insecure_port(grpc_address)
-    else:
-        grpc_port = grpc_server.add_secure_port(grpc_address, _grpc_credentials(certificates))
+    grpc_server = GrpcServer(servicer.methods(), ConnectionLimits.from_settings(capped))
+    grpc_socket = _listen(settings.host, settings.grpc_port, settings.workers > 1)
+    grpc_tls = None if certificates is None else certificates.grpc_context()
+    grpc_port = await grpc_server.start(grpc_socket, grpc_tls, settings.header_timeout_seconds)
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
     metrics_server = _start_metrics_server(settings, limits, metrics)
     while not http.started and not http_task.done():
         await asyncio.sleep(0.01)
-    await grpc_server.start()
     return _Transports(http, http_task, grpc_server, http_socket.getsockname()[1], grpc_port, metrics_server)
 
 
@@ -180,29 +178,6 @@ def _http_config(app: DrainGuard, limits: HttpLimits, settings: Settings) -> uvi
         app, http=protocol_class(limits), lifespan="off", access_log=False, log_level="warning",
         timeout_graceful_shutdown=max(1, int(settings.grace_period_seconds)),
     )  # fmt: skip
-
-
-def _grpc_credentials(certificates: CertificateReloader) -> grpc.ServerCredentials:
-    """gRPC's dynamic credentials: each new handshake asks the fetcher, which answers new material once."""
-
-    def configuration() -> object:
-        material = certificates.material
-        return grpc.ssl_server_certificate_configuration(
-            [(material.key, material.cert_chain)], root_certificates=material.client_ca
-        )
-
-    served = [certificates.generation]
-
-    def fetch() -> object | None:  # None: keep what is served
-        generation = certificates.generation
-        if generation == served[0]:
-            return None
-        served[0] = generation
-        return configuration()
-
-    return grpc.dynamic_ssl_server_credentials(
-        configuration(), fetch, require_client_authentication=certificates.files.client_ca is not None
-    )
 
 
 def _watch_certificates(
@@ -233,7 +208,7 @@ def _start_metrics_server(settings: Settings, limits: HttpLimits, metrics: Metri
 class _Transports:
     http: "_HttpServer"
     http_task: "asyncio.Task[None]"
-    grpc: grpc.aio.Server
+    grpc: GrpcServer
     http_port: int
     grpc_port: int
     metrics: _MetricsServer | None = None
@@ -267,14 +242,18 @@ async def _drain(
     deadline = loop.time() + grace
     dataplane.draining = True
     guard.start_draining()
+    transports.grpc.start_draining()
     delay = min(settings.drain_delay_seconds, grace)
     log_event(
         "draining", pid=os.getpid(), inflight=inflight(), drain_delay_seconds=delay, grace_seconds=grace
     )
-    cutter = asyncio.create_task(_cut_slow_bodies_at(guard, deadline - grace + slow_body_cutoff(grace)))
+    cutter = asyncio.create_task(
+        _cut_slow_bodies_at(guard, transports.grpc, deadline - grace + slow_body_cutoff(grace))
+    )
     await asyncio.sleep(delay)
-    # grpc core sends GOAWAY and stops accepting; uvicorn closes its listener and idle connections.
-    grpc_stopped = asyncio.create_task(transports.grpc.stop(grace=max(0.0, deadline - loop.time())))
+    # gRPC sends its final GOAWAY and stops accepting; uvicorn closes its listener and idle connections.
+    transports.grpc.close()
+    grpc_stopped = asyncio.create_task(transports.grpc.wait_closed(max(0.0, deadline - loop.time())))
     transports.http.should_exit = True
     log_event("listeners_closed", pid=os.getpid(), inflight=inflight())
     await dataplane.drain(max(0.0, deadline - loop.time()), inflight)
@@ -282,8 +261,9 @@ async def _drain(
     await asyncio.gather(transports.http_task, grpc_stopped)
 
 
-async def _cut_slow_bodies_at(guard: DrainGuard, when: float) -> None:
+async def _cut_slow_bodies_at(guard: DrainGuard, grpc_server: GrpcServer, when: float) -> None:
     await asyncio.sleep(max(0.0, when - asyncio.get_running_loop().time()))
+    grpc_server.cut_slow_bodies()
     await guard.cut_slow_bodies()
 
 

@@ -7,9 +7,9 @@ SIGHUP, they are read again, and every handshake from then on uses the new mater
 connections already open keep theirs. A half-written or mismatched set is refused, logged, and
 the old material kept, so a rotation in progress never takes the server down.
 
-REST gets an ``ssl.SSLContext`` whose ``sni_callback`` hands each new connection the current
-context (it runs for every ClientHello, with or without SNI); gRPC gets the same bytes through
-its dynamic credentials, wired in ``serving_image.server``. This module knows nothing of grpc.
+Each listener gets an ``ssl.SSLContext`` whose ``sni_callback`` hands each new connection the
+current material's context (it runs for every ClientHello, with or without SNI); the two differ
+only in ALPN (http/1.1 for REST, h2 for gRPC).
 """
 
 import asyncio
@@ -22,8 +22,9 @@ from pathlib import Path
 from serving_image.access_log import log_event
 from serving_image.settings import Settings
 
-# HTTP/1.1 only on the REST port: uvicorn's httptools protocol speaks nothing else.
+# HTTP/1.1 only on the REST port: uvicorn's httptools protocol speaks nothing else; h2 on the gRPC port.
 HTTP_ALPN = ("http/1.1",)
+GRPC_ALPN = ("h2",)
 
 
 class TlsConfigError(Exception):
@@ -61,6 +62,7 @@ class Material:
     key: bytes
     client_ca: bytes | None
     context: ssl.SSLContext
+    grpc_context: ssl.SSLContext
     fingerprint: str
     """SHA-256 of the server certificate (DER), as ``openssl x509 -fingerprint -sha256`` prints it."""
 
@@ -85,11 +87,13 @@ def _read(path: Path) -> bytes:
         raise TlsConfigError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def server_context(files: TlsFiles, client_ca: bytes | None) -> ssl.SSLContext:
+def server_context(
+    files: TlsFiles, client_ca: bytes | None, alpn: tuple[str, ...] = HTTP_ALPN
+) -> ssl.SSLContext:
     """A TLS 1.2+ server context for the files; with ``client_ca``, client certificates are required."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(list(HTTP_ALPN))
+    context.set_alpn_protocols(list(alpn))
     try:
         context.load_cert_chain(files.cert, files.key)
     except (ssl.SSLError, OSError) as error:
@@ -113,7 +117,9 @@ def load_material(files: TlsFiles) -> Material:
     written) is refused, so both transports always serve the same certificate.
     """
     before = tuple(_read(path) for path in files.paths())
-    context = server_context(files, before[2] if files.client_ca is not None else None)
+    client_ca = before[2] if files.client_ca is not None else None
+    context = server_context(files, client_ca)
+    grpc_context = server_context(files, client_ca, GRPC_ALPN)
     after = tuple(_read(path) for path in files.paths())
     if before != after:
         raise TlsConfigError("the TLS files changed while they were read")
@@ -124,7 +130,7 @@ def load_material(files: TlsFiles) -> Material:
     except (ValueError, UnicodeDecodeError) as error:
         raise TlsConfigError(f"{files.cert} does not start with a PEM certificate: {error}") from None
     fingerprint = hashlib.sha256(leaf).hexdigest().upper()
-    return Material(cert_chain, key, before[2] if files.client_ca is not None else None, context, fingerprint)
+    return Material(cert_chain, key, client_ca, context, grpc_context, fingerprint)
 
 
 class CertificateReloader:
@@ -139,14 +145,25 @@ class CertificateReloader:
         """Counts successful reloads, so the gRPC fetcher can tell whether anything changed."""
         self._failed_signature: tuple[tuple[int, int, int, int], ...] | None = None
         self._http = server_context(files, self.material.client_ca)
-        self._http.sni_callback = self._choose
+        self._http.sni_callback = self._choose_http
+        self._grpc = server_context(files, self.material.client_ca, GRPC_ALPN)
+        self._grpc.sni_callback = self._choose_grpc
 
     def http_context(self) -> ssl.SSLContext:
         """The REST listener's context: each handshake is moved to the current material's context."""
         return self._http
 
-    def _choose(self, connection: ssl.SSLObject, _server_name: str | None, _context: ssl.SSLContext) -> None:
+    def grpc_context(self) -> ssl.SSLContext:
+        """The gRPC listener's context (ALPN h2), moved to the current material's as the REST one is."""
+        return self._grpc
+
+    def _choose_http(self, connection: ssl.SSLObject, _name: str | None, _context: ssl.SSLContext) -> None:
         current = self.material.context
+        if connection.context is not current:
+            connection.context = current
+
+    def _choose_grpc(self, connection: ssl.SSLObject, _name: str | None, _context: ssl.SSLContext) -> None:
+        current = self.material.grpc_context
         if connection.context is not current:
             connection.context = current
 

@@ -1,7 +1,7 @@
 """TLS and mutual TLS on both ports, with real servers and the real tritonclient clients.
 
-What this proves beyond unit tests of ``serving_image.tls``: that uvicorn and grpc core take
-the material as wired (including gRPC's dynamic credentials), that a rotated certificate
+What this proves beyond unit tests of ``serving_image.tls``: that both listeners take the
+material as wired (ALPN http/1.1 on REST, h2 on gRPC), that a rotated certificate
 reaches new handshakes on both ports while an open connection goes on, and that clients
 without the right certificate are refused by the TLS stacks themselves.
 """
