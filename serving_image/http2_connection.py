@@ -714,9 +714,12 @@ class Http2Connection(asyncio.Protocol):
 
     def _flush_deferred(self) -> None:
         self._deferred_timer = None
-        self._write([])
+        self._write([], flush=True)
 
-    def _write(self, out: list[bytes]) -> None:
+    def _write(self, out: list[bytes], flush: bool = False) -> None:
+        """Write ``out`` and any deferred acknowledgements (those alone only with ``flush``)."""
+        if not out and not flush:
+            return
         if self._deferred:
             out[:0] = self._deferred
             self._deferred = []
