@@ -56,6 +56,10 @@ _DRAIN_PING_SECONDS = 1.0
 _DRAIN_PING = b"draining"
 # An encoded header block may be this many times the header-list limit before the connection is closed.
 _BLOCK_FACTOR = 4
+# Control frames a connection may send per tick, and more for each request it opens: a gRPC client sends
+# a PING and a WINDOW_UPDATE or two per call, so this leaves legitimate clients far from the limit.
+_CONTROL_FRAMES_PER_TICK = 1000
+_CONTROL_FRAMES_PER_REQUEST = 8
 # How long a PING or SETTINGS acknowledgement may wait to share a write with a response.
 _ACK_DELAY = 0.002
 
@@ -166,6 +170,7 @@ class Http2Connection(asyncio.Protocol):
         self._reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._deferred: list[bytes] = []
+        self._control_frames, self._control_budget = 0, _CONTROL_FRAMES_PER_TICK
         self._deferred_timer: asyncio.TimerHandle | None = None
         self._handlers: dict[int, Callable[[int, int, bytes, list[bytes]], None]] = {
             FrameType.DATA: self._on_data, FrameType.HEADERS: self._on_headers,
@@ -201,8 +206,7 @@ class Http2Connection(asyncio.Protocol):
             self._timer.cancel()
         for stream in self.streams.values():
             stream.reset = True
-            if stream.task is not None:
-                stream.task.cancel()  # nothing is sent any more: no clean-up to wait for
+            self.cancel_work(stream)  # nothing is sent any more; the work is still recorded
         self.streams.clear()
         self.owner.forget(self)
 
@@ -324,9 +328,22 @@ class Http2Connection(asyncio.Protocol):
             kind != FrameType.CONTINUATION or stream_id != self._header_block[0]
         ):
             raise ProtocolViolation(ErrorCode.PROTOCOL_ERROR, "a header block was interrupted")
+        if kind > FrameType.HEADERS or not (payload or flags & Flag.END_STREAM):
+            self._count_control_frame()
         handler = self._handlers.get(kind)
         if handler is not None:  # frames of unknown types are ignored (RFC 9113 section 4.1)
             handler(flags, stream_id, payload, out)
+
+    def _count_control_frame(self) -> None:
+        """Frames that open or carry no request (PING, SETTINGS, RST_STREAM, WINDOW_UPDATE, PRIORITY,
+        empty DATA, unknown types, CONTINUATION) cost work but bring none: past a budget per tick,
+        renewed by the requests the connection brings, the connection is closed (the HTTP/2 floods of
+        CVE-2019-9512 to -9518)."""
+        self._control_frames += 1
+        if self._control_frames > self._control_budget:
+            raise ProtocolViolation(
+                ErrorCode.ENHANCE_YOUR_CALM, f"over {self._control_budget} control frames in {self._tick} s"
+            )
 
     def _on_priority(self, _flags: int, stream_id: int, payload: bytes, _out: list[bytes]) -> None:
         _check_priority(stream_id, payload)  # priorities are otherwise ignored (RFC 9113 deprecates them)
@@ -473,12 +490,14 @@ class Http2Connection(asyncio.Protocol):
             out.append(rst_stream(stream_id, ErrorCode.REFUSED_STREAM))  # the client may retry it elsewhere
             return
         if len(self.streams) >= self.limits.max_streams:
+            self._count_control_frame()  # a refused call brings no work either
             out.append(rst_stream(stream_id, ErrorCode.REFUSED_STREAM))
             return
         ended = bool(flags & Flag.END_STREAM)
         stream = self.new_stream(stream_id, time.monotonic(), self._peer_window, receiving=not ended)
         self.streams[stream_id] = stream
         self.last_active = stream.started
+        self._control_budget += _CONTROL_FRAMES_PER_REQUEST
         self.on_request_head(stream, None if oversized else headers, out)
 
     def _on_trailers(
@@ -679,6 +698,7 @@ class Http2Connection(asyncio.Protocol):
     def _on_tick(self) -> None:
         if self._closing:
             return
+        self._control_frames, self._control_budget = 0, _CONTROL_FRAMES_PER_TICK
         now = time.monotonic()
         limits = self.limits
         if not self._settings_seen and now - self.last_active > limits.header_timeout:
