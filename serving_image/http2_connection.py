@@ -170,6 +170,7 @@ class Http2Connection(asyncio.Protocol):
         self._reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._deferred: list[bytes] = []
+        self._settings_sent = False
         self._control_frames, self._control_budget = 0, _CONTROL_FRAMES_PER_TICK
         self._deferred_timer: asyncio.TimerHandle | None = None
         self._handlers: dict[int, Callable[[int, int, bytes, list[bytes]], None]] = {
@@ -186,7 +187,6 @@ class Http2Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass it
         if not self.owner.admit(self):
-            self._write([self._server_preface()])
             self.close_with(ErrorCode.REFUSED_STREAM, "the server is at its connection limit; retry later")
             return
         self._timer = asyncio.get_running_loop().call_later(self._tick, self._on_tick)
@@ -274,8 +274,7 @@ class Http2Connection(asyncio.Protocol):
         if not buffer.startswith(PREFACE):
             self._refuse_non_http2(buffer)
         self._preface = True
-        # Sent only now, so an HTTP/1.1 client on this port reads its 400 from the first byte.
-        self._write([self._server_preface()])
+        self._write([], flush=True)  # our SETTINGS (see ``_write``)
         return buffer[len(PREFACE) :]
 
     def _refuse_non_http2(self, buffer: bytes) -> None:
@@ -289,9 +288,11 @@ class Http2Connection(asyncio.Protocol):
             b"PATCH",
         ):
             head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            self._write([head + b"content-length: %d\r\n\r\n" % len(self.http1_refusal) + self.http1_refusal])
             self._closing = True
-            if self._transport is not None:
+            if self._transport is not None:  # plain HTTP/1.1: not through ``_write``, which adds SETTINGS
+                self._transport.write(
+                    head + b"content-length: %d\r\n\r\n" % len(self.http1_refusal) + self.http1_refusal
+                )
                 self._transport.close()
         raise ProtocolViolation(
             ErrorCode.PROTOCOL_ERROR, "the connection did not start with the HTTP/2 preface"
@@ -391,7 +392,7 @@ class Http2Connection(asyncio.Protocol):
             raise ProtocolViolation(ErrorCode.FRAME_SIZE_ERROR, f"a PING of {len(payload)} bytes")
         if not flags & Flag.ACK:
             self._defer(frame(FrameType.PING, Flag.ACK, 0, payload))
-        elif payload == _DRAIN_PING and not self._drain_acked:
+        elif payload == _DRAIN_PING and self._announced and not self._drain_acked:
             self._drain_acked = True
             if self.owner.closing:
                 self.finish()
@@ -488,10 +489,12 @@ class Http2Connection(asyncio.Protocol):
         self._last_stream_id = stream_id
         if (self._goaway_last is not None and stream_id > self._goaway_last) or self.owner.closing:
             out.append(rst_stream(stream_id, ErrorCode.REFUSED_STREAM))  # the client may retry it elsewhere
+            self._remember_closed(stream_id, early=True)  # its DATA, already on the way, is ignored
             return
         if len(self.streams) >= self.limits.max_streams:
             self._count_control_frame()  # a refused call brings no work either
             out.append(rst_stream(stream_id, ErrorCode.REFUSED_STREAM))
+            self._remember_closed(stream_id, early=True)
             return
         ended = bool(flags & Flag.END_STREAM)
         stream = self.new_stream(stream_id, time.monotonic(), self._peer_window, receiving=not ended)
@@ -597,6 +600,9 @@ class Http2Connection(asyncio.Protocol):
         out.append(rst_stream(stream_id, code))
         stream = self.streams.get(stream_id)
         if stream is None:
+            # Reset before it was opened (a bad PRIORITY, say): it is closed, and a HEADERS for it later
+            # must not open it; ids below it are closed too, as a newer stream closes them (RFC 9113 5.1.1).
+            self._last_stream_id = max(self._last_stream_id, stream_id)
             self._remember_closed(stream_id, early=True)
             return
         stream.reset = True
@@ -664,7 +670,7 @@ class Http2Connection(asyncio.Protocol):
         if not self._drain_acked:
             return  # finish() runs again on the PING's acknowledgement or its timeout
         self._goaway_last = self._last_stream_id
-        self._write([goaway(self._last_stream_id, ErrorCode.NO_ERROR, "the server is shutting down")])
+        self._write([goaway(self._goaway_last, ErrorCode.NO_ERROR, "the server is shutting down")])
         if not self.streams:
             self._close_when_done()
 
@@ -679,7 +685,9 @@ class Http2Connection(asyncio.Protocol):
             return
         if code not in (ErrorCode.NO_ERROR, ErrorCode.REFUSED_STREAM):
             log_event("http2_connection_error", code=code.name, reason=reason)
-        self._write([goaway(self._last_stream_id, code, reason)])
+        # Streams refused after a final GOAWAY raise _last_stream_id, but a GOAWAY may never raise its own.
+        last = self._last_stream_id if self._goaway_last is None else self._goaway_last
+        self._write([goaway(last, code, reason)])
         self._closing = True
         if self._transport is not None:
             self._transport.close()
@@ -737,9 +745,14 @@ class Http2Connection(asyncio.Protocol):
         self._write([], flush=True)
 
     def _write(self, out: list[bytes], flush: bool = False) -> None:
-        """Write ``out`` and any deferred acknowledgements (those alone only with ``flush``)."""
+        """Write ``out`` and any deferred acknowledgements (those alone only with ``flush``). Our SETTINGS
+        go first of all, whatever is written first: they wait for the client's preface, so that an
+        HTTP/1.1 client on this port reads its 400 from the first byte, but must precede any GOAWAY."""
         if not out and not flush:
             return
+        if not self._settings_sent:
+            self._settings_sent = True
+            out.insert(0, self._server_preface())
         if self._deferred:
             out[:0] = self._deferred
             self._deferred = []
