@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from opa_client import OpaClient
-from opa_client.errors import ConnectionsError
 
 POLICY_DIR = Path(__file__).resolve().parent
 REPO_DIR = POLICY_DIR.parent
@@ -30,10 +32,26 @@ DEFAULT_OPA = REPO_DIR / ".tools" / "bin" / "opa"
 _NOT_REGO = frozenset({"pack", "__pycache__", ".regal"})
 GATE_PACKAGE = "gate.report"
 GATE_RULE = "result"
+OUTPUT_LIMIT = 2000
+"""How much of OPA's own output an error carries: its last bytes printed, the first of an HTTP answer."""
 
 
 class OpaError(RuntimeError):
-    """OPA is missing, would not start, or could not answer; the message says what to do."""
+    """OPA is missing, would not start or could not answer; one line saying what to do, or what OPA said."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+        """What the local OPA printed on stdout and stderr (bounded), line by line as it printed it."""
+
+
+def one_line(text: str) -> str:
+    """OPA's output on one line: lines joined by " | ", runs of spaces collapsed.
+
+    Lines of only carets go: they point into the line above, which one line cannot show.
+    """
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return " | ".join(line for line in lines if line.strip("^ "))
 
 
 def find_opa(explicit: Path | None = None) -> Path:
@@ -104,42 +122,120 @@ class Endpoint:
         return cls(host=parts.hostname, port=parts.port or 8181, ssl=parts.scheme == "https")
 
 
+class _OutputTail:
+    """The last OUTPUT_LIMIT bytes a process writes to a pipe, drained by a thread so the pipe never fills."""
+
+    def __init__(self, stream: IO[bytes], limit: int = OUTPUT_LIMIT) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._tail = bytearray()
+        self._dropped = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._drain, name="opa-output", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        fd = self._stream.fileno()
+        while chunk := os.read(fd, 4096):
+            with self._lock:
+                self._tail += chunk
+                if len(self._tail) > self._limit:
+                    del self._tail[: -self._limit]
+                    self._dropped = True
+
+    def text(self) -> str:
+        """All the process printed (its last bytes), once it has ended and the pipe is read to its end."""
+        self._thread.join(timeout=5)
+        with self._lock:
+            text = self._tail.decode(errors="replace").strip()
+            return f"...{text}" if self._dropped else text
+
+    def close(self) -> None:
+        """Close the pipe once the reader has seen its end (never under a reader still blocked in it)."""
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._stream.close()
+
+
+def _exit_status(returncode: int) -> str:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-returncode).name}"
+    return f"code {returncode}"
+
+
+def _printed(output: _OutputTail) -> tuple[str, str]:
+    """What the ended OPA printed: (one line for a message, the text as printed)."""
+    text = output.text()
+    return f"it printed: {one_line(text)}" if text else "it printed nothing", text
+
+
 @contextlib.contextmanager
 def local_server(
     opa: Path | None = None, extra_data: Sequence[Path] = (), ready_timeout: float = 20.0
 ) -> Iterator[Endpoint]:
-    """Start `opa run --server` on 127.0.0.1 and a free port; always stop it on the way out."""
+    """Start `opa run --server` on 127.0.0.1 and a free port; always stop it on the way out.
+
+    OPA's stdout and stderr are kept (bounded), and an OpaError carries them when OPA will not
+    start, or when a query fails because OPA has exited.
+    """
     binary = find_opa(opa)
     port = free_port()
     proc = subprocess.Popen(
         server_command(binary, port, extra_data),
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        # OPA prints load errors on stdout and crashes on stderr: keep both, in order.
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
     )
+    assert proc.stdout is not None, "stdout=PIPE gives a stream"
+    output = _OutputTail(proc.stdout)
     try:
         endpoint = Endpoint(host="127.0.0.1", port=port)
-        _wait_ready(endpoint, proc, ready_timeout)
-        yield endpoint
+        _wait_ready(endpoint, proc, output, ready_timeout)
+        try:
+            yield endpoint
+        except OpaError as err:
+            if not _exited(proc):
+                raise
+            summary, text = _printed(output)
+            raise OpaError(
+                f"{err} (the local OPA had exited with {_exit_status(proc.returncode)}; {summary})", text
+            ) from err
     finally:
         _stop(proc)
+        output.close()
 
 
-def _wait_ready(endpoint: Endpoint, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _exited(proc: subprocess.Popen[bytes], grace: float = 0.1) -> bool:
+    # A refused connection can be seen a moment before the dead server can be reaped.
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _wait_ready(
+    endpoint: Endpoint, proc: subprocess.Popen[bytes], output: _OutputTail, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
     with OpaClient(host=endpoint.host, port=endpoint.port, timeout=1.0, retries=0) as client:
-        try:
-            client.wait_for_ready(timeout=timeout, interval=0.05)
-        except ConnectionsError as err:
-            raise OpaError(f"OPA did not become ready on port {endpoint.port}: {_stderr(proc)}") from err
+        while not client.check_health():
+            # Waiting on the process between health checks: a server that cannot load exits at once.
+            if _exited(proc, grace=0.05):
+                break
+            if time.monotonic() >= deadline:
+                _stop(proc)  # so that all it printed can be read to the end
+                summary, text = _printed(output)
+                raise OpaError(
+                    f"OPA did not become ready on port {endpoint.port} within {timeout:g}s; {summary}", text
+                )
     if proc.poll() is not None:
-        raise OpaError(f"OPA exited with {proc.returncode}: {_stderr(proc)}")
-
-
-def _stderr(proc: subprocess.Popen[bytes]) -> str:
-    if proc.poll() is None or proc.stderr is None:
-        return "still starting"
-    return proc.stderr.read().decode(errors="replace").strip()[-2000:] or f"exit code {proc.returncode}"
+        summary, text = _printed(output)
+        status = _exit_status(proc.returncode)
+        raise OpaError(f"OPA exited with {status} before it was ready; {summary}", text)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -150,8 +246,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if proc.stderr is not None:
-        proc.stderr.close()
 
 
 class Gate:
@@ -173,10 +267,25 @@ class Gate:
                 input_data=plan_input, package_path=GATE_PACKAGE, rule_name=GATE_RULE
             )
         except Exception as err:  # requests' errors, whatever the transport raised
-            raise OpaError(f"OPA could not evaluate {GATE_PACKAGE}.{GATE_RULE}: {err}") from err
+            raise OpaError(f"OPA could not evaluate {GATE_PACKAGE}.{GATE_RULE}: {_described(err)}") from err
         result = answer.get("result") if isinstance(answer, dict) else None
         if not isinstance(result, dict) or "findings" not in result:
             raise OpaError(
                 f"OPA returned no {GATE_PACKAGE}.{GATE_RULE}: is this server loaded with policies/?"
             )
         return result
+
+
+def _described(err: Exception) -> str:
+    """The error, and OPA's own answer when it answered with an HTTP error: that says what went wrong."""
+    response = getattr(err, "response", None)
+    body = str(getattr(response, "text", "") or "") if response is not None else ""
+    if not body:
+        return str(err)
+    try:
+        # OPA pretty-prints its error documents; compact JSON keeps one line and every field.
+        answer = json.dumps(json.loads(body))
+    except ValueError:
+        answer = one_line(body)
+    shown = answer if len(answer) <= OUTPUT_LIMIT else f"{answer[:OUTPUT_LIMIT]}..."
+    return f"{err}; OPA answered: {shown}"

@@ -85,7 +85,7 @@ test_monitoring_missing_field if {
 test_monitoring_by_layer if {
 	# Only the platform layer's plan installs charts; the infra layer's is not asked for one.
 	infra := object.union(t.plan([cluster(["api", "audit", "authenticator"])]), {"project": "model-serving"})
-	count(logging.deny) == 0 with input as infra
+	logging.deny == set() with input as infra
 	project := "model-serving-platform"
 	t.brief(logging.deny) == {[
 		"AUD-004", "high", sprintf("urn:pulumi:uae-prod::%s::pulumi:pulumi:Stack::%s-uae-prod", [project, project]),

@@ -14,7 +14,7 @@ sse(alg) := object.union(
 )
 
 test_sse_passing if {
-	count(at_rest.deny) == 0 with input as t.plan([bucket, sse("aws:kms")])
+	at_rest.deny == set() with input as t.plan([bucket, sse("aws:kms")])
 }
 
 test_sse_violating if {
@@ -37,7 +37,7 @@ test_volumes_passing if {
 	volume := t.resource("aws:ebs/volume:Volume", "v", {"encrypted": true})
 	group := t.resource("aws:eks/nodeGroup:NodeGroup", "ng", {"launchTemplate": {"name": "nodes"}})
 	tmpl := template([{"deviceName": "/dev/xvda", "ebs": {"encrypted": "true"}}])
-	count(at_rest.deny) == 0 with input as t.plan([tmpl, volume, group])
+	at_rest.deny == set() with input as t.plan([tmpl, volume, group])
 }
 
 test_volumes_violating if {
@@ -65,7 +65,7 @@ cluster(props) := t.resource("aws:eks/cluster:Cluster", "eks", props)
 test_secrets_passing if {
 	key := "arn:aws:kms:me-central-1:1:key/k"
 	c := cluster({"encryptionConfig": [{"resources": ["secrets"], "provider": {"keyArn": key}}]})
-	count(at_rest.deny) == 0 with input as t.plan([c])
+	at_rest.deny == set() with input as t.plan([c])
 }
 
 test_secrets_violating if {
@@ -89,7 +89,7 @@ test_secrets_missing_field if {
 log_group(props) := t.resource("aws:cloudwatch/logGroup:LogGroup", "logs", props)
 
 test_log_group_passing if {
-	count(at_rest.deny) == 0 with input as t.plan([log_group({"kmsKeyId": "arn:aws:kms:me-central-1:1:key/k"})])
+	at_rest.deny == set() with input as t.plan([log_group({"kmsKeyId": "arn:aws:kms:me-central-1:1:key/k"})])
 }
 
 test_log_group_violating if {

@@ -9,7 +9,7 @@ test_endpoint_passing if {
 	private := cluster({"endpointPublicAccess": false})
 	operators := cluster({"endpointPublicAccess": true, "publicAccessCidrs": ["203.0.113.0/24"]})
 	limited := object.union(operators, {"urn": "u2"})
-	count(exposure.deny) == 0 with input as t.plan([private, limited])
+	exposure.deny == set() with input as t.plan([private, limited])
 }
 
 test_endpoint_violating if {
@@ -144,7 +144,7 @@ block(settings) := t.resource("aws:s3/bucketPublicAccessBlock:BucketPublicAccess
 all_on := {"blockPublicAcls": true, "blockPublicPolicy": true, "ignorePublicAcls": true, "restrictPublicBuckets": true}
 
 test_public_access_passing if {
-	count(exposure.deny) == 0 with input as t.plan([bucket, block(all_on)])
+	exposure.deny == set() with input as t.plan([bucket, block(all_on)])
 }
 
 test_public_access_violating if {

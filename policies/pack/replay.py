@@ -4,7 +4,9 @@
 builds the ``pulumi_policy`` resource objects the engine would hand the pack's stack policy
 (providers, parents and dependencies linked), runs the pack's validation on them and prints
 one JSON line per violation. Exit 1 on any violation, 2 on an unreadable plan, else 0.
-Runs in the pack's virtualenv, which has pulumi-policy.
+With ``--input`` it prints the input document the pack would send to OPA instead, for
+comparison with the one `servectl policy check` sends. Runs in the pack's virtualenv, which
+has pulumi-policy.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from pulumi_policy import PolicyCustomTimeouts, PolicyProviderResource, PolicyResource, PolicyResourceOptions
 
 from policies.normalize import PlanError, provider_urn, split_urn
-from policies.pack.gate import validate
+from policies.pack.gate import plan_input, validate
 
 
 def _states(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -70,12 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m policies.pack.replay", description=__doc__)
     parser.add_argument("plan", type=Path)
     parser.add_argument("--project-dir", type=Path, default=Path.cwd())
+    parser.add_argument("--input", action="store_true", help="Print the pack's OPA input; do not validate.")
     args = parser.parse_args(argv)
     try:
         resources = policy_resources(json.loads(args.plan.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError) as err:
         print(f"error: {args.plan}: {err}", file=sys.stderr)
         return 2
+    if args.input:
+        print(json.dumps(plan_input(resources, args.project_dir)))
+        return 0
     violations: list[dict[str, str | None]] = []
     validate(
         resources,

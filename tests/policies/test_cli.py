@@ -89,6 +89,17 @@ def test_unreachable_opa_url_exits_2(tmp_path: Path) -> None:
     assert "OPA could not evaluate" in err
 
 
+def test_opa_load_error_is_one_line_with_opa_message(opa_bin: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "org.rego"
+    broken.write_text("package org\n\nallow if {\n\tinput.a ==\n")
+    code, out, err = run(GOOD, "--data", str(broken))
+    assert (code, out) == (2, ""), out
+    assert err == (
+        "error: OPA exited with code 1 before it was ready; it printed: error: load error: "
+        f"1 error occurred during loading: {broken}:5: rego_parse_error: unexpected eof token | input.a ==\n"
+    ), err
+
+
 def test_data_with_opa_url_is_refused(tmp_path: Path) -> None:
     override = tmp_path / "org.json"
     override.write_text("{}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -59,3 +60,36 @@ def test_stack_export_of_a_bad_plan_is_checked_too(gate: Gate, tmp_path: Path) -
         "ENC-004",
         "NET-001",
     ]
+
+
+POLICIES = REPO / "policies"
+
+
+def rule_packages() -> set[str]:
+    """Every Rego package under policies/ that defines `deny` (test packages aside)."""
+    found = set()
+    for path in POLICIES.glob("*/*.rego"):
+        text = path.read_text()
+        package = re.search(r"^package (\S+)$", text, re.MULTILINE)
+        if not path.name.endswith("_test.rego") and re.search(r"^deny contains ", text, re.MULTILINE):
+            assert package, f"{path} has no package line"
+            found.add(package[1])
+    return found
+
+
+def gate_collects() -> set[str]:
+    """The packages whose `deny` the gate's `raw` collects, imports resolved."""
+    text = (POLICIES / "gate" / "report.rego").read_text()
+    imports = {m.rpartition(".")[2]: m for m in re.findall(r"^import data\.(\S+)$", text, re.MULTILINE)}
+    refs = re.findall(r"^raw contains f if some f in (?:data\.)?([\w.]+)\.deny$", text, re.MULTILINE)
+    return {imports.get(ref, ref) for ref in refs}
+
+
+def test_gate_collects_every_rule_package_and_its_tests_cover_each() -> None:
+    packages = rule_packages()
+    assert len(packages) == 11, sorted(packages)
+    assert gate_collects() == packages, f"the gate misses {sorted(packages - gate_collects())}"
+    tests = (POLICIES / "gate" / "report_test.rego").read_text()
+    mocked = r"^test_findings_from_\w+ if \{\n.*with data\.([\w.]+)\.deny as"
+    per_package = set(re.findall(mocked, tests, re.MULTILINE))
+    assert per_package == packages, f"gate/report_test.rego has no test of {packages - per_package}"

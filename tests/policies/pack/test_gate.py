@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policies.normalize import split_urn
+import pytest
+
+from policies.normalize import load_plan, split_urn
 from policies.opa import Endpoint
 from policies.pack.gate import ResourceLike, plan_input, validate
-from tests.policies.conftest import load_fixture
+from tests.policies.conftest import FIXTURES, load_fixture
+from tests.policies.pack.inputs import PREVIEW_FIXTURES, assert_same_input, write_stack_file
 
 
 @dataclass
@@ -51,16 +54,37 @@ def resources_of(fixture: str) -> list[Resource]:
             s["type"], s["inputs"], s["urn"], split_urn(s["urn"])[2], providers.get(ref)
         )
     for s in states:
+        by_urn[s["urn"]].parent = by_urn.get(s["parent"])
         by_urn[s["urn"]].dependencies = [by_urn[d] for d in s["dependencies"]]
-    return [r for r in by_urn.values() if not r.resource_type.startswith("pulumi:providers:")]
+    return list(by_urn.values())
 
 
-def test_pack_input_matches_the_cli_input(tmp_path: Path) -> None:
-    resources: Sequence[ResourceLike] = resources_of("uae-prod.infra.preview.json")
-    (tmp_path / "Pulumi.uae-prod.yaml").write_text("config:\n  model-serving:jurisdiction: AE\n")
-    doc = plan_input(resources, tmp_path)
-    assert doc["jurisdiction"] == "AE"
-    assert any(r["type"] == "pulumi:providers:aws" for r in doc["resources"]), "providers come along"
+@pytest.mark.parametrize("fixture", PREVIEW_FIXTURES)
+def test_pack_input_matches_the_cli_input(fixture: str, tmp_path: Path) -> None:
+    cli = load_plan(FIXTURES / fixture)
+    write_stack_file(tmp_path, cli)
+    resources: Sequence[ResourceLike] = resources_of(fixture)
+    assert_same_input(cli, plan_input(resources, tmp_path))
+
+
+def test_pack_adds_a_provider_it_is_not_given() -> None:
+    # A provider known only from a resource's reference: its type and inputs, nothing else.
+    resources = resources_of("uae-prod.infra.preview.json")
+    (provider,) = (r for r in resources if r.urn.endswith("::pulumi:providers:aws::default_7_0_0"))
+    listed = [r for r in resources if r is not provider]
+    assert any(r.provider is not None and r.provider.urn == provider.urn for r in listed), "it is in use"
+    added = [r for r in plan_input(listed, Path("."))["resources"] if r["urn"] == provider.urn]
+    assert added == [
+        {
+            "urn": provider.urn,
+            "type": "pulumi:providers:aws",
+            "name": "default_7_0_0",
+            "provider": "",
+            "parent": "",
+            "dependencies": [],
+            "properties": {"region": "me-central-1", "version": "7.0.0"},
+        }
+    ], added
 
 
 def test_pack_passes_a_clean_stack(opa_server: Endpoint, tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from policies.normalize import load_plan
 from tests.policies.conftest import FIXTURES, REPO
+from tests.policies.pack.inputs import PREVIEW_FIXTURES, assert_same_input, write_stack_file
 
 PACK_PYTHON = REPO / ".tools" / "policy-pack-venv" / "bin" / "python"
 
@@ -22,9 +24,20 @@ def pack_python(opa_bin: Path) -> Path:
     return PACK_PYTHON
 
 
-def replay(python: Path, plan: Path, project_dir: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [str(python), "-m", "policies.pack.replay", str(plan), "--project-dir", str(project_dir)]
+def replay(python: Path, plan: Path, project_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    cmd = [str(python), "-m", "policies.pack.replay", str(plan), "--project-dir", str(project_dir), *options]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("fixture", PREVIEW_FIXTURES)
+def test_pack_input_with_pulumi_policy_classes_matches_the_cli_input(
+    pack_python: Path, tmp_path: Path, fixture: str
+) -> None:
+    cli = load_plan(FIXTURES / fixture)
+    write_stack_file(tmp_path, cli)
+    done = replay(pack_python, FIXTURES / fixture, tmp_path, "--input")
+    assert done.returncode == 0, done.stderr
+    assert_same_input(cli, json.loads(done.stdout))
 
 
 def test_clean_plan_has_no_violation(pack_python: Path, tmp_path: Path) -> None:
