@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from serving_image import __version__
+from serving_image.access_log import log_event
 from serving_image.batching import DynamicBatcher
 from serving_image.datatypes import numpy_dtype
 from serving_image.errors import (
@@ -27,7 +28,7 @@ from serving_image.errors import (
 from serving_image.feedback import Feedback, ServedRequests
 from serving_image.metrics import Metrics
 from serving_image.model_config import FaultConfig
-from serving_image.repository import Model, ModelVersion, Repository
+from serving_image.repository import Model, ModelVersion, Repository, failure_fields
 from serving_image.response_cache import CacheLimits, ResponseCache, cache_key
 from serving_image.runtime import PLATFORM, OnnxModel, TensorSpec
 from serving_image.tensors import InferRequest, InferResponse, OutputTensor, check_against_model
@@ -121,7 +122,7 @@ class DataPlane:
                     label=f"{model.name}/{version.version}",
                     tracer=self.tracing,
                 )
-                _warm_up(version.runtime, batcher)
+                _warm_up(version.runtime, batcher, model.name, version.version)
                 self._batchers[(model.name, version.version)] = (batcher, observer)
                 if self._cache_limits.enabled and model.config.response_cache:
                     labels = (model.name, version.version)
@@ -304,11 +305,12 @@ async def _inject(fault: FaultConfig, label: str) -> None:
         raise InjectedFault(f"injected fault on '{label}' (error_ratio {fault.error_ratio})")
 
 
-def _warm_up(runtime: OnnxModel, batcher: DynamicBatcher) -> None:
-    """Run one zero row before serving: the first run allocates, and its cost seeds the batcher."""
-    if not runtime.batchable or any(
-        -1 in spec.shape[1:] or spec.datatype == "BYTES" for spec in runtime.inputs
-    ):
+def _warm_up(runtime: OnnxModel, batcher: DynamicBatcher, model: str, version: str) -> None:
+    """Run one zero row before serving: the first run allocates, and its cost seeds the batcher.
+
+    Only where the repository's warm-up ran one row: where it failed, that failure is logged already.
+    """
+    if not runtime.batchable or 1 not in runtime.warmed:
         return
     feeds = {
         spec.name: np.zeros((1, *spec.shape[1:]), dtype=numpy_dtype(spec.datatype)) for spec in runtime.inputs
@@ -317,7 +319,9 @@ def _warm_up(runtime: OnnxModel, batcher: DynamicBatcher) -> None:
         runtime.run(feeds)
         started = time.perf_counter()
         runtime.run(feeds)
-    except Exception:  # a model that cannot take zeros still serves; it just starts cold
+    except Exception as error:  # a model that cannot take zeros still serves; it just starts cold
+        log_event("warm_up_failed", model=model, version=version, problem="the batcher's cost probe failed",
+                  **failure_fields(error))  # fmt: skip
         return
     batcher.record_cost(time.perf_counter() - started, 1)
 

@@ -5,9 +5,11 @@ its batcher can form before it counts as ready. A model or version that fails to
 kept with its path and reason and marked not ready; the others still serve.
 """
 
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving_image.access_log import log_event
 from serving_image.model_config import ConfigError, ModelConfig, load_model_config, reload_model_config
 from serving_image.runtime import ModelLoadError, OnnxModel, warm_up_sizes
 from serving_image.variants import VariantRouter
@@ -15,6 +17,23 @@ from serving_image.variants import VariantRouter
 MODEL_FILE = "model.onnx"
 # Every batch size up to this one is warmed up; past it, the powers of two and the maximum.
 WARM_UP_EVERY_SIZE_UP_TO = 64
+# A logged traceback keeps its innermost frames and at most this many characters of their text;
+# its message, logged apart, is cut too (a message may quote a whole input).
+TRACEBACK_FRAMES = 20
+TRACEBACK_CHARS = 4096
+MESSAGE_CHARS = 1000
+
+
+def failure_fields(error: BaseException) -> dict[str, str]:
+    """The log fields of an unexpected exception that is caught and not raised: type, message, traceback.
+
+    The traceback is bounded (the last ``TRACEBACK_FRAMES`` frames, the last ``TRACEBACK_CHARS``
+    characters): its end, the frame that raised and the message, is what an operator needs.
+    """
+    text = "".join(traceback.format_exception(error, limit=-TRACEBACK_FRAMES))
+    if len(text) > TRACEBACK_CHARS:
+        text = "[...]\n" + text[-TRACEBACK_CHARS:]
+    return {"error_type": type(error).__qualname__, "error": str(error)[:MESSAGE_CHARS], "traceback": text}
 
 
 @dataclass(slots=True)
@@ -139,6 +158,10 @@ def _load_model(path: Path, intra_op_threads: int, warm_up_every_size_up_to: int
         if version.runtime is not None:
             sizes = warm_up_sizes(model.config.max_batch_size, warm_up_every_size_up_to)
             version.warm_up_problem = version.runtime.warm_up(sizes)
+            if version.runtime.warm_up_error is not None:
+                log_event("warm_up_failed", model=model.name, version=version.version,
+                          problem=version.warm_up_problem,
+                          **failure_fields(version.runtime.warm_up_error))  # fmt: skip
         model.versions[version_dir.name] = version
     numeric = sorted((v for v in model.versions if v.isdigit()), key=int)
     if not numeric:

@@ -63,6 +63,8 @@ class OnnxModel:
         self.batchable = all(spec.shape[:1] == (-1,) for spec in (*self.inputs, *self.outputs))
         self.warmed: tuple[int, ...] = ()
         """The batch sizes that have run once, in the order they ran (see ``warm_up``)."""
+        self.warm_up_error: Exception | None = None
+        """What the failed warm-up run raised, with its traceback, for the caller to log; or None."""
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One ONNX Runtime run; releases the GIL while it computes."""
@@ -75,7 +77,8 @@ class OnnxModel:
         ONNX Runtime plans memory and grows its arena on the first run of each input shape,
         so the first request of every new batch size would otherwise pay for it (Triton's
         model warm-up does the same). Inputs with a dynamic non-batch dimension or strings
-        have no shape to warm up with; a model that fails on zeros still serves, cold.
+        have no shape to warm up with; a model that fails on zeros still serves, cold, and
+        ``warm_up_error`` keeps what the failed run raised.
         """
         if any(-1 in spec.shape[1:] or spec.datatype == "BYTES" for spec in self.inputs):
             return "inputs with dynamic non-batch dimensions or BYTES cannot be warmed up with zeros"
@@ -90,7 +93,7 @@ class OnnxModel:
             try:
                 self.run(feeds)
             except Exception as error:  # ORT raises several unrelated types
-                self.warmed = tuple(warmed)
+                self.warmed, self.warm_up_error = tuple(warmed), error
                 return f"warm-up at batch size {rows} failed: {str(error).strip().splitlines()[-1]}"
             warmed.append(rows)
         self.warmed = tuple(warmed)

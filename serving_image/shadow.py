@@ -1,14 +1,18 @@
 """Shadow traffic: a copy of live requests mirrored to a version whose answers are discarded.
 
 The copy runs after the live request is queued and never delays it; its outcome and
-latency are counted with ``protocol="shadow"`` so they never mix into live traffic.
+latency are counted with ``protocol="shadow"`` so they never mix into live traffic. A copy
+that fails with anything but a ``ServingError`` (a bug, as on the live path) is also logged
+with its traceback, since no client is there to see the 500.
 """
 
 import asyncio
 import time
 
+from serving_image.access_log import log_event
 from serving_image.dataplane import DataPlane, Target
 from serving_image.errors import ServingError
+from serving_image.repository import failure_fields
 from serving_image.tensors import InferRequest
 
 
@@ -44,8 +48,10 @@ class ShadowTraffic:
             await self._dp.infer(target, request)
         except ServingError as error:
             outcome = error.outcome
-        except Exception:
+        except Exception as error:
             outcome = "server_error"
+            log_event("shadow_failed", model=target.model.name, version=target.version.version,
+                      **failure_fields(error))  # fmt: skip
         labels = (target.model.name, target.version.version, "shadow")
         self._dp.metrics.requests.labels(*labels, outcome).inc()
         self._dp.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)

@@ -1,6 +1,7 @@
 """`servectl demo` end to end: plans, policy gate, serving, load test with gates, one report, all stopped."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,27 +48,51 @@ def test_report_front_page_lists_phases_and_totals(tmp_path: Path) -> None:
     assert "     2  r  t" not in text, "details stay in plans/summary.txt"
 
 
+PLAN_PHASE = "plan every stack offline (Pulumi under mocks)"
+POLICY_PHASE = "policy gate on the plans (real OPA server)"
+
+
 @pytest.mark.parametrize(
-    ("policy_code", "load_code", "expected"),
-    [(0, 0, 0), (1, 0, 1), (0, 1, 1), (2, 0, 1), (0, 3, 1)],
+    ("policy_code", "load_code", "expected", "verdict"),
+    [
+        (0, 0, 0, "PASS"),
+        (1, 0, 1, "FAIL"),
+        (0, 1, 1, "PASS"),
+        (2, 0, 1, "error"),  # the gate did not report at all
+        (0, 3, 1, "PASS"),
+    ],
 )
 def test_demo_exits_1_when_any_gate_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy_code: int, load_code: int, expected: int
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    policy_code: int,
+    load_code: int,
+    expected: int,
+    verdict: str,
 ) -> None:
-    def serve_and_load(*args: object) -> tuple[dict[str, object], int]:
-        phases = args[-1]
-        assert isinstance(phases, list)
-        phases.append(Phase("load test", 1.0, "PASS" if load_code == 0 else "FAIL"))
-        return {"variant_split": {"1": 9, "2": 1}}, load_code
+    """The phases are stubbed; what is checked is what the demo makes of their exit codes."""
 
+    def serve_and_load(*args: object) -> tuple[dict[str, object], int]:
+        return {}, load_code
+
+    # As check_policies answers: the findings document, or nothing when the gate did not report.
     summary = {"allow": policy_code == 0, "findings": 0, "denied": policy_code, "waived": 0, "plans": []}
+    findings = {} if policy_code == 2 else {"summary": summary}
     monkeypatch.setattr(demo_module, "plan_stacks", lambda out: "s: 1 steps, 1 resources")
-    monkeypatch.setattr(demo_module, "check_policies", lambda plans, out: (policy_code, {"summary": summary}))
+    monkeypatch.setattr(demo_module, "check_policies", lambda plans, out: (policy_code, findings))
     monkeypatch.setattr(demo_module, "serve_and_load", serve_and_load)
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == expected, result.output
-    assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == expected
-    assert "| load test |" in (tmp_path / "README.md").read_text(), "the report is written either way"
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["exit_code"] == expected, written
+    phases = [(phase["title"], phase["result"]) for phase in written["phases"]]
+    assert phases == [(PLAN_PHASE, "ok"), (POLICY_PHASE, verdict)], "the phases the demo ran itself"
+    if policy_code == 2:
+        assert written["policy"] == {"error": "exit 2"}, "a gate that did not report is recorded as such"
+    readme = (tmp_path / "README.md").read_text()
+    assert f"| {POLICY_PHASE} | {verdict} |" in readme, f"the report is written either way: {readme}"
+    closing = rf"^  {verdict} +[0-9.]+ s  {re.escape(POLICY_PHASE)}$"
+    assert re.search(closing, result.output, re.MULTILINE), f"the closing summary: {result.output}"
 
 
 def test_serve_help_is_the_servers_own(tmp_path: Path) -> None:

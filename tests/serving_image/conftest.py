@@ -1,6 +1,9 @@
 """Fixtures for the serving image: small ONNX models made here, and real server processes."""
 
+import asyncio
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -9,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -49,6 +53,28 @@ def doubler_graph(width: int = 4) -> onnx.GraphProto:
     )
 
 
+def capped_doubler_graph(limit: int, width: int = 4) -> onnx.GraphProto:
+    """y = 2x for fewer than ``limit`` rows; ONNX Runtime itself fails the run at ``limit`` rows or more.
+
+    The factor 2 is read from a table of ``limit`` entries at the index "number of rows", so
+    larger batches make the Gather node fail with INVALID_ARGUMENT: a real runtime failure.
+    """
+    table = numpy_helper.from_array(np.full(limit, 2.0, dtype=np.float32), "table")
+    first = numpy_helper.from_array(np.array(0, dtype=np.int64), "first")
+    return helper.make_graph(
+        [
+            helper.make_node("Shape", ["x"], ["shape"]),
+            helper.make_node("Gather", ["shape", "first"], ["rows"]),
+            helper.make_node("Gather", ["table", "rows"], ["factor"]),
+            helper.make_node("Mul", ["x", "factor"], ["y"]),
+        ],
+        "capped_doubler",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        [table, first],
+    )
+
+
 def slow_graph(width: int = 1024, layers: int = 24) -> onnx.GraphProto:
     """A chain of large MatMuls whose run time grows with the rows sent: for queue and drain tests."""
     rng = np.random.default_rng(0)
@@ -66,6 +92,48 @@ def slow_graph(width: int = 1024, layers: int = 24) -> onnx.GraphProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
         [weight, axes],
     )
+
+
+def wait_until(condition: Callable[[], object], timeout: float, message: str | Callable[[], str]) -> None:
+    """Poll ``condition`` until it is true; fail with ``message`` (or what it returns) after ``timeout`` s.
+
+    The explicit wait that replaces a sleep: it returns as soon as what the test waits for has
+    happened, and a condition that never holds fails the test instead of letting it go on.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message() if callable(message) else message)
+        time.sleep(0.02)
+
+
+async def wait_until_async(
+    condition: Callable[[], object], timeout: float, message: str | Callable[[], str]
+) -> None:
+    """``wait_until`` for a test inside an event loop: the loop runs between the checks."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message() if callable(message) else message)
+        await asyncio.sleep(0.001)
+
+
+def logged_events(stderr: str, event: str) -> list[dict[str, Any]]:
+    """The JSON lines of one event among what was written to stderr (a line still being written is not)."""
+    complete = stderr.split("\n")[:-1]
+    lines = [json.loads(line) for line in complete if line.startswith("{")]
+    return [line for line in lines if line.get("event") == event]
+
+
+# A frame of a formatted traceback: `File ".../serving_image/runtime.py", line 67, in run`.
+FRAME = 'File "[^"]*serving_image/{module}", line [0-9]+, in {function}\\n'
+
+
+def assert_frames(traceback: str, *frames: tuple[str, str]) -> None:
+    """The traceback names each (module, function) that was on the stack when the error was raised."""
+    for module, function in frames:
+        pattern = FRAME.format(module=re.escape(module), function=re.escape(function))
+        assert re.search(pattern, traceback), f"no frame of {function} in {module}:\n{traceback}"
 
 
 def write_config(model_dir: Path, text: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from serving_image.batching import BatchResult, DynamicBatcher, Feeds
 from serving_image.errors import InvalidInput, Overloaded
+from tests.serving_image.conftest import wait_until_async
 
 
 class Recorder:
@@ -100,7 +101,10 @@ def test_full_queue_refuses_at_once() -> None:
         batcher, _ = make(max_batch_size=1, delay=0, queue=2, gate=gate)
         batcher.record_cost(1.0, 1)
         tasks = [asyncio.create_task(call(batcher, rows(n))) for n in range(6)]
-        await asyncio.sleep(0.1)
+        # Refused at once: while the first batch is still held at the gate.
+        await wait_until_async(
+            lambda: sum(task.done() for task in tasks) >= 3, 5, "the full queue did not refuse at once"
+        )
         gate.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         await batcher.stop()

@@ -16,9 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import tritonclient.grpc as grpcclient
 
-from tests.serving_image.conftest import ServerProcess, doubler_graph, save_model, start_server, write_config
+from tests.serving_image.conftest import (
+    ServerProcess,
+    doubler_graph,
+    save_model,
+    start_server,
+    wait_until,
+    write_config,
+)
+from tests.serving_image.test_metrics import sample
 
 DRAIN_DELAY = 2.0
 ROUTE_GONE_AFTER = 1.2  # the load balancer stops routing here before the drain delay ends
@@ -55,6 +64,11 @@ class Tally:
             self.outcomes[outcome] += 1
             if detail:
                 self.unexpected.append(detail)
+
+
+def reading_a_body(server: ServerProcess) -> bool:
+    metrics = requests.get(server.base + "/metrics", timeout=5).text
+    return sample(metrics, "serving_inflight_requests", protocol="rest") == 1
 
 
 def keep_alive_client(port: int, routed: threading.Event, signalled: threading.Event, tally: Tally) -> None:
@@ -102,7 +116,7 @@ def test_keep_alive_clients_see_no_resets_and_no_5xx_through_sigterm(
     ]
     for client in clients:
         client.start()
-    time.sleep(1.0)
+    wait_until(lambda: tally.outcomes["before 200"] > 50, 30, "the clients did not load the server")
     server.process.send_signal(15)
     server.stopped = True
     signalled_at = time.monotonic()
@@ -165,7 +179,8 @@ def test_request_still_sending_its_body_gets_503_within_the_grace_period(
             + f"Content-Length: {len(BODY)}\r\n\r\n".encode()
             + BODY[:10].encode()
         )
-        time.sleep(0.3)
+        # The server has read the headers and now waits for the rest of the body.
+        wait_until(lambda: reading_a_body(server), 10, "the slow request never showed as in flight")
         signalled_at = time.monotonic()
         server.process.send_signal(15)
         server.stopped = True

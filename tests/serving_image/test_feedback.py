@@ -1,7 +1,6 @@
 """Feedback on served requests: parsing, the bounded store, and the endpoint with its metrics."""
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from serving_image.feedback import (
     parse_feedback,
 )
 from tests.serving_image.auth_tokens import AUDIENCE, ISSUER, JwksServer, claims, jwks, rsa_key, sign
-from tests.serving_image.conftest import ServerProcess, start_server
+from tests.serving_image.conftest import ServerProcess, start_server, wait_until
 from tests.serving_image.test_metrics import sample
 
 
@@ -179,7 +178,9 @@ def test_feedback_counts_once_and_only_for_the_caller_served(secured: ServerProc
     assert stolen.status_code == 404, "another caller's request id answers as an unknown one"
     unknown = post(secured, {"request_id": "never-served", "value": 1}, as_caller("bob"))
     assert unknown.status_code == 404, unknown.text
-    time.sleep(0.2)  # the access log is written just after each response
+    # One stream, in order: once a later request's line is in the access log, all feedback before it is.
+    marker = served_to(secured, "alice")
+    wait_until(lambda: marker in secured.stdout(), 5, "the access log never showed the last request")
     logged = [json.loads(line) for line in secured.stdout().splitlines() if '"event":"feedback"' in line]
     assert [(r["request_id"], r["caller"], r["kind"], r["version"]) for r in logged] == [
         (request_id, "alice", "converted", "1")

@@ -17,9 +17,11 @@ from tests.serving_image.conftest import (
     REPO_ROOT,
     doubler_graph,
     free_port,
+    logged_events,
     save_model,
     slow_graph,
     start_server,
+    wait_until,
     write_config,
 )
 
@@ -58,10 +60,12 @@ def handles_sighup(pid: int) -> bool:
 
 
 def wait_for(server_log: Callable[[], str], text: str, count: int, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while server_log().count(text) < count:
-        assert time.monotonic() < deadline, f"{text} did not appear {count} times"
-        time.sleep(0.05)
+    wait_until(lambda: server_log().count(text) >= count, seconds, f"{text} did not appear {count} times")
+
+
+def pids(server_log: str, event: str) -> set[int]:
+    """The processes that logged ``event``."""
+    return {line["pid"] for line in logged_events(server_log, event)}
 
 
 @pytest.mark.parametrize(
@@ -133,12 +137,14 @@ def test_sighup_during_start_up_is_queued_not_fatal(two_versions: Path, tmp_path
                 ready = requests.get(f"{base}/v2/health/ready", timeout=1).status_code == 200
         log = stderr_path.read_text
         wait_for(log, '"event":"server_started"', workers)
-        time.sleep(0.5)
+        # SIGHUPs that came while a worker loaded its models were applied once it served, not dropped
+        # (those that came while it still imported were ignored: it read config.yaml after them). Each
+        # worker loaded its models under the stream of SIGHUPs, so each applies one, and lives on.
+        started = pids(log(), "server_started")
+        assert len(started) == workers, log()
+        wait_until(lambda: pids(log(), "config_reloaded") >= started, 10, log)
         assert process.poll() is None, log()
         assert '"event":"worker_died"' not in log()
-        # SIGHUPs that came while a worker loaded its models were applied once it served, not dropped
-        # (those that came while it still imported were ignored: it read config.yaml after them).
-        wait_for(log, '"event":"config_reloaded"', 1)
         assert served_versions(base) == {"1"}
     finally:
         process.send_signal(signal.SIGTERM)

@@ -2,7 +2,15 @@
 
 from pathlib import Path
 
-from serving_image.repository import Repository
+import pytest
+
+from serving_image.repository import (
+    MESSAGE_CHARS,
+    TRACEBACK_CHARS,
+    TRACEBACK_FRAMES,
+    Repository,
+    failure_fields,
+)
 from tests.serving_image.conftest import doubler_graph, save_model, write_config
 
 
@@ -36,3 +44,47 @@ def test_failures_are_reported_with_path_and_reason(tmp_path: Path) -> None:
     assert "no version directories" in failures[("empty", "")].reason
     assert "names versions with no directory: ['9']" in failures[("badconfig", "")].reason
     assert not repository.ready, "the repository is not ready while a model failed"
+
+
+def raised(depth: int, message: str) -> Exception:
+    """An exception raised ``depth`` calls deep (``ping`` and ``pong`` in turn), as ``raised`` caught it."""
+
+    def ping(remaining: int) -> None:
+        if remaining == 0:
+            raise ValueError(message)
+        pong(remaining - 1)
+
+    def pong(remaining: int) -> None:  # two functions in turn: no "[Previous line repeated]" folding
+        ping(remaining)
+
+    try:
+        ping(depth)
+    except ValueError as error:
+        return error
+    raise AssertionError("ping did not raise")
+
+
+@pytest.mark.parametrize(
+    ("depth", "message", "frames"),
+    [
+        (3, "shallow", 1 + 4 + 3),  # every frame: raised(), ping at 3, 2, 1, 0 and the pongs between
+        (50, "deep", TRACEBACK_FRAMES),  # only the innermost ones
+    ],
+)
+def test_a_logged_traceback_keeps_its_innermost_frames(depth: int, message: str, frames: int) -> None:
+    fields = failure_fields(raised(depth, message))
+    traceback = fields["traceback"]
+    assert (fields["error_type"], fields["error"]) == ("ValueError", message), fields
+    kept = sum(traceback.count(f", in {name}\n") for name in ("raised", "ping", "pong"))
+    assert kept == frames, f"{kept} frames kept, expected {frames}:\n{traceback}"
+    assert "[Previous line repeated" not in traceback
+    assert traceback.endswith(f"ValueError: {message}\n"), "the innermost end is kept: the error itself"
+
+
+def test_a_logged_traceback_and_message_are_bounded_in_size() -> None:
+    message = "x" * 10 * TRACEBACK_CHARS
+    fields = failure_fields(raised(5, message))
+    assert len(fields["traceback"]) <= TRACEBACK_CHARS + len("[...]\n"), len(fields["traceback"])
+    assert fields["traceback"].startswith("[...]\n"), "a cut traceback says that it was cut"
+    assert fields["traceback"].endswith("x" * 100 + "\n"), "the cut keeps the end"
+    assert fields["error"] == message[:MESSAGE_CHARS], len(fields["error"])

@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from tests.serving_image.conftest import (
     save_model,
     slow_graph,
     start_server,
+    wait_until,
     write_config,
 )
 
@@ -53,19 +53,21 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(slow_repository: Path,
 
     caller = threading.Thread(target=in_flight)
     caller.start()
-    deadline = time.monotonic() + 30
-    while (
-        'serving_inflight_requests{protocol="rest"} 1.0'
-        not in requests.get(server.base + "/metrics", timeout=5).text
-    ):
-        assert time.monotonic() < deadline, "the slow request never showed as in flight"
-        time.sleep(0.02)
+    wait_until(
+        lambda: (
+            'serving_inflight_requests{protocol="rest"} 1.0'
+            in requests.get(server.base + "/metrics", timeout=5).text
+        ),
+        30,
+        "the slow request never showed as in flight",
+    )
     server.process.send_signal(15)
     server.stopped = True
-    deadline = time.monotonic() + 10
-    while requests.get(server.base + "/v2/health/ready", timeout=5).status_code == 200:
-        assert time.monotonic() < deadline, "readiness did not turn false after SIGTERM"
-        time.sleep(0.01)
+    wait_until(
+        lambda: requests.get(server.base + "/v2/health/ready", timeout=5).status_code != 200,
+        10,
+        "readiness did not turn false after SIGTERM",
+    )
     # During the drain delay a request that still reaches this replica is served, and told to close.
     late = requests.post(f"{server.base}/v2/models/slow/infer", data=slow_body(1), timeout=60)
     assert late.status_code == 200, late.text
@@ -147,10 +149,11 @@ def test_two_workers_share_the_ports_and_merge_metrics(tmp_path: Path) -> None:
     server = start_server(repository, tmp_path / "logs", "--workers", "2")
     try:
         # The first worker up makes the server ready; wait for the second before counting.
-        deadline = time.monotonic() + 60
-        while server.stderr().count('"event":"server_started"') < 2:
-            assert time.monotonic() < deadline, f"two worker processes must start: {server.stderr()}"
-            time.sleep(0.1)
+        wait_until(
+            lambda: server.stderr().count('"event":"server_started"') >= 2,
+            60,
+            lambda: f"two worker processes must start: {server.stderr()}",
+        )
         body: dict[str, Any] = {
             "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
         }

@@ -1,13 +1,21 @@
 """Shadow traffic, fault injection and SIGHUP reload of variants, on a real server process."""
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from tests.serving_image.conftest import doubler_graph, save_model, start_server, write_config
+from tests.serving_image.conftest import (
+    assert_frames,
+    capped_doubler_graph,
+    doubler_graph,
+    logged_events,
+    save_model,
+    start_server,
+    wait_until,
+    write_config,
+)
 from tests.serving_image.test_metrics import sample
 
 BODY: dict[str, Any] = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
@@ -25,6 +33,10 @@ def metrics(base: str) -> str:
     return requests.get(base + "/metrics", timeout=5).text
 
 
+def requests_counted(base: str, **labels: str) -> float:
+    return sample(metrics(base), "serving_requests_total", **labels)
+
+
 def test_shadow_copies_are_counted_apart_and_never_answer(tmp_path: Path) -> None:
     root = repository(tmp_path, '  weights: {"1": 100}\n  shadow: {version: "2", percent: 100}\n')
     server = start_server(root, tmp_path / "logs")
@@ -33,15 +45,39 @@ def test_shadow_copies_are_counted_apart_and_never_answer(tmp_path: Path) -> Non
             for _ in range(20):
                 response = session.post(f"{server.base}/v2/models/doubler/infer", json=BODY, timeout=5)
                 assert response.json()["model_version"] == "1", "live answers always come from version 1"
-        deadline = time.monotonic() + 5
-        while sample(metrics(server.base), "serving_requests_total", version="2", protocol="shadow") < 20:
-            assert time.monotonic() < deadline, "every request must be mirrored to version 2"
-            time.sleep(0.05)
+        wait_until(
+            lambda: requests_counted(server.base, version="2", protocol="shadow") >= 20,
+            5,
+            "every request must be mirrored to version 2",
+        )
         text = metrics(server.base)
         assert sample(text, "serving_requests_total", version="2", protocol="rest") == 0
         assert sample(text, "serving_requests_total", version="1", protocol="rest") == 20
     finally:
         assert server.stop() == 0
+
+
+def test_a_shadow_copy_that_fails_in_the_runtime_is_logged_with_its_traceback(tmp_path: Path) -> None:
+    root = tmp_path / "repository"
+    save_model(doubler_graph(), root / "doubler" / "1" / "model.onnx")
+    save_model(capped_doubler_graph(limit=1), root / "doubler" / "2" / "model.onnx")  # fails every run
+    write_config(root / "doubler", 'max_batch_size: 8\nvariants:\n  weights: {"1": 100}\n'
+                 '  shadow: {version: "2", percent: 100}\n')  # fmt: skip
+    server = start_server(root, tmp_path / "logs")
+    try:
+        for _ in range(3):
+            response = requests.post(f"{server.base}/v2/models/doubler/infer", json=BODY, timeout=5)
+            assert response.json()["outputs"][0]["data"] == [2, 4, 6, 8], "the live answer is unharmed"
+        wait_until(lambda: len(logged_events(server.stderr(), "shadow_failed")) == 3, 5, server.stderr)
+        failed = requests_counted(server.base, version="2", protocol="shadow", outcome="server_error")
+        assert failed == 3, "each failed copy is also counted, apart from live traffic"
+        for event in logged_events(server.stderr(), "shadow_failed"):
+            labels = (event["model"], event["version"], event["error_type"])
+            assert labels == ("doubler", "2", "InvalidArgument"), event
+            assert "indices element out of data bounds" in event["error"], event
+            assert_frames(event["traceback"], ("shadow.py", "_run"), ("runtime.py", "run"))
+    finally:
+        assert server.stop() == 0, server.stderr()
 
 
 def test_faults_degrade_one_version_and_sighup_applies_new_weights(tmp_path: Path) -> None:
@@ -62,10 +98,7 @@ def test_faults_degrade_one_version_and_sighup_applies_new_weights(tmp_path: Pat
 
         write_config(root / "doubler", 'max_batch_size: 8\nvariants:\n  weights: {"1": 100, "2": 0}\n')
         server.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while '"event":"config_reloaded"' not in server.stderr():
-            assert time.monotonic() < deadline, server.stderr()
-            time.sleep(0.05)
+        wait_until(lambda: '"event":"config_reloaded"' in server.stderr(), 5, server.stderr)
         versions = {
             requests.post(f"{server.base}/v2/models/doubler/infer", json=BODY, timeout=5).json()[
                 "model_version"
@@ -76,10 +109,7 @@ def test_faults_degrade_one_version_and_sighup_applies_new_weights(tmp_path: Pat
 
         write_config(root / "doubler", 'variants:\n  weights: {"1": 30, "2": 30}\n')
         server.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while '"event":"config_reload_failed"' not in server.stderr():
-            assert time.monotonic() < deadline, server.stderr()
-            time.sleep(0.05)
+        wait_until(lambda: '"event":"config_reload_failed"' in server.stderr(), 5, server.stderr)
         assert "weights must sum to 100" in server.stderr()
         still = requests.post(f"{server.base}/v2/models/doubler/infer", json=BODY, timeout=5).json()
         assert still["model_version"] == "1", "a bad file keeps the config that was in force"

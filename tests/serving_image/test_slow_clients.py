@@ -19,7 +19,7 @@ import requests
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.serving_image.conftest import ServerProcess, start_server
+from tests.serving_image.conftest import ServerProcess, start_server, wait_until
 
 CAP = 128
 TIMEOUT = 2
@@ -38,6 +38,16 @@ def guarded(test_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def accept_queue(port: int) -> int:
+    """Connections the kernel has completed for the listener on ``port`` that the server has not accepted."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+            return int(queues.split(":")[1], 16)  # a listener's rx_queue is its accept queue
+    raise AssertionError(f"nothing listens on port {port}")
 
 
 @contextlib.contextmanager
@@ -109,14 +119,15 @@ def test_slowloris_gets_a_json_408_after_the_header_timeout(guarded: ServerProce
         stop = threading.Event()
         loris = threading.Thread(target=trickle, args=(slow, stop), daemon=True)
         loris.start()
-        time.sleep(TIMEOUT + 0.5)
-        stop.set()
-        loris.join(5)
         answers = []
-        for sock in slow:
-            sock.settimeout(2)
-            with contextlib.suppress(OSError):
-                answers.append(sock.recv(4096))
+        try:
+            for sock in slow:  # each answer is awaited while the trickle goes on
+                sock.settimeout(TIMEOUT + 3)
+                with contextlib.suppress(OSError):
+                    answers.append(sock.recv(4096))
+        finally:
+            stop.set()
+            loris.join(5)
     assert answers and all(
         b" 408 " in a and b'{"error":"request headers not received' in a for a in answers
     ), answers
@@ -126,9 +137,8 @@ def test_a_slow_body_gets_408_and_frees_its_connection(guarded: ServerProcess) -
     with sockets(
         guarded.http_port, 20, b"POST /v2/models/doubler/infer HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{"
     ) as slow:
-        time.sleep(TIMEOUT + 0.5)
         for sock in slow:
-            sock.settimeout(2)
+            sock.settimeout(TIMEOUT + 3)  # the answer is awaited: it comes once the body timeout fires
             answer = sock.recv(4096)
             assert b" 408 " in answer and b"request body not received" in answer, answer
     legitimate_requests(guarded, 0.2)
@@ -138,14 +148,22 @@ def test_two_thousand_idle_connections_are_not_held(guarded: ServerProcess) -> N
     """The report: 2,000 idle connections were held until descriptors ran out and clients were reset."""
     baseline = descriptors(guarded.process.pid)
     with sockets(guarded.http_port, 2000) as idle, sockets(guarded.grpc_port, 500) as idle_grpc:
-        time.sleep(0.3)
+        wait_until(
+            lambda: accept_queue(guarded.http_port) == accept_queue(guarded.grpc_port) == 0,
+            10,
+            "the server did not take every connection off its listeners",
+        )
         held = descriptors(guarded.process.pid)
         assert held <= baseline + 2 * CAP + 8, f"{held} descriptors for {len(idle) + len(idle_grpc)} sockets"
         legitimate_requests(guarded, 0.5)  # REST evicts the longest-idle connection for a new one
         # So does gRPC: the new client is served at once, not after the idle ones time out.
         assert grpc_served_within(guarded, 2.0), "gRPC did not serve a new client within 2 s"
-        time.sleep(TIMEOUT + 1)  # what was not evicted is closed by the header and handshake timeouts
-        assert descriptors(guarded.process.pid) <= baseline + 8
+        # What was not evicted is closed by the header and handshake timeouts.
+        wait_until(
+            lambda: descriptors(guarded.process.pid) <= baseline + 8,
+            TIMEOUT + 5,
+            lambda: f"{descriptors(guarded.process.pid)} descriptors open, over a baseline of {baseline}",
+        )
 
 
 def grpc_served_within(server: ServerProcess, seconds: float) -> bool:

@@ -27,7 +27,7 @@ import tritonclient.http as httpclient
 from serving_image.settings import Settings
 from serving_image.tls import CertificateReloader, TlsConfigError, TlsFiles
 from tests.serving_image.certs import Authority, Issued, serial_of
-from tests.serving_image.conftest import ServerProcess, start_server
+from tests.serving_image.conftest import ServerProcess, start_server, wait_until
 
 DATA = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
 
@@ -268,10 +268,7 @@ def test_a_broken_rotation_keeps_the_old_certificate(tmp_path: Path, test_reposi
     try:
         stray = pki.ca.issue("localhost", server=True)
         pki.server_cert.write_bytes(stray.cert_pem)  # the key is not written: the pair does not match
-        deadline = time.monotonic() + 10
-        while '"tls_reload_failed"' not in server.stderr() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert '"tls_reload_failed"' in server.stderr(), "a mismatched pair is logged"
+        wait_until(lambda: '"tls_reload_failed"' in server.stderr(), 10, "a mismatched pair is logged")
         assert peer_serial(server.http_port, pki, "http/1.1") == pki.server.serial, "the old one is kept"
         assert peer_serial(server.grpc_port, pki, "h2") == pki.server.serial
         pki.server_key.write_bytes(stray.key_pem)  # the rotation completes

@@ -1,14 +1,25 @@
 """Warm-up before readiness: every batch size the batcher can form has run once through the runtime."""
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from serving_image.dataplane import DataPlane
+from serving_image.metrics import Metrics
 from serving_image.repository import Repository
 from serving_image.runtime import OnnxModel, warm_up_sizes
-from tests.serving_image.conftest import doubler_graph, save_model, start_server, write_config
+from tests.serving_image.conftest import (
+    assert_frames,
+    capped_doubler_graph,
+    doubler_graph,
+    logged_events,
+    save_model,
+    start_server,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -73,6 +84,58 @@ def test_a_model_that_fails_its_warm_up_still_serves(tmp_path: Path, monkeypatch
     problem = version.warm_up_problem
     assert problem == "warm-up at batch size 3 failed: at batch size 3", problem
     assert version.runtime is not None and version.runtime.warmed == (1, 2)
+
+
+async def start_and_stop(repository: Repository) -> None:
+    """A data plane's start, where the batchers' cost probes run, and its stop."""
+    dataplane = DataPlane(repository, Metrics())
+    await dataplane.start()
+    await dataplane.stop()
+
+
+def test_a_runtime_failure_during_warm_up_is_logged_with_its_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_model(capped_doubler_graph(limit=3), tmp_path / "doubler" / "1" / "model.onnx")
+    write_config(tmp_path / "doubler", "max_batch_size: 8\n")
+    version = Repository.load(tmp_path, intra_op_threads=1).models["doubler"].versions["1"]
+    assert version.ready and version.runtime is not None and version.runtime.warmed == (1, 2)
+    (event,) = logged_events(capsys.readouterr().err, "warm_up_failed")
+    assert (event["model"], event["version"]) == ("doubler", "1"), event
+    assert event["problem"] == version.warm_up_problem, "the event says what the readiness answer says"
+    assert event["error_type"] == "InvalidArgument", event
+    assert "indices element out of data bounds" in event["error"], event
+    traceback = event["traceback"]
+    assert traceback.startswith("Traceback (most recent call last):\n"), traceback
+    assert_frames(traceback, ("runtime.py", "warm_up"), ("runtime.py", "run"))
+    assert traceback.rstrip().endswith(event["error"]), "the traceback ends with the error it explains"
+
+
+def test_the_batchers_cost_probe_logs_its_failure_with_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_model(doubler_graph(), tmp_path / "repository" / "doubler" / "1" / "model.onnx")
+    repository = Repository.load(tmp_path / "repository", intra_op_threads=1)
+    runtime = repository.models["doubler"].versions["1"].runtime
+    assert runtime is not None and 1 in runtime.warmed, "the warm-up itself passed"
+    # The session breaks after the repository's warm-up: a real session that fails at one row.
+    save_model(capped_doubler_graph(limit=1), tmp_path / "broken" / "model.onnx")
+    monkeypatch.setattr(runtime, "run", OnnxModel(tmp_path / "broken" / "model.onnx", 1).run)
+    capsys.readouterr()
+    asyncio.run(start_and_stop(repository))
+    (event,) = logged_events(capsys.readouterr().err, "warm_up_failed")
+    assert event["problem"] == "the batcher's cost probe failed" and event["error_type"] == "InvalidArgument"
+    assert_frames(event["traceback"], ("dataplane.py", "_warm_up"), ("runtime.py", "run"))
+
+
+def test_a_warm_up_failure_is_logged_once_not_again_by_the_cost_probe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_model(capped_doubler_graph(limit=1), tmp_path / "doubler" / "1" / "model.onnx")
+    repository = Repository.load(tmp_path, intra_op_threads=1)
+    asyncio.run(start_and_stop(repository))
+    events = logged_events(capsys.readouterr().err, "warm_up_failed")
+    assert [e["problem"].split(":")[0] for e in events] == ["warm-up at batch size 1 failed"], events
 
 
 def test_workers_listen_only_once_all_of_them_are_warm(tmp_path: Path) -> None:
