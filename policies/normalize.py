@@ -155,7 +155,8 @@ def from_preview(doc: Mapping[str, Any]) -> JsonObject:
     steps = doc["steps"]
     if not isinstance(steps, list):
         raise ValueError("`steps` is not a list")
-    raws = []
+    raws: list[RawResource] = []
+    position: dict[str, int] = {}  # URN -> index in raws
     for i, step in enumerate(steps):
         if not isinstance(step, Mapping):
             raise ValueError(f"steps[{i}] is not an object")
@@ -165,6 +166,12 @@ def from_preview(doc: Mapping[str, Any]) -> JsonObject:
         raw = _raw_from_state(state, f"steps[{i}].newState")
         if not raw.provider and isinstance(step.get("provider"), str):
             raw = replace(raw, provider=step["provider"])
+        # With --show-replacement-steps a replaced resource has two steps carrying its new state
+        # (create-replaced and replace): it is one resource, checked once, as its last step has it.
+        if raw.urn in position:
+            raws[position[raw.urn]] = raw
+            continue
+        position[raw.urn] = len(raws)
         raws.append(raw)
     return build_input(raws, source="preview", config=_mapping(doc.get("config"), "`config`"))
 
