@@ -255,7 +255,7 @@ class Http2Connection(asyncio.Protocol):
         self, stream: Stream, headers: list[tuple[bytes, bytes]] | None, out: list[bytes]
     ) -> None:
         """A new request's headers (None when they exceed the header-list limit): answer or wait for the body;
-        if the request has no body (``stream.receiving`` is False), call ``request_ended``."""
+        if the request has no body (``stream.receiving`` is False), call ``_request_ended``."""
         raise NotImplementedError
 
     def on_request_complete(self, stream: Stream, out: list[bytes]) -> None:
