@@ -119,8 +119,8 @@ class GrpcConnection(Http2Connection):
             )
         if not head.content_type.startswith(b"application/grpc"):
             return 415, "the gRPC port takes only content-type application/grpc"
-        if head.path.decode("latin-1") not in self.methods:
-            return trailers_only("UNIMPLEMENTED", f"unknown method {head.path.decode('latin-1')[:200]}")
+        if head.route not in self.methods:
+            return trailers_only("UNIMPLEMENTED", f"unknown method {head.route[:200]}")
         if head.encoding not in (None, b"identity", b"gzip"):
             return trailers_only(
                 "UNIMPLEMENTED", f"grpc-encoding {head.encoding[:40]!r} is not supported",
@@ -132,7 +132,8 @@ class GrpcConnection(Http2Connection):
         """The client has sent the whole request: parse it and start the call."""
         head = stream.head
         assert head is not None
-        parse, handler = self.methods[head.path.decode("latin-1")]
+        route = head.route
+        parse, handler = self.methods[route]
         try:
             timeout = None if head.timeout is None else parse_timeout(head.timeout)
             message = unframe_message(stream.body, head.encoding, self.limits.max_message_bytes)
@@ -141,7 +142,7 @@ class GrpcConnection(Http2Connection):
         except RpcError as error:
             self._respond_block(stream, trailers_only(error.code, error.message), out)
             return
-        call = Call(head.path.decode("latin-1"), head.metadata)
+        call = Call(route, head.metadata)
         loop = asyncio.get_running_loop()
         stream.task = loop.create_task(self._run(stream, call, handler, request))
         if timeout is not None:

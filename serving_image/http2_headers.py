@@ -32,6 +32,11 @@ class RequestHead:
     metadata: dict[str, str]
     too_many: bool = False
 
+    @property
+    def route(self) -> str:
+        """``:path`` as text, the key of a method table (latin-1: every byte maps, none is refused)."""
+        return self.path.decode("latin-1")
+
 
 def check_request_headers(headers: list[tuple[bytes, bytes]], max_count: int, stream_id: int) -> RequestHead:
     """The request's head; raises ``ProtocolViolation`` (a stream error) for a malformed header list.
