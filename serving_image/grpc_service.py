@@ -131,12 +131,12 @@ class InferenceServicer:
         span = None if tracing is None else tracing.start_request(_SPAN_NAME, headers, _SPAN_START)
         status, outcome, error_name = "OK", "success", None
         try:
-            if call.cancelled:  # reset before it started: recorded, not run
-                raise asyncio.CancelledError
-            if self._gate.enabled:  # metadata "authorization"; UNAUTHENTICATED or PERMISSION_DENIED
+            if self._gate.enabled and not call.cancelled:  # UNAUTHENTICATED or PERMISSION_DENIED
                 tracked.caller = (await self._gate.authorize(headers, request.model_name, "infer")).subject
             target = self._dp.route(request.model_name, request.model_version or None, headers)
             tracked.model, tracked.version = target.model.name, target.version.version
+            if call.cancelled:  # reset before it started: recorded under its model, not run
+                raise asyncio.CancelledError
             decoded = decode_request(request, self._dp.input_specs(target), self._tensor_limits)
             self._shadow.mirror(target, decoded)
             response = await self._dp.infer(target, decoded, span)
