@@ -43,10 +43,19 @@ class Built:
         ]
 
 
+DEFAULT_PROVIDER_REGION = "sa-east-1"
+"""`aws:region` of the component tests' stack: a region no component is built in, so a resource that lost its
+explicit provider (and would fall back to the default one) cannot pass for a regional resource."""
+
+
 def build_component(
     factory: Callable[[pulumi.ResourceOptions], object], region: str = "eu-central-1"
 ) -> Built:
-    """Build one component directly (not through `__main__`) on a regional AWS and a Kubernetes provider."""
+    """Build one component directly (not through `__main__`) on a regional AWS and a Kubernetes provider.
+
+    Fails when any AWS or Kubernetes resource was registered without an explicit provider: a stack's
+    default AWS provider is the deployer's ambient region, a default Kubernetes provider the ambient
+    kubeconfig."""
 
     def program() -> None:
         provider = aws.Provider("test-aws", region=region)
@@ -56,9 +65,23 @@ def build_component(
         factory(pulumi.ResourceOptions(providers={"aws": provider, "kubernetes": cluster}))
 
     monitor, _ = run_under_mocks(
-        program, stack="test", project="model-serving", config={"aws:region": region}
+        program, stack="test", project="model-serving", config={"aws:region": DEFAULT_PROVIDER_REGION}
     )
+    unprovided = unprovided_resources(monitor.registrations, monitor.regions)
+    assert not unprovided, f"registered on the default provider, not the component's: {unprovided}"
     return Built(monitor.registrations, monitor.regions)
+
+
+def unprovided_resources(registrations: list[Registration], regions: dict[str, str]) -> list[str]:
+    """URNs of the AWS and Kubernetes resources that no explicit (located) provider manages."""
+    return [
+        r.urn
+        for r in registrations
+        if r.custom
+        and r.type.split(":", 1)[0] in ("aws", "kubernetes")
+        and not r.type.startswith("pulumi:providers:")
+        and r.urn not in regions
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -70,9 +70,9 @@ def test_every_aws_resource_resolves_to_a_region_of_the_jurisdiction(
     steps = plans[f"{stack}.infra"].document["steps"]
     providers = {s["urn"]: s["newState"] for s in steps if s["newState"]["type"] == "pulumi:providers:aws"}
     allowed = JURISDICTION_REGIONS[JURISDICTION[stack]]
-    for step in steps:
-        if not step["newState"]["type"].startswith("aws:"):
-            continue
+    aws_steps = [s for s in steps if s["newState"]["type"].startswith("aws:")]
+    assert len(aws_steps) > 20, f"{stack}: only {len(aws_steps)} AWS resources; the scan misses some"
+    for step in aws_steps:
         region = (
             providers.get(step.get("provider", "").rsplit("::", 1)[0], {}).get("inputs", {}).get("region")
         )
@@ -83,13 +83,13 @@ def test_every_aws_resource_resolves_to_a_region_of_the_jurisdiction(
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_every_aws_provider_is_pinned_to_the_stack_account(plans: dict[str, Plan], stack: str) -> None:
-    for state in _states(plans[f"{stack}.infra"]):
-        if state["type"] == "pulumi:providers:aws":
-            # The engine passes a provider's list inputs JSON-encoded.
-            account = ACCOUNTS[stack]
-            assert json.loads(state["inputs"].get("allowedAccountIds", "null")) == [account], (
-                f"{stack}: {state['urn']} may touch any account: {state['inputs'].get('allowedAccountIds')}"
-            )
+    providers = [s for s in _states(plans[f"{stack}.infra"]) if s["type"] == "pulumi:providers:aws"]
+    assert providers, f"{stack}: no AWS provider in the infra plan"
+    for state in providers:
+        # The engine passes a provider's list inputs JSON-encoded.
+        assert json.loads(state["inputs"].get("allowedAccountIds", "null")) == [ACCOUNTS[stack]], (
+            f"{stack}: {state['urn']} may touch any account: {state['inputs'].get('allowedAccountIds')}"
+        )
 
 
 @pytest.mark.parametrize("stack", PLATFORMS)
@@ -197,13 +197,18 @@ def test_every_chart_comes_from_the_clusters_own_registry(plans: dict[str, Plan]
 def test_every_custom_resource_names_an_explicit_provider(plans: dict[str, Plan], plan_id: str) -> None:
     steps = plans[plan_id].document["steps"]
     urns = {s["urn"] for s in steps}
-    for step in steps:
-        state = step["newState"]
-        if state["custom"] and not state["type"].startswith(("pulumi:providers:", "pulumi:pulumi:")):
-            ref = step.get("provider", "")
-            assert ref.rsplit("::", 1)[0] in urns, (
-                f"{plan_id}: {step['urn']} has provider {ref!r} not in the plan"
-            )
+    custom = [
+        s
+        for s in steps
+        if s["newState"]["custom"]
+        and not s["newState"]["type"].startswith(("pulumi:providers:", "pulumi:pulumi:"))
+    ]
+    assert len(custom) > 20, f"{plan_id}: only {len(custom)} custom resources; the scan misses some"
+    for step in custom:
+        ref = step.get("provider", "")
+        assert ref.rsplit("::", 1)[0] in urns, (
+            f"{plan_id}: {step['urn']} has provider {ref!r} not in the plan"
+        )
 
 
 # The AWS Load Balancer Controller publishes its CRD only in a Go module version the proxy does not serve;

@@ -79,6 +79,7 @@ def test_unreadable_plan_exits_2(pack_python: Path, tmp_path: Path) -> None:
 
 
 def test_shipped_plans_pass_the_pack(pack_python: Path, shipped_plan_files: dict[str, Path]) -> None:
+    assert len(shipped_plan_files) >= 4, f"shipped plans found: {sorted(shipped_plan_files)}"
     for stack, plan in shipped_plan_files.items():
         done = replay(pack_python, plan, REPO)
         assert (done.returncode, done.stdout) == (0, ""), f"{stack}: {done.stdout}{done.stderr}"

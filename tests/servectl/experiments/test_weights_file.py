@@ -34,9 +34,14 @@ def test_stack_weights_change_and_nothing_else(tmp_path: Path, stack: str) -> No
 def test_other_models_keep_their_weights(tmp_path: Path) -> None:
     path = tmp_path / "Pulumi.eu-prod.yaml"
     shutil.copy(ROOT / path.name, path)
-    set_stack_weights(path, "ticket-router", {"1": 100})
-    models = yaml.safe_load(path.read_text())["config"]["model-serving:models"]
-    assert models[0]["variants"]["weights"] == {"1": 90, "2": 10}, models[0]["variants"]
+    set_stack_weights(path, "ticket-router", {"1": 40, "2": 60})
+    models = {m["name"]: m for m in yaml.safe_load(path.read_text())["config"]["model-serving:models"]}
+    assert models["ticket-router"]["variants"]["weights"] == {"1": 40, "2": 60}, (
+        "the model written has the new weights"
+    )
+    assert models["tabular-classifier"]["variants"]["weights"] == {"1": 90, "2": 10}, models[
+        "tabular-classifier"
+    ]
 
 
 def test_flow_style_and_comments_are_kept(tmp_path: Path) -> None:

@@ -171,7 +171,11 @@ def test_volume_key_waits_for_the_service_linked_role(cluster: Built) -> None:
 
 def test_key_waits_for_a_role_another_region_creates(eu_config: StackConfig) -> None:
     def make(opts: pulumi.ResourceOptions) -> Cluster:
-        elsewhere = aws.iam.ServiceLinkedRole("first-region", aws_service_name="autoscaling.amazonaws.com")
+        elsewhere = aws.iam.ServiceLinkedRole(
+            "first-region",
+            aws_service_name="autoscaling.amazonaws.com",
+            opts=pulumi.ResourceOptions.merge(pulumi.ResourceOptions(), opts),
+        )
         args = cluster_args(eu_config, create_autoscaling_role=False, autoscaling_role=elsewhere)
         return Cluster("cl", args, opts)
 
@@ -323,7 +327,11 @@ def test_break_glass_must_be_a_role_arn(eu_config: StackConfig, principal: str) 
 
 def test_autoscaling_role_created_once(eu_config: StackConfig) -> None:
     def make(opts: pulumi.ResourceOptions) -> Cluster:
-        elsewhere = aws.iam.ServiceLinkedRole("first-region", aws_service_name="autoscaling.amazonaws.com")
+        elsewhere = aws.iam.ServiceLinkedRole(
+            "first-region",
+            aws_service_name="autoscaling.amazonaws.com",
+            opts=pulumi.ResourceOptions.merge(pulumi.ResourceOptions(), opts),
+        )
         return Cluster("cl", cluster_args(eu_config, autoscaling_role=elsewhere), opts)
 
     with pytest.raises(ValueError, match="one per account"):

@@ -116,7 +116,9 @@ def test_firewall_subnets_sit_in_the_given_zones_with_one_endpoint_each(standard
 
 
 def test_firewall_subnets_go_out_through_the_internet_gateway(standard: Built) -> None:
-    for s in standard.of_type("aws:ec2/subnet:Subnet"):
+    subnets = standard.of_type("aws:ec2/subnet:Subnet")
+    assert len(subnets) == len(ZONES), f"one firewall subnet per zone: {[s.name for s in subnets]}"
+    for s in subnets:
         (assoc,) = [
             a
             for a in standard.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation")

@@ -69,6 +69,9 @@ def region_of(record: Registration) -> str:
 @pytest.mark.parametrize("profile", ["pair", "single"])
 def test_every_record_is_an_alias_to_a_load_balancer(profile: str, request: pytest.FixtureRequest) -> None:
     built: Built = request.getfixturevalue(profile)
+    regions = {"pair": 2, "single": 1}[profile]
+    # Per region: its own name and its latency-routed entry of the API host.
+    assert len(records(built)) == 2 * regions, [r.name for r in records(built)]
     for record in records(built):
         assert record.inputs["type"] == "A" and "records" not in record.inputs, (
             f"{record.name}: {record.inputs}"
@@ -98,7 +101,9 @@ def test_latency_records_carry_their_regions_health_check(pair: Built) -> None:
     checks = {
         c.inputs["fqdn"].split(".", 1)[0]: c for c in pair.of_type("aws:route53/healthCheck:HealthCheck")
     }
-    for record in (r for r in records(pair) if r.inputs["name"] == HOST):
+    latency = [r for r in records(pair) if r.inputs["name"] == HOST]
+    assert len(latency) == len(checks) == 2, f"records {[r.name for r in latency]}, checks {sorted(checks)}"
+    for record in latency:
         region = region_of(record)
         assert checks[region].urn in record.property_dependencies.get("healthCheckId", ()), (
             f"{record.name}: an unhealthy {region} would stay in the answer"
@@ -128,7 +133,9 @@ def test_health_checks_use_the_jurisdictions_checkers(
     profile: str, jurisdiction: str, request: pytest.FixtureRequest
 ) -> None:
     built: Built = request.getfixturevalue(profile)
-    for check in built.of_type("aws:route53/healthCheck:HealthCheck"):
+    checks = built.of_type("aws:route53/healthCheck:HealthCheck")
+    assert len(checks) == {"pair": 2, "single": 1}[profile], "one health check per region"
+    for check in checks:
         assert check.inputs["regions"] == list(CHECKER_REGIONS[jurisdiction]), check.inputs["regions"]
 
 

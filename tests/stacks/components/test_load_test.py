@@ -64,12 +64,14 @@ def test_workers_find_the_master_by_its_service(load_test: Built) -> None:
 
 
 def test_jobs_are_bounded_and_never_retried(load_test: Built) -> None:
+    assert len(jobs(load_test)) == 2, "the master and the workers"
     for name, job in jobs(load_test).items():
         assert job["spec"]["activeDeadlineSeconds"] == 600, f"{name} must be bounded in time"
         assert job["spec"]["backoffLimit"] == 0, f"{name}: a failed gate is not retried"
 
 
 def test_containers_are_locked_down(load_test: Built) -> None:
+    assert len(jobs(load_test)) == 2, "the master and the workers"
     for name, job in jobs(load_test).items():
         ctx = job["spec"]["template"]["spec"]["containers"][0]["securityContext"]
         assert ctx["runAsNonRoot"] and ctx["readOnlyRootFilesystem"], f"{name}: {ctx}"

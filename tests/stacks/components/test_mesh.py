@@ -152,10 +152,10 @@ def test_health_checks_allowed_on_the_api_host(mesh: Built, eu_config: StackConf
 def test_caller_filter_knows_each_models_sticky_header(mesh: Built, eu_config: StackConfig) -> None:
     (lua,) = [f for f in mesh.kinds("EnvoyFilter") if f["metadata"]["name"] == "caller-and-bucket"]
     source = lua["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["default_source_code"]
-    for model in eu_config.models:
-        header = model.variants.sticky_header
-        if header is not None:
-            assert f'["{model.name}"] = "{header.lower()}"' in source["inline_string"], model.name
+    sticky = {m.name: m.variants.sticky_header for m in eu_config.models if m.variants.sticky_header}
+    assert len(sticky) >= 1, "eu-prod has no sticky model: the filter would be tested against nothing"
+    for name, header in sticky.items():
+        assert f'["{name}"] = "{header.lower()}"' in source["inline_string"], name
 
 
 def test_rate_limit_covers_every_route_of_every_model(mesh: Built, eu_config: StackConfig) -> None:
@@ -208,7 +208,9 @@ def test_rate_limit_service_waits_for_redis(mesh: Built) -> None:
 
 
 def test_rate_limit_images_resolve_to_the_registry(mesh: Built) -> None:
-    for deployment in mesh.of_type("kubernetes:apps/v1:Deployment"):
+    deployments = mesh.of_type("kubernetes:apps/v1:Deployment")
+    assert sorted(d.name.rsplit("-", 1)[-1] for d in deployments) == ["redis", "service"], deployments
+    for deployment in deployments:
         spec = deployment.inputs["spec"]["template"]["spec"]
         assert not foreign_images(spec, REGISTRY), f"{deployment.name}: {foreign_images(spec, REGISTRY)}"
 

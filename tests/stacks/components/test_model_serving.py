@@ -50,12 +50,14 @@ def test_deployment_per_version(served: Built) -> None:
 
 
 def test_image_pinned_by_digest_from_regional_registry(served: Built) -> None:
+    assert len(served.kinds("Deployment")) == 2, "one Deployment per version"
     for d in served.kinds("Deployment"):
         image = d["spec"]["template"]["spec"]["containers"][0]["image"]
         assert ".dkr.ecr.eu-central-1.amazonaws.com/" in image and "@sha256:" in image, f"image: {image}"
 
 
 def test_probes_wait_for_the_deployments_own_version(served: Built) -> None:
+    assert len(served.kinds("Deployment")) == 2, "one Deployment per version"
     for deployment in served.kinds("Deployment"):
         version = deployment["spec"]["template"]["metadata"]["labels"]["version"].removeprefix("v")
         container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -67,7 +69,9 @@ def test_probes_wait_for_the_deployments_own_version(served: Built) -> None:
 
 def test_security_context_hardened(served: Built) -> None:
     spec = served.kinds("Deployment")[0]["spec"]["template"]["spec"]
-    for container in spec["containers"] + spec["initContainers"]:
+    containers = spec["containers"] + spec["initContainers"]
+    assert len(containers) == 2, f"the server and the model sync: {[c['name'] for c in containers]}"
+    for container in containers:
         ctx = container["securityContext"]
         assert ctx["runAsNonRoot"] and ctx["runAsUser"] == 10001, f"{container['name']}: {ctx}"
         assert ctx["readOnlyRootFilesystem"] is True, f"{container['name']}: writable root"
@@ -130,6 +134,8 @@ def test_bucket_name_reaches_the_pods_through_the_store_config(served: Built) ->
 
 def test_deployments_wait_for_their_account_and_store(served: Built) -> None:
     needed = {r.urn for r in served.registrations if r.type.endswith((":ServiceAccount", ":ConfigMap"))}
+    assert len(needed) >= 2, f"an account and a store to wait for: {needed}"
+    assert len(served.of_type("kubernetes:apps/v1:Deployment")) == 2, "one Deployment per version"
     for deployment in served.of_type("kubernetes:apps/v1:Deployment"):
         assert needed <= set(deployment.dependencies), (
             f"{deployment.name} depends on {deployment.dependencies}"

@@ -31,17 +31,26 @@ def test_buckets_use_sse_kms_with_regional_key(store: Built) -> None:
 
 
 def test_versioning_enabled(store: Built) -> None:
+    assert len(store.of_type("aws:s3/bucketVersioning:BucketVersioning")) == 2, (
+        "one per bucket: models and inference logs"
+    )
     for v in store.of_type("aws:s3/bucketVersioning:BucketVersioning"):
         assert v.inputs["versioningConfiguration"]["status"] == "Enabled", f"{v.name} not versioned"
 
 
 def test_public_access_blocked(store: Built) -> None:
+    assert len(store.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")) == 2, (
+        "one per bucket: models and inference logs"
+    )
     for b in store.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"):
         flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
         assert all(b.inputs[f] is True for f in flags), f"{b.name}: {b.inputs}"
 
 
 def test_bucket_policy_denies_insecure_transport(store: Built) -> None:
+    assert len(store.of_type("aws:s3/bucketPolicy:BucketPolicy")) == 2, (
+        "one per bucket: models and inference logs"
+    )
     for p in store.of_type("aws:s3/bucketPolicy:BucketPolicy"):
         statements = json.loads(p.inputs["policy"])["Statement"]
         deny = [s for s in statements if s["Condition"].get("Bool", {}).get("aws:SecureTransport") == "false"]

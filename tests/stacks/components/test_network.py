@@ -140,7 +140,9 @@ def test_smb_uses_two_azs_one_nat_and_one_firewall_endpoint(smb: Built) -> None:
 def test_private_subnets_default_route_goes_to_nat(profile: str, request: pytest.FixtureRequest) -> None:
     built: Built = request.getfixturevalue(profile)
     nats = {n.urn for n in built.of_type("aws:ec2/natGateway:NatGateway")}
-    for s in (r for r in built.of_type("aws:ec2/subnet:Subnet") if "-private-" in r.name):
+    private = [r for r in built.of_type("aws:ec2/subnet:Subnet") if "-private-" in r.name]
+    assert len(private) == {"standard": 3, "smb": 2}[profile], "one private subnet per zone"
+    for s in private:
         route = default_route(built, s.urn)
         assert set(route.property_dependencies.get("natGatewayId", ())) & nats, f"{s.name}: {route.inputs}"
 
@@ -150,6 +152,7 @@ def test_nat_subnets_default_route_goes_to_a_firewall_endpoint(
     profile: str, request: pytest.FixtureRequest
 ) -> None:
     built: Built = request.getfixturevalue(profile)
+    assert len(built.of_type("aws:ec2/natGateway:NatGateway")) == {"standard": 3, "smb": 1}[profile]
     for nat in built.of_type("aws:ec2/natGateway:NatGateway"):
         (nat_subnet,) = nat.property_dependencies["subnetId"]
         route = default_route(built, nat_subnet)
@@ -242,12 +245,12 @@ def test_vpc_endpoints_cover_what_runs_without_the_internet(standard: Built) -> 
 
 def test_interface_endpoints_are_private_in_the_private_subnets(standard: Built) -> None:
     private = {r.urn for r in standard.of_type("aws:ec2/subnet:Subnet") if "-private-" in r.name}
-    for e in standard.of_type("aws:ec2/vpcEndpoint:VpcEndpoint"):
-        if e.inputs["vpcEndpointType"] == "Interface":
-            assert e.inputs["privateDnsEnabled"] is True, f"{e.name}: SDKs would not resolve to it"
-            assert set(e.property_dependencies["subnetIds"]) == private, (
-                f"{e.name} outside the private subnets"
-            )
+    endpoints = standard.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    interfaces = [e for e in endpoints if e.inputs["vpcEndpointType"] == "Interface"]
+    assert len(private) == 3 and len(interfaces) == len(INTERFACE_ENDPOINTS), (private, interfaces)
+    for e in interfaces:
+        assert e.inputs["privateDnsEnabled"] is True, f"{e.name}: SDKs would not resolve to it"
+        assert set(e.property_dependencies["subnetIds"]) == private, f"{e.name} outside the private subnets"
 
 
 def test_flow_logs_go_to_kms_encrypted_group_with_retention(standard: Built) -> None:

@@ -56,6 +56,7 @@ def test_tags_are_immutable(registry: Built) -> None:
 
 
 def test_repositories_are_kms_encrypted_with_the_region_key(registry: Built) -> None:
+    assert len(registry.of_type(REPO)) > len(OWN), "the lock's repositories are missing"
     for r in registry.of_type(REPO):
         enc = r.inputs.get("encryptionConfigurations") or [{}]
         assert enc[0].get("encryptionType") == "KMS", f"{r.name}: {enc}"
@@ -63,6 +64,7 @@ def test_repositories_are_kms_encrypted_with_the_region_key(registry: Built) -> 
 
 
 def test_scan_on_push_and_untagged_lifecycle(registry: Built) -> None:
+    assert len(registry.of_type(REPO)) > len(OWN), "the lock's repositories are missing"
     for r in registry.of_type(REPO):
         assert r.inputs["imageScanningConfiguration"]["scanOnPush"] is True, f"{r.name}: no scan on push"
     policies = registry.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")

@@ -204,7 +204,9 @@ def test_service_entries_cover_the_regions_s3_and_sts() -> None:
 
 
 def test_service_entries_are_external_tls_on_443() -> None:
-    for entry in mesh.aws_service_entries("eu-central-1") + mesh.egress_entries(["store.dc1.example"]):
+    entries = mesh.aws_service_entries("eu-central-1") + mesh.egress_entries(["store.dc1.example"])
+    assert len(entries) >= 2, f"entries: {[e['metadata']['name'] for e in entries]}"
+    for entry in entries:
         spec = entry["spec"]
         assert spec["location"] == "MESH_EXTERNAL", entry["metadata"]["name"]
         assert spec["ports"] == [{"number": 443, "name": "tls", "protocol": "TLS"}], spec["ports"]
@@ -212,7 +214,9 @@ def test_service_entries_are_external_tls_on_443() -> None:
 
 def test_no_wildcard_host_with_dns_resolution() -> None:
     # istiod's validating webhook rejects it ("hosts must be FQDN if no endpoints are provided").
-    for entry in mesh.aws_service_entries("eu-central-1"):
+    entries = mesh.aws_service_entries("eu-central-1")
+    assert any("*" in h for e in entries for h in e["spec"]["hosts"]), "no wildcard host to check"
+    for entry in entries:
         spec = entry["spec"]
         wild = [h for h in spec["hosts"] if "*" in h]
         assert not (wild and spec["resolution"] == "DNS"), f"{entry['metadata']['name']}: {wild} with DNS"

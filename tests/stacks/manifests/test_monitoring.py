@@ -44,6 +44,8 @@ def test_rules_cover_burn_rates_on_both_slos_and_readiness() -> None:
 
 
 def test_burn_rate_alerts_need_a_long_and_a_short_window() -> None:
+    burn_rate = [r for g in load_rules()["groups"] for r in g["rules"] if "BurnRate" in r.get("alert", "")]
+    assert len(burn_rate) >= 4, f"burn-rate alerts: {[r['alert'] for r in burn_rate]}"
     for group in load_rules()["groups"]:
         for rule in group["rules"]:
             if "BurnRate" in rule.get("alert", ""):

@@ -81,6 +81,7 @@ def test_filter_fails_open_with_a_bounded_wait(eu_config: StackConfig) -> None:
 def test_every_model_route_sends_model_and_caller(eu_config: StackConfig) -> None:
     routes = _patches(ratelimit.gateway_filter(_routes(eu_config.models)), "HTTP_ROUTE")
     by_name = {p["match"]["routeConfiguration"]["vhost"]["route"]["name"]: p for p in routes}
+    assert len(eu_config.models) >= 2 and len(by_name) >= len(eu_config.models), sorted(by_name)
     for model in eu_config.models:
         for name in serving.route_names(model):
             assert name in by_name, f"route {name} of {model.name} is not limited"

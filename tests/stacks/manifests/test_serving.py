@@ -59,6 +59,7 @@ def test_fault_on_the_routes_that_send_only_to_the_version(eu_config: StackConfi
 
 
 def test_no_shadow_no_faults_no_extra_keys(eu_config: StackConfig) -> None:
+    assert "tabular-classifier-weighted" in _routes(eu_config), sorted(_routes(eu_config))
     for route in _routes(eu_config).values():
         assert not {"mirror", "mirrorPercentage", "fault"} & set(route), route
 

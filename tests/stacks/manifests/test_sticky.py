@@ -117,7 +117,9 @@ def test_gateway_ranges_send_each_user_where_the_server_does(weights: dict[str, 
         default_version="1",
     )
     ranges = bucket_ranges(tuple(weights.items()))
-    for user in _ids()[::7]:
+    users = _ids()[::7]
+    assert len(users) >= 100, f"{len(users)} users sampled"
+    for user in users:
         bucket = _bucket(user.encode())
         (mesh,) = [v for v, first, end in ranges if first <= bucket < end]
         # The REST transport hands the router header bytes decoded as latin-1.
