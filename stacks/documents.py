@@ -72,55 +72,68 @@ def key_policy(account: str, region: str, log_service: bool, volume_roles: Seque
 
     KMS rejects a policy whose principal does not exist yet: each `volume_roles` role must exist first.
     """
-    statements: list[dict[str, Any]] = [
-        {
-            "Sid": "AccountAdministers",
-            "Effect": "Allow",
-            "Principal": {"AWS": ACCOUNT_ROOT.format(account=account)},
-            "Action": "kms:*",
-            "Resource": "*",
-        }
-    ]
+    statements = [_account_administers_key(account)]
     if log_service:
-        statements.append(
-            {
-                "Sid": "RegionalLogsEncrypt",
-                "Effect": "Allow",
-                "Principal": {"Service": f"logs.{region}.amazonaws.com"},
-                "Action": [
-                    "kms:Encrypt*",
-                    "kms:Decrypt*",
-                    "kms:ReEncrypt*",
-                    "kms:GenerateDataKey*",
-                    "kms:Describe*",
-                ],
-                "Resource": "*",
-                "Condition": {
-                    "ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{region}:{account}:*"}
-                },
-            }
-        )
+        statements.append(_regional_logs_use_key(account, region))
     if volume_roles:
-        # As AWS documents for encrypted EBS volumes launched by an Auto Scaling group.
-        principal = {"AWS": list(volume_roles)}
-        statements += [
-            {
-                "Sid": "VolumeRolesUseKey",
-                "Effect": "Allow",
-                "Principal": principal,
-                "Action": list(VOLUME_KEY_ACTIONS),
-                "Resource": "*",
-            },
-            {
-                "Sid": "VolumeRolesAttachPersistentResources",
-                "Effect": "Allow",
-                "Principal": principal,
-                "Action": "kms:CreateGrant",
-                "Resource": "*",
-                "Condition": GRANT_FOR_AWS_RESOURCE,
-            },
-        ]
+        statements += _volume_roles_use_key(volume_roles)
     return _doc(*statements)
+
+
+def _account_administers_key(account: str) -> dict[str, Any]:
+    """The account administers the key: KMS heeds IAM policies for a key only when its key policy trusts the
+    account, so without this statement no role could be granted the key's use."""
+    return {
+        "Sid": "AccountAdministers",
+        "Effect": "Allow",
+        "Principal": {"AWS": ACCOUNT_ROOT.format(account=account)},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
+
+
+def _regional_logs_use_key(account: str, region: str) -> dict[str, Any]:
+    """This region's CloudWatch Logs, and only for this account's log groups in this region: the encryption
+    context names the log group, so another account's logs cannot borrow the key."""
+    return {
+        "Sid": "RegionalLogsEncrypt",
+        "Effect": "Allow",
+        "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+        "Action": [
+            "kms:Encrypt*",
+            "kms:Decrypt*",
+            "kms:ReEncrypt*",
+            "kms:GenerateDataKey*",
+            "kms:Describe*",
+        ],
+        "Resource": "*",
+        "Condition": {
+            "ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{region}:{account}:*"}
+        },
+    }
+
+
+def _volume_roles_use_key(volume_roles: Sequence[str]) -> list[dict[str, Any]]:
+    """The roles that launch instances may encrypt their volumes and grant the key to the AWS service that
+    attaches them, as AWS documents for encrypted EBS volumes launched by an Auto Scaling group."""
+    principal = {"AWS": list(volume_roles)}
+    return [
+        {
+            "Sid": "VolumeRolesUseKey",
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": list(VOLUME_KEY_ACTIONS),
+            "Resource": "*",
+        },
+        {
+            "Sid": "VolumeRolesAttachPersistentResources",
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": "kms:CreateGrant",
+            "Resource": "*",
+            "Condition": GRANT_FOR_AWS_RESOURCE,
+        },
+    ]
 
 
 def volume_key_user_policy(key_arn: str) -> str:
@@ -309,7 +322,6 @@ def runner_policy(
     its build image, its GitHub connection, the Pulumi state (`state_statements`) and the deploy role, which
     the kubeconfig's exec assumes (`--role-arn`): nothing else of the account. Pulumi runs as this role, so
     no profile switches identity and the deploy role never has to assume itself."""
-    connections = connection_arn.split(":")[2]  # codeconnections, or codestar-connections for older ones
     return _doc(
         {
             "Sid": "WriteBuildLogs",
@@ -317,6 +329,24 @@ def runner_policy(
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
             "Resource": [log_group_arn, f"{log_group_arn}:*"],
         },
+        *_build_interface_statements(region, account, subnet_ids),
+        *_build_image_statements(repository_arn),
+        _connection_statement(connection_arn),
+        {
+            "Sid": "AssumeDeployRole",
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            "Resource": deploy_role_arn,
+        },
+        *state,
+    )
+
+
+def _build_interface_statements(region: str, account: str, subnet_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """CodeBuild creates the build's network interfaces as the role, with the rights AWS's guide for builds in
+    a VPC gives it; the one that lets an interface be used is held to CodeBuild and the private subnets, so
+    the role can put a build in no other subnet."""
+    return [
         {
             "Sid": "DescribeAndManageBuildInterfaces",
             "Effect": "Allow",
@@ -343,6 +373,13 @@ def runner_policy(
                 },
             },
         },
+    ]
+
+
+def _build_image_statements(repository_arn: str) -> list[dict[str, Any]]:
+    """The registry token is account-wide (ECR allows no narrower resource); the pulls, only from the build
+    image's own repository."""
+    return [
         {"Sid": "RegistryToken", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
         {
             "Sid": "PullBuildImage",
@@ -350,24 +387,23 @@ def runner_policy(
             "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
             "Resource": repository_arn,
         },
-        {
-            "Sid": "GitHubConnection",
-            "Effect": "Allow",
-            "Action": [
-                f"{connections}:GetConnection",
-                f"{connections}:GetConnectionToken",
-                f"{connections}:UseConnection",
-            ],
-            "Resource": connection_arn,
-        },
-        {
-            "Sid": "AssumeDeployRole",
-            "Effect": "Allow",
-            "Action": "sts:AssumeRole",
-            "Resource": deploy_role_arn,
-        },
-        *state,
-    )
+    ]
+
+
+def _connection_statement(connection_arn: str) -> dict[str, Any]:
+    """Use of the one GitHub connection. The actions' service prefix is the ARN's: `codeconnections`, or
+    `codestar-connections` for connections made before the service was renamed."""
+    connections = connection_arn.split(":")[2]
+    return {
+        "Sid": "GitHubConnection",
+        "Effect": "Allow",
+        "Action": [
+            f"{connections}:GetConnection",
+            f"{connections}:GetConnectionToken",
+            f"{connections}:UseConnection",
+        ],
+        "Resource": connection_arn,
+    }
 
 
 def state_statements(

@@ -122,22 +122,10 @@ class Cluster(pulumi.ComponentResource):
         super().__init__("model-serving:cluster:Cluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         key = self._volume_key(name, args, child)
-        containers = aws.cloudwatch.LogGroup(
-            f"{name}-containers",
-            name=f"/aws/eks/{args.cluster_name}/containers",
-            retention_in_days=args.log_retention_days,
-            kms_key_id=key.arn,
-            tags=args.tags,
-            opts=child,
-        )
+        containers = _container_log_group(name, args, key, child)
         cluster = self._control_plane(name, args, key, child)
         security_group = cluster.vpc_config.apply(lambda v: v.cluster_security_group_id or "")
-        issuer = cluster.identities.apply(
-            lambda ids: (ids[0].oidcs[0].issuer if ids and ids[0].oidcs else None) or ""
-        )
-        oidc = aws.iam.OpenIdConnectProvider(
-            f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], tags=args.tags, opts=child
-        )
+        oidc, issuer = _service_account_issuer(name, args, cluster, child)
         self._access(name, args, cluster, security_group, child)
         cni = self._network_addon(name, args, cluster, oidc.arn, issuer, child)
         nodes = self._nodes(name, args, cluster, key, cni, child)
@@ -147,12 +135,7 @@ class Cluster(pulumi.ComponentResource):
         self.oidc_provider_arn = oidc.arn
         self.oidc_issuer = issuer
         self.key_arn = key.arn
-        self.kubeconfig = pulumi.Output.all(
-            name=cluster.name,
-            endpoint=cluster.endpoint,
-            ca=cluster.certificate_authority.data,
-            role=args.deploy_role_arn,
-        ).apply(lambda v: kubeconfig(v["name"], v["endpoint"], v["ca"], args.region, v["role"]))
+        self.kubeconfig = _deploy_kubeconfig(cluster, args)
         self.security_group_id = security_group
         self.container_log_group = containers.name
         self.container_log_group_arn = containers.arn
@@ -210,15 +193,7 @@ class Cluster(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        role = aws.iam.Role(
-            f"{name}-control-plane",
-            assume_role_policy=assume_role_policy("eks.amazonaws.com"),
-            tags=args.tags,
-            opts=child,
-        )
-        attachment = aws.iam.RolePolicyAttachment(
-            f"{name}-control-plane", role=role.name, policy_arn=f"{POLICY}AmazonEKSClusterPolicy", opts=child
-        )
+        role, attachment = _control_plane_role(name, args, child)
         public = bool(args.config.public_access_cidrs)
         return aws.eks.Cluster(
             f"{name}-eks",
@@ -256,17 +231,14 @@ class Cluster(pulumi.ComponentResource):
         # A secondary region's cluster is reached from the primary's runner over peering: its rule names
         # the runner's subnets (a security group cannot be referenced across regions); see RegionPeering.
         if args.runner_security_group_id is not None:
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-api-from-runner",
-                security_group_id=security_group,
-                referenced_security_group_id=args.runner_security_group_id,
-                ip_protocol="tcp",
-                from_port=443,
-                to_port=443,
-                description="Kubernetes API from the deploy runner",
-                tags=args.tags,
-                opts=child,
-            )
+            _api_from_runner(name, args, args.runner_security_group_id, security_group, child)
+        self._admins(name, args, cluster, child)
+
+    def _admins(
+        self, name: str, args: ClusterArgs, cluster: aws.eks.Cluster, child: pulumi.ResourceOptions
+    ) -> None:
+        """The deploy and break-glass roles, and no one else, are cluster admins (the cluster gives its
+        creator no admin binding); the policy is associated once the entry exists, as EKS requires."""
         admins: dict[str, pulumi.Input[str]] = {
             "deploy": args.deploy_role_arn,
             "break-glass": args.break_glass_role_arn,
@@ -337,41 +309,8 @@ class Cluster(pulumi.ComponentResource):
         with the volume key. EKS tags the group's Auto Scaling group `k8s.io/cluster-autoscaler/enabled` and
         `k8s.io/cluster-autoscaler/<cluster>=owned`, which is what the cluster autoscaler discovers."""
         group = args.config.node_group
-        role = aws.iam.Role(
-            f"{name}-nodes",
-            assume_role_policy=assume_role_policy("ec2.amazonaws.com"),
-            tags=args.tags,
-            opts=child,
-        )
-        attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-nodes-{p}", role=role.name, policy_arn=POLICY + p, opts=child
-            )
-            for p in NODE_POLICIES
-        ]
-        template = aws.ec2.LaunchTemplate(
-            f"{name}-nodes",
-            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1
-            ),
-            block_device_mappings=[
-                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name="/dev/xvda",
-                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                        encrypted="true",
-                        kms_key_id=key.arn,
-                        volume_size=group.disk_gib,
-                        volume_type="gp3",
-                        delete_on_termination="true",
-                    ),
-                )
-            ],
-            tag_specifications=[
-                aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type="instance", tags=args.tags)
-            ],
-            tags=args.tags,
-            opts=child,
-        )
+        role, attachments = _node_role(name, args, child)
+        template = _node_launch_template(name, args, key, child)
         return aws.eks.NodeGroup(
             f"{name}-nodes",
             cluster_name=cluster.name,
@@ -408,8 +347,33 @@ class Cluster(pulumi.ComponentResource):
         nodes: aws.eks.NodeGroup,
         child: pulumi.ResourceOptions,
     ) -> None:
-        """Add-ons whose pods need nodes. The EBS CSI driver has its own role, with use of the volume key for
-        the persistent volumes it creates (the key's account statement lets IAM policies grant it)."""
+        """Add-ons whose pods need nodes: the EBS CSI driver, then those with no AWS identity."""
+        self._ebs_csi_driver(name, args, cluster, key_arn, oidc_arn, issuer, nodes, child)
+        for addon in ADDONS_AFTER_NODES:
+            aws.eks.Addon(
+                f"{name}-{addon}",
+                cluster_name=cluster.name,
+                addon_name=addon,
+                resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="OVERWRITE",
+                tags=args.tags,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[nodes]),
+            )
+
+    def _ebs_csi_driver(
+        self,
+        name: str,
+        args: ClusterArgs,
+        cluster: aws.eks.Cluster,
+        key_arn: pulumi.Output[str],
+        oidc_arn: pulumi.Output[str],
+        issuer: pulumi.Output[str],
+        nodes: aws.eks.NodeGroup,
+        child: pulumi.ResourceOptions,
+    ) -> None:
+        """The EBS CSI driver has its own role, with use of the volume key for the persistent volumes it
+        creates (the key's account statement lets IAM policies grant it); the add-on waits for the role's
+        grants, or its first volume would fail on a missing right."""
         csi = irsa_role(
             f"{name}-ebs-csi",
             role_name=iam_name(args.cluster_name, "ebs-csi"),
@@ -431,16 +395,6 @@ class Cluster(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[nodes, *csi.grants]),
         )
-        for addon in ADDONS_AFTER_NODES:
-            aws.eks.Addon(
-                f"{name}-{addon}",
-                cluster_name=cluster.name,
-                addon_name=addon,
-                resolve_conflicts_on_create="OVERWRITE",
-                resolve_conflicts_on_update="OVERWRITE",
-                tags=args.tags,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[nodes]),
-            )
 
     def _people(
         self, name: str, args: ClusterArgs, cluster: aws.eks.Cluster, child: pulumi.ResourceOptions
@@ -461,6 +415,133 @@ class Cluster(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
+
+
+def _container_log_group(
+    name: str, args: ClusterArgs, key: RegionalKey, child: pulumi.ResourceOptions
+) -> aws.cloudwatch.LogGroup:
+    """The containers' log group, made here rather than by the log shipper (which may only write streams
+    into it), so the stack's retention and key hold from the first line."""
+    return aws.cloudwatch.LogGroup(
+        f"{name}-containers",
+        name=f"/aws/eks/{args.cluster_name}/containers",
+        retention_in_days=args.log_retention_days,
+        kms_key_id=key.arn,
+        tags=args.tags,
+        opts=child,
+    )
+
+
+def _control_plane_role(
+    name: str, args: ClusterArgs, child: pulumi.ResourceOptions
+) -> tuple[aws.iam.Role, aws.iam.RolePolicyAttachment]:
+    """The role EKS manages the control plane with; the cluster waits for the attachment, since EKS checks
+    the role's rights when it creates the cluster."""
+    role = aws.iam.Role(
+        f"{name}-control-plane",
+        assume_role_policy=assume_role_policy("eks.amazonaws.com"),
+        tags=args.tags,
+        opts=child,
+    )
+    attachment = aws.iam.RolePolicyAttachment(
+        f"{name}-control-plane", role=role.name, policy_arn=f"{POLICY}AmazonEKSClusterPolicy", opts=child
+    )
+    return role, attachment
+
+
+def _service_account_issuer(
+    name: str, args: ClusterArgs, cluster: aws.eks.Cluster, child: pulumi.ResourceOptions
+) -> tuple[aws.iam.OpenIdConnectProvider, pulumi.Output[str]]:
+    """IRSA: IAM trusts tokens from the cluster's service-account issuer, with STS as their audience only.
+    A cluster that reports no issuer yields an empty one rather than failing the program."""
+    issuer = cluster.identities.apply(
+        lambda ids: (ids[0].oidcs[0].issuer if ids and ids[0].oidcs else None) or ""
+    )
+    oidc = aws.iam.OpenIdConnectProvider(
+        f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], tags=args.tags, opts=child
+    )
+    return oidc, issuer
+
+
+def _api_from_runner(
+    name: str,
+    args: ClusterArgs,
+    runner_security_group_id: pulumi.Input[str],
+    security_group: pulumi.Output[str],
+    child: pulumi.ResourceOptions,
+) -> None:
+    """The deploy runner's security group may reach the private API endpoint on 443, nothing else of it."""
+    aws.vpc.SecurityGroupIngressRule(
+        f"{name}-api-from-runner",
+        security_group_id=security_group,
+        referenced_security_group_id=runner_security_group_id,
+        ip_protocol="tcp",
+        from_port=443,
+        to_port=443,
+        description="Kubernetes API from the deploy runner",
+        tags=args.tags,
+        opts=child,
+    )
+
+
+def _node_role(
+    name: str, args: ClusterArgs, child: pulumi.ResourceOptions
+) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
+    """The nodes' role: join the cluster and pull images. No CNI rights: those are on the vpc-cni add-on's
+    own role, not on every node."""
+    role = aws.iam.Role(
+        f"{name}-nodes",
+        assume_role_policy=assume_role_policy("ec2.amazonaws.com"),
+        tags=args.tags,
+        opts=child,
+    )
+    attachments = [
+        aws.iam.RolePolicyAttachment(f"{name}-nodes-{p}", role=role.name, policy_arn=POLICY + p, opts=child)
+        for p in NODE_POLICIES
+    ]
+    return role, attachments
+
+
+def _node_launch_template(
+    name: str, args: ClusterArgs, key: RegionalKey, child: pulumi.ResourceOptions
+) -> aws.ec2.LaunchTemplate:
+    """IMDSv2 only, with one hop, so a pod (one hop further) cannot reach the node's credentials; the root
+    disk encrypted with the volume key; the stack's tags on the instances as well as the template."""
+    group = args.config.node_group
+    return aws.ec2.LaunchTemplate(
+        f"{name}-nodes",
+        metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+            http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1
+        ),
+        block_device_mappings=[
+            aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name="/dev/xvda",
+                ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                    encrypted="true",
+                    kms_key_id=key.arn,
+                    volume_size=group.disk_gib,
+                    volume_type="gp3",
+                    delete_on_termination="true",
+                ),
+            )
+        ],
+        tag_specifications=[
+            aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type="instance", tags=args.tags)
+        ],
+        tags=args.tags,
+        opts=child,
+    )
+
+
+def _deploy_kubeconfig(cluster: aws.eks.Cluster, args: ClusterArgs) -> pulumi.Output[str]:
+    """The kubeconfig the platform layer uses: it carries no credential, only the command that gets a
+    token as the deploy role."""
+    return pulumi.Output.all(
+        name=cluster.name,
+        endpoint=cluster.endpoint,
+        ca=cluster.certificate_authority.data,
+        role=args.deploy_role_arn,
+    ).apply(lambda v: kubeconfig(v["name"], v["endpoint"], v["ca"], args.region, v["role"]))
 
 
 def _check(args: ClusterArgs) -> None:

@@ -75,65 +75,10 @@ class Edge(pulumi.ComponentResource):
         super().__init__("model-serving:edge:Edge", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         certificate_arn = self._certificate(name, args, child)
-        sg = aws.ec2.SecurityGroup(
-            f"{name}-nlb",
-            vpc_id=args.vpc_id,
-            description="Gateway load balancer: HTTPS in from allowed ranges, out to the gateway pods only",
-            ingress=[
-                aws.ec2.SecurityGroupIngressArgs(
-                    protocol="tcp",
-                    from_port=HTTPS_PORT,
-                    to_port=HTTPS_PORT,
-                    cidr_blocks=list(args.allowed_cidrs),
-                    description="Model API clients",
-                )
-            ],
-            egress=[
-                aws.ec2.SecurityGroupEgressArgs(
-                    protocol="tcp",
-                    from_port=port,
-                    to_port=port,
-                    cidr_blocks=[args.vpc_cidr],
-                    description=what,
-                )
-                for port, what in ((HTTPS_PORT, "Gateway pods"), (STATUS_PORT, "Gateway pods' health checks"))
-            ],
-            tags=args.tags,
-            opts=child,
-        )
-        lb = aws.lb.LoadBalancer(
-            f"{name}-nlb",
-            load_balancer_type="network",
-            internal=False,
-            ip_address_type="ipv4",
-            subnets=list(args.public_subnet_ids),
-            security_groups=[sg.id],
-            enable_cross_zone_load_balancing=True,
-            enable_deletion_protection=True,
-            access_logs=(
-                aws.lb.LoadBalancerAccessLogsArgs(bucket=args.access_log_bucket, prefix=name, enabled=True)
-                if args.access_log_bucket
-                else None
-            ),
-            tags=args.tags,
-            opts=child,
-        )
+        sg = _load_balancer_security_group(name, args, child)
+        lb = _load_balancer(name, args, sg, child)
         target_group = self._target_group(name, args, child)
-        aws.lb.Listener(
-            f"{name}-https",
-            load_balancer_arn=lb.arn,
-            port=HTTPS_PORT,
-            protocol="TLS",
-            ssl_policy=TLS_POLICY,
-            certificate_arn=certificate_arn,
-            # gRPC clients insist on negotiating h2; REST clients keep HTTP/1.1.
-            alpn_policy="HTTP2Preferred",
-            default_actions=[
-                aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=target_group.arn)
-            ],
-            tags=args.tags,
-            opts=child,
-        )
+        _tls_listener(name, args, lb, certificate_arn, target_group, child)
         self.target_group_arn = target_group.arn
         self.load_balancer_dns_name = lb.dns_name
         self.load_balancer_zone_id = lb.zone_id
@@ -205,3 +150,85 @@ class Edge(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
+
+
+def _load_balancer_security_group(
+    name: str, args: EdgeArgs, child: pulumi.ResourceOptions
+) -> aws.ec2.SecurityGroup:
+    """HTTPS in from the allowed ranges only; out only into the VPC, to the gateway pods' HTTPS and status
+    ports (the target group's health checks use the latter)."""
+    return aws.ec2.SecurityGroup(
+        f"{name}-nlb",
+        vpc_id=args.vpc_id,
+        description="Gateway load balancer: HTTPS in from allowed ranges, out to the gateway pods only",
+        ingress=[
+            aws.ec2.SecurityGroupIngressArgs(
+                protocol="tcp",
+                from_port=HTTPS_PORT,
+                to_port=HTTPS_PORT,
+                cidr_blocks=list(args.allowed_cidrs),
+                description="Model API clients",
+            )
+        ],
+        egress=[
+            aws.ec2.SecurityGroupEgressArgs(
+                protocol="tcp",
+                from_port=port,
+                to_port=port,
+                cidr_blocks=[args.vpc_cidr],
+                description=what,
+            )
+            for port, what in ((HTTPS_PORT, "Gateway pods"), (STATUS_PORT, "Gateway pods' health checks"))
+        ],
+        tags=args.tags,
+        opts=child,
+    )
+
+
+def _load_balancer(
+    name: str, args: EdgeArgs, sg: aws.ec2.SecurityGroup, child: pulumi.ResourceOptions
+) -> aws.lb.LoadBalancer:
+    """Internet-facing across the public subnets, every node serving every zone's pods; protected from
+    deletion, since its DNS name is what the region's records alias; access logs only where a bucket is
+    given."""
+    return aws.lb.LoadBalancer(
+        f"{name}-nlb",
+        load_balancer_type="network",
+        internal=False,
+        ip_address_type="ipv4",
+        subnets=list(args.public_subnet_ids),
+        security_groups=[sg.id],
+        enable_cross_zone_load_balancing=True,
+        enable_deletion_protection=True,
+        access_logs=(
+            aws.lb.LoadBalancerAccessLogsArgs(bucket=args.access_log_bucket, prefix=name, enabled=True)
+            if args.access_log_bucket
+            else None
+        ),
+        tags=args.tags,
+        opts=child,
+    )
+
+
+def _tls_listener(
+    name: str,
+    args: EdgeArgs,
+    lb: aws.lb.LoadBalancer,
+    certificate_arn: pulumi.Output[str],
+    target_group: aws.lb.TargetGroup,
+    child: pulumi.ResourceOptions,
+) -> aws.lb.Listener:
+    """TLS ends here with the validated certificate and TLS 1.2 or newer; everything goes to the gateway."""
+    return aws.lb.Listener(
+        f"{name}-https",
+        load_balancer_arn=lb.arn,
+        port=HTTPS_PORT,
+        protocol="TLS",
+        ssl_policy=TLS_POLICY,
+        certificate_arn=certificate_arn,
+        # gRPC clients insist on negotiating h2; REST clients keep HTTP/1.1.
+        alpn_policy="HTTP2Preferred",
+        default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=target_group.arn)],
+        tags=args.tags,
+        opts=child,
+    )

@@ -81,32 +81,21 @@ class GlobalRouting(pulumi.ComponentResource):
         self, name: str, args: GlobalRoutingArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("model-serving:routing:GlobalRouting", name, None, opts)
-        regions = [e.region for e in args.endpoints]
-        if not regions or not same_jurisdiction(args.jurisdiction, *regions):
-            raise ValueError(f"{name}: regions {regions} are not all in jurisdiction {args.jurisdiction}")
+        _check_jurisdiction(name, args)
         checkers = checker_regions(args.jurisdiction)
         child = pulumi.ResourceOptions(parent=self)
+        # With one region there is nothing to choose between: the API host is a plain alias of it. With
+        # several, each region joins a latency-routed set under its health check, so a failing region drops
+        # out and the others answer.
+        latency_routed = len(args.endpoints) > 1
         self.record_names = [args.api_host]
         self.health_check_ids = {}
         for endpoint in args.endpoints:
             regional = f"{endpoint.region}.{args.api_host}"
             self.record_names.append(regional)
-            _alias_record(f"{name}-{endpoint.region}", args.zone_id, regional, endpoint, child)
-            check = aws.route53.HealthCheck(
-                f"{name}-{endpoint.region}",
-                type="HTTPS",
-                fqdn=regional,
-                port=HTTPS_PORT,
-                enable_sni=True,
-                resource_path=ready_path(args.probe_model),
-                regions=checkers,
-                request_interval=30,
-                failure_threshold=3,
-                tags=args.tags | {"Name": f"{regional} {args.probe_model}"},
-                opts=child,
-            )
-            self.health_check_ids[endpoint.region] = check.id
-            if len(args.endpoints) > 1:
+            check_id = _probed_regional_name(name, args, endpoint, regional, checkers, child)
+            self.health_check_ids[endpoint.region] = check_id
+            if latency_routed:
                 _alias_record(
                     f"{name}-{endpoint.region}-latency",
                     args.zone_id,
@@ -114,11 +103,46 @@ class GlobalRouting(pulumi.ComponentResource):
                     endpoint,
                     child,
                     latency=aws.route53.RecordLatencyRoutingPolicyArgs(region=endpoint.region),
-                    health_check_id=check.id,
+                    health_check_id=check_id,
                 )
-        if len(args.endpoints) == 1:
+        if not latency_routed:
             _alias_record(f"{name}-api", args.zone_id, args.api_host, args.endpoints[0], child)
         self.register_outputs({"record_names": self.record_names, "health_check_ids": self.health_check_ids})
+
+
+def _check_jurisdiction(name: str, args: GlobalRoutingArgs) -> None:
+    """Refuse a region outside the jurisdiction: latency routing would send its users' requests there."""
+    regions = [e.region for e in args.endpoints]
+    if not regions or not same_jurisdiction(args.jurisdiction, *regions):
+        raise ValueError(f"{name}: regions {regions} are not all in jurisdiction {args.jurisdiction}")
+
+
+def _probed_regional_name(
+    name: str,
+    args: GlobalRoutingArgs,
+    endpoint: RegionalEndpoint,
+    regional: str,
+    checkers: list[str],
+    child: pulumi.ResourceOptions,
+) -> pulumi.Output[str]:
+    """The region's own name, an alias to its load balancer, and the health check that probes the probe
+    model's readiness through it (over TLS, with SNI, so the check crosses the same certificate and gateway
+    as a client); returns the check's id."""
+    _alias_record(f"{name}-{endpoint.region}", args.zone_id, regional, endpoint, child)
+    check = aws.route53.HealthCheck(
+        f"{name}-{endpoint.region}",
+        type="HTTPS",
+        fqdn=regional,
+        port=HTTPS_PORT,
+        enable_sni=True,
+        resource_path=ready_path(args.probe_model),
+        regions=checkers,
+        request_interval=30,
+        failure_threshold=3,
+        tags=args.tags | {"Name": f"{regional} {args.probe_model}"},
+        opts=child,
+    )
+    return check.id
 
 
 def _alias_record(

@@ -44,45 +44,11 @@ class ModelStore(pulumi.ComponentResource):
         models = self._bucket(
             f"{name}-models", f"{args.bucket_prefix}-models-{args.region}", key, args, child
         )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-models",
-            bucket=models.id,
-            rules=[
-                aws.s3.BucketLifecycleConfigurationRuleArgs(
-                    id="expire-replaced-versions",
-                    status="Enabled",
-                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-                        noncurrent_days=args.noncurrent_version_days
-                    ),
-                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
-                        days_after_initiation=7
-                    ),
-                )
-            ],
-            opts=child,
-        )
+        _expire_replaced_models(f"{name}-models", models, args, child)
         logs = self._bucket(
             f"{name}-logs", f"{args.bucket_prefix}-inference-logs-{args.region}", key, args, child
         )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-logs",
-            bucket=logs.id,
-            rules=[
-                aws.s3.BucketLifecycleConfigurationRuleArgs(
-                    id="expire-inference-logs",
-                    status="Enabled",
-                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(
-                        days=args.inference_log_days
-                    ),
-                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-                        noncurrent_days=1
-                    ),
-                )
-            ],
-            opts=child,
-        )
+        _expire_inference_logs(f"{name}-logs", logs, args, child)
         self.model_bucket = models.bucket
         self.model_bucket_arn = models.arn
         self.log_bucket = logs.bucket
@@ -114,31 +80,13 @@ class ModelStore(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
         )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            name,
-            bucket=bucket.id,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="aws:kms", kms_master_key_id=key.arn
-                    ),
-                    bucket_key_enabled=True,
-                )
-            ],
-            opts=child,
-        )
-        aws.s3.BucketVersioning(
-            name,
-            bucket=bucket.id,
-            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-            opts=child,
-        )
-        aws.s3.BucketOwnershipControls(
-            name,
-            bucket=bucket.id,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            opts=child,
-        )
+        _encrypt_with_key(name, bucket, key, child)
+        _keep_versions_and_own_objects(name, bucket, child)
+        self._private_and_tls_only(name, bucket, child)
+        return bucket
+
+    def _private_and_tls_only(self, name: str, bucket: aws.s3.Bucket, child: pulumi.ResourceOptions) -> None:
+        """Nothing public, by ACL or by policy; and a bucket policy that refuses plain HTTP and old TLS."""
         block = aws.s3.BucketPublicAccessBlock(
             name,
             bucket=bucket.id,
@@ -148,10 +96,98 @@ class ModelStore(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=child,
         )
+        # After the block: S3 aborts one of two concurrent changes to a bucket's policy and its public
+        # access block.
         aws.s3.BucketPolicy(
             name,
             bucket=bucket.id,
             policy=bucket.arn.apply(tls_only_bucket_policy),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[block]),
         )
-        return bucket
+
+
+def _encrypt_with_key(
+    name: str, bucket: aws.s3.Bucket, key: RegionalKey, child: pulumi.ResourceOptions
+) -> None:
+    """Every object encrypted with the store's regional key unless the writer names another; a bucket key
+    cuts S3's calls to KMS, and their cost, without changing which key protects the data."""
+    aws.s3.BucketServerSideEncryptionConfiguration(
+        name,
+        bucket=bucket.id,
+        rules=[
+            aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                    sse_algorithm="aws:kms", kms_master_key_id=key.arn
+                ),
+                bucket_key_enabled=True,
+            )
+        ],
+        opts=child,
+    )
+
+
+def _keep_versions_and_own_objects(name: str, bucket: aws.s3.Bucket, child: pulumi.ResourceOptions) -> None:
+    """Versioning, so a replaced or deleted model can be restored; ACLs off, so the bucket owns every object
+    whoever wrote it."""
+    aws.s3.BucketVersioning(
+        name,
+        bucket=bucket.id,
+        versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+        opts=child,
+    )
+    aws.s3.BucketOwnershipControls(
+        name,
+        bucket=bucket.id,
+        rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+        opts=child,
+    )
+
+
+def _expire_replaced_models(
+    name: str, bucket: aws.s3.Bucket, args: ModelStoreArgs, child: pulumi.ResourceOptions
+) -> None:
+    """Model objects live until replaced; a replaced version is kept `noncurrent_version_days` for a
+    rollback, and uploads abandoned halfway are cleared after a week."""
+    aws.s3.BucketLifecycleConfiguration(
+        name,
+        bucket=bucket.id,
+        rules=[
+            aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id="expire-replaced-versions",
+                status="Enabled",
+                filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                    noncurrent_days=args.noncurrent_version_days
+                ),
+                abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                    days_after_initiation=7
+                ),
+            )
+        ],
+        opts=child,
+    )
+
+
+def _expire_inference_logs(
+    name: str, bucket: aws.s3.Bucket, args: ModelStoreArgs, child: pulumi.ResourceOptions
+) -> None:
+    """Inference logs expire after `inference_log_days`; the versions an expiry leaves behind go a day
+    later, so versioning keeps no log beyond its retention."""
+    aws.s3.BucketLifecycleConfiguration(
+        name,
+        bucket=bucket.id,
+        rules=[
+            aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id="expire-inference-logs",
+                status="Enabled",
+                filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(
+                    days=args.inference_log_days
+                ),
+                noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                    noncurrent_days=1
+                ),
+            )
+        ],
+        opts=child,
+    )

@@ -107,30 +107,8 @@ class Network(pulumi.ComponentResource):
             state="available", opts=pulumi.InvokeOutputOptions(parent=self)
         )
         plan = carve_subnets(args.vpc_cidr, args.az_count)
-        vpc = aws.ec2.Vpc(
-            f"{name}-vpc",
-            cidr_block=args.vpc_cidr,
-            enable_dns_hostnames=True,
-            enable_dns_support=True,
-            tags=args.tags | {"Name": f"{name}-vpc"},
-            opts=child,
-        )
-        # No rules: nothing may use the default security group.
-        aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, tags=args.tags, opts=child)
-        igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=args.tags, opts=child)
-        elb_tag = {f"kubernetes.io/cluster/{args.cluster_name}": "shared"}
-        public = self._subnets(
-            name, "public", plan.public, vpc, zones, args, elb_tag | {"kubernetes.io/role/elb": "1"}
-        )
-        private = self._subnets(
-            name,
-            "private",
-            plan.private,
-            vpc,
-            zones,
-            args,
-            elb_tag | {"kubernetes.io/role/internal-elb": "1"},
-        )
+        vpc, igw = _vpc(name, args, child)
+        public, private = self._tiers(name, plan, vpc, zones, args)
         logs_key = RegionalKey(
             f"{name}-logs-key",
             RegionalKeyArgs(
@@ -138,24 +116,7 @@ class Network(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        egress = Egress(
-            f"{name}-egress",
-            EgressArgs(
-                vpc_id=vpc.id,
-                vpc_cidr=args.vpc_cidr,
-                internet_gateway_id=igw.id,
-                # One firewall endpoint beside each NAT gateway, in the same AZs.
-                firewall_subnet_cidrs=tuple(plan.firewall[: args.nat_count]),
-                availability_zones=tuple(zones.names[i] for i in range(args.nat_count)),
-                public_subnet_ids=tuple(s.id for s in public),
-                public_subnet_cidrs=tuple(plan.public),
-                egress_domains=args.egress_domains,
-                log_key_arn=logs_key.arn,
-                log_retention_days=args.log_retention_days,
-                tags=args.tags,
-            ),
-            opts=child,
-        )
+        egress = _egress(name, args, plan, vpc, igw, zones, public, logs_key, child)
         nats = self._nats(name, args, public, igw, child)
         private_rts = self._private_routes(name, args, vpc, private, nats, child)
         self._endpoints(name, args, vpc, private, private_rts, child)
@@ -176,6 +137,31 @@ class Network(pulumi.ComponentResource):
                 "firewall_arn": self.firewall_arn,
             }
         )
+
+    def _tiers(
+        self,
+        name: str,
+        plan: SubnetPlan,
+        vpc: aws.ec2.Vpc,
+        zones: pulumi.Output[aws.GetAvailabilityZonesResult],
+        args: NetworkArgs,
+    ) -> tuple[list[aws.ec2.Subnet], list[aws.ec2.Subnet]]:
+        """The public and private subnets, tagged for the cluster's load balancer discovery: internet-facing
+        load balancers go in the public tier, internal ones in the private tier (where the nodes are)."""
+        elb_tag = {f"kubernetes.io/cluster/{args.cluster_name}": "shared"}
+        public = self._subnets(
+            name, "public", plan.public, vpc, zones, args, elb_tag | {"kubernetes.io/role/elb": "1"}
+        )
+        private = self._subnets(
+            name,
+            "private",
+            plan.private,
+            vpc,
+            zones,
+            args,
+            elb_tag | {"kubernetes.io/role/internal-elb": "1"},
+        )
+        return public, private
 
     def _subnets(
         self,
@@ -260,6 +246,8 @@ class Network(pulumi.ComponentResource):
         child: pulumi.ResourceOptions,
     ) -> None:
         """S3 through a gateway endpoint; the `INTERFACE_ENDPOINTS` through private interface endpoints."""
+        # A gateway endpoint costs nothing and carries the bulk (image layers, model artifacts) through the
+        # private route tables rather than the NAT and the firewall.
         aws.ec2.VpcEndpoint(
             f"{name}-s3",
             vpc_id=vpc.id,
@@ -269,18 +257,7 @@ class Network(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        sg = aws.ec2.SecurityGroup(
-            f"{name}-endpoints",
-            vpc_id=vpc.id,
-            description="HTTPS from inside the VPC to the interface endpoints",
-            ingress=[
-                aws.ec2.SecurityGroupIngressArgs(
-                    protocol="tcp", from_port=443, to_port=443, cidr_blocks=[args.vpc_cidr], description="VPC"
-                )
-            ],
-            tags=args.tags,
-            opts=child,
-        )
+        sg = _endpoint_security_group(name, args, vpc, child)
         for service in INTERFACE_ENDPOINTS:
             aws.ec2.VpcEndpoint(
                 f"{name}-{service.replace('.', '-')}",
@@ -297,6 +274,8 @@ class Network(pulumi.ComponentResource):
     def _flow_logs(
         self, name: str, args: NetworkArgs, vpc: aws.ec2.Vpc, key: RegionalKey, child: pulumi.ResourceOptions
     ) -> aws.cloudwatch.LogGroup:
+        """Every flow of the VPC, accepted or rejected, in an encrypted group with the stack's retention; the
+        delivery role may write to that group only."""
         group = aws.cloudwatch.LogGroup(
             f"{name}-flow-logs",
             name=f"/vpc/{name}/flow-logs",
@@ -326,3 +305,73 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
         return group
+
+
+def _vpc(
+    name: str, args: NetworkArgs, child: pulumi.ResourceOptions
+) -> tuple[aws.ec2.Vpc, aws.ec2.InternetGateway]:
+    """The VPC, with the DNS the interface endpoints' private names need, and its internet gateway."""
+    vpc = aws.ec2.Vpc(
+        f"{name}-vpc",
+        cidr_block=args.vpc_cidr,
+        enable_dns_hostnames=True,
+        enable_dns_support=True,
+        tags=args.tags | {"Name": f"{name}-vpc"},
+        opts=child,
+    )
+    # No rules: nothing may use the default security group.
+    aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, tags=args.tags, opts=child)
+    igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=args.tags, opts=child)
+    return vpc, igw
+
+
+def _egress(
+    name: str,
+    args: NetworkArgs,
+    plan: SubnetPlan,
+    vpc: aws.ec2.Vpc,
+    igw: aws.ec2.InternetGateway,
+    zones: pulumi.Output[aws.GetAvailabilityZonesResult],
+    public: list[aws.ec2.Subnet],
+    logs_key: RegionalKey,
+    child: pulumi.ResourceOptions,
+) -> Egress:
+    """The allowlisting firewall between the NAT gateways and the internet gateway, one endpoint in each AZ
+    that has a NAT gateway, logging with the network's log key."""
+    return Egress(
+        f"{name}-egress",
+        EgressArgs(
+            vpc_id=vpc.id,
+            vpc_cidr=args.vpc_cidr,
+            internet_gateway_id=igw.id,
+            # One firewall endpoint beside each NAT gateway, in the same AZs.
+            firewall_subnet_cidrs=tuple(plan.firewall[: args.nat_count]),
+            availability_zones=tuple(zones.names[i] for i in range(args.nat_count)),
+            public_subnet_ids=tuple(s.id for s in public),
+            public_subnet_cidrs=tuple(plan.public),
+            egress_domains=args.egress_domains,
+            log_key_arn=logs_key.arn,
+            log_retention_days=args.log_retention_days,
+            tags=args.tags,
+        ),
+        opts=child,
+    )
+
+
+def _endpoint_security_group(
+    name: str, args: NetworkArgs, vpc: aws.ec2.Vpc, child: pulumi.ResourceOptions
+) -> aws.ec2.SecurityGroup:
+    """HTTPS from the VPC's own range only: everything that calls the endpoints (nodes, pods, the deploy
+    runner) is inside it."""
+    return aws.ec2.SecurityGroup(
+        f"{name}-endpoints",
+        vpc_id=vpc.id,
+        description="HTTPS from inside the VPC to the interface endpoints",
+        ingress=[
+            aws.ec2.SecurityGroupIngressArgs(
+                protocol="tcp", from_port=443, to_port=443, cidr_blocks=[args.vpc_cidr], description="VPC"
+            )
+        ],
+        tags=args.tags,
+        opts=child,
+    )

@@ -127,25 +127,7 @@ class DeployRunner(pulumi.ComponentResource):
         super().__init__("model-serving:deploy:DeployRunner", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
-        key = RegionalKey(
-            f"{name}-logs-key",
-            RegionalKeyArgs(
-                purpose="deploy runner logs",
-                region=args.region,
-                log_service=True,
-                alias=f"{args.cluster_name}-deploy-runner-logs",
-                tags=args.tags,
-            ),
-            opts=child,
-        )
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=f"/aws/codebuild/{args.cluster_name}-deploy-runner",
-            retention_in_days=args.log_retention_days,
-            kms_key_id=key.arn,
-            tags=args.tags,
-            opts=child,
-        )
+        log_group = _build_log_group(name, args, child)
         runner_role = aws.iam.Role(
             f"{name}-runner",
             name=f"{args.cluster_name}-deploy-runner",
@@ -154,31 +136,7 @@ class DeployRunner(pulumi.ComponentResource):
             opts=child,
         )
         deploy_role = self._deploy_role(name, args, runner_role, account, child)
-        grant = aws.iam.RolePolicy(
-            f"{name}-runner",
-            role=runner_role.id,
-            policy=pulumi.Output.all(
-                account=account,
-                log_group=log_group.arn,
-                subnets=pulumi.Output.all(*args.private_subnet_ids),
-                image=args.image,
-                deploy=deploy_role.arn,
-            ).apply(
-                lambda v: runner_policy(
-                    region=args.region,
-                    account=v["account"],
-                    log_group_arn=v["log_group"],
-                    subnet_ids=v["subnets"],
-                    repository_arn=image_repository_arn(v["image"], args.region),
-                    connection_arn=args.github_connection_arn,
-                    deploy_role_arn=v["deploy"],
-                    state=state_statements(
-                        args.state_bucket_arn, args.platform_project, args.secrets_key_arn
-                    ),
-                )
-            ),
-            opts=child,
-        )
+        grant = _runner_grant(name, args, runner_role, account, log_group, deploy_role, child)
         group = self._security_group(name, args, child)
         project = self._project(name, args, runner_role, group, log_group, grant)
         self.project_name = project.name
@@ -269,21 +227,9 @@ class DeployRunner(pulumi.ComponentResource):
             description=f"GitHub Actions runner inside the VPC of {args.cluster_name}",
             service_role=role.arn,
             build_timeout=args.build_timeout_minutes,
-            source=aws.codebuild.ProjectSourceArgs(
-                type="GITHUB",
-                location=args.repository_url,
-                auth=aws.codebuild.ProjectSourceAuthArgs(
-                    type="CODECONNECTIONS", resource=args.github_connection_arn
-                ),
-            ),
+            source=_runner_source(args),
             artifacts=aws.codebuild.ProjectArtifactsArgs(type="NO_ARTIFACTS"),
-            environment=aws.codebuild.ProjectEnvironmentArgs(
-                compute_type="BUILD_GENERAL1_SMALL",
-                type="LINUX_CONTAINER",
-                image=args.image,
-                image_pull_credentials_type="SERVICE_ROLE",
-                privileged_mode=False,
-            ),
+            environment=_runner_environment(args),
             vpc_config=aws.codebuild.ProjectVpcConfigArgs(
                 vpc_id=args.vpc_id, subnets=args.private_subnet_ids, security_group_ids=[group.id]
             ),
@@ -296,6 +242,12 @@ class DeployRunner(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[grant]),
         )
+        self._deploy_jobs_only(name, project)
+        return project
+
+    def _deploy_jobs_only(self, name: str, project: aws.codebuild.Project) -> None:
+        """The webhook starts a runner for a queued job of the deploy workflow, and for nothing else: a job of
+        another workflow that asks for the runner's label queues nowhere."""
         aws.codebuild.Webhook(
             f"{name}-runner",
             project_name=project.name,
@@ -312,7 +264,90 @@ class DeployRunner(pulumi.ComponentResource):
             ],
             opts=pulumi.ResourceOptions(parent=self),
         )
-        return project
+
+
+def _build_log_group(
+    name: str, args: DeployRunnerArgs, child: pulumi.ResourceOptions
+) -> aws.cloudwatch.LogGroup:
+    """The build logs, encrypted with a key of their own that this region's CloudWatch Logs may use, and
+    kept `log_retention_days`."""
+    key = RegionalKey(
+        f"{name}-logs-key",
+        RegionalKeyArgs(
+            purpose="deploy runner logs",
+            region=args.region,
+            log_service=True,
+            alias=f"{args.cluster_name}-deploy-runner-logs",
+            tags=args.tags,
+        ),
+        opts=child,
+    )
+    return aws.cloudwatch.LogGroup(
+        f"{name}-logs",
+        name=f"/aws/codebuild/{args.cluster_name}-deploy-runner",
+        retention_in_days=args.log_retention_days,
+        kms_key_id=key.arn,
+        tags=args.tags,
+        opts=child,
+    )
+
+
+def _runner_grant(
+    name: str,
+    args: DeployRunnerArgs,
+    runner_role: aws.iam.Role,
+    account: pulumi.Output[str],
+    log_group: aws.cloudwatch.LogGroup,
+    deploy_role: aws.iam.Role,
+    child: pulumi.ResourceOptions,
+) -> aws.iam.RolePolicy:
+    """The runner role's one inline policy (`runner_policy`), written once every ARN it names is known; the
+    build image's repository comes from the image reference itself, so the role can pull nothing else."""
+    return aws.iam.RolePolicy(
+        f"{name}-runner",
+        role=runner_role.id,
+        policy=pulumi.Output.all(
+            account=account,
+            log_group=log_group.arn,
+            subnets=pulumi.Output.all(*args.private_subnet_ids),
+            image=args.image,
+            deploy=deploy_role.arn,
+        ).apply(
+            lambda v: runner_policy(
+                region=args.region,
+                account=v["account"],
+                log_group_arn=v["log_group"],
+                subnet_ids=v["subnets"],
+                repository_arn=image_repository_arn(v["image"], args.region),
+                connection_arn=args.github_connection_arn,
+                deploy_role_arn=v["deploy"],
+                state=state_statements(args.state_bucket_arn, args.platform_project, args.secrets_key_arn),
+            )
+        ),
+        opts=child,
+    )
+
+
+def _runner_source(args: DeployRunnerArgs) -> aws.codebuild.ProjectSourceArgs:
+    """The repository whose jobs the runner takes, reached through the account's approved connection rather
+    than a token stored in CodeBuild."""
+    return aws.codebuild.ProjectSourceArgs(
+        type="GITHUB",
+        location=args.repository_url,
+        auth=aws.codebuild.ProjectSourceAuthArgs(type="CODECONNECTIONS", resource=args.github_connection_arn),
+    )
+
+
+def _runner_environment(args: DeployRunnerArgs) -> aws.codebuild.ProjectEnvironmentArgs:
+    """The pinned runner image, pulled with the service role's rights. Not privileged: no runner job builds
+    an image (images.yml builds them on GitHub's hosted runners)."""
+    return aws.codebuild.ProjectEnvironmentArgs(
+        compute_type="BUILD_GENERAL1_SMALL",
+        type="LINUX_CONTAINER",
+        image=args.image,
+        image_pull_credentials_type="SERVICE_ROLE",
+        privileged_mode=False,
+    )
 
 
 def _check(args: DeployRunnerArgs) -> None:

@@ -34,6 +34,8 @@ class Region:
     network: Network
     cluster: Cluster
     edge: Edge
+    runner: DeployRunner
+    """The stack's one deploy runner, in the primary region: every region's cluster admits it."""
     export: dict[str, Any]
 
 
@@ -242,10 +244,9 @@ def _identities(place: _Place, cluster: Cluster, edge: Edge, store: ModelStore) 
     )
 
 
-def deploy_region(
-    cfg: StackConfig, region: RegionConfig, primary: "Region | None", runner_box: list[DeployRunner]
-) -> Region:
-    """Everything one region runs on AWS, on that region's own provider."""
+def deploy_region(cfg: StackConfig, region: RegionConfig, primary: Region | None) -> Region:
+    """Everything one region runs on AWS, on that region's own provider. The first region (`primary` None)
+    is the primary: it hosts the deploy runner, which the later regions' clusters admit."""
     if cfg.store is None or cfg.account_id is None:
         raise ConfigError(f"Pulumi.{cfg.stack}.yaml", "model-serving.profile", "not an AWS stack")
     provider = aws.Provider(
@@ -260,9 +261,8 @@ def deploy_region(
     network = _network(place)
     store = _store(place, cfg.store)
     registry = _registry(place, primary=primary is None)
-    if primary is None:
-        runner_box.append(_runner(cfg, region.region, network, registry, place.on_aws))
-    cluster = _cluster(place, network, runner_box[0], primary)
+    runner = primary.runner if primary else _runner(cfg, region.region, network, registry, place.on_aws)
+    cluster = _cluster(place, network, runner, primary)
     edge = _edge(place, network)
     identities = _identities(place, cluster, edge, store)
     export = export_fields(
@@ -278,26 +278,15 @@ def deploy_region(
         gateway_security_group_id=edge.security_group_id,
         roles=identities.roles,
     )
-    return Region(provider=provider, network=network, cluster=cluster, edge=edge, export=export)
+    return Region(
+        provider=provider, network=network, cluster=cluster, edge=edge, runner=runner, export=export
+    )
 
 
-def main() -> None:
-    """Build the infra layer of the selected stack."""
-    cfg = load_config()
-    if not cfg.is_aws:
-        raise ConfigError(
-            f"Pulumi.{cfg.stack}.yaml",
-            "model-serving.profile",
-            "onprem stacks have no infra layer; deploy the platform",
-        )
-    regions: list[Region] = []
-    runner: list[DeployRunner] = []
-    for region in cfg.regions:
-        regions.append(deploy_region(cfg, region, regions[0] if regions else None, runner))
-    primary = regions[0]
-    for index, secondary in enumerate(regions[1:], start=1):
-        _peer(cfg, primary, secondary, index)
-    GlobalRouting(
+def _global_routing(cfg: StackConfig, regions: list[Region]) -> GlobalRouting:
+    """The API host across every region's load balancer, probing the first model (every region serves it).
+    Route53 is a global service; its API is reached through the primary region's provider."""
+    return GlobalRouting(
         "global-routing",
         GlobalRoutingArgs(
             api_host=cfg.gateway.api_host,
@@ -314,11 +303,28 @@ def main() -> None:
             probe_model=cfg.models[0].name,
             tags=cfg.tags,
         ),
-        # Route53 is a global service; its API is reached through the primary region's provider.
-        opts=pulumi.ResourceOptions(provider=primary.provider),
+        opts=pulumi.ResourceOptions(provider=regions[0].provider),
     )
+
+
+def main() -> None:
+    """Build the infra layer of the selected stack."""
+    cfg = load_config()
+    if not cfg.is_aws:
+        raise ConfigError(
+            f"Pulumi.{cfg.stack}.yaml",
+            "model-serving.profile",
+            "onprem stacks have no infra layer; deploy the platform",
+        )
+    regions: list[Region] = []
+    for region in cfg.regions:
+        regions.append(deploy_region(cfg, region, regions[0] if regions else None))
+    primary = regions[0]
+    for index, secondary in enumerate(regions[1:], start=1):
+        _peer(cfg, primary, secondary, index)
+    _global_routing(cfg, regions)
     pulumi.export(REGIONS_OUTPUT, {r.region: reg.export for r, reg in zip(cfg.regions, regions, strict=True)})
-    pulumi.export("runner_project", runner[0].project_name)
+    pulumi.export("runner_project", primary.runner.project_name)
     pulumi.export("api_host", cfg.gateway.api_host)
 
 

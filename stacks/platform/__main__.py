@@ -150,8 +150,26 @@ def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:
         ),
         opts=on_cluster,
     )
+    _autoscaling(target, on_cluster)
+    observability = _observability(cfg, target, on_cluster)
+    mesh = _mesh(cfg, target, observability, lb)
+    _monitoring(cfg, target, on_cluster)
+    tenants = {
+        t.name: Tenancy(
+            f"{target.name}-tenant-{t.name}",
+            TenancyArgs(tenant=t, group_prefix=IDENTITY_GROUP_PREFIX),
+            opts=on_cluster,
+        )
+        for t in cfg.tenants
+    }
+    _serving(cfg, target, mesh, tenants)
+
+
+def _autoscaling(target: ClusterTarget, opts: pulumi.ResourceOptions) -> Autoscaling:
+    """Pods scale everywhere; nodes only on EKS, where the cluster autoscaler resizes infra's node group
+    with infra's role. No AWS autoscaler can add nodes to an on-premises cluster."""
     eks = target.eks
-    Autoscaling(
+    return Autoscaling(
         f"{target.name}-autoscaling",
         AutoscalingArgs(
             registry=target.registry,
@@ -163,11 +181,19 @@ def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:
                 role_arn=eks.role(ROLE_CLUSTER_AUTOSCALER),
             ),
         ),
-        opts=on_cluster,
+        opts=opts,
     )
-    observability = _observability(cfg, target, on_cluster)
-    regions = tuple(r.region for r in cfg.regions)
-    mesh = Mesh(
+
+
+def _mesh(
+    cfg: StackConfig, target: ClusterTarget, observability: Observability, lb: list[pulumi.Resource]
+) -> Mesh:
+    """The mesh and its gateway. The health checks arrive under every region's own name (an on-premises
+    stack has no regions: under the API host); an on-premises stack's object store is a further host
+    outside the cluster that pods may reach. On EKS it waits for the load balancer controller that binds
+    its gateway."""
+    regions, eks = tuple(r.region for r in cfg.regions), target.eks
+    return Mesh(
         f"{target.name}-mesh",
         MeshArgs(
             gateway=cfg.gateway,
@@ -180,16 +206,6 @@ def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:
         ),
         opts=pulumi.ResourceOptions(provider=target.provider, depends_on=lb),
     )
-    _monitoring(cfg, target, on_cluster)
-    tenants = {
-        t.name: Tenancy(
-            f"{target.name}-tenant-{t.name}",
-            TenancyArgs(tenant=t, group_prefix=IDENTITY_GROUP_PREFIX),
-            opts=on_cluster,
-        )
-        for t in cfg.tenants
-    }
-    _serving(cfg, target, mesh, tenants)
 
 
 def _host(url: str) -> str:
