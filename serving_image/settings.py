@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODELS = Path(__file__).resolve().parent / "models"
@@ -207,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _problem(issue: ErrorDetails) -> str:
+    """One validation problem: `field: reason`, or the reason alone for a check across settings (it
+    belongs to no one field); a check's own message without pydantic's "Value error, " prefix."""
+    reason = str(issue["ctx"]["error"]) if issue["type"] == "value_error" else issue["msg"]
+    # Every setting is a scalar, so a problem's location is one field name or none.
+    return f"{issue['loc'][0]}: {reason}" if issue["loc"] else reason
+
+
 def load_settings(argv: Sequence[str] | None = None) -> Settings:
     """Settings from the environment and ``argv``; a bad value exits 2 naming the flag and the reason."""
     parser = build_parser()
@@ -215,10 +224,7 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     try:
         settings = Settings(**overrides)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()
-        )
-        parser.error(f"invalid setting: {problems}")
+        parser.error(f"invalid setting: {'; '.join(_problem(issue) for issue in error.errors())}")
     # The token verifier checks the algorithms, the JWKS URL and a JWKS file now, so a bad value is the
     # same one-line exit 2 as any other setting rather than a traceback at start-up.
     from serving_image.auth import build_verifier
