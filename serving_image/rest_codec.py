@@ -32,6 +32,8 @@ from serving_image.tensors import (
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _NUMPY_MAX_DIMS = 64
+# The length before each BYTES element, in requests and responses alike: 4 bytes, unsigned, little-endian.
+_BYTES_LENGTH = struct.Struct("<I")
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -152,7 +154,7 @@ def _deserialize_bytes(name: str, chunk: bytes, count: int) -> np.ndarray:
     while offset < len(chunk):
         if offset + 4 > len(chunk):
             raise InvalidInput(f"input '{name}': truncated BYTES element length")
-        (length,) = struct.unpack_from("<I", chunk, offset)
+        (length,) = _BYTES_LENGTH.unpack_from(chunk, offset)
         offset += 4
         if offset + length > len(chunk):
             raise InvalidInput(f"input '{name}': BYTES element overruns the binary data")
@@ -219,7 +221,7 @@ def serialize_tensor(array: np.ndarray) -> bytes:
         parts = []
         for item in array.ravel().tolist():
             encoded = item if isinstance(item, bytes) else str(item).encode()
-            parts.append(struct.pack("<I", len(encoded)) + encoded)
+            parts.append(_BYTES_LENGTH.pack(len(encoded)) + encoded)
         return b"".join(parts)
     return np.ascontiguousarray(array).tobytes()
 

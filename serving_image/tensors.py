@@ -102,7 +102,8 @@ def check_shape(shape: object, name: str, limits: TensorLimits = DEFAULT_LIMITS)
                 f"input '{name}': shape must be a list of non-negative integers, got {_clip(shape)}"
             )
         # Zeros count as ones: a shape like [0, 10**9, 10**9] holds nothing but still overflows numpy.
-        count *= max(1, min(dim, limits.max_elements + 1))  # bounded: never a huge integer
+        # The product stays small: it is refused as soon as it passes the limit.
+        count *= max(1, dim)
         if count > limits.max_elements:
             raise PayloadTooLarge(
                 f"input '{name}': shape {_clip(shape)} exceeds the limit of {limits.max_elements} elements"
@@ -140,14 +141,12 @@ def array_from_list(name: str, datatype: str, shape: tuple[int, ...], data: obje
             f"input '{name}': shape {list(shape)} needs {expected} elements, data has {len(flat)}"
         )
     _check_types(name, datatype, flat)
-    if datatype == "BYTES":
-        return reshape(name, np.array(flat, dtype=object), shape)
     try:
         with np.errstate(over="ignore"):  # overflow to inf is detected below, not warned about
             array = np.asarray(flat, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as error:
         raise InvalidInput(f"input '{name}': data does not fit datatype {datatype}: {error}") from None
-    if dtype.kind == "f" and dtype.itemsize < 8 and not np.isfinite(array).all():
+    if dtype.kind == "f":
         _check_finite(name, datatype, flat, array)
     return reshape(name, array, shape)
 
@@ -213,9 +212,9 @@ def check_against_spec(name: str, datatype: str, shape: tuple[int, ...], spec: T
             f"input '{name}': shape {list(shape)} has rank {len(shape)}, "
             f"the model expects rank {len(spec.shape)} {list(spec.shape)}"
         )
-    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
-        if want not in (-1, got):
+    for axis, want in enumerate(spec.shape):  # the ranks are equal here
+        if want not in (-1, shape[axis]):
             raise InvalidInput(
-                f"input '{name}': dimension {axis} is {got}, the model expects {want} "
+                f"input '{name}': dimension {axis} is {shape[axis]}, the model expects {want} "
                 f"(shape {list(spec.shape)})"
             )
