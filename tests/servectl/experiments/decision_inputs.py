@@ -1,0 +1,70 @@
+"""Builders for the decision tests: an arm's counts and the inputs of one analysis, so that each test
+states only what it varies."""
+
+import math
+
+from servectl.experiments.decision import Inputs, Schedule, Thresholds
+from servectl.experiments.promql import VersionCounts, Window
+
+INF = math.inf
+FAST = {0.005: 900.0, 0.01: 990.0, 0.025: 1000.0, INF: 1000.0}
+"""A cumulative latency histogram per 1,000 requests: 90% under 5 ms."""
+SLOW = {0.005: 700.0, 0.01: 950.0, 0.025: 1000.0, INF: 1000.0}
+"""70% under 5 ms: slower than FAST in 60% of request pairs, beyond the 0.05 tolerance."""
+SLIGHTLY_SLOW = {0.005: 860.0, 0.01: 985.0, 0.025: 1000.0, INF: 1000.0}
+"""Slower than FAST in 52% of request pairs: within the 0.05 tolerance, proven only with enough samples."""
+QUICK = {0.005: 950.0, 0.01: 995.0, 0.025: 1000.0, INF: 1000.0}
+"""Faster than FAST."""
+
+HALF = {"1": 50, "2": 50}
+SCHEDULE = Schedule(steps=(5, 25, 50, 100), min_samples=500, failed_checks=1)
+TH = Thresholds()
+
+
+def arm(
+    requests: float,
+    errors: float = 0.0,
+    *,
+    latency: dict[float, float] | None = FAST,
+    converted: float = 0.0,
+    feedback: float = 0.0,
+    values: tuple[float, float, float] | None = None,
+) -> VersionCounts:
+    """One version's counts: `latency` per 1,000 requests (scaled to `requests`; None: no histogram),
+    `converted` of `feedback` conversions, and `values` as (count, mean, sd)."""
+    counts = VersionCounts(
+        requests=requests,
+        errors=errors,
+        converted=converted,
+        not_converted=feedback - converted,
+        latency_buckets={b: n * requests / 1000 for b, n in (latency or {}).items()},
+    )
+    if values is not None:
+        n, mean, sd = values
+        counts.values, counts.value_sum = n, n * mean
+        counts.value_squares = (n - 1) * sd * sd + n * mean * mean
+    return counts
+
+
+def inputs(
+    base: VersionCounts,
+    cand: VersionCounts,
+    *,
+    weights: dict[str, int] | None = None,
+    step: Window | None = None,
+    prior_p: dict[str, float] | None = None,
+    prior_failed_checks: int = 0,
+    gate_passed: bool | None = None,
+) -> Inputs:
+    """Baseline v1 and candidate v2; the step's counts are the experiment's unless `step` is given."""
+    whole = Window(versions={"1": base, "2": cand})
+    return Inputs(
+        baseline="1",
+        candidate="2",
+        weights=dict(HALF if weights is None else weights),
+        experiment=whole,
+        step=whole if step is None else step,
+        prior_p=dict(prior_p or {}),
+        prior_failed_checks=prior_failed_checks,
+        gate_passed=gate_passed,
+    )

@@ -1,0 +1,515 @@
+"""Each check of `decide` (error rate, latency, conversion, value, sample ratio) in both directions, at and
+around its threshold, with the reasons a reviewer reads.
+
+Three kinds of test:
+- the statistics an analysis reports are the reference statistics of `stats`, computed here from the same
+  counts by hand (per-bucket latency counts written out, rates as literals), rounded as the log keeps them;
+- every rule is tried on both sides: a regression rolls back, the same difference not yet significant holds
+  or promotes, an improvement promotes; a still-unproven check holds promotion with its own reason;
+- every threshold is tried at its value, taken from the statistic itself, and a millionth either side:
+  p = alpha is significant, a bound equal to its margin meets it, feedback equal to the minimum is tested.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from servectl.experiments import stats
+from servectl.experiments.decision import HOLD, PROMOTE, ROLLBACK, Analysis, decide
+from servectl.experiments.promql import VersionCounts, Window
+from tests.servectl.experiments.decision_inputs import (
+    INF,
+    QUICK,
+    SCHEDULE,
+    SLIGHTLY_SLOW,
+    SLOW,
+    TH,
+    arm,
+    inputs,
+)
+
+PROMOTED = [
+    "no regression: every check is within its margin after 5000 candidate requests this step",
+    "v2 50% -> 100%",
+]
+"""The reasons of a promotion from 50% after 5,000 candidate requests."""
+
+
+def _rounded(est: stats.SequentialEstimate) -> dict[str, float]:
+    """A sequential estimate as the analysis reports it: rounded to six places."""
+    return {
+        "estimate": round(float(est.estimate), 6),
+        "ci_low": round(float(est.ci_low), 6),
+        "ci_high": round(float(est.ci_high), 6),
+        "p_value": round(float(est.p_value), 6),
+    }
+
+
+def _assert_decided(result: Analysis, decision: str, reasons: list[str]) -> None:
+    assert (result.decision, result.reasons) == (decision, reasons), (
+        f"expected {decision} because {reasons}; got {result.decision} because {result.reasons}"
+    )
+
+
+# --- error rate ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "cand", "rates"),
+    [
+        ((5000, 50), (5000, 250), (0.01, 0.05)),
+        ((3, 1), (7, 2), (0.333333, 0.285714)),  # rounded to six places, not seven
+        ((1, 1), (1, 0), (1.0, 0.0)),  # one request that failed is a rate of 1
+        ((1, 0), (1, 1), (0.0, 1.0)),
+        ((0, 0), (6, 1), (0.0, 0.166667)),  # no requests is a rate of 0, not a division by zero
+    ],
+)
+def test_error_rate_statistics_are_the_reference_difference_of_proportions(
+    base: tuple[int, int], cand: tuple[int, int], rates: tuple[float, float]
+) -> None:
+    result = decide(inputs(arm(*base), arm(*cand)), SCHEDULE, TH)
+    reference = stats.proportion_difference(
+        base[1], base[0], cand[1], cand[0], tau=TH.error_tau, alpha=TH.alpha
+    )
+    expected = _rounded(reference) | {"baseline": rates[0], "candidate": rates[1]}
+    assert result.statistics["error_rate"] == expected, f"{base} vs {cand}"
+
+
+@pytest.mark.parametrize(
+    ("base_errors", "cand_errors", "requests", "decision", "reasons"),
+    [
+        pytest.param(
+            50,
+            250,
+            5000,
+            ROLLBACK,
+            [
+                "error rate: v2 5.00% vs v1 1.00%, difference +4.00% "
+                "(always-valid 95% CI +2.97%..+5.03%, p = 0 <= 0.05)"
+            ],
+            id="significant-rise-rolls-back",
+        ),
+        pytest.param(50, 20, 5000, PROMOTE, PROMOTED, id="significant-fall-promotes"),
+        pytest.param(50, 60, 5000, PROMOTE, PROMOTED, id="insignificant-rise-within-margin-promotes"),
+        pytest.param(
+            10,
+            15,
+            1000,
+            HOLD,
+            ["not enough evidence yet:", "error rate: CI upper bound +2.09% above the 1.00% margin"],
+            id="rise-not-yet-bounded-holds",
+        ),
+    ],
+)
+def test_error_rate_rule_in_both_directions(
+    base_errors: int, cand_errors: int, requests: int, decision: str, reasons: list[str]
+) -> None:
+    result = decide(inputs(arm(requests, base_errors), arm(requests, cand_errors)), SCHEDULE, TH)
+    _assert_decided(result, decision, reasons)
+
+
+@pytest.mark.parametrize(("prior", "decision"), [(0.05, ROLLBACK), (0.050001, PROMOTE)])
+def test_an_error_rate_rise_is_a_regression_once_its_p_value_reaches_alpha(
+    prior: float, decision: str
+) -> None:
+    # A rise of 1.0% -> 1.2%: on its own p = 1 and within the margin; an earlier look's p counts.
+    result = decide(inputs(arm(5000, 50), arm(5000, 60), prior_p={"error_rate": prior}), SCHEDULE, TH)
+    assert result.decision == decision, f"p = {prior} against alpha 0.05: {result.reasons}"
+
+
+@pytest.mark.parametrize(
+    ("test", "base", "cand"),
+    [
+        ("error_rate", arm(5000, 50), arm(5000, 50)),
+        ("conversion", arm(5000, converted=600, feedback=2000), arm(5000, converted=600, feedback=2000)),
+        ("value", arm(5000, values=(30000, 10.0, 4.0)), arm(5000, values=(30000, 10.0, 4.0))),
+    ],
+)
+def test_no_difference_now_is_no_regression_whatever_an_earlier_look_found(
+    test: str, base: VersionCounts, cand: VersionCounts
+) -> None:
+    # The running minimum keeps p significant; the direction must still be a regression today.
+    result = decide(inputs(base, cand, prior_p={test: 0.001}), SCHEDULE, TH)
+    assert result.statistics[test]["estimate"] == 0.0, result.statistics[test]
+    assert result.decision != ROLLBACK, f"{test} unchanged yet rolled back: {result.reasons}"
+
+
+@pytest.mark.parametrize(("shift", "decision"), [(0.0, PROMOTE), (1e-6, PROMOTE), (-1e-6, HOLD)])
+def test_the_error_margin_is_met_by_an_upper_bound_equal_to_it(shift: float, decision: str) -> None:
+    case = inputs(arm(5000, 50), arm(5000, 60))
+    ci_high = decide(case, SCHEDULE, TH).statistics["error_rate"]["ci_high"]
+    result = decide(case, SCHEDULE, replace(TH, error_margin=ci_high + shift))
+    assert result.decision == decision, f"upper bound {ci_high}, margin {ci_high + shift}: {result.reasons}"
+    if decision == HOLD:
+        assert result.reasons[1].startswith("error rate: CI upper bound +0.85% above the 0.85% margin"), (
+            result.reasons
+        )
+
+
+# --- latency ------------------------------------------------------------------------------------------------
+
+
+def test_latency_statistics_are_the_rank_test_on_the_union_of_both_histograms_bounds() -> None:
+    # The versions' histograms have different bounds (a bucket added in a release): each is read on the
+    # union of bounds, a missing bound carrying the count of the bound below it.
+    base, cand = arm(1000, latency=None), arm(1000, latency=None)
+    base.latency_buckets = {0.005: 600.0, 0.01: 900.0, INF: 1000.0}
+    cand.latency_buckets = {0.0025: 100.0, 0.005: 500.0, 0.02: 950.0, INF: 1001.0}
+    # Bounds 0.0025, 0.005, 0.01, 0.02, inf; per-bucket counts, not cumulative:
+    per_bucket_base = np.array([0.0, 600.0, 300.0, 0.0, 100.0])
+    per_bucket_cand = np.array([100.0, 400.0, 0.0, 450.0, 51.0])
+    rank = stats.binned_rank_test(per_bucket_base, per_bucket_cand, tau=TH.latency_tau, alpha=TH.alpha)
+    result = decide(inputs(base, cand), SCHEDULE, TH)
+    expected = _rounded(rank.sequential) | {"p_candidate_slower": round(float(rank.superiority), 4)}
+    assert result.statistics["latency"] == expected, result.statistics["latency"]
+    # By hand: candidate requests above the baseline's, plus half the ties, over 1000 x 1001 pairs:
+    # (400 x (0 + 600/2) + 450 x 900 + 51 x (900 + 100/2)) / 1,001,000 = 573,450 / 1,001,000 = 0.57288.
+    assert expected["p_candidate_slower"] == 0.5729, "the reference itself: P(slower) + P(tie)/2"
+
+
+@pytest.mark.parametrize(
+    ("base_latency", "cand_latency"),
+    [(None, QUICK), (QUICK, None), (None, None)],
+    ids=["baseline-without-histogram", "candidate-without-histogram", "neither"],
+)
+def test_latency_without_samples_on_both_sides_holds_promotion(
+    base_latency: dict[float, float] | None, cand_latency: dict[float, float] | None
+) -> None:
+    result = decide(inputs(arm(5000, latency=base_latency), arm(5000, latency=cand_latency)), SCHEDULE, TH)
+    _assert_decided(
+        result, HOLD, ["not enough evidence yet:", "latency: no histogram samples for both versions yet"]
+    )
+    assert "latency" not in result.statistics, result.statistics
+
+
+@pytest.mark.parametrize("side", ["baseline", "candidate"])
+def test_one_latency_sample_is_enough_to_run_the_rank_test(side: str) -> None:
+    single = arm(5000, latency=None)
+    single.latency_buckets = {0.005: 1.0, INF: 1.0}
+    base, cand = (single, arm(5000)) if side == "baseline" else (arm(5000), single)
+    result = decide(inputs(base, cand), SCHEDULE, TH)
+    assert "latency" in result.statistics, f"one {side} sample was not tested: {result.reasons}"
+    assert result.decision == HOLD and result.reasons[1].startswith("latency: CI upper bound +1."), (
+        f"one sample cannot prove anything: {result.reasons}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("requests", "cand_latency", "decision", "reasons"),
+    [
+        pytest.param(
+            5000,
+            SLOW,
+            ROLLBACK,
+            [
+                "latency: v2 is slower than v1 in 60.1% of request pairs "
+                "(CI of the excess +0.088..+0.114 above the 0.05 tolerance)"
+            ],
+            id="slower-beyond-tolerance-rolls-back",
+        ),
+        pytest.param(
+            500,
+            SLIGHTLY_SLOW,
+            HOLD,
+            ["not enough evidence yet:", "latency: CI upper bound +0.052 above the 0.05 tolerance"],
+            id="slightly-slower-not-yet-bounded-holds",
+        ),
+        pytest.param(
+            600,
+            SLIGHTLY_SLOW,
+            PROMOTE,
+            [
+                "no regression: every check is within its margin after 600 candidate requests this step",
+                "v2 50% -> 100%",
+            ],
+            id="slightly-slower-bounded-within-tolerance-promotes",
+        ),
+        pytest.param(5000, QUICK, PROMOTE, PROMOTED, id="faster-promotes"),
+    ],
+)
+def test_latency_rule_in_both_directions(
+    requests: int, cand_latency: dict[float, float], decision: str, reasons: list[str]
+) -> None:
+    result = decide(inputs(arm(requests), arm(requests, latency=cand_latency)), SCHEDULE, TH)
+    _assert_decided(result, decision, reasons)
+
+
+@pytest.mark.parametrize(("shift", "decision"), [(0.0, HOLD), (1e-6, HOLD), (-1e-6, ROLLBACK)])
+def test_latency_rolls_back_only_when_the_lower_bound_exceeds_the_tolerance(
+    shift: float, decision: str
+) -> None:
+    case = inputs(arm(5000), arm(5000, latency=SLOW))
+    ci_low = decide(case, SCHEDULE, TH).statistics["latency"]["ci_low"]
+    result = decide(case, SCHEDULE, replace(TH, latency_tolerance=ci_low + shift))
+    assert result.decision == decision, f"lower bound {ci_low}, tolerance {ci_low + shift}: {result.reasons}"
+    if decision == HOLD:
+        assert result.reasons[1].startswith("latency: CI upper bound +0.114 above the 0.0876"), result.reasons
+
+
+@pytest.mark.parametrize(("shift", "decision"), [(0.0, PROMOTE), (1e-6, PROMOTE), (-1e-6, HOLD)])
+def test_the_latency_tolerance_is_met_by_an_upper_bound_equal_to_it(shift: float, decision: str) -> None:
+    case = inputs(arm(5000), arm(5000, latency=SLIGHTLY_SLOW))
+    ci_high = decide(case, SCHEDULE, TH).statistics["latency"]["ci_high"]
+    result = decide(case, SCHEDULE, replace(TH, latency_tolerance=ci_high + shift))
+    assert result.decision == decision, (
+        f"upper bound {ci_high}, tolerance {ci_high + shift}: {result.reasons}"
+    )
+
+
+# --- conversion ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("feedback", "tested"),
+    [((49, 5000), False), ((5000, 49), False), ((50, 50), True), ((0, 0), False)],
+)
+def test_conversion_is_tested_from_min_feedback_on_each_arm(feedback: tuple[int, int], tested: bool) -> None:
+    base = arm(5000, converted=feedback[0] // 2, feedback=feedback[0])
+    cand = arm(5000, converted=feedback[1] // 2, feedback=feedback[1])
+    conversion = decide(inputs(base, cand), SCHEDULE, TH).statistics["conversion"]
+    if tested:
+        assert conversion["tested"] is True, conversion
+    else:
+        assert conversion == {"tested": False, "feedback": [float(feedback[0]), float(feedback[1])]}, (
+            conversion
+        )
+
+
+def test_conversion_statistics_are_the_reference_difference_of_proportions() -> None:
+    base, cand = arm(5000, converted=601, feedback=2003), arm(5000, converted=700, feedback=1999)
+    reference = stats.proportion_difference(601, 2003, 700, 1999, tau=TH.conversion_tau, alpha=TH.alpha)
+    conversion = decide(inputs(base, cand), SCHEDULE, TH).statistics["conversion"]
+    expected = _rounded(reference) | {"tested": True, "baseline": 601 / 2003, "candidate": 700 / 1999}
+    assert conversion == expected, conversion
+
+
+@pytest.mark.parametrize(
+    ("base", "cand", "decision", "reasons"),
+    [
+        pytest.param(
+            (1500, 5000),
+            (1000, 5000),
+            ROLLBACK,
+            ["conversion: v2 20.00% vs v1 30.00% (CI -12.62%..-7.38%, p = 0)"],
+            id="significant-drop-rolls-back",
+        ),
+        pytest.param((600, 2000), (700, 2000), PROMOTE, PROMOTED, id="significant-rise-promotes"),
+        pytest.param(
+            (30000, 100000),
+            (29900, 100000),
+            PROMOTE,
+            PROMOTED,
+            id="insignificant-drop-within-margin-promotes",
+        ),
+        pytest.param(
+            (300, 1000),
+            (250, 1000),
+            HOLD,
+            ["not enough evidence yet:", "conversion: CI lower bound -12.29% below -1.00%"],
+            id="drop-not-yet-bounded-holds",
+        ),
+    ],
+)
+def test_conversion_rule_in_both_directions(
+    base: tuple[int, int], cand: tuple[int, int], decision: str, reasons: list[str]
+) -> None:
+    result = decide(
+        inputs(
+            arm(5000, converted=base[0], feedback=base[1]), arm(5000, converted=cand[0], feedback=cand[1])
+        ),
+        SCHEDULE,
+        TH,
+    )
+    _assert_decided(result, decision, reasons)
+
+
+@pytest.mark.parametrize(("shift", "decision"), [(0.0, PROMOTE), (1e-6, PROMOTE), (-1e-6, HOLD)])
+def test_the_conversion_margin_is_met_by_a_lower_bound_equal_to_minus_it(shift: float, decision: str) -> None:
+    case = inputs(arm(5000, converted=30000, feedback=100000), arm(5000, converted=29900, feedback=100000))
+    ci_low = decide(case, SCHEDULE, TH).statistics["conversion"]["ci_low"]
+    result = decide(case, SCHEDULE, replace(TH, conversion_margin=-ci_low + shift))
+    assert result.decision == decision, f"lower bound {ci_low}, margin {-ci_low + shift}: {result.reasons}"
+    if decision == HOLD:
+        assert result.reasons[1] == "conversion: CI lower bound -0.77% below -0.77%", result.reasons
+
+
+# --- reported value -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ((0, 0), None),  # no value ever reported: nothing to show
+        ((0, 80), {"tested": False, "feedback": [0.0, 80.0]}),
+        ((80, 0), {"tested": False, "feedback": [80.0, 0.0]}),
+        ((49, 5000), {"tested": False, "feedback": [49.0, 5000.0]}),
+    ],
+)
+def test_values_below_min_feedback_on_an_arm_are_shown_untested(
+    values: tuple[int, int], expected: dict[str, object] | None
+) -> None:
+    base, cand = (arm(5000, values=(n, 10.0, 4.0) if n else None) for n in values)
+    result = decide(inputs(base, cand), SCHEDULE, TH)
+    assert result.statistics.get("value") == expected, result.statistics
+    assert not any(reason.startswith("value") for reason in result.reasons), result.reasons
+
+
+def test_values_at_min_feedback_are_tested_against_the_reference_mean_difference() -> None:
+    base, cand = arm(5000, values=(50, 10.0, 4.0)), arm(5000, values=(50, 10.5, 3.0))
+    reference = stats.mean_difference(
+        (50, 500.0, 49 * 16.0 + 50 * 100.0),
+        (50, 525.0, 49 * 9.0 + 50 * 110.25),
+        tau=TH.value_tau,
+        alpha=TH.alpha,
+    )
+    value = decide(inputs(base, cand), SCHEDULE, TH).statistics["value"]
+    expected = _rounded(reference) | {"tested": True, "baseline": 10.0, "candidate": 10.5}
+    assert value == expected, value
+
+
+@pytest.mark.parametrize(
+    ("cand_mean", "count", "decision", "reasons"),
+    [
+        pytest.param(
+            9.0,
+            2000,
+            ROLLBACK,
+            ["value: v2 mean 9 vs v1 10 (-0.250 sd, CI -0.346..-0.154, p = 0)"],
+            id="significant-drop-rolls-back",
+        ),
+        pytest.param(11.0, 2000, PROMOTE, PROMOTED, id="significant-rise-promotes"),
+        pytest.param(9.98, 30000, PROMOTE, PROMOTED, id="insignificant-drop-within-margin-promotes"),
+        pytest.param(
+            9.8,
+            2000,
+            HOLD,
+            ["not enough evidence yet:", "value: CI lower bound -0.146 sd below -0.05 sd"],
+            id="drop-not-yet-bounded-holds",
+        ),
+    ],
+)
+def test_value_rule_in_both_directions(
+    cand_mean: float, count: int, decision: str, reasons: list[str]
+) -> None:
+    base, cand = arm(5000, values=(count, 10.0, 4.0)), arm(5000, values=(count, cand_mean, 4.0))
+    _assert_decided(decide(inputs(base, cand), SCHEDULE, TH), decision, reasons)
+
+
+@pytest.mark.parametrize(("shift", "decision"), [(0.0, PROMOTE), (1e-6, PROMOTE), (-1e-6, HOLD)])
+def test_the_value_margin_is_met_by_a_lower_bound_equal_to_minus_it(shift: float, decision: str) -> None:
+    case = inputs(arm(5000, values=(30000, 10.0, 4.0)), arm(5000, values=(30000, 9.98, 4.0)))
+    ci_low = decide(case, SCHEDULE, TH).statistics["value"]["ci_low"]
+    result = decide(case, SCHEDULE, replace(TH, value_margin=-ci_low + shift))
+    assert result.decision == decision, f"lower bound {ci_low}, margin {-ci_low + shift}: {result.reasons}"
+    if decision == HOLD:
+        assert result.reasons[1].startswith("value: CI lower bound -0.032 sd below -0.032"), result.reasons
+
+
+# --- what all sequential checks share -----------------------------------------------------------------------
+
+CHECKED = {
+    "error_rate": (arm(5000, 50), arm(5000, 60)),
+    "latency": (arm(600), arm(600, latency=SLIGHTLY_SLOW)),
+    "conversion": (arm(5000, converted=30000, feedback=100000), arm(5000, converted=29900, feedback=100000)),
+    "value": (arm(5000, values=(30000, 10.0, 4.0)), arm(5000, values=(30000, 9.98, 4.0))),
+}
+"""For each sequential test, a candidate slightly worse, not significantly, within the margin: promoted."""
+
+
+@pytest.mark.parametrize("test", sorted(CHECKED))
+def test_each_p_value_is_the_running_minimum_under_its_own_name(test: str) -> None:
+    base, cand = CHECKED[test]
+    alone = decide(inputs(base, cand), SCHEDULE, TH)
+    now = alone.statistics[test]["p_value"]
+    assert alone.decision == PROMOTE and now > 0.5, f"{test}: {alone.reasons} {alone.statistics[test]}"
+    others = {name: 0.001 for name in CHECKED if name != test}  # priors of the other tests
+    for prior in (0.0123, 0.5, 0.99):
+        result = decide(inputs(base, cand, prior_p={test: prior}), SCHEDULE, TH)
+        assert result.statistics[test]["p_value"] == min(prior, now), f"{test}: prior {prior}, now {now}"
+    apart = decide(inputs(base, cand, prior_p=others), SCHEDULE, TH)
+    assert apart.statistics[test]["p_value"] == now, f"{test} took another test's prior"
+
+
+@pytest.mark.parametrize("test", ["error_rate", "conversion", "value"])  # latency is judged by its interval
+@pytest.mark.parametrize(("prior", "decision"), [(0.05, ROLLBACK), (0.050001, PROMOTE)])
+def test_each_regression_needs_its_p_value_at_or_under_alpha(test: str, prior: float, decision: str) -> None:
+    base, cand = CHECKED[test]
+    result = decide(inputs(base, cand, prior_p={test: prior}), SCHEDULE, TH)
+    assert result.decision == decision, f"{test} with p = {prior}: {result.reasons}"
+    if decision == ROLLBACK:
+        assert result.reasons[0].startswith(test.replace("_", " ") + ":"), result.reasons
+
+
+# --- sample-ratio mismatch ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("weights", "counts", "arms"),
+    [
+        ({"1": 90, "2": 10}, {"1": 9099.0, "2": 901.0}, ["1", "2"]),
+        ({"1": 99, "2": 1}, {"1": 9895.0, "2": 105.0}, ["1", "2"]),  # an arm at 1% is an arm
+        ({"1": 50, "2": 50, "3": 0}, {"1": 5013.0, "2": 4987.0, "3": 0.0}, ["1", "2"]),  # one at 0% is not
+    ],
+)
+def test_the_split_is_scipys_chi_square_over_the_arms_with_weight(
+    weights: dict[str, int], counts: dict[str, float], arms: list[str]
+) -> None:
+    window = Window(versions={v: arm(n) for v, n in counts.items()})
+    case = inputs(arm(5000), arm(5000), weights=weights, step=window)
+    reference = stats.sample_ratio_mismatch([counts[v] for v in arms], [weights[v] for v in arms])
+    srm = decide(case, SCHEDULE, TH).statistics["srm"]
+    assert srm == {
+        "arms": arms,
+        "counts": [counts[v] for v in arms],
+        "weights": [weights[v] for v in arms],
+        "tested": True,
+        "chi2": round(float(reference.statistic), 4),
+        "p_value": float(reference.p_value),
+    }, srm
+
+
+@pytest.mark.parametrize(
+    ("weights", "counts", "tested"),
+    [
+        ({"1": 0, "2": 100}, (0.0, 5000.0), False),  # one arm: nothing to compare
+        ({"1": 50, "2": 50}, (50.0, 49.0), False),  # 99 requests, one under srm_min_requests
+        ({"1": 50, "2": 50}, (50.0, 50.0), True),
+    ],
+)
+def test_the_split_is_tested_from_two_arms_and_srm_min_requests(
+    weights: dict[str, int], counts: tuple[float, float], tested: bool
+) -> None:
+    step = Window(versions={"1": arm(counts[0]), "2": arm(counts[1])})
+    srm = decide(inputs(arm(5000), arm(5000), weights=weights, step=step), SCHEDULE, TH).statistics["srm"]
+    assert srm["tested"] is tested, srm
+    if not tested:
+        arms = [v for v in ("1", "2") if weights[v] > 0]
+        assert srm == {
+            "arms": arms,
+            "counts": [counts[int(v) - 1] for v in arms],
+            "weights": [weights[v] for v in arms],
+            "tested": False,
+        }, srm
+
+
+@pytest.mark.parametrize(("above", "decision"), [(False, PROMOTE), (True, ROLLBACK)])
+def test_a_mismatch_needs_the_p_value_strictly_under_srm_p(above: bool, decision: str) -> None:
+    case = inputs(arm(5200), arm(4800))
+    p = decide(case, SCHEDULE, TH).statistics["srm"]["p_value"]
+    srm_p = float(np.nextafter(p, 1.0)) if above else p
+    result = decide(case, SCHEDULE, replace(TH, srm_p=srm_p))
+    assert result.decision == decision, f"p = {p!r} against srm_p = {srm_p!r}: {result.reasons}"
+
+
+def test_a_mismatch_names_the_observed_and_configured_split() -> None:
+    result = decide(inputs(arm(5600), arm(4400)), SCHEDULE, TH)
+    _assert_decided(
+        result,
+        ROLLBACK,
+        [
+            "sample-ratio mismatch: observed v1 56.0%, v2 44.0% against configured v1 50%, v2 50% "
+            "(chi-square p = 3.6e-33 < 0.001); the data cannot be trusted"
+        ],
+    )
+    assert result.failed_checks == 0, "a mismatch is not a failed check of the candidate"
