@@ -206,6 +206,13 @@ class DataPlane:
         """The routed version's inputs by name, to check a request before its tensors are decoded."""
         return {spec.name: spec for spec in _loaded(target.model, target.version).inputs}
 
+    def check(self, target: Target, request: InferRequest) -> None:
+        """Refuse (4xx) what ``infer`` would refuse before running: the inputs against the model, the
+        batch size, the outputs asked for. A job is checked so at submit, so bad input never queues."""
+        runtime = _loaded(target.model, target.version)
+        _feeds(request, runtime, target.model.config.max_batch_size)
+        _requested_outputs(request, runtime)
+
     async def infer(self, target: Target, request: InferRequest, trace: object = None) -> InferResponse:
         """Validate the inputs against the model, run them through its batcher, build the response.
 

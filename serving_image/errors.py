@@ -81,3 +81,27 @@ class InjectedFault(ServingError):
     status = 500
     grpc_code = "INTERNAL"
     outcome = "server_error"
+
+
+class JobNotFound(ServingError):
+    """No asynchronous job has this id: never submitted, or its result has expired."""
+
+    status = 404
+    grpc_code = "NOT_FOUND"
+    outcome = "not_found"
+
+
+class NotConfigured(ServingError):
+    """A feature this server was not configured for (asynchronous inference without a queue)."""
+
+    status = 501
+    grpc_code = "UNIMPLEMENTED"
+    outcome = "client_error"
+
+
+class QueueUnavailable(ServingError):
+    """The job queue cannot be reached: nothing was queued, so the client may retry."""
+
+    status = 503
+    grpc_code = "UNAVAILABLE"
+    outcome = "unavailable"

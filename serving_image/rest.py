@@ -7,18 +7,31 @@ fraction of a framework's. Only this module knows HTTP.
 import sys
 import traceback
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
 import orjson
 
+from serving_image.access_log import AccessLog
 from serving_image.auth import Gate, challenge
 from serving_image.dataplane import DataPlane
-from serving_image.errors import InvalidInput, ModelNotFound, PayloadTooLarge, RequestTimeout, ServingError
+from serving_image.errors import (
+    InvalidInput,
+    JobNotFound,
+    ModelNotFound,
+    NotConfigured,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServingError,
+)
 from serving_image.feedback import FeedbackGuard, FeedbackLimiter
 from serving_image.http_protocol import BODY_TIMED_OUT
-from serving_image.rest_codec import decode_infer_request, encode_infer_response, parse_json
+from serving_image.job_queue import JobQueue, JobStatus, NewJob
+from serving_image.job_worker import decode_job, route_job
+from serving_image.rest_codec import async_parameter, decode_infer_request, encode_infer_response, parse_json
 from serving_image.settings import Settings
 from serving_image.shadow import ShadowTraffic
 from serving_image.tensors import TensorLimits
@@ -34,6 +47,9 @@ VERSION_HEADER = b"x-model-version"
 # The request span (serving_image/tracing.py): named by the route, low-cardinality; the model is an attribute.
 _SPAN_NAME = "POST /v2/models/{model}/infer"
 _SPAN_START = {"http.request.method": "POST"}
+# Asynchronous inference (serving_image/job_queue.py): asked for by the request parameter or the header.
+_RESPOND_ASYNC = "respond-async"
+_NOT_CONFIGURED = "asynchronous inference is not configured"
 
 
 class _Reply(Exception):
@@ -48,8 +64,9 @@ class RestApp:
     """ASGI application for the Open Inference Protocol's REST endpoints and /metrics."""
 
     def __init__(
-        self, dataplane: DataPlane, tracker: RequestTracker, shadow: ShadowTraffic, settings: Settings
-    ) -> None:
+        self, dataplane: DataPlane, tracker: RequestTracker, shadow: ShadowTraffic, settings: Settings,
+        jobs: JobQueue | None = None, job_log: AccessLog | None = None,
+    ) -> None:  # fmt: skip
         self._dp = dataplane
         self._shadow = shadow
         self._tracker = tracker
@@ -63,6 +80,9 @@ class RestApp:
         self._tracing = dataplane.tracing  # serving_image/tracing.py; None when off
         # With a metrics port of its own (serving_image/metrics.py), /metrics is not served here.
         self._serves_metrics = settings.metrics_port is None
+        # The job queue when async inference is configured; each submitted job is logged on job_log.
+        self._jobs = jobs
+        self._job_log = job_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets are not used
@@ -79,6 +99,9 @@ class RestApp:
             return
         if method == "POST" and len(parts) == 4 and parts[:2] == ["v2", "models"] and parts[3] == "feedback":
             await self._feedback(scope, receive, send, parts[2])
+            return
+        if method in ("GET", "HEAD") and len(parts) == 3 and parts[:2] == ["v2", "jobs"]:
+            await self._job(scope, send, parts[2])
             return
         try:
             status, body, content_type = self._get(method, parts)
@@ -134,7 +157,7 @@ class RestApp:
         extra: list[tuple[bytes, bytes]] = []
         try:
             status, body, extra = await self._infer_body(scope, receive, parts, headers, tracked, span)
-            outcome, error_name = "success", None
+            outcome, error_name = ("accepted" if status == 202 else "success"), None
         except ServingError as error:
             status, body = error.status, orjson.dumps({"error": error.message})
             outcome, error_name = error.outcome, type(error).__name__
@@ -163,14 +186,28 @@ class RestApp:
             raise ModelNotFound(f"no endpoint at /{'/'.join(parts)}")
         if self._gate.enabled:  # before routing: an unauthenticated client learns nothing of the models
             tracked.caller = (await self._gate.authorize(headers, model_name, "infer")).subject
+        if _prefers_async(headers):
+            return await self._submit(scope, receive, model_name, version, headers, tracked, None)
         # Routing sheds load (429) before the body is read; the model's input specs bound the decoding.
-        target = self._dp.route(model_name, version, headers)
+        try:
+            target = self._dp.route(model_name, version, headers)
+        except Overloaded:
+            if self._jobs is None:
+                raise
+            # A job waits in the queue, not in the batcher: only the body tells whether this is one.
+            body = await _read_body(receive, headers, self._limit, scope)
+            if not _asks_async(body, _header_length(headers)):
+                raise
+            return await self._submit(scope, receive, model_name, version, headers, tracked, body)
         tracked.model, tracked.version = target.model.name, target.version.version
         specs = self._dp.input_specs(target)
         body = await _read_body(receive, headers, self._limit, scope)
         request = decode_infer_request(
             model_name, version, body, _header_length(headers), specs, self._tensor_limits
         )
+        if request.asynchronous:
+            # Routed again by _submit, which never sheds: a job waits in the queue, not in the batcher.
+            return await self._submit(scope, receive, model_name, version, headers, tracked, body)
         if request.id is not None and tracked.minted:
             self._tracker.adopt(tracked, request.id)
         self._shadow.mirror(target, request)
@@ -182,6 +219,61 @@ class RestApp:
             [] if json_length is None else [(b"inference-header-content-length", str(json_length).encode())]
         )
         return 200, payload, extra
+
+    async def _submit(
+        self, scope: Scope, receive: Receive, model: str, version: str | None, headers: dict[str, str],
+        tracked: Tracked, body: bytes | None,
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:  # fmt: skip
+        """Queue the request as a job, checked first as a run would check it: 202 and where to ask."""
+        if self._jobs is None:
+            raise NotConfigured(_NOT_CONFIGURED)
+        target = route_job(self._dp, model, version, headers)
+        tracked.model, tracked.version = target.model.name, target.version.version
+        if body is None:
+            body = await _read_body(receive, headers, self._limit, scope)
+        header_length = _header_length(headers)
+        request = decode_job(self._dp, target, body, header_length, self._tensor_limits)
+        if request.id is not None and tracked.minted:
+            self._tracker.adopt(tracked, request.id)
+        job = NewJob(
+            model=target.model.name, version=target.version.version, version_requested=version, body=body,
+            header_length=header_length, caller=tracked.caller, request_id=tracked.request_id,
+        )  # fmt: skip
+        job_id = await self._jobs.submit(job)
+        if self._job_log is not None:
+            self._job_log.write_event("job_submitted", {
+                "job_id": job_id, "request_id": tracked.request_id, "model": job.model,
+                "version": job.version, "version_requested": version, "caller": job.caller,
+            })  # fmt: skip
+        extra = [(b"location", f"/v2/jobs/{job_id}".encode())]
+        if _prefers_async(headers):
+            extra.append((b"preference-applied", _RESPOND_ASYNC.encode()))
+        return 202, orjson.dumps({"id": job_id, "status": "pending"}), extra
+
+    async def _job(self, scope: Scope, send: Send, job_id: str) -> None:
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            status, body = 200, await self._job_status(headers, job_id)
+        except ServingError as error:
+            status, body = error.status, orjson.dumps({"error": error.message})
+            extra = challenge(error)
+        await _respond(send, status, body, [(b"content-type", JSON), *extra])
+
+    async def _job_status(self, headers: Mapping[str, str], job_id: str) -> bytes:
+        """A job's state, with the V2 response once done; only to the caller that submitted it."""
+        if self._jobs is None:
+            raise NotConfigured(_NOT_CONFIGURED)
+        job = await self._jobs.status(job_id)
+        if job is None:
+            raise JobNotFound("no job with this id: unknown, or finished and expired")
+        if self._gate.enabled:
+            caller: str | None = (await self._gate.authorize(headers, job.model, "infer")).subject
+        else:
+            caller = self._gate.caller(headers)
+        if job.caller is not None and caller != job.caller:  # another caller's job is not revealed
+            raise JobNotFound("no job with this id: unknown, or finished and expired")
+        return _job_document(job)
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
@@ -207,6 +299,55 @@ def _segments(scope: Scope) -> list[str]:
     if raw is None or b"%" not in raw:
         return [part for part in scope["path"].split("/") if part]
     return [unquote(part) for part in raw.decode("latin-1").split("/") if part]
+
+
+def _prefers_async(headers: Mapping[str, str]) -> bool:
+    """Whether the RFC 7240 ``Prefer`` header asks for ``respond-async``."""
+    value = headers.get("prefer")
+    if not value:
+        return False
+    return any(
+        preference.split(";")[0].split("=")[0].strip().lower() == _RESPOND_ASYNC
+        for preference in value.split(",")
+    )
+
+
+def _asks_async(body: bytes, header_length: int | None) -> bool:
+    """Whether a request the batcher shed asks, in its ``parameters``, to run as a job (then it is
+    queued rather than refused). Only this path reads the flag before decoding the inputs; a bad header
+    length is left for the decoder to report."""
+    end = len(body) if header_length is None else header_length
+    if not 0 <= end <= len(body):
+        return False
+    parameters = parse_json(body[:end]).get("parameters", {})
+    return isinstance(parameters, dict) and async_parameter(parameters)
+
+
+def _job_document(job: JobStatus) -> bytes:
+    """The job's JSON; a finished job's stored V2 response is spliced in as it is, not parsed again."""
+    document: dict[str, object] = {
+        "id": job.id,
+        "status": job.state,
+        "model": job.model,
+        "version": job.version,
+        "version_requested": job.version_requested,
+        "attempts": job.attempts,
+        "created": _timestamp(job.created),
+        "started": _timestamp(job.started),
+        "finished": _timestamp(job.finished),
+    }
+    if job.error is not None:
+        document["error"] = job.error
+    head = orjson.dumps(document)
+    if job.state == "done" and job.result is not None:
+        return head[:-1] + b',"response":' + job.result + b"}"
+    return head
+
+
+def _timestamp(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _failure(failure: object) -> dict[str, object]:

@@ -31,6 +31,7 @@ from serving_image.tensors import (
 )
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+ASYNC_PARAMETER = "async"
 _NUMPY_MAX_DIMS = 64
 # The length before each BYTES element, in requests and responses alike: 4 bytes, unsigned, little-endian.
 _BYTES_LENGTH = struct.Struct("<I")
@@ -88,7 +89,16 @@ def decode_infer_request(
         id=request_id,
         outputs=_decode_outputs(document.get("outputs")),
         binary_outputs=parameters.get("binary_data_output") is True,
+        asynchronous=async_parameter(parameters),
     )
+
+
+def async_parameter(parameters: dict[str, Any]) -> bool:
+    """The request parameter ``async`` (absent is false); anything but a JSON boolean is refused."""
+    flag = parameters.get(ASYNC_PARAMETER, False)
+    if not isinstance(flag, bool):
+        raise InvalidInput(f"request parameter '{ASYNC_PARAMETER}' must be true or false")
+    return flag
 
 
 def _parameters(holder: dict[str, Any], where: str) -> dict[str, Any]:

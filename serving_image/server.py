@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Generator, Sequence
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Barrier
+from typing import TYPE_CHECKING
 
 import uvicorn
 import uvloop
@@ -42,6 +43,10 @@ from serving_image.shadow import ShadowTraffic
 from serving_image.tls import CertificateReloader, TlsConfigError, TlsFiles
 from serving_image.tracing import Tracing, TracingUnavailable
 from serving_image.tracking import RequestTracker
+
+if TYPE_CHECKING:
+    from serving_image.job_queue import JobQueue
+    from serving_image.job_worker import JobWorker
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -109,12 +114,15 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     if siblings is not None:
         await _wait_for_siblings(siblings)
 
-    guard = DrainGuard(RestApp(dataplane, tracker, shadow, settings))
+    jobs = _AsyncJobs(await _job_queue(settings))
+    guard = DrainGuard(RestApp(dataplane, tracker, shadow, settings, jobs.queue, access_log))
     servicer = InferenceServicer(dataplane, tracker, shadow, settings)
     transports = await _start_transports(settings, guard, servicer, metrics, certificates)
     log_event("server_started", pid=os.getpid(), http_port=transports.http_port,
               grpc_port=transports.grpc_port, tls=_tls_mode(settings), metrics_port=transports.metrics_port,
-              models={name: model.ready for name, model in repository.models.items()})  # fmt: skip
+              models={name: model.ready for name, model in repository.models.items()},
+              async_inference=_async_mode(settings))  # fmt: skip
+    jobs.start_worker(settings, dataplane, tracker, access_log)
 
     def on_hangup() -> None:  # SIGHUP: the variant config, and the TLS files at once
         _reload(dataplane)
@@ -126,7 +134,9 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
         on_hangup()
     watcher = _watch_certificates(certificates, settings.tls_reload_seconds)
     await stop.wait()
+    jobs.stop_taking(loop.time() + settings.grace_period_seconds)
     await _drain(settings, dataplane, guard, transports, lambda: tracker.inflight + shadow.pending)
+    await jobs.stop()
     await transports.stop_metrics()
     if watcher is not None:
         watcher.cancel()
@@ -134,6 +144,64 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     access_log.flush()
     log_event("server_stopped", pid=os.getpid(), inflight=tracker.inflight)
     return 0
+
+
+async def _job_queue(settings: Settings) -> "JobQueue | None":
+    """The job queue when async inference is configured (``redis`` is imported only then).
+
+    An unreachable queue does not stop the server: submits answer 503 until it is back, and a
+    worker keeps trying to reach it.
+    """
+    if not settings.async_redis_url:
+        return None
+    from serving_image.errors import QueueUnavailable
+    from serving_image.job_queue import JobQueue
+
+    queue = JobQueue.connect(settings)
+    try:
+        await queue.ensure_group()
+    except QueueUnavailable as error:
+        log_event("job_queue_unavailable", pid=os.getpid(), error=str(error.__cause__ or error))
+    return queue
+
+
+@dataclasses.dataclass(slots=True)
+class _AsyncJobs:
+    """Asynchronous inference in this process: the queue (None when off) and its worker, if it runs one."""
+
+    queue: "JobQueue | None"
+    worker: "JobWorker | None" = None
+    deadline: float = 0.0
+
+    def start_worker(
+        self, settings: Settings, dataplane: DataPlane, tracker: RequestTracker, access_log: AccessLog
+    ) -> None:
+        """Start consuming the queue if ``async_worker`` is set."""
+        if self.queue is None or not settings.async_worker:
+            return
+        from serving_image.job_worker import JobWorker
+
+        self.worker = JobWorker(self.queue, dataplane, tracker, access_log, settings)
+        self.worker.start()
+
+    def stop_taking(self, deadline: float) -> None:
+        """SIGTERM: take no new jobs; those held may run until ``deadline`` (the grace period's end)."""
+        self.deadline = deadline
+        if self.worker is not None:
+            self.worker.stop_taking()
+
+    async def stop(self) -> None:
+        """After the transports drained: wait for the jobs held, then close the queue's connections."""
+        if self.worker is not None:
+            await self.worker.stop(max(0.0, self.deadline - asyncio.get_running_loop().time()))
+        if self.queue is not None:
+            await self.queue.close()
+
+
+def _async_mode(settings: Settings) -> str:
+    if not settings.async_redis_url:
+        return "off"
+    return "submit and run" if settings.async_worker else "submit"
 
 
 def _load_certificates(settings: Settings) -> CertificateReloader | None:

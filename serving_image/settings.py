@@ -164,6 +164,45 @@ class Settings(BaseSettings):
         default=10_000, ge=1, le=10_000_000, description="cached responses per model version"
     )
 
+    # Asynchronous inference (serving_image/job_queue.py, job_worker.py, docs/async-inference.md): off
+    # unless a Redis URL is given; then an async request is queued on a Redis Stream and answered 202.
+    async_redis_url: str = Field(
+        default="", pattern=r"^((rediss?|unix)://.+)?$",
+        description="the job queue's Redis (redis://, rediss:// for TLS, unix://); empty: async off",
+    )  # fmt: skip
+    async_stream: str = Field(
+        default="inference-jobs", pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="the jobs' stream key"
+    )
+    async_max_queued: int = Field(
+        default=100_000, ge=1, le=100_000_000, description="jobs waiting or running; a submit beyond is 429"
+    )
+    async_visibility_timeout_s: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="a job its worker has not finished after this long is delivered again",
+    )  # fmt: skip
+    async_max_attempts: int = Field(
+        default=3, ge=1, le=100, description="deliveries of a job before it goes to the dead-letter stream"
+    )
+    async_result_ttl_s: int = Field(
+        default=86_400, ge=1, le=30 * 86_400, description="a finished job's result is kept this long"
+    )
+    async_worker: bool = Field(default=False, description="this process also runs queued jobs")
+    async_batch: int = Field(default=32, ge=1, le=4096, description="jobs a worker takes per read")
+    async_callback_hosts: str = Field(
+        default="", description="comma-separated hosts a job's callback may call; empty: no callbacks"
+    )
+    async_callback_secret_file: Path | None = Field(
+        default=None, description="the HMAC key that signs callbacks, read from this file"
+    )
+
+    @model_validator(mode="after")
+    def _async_complete(self) -> "Settings":
+        if self.async_worker and not self.async_redis_url:
+            raise ValueError("async_worker needs async_redis_url (the queue to consume)")
+        if self.async_callback_hosts.strip(", ") and self.async_callback_secret_file is None:
+            raise ValueError("async_callback_hosts needs async_callback_secret_file (callbacks are signed)")
+        return self
+
 
 # The limits also have command-line flags named after them (``--max-header-bytes``).
 LIMITS = (

@@ -38,6 +38,8 @@ class InferRequest:
     id: str | None = None
     outputs: list[RequestedOutput] | None = None
     binary_outputs: bool = False
+    asynchronous: bool = False
+    """The request parameter ``async``: run it as a queued job and answer 202 with where to ask."""
 
 
 @dataclass(slots=True)

@@ -12,13 +12,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import pytest
 import requests
 from onnx import TensorProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    from tests.serving_image.redis_fixture import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_MODELS = REPO_ROOT / "serving_image" / "models"
@@ -251,3 +254,19 @@ def server(tmp_path_factory: pytest.TempPathFactory, test_repository: Path) -> I
     )
     yield process
     assert process.stop() == 0, f"server did not exit cleanly: {process.stderr()}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RedisServer"]:
+    """One real redis-server for the asynchronous inference tests; each test uses streams of its own."""
+    from tests.serving_image.redis_fixture import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def job_stream() -> str:
+    """A stream name no other test uses, so each test sees only its own jobs."""
+    return f"jobs-{os.urandom(6).hex()}"

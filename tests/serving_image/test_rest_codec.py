@@ -19,6 +19,7 @@ from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, 
 from serving_image.datatypes import V2_TO_NUMPY
 from serving_image.errors import InvalidInput, PayloadTooLarge, ServingError
 from serving_image.rest_codec import (
+    async_parameter,
     array_from_bytes,
     decode_infer_request,
     encode_infer_response,
@@ -663,3 +664,32 @@ def test_numeric_tensors_serialize_as_their_little_endian_bytes(datatype: str) -
     array = sample(datatype)
     assert serialize_tensor(array) == array.astype(array.dtype.newbyteorder("<")).tobytes()
     assert serialize_tensor(array.T) == np.ascontiguousarray(array.T).tobytes(), "row-major order"
+
+
+ONE_INPUT = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+
+
+@pytest.mark.parametrize(
+    ("parameters", "asynchronous"), [({}, False), ({"async": True}, True), ({"async": False}, False)]
+)
+def test_the_async_parameter_is_decoded_into_the_request(
+    parameters: dict[str, Any], asynchronous: bool
+) -> None:
+    assert decode({**ONE_INPUT, "parameters": parameters}).asynchronous is asynchronous
+    assert decode(ONE_INPUT).asynchronous is False, "no parameters at all is synchronous"
+
+
+def test_the_async_parameter_is_read_from_the_json_not_its_spelling() -> None:
+    # JSON escapes spell the same member name: the decoder, not a text search, decides.
+    body = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}],'
+    body += b' "parameters": {"\\u0061sync": true}}'
+    assert decode_infer_request("m", "1", body, None).asynchronous is True
+
+
+@pytest.mark.parametrize("flag", ["true", 1, 0, None, [], {}])
+def test_an_async_parameter_that_is_not_a_boolean_is_refused(flag: object) -> None:
+    assert (
+        refused({**ONE_INPUT, "parameters": {"async": flag}})
+        == "request parameter 'async' must be true or false"
+    )
+    assert bad_request(async_parameter, {"async": flag}) == "request parameter 'async' must be true or false"

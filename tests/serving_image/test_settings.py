@@ -91,6 +91,16 @@ DEFAULTS: dict[str, object] = {
     "otlp_timeout_seconds": 10.0,
     "response_cache_bytes": 0,
     "response_cache_entries": 10_000,
+    "async_redis_url": "",
+    "async_stream": "inference-jobs",
+    "async_max_queued": 100_000,
+    "async_visibility_timeout_s": 60.0,
+    "async_max_attempts": 3,
+    "async_result_ttl_s": 86_400,
+    "async_worker": False,
+    "async_batch": 32,
+    "async_callback_hosts": "",
+    "async_callback_secret_file": None,
 }
 
 
@@ -115,6 +125,8 @@ def test_no_debug_switch_is_on_by_default() -> None:
     settings = load_settings([])
     off = (settings.auth_mode, settings.tls_cert, settings.otlp_endpoint, settings.response_cache_bytes)
     assert off == ("off", None, "", 0), "auth, TLS, tracing and the response cache are opt-in"
+    jobs = (settings.async_redis_url, settings.async_worker, settings.async_callback_hosts)
+    assert jobs == ("", False, ""), "asynchronous inference, its worker and callbacks are opt-in"
     assert settings.host == "127.0.0.1", "the default listens on loopback only"
 
 
@@ -167,6 +179,11 @@ BOUNDS: dict[str, tuple[str, str, str, str, str | None, str | None]] = {
     "otlp_timeout_seconds": ("0.001", "0", gt(0), "300", "300.001", le(300)),
     "response_cache_bytes": ("0", "-1", ge(0), str(1 << 40), str((1 << 40) + 1), le(1 << 40)),
     "response_cache_entries": ("1", "0", ge(1), "10000000", "10000001", le(10000000)),
+    "async_max_queued": ("1", "0", ge(1), "100000000", "100000001", le(100000000)),
+    "async_visibility_timeout_s": ("0.001", "0", gt(0), "86400", "86400.001", le(86400)),
+    "async_max_attempts": ("1", "0", ge(1), "100", "101", le(100)),
+    "async_result_ttl_s": ("1", "0", ge(1), "2592000", "2592001", le(2592000)),
+    "async_batch": ("1", "0", ge(1), "4096", "4097", le(4096)),
 }
 NUMERIC_CONSTRAINTS = (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt)
 
@@ -232,6 +249,17 @@ def test_a_variable_past_a_bound_exits_2_naming_the_setting_and_the_bound(
         ("auth_mode", "basic", "String should match pattern '^(off|jwt)$'"),
         ("otlp_service_name", "", "String should have at least 1 character"),
         ("metrics_port", "ninety", "Input should be a valid integer, unable to parse string as an integer"),
+        ("async_redis_url", "http://cache:6379", "String should match pattern '^((rediss?|unix)://.+)?$'"),
+        ("async_redis_url", "redis://", "String should match pattern '^((rediss?|unix)://.+)?$'"),
+        ("async_stream", "", "String should match pattern '^[A-Za-z0-9._:-]{1,128}$'"),
+        ("async_stream", "jobs and more", "String should match pattern '^[A-Za-z0-9._:-]{1,128}$'"),
+        ("async_stream", "j" * 129, "String should match pattern '^[A-Za-z0-9._:-]{1,128}$'"),
+        ("async_worker", "maybe", "Input should be a valid boolean, unable to interpret input"),
+        (
+            "async_max_attempts",
+            "2.5",
+            "Input should be a valid integer, unable to parse string as an integer",
+        ),
     ],
 )
 def test_a_variable_of_the_wrong_kind_exits_2_naming_the_setting_and_the_reason(
@@ -264,6 +292,11 @@ def test_the_access_log_variable_reads_both_ways(
         ("metrics_host", "10.0.0.1", "10.0.0.1"),
         ("otlp_endpoint", "http://collector:4317", "http://collector:4317"),
         ("otlp_service_name", "m", "m"),
+        ("async_redis_url", "rediss://:token@cache.internal:6379/0", "rediss://:token@cache.internal:6379/0"),
+        ("async_redis_url", "unix:///run/redis.sock", "unix:///run/redis.sock"),
+        ("async_stream", "jobs:tabular-classifier.v1", "jobs:tabular-classifier.v1"),
+        ("async_stream", "j" * 128, "j" * 128),
+        ("async_callback_secret_file", "/run/secrets/callback-hmac", Path("/run/secrets/callback-hmac")),
     ],
 )
 def test_a_text_or_path_variable_is_read_as_given(
@@ -315,6 +348,11 @@ JWT = {
         ({"SERVING_TLS_CLIENT_CA": "/ca.crt"}, "tls_client_ca (mutual TLS) needs tls_cert and tls_key"),
         ({"SERVING_METRICS_PORT": "8080"}, "metrics_port must differ from http_port and grpc_port"),
         ({"SERVING_METRICS_PORT": "8081"}, "metrics_port must differ from http_port and grpc_port"),
+        ({"SERVING_ASYNC_WORKER": "true"}, "async_worker needs async_redis_url (the queue to consume)"),
+        (
+            {"SERVING_ASYNC_CALLBACK_HOSTS": "hooks.example.com"},
+            "async_callback_hosts needs async_callback_secret_file (callbacks are signed)",
+        ),
     ],
 )
 def test_settings_that_do_not_fit_together_exit_2_with_the_reason(
@@ -325,6 +363,30 @@ def test_settings_that_do_not_fit_together_exit_2_with_the_reason(
     line = refused(capsys, [])
     # A check across settings belongs to no one field, so no name precedes its reason.
     assert line == f"{PROG}: error: invalid setting: {reason}", line
+
+
+@pytest.mark.parametrize(
+    ("env", "changed"),
+    [
+        (
+            {"SERVING_ASYNC_REDIS_URL": "redis://127.0.0.1:6379/0", "SERVING_ASYNC_WORKER": "true"},
+            {"async_redis_url": "redis://127.0.0.1:6379/0", "async_worker": True},
+        ),
+        (
+            {"SERVING_ASYNC_CALLBACK_HOSTS": "a.example.com, b.example.com",
+             "SERVING_ASYNC_CALLBACK_SECRET_FILE": "/run/secrets/hmac"},
+            {"async_callback_hosts": "a.example.com, b.example.com",
+             "async_callback_secret_file": Path("/run/secrets/hmac")},
+        ),
+        ({"SERVING_ASYNC_CALLBACK_HOSTS": " , "}, {"async_callback_hosts": " , "}),
+    ],
+)  # fmt: skip
+def test_async_settings_that_fit_together_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], changed: dict[str, object]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings([]).model_dump() == DEFAULTS | changed, env
 
 
 def test_every_problem_is_named_in_one_line_in_field_order(

@@ -1,0 +1,430 @@
+"""The asynchronous inference queue: jobs on a Redis Stream, consumed by a consumer group.
+
+The layout in Redis (docs/async-inference.md says why Redis Streams):
+
+- ``{stream}``: one entry per job waiting or running (its id, model, version, caller and
+  request body). An entry is deleted when its job finishes, so ``XLEN`` is the backlog that
+  the bound checks and the autoscaler reads.
+- the consumer group ``workers``: at-least-once delivery. An entry a worker read but never
+  acknowledged is claimed by another after the visibility timeout (``XAUTOCLAIM``); each
+  delivery counts, and the count is the job's attempts.
+- ``{stream}:dead``: the dead-letter stream, one entry per job that used up its attempts, with
+  the reason and the request body (so an operator can replay it).
+- ``job:{id}``: the job's hash: state (pending, running, done, failed), model, version requested
+  and served, caller, request id, times, attempts, and the result (the V2 response JSON) or the
+  error. It expires ``async_result_ttl_s`` after the job finished.
+
+Each step that must not be torn in two is one Lua script, which Redis runs atomically: queue a
+job within the bound and create its hash; start a run only if no result exists; store a result
+and acknowledge the entry, storing nothing if a result exists already (so a redelivered job
+stores one result, whoever computes it); move a job to the dead-letter stream.
+
+``redis`` is imported only when a queue is configured (``JobQueue.connect``).
+"""
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from serving_image.errors import Overloaded, QueueUnavailable
+from serving_image.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+GROUP = "workers"
+STATES = ("pending", "running", "done", "failed")
+JOB_ID_LENGTH = 32  # uuid4 in hex
+
+# KEYS: stream, job hash. ARGV: bound, the number of hash items n, n hash items, then the entry's items.
+_SUBMIT = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+local split = 2 + tonumber(ARGV[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 3, split))
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, split + 1))
+return 1
+"""
+
+# KEYS: stream, job hash. ARGV: group, entry id, attempts, now, consumer.
+# A job that is done or failed (or whose hash expired) is acknowledged, not run again.
+_BEGIN = """
+local state = redis.call('HGET', KEYS[2], 'state')
+if state ~= 'pending' and state ~= 'running' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  return 0
+end
+redis.call('HSET', KEYS[2], 'state', 'running', 'attempts', ARGV[3], 'started', ARGV[4], 'worker', ARGV[5])
+return 1
+"""
+
+# KEYS: stream, job hash. ARGV: group, entry id, result, version served, now, ttl in ms.
+# Stores the result only if none is stored; acknowledges the entry either way.
+_DONE = """
+local state = redis.call('HGET', KEYS[2], 'state')
+local stored = 0
+if state == 'pending' or state == 'running' then
+  redis.call('HSET', KEYS[2], 'state', 'done', 'result', ARGV[3], 'version', ARGV[4], 'finished', ARGV[5])
+  redis.call('HDEL', KEYS[2], 'error')
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  stored = 1
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return stored
+"""
+
+# KEYS: job hash. ARGV: the error. The entry stays unacknowledged: it is delivered again after the
+# visibility timeout, like a message a queue's consumer did not delete.
+_RETRY = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'error', ARGV[1])
+return 1
+"""
+
+# KEYS: stream, job hash, dead-letter stream. ARGV: group, entry id, job id, reason, '1' to add the
+# last error stored, attempts, now, ttl in ms, then the entry's items to keep with the dead letter.
+_DEAD = """
+local state = redis.call('HGET', KEYS[2], 'state')
+local moved = 0
+if state == 'pending' or state == 'running' then
+  local reason = ARGV[4]
+  if ARGV[5] == '1' then
+    reason = reason .. '; last error: ' .. (redis.call('HGET', KEYS[2], 'error') or 'none recorded')
+  end
+  redis.call('HSET', KEYS[2], 'state', 'failed', 'error', reason, 'attempts', ARGV[6], 'finished', ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+  redis.call('XADD', KEYS[3], '*', 'id', ARGV[3], 'reason', reason, 'attempts', ARGV[6], 'failed', ARGV[7],
+             unpack(ARGV, 9))
+  moved = 1
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return moved
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A checked request to queue: the version the variant router chose, and the body as sent."""
+
+    model: str
+    version: str
+    version_requested: str | None
+    body: bytes
+    header_length: int | None
+    caller: str | None
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One job handed to a worker, with the number of times it has been delivered (this one included)."""
+
+    entry_id: str
+    job_id: str
+    model: str
+    version: str
+    body: bytes
+    header_length: int | None
+    caller: str | None
+    attempts: int
+
+    def fields(self) -> list[bytes | str]:
+        """The entry's items, to keep with a dead letter."""
+        items: list[bytes | str] = ["model", self.model, "version", self.version, "body", self.body]
+        if self.header_length is not None:
+            items += ["header_length", str(self.header_length)]
+        return items
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """What ``GET /v2/jobs/{id}`` reports: the job's hash, with the result as the stored JSON bytes."""
+
+    id: str
+    state: str
+    model: str
+    version: str | None
+    version_requested: str | None
+    caller: str | None
+    attempts: int
+    created: float
+    started: float | None
+    finished: float | None
+    error: str | None
+    result: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A run that produced the V2 response ``result`` with ``version``."""
+
+    result: bytes
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A run that failed; the job is delivered again after the visibility timeout."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """A job to move to the dead-letter stream, with the reason (and the last error a run stored)."""
+
+    reason: str
+    with_last_error: bool = False
+
+
+Completion = Done | Retry | Dead
+
+
+def valid_job_id(job_id: str) -> bool:
+    """Whether ``job_id`` has the form of the ids ``submit`` makes (so nothing else reaches Redis)."""
+    return len(job_id) == JOB_ID_LENGTH and all(char in "0123456789abcdef" for char in job_id)
+
+
+class JobQueue:
+    """The jobs stream, its consumer group, the dead-letter stream and the job hashes in one Redis."""
+
+    def __init__(self, client: "Redis", settings: Settings, errors: tuple[type[BaseException], ...]) -> None:
+        self._redis = client
+        self.stream = settings.async_stream
+        self.dead_stream = f"{settings.async_stream}:dead"
+        self.max_queued = settings.async_max_queued
+        self.visibility_ms = max(1, round(settings.async_visibility_timeout_s * 1000))
+        self.ttl_ms = settings.async_result_ttl_s * 1000
+        self._errors = errors
+        self._submit: AsyncScript = client.register_script(_SUBMIT)
+        self._begin: AsyncScript = client.register_script(_BEGIN)
+        self._done: AsyncScript = client.register_script(_DONE)
+        self._retry: AsyncScript = client.register_script(_RETRY)
+        self._dead: AsyncScript = client.register_script(_DEAD)
+
+    @classmethod
+    def connect(cls, settings: Settings) -> "JobQueue":
+        """A queue on ``async_redis_url`` (connections are opened on first use)."""
+        import redis
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(
+            settings.async_redis_url,
+            protocol=2,
+            socket_connect_timeout=5,
+            # Above the worker's blocking read (READ_BLOCK_MS), so only a dead connection times out.
+            socket_timeout=10,
+            health_check_interval=30,
+        )
+        return cls(client, settings, (redis.RedisError, OSError))
+
+    async def close(self) -> None:
+        """Close the connections."""
+        with contextlib.suppress(*self._errors):
+            await self._redis.aclose()
+
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Redis's errors as one ``QueueUnavailable`` (503): nothing was queued, so a retry is safe."""
+        try:
+            yield
+        except self._errors as error:
+            name = type(error).__name__
+            raise QueueUnavailable(f"the job queue is unavailable ({name}); retry later") from error
+
+    async def ensure_group(self) -> None:
+        """Create the stream and its group if missing, read from the stream's start: no entry is skipped."""
+        import redis
+
+        with self._reachable():
+            try:
+                await self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+
+    async def submit(self, job: NewJob) -> str:
+        """Queue a job and return its id; ``Overloaded`` (429) if ``max_queued`` jobs wait or run."""
+        job_id = uuid.uuid4().hex
+        now = _now()
+        record = [
+            "state", "pending", "model", job.model, "version_requested", job.version_requested or "",
+            "caller", job.caller or "", "request_id", job.request_id, "created", now, "attempts", "0",
+        ]  # fmt: skip
+        entry: list[bytes | str] = [
+            "id", job_id, "model", job.model, "version", job.version, "caller", job.caller or "",
+            "body", job.body,
+        ]  # fmt: skip
+        if job.header_length is not None:
+            entry += ["header_length", str(job.header_length)]
+        with self._reachable():
+            queued = await self._submit(
+                keys=[self.stream, _job_key(job_id)], args=[self.max_queued, len(record), *record, *entry]
+            )
+        if not queued:
+            limit = self.max_queued
+            raise Overloaded(f"the job queue is full ({limit} jobs waiting or running); retry later")
+        return job_id
+
+    async def status(self, job_id: str) -> JobStatus | None:
+        """The job's state and result, or None for an unknown or expired id."""
+        if not valid_job_id(job_id):
+            return None
+        with self._reachable():
+            raw = await self._redis.hgetall(_job_key(job_id))
+        if not raw:
+            return None
+        fields = {_text(key): value for key, value in raw.items()}
+        text = {key: _text(value) for key, value in fields.items() if key != "result"}
+        return JobStatus(
+            id=job_id,
+            state=text.get("state", "pending"),
+            model=text.get("model", ""),
+            version=text.get("version") or None,
+            version_requested=text.get("version_requested") or None,
+            caller=text.get("caller") or None,
+            attempts=int(text.get("attempts", "0")),
+            created=float(text.get("created", "0")),
+            started=_float(text.get("started")),
+            finished=_float(text.get("finished")),
+            error=text.get("error"),
+            result=_bytes(fields["result"]) if "result" in fields else None,
+        )
+
+    async def depth(self) -> int:
+        """Jobs waiting or running."""
+        with self._reachable():
+            return await self._redis.xlen(self.stream)
+
+    async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        """Up to ``count`` jobs never delivered before, waiting up to ``block_ms`` for the first."""
+        with self._reachable():
+            reply: Any = await self._redis.xreadgroup(
+                GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms or None
+            )
+        entries = reply[0][1] if reply else []  # protocol 2: [[stream, [(id, fields), ...]]]
+        return [delivery for entry in entries if (delivery := _delivery(entry, 1)) is not None]
+
+    async def claim(self, consumer: str, count: int, cursor: str) -> tuple[list[Delivery], str]:
+        """Up to ``count`` jobs whose worker has not finished them within the visibility timeout.
+
+        Scans the group's pending entries from ``cursor``; returns the jobs, now this consumer's, each
+        with its delivery count, and the cursor to go on from ("0-0" once the scan has wrapped).
+        """
+        with self._reachable():
+            reply = await self._redis.xautoclaim(
+                self.stream, GROUP, consumer, self.visibility_ms, cursor, count=count
+            )
+            cursor, entries = _text(reply[0]), [entry for entry in reply[1] if entry and entry[1]]
+            if not entries:
+                return [], cursor
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entry_id, _ in entries:
+                    pipe.xpending_range(self.stream, GROUP, entry_id, entry_id, 1)
+                pending = await pipe.execute()
+        deliveries = []
+        for entry, found in zip(entries, pending, strict=True):
+            attempts = int(found[0]["times_delivered"]) if found else 1
+            delivery = _delivery(entry, attempts)
+            if delivery is not None:
+                deliveries.append(delivery)
+        return deliveries, cursor
+
+    async def begin(self, deliveries: Sequence[Delivery], consumer: str) -> list[bool]:
+        """Mark each job running; False for one that already has a result (it is acknowledged instead)."""
+        if not deliveries:
+            return []
+        now = _now()
+        with self._reachable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for delivery in deliveries:
+                    await self._begin(
+                        keys=[self.stream, _job_key(delivery.job_id)],
+                        args=[GROUP, delivery.entry_id, delivery.attempts, now, consumer],
+                        client=pipe,
+                    )
+                started = await pipe.execute()
+        return [bool(flag) for flag in started]
+
+    async def finish(self, completions: Sequence[tuple[Delivery, Completion]]) -> list[bool]:
+        """Record each run's end in one round trip; per job, whether this call changed its record.
+
+        ``Done`` stores the result and acknowledges the entry (False: a result was stored already, and
+        this one is dropped); ``Retry`` leaves the entry for redelivery; ``Dead`` moves the job to the
+        dead-letter stream.
+        """
+        if not completions:
+            return []
+        now = _now()
+        with self._reachable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for delivery, completion in completions:
+                    await self._queue_completion(pipe, delivery, completion, now)
+                changed = await pipe.execute()
+        return [bool(flag) for flag in changed]
+
+    async def _queue_completion(
+        self, pipe: Any, delivery: Delivery, completion: Completion, now: str
+    ) -> None:
+        key = _job_key(delivery.job_id)
+        entry = delivery.entry_id
+        if isinstance(completion, Done):
+            args: list[Any] = [GROUP, entry, completion.result, completion.version, now, self.ttl_ms]
+            await self._done(keys=[self.stream, key], args=args, client=pipe)
+        elif isinstance(completion, Retry):
+            await self._retry(keys=[key], args=[completion.error], client=pipe)
+        else:
+            last = "1" if completion.with_last_error else "0"
+            args = [GROUP, entry, delivery.job_id, completion.reason, last, delivery.attempts, now,
+                    self.ttl_ms, *delivery.fields()]  # fmt: skip
+            await self._dead(keys=[self.stream, key, self.dead_stream], args=args, client=pipe)
+
+
+def _job_key(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def _now() -> str:
+    return f"{time.time():.3f}"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def _delivery(entry: Any, attempts: int) -> Delivery | None:
+    """A stream entry as a job; None for an entry that is not one of ours (it is left alone)."""
+    entry_id, raw = entry
+    fields = {_text(key): value for key, value in raw.items()}
+    try:
+        header_length = fields.get("header_length")
+        return Delivery(
+            entry_id=_text(entry_id),
+            job_id=_text(fields["id"]),
+            model=_text(fields["model"]),
+            version=_text(fields["version"]),
+            body=_bytes(fields["body"]),
+            header_length=None if header_length is None else int(_text(header_length)),
+            caller=_text(fields.get("caller", b"")) or None,
+            attempts=attempts,
+        )
+    except (KeyError, ValueError):
+        return None
