@@ -53,15 +53,20 @@ setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/models $(SETUP_TARGETS)
 
 models: $(STAMPS)/models
 
-# Regenerate the gRPC stubs from the protocol's .proto (the generated files are committed).
+# Regenerate the gRPC stubs from the .proto files (the generated files are committed): the protocol's,
+# and the asynchronous inference service's, which imports the protocol's messages.
 proto: $(STAMPS)/venv
 	cd serving_image/proto && PATH="$(abspath $(BIN)):$$PATH" ../../$(BIN)/python -m grpc_tools.protoc -I. \
-	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. grpc_predict_v2.proto
-	sed -i 's/^import grpc_predict_v2_pb2/from . import grpc_predict_v2_pb2/' serving_image/proto/grpc_predict_v2_pb2_grpc.py*
+	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. grpc_predict_v2.proto async_inference.proto
+	sed -i 's/^import \(grpc_predict_v2_pb2\|async_inference_pb2\) /from . import \1 /' \
+	  serving_image/proto/grpc_predict_v2_pb2_grpc.py* serving_image/proto/async_inference_pb2*.py*
 	# A private descriptor pool: the protocol's message names (inference.*) must coexist in one
 	# process with tritonclient's copy of the same protocol (tests and load generators load both).
 	sed -i 's/_descriptor_pool.Default().AddSerializedFile(/_descriptor_pool.DescriptorPool().AddSerializedFile(/' \
 	  serving_image/proto/grpc_predict_v2_pb2.py
+	# The jobs' messages use the protocol's (inference.ModelInferRequest), so they join its private pool.
+	sed -i 's/_descriptor_pool.Default().AddSerializedFile(/grpc__predict__v2__pb2.DESCRIPTOR.pool.AddSerializedFile(/' \
+	  serving_image/proto/async_inference_pb2.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,9 +1,11 @@
 """Completion callbacks of asynchronous jobs: checked at submit, signed, retried, never redirected.
 
-A job may name a callback URL. At submit ``validate_callback_url`` refuses (400, naming the
-problem) any URL whose host is not one the operator allowed; when the job finishes, the worker
-hands the job's status document (``status_document``) to ``CallbackSender.send``, which POSTs it
-and reports a ``CallbackOutcome`` (delivered, or gave up with the last reason) to log and record.
+A job may name a callback URL (the request parameter ``callback_url`` or the header
+``X-Callback-Url``, docs/async-inference.md). At submit ``validate_callback_url`` refuses (400,
+naming the problem) any URL whose host is not one the operator allowed; when the job's result or
+dead letter is stored, the worker (``job_worker.CallbackDispatch``) hands the job's status document
+(``status_document``) to ``CallbackSender.send``, which POSTs it and reports a ``CallbackOutcome``
+(delivered, or gave up with the last reason), which the worker logs and records on the job.
 
 Which URLs are allowed (``SERVING_ASYNC_CALLBACK_HOSTS``, comma-separated, from config only):
 
@@ -55,13 +57,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httptools
 import orjson
 
 from serving_image.errors import InvalidInput, NotConfigured
+from serving_image.tensors import CALLBACK_PARAMETER
 
+if TYPE_CHECKING:
+    from serving_image.settings import Settings
+
+CALLBACK_HEADER = "x-callback-url"
+"""The header (gRPC metadata) naming a job's callback URL instead of the request parameter
+``CALLBACK_PARAMETER`` (REST ``parameters``, gRPC ``string_param``)."""
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Signature-Timestamp"
 USER_AGENT = "model-serving-callback/1"
@@ -120,6 +130,18 @@ class CallbackPolicy:
         if secret_file is None:
             raise ValueError("callback hosts are allowed but no key file is set to sign callbacks")
         return cls(allowed, read_key(secret_file), max_attempts, backoff_s, backoff_cap_s, timeout_s)
+
+    @classmethod
+    def for_settings(cls, settings: "Settings") -> "CallbackPolicy | None":
+        """The policy of the ``async_callback_*`` settings; None when no host is allowed.
+
+        Built once at start-up; raises ValueError (an unusable entry or key file) like ``load``.
+        """
+        return cls.load(
+            settings.async_callback_hosts, settings.async_callback_secret_file,
+            max_attempts=settings.async_callback_max_attempts, backoff_s=settings.async_callback_backoff_s,
+            backoff_cap_s=settings.async_callback_backoff_cap_s, timeout_s=settings.async_callback_timeout_s,
+        )  # fmt: skip
 
 
 def read_key(path: Path) -> bytes:
@@ -191,6 +213,17 @@ def validate_callback_url(url: str, policy: CallbackPolicy | None) -> str:
     _check_allowed(origin, policy.allowed)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return f"{scheme}://{_authority(origin)}{target}"
+
+
+def requested_callback(header: str | None, parameter: str | None) -> str | None:
+    """The callback URL a job asks for, by the header or the request parameter (unchecked); the same
+    URL in both is asked once, two different ones are a 400."""
+    if header is not None and parameter is not None and header != parameter:
+        raise InvalidInput(
+            f"the callback URL is given twice, differently (the {CALLBACK_HEADER} header and the request "
+            f"parameter '{CALLBACK_PARAMETER}'); give it once"
+        )
+    return parameter if parameter is not None else header
 
 
 def _check_allowed(origin: Origin, allowed: frozenset[Origin]) -> None:
@@ -341,14 +374,22 @@ class CallbackSender:
         # Bounds the open connections, not the callbacks waiting between attempts.
         self._slots = asyncio.Semaphore(max_concurrent)
 
-    async def send(self, url: str, document: bytes) -> CallbackOutcome:
-        """Deliver ``document`` to ``url`` (checked again: the allowed hosts may have changed)."""
+    async def send(
+        self, url: str, document: bytes, on_attempt: Callable[[int], None] | None = None
+    ) -> CallbackOutcome:
+        """Deliver ``document`` to ``url`` (checked again: the allowed hosts may have changed).
+
+        ``on_attempt`` is told the number of each attempt as it starts (so a caller that cancels
+        the delivery knows how far it got).
+        """
         try:
             normalized = validate_callback_url(url, self.policy)
         except (InvalidInput, NotConfigured) as err:
             return CallbackOutcome(False, 0, None, f"not sent: {err.message}")
         origin, target = _origin_of(normalized), _request_target(normalized)
         for attempt in range(1, self.policy.max_attempts + 1):
+            if on_attempt is not None:
+                on_attempt(attempt)
             try:
                 async with self._slots:
                     status = await self._attempt(origin, target, document)

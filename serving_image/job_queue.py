@@ -12,12 +12,14 @@ The layout in Redis (docs/async-inference.md says why Redis Streams):
   the reason and the request body (so an operator can replay it).
 - ``job:{id}``: the job's hash: state (pending, running, done, failed), model, version requested
   and served, caller, request id, times, attempts, and the result (the V2 response JSON) or the
-  error. It expires ``async_result_ttl_s`` after the job finished.
+  error; for a job with a completion callback, its URL and how its delivery went. It expires
+  ``async_result_ttl_s`` after the job finished.
 
 Each step that must not be torn in two is one Lua script, which Redis runs atomically: queue a
 job within the bound and create its hash; start a run only if no result exists; store a result
 and acknowledge the entry, storing nothing if a result exists already (so a redelivered job
-stores one result, whoever computes it); move a job to the dead-letter stream.
+stores one result, whoever computes it); move a job to the dead-letter stream; record how a
+finished job's callback went, without reviving an expired record.
 
 ``redis`` is imported only when a queue is configured (``JobQueue.connect``).
 """
@@ -27,6 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from serving_image.errors import Overloaded, QueueUnavailable
@@ -72,6 +75,9 @@ local stored = 0
 if state == 'pending' or state == 'running' then
   redis.call('HSET', KEYS[2], 'state', 'done', 'result', ARGV[3], 'version', ARGV[4], 'finished', ARGV[5])
   redis.call('HDEL', KEYS[2], 'error')
+  if redis.call('HEXISTS', KEYS[2], 'callback_url') == 1 then
+    redis.call('HSET', KEYS[2], 'callback_status', 'sending')
+  end
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
   stored = 1
 end
@@ -92,6 +98,7 @@ return 1
 
 # KEYS: stream, job hash, dead-letter stream. ARGV: group, entry id, job id, reason, '1' to add the
 # last error stored, attempts, now, ttl in ms, then the entry's items to keep with the dead letter.
+# Returns the reason as recorded (with the last error), or 0 if the job had finished already.
 _DEAD = """
 local state = redis.call('HGET', KEYS[2], 'state')
 local moved = 0
@@ -101,14 +108,28 @@ if state == 'pending' or state == 'running' then
     reason = reason .. '; last error: ' .. (redis.call('HGET', KEYS[2], 'error') or 'none recorded')
   end
   redis.call('HSET', KEYS[2], 'state', 'failed', 'error', reason, 'attempts', ARGV[6], 'finished', ARGV[7])
+  if redis.call('HEXISTS', KEYS[2], 'callback_url') == 1 then
+    redis.call('HSET', KEYS[2], 'callback_status', 'sending')
+  end
   redis.call('PEXPIRE', KEYS[2], ARGV[8])
   redis.call('XADD', KEYS[3], '*', 'id', ARGV[3], 'reason', reason, 'attempts', ARGV[6], 'failed', ARGV[7],
              unpack(ARGV, 9))
-  moved = 1
+  moved = reason
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return moved
+"""
+
+# KEYS: job hash. ARGV: status, attempts, detail. Only an existing record is updated (HSET keeps its
+# expiry): a callback that ends after its job's record expired must not bring back a record without one.
+_CALLBACK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'callback_status', ARGV[1], 'callback_attempts', ARGV[2],
+           'callback_detail', ARGV[3])
+return 1
 """
 
 
@@ -123,6 +144,8 @@ class NewJob:
     header_length: int | None
     caller: str | None
     request_id: str
+    callback_url: str | None = None
+    """Checked at submit (``job_callbacks.validate_callback_url``): POSTed the job's end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +160,27 @@ class Delivery:
     header_length: int | None
     caller: str | None
     attempts: int
+    callback_url: str | None = None
 
     def fields(self) -> list[bytes | str]:
         """The entry's items, to keep with a dead letter."""
         items: list[bytes | str] = ["model", self.model, "version", self.version, "body", self.body]
         if self.header_length is not None:
             items += ["header_length", str(self.header_length)]
+        if self.callback_url is not None:
+            items += ["callback_url", self.callback_url]
         return items
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRecord:
+    """A job's completion callback: its URL, and ``pending`` (the job has not finished), ``sending``,
+    ``delivered`` or ``failed``, with the attempts and a line saying how it went once it ended."""
+
+    url: str
+    status: str
+    attempts: int | None
+    detail: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +199,7 @@ class JobStatus:
     finished: float | None
     error: str | None
     result: bytes | None
+    callback: CallbackRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +228,22 @@ class Dead:
 Completion = Done | Retry | Dead
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``complete`` did with one completion: whether it changed the job's record, and for a job
+    moved to the dead-letter stream the reason as recorded (with the last error, if asked)."""
+
+    changed: bool
+    reason: str | None = None
+
+
+def iso_time(seconds: float | None) -> str | None:
+    """A time of a job's record as ISO 8601 UTC with milliseconds (``2026-11-30T06:42:19.175Z``)."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def valid_job_id(job_id: str) -> bool:
     """Whether ``job_id`` has the form of the ids ``submit`` makes (so nothing else reaches Redis)."""
     return len(job_id) == JOB_ID_LENGTH and all(char in "0123456789abcdef" for char in job_id)
@@ -211,6 +265,7 @@ class JobQueue:
         self._done: AsyncScript = client.register_script(_DONE)
         self._retry: AsyncScript = client.register_script(_RETRY)
         self._dead: AsyncScript = client.register_script(_DEAD)
+        self._callback: AsyncScript = client.register_script(_CALLBACK)
 
     @classmethod
     def connect(cls, settings: Settings) -> "JobQueue":
@@ -267,6 +322,9 @@ class JobQueue:
         ]  # fmt: skip
         if job.header_length is not None:
             entry += ["header_length", str(job.header_length)]
+        if job.callback_url is not None:
+            record += ["callback_url", job.callback_url]
+            entry += ["callback_url", job.callback_url]
         with self._reachable():
             queued = await self._submit(
                 keys=[self.stream, _job_key(job_id)], args=[self.max_queued, len(record), *record, *entry]
@@ -299,6 +357,7 @@ class JobQueue:
             finished=_float(text.get("finished")),
             error=text.get("error"),
             result=_bytes(fields["result"]) if "result" in fields else None,
+            callback=_callback_record(text),
         )
 
     async def depth(self) -> int:
@@ -363,6 +422,10 @@ class JobQueue:
         this one is dropped); ``Retry`` leaves the entry for redelivery; ``Dead`` moves the job to the
         dead-letter stream.
         """
+        return [recorded.changed for recorded in await self.complete(completions)]
+
+    async def complete(self, completions: Sequence[tuple[Delivery, Completion]]) -> list[Recorded]:
+        """``finish``, with the reason a dead-lettered job's record now holds."""
         if not completions:
             return []
         now = _now()
@@ -370,8 +433,17 @@ class JobQueue:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for delivery, completion in completions:
                     await self._queue_completion(pipe, delivery, completion, now)
-                changed = await pipe.execute()
-        return [bool(flag) for flag in changed]
+                replies = await pipe.execute()
+        return [
+            Recorded(True, _text(reply)) if isinstance(reply, bytes | str) else Recorded(bool(reply))
+            for reply in replies
+        ]
+
+    async def record_callback(self, job_id: str, status: str, attempts: int, detail: str) -> bool:
+        """Record how the job's callback ended; False if its record has expired (nothing is written)."""
+        with self._reachable():
+            written = await self._callback(keys=[_job_key(job_id)], args=[status, attempts, detail])
+        return bool(written)
 
     async def _queue_completion(
         self, pipe: Any, delivery: Delivery, completion: Completion, now: str
@@ -410,6 +482,19 @@ def _float(value: str | None) -> float | None:
     return float(value) if value else None
 
 
+def _callback_record(text: dict[str, str]) -> CallbackRecord | None:
+    url = text.get("callback_url")
+    if url is None:
+        return None
+    attempts = text.get("callback_attempts")
+    return CallbackRecord(
+        url=url,
+        status=text.get("callback_status", "pending"),
+        attempts=int(attempts) if attempts else None,
+        detail=text.get("callback_detail"),
+    )
+
+
 def _delivery(entry: Any, attempts: int) -> Delivery | None:
     """A stream entry as a job; None for an entry that is not one of ours (it is left alone)."""
     entry_id, raw = entry
@@ -425,6 +510,7 @@ def _delivery(entry: Any, attempts: int) -> Delivery | None:
             header_length=None if header_length is None else int(_text(header_length)),
             caller=_text(fields.get("caller", b"")) or None,
             attempts=attempts,
+            callback_url=_text(fields["callback_url"]) if "callback_url" in fields else None,
         )
     except (KeyError, ValueError):
         return None

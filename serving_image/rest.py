@@ -8,7 +8,6 @@ import sys
 import traceback
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -19,7 +18,6 @@ from serving_image.auth import Gate, challenge
 from serving_image.dataplane import DataPlane
 from serving_image.errors import (
     InvalidInput,
-    JobNotFound,
     ModelNotFound,
     NotConfigured,
     Overloaded,
@@ -29,8 +27,14 @@ from serving_image.errors import (
 )
 from serving_image.feedback import FeedbackGuard, FeedbackLimiter
 from serving_image.http_protocol import BODY_TIMED_OUT
-from serving_image.job_queue import JobQueue, JobStatus, NewJob
-from serving_image.job_worker import decode_job, route_job
+from serving_image.job_callbacks import (
+    CALLBACK_HEADER,
+    CallbackPolicy,
+    requested_callback,
+    validate_callback_url,
+)
+from serving_image.job_queue import JobQueue, JobStatus, NewJob, iso_time
+from serving_image.job_worker import caller_job, decode_job, log_submitted, route_job
 from serving_image.rest_codec import async_parameter, decode_infer_request, encode_infer_response, parse_json
 from serving_image.settings import Settings
 from serving_image.shadow import ShadowTraffic
@@ -66,6 +70,7 @@ class RestApp:
     def __init__(
         self, dataplane: DataPlane, tracker: RequestTracker, shadow: ShadowTraffic, settings: Settings,
         jobs: JobQueue | None = None, job_log: AccessLog | None = None,
+        callbacks: CallbackPolicy | None = None,
     ) -> None:  # fmt: skip
         self._dp = dataplane
         self._shadow = shadow
@@ -83,6 +88,7 @@ class RestApp:
         # The job queue when async inference is configured; each submitted job is logged on job_log.
         self._jobs = jobs
         self._job_log = job_log
+        self._callbacks = callbacks  # where a job's callback may go; None: callbacks are off (501)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets are not used
@@ -233,18 +239,16 @@ class RestApp:
             body = await _read_body(receive, headers, self._limit, scope)
         header_length = _header_length(headers)
         request = decode_job(self._dp, target, body, header_length, self._tensor_limits)
+        callback = requested_callback(headers.get(CALLBACK_HEADER), request.callback_url)
         if request.id is not None and tracked.minted:
             self._tracker.adopt(tracked, request.id)
         job = NewJob(
             model=target.model.name, version=target.version.version, version_requested=version, body=body,
             header_length=header_length, caller=tracked.caller, request_id=tracked.request_id,
+            callback_url=None if callback is None else validate_callback_url(callback, self._callbacks),
         )  # fmt: skip
         job_id = await self._jobs.submit(job)
-        if self._job_log is not None:
-            self._job_log.write_event("job_submitted", {
-                "job_id": job_id, "request_id": tracked.request_id, "model": job.model,
-                "version": job.version, "version_requested": version, "caller": job.caller,
-            })  # fmt: skip
+        log_submitted(self._job_log, job_id, job)
         extra = [(b"location", f"/v2/jobs/{job_id}".encode())]
         if _prefers_async(headers):
             extra.append((b"preference-applied", _RESPOND_ASYNC.encode()))
@@ -264,16 +268,7 @@ class RestApp:
         """A job's state, with the V2 response once done; only to the caller that submitted it."""
         if self._jobs is None:
             raise NotConfigured(_NOT_CONFIGURED)
-        job = await self._jobs.status(job_id)
-        if job is None:
-            raise JobNotFound("no job with this id: unknown, or finished and expired")
-        if self._gate.enabled:
-            caller: str | None = (await self._gate.authorize(headers, job.model, "infer")).subject
-        else:
-            caller = self._gate.caller(headers)
-        if job.caller is not None and caller != job.caller:  # another caller's job is not revealed
-            raise JobNotFound("no job with this id: unknown, or finished and expired")
-        return _job_document(job)
+        return _job_document(await caller_job(self._jobs, self._gate, headers, job_id))
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
@@ -332,22 +327,21 @@ def _job_document(job: JobStatus) -> bytes:
         "version": job.version,
         "version_requested": job.version_requested,
         "attempts": job.attempts,
-        "created": _timestamp(job.created),
-        "started": _timestamp(job.started),
-        "finished": _timestamp(job.finished),
+        "created": iso_time(job.created),
+        "started": iso_time(job.started),
+        "finished": iso_time(job.finished),
     }
     if job.error is not None:
         document["error"] = job.error
+    if job.callback is not None:
+        document["callback"] = {
+            "url": job.callback.url, "status": job.callback.status,
+            "attempts": job.callback.attempts, "detail": job.callback.detail,
+        }  # fmt: skip
     head = orjson.dumps(document)
     if job.state == "done" and job.result is not None:
         return head[:-1] + b',"response":' + job.result + b"}"
     return head
-
-
-def _timestamp(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _failure(failure: object) -> dict[str, object]:

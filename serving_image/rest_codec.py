@@ -17,6 +17,8 @@ from serving_image.datatypes import numpy_dtype
 from serving_image.errors import InvalidInput
 from serving_image.runtime import TensorSpec
 from serving_image.tensors import (
+    ASYNC_PARAMETER,
+    CALLBACK_PARAMETER,
     DEFAULT_LIMITS,
     InferRequest,
     InferResponse,
@@ -31,7 +33,6 @@ from serving_image.tensors import (
 )
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-ASYNC_PARAMETER = "async"
 _NUMPY_MAX_DIMS = 64
 # The length before each BYTES element, in requests and responses alike: 4 bytes, unsigned, little-endian.
 _BYTES_LENGTH = struct.Struct("<I")
@@ -90,6 +91,7 @@ def decode_infer_request(
         outputs=_decode_outputs(document.get("outputs")),
         binary_outputs=parameters.get("binary_data_output") is True,
         asynchronous=async_parameter(parameters),
+        callback_url=callback_parameter(parameters),
     )
 
 
@@ -99,6 +101,16 @@ def async_parameter(parameters: dict[str, Any]) -> bool:
     if not isinstance(flag, bool):
         raise InvalidInput(f"request parameter '{ASYNC_PARAMETER}' must be true or false")
     return flag
+
+
+def callback_parameter(parameters: dict[str, Any]) -> str | None:
+    """The request parameter ``callback_url`` (absent is None); anything but a string is refused."""
+    if CALLBACK_PARAMETER not in parameters:
+        return None
+    value = parameters[CALLBACK_PARAMETER]
+    if not isinstance(value, str):
+        raise InvalidInput(f"request parameter '{CALLBACK_PARAMETER}' must be a string (a URL)")
+    return value
 
 
 def _parameters(holder: dict[str, Any], where: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import ssl
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Barrier
 from typing import TYPE_CHECKING
@@ -30,8 +30,10 @@ import uvloop
 from serving_image.access_log import AccessLog, log_event
 from serving_image.dataplane import DataPlane
 from serving_image.drain import DrainGuard, slow_body_cutoff
+from serving_image.grpc_jobs import JobsServicer
 from serving_image.grpc_server import GrpcServer
 from serving_image.grpc_service import InferenceServicer
+from serving_image.grpc_wire import Handler, Parser
 from serving_image.http2_connection import ConnectionLimits
 from serving_image.http_protocol import HttpLimits, protocol_class
 from serving_image.metrics import Metrics, MetricsEndpoint
@@ -45,6 +47,7 @@ from serving_image.tracing import Tracing, TracingUnavailable
 from serving_image.tracking import RequestTracker
 
 if TYPE_CHECKING:
+    from serving_image.job_callbacks import CallbackPolicy
     from serving_image.job_queue import JobQueue
     from serving_image.job_worker import JobWorker
 
@@ -89,11 +92,10 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     # Likewise a SIGHUP during start-up is queued and applied once serving, never fatal.
     reload_queued = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, reload_queued.set)
-    try:
-        certificates = _load_certificates(settings)
-    except TlsConfigError as error:
-        log_event("startup_failed", reason=f"TLS: {error}")
+    files = _load_files(settings)
+    if files is None:
         return 2
+    certificates, callbacks = files
     repository = _load_repository(settings)
     if repository is None:
         return 2
@@ -114,10 +116,13 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     if siblings is not None:
         await _wait_for_siblings(siblings)
 
-    jobs = _AsyncJobs(await _job_queue(settings))
-    guard = DrainGuard(RestApp(dataplane, tracker, shadow, settings, jobs.queue, access_log))
-    servicer = InferenceServicer(dataplane, tracker, shadow, settings)
-    transports = await _start_transports(settings, guard, servicer, metrics, certificates)
+    jobs = _AsyncJobs(await _job_queue(settings), callbacks)
+    guard = DrainGuard(RestApp(dataplane, tracker, shadow, settings, jobs.queue, access_log, callbacks))
+    methods = {  # the protocol's service and the jobs' on one gRPC port
+        **InferenceServicer(dataplane, tracker, shadow, settings).methods(),
+        **JobsServicer(dataplane, tracker, settings, jobs.queue, access_log, callbacks).methods(),
+    }
+    transports = await _start_transports(settings, guard, methods, metrics, certificates)
     log_event("server_started", pid=os.getpid(), http_port=transports.http_port,
               grpc_port=transports.grpc_port, tls=_tls_mode(settings), metrics_port=transports.metrics_port,
               models={name: model.ready for name, model in repository.models.items()},
@@ -165,11 +170,37 @@ async def _job_queue(settings: Settings) -> "JobQueue | None":
     return queue
 
 
+def _load_files(settings: Settings) -> "tuple[CertificateReloader | None, CallbackPolicy | None] | None":
+    """The TLS material and the callbacks' policy (allowed hosts and key), each None when off; None,
+    the problem logged, if either is unusable."""
+    try:
+        certificates = _load_certificates(settings)
+    except TlsConfigError as error:
+        log_event("startup_failed", reason=f"TLS: {error}")
+        return None
+    try:
+        callbacks = _callback_policy(settings)
+    except ValueError as error:
+        log_event("startup_failed", reason=f"callbacks: {error}")
+        return None
+    return certificates, callbacks
+
+
+def _callback_policy(settings: Settings) -> "CallbackPolicy | None":
+    """The callbacks' policy, built once (None when no host is allowed); ValueError if unusable."""
+    if not settings.async_callback_hosts.strip(", "):
+        return None
+    from serving_image.job_callbacks import CallbackPolicy
+
+    return CallbackPolicy.for_settings(settings)
+
+
 @dataclasses.dataclass(slots=True)
 class _AsyncJobs:
     """Asynchronous inference in this process: the queue (None when off) and its worker, if it runs one."""
 
     queue: "JobQueue | None"
+    callbacks: "CallbackPolicy | None" = None
     worker: "JobWorker | None" = None
     deadline: float = 0.0
 
@@ -179,9 +210,10 @@ class _AsyncJobs:
         """Start consuming the queue if ``async_worker`` is set."""
         if self.queue is None or not settings.async_worker:
             return
-        from serving_image.job_worker import JobWorker
+        from serving_image.job_worker import CallbackDispatch, JobWorker
 
-        self.worker = JobWorker(self.queue, dataplane, tracker, access_log, settings)
+        callbacks = CallbackDispatch(self.queue, self.callbacks, access_log)
+        self.worker = JobWorker(self.queue, dataplane, tracker, access_log, settings, callbacks)
         self.worker.start()
 
     def stop_taking(self, deadline: float) -> None:
@@ -191,7 +223,8 @@ class _AsyncJobs:
             self.worker.stop_taking()
 
     async def stop(self) -> None:
-        """After the transports drained: wait for the jobs held, then close the queue's connections."""
+        """After the transports drained: wait for the jobs held and their callbacks, then close the queue's
+        connections."""
         if self.worker is not None:
             await self.worker.stop(max(0.0, self.deadline - asyncio.get_running_loop().time()))
         if self.queue is not None:
@@ -213,7 +246,7 @@ def _load_certificates(settings: Settings) -> CertificateReloader | None:
 async def _start_transports(
     settings: Settings,
     guard: DrainGuard,
-    servicer: InferenceServicer,
+    methods: Mapping[str, tuple[Parser, Handler]],
     metrics: Metrics,
     certificates: CertificateReloader | None,
 ) -> "_Transports":
@@ -223,7 +256,7 @@ async def _start_transports(
     limits = HttpLimits.from_settings(capped)
     tls = None if certificates is None else _Tls(certificates.http_context(), settings.header_timeout_seconds)
     http = _HttpServer(_http_config(guard, limits, settings), tls)
-    grpc_server = GrpcServer(servicer.methods(), ConnectionLimits.from_settings(capped))
+    grpc_server = GrpcServer(methods, ConnectionLimits.from_settings(capped))
     grpc_socket = _listen(settings.host, settings.grpc_port, settings.workers > 1)
     grpc_tls = None if certificates is None else certificates.grpc_context()
     grpc_port = await grpc_server.start(grpc_socket, grpc_tls, settings.header_timeout_seconds)

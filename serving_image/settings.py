@@ -5,7 +5,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -194,6 +194,29 @@ class Settings(BaseSettings):
     async_callback_secret_file: Path | None = Field(
         default=None, description="the HMAC key that signs callbacks, read from this file"
     )
+    async_callback_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="POSTs of a job's callback before it is given up"
+    )
+    async_callback_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="the wait after a callback's first failed attempt; doubled each time",
+    )
+    async_callback_backoff_cap_s: float = Field(  # at least async_callback_backoff_s (below)
+        default=60.0, le=3600, description="the longest wait between a callback's attempts"
+    )
+    async_callback_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="one callback attempt, from connecting to the answer's head"
+    )
+
+    @field_validator("async_callback_backoff_cap_s")
+    @classmethod
+    def _cap_covers_backoff(cls, cap: float, info: ValidationInfo) -> float:
+        backoff = info.data.get("async_callback_backoff_s")  # absent when it was refused itself
+        if backoff is not None and cap < backoff:
+            raise ValueError(f"must be at least async_callback_backoff_s ({backoff:g})")
+        return cap
 
     @model_validator(mode="after")
     def _async_complete(self) -> "Settings":
@@ -272,4 +295,12 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         build_verifier(settings)
     except (ValueError, OSError) as error:
         parser.error(f"invalid setting: auth: {error}")
+    # Likewise the callbacks' allowed hosts and key file (serving_image/job_callbacks.py).
+    if settings.async_callback_hosts.strip(", "):
+        from serving_image.job_callbacks import CallbackPolicy
+
+        try:
+            CallbackPolicy.for_settings(settings)
+        except ValueError as error:
+            parser.error(f"invalid setting: callbacks: {error}")
     return settings

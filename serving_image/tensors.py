@@ -9,6 +9,11 @@ from serving_image.datatypes import numpy_dtype
 from serving_image.errors import InvalidInput, PayloadTooLarge
 from serving_image.runtime import TensorSpec
 
+ASYNC_PARAMETER = "async"
+"""The V2 request parameter that asks for a queued job (``Prefer: respond-async`` is the header form)."""
+CALLBACK_PARAMETER = "callback_url"
+"""The V2 request parameter naming a job's completion callback."""
+
 
 @dataclass(slots=True)
 class InputTensor:
@@ -40,6 +45,8 @@ class InferRequest:
     binary_outputs: bool = False
     asynchronous: bool = False
     """The request parameter ``async``: run it as a queued job and answer 202 with where to ask."""
+    callback_url: str | None = None
+    """The request parameter ``callback_url`` of a job (unchecked here): where its outcome is posted."""
 
 
 @dataclass(slots=True)

@@ -1,25 +1,21 @@
 """Completion callbacks: the URL check at submit, and delivery to a real receiver on 127.0.0.1.
 
-The receiver parses what the sender writes with h11, an HTTP/1.1 implementation independent of
-the sender's (httptools), and answers from a script, so each test sees the requests as a real
-server would and can count attempts. Time between attempts is not waited: the sender's ``sleep``
-is a recorder, so each delay is checked exactly, and ``jitter`` picks an end of its range.
+The receiver (tests/serving_image/callback_receiver.py) parses what the sender writes with h11, an
+HTTP/1.1 implementation independent of the sender's (httptools), and answers from a script, so each
+test sees the requests as a real server would and can count attempts. Time between attempts is not
+waited: the sender's ``sleep`` is a recorder, so each delay is checked exactly, and ``jitter`` picks
+an end of its range. The callbacks of jobs run by a server are tested in test_async_callbacks.py.
 """
 
 import asyncio
-import contextlib
-import hashlib
-import hmac
 import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, TypeVar
 
-import h11
 import orjson
 import pytest
 
@@ -34,6 +30,7 @@ from serving_image.job_callbacks import (
     validate_callback_url,
     verify_signature,
 )
+from tests.serving_image.callback_receiver import Answer, Receiver, independent_signature
 from tests.serving_image.certs import Authority
 from tests.serving_image.conftest import free_port
 
@@ -45,116 +42,6 @@ DOCUMENT = status_document("0123abcd", "done", "doubler", "1", response=b'{"mode
 
 def run(test: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(test())  # type: ignore[arg-type]
-
-
-# ----------------------------------------------------------------------------- the receiver
-
-
-@dataclass
-class Answer:
-    """What the receiver does with one request: answer ``status``, or send ``raw``, or ``hang``."""
-
-    status: int = 204
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    raw: bytes | None = None
-    hang: bool = False
-    endless_body: bool = False
-
-
-@dataclass
-class Received:
-    target: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class Receiver:
-    """An HTTP/1.1 server on 127.0.0.1 that records each request and answers from a script.
-
-    The last answer repeats once the script runs out.
-    """
-
-    def __init__(self, *answers: Answer, tls: ssl.SSLContext | None = None) -> None:
-        self.answers = list(answers) or [Answer()]
-        self.requests: list[Received] = []
-        self.body_bytes_sent = 0
-        self.finished = 0
-        self._tls = tls
-        self._release = asyncio.Event()
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "the receiver is not started"
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def __aenter__(self) -> "Receiver":
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self._release.set()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            connection = h11.Connection(h11.SERVER)
-            request = await self._read(connection, reader)
-            if request is None:
-                return
-            answer = self.answers[min(len(self.requests) - 1, len(self.answers) - 1)]
-            await self._answer(answer, connection, writer)
-        except (ConnectionError, ssl.SSLError):
-            pass  # the sender closed first: what the endless-body and oversized-head tests expect
-        finally:
-            self.finished += 1
-            writer.close()
-
-    async def _read(self, connection: h11.Connection, reader: asyncio.StreamReader) -> Received | None:
-        head: h11.Request | None = None
-        body = b""
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                connection.receive_data(await reader.read(65536))
-            elif isinstance(event, h11.Request):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
-                return None
-        assert head is not None and head.method == b"POST", f"the sender sent {head!r}"
-        headers = {name.decode(): value.decode() for name, value in head.headers}
-        self.requests.append(Received(head.target.decode(), headers, body))
-        return self.requests[-1]
-
-    async def _answer(self, answer: Answer, connection: h11.Connection, writer: asyncio.StreamWriter) -> None:
-        if answer.hang:  # until the test ends, or 5 s: a sender without a timeout then sees a close
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._release.wait()
-            return
-        if answer.raw is not None:
-            writer.write(answer.raw)
-            await writer.drain()
-            return
-        headers = [*answer.headers, ("connection", "close")]
-        if not answer.endless_body:
-            headers.append(("content-length", "0"))
-        writer.write(connection.send(h11.Response(status_code=answer.status, headers=headers)) or b"")
-        await writer.drain()
-        for _ in range(4096 if answer.endless_body else 0):  # 256 MiB at most, bounded
-            writer.write(connection.send(h11.Data(data=b"x" * 65536)) or b"")
-            await writer.drain()
-            self.body_bytes_sent += 65536
-        if not answer.endless_body:
-            writer.write(connection.send(h11.EndOfMessage()) or b"")
-            await writer.drain()
 
 
 class Sleeps:
@@ -178,11 +65,6 @@ def sender(receiver_port: int, sleeps: Sleeps, *, high: bool = True, **knobs: An
         policy(f"http://127.0.0.1:{receiver_port}", **knobs), sleep=sleeps, clock=lambda: NOW,
         jitter=(lambda low, high_: high_) if high else (lambda low, high_: low),
     )  # fmt: skip
-
-
-def independent_signature(key: bytes, timestamp: str, body: bytes) -> str:
-    """The documented recipe, written here from the docstring rather than imported."""
-    return "sha256=" + hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
 # ----------------------------------------------------------------------------- URL checks at submit

@@ -19,8 +19,9 @@ from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, 
 from serving_image.datatypes import V2_TO_NUMPY
 from serving_image.errors import InvalidInput, PayloadTooLarge, ServingError
 from serving_image.rest_codec import (
-    async_parameter,
     array_from_bytes,
+    async_parameter,
+    callback_parameter,
     decode_infer_request,
     encode_infer_response,
     parse_json,
@@ -693,3 +694,16 @@ def test_an_async_parameter_that_is_not_a_boolean_is_refused(flag: object) -> No
         == "request parameter 'async' must be true or false"
     )
     assert bad_request(async_parameter, {"async": flag}) == "request parameter 'async' must be true or false"
+
+
+def test_a_jobs_callback_url_is_decoded_into_the_request_unchecked() -> None:
+    url = "https://hooks.example.com/done"
+    assert decode({**ONE_INPUT, "parameters": {"callback_url": url}}).callback_url == url
+    assert decode(ONE_INPUT).callback_url is None, "no callback named"
+
+
+@pytest.mark.parametrize("value", [None, 1, True, [], {}])
+def test_a_callback_url_that_is_not_a_string_is_refused(value: object) -> None:
+    message = "request parameter 'callback_url' must be a string (a URL)"
+    assert refused({**ONE_INPUT, "parameters": {"callback_url": value}}) == message
+    assert bad_request(callback_parameter, {"callback_url": value}) == message

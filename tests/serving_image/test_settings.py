@@ -101,6 +101,10 @@ DEFAULTS: dict[str, object] = {
     "async_batch": 32,
     "async_callback_hosts": "",
     "async_callback_secret_file": None,
+    "async_callback_max_attempts": 5,
+    "async_callback_backoff_s": 1.0,
+    "async_callback_backoff_cap_s": 60.0,
+    "async_callback_timeout_s": 10.0,
 }
 
 
@@ -184,6 +188,18 @@ BOUNDS: dict[str, tuple[str, str, str, str, str | None, str | None]] = {
     "async_max_attempts": ("1", "0", ge(1), "100", "101", le(100)),
     "async_result_ttl_s": ("1", "0", ge(1), "2592000", "2592001", le(2592000)),
     "async_batch": ("1", "0", ge(1), "4096", "4097", le(4096)),
+    "async_callback_max_attempts": ("1", "0", ge(1), "20", "21", le(20)),
+    "async_callback_backoff_s": ("0.001", "0", gt(0), "60", "60.001", le(60)),
+    # Its lower bound is async_callback_backoff_s (1 by default); see the test of the two together.
+    "async_callback_backoff_cap_s": (
+        "1",
+        "0.999",
+        "must be at least async_callback_backoff_s (1)",
+        "3600",
+        "3600.001",
+        le(3600),
+    ),
+    "async_callback_timeout_s": ("0.001", "0", gt(0), "120", "120.001", le(120)),
 }
 NUMERIC_CONSTRAINTS = (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt)
 
@@ -374,19 +390,71 @@ def test_settings_that_do_not_fit_together_exit_2_with_the_reason(
         ),
         (
             {"SERVING_ASYNC_CALLBACK_HOSTS": "a.example.com, b.example.com",
-             "SERVING_ASYNC_CALLBACK_SECRET_FILE": "/run/secrets/hmac"},
+             "SERVING_ASYNC_CALLBACK_SECRET_FILE": "{key_file}"},
             {"async_callback_hosts": "a.example.com, b.example.com",
-             "async_callback_secret_file": Path("/run/secrets/hmac")},
+             "async_callback_secret_file": "{key_file}"},
         ),
         ({"SERVING_ASYNC_CALLBACK_HOSTS": " , "}, {"async_callback_hosts": " , "}),
+        (
+            {"SERVING_ASYNC_CALLBACK_BACKOFF_S": "5", "SERVING_ASYNC_CALLBACK_BACKOFF_CAP_S": "5"},
+            {"async_callback_backoff_s": 5.0, "async_callback_backoff_cap_s": 5.0},
+        ),
     ],
 )  # fmt: skip
 def test_async_settings_that_fit_together_are_accepted(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], changed: dict[str, object]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], changed: dict[str, object]
 ) -> None:
+    key_file = tmp_path / "callback.key"
+    key_file.write_bytes(b"k" * 32 + b"\n")
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert load_settings([]).model_dump() == DEFAULTS | changed, env
+        monkeypatch.setenv(name, value.format(key_file=key_file))
+    expected = {
+        name: Path(str(value).format(key_file=key_file)) if name.endswith("_file") else value
+        for name, value in changed.items()
+    }
+    assert load_settings([]).model_dump() == DEFAULTS | expected, env
+
+
+def test_the_callback_backoff_cap_is_bounded_below_by_the_backoff(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SERVING_ASYNC_CALLBACK_BACKOFF_S", "2.5")
+    monkeypatch.setenv("SERVING_ASYNC_CALLBACK_BACKOFF_CAP_S", "2.5")
+    assert load_settings([]).async_callback_backoff_cap_s == 2.5, "a cap equal to the backoff is accepted"
+    monkeypatch.setenv("SERVING_ASYNC_CALLBACK_BACKOFF_CAP_S", "2.499")
+    line = refused(capsys, [])
+    expected = "async_callback_backoff_cap_s: must be at least async_callback_backoff_s (2.5)"
+    assert line == f"{PROG}: error: invalid setting: {expected}", line
+    monkeypatch.setenv("SERVING_ASYNC_CALLBACK_BACKOFF_S", "0")  # refused itself: no comparison is made
+    line = refused(capsys, [])
+    assert line == f"{PROG}: error: invalid setting: async_callback_backoff_s: {gt(0)}", line
+
+
+@pytest.mark.parametrize(
+    ("hosts", "key", "reason"),
+    [
+        (
+            "hooks.example.com/path",
+            b"k" * 32,
+            "allowed callback host 'hooks.example.com/path' must be a host",
+        ),
+        ("ftp://hooks.example.com", b"k" * 32, "has a scheme other than http:// or https://"),
+        ("hooks.example.com", b"short", "holds 5 bytes; at least 32"),
+        ("hooks.example.com", None, "cannot read the callback key file"),
+    ],
+)
+def test_an_unusable_callback_host_or_key_exits_2_naming_callbacks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    hosts: str, key: bytes | None, reason: str,
+) -> None:  # fmt: skip
+    key_file = tmp_path / "callback.key"
+    if key is not None:
+        key_file.write_bytes(key)
+    monkeypatch.setenv("SERVING_ASYNC_CALLBACK_HOSTS", hosts)
+    monkeypatch.setenv("SERVING_ASYNC_CALLBACK_SECRET_FILE", str(key_file))
+    line = refused(capsys, [])
+    assert line.startswith(f"{PROG}: error: invalid setting: callbacks: "), line
+    assert reason in line, line
 
 
 def test_every_problem_is_named_in_one_line_in_field_order(
