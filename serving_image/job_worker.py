@@ -96,14 +96,18 @@ def decode_job(
     return request
 
 
-async def caller_job(queue: JobQueue, gate: Gate, headers: Mapping[str, str], job_id: str) -> JobStatus:
-    """The job, for the caller that submitted it (``GET /v2/jobs/{id}`` and ``GetJob``).
+async def caller_job(
+    queue: JobQueue, gate: Gate, headers: Mapping[str, str], job_id: str, model: str | None = None
+) -> JobStatus:
+    """The job, for the caller that submitted it (``GET /v2/jobs/{id}``, ``GET /v2/models/{m}/jobs/{id}``
+    and ``GetJob``).
 
     With auth on, the token must hold the model's ``infer`` scope and name the submitter; else the
-    trusted proxy's caller header must. Another caller's job is ``JobNotFound``, like an unknown one.
+    trusted proxy's caller header must. Another caller's job is ``JobNotFound``, like an unknown one;
+    so is a job of another model than the path names (the gateway authorizes by the path's model).
     """
     job = await queue.status(job_id)
-    if job is None:
+    if job is None or (model is not None and job.model != model):
         raise JobNotFound(_UNKNOWN_JOB)
     if gate.enabled:
         caller: str | None = (await gate.authorize(headers, job.model, "infer")).subject

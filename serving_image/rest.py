@@ -9,7 +9,7 @@ import traceback
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -108,6 +108,14 @@ class RestApp:
             return
         if method in ("GET", "HEAD") and len(parts) == 3 and parts[:2] == ["v2", "jobs"]:
             await self._job(scope, send, parts[2])
+            return
+        if (
+            method in ("GET", "HEAD")
+            and len(parts) == 5
+            and parts[:2] == ["v2", "models"]
+            and parts[3] == "jobs"
+        ):
+            await self._job(scope, send, parts[4], model=parts[2])
             return
         try:
             status, body, content_type = self._get(method, parts)
@@ -249,26 +257,28 @@ class RestApp:
         )  # fmt: skip
         job_id = await self._jobs.submit(job)
         log_submitted(self._job_log, job_id, job)
-        extra = [(b"location", f"/v2/jobs/{job_id}".encode())]
+        # Under the model's path, so a client behind the gateway can follow it: the mesh routes and
+        # authorizes /v2/models/{m}/* by the model; /v2/jobs/{id} answers the same on the server itself.
+        extra = [(b"location", job_location(job.model, job_id).encode())]
         if _prefers_async(headers):
             extra.append((b"preference-applied", _RESPOND_ASYNC.encode()))
         return 202, orjson.dumps({"id": job_id, "status": "pending"}), extra
 
-    async def _job(self, scope: Scope, send: Send, job_id: str) -> None:
+    async def _job(self, scope: Scope, send: Send, job_id: str, model: str | None = None) -> None:
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
         extra: list[tuple[bytes, bytes]] = []
         try:
-            status, body = 200, await self._job_status(headers, job_id)
+            status, body = 200, await self._job_status(headers, job_id, model)
         except ServingError as error:
             status, body = error.status, orjson.dumps({"error": error.message})
             extra = challenge(error)
         await _respond(send, status, body, [(b"content-type", JSON), *extra])
 
-    async def _job_status(self, headers: Mapping[str, str], job_id: str) -> bytes:
+    async def _job_status(self, headers: Mapping[str, str], job_id: str, model: str | None) -> bytes:
         """A job's state, with the V2 response once done; only to the caller that submitted it."""
         if self._jobs is None:
             raise NotConfigured(_NOT_CONFIGURED)
-        return _job_document(await caller_job(self._jobs, self._gate, headers, job_id))
+        return _job_document(await caller_job(self._jobs, self._gate, headers, job_id, model))
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
@@ -294,6 +304,11 @@ def _segments(scope: Scope) -> list[str]:
     if raw is None or b"%" not in raw:
         return [part for part in scope["path"].split("/") if part]
     return [unquote(part) for part in raw.decode("latin-1").split("/") if part]
+
+
+def job_location(model: str, job_id: str) -> str:
+    """Where a submitted job is followed: under its model's path, which the gateway routes."""
+    return f"/v2/models/{quote(model, safe='')}/jobs/{job_id}"
 
 
 def _prefers_async(headers: Mapping[str, str]) -> bool:

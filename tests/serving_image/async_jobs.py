@@ -60,7 +60,8 @@ def submitted(response: requests.Response) -> str:
     assert response.status_code == 202, f"{response.status_code}: {response.text}"
     document = response.json()
     assert set(document) == {"id", "status"} and document["status"] == "pending", document
-    assert response.headers["location"] == f"/v2/jobs/{document['id']}", response.headers
+    model = response.request.path_url.split("/")[3]  # /v2/models/{model}/...
+    assert response.headers["location"] == f"/v2/models/{model}/jobs/{document['id']}", response.headers
     job_id: str = document["id"]
     return job_id
 

@@ -190,6 +190,18 @@ def test_a_job_is_shown_only_to_the_caller_that_submitted_it(async_server: Serve
         assert answer.status_code == 404, f"{other}: {answer.status_code} {answer.text}"
 
 
+def test_the_location_under_the_models_path_answers_only_for_that_model(async_server: ServerProcess) -> None:
+    # The gateway routes and authorizes /v2/models/{m}/* by model: the job must be followed there.
+    accepted = submit(async_server, TABULAR, async_body(rows(1)), "1", headers=ALICE)
+    job_id = submitted(accepted)
+    finished(async_server, job_id, ALICE)
+    followed = requests.get(async_server.base + accepted.headers["location"], headers=ALICE, timeout=10)
+    assert followed.status_code == 200 and followed.json()["id"] == job_id, followed.text
+    assert followed.json() == job(async_server, job_id, ALICE).json(), "both paths show the same job"
+    elsewhere = requests.get(f"{async_server.base}/v2/models/other/jobs/{job_id}", headers=ALICE, timeout=10)
+    assert elsewhere.status_code == 404, f"a job under another model's path: {elsewhere.text}"
+
+
 def test_every_job_is_in_the_access_log_with_its_id_and_caller(async_server: ServerProcess) -> None:
     request_id = f"logged-{os.urandom(4).hex()}"
     accepted = submit(async_server, TABULAR, async_body(rows(1)), "1", {"x-request-id": request_id, **ALICE})

@@ -97,7 +97,7 @@ def test_a_full_batcher_sheds_live_requests_but_queues_jobs(
         by_header = await call(app, path, BODY, {"prefer": "respond-async"})
         for status, head, document in (by_body, by_header):
             assert status == 202, f"a job is queued, not shed: {status} {document}"
-            assert head["location"] == f"/v2/jobs/{document['id']}", head
+            assert head["location"] == f"/v2/models/doubler/jobs/{document['id']}", head
         assert await queue.depth() == 2, "both jobs are queued"
 
     with_app(tmp_path, redis_server, job_stream, test)
