@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -76,9 +76,10 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    # Linux: the server gets SIGTERM if this process dies, even by SIGKILL.
+    # Linux: the server gets SIGTERM if this process dies, even by SIGKILL. prctl(1, sig) is
+    # PR_SET_PDEATHSIG; without libc or prctl the server starts all the same.
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
 
 
 def server_command(opa: Path, port: int, extra_data: Sequence[Path] = ()) -> list[str]:
@@ -217,21 +218,40 @@ def _exited(proc: subprocess.Popen[bytes], grace: float = 0.1) -> bool:
     return True
 
 
+def _readiness_client(endpoint: Endpoint) -> OpaClient:
+    """The readiness wait's client: one request per health check, given up after a second, so that
+    between checks the wait sees a server that has exited or a deadline that has passed."""
+    return OpaClient(host=endpoint.host, port=endpoint.port, timeout=1.0, retries=0)
+
+
+def _await_ready(
+    healthy: Callable[[], bool],
+    exited: Callable[[], bool],
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Check `healthy` until it holds or `exited` does; False if `clock` reaches `deadline` first."""
+    while not healthy():
+        if exited():
+            return True
+        if clock() >= deadline:
+            return False
+    return True
+
+
 def _wait_ready(
     endpoint: Endpoint, proc: subprocess.Popen[bytes], output: _OutputTail, timeout: float
 ) -> None:
     deadline = time.monotonic() + timeout
-    with OpaClient(host=endpoint.host, port=endpoint.port, timeout=1.0, retries=0) as client:
-        while not client.check_health():
-            # Waiting on the process between health checks: a server that cannot load exits at once.
-            if _exited(proc, grace=0.05):
-                break
-            if time.monotonic() >= deadline:
-                _stop(proc)  # so that all it printed can be read to the end
-                summary, text = _printed(output)
-                raise OpaError(
-                    f"OPA did not become ready on port {endpoint.port} within {timeout:g}s; {summary}", text
-                )
+    with _readiness_client(endpoint) as client:
+        # Waiting on the process between health checks: a server that cannot load exits at once.
+        in_time = _await_ready(client.check_health, lambda: _exited(proc, grace=0.05), deadline)
+    if not in_time:
+        _stop(proc)  # so that all it printed can be read to the end
+        summary, text = _printed(output)
+        raise OpaError(
+            f"OPA did not become ready on port {endpoint.port} within {timeout:g}s; {summary}", text
+        )
     if proc.poll() is not None:
         summary, text = _printed(output)
         status = _exit_status(proc.returncode)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from policies.normalize import RawResource, build_input, split_urn, stack_file_jurisdiction
+from policies.normalize import RawResource, build_input, stack_file_jurisdiction
 from policies.opa import Endpoint, Gate, local_server
 
 ReportViolation = Callable[[str, str | None], None]
@@ -65,9 +65,10 @@ def raw_resources(resources: Iterable[ResourceLike]) -> list[RawResource]:
 
 def plan_input(resources: Iterable[ResourceLike], project_dir: Path) -> dict[str, Any]:
     """The rules' input for the stack's resources, its jurisdiction from Pulumi.<stack>.yaml."""
-    raws = raw_resources(resources)
-    stack = split_urn(raws[0].urn)[0] if raws else ""
-    return build_input(raws, source="policy-pack", jurisdiction=stack_file_jurisdiction(project_dir, stack))
+    doc = build_input(raw_resources(resources), source="policy-pack")
+    # The stack build_input found (it refuses resources of no stack or of several) names the file.
+    doc["jurisdiction"] = stack_file_jurisdiction(project_dir, doc["stack"])
+    return doc
 
 
 def report(result: Mapping[str, Any], report_violation: ReportViolation) -> int:
