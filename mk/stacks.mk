@@ -17,6 +17,14 @@ CERT_MANAGER_CRDS := certificates issuers clusterissuers
 CRD_GOMODCACHE := $(abspath $(TOOLS))/gomod
 CRD_DIR := $(TOOLS)/crds
 PROMETHEUS_CRDS := servicemonitors prometheusrules podmonitors
+# The KEDA and External Secrets charts' versions (stacks/artifacts.lock.json): the async workers' scaler,
+# its trigger authentication, and the queue's AUTH token synced from Secrets Manager (issue 16).
+KEDA_VERSION := v2.17.2
+KEDA_SUM := h1:xlrcK5TKABJF9PebK79sgL07s/csGjL3H4m72OkZXxk=
+KEDA_CRDS := scaledobjects triggerauthentications
+EXTERNAL_SECRETS_VERSION := v0.19.2
+EXTERNAL_SECRETS_SUM := h1:bdOpEt9Pww2e8QGh4apX7M0nehwNOVAQJLd8z6hAXWI=
+EXTERNAL_SECRETS_CRDS := externalsecrets clustersecretstores
 
 SETUP_TARGETS += $(STAMPS)/crds
 
@@ -26,10 +34,14 @@ $(STAMPS)/crds: mk/stacks.mk | $(STAMPS)
 	GOMODCACHE=$(CRD_GOMODCACHE) GOFLAGS=-modcacherw GOTOOLCHAIN=local \
 	  go mod download -json istio.io/api@$(ISTIO_API_VERSION) \
 	  github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION) \
-	  github.com/cert-manager/cert-manager@$(CERT_MANAGER_VERSION) > $(CRD_DIR).tmp/modules.json
+	  github.com/cert-manager/cert-manager@$(CERT_MANAGER_VERSION) \
+	  github.com/kedacore/keda/v2@$(KEDA_VERSION) \
+	  github.com/external-secrets/external-secrets@$(EXTERNAL_SECRETS_VERSION) > $(CRD_DIR).tmp/modules.json
 	grep -qF '"Sum": "$(ISTIO_API_SUM)"' $(CRD_DIR).tmp/modules.json
 	grep -qF '"Sum": "$(PROMETHEUS_OPERATOR_SUM)"' $(CRD_DIR).tmp/modules.json
 	grep -qF '"Sum": "$(CERT_MANAGER_SUM)"' $(CRD_DIR).tmp/modules.json
+	grep -qF '"Sum": "$(KEDA_SUM)"' $(CRD_DIR).tmp/modules.json
+	grep -qF '"Sum": "$(EXTERNAL_SECRETS_SUM)"' $(CRD_DIR).tmp/modules.json
 	cp $(CRD_GOMODCACHE)/istio.io/api@$(ISTIO_API_VERSION)/kubernetes/customresourcedefinitions.gen.yaml \
 	  $(CRD_DIR).tmp/istio-$(ISTIO_API_VERSION).yaml
 	for kind in $(PROMETHEUS_CRDS); do \
@@ -40,6 +52,14 @@ $(STAMPS)/crds: mk/stacks.mk | $(STAMPS)
 	for kind in $(CERT_MANAGER_CRDS); do \
 	  cp $(CRD_GOMODCACHE)/github.com/cert-manager/cert-manager@$(CERT_MANAGER_VERSION)/deploy/crds/crd-$$kind.yaml \
 	    $(CRD_DIR).tmp/cert-manager-$(CERT_MANAGER_VERSION)-$$kind.yaml; \
+	done
+	for kind in $(KEDA_CRDS); do \
+	  cp $(CRD_GOMODCACHE)/github.com/kedacore/keda/v2@$(KEDA_VERSION)/config/crd/bases/keda.sh_$$kind.yaml \
+	    $(CRD_DIR).tmp/keda-$(KEDA_VERSION)-$$kind.yaml; \
+	done
+	for kind in $(EXTERNAL_SECRETS_CRDS); do \
+	  cp $(CRD_GOMODCACHE)/github.com/external-secrets/external-secrets@$(EXTERNAL_SECRETS_VERSION)/config/crds/bases/external-secrets.io_$$kind.yaml \
+	    $(CRD_DIR).tmp/external-secrets-$(EXTERNAL_SECRETS_VERSION)-$$kind.yaml; \
 	done
 	rm -rf $(CRD_DIR) && mv $(CRD_DIR).tmp $(CRD_DIR)
 	touch $@

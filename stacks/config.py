@@ -19,11 +19,13 @@ from stacks.manifests.serving import cpu_millicores, memory_bytes, pod_footprint
 from stacks.settings import (
     SUPPORTED_KUBERNETES_VERSIONS,
     AlertingConfig,
+    AsyncWorkers,
     ClusterConfig,
     Fault,
     GatewayConfig,
     IdentityConfig,
     ImageConfig,
+    JobQueueConfig,
     ModelConfig,
     NodeGroupConfig,
     ObservabilityConfig,
@@ -59,6 +61,7 @@ _OBJECT_KEYS = (
     "observability",
     "tenants",
     "models",
+    "asyncInference",
 )
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -90,15 +93,18 @@ class _Node:
     def fail(self, reason: str) -> ConfigError:
         return ConfigError(self.source, self.path, reason)
 
-    def child(self, key: str, *, required: bool = True) -> "_Node":
+    def optional(self, key: str) -> "_Node":
+        """The value under `key`, None when the key is left out or empty."""
         if not isinstance(self.value, Mapping):
             raise self.fail("must be a mapping")
-        path = f"{self.path}.{key}"
-        if key not in self.value or self.value[key] is None:
-            if required:
-                raise ConfigError(self.source, path, "is required")
-            return _Node(None, path, self.source)
-        return _Node(self.value[key], path, self.source)
+        return _Node(self.value.get(key), f"{self.path}.{key}", self.source)
+
+    def child(self, key: str) -> "_Node":
+        """The value under `key`, which must be given."""
+        node = self.optional(key)
+        if node.value is None:
+            raise node.fail("is required")
+        return node
 
     def items(self) -> list["_Node"]:
         if not isinstance(self.value, list):
@@ -122,7 +128,7 @@ class _Node:
         return node.value
 
     def strings(self, key: str) -> tuple[str, ...]:
-        node = self.child(key, required=False)
+        node = self.optional(key)
         if node.value is None:
             return ()
         values = tuple(item.value for item in node.items())
@@ -169,7 +175,11 @@ def _cluster(node: _Node) -> ClusterConfig:
         )
     cidrs = node.strings("publicAccessCidrs")
     for cidr in cidrs:
-        net = ipaddress.ip_network(cidr, strict=False)
+        try:
+            # An interface's network, so that host bits may be set: 203.0.113.7/24 is 203.0.113.0/24.
+            net = ipaddress.ip_interface(cidr).network
+        except ValueError as exc:
+            raise node.child("publicAccessCidrs").fail(f"{cidr!r} is not a network: {exc}") from exc
         if net.prefixlen == 0:
             raise node.child("publicAccessCidrs").fail(f"{cidr} would open the API endpoint to the internet")
     group = node.child("nodeGroup")
@@ -177,7 +187,7 @@ def _cluster(node: _Node) -> ClusterConfig:
     desired = group.integer("desiredSize", 1, 200)
     if not min_size <= desired <= max_size:
         raise group.fail(f"needs minSize <= desiredSize <= maxSize, got {min_size}, {desired}, {max_size}")
-    slr = node.child("createAutoscalingServiceLinkedRole", required=False)
+    slr = node.optional("createAutoscalingServiceLinkedRole")
     if slr.value is not None and not isinstance(slr.value, bool):
         raise slr.fail("must be true or false")
     return ClusterConfig(
@@ -234,23 +244,22 @@ def _variants(node: _Node) -> Variants:
         weights[str(version)] = weights_node.integer(version, 0, 100)
     if sum(weights.values()) != 100:
         raise weights_node.fail(f"weights must sum to 100, got {sum(weights.values())}")
-    sticky = node.child("sticky", required=False)
-    routes = node.child("routes", required=False)
+    sticky = node.optional("sticky")
+    routes = node.optional("routes")
     parsed_routes = tuple(
         VariantRoute(
-            header=r.string("header"), value=r.string("value"), version=str(r.child("version").value)
+            header=r.string("header"),
+            value=r.string("value"),
+            version=_known_version(r.child("version"), weights),
         )
         for r in (routes.items() if routes.value is not None else [])
     )
-    for route, item in zip(parsed_routes, routes.items() if routes.value is not None else [], strict=True):
-        if route.version not in weights:
-            raise item.child("version").fail(f"version {route.version!r} has no entry in weights")
     return Variants(
         weights=tuple(sorted(weights.items(), key=lambda kv: int(kv[0]))),
         sticky_header=sticky.string("header") if sticky.value is not None else None,
         routes=parsed_routes,
-        shadow=_shadow(node.child("shadow", required=False), weights),
-        faults=_faults(node.child("faults", required=False), weights),
+        shadow=_shadow(node.optional("shadow"), weights),
+        faults=_faults(node.optional("faults"), weights),
     )
 
 
@@ -278,14 +287,14 @@ def _faults(node: _Node, weights: Mapping[str, int]) -> tuple[tuple[str, Fault],
     for key in node.value:
         version = _known_version(_Node(key, f"{node.path}.{key}", node.source), weights)
         fault = node.child(key)
-        ratio = fault.child("error_ratio", required=False)
+        ratio = fault.optional("error_ratio")
         if ratio.value is not None and (
             isinstance(ratio.value, bool)
             or not isinstance(ratio.value, int | float)
             or not 0 <= ratio.value <= 1
         ):
             raise ratio.fail(f"must be a number from 0 to 1, got {ratio.value!r}")
-        delay = fault.integer("delay_ms", 0, 60_000) if fault.child("delay_ms", required=False).value else 0
+        delay = fault.integer("delay_ms", 0, 60_000) if fault.optional("delay_ms").value else 0
         faults.append((version, Fault(delay_ms=delay, error_ratio=float(ratio.value or 0.0))))
     return tuple(sorted(faults, key=lambda kv: int(kv[0])))
 
@@ -326,7 +335,8 @@ def _model(node: _Node, tenants: frozenset[str]) -> ModelConfig:
         memory=resources.string("memory"),
         workers=node.integer("workers", 1, 64),
         variants=_variants(node.child("variants")),
-        rollout=_rollout(node.child("rollout", required=False)),
+        rollout=_rollout(node.optional("rollout")),
+        async_workers=_async_workers(node.optional("async")),
     )
 
 
@@ -345,7 +355,8 @@ def _tenant(node: _Node) -> TenantConfig:
 def _check_quotas(
     nodes: list[_Node], tenants: tuple[TenantConfig, ...], models: tuple[ModelConfig, ...]
 ) -> None:
-    """Each tenant's quota holds its models at full scale during a rolling update, sidecars included.
+    """Each tenant's quota holds its models at full scale during a rolling update, sidecars included, and
+    their async workers at their most.
 
     A quota too small for `max` replicas (plus the one surge pod per version a rollout adds) makes the
     autoscaler's scale-up fail silently at the API server; better to refuse the stack file.
@@ -353,7 +364,7 @@ def _check_quotas(
     for node, tenant in zip(nodes, tenants, strict=True):
         pods = cpu = memory = 0
         for model in (m for m in models if m.tenant == tenant.name):
-            count = (model.max_replicas + 1) * len(model.variants.versions)
+            count = (model.max_replicas + 1) * len(model.variants.versions) + _worker_pods(model)
             pod_cpu, pod_memory = pod_footprint(model)
             pods, cpu, memory = pods + count, cpu + count * pod_cpu, memory + count * pod_memory
         quota = node.child("quota")
@@ -425,8 +436,8 @@ def _url_region(node: _Node, url: str, scheme: str) -> str:
 def _alerting(node: _Node) -> AlertingConfig:
     receivers = []
     for item in node.child("receivers").items():
-        webhook = item.child("webhookUrl", required=False).value
-        email = item.child("email", required=False).value
+        webhook = item.optional("webhookUrl").value
+        email = item.optional("email").value
         if (webhook is None) == (email is None):
             raise item.fail("needs exactly one of webhookUrl or email")
         if webhook is not None and not str(webhook).startswith("https://"):
@@ -434,18 +445,18 @@ def _alerting(node: _Node) -> AlertingConfig:
         receivers.append(Receiver(name=item.string("name", _DNS_LABEL), webhook_url=webhook, email=email))
     if not receivers:
         raise node.child("receivers").fail("needs at least one receiver: alerts must reach someone")
-    smarthost = node.child("smarthost", required=False).value
+    smarthost = node.optional("smarthost").value
     if any(r.email for r in receivers) and not smarthost:
-        raise node.child("smarthost").fail("is required when a receiver is e-mail")
+        raise node.optional("smarthost").fail("is required when a receiver is e-mail")
     return AlertingConfig(
         receivers=tuple(receivers),
         smarthost=smarthost,
-        email_from=node.child("emailFrom", required=False).value,
+        email_from=node.optional("emailFrom").value,
     )
 
 
 def _observability(node: _Node) -> ObservabilityConfig:
-    sampling = node.child("tracingSamplingPercent", required=False).value
+    sampling = node.optional("tracingSamplingPercent").value
     if sampling is not None and (
         isinstance(sampling, bool) or not isinstance(sampling, int | float) or not 0 <= sampling <= 100
     ):
@@ -456,9 +467,7 @@ def _observability(node: _Node) -> ObservabilityConfig:
         prometheus_storage_gib=node.integer("prometheusStorageGiB", 10, 4096),
         alerting=_alerting(node.child("alerting")),
         tracing_sampling_percent=float(1.0 if sampling is None else sampling),
-        otlp_endpoint=_https(node, "otlpEndpoint")
-        if node.child("otlpEndpoint", required=False).value
-        else None,
+        otlp_endpoint=_https(node, "otlpEndpoint") if node.optional("otlpEndpoint").value else None,
     )
 
 
@@ -467,7 +476,7 @@ def _observed(root: _Node, profile: str) -> ObservabilityConfig:
     if profile == "onprem" and observability.otlp_endpoint is None:
         raise (
             root.child("observability")
-            .child("otlpEndpoint")
+            .optional("otlpEndpoint")
             .fail("is required on premises: traces go to an in-jurisdiction collector (X-Ray is AWS only)")
         )
     return observability
@@ -476,7 +485,7 @@ def _observed(root: _Node, profile: str) -> ObservabilityConfig:
 def _onprem(node: _Node) -> OnPremConfig:
     store = node.child("store")
     endpoint = _https(store, "endpoint")
-    optional = {k: node.child(k, required=False).value for k in ("kubeconfig", "context")}
+    optional = {k: node.optional(k).value for k in ("kubeconfig", "context")}
     return OnPremConfig(
         location=node.string("location", _DNS_LABEL),
         kubeconfig=optional["kubeconfig"],
@@ -521,7 +530,7 @@ def _aws_part(root: _Node, jurisdiction: str, profile: str, aws_region: str | No
     """The keys only AWS stacks have (the infra layer's), or the on-premises cluster's."""
     if profile == "onprem":
         for key in ("regions", "cluster", "identity", "store", "runner", "accountId", "egress"):
-            if root.child(key, required=False).value is not None:
+            if root.optional(key).value is not None:
                 raise root.child(key).fail("has no meaning for an on-premises stack (profile onprem)")
         return {
             "regions": (),
@@ -537,7 +546,7 @@ def _aws_part(root: _Node, jurisdiction: str, profile: str, aws_region: str | No
         raise ConfigError(
             root.source, "aws:region", f"{aws_region!r} must be the primary region {regions[0].region}"
         )
-    runner = root.child("runner")
+    runner, egress = root.child("runner"), root.optional("egress")
     repository = runner.string("githubRepository", re.compile(r"^https://github\.com/[\w.-]+/[\w.-]+$"))
     return {
         "regions": regions,
@@ -555,10 +564,74 @@ def _aws_part(root: _Node, jurisdiction: str, profile: str, aws_region: str | No
             ),
         ),
         "onprem": None,
-        "egress_domains": root.child("egress", required=False).strings("allowedDomains")
-        if root.child("egress", required=False).value is not None
-        else (),
+        "egress_domains": egress.strings("allowedDomains") if egress.value is not None else (),
     }
+
+
+_CACHE_NODE_TYPE = re.compile(r"^cache\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_REDIS_7 = re.compile(r"^7\.[0-9]+$")
+
+
+def _async_workers(node: _Node) -> AsyncWorkers | None:
+    """A model's `async` block: its workers' floor and ceiling, the backlog one worker takes on, the bound."""
+    if node.value is None:
+        return None
+    # A floor of at least one: the workers create the stream's consumer group, whose lag the autoscaler reads.
+    low = node.integer("minWorkers", 1, 100)
+    return AsyncWorkers(
+        min_workers=low,
+        max_workers=node.integer("maxWorkers", low, 500),
+        backlog_per_worker=node.integer("backlogPerWorker", 1, 100_000),
+        max_queued=node.integer("maxQueued", 1, 10_000_000),
+    )
+
+
+def _worker_pods(model: ModelConfig) -> int:
+    """A model's async worker pods at full scale during a rolling update (one surge pod), if it has any."""
+    return 0 if model.async_workers is None else model.async_workers.max_workers + 1
+
+
+def _job_queue(
+    root: _Node, profile: str, model_nodes: list[_Node], models: tuple[ModelConfig, ...]
+) -> JobQueueConfig | None:
+    """`asyncInference`: the queue every region of an AWS stack runs when one of its models takes async
+    requests. A model with `async` needs it; the queue without such a model would cost for nothing."""
+    node = root.optional("asyncInference")
+    users = [n for n, m in zip(model_nodes, models, strict=True) if m.async_workers is not None]
+    if node.value is None:
+        if users:
+            raise (
+                users[0]
+                .optional("async")
+                .fail("needs model-serving:asyncInference, the queue its jobs go to")
+            )
+        return None
+    if profile != "standard":
+        raise node.fail(
+            f"has no meaning for profile {profile}: the queue is an ElastiCache replication group of the "
+            "standard profile (smb stacks use SageMaker Asynchronous Inference, on-premises stacks no AWS)"
+        )
+    if not users:
+        raise node.fail("no model sets async: the queue would run in every region for nothing")
+    version = node.string("engineVersion")
+    if not _REDIS_7.match(version):
+        raise node.child("engineVersion").fail(
+            f"{version!r} is not a Redis OSS 7.x version (7.0, 7.1): the autoscaler reads consumer-group "
+            "lag, which Redis 7 added"
+        )
+    node_type = node.string("nodeType", _CACHE_NODE_TYPE)
+    if node_type.startswith("cache.t2."):
+        raise node.child("nodeType").fail(f"{node_type} supports neither encryption at rest nor Multi-AZ")
+    slr = node.optional("createServiceLinkedRole")
+    if slr.value is not None and not isinstance(slr.value, bool):
+        raise slr.fail("must be true or false")
+    return JobQueueConfig(
+        node_type=node_type,
+        engine_version=version,
+        replicas=node.integer("replicas", 1, 5),
+        snapshot_retention_days=node.integer("snapshotRetentionDays", 0, 35),
+        create_service_linked_role=slr.value is not False,
+    )
 
 
 def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region: str | None) -> StackConfig:
@@ -594,6 +667,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region:
         state=_state(root.child("state"), jurisdiction, profile),
         tenants=tenants,
         models=models,
+        job_queue=_job_queue(root, profile, model_nodes, models),
         **part,
     )
 

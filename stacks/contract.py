@@ -21,6 +21,12 @@ ROLE_FLUENT_BIT = "fluent-bit"
 ROLE_OTEL_COLLECTOR = "otel-collector"
 PLATFORM_ROLES = (ROLE_LB_CONTROLLER, ROLE_CLUSTER_AUTOSCALER, ROLE_FLUENT_BIT, ROLE_OTEL_COLLECTOR)
 """The IRSA roles infra creates for the platform's add-ons (keys of `RegionOutputs.roles`)."""
+ROLE_EXTERNAL_SECRETS = "external-secrets"
+"""The secret syncer's role, only where the region runs a job queue: it reads the queue's AUTH token."""
+
+
+JOB_QUEUE_PORT = 6379
+"""The port of the job queue (Redis over TLS)."""
 
 
 def infra_stack_reference(stack: str) -> str:
@@ -58,7 +64,12 @@ class RegionOutputs:
     gateway_security_group_id: str
     """Security group of the NLB; the gateway pods accept 443 and 15021 from it (TargetGroupBinding)."""
     roles: dict[str, str]
-    """IRSA role ARNs by workload: `PLATFORM_ROLES` and `model_role(name)` for each model."""
+    """IRSA role ARNs by workload: `PLATFORM_ROLES` and `model_role(name)` for each model, and
+    `ROLE_EXTERNAL_SECRETS` where the region runs a job queue."""
+    job_queue_endpoint: str
+    """Host name of the asynchronous inference queue's primary (TLS on `JOB_QUEUE_PORT`); "" without one."""
+    job_queue_secret_arn: str
+    """Secrets Manager secret holding the queue's AUTH token; "" without a queue."""
 
 
 def _camel(name: str) -> str:

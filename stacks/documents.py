@@ -453,3 +453,23 @@ def deploy_policy(*, cluster_arns: Sequence[str]) -> str:
             "Resource": list(cluster_arns),
         }
     )
+
+
+def secret_reader_policy(secret_arn: str, key_arn: str, region: str) -> str:
+    """Read one Secrets Manager secret, and decrypt it with its key only through Secrets Manager in the
+    secret's region: the role cannot use the key for anything else (the in-cluster secret syncer's)."""
+    return _doc(
+        {
+            "Sid": "ReadSecret",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+            "Resource": secret_arn,
+        },
+        {
+            "Sid": "DecryptThroughSecretsManager",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": key_arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}},
+        },
+    )

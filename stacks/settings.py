@@ -321,6 +321,48 @@ class Rollout:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AsyncWorkers:
+    """A model's asynchronous inference: its jobs stream and the workers that consume it."""
+
+    min_workers: int
+    """Fewest worker pods, the floor the autoscaler keeps even with an empty stream."""
+    max_workers: int
+    """Most worker pods."""
+    backlog_per_worker: int
+    """Entries of the stream not yet delivered to the workers' consumer group that one worker takes on: the
+    autoscaler's target (KEDA's `lagCount`)."""
+    max_queued: int
+    """Jobs the stream holds before a submit is refused with 429 (`SERVING_ASYNC_MAX_QUEUED`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobQueueConfig:
+    """The in-region queue of asynchronous inference: one ElastiCache (Redis OSS) replication group per
+    region, Multi-AZ with automatic failover."""
+
+    node_type: str
+    """ElastiCache node type, e.g. `cache.r7g.large`."""
+    engine_version: str
+    """Redis OSS version, `7.<minor>` (consumer-group lag, which the autoscaler reads, needs 7)."""
+    replicas: int
+    """Replicas besides the primary (at least one: automatic failover needs a replica to promote)."""
+    snapshot_retention_days: int
+    """Days daily snapshots are kept (0: none)."""
+    create_service_linked_role: bool = True
+    """Create ElastiCache's service-linked role (account-global; false where the account has it)."""
+
+    @property
+    def parameter_group_family(self) -> str:
+        """The parameter group family of the engine version (`redis7`)."""
+        return f"redis{self.engine_version.split('.', 1)[0]}"
+
+    @property
+    def nodes(self) -> int:
+        """Cache nodes: the primary and its replicas."""
+        return 1 + self.replicas
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """One served model."""
 
@@ -346,6 +388,8 @@ class ModelConfig:
     """Versions and how traffic splits between them."""
     rollout: Rollout | None = None
     """The progressive rollout schedule, if the model has one."""
+    async_workers: AsyncWorkers | None = None
+    """Asynchronous inference workers, if the model takes async requests (the stack needs a job queue)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -390,6 +434,13 @@ class StackConfig:
     """Tenants."""
     models: tuple[ModelConfig, ...]
     """Models."""
+    job_queue: JobQueueConfig | None = None
+    """The in-region queue of asynchronous inference (AWS stacks whose models take async requests)."""
+
+    @property
+    def async_models(self) -> tuple[ModelConfig, ...]:
+        """The models that take asynchronous requests."""
+        return tuple(m for m in self.models if m.async_workers is not None)
 
     @property
     def allowed_regions(self) -> frozenset[str]:

@@ -136,3 +136,54 @@ deny contains result.finding(rego.metadata.rule(), r, [r.name]) if {
 	r.type == "aws:cloudwatch/logGroup:LogGroup"
 	object.get(r.properties, "kmsKeyId", "") == ""
 }
+
+# METADATA
+# title: ElastiCache encrypted at rest with KMS
+# scope: rule
+# description: |
+#   Replication groups (the job queue) encrypt their disks, snapshots and swap at rest with a
+#   customer managed KMS key, not the service's default key.
+# custom:
+#   id: ENC-005
+#   severity: high
+#   message: "replication group %s: no KMS encryption at rest (atRestEncryptionEnabled %v, kmsKeyId %v)"
+#   remediation: |
+#     Set atRestEncryptionEnabled true and kmsKeyId to the region's key (at creation: it
+#     cannot be changed later).
+deny contains result.finding(rego.metadata.rule(), r, [r.name, enabled, key]) if {
+	some r in input.resources
+	r.type == "aws:elasticache/replicationGroup:ReplicationGroup"
+	not kms_at_rest(r.properties)
+	enabled := object.get(r.properties, "atRestEncryptionEnabled", "unset")
+	key := object.get(r.properties, "kmsKeyId", "unset")
+}
+
+kms_at_rest(p) if {
+	resources.truthy(p.atRestEncryptionEnabled)
+	is_string(p.kmsKeyId)
+	p.kmsKeyId != ""
+}
+
+# METADATA
+# title: Secrets encrypted with a customer managed key
+# scope: rule
+# description: |
+#   Secrets Manager secrets name a customer managed KMS key: the default aws/secretsmanager
+#   key cannot be restricted by a key policy nor kept to the stack.
+# custom:
+#   id: ENC-006
+#   severity: high
+#   message: "secret %s is not encrypted with a customer managed KMS key (kmsKeyId %v)"
+#   remediation: Set kmsKeyId to the region's key; give its readers kms:Decrypt through Secrets Manager only.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, key]) if {
+	some r in input.resources
+	r.type == "aws:secretsmanager/secret:Secret"
+	not customer_key(r.properties)
+	key := object.get(r.properties, "kmsKeyId", "unset")
+}
+
+customer_key(p) if {
+	is_string(p.kmsKeyId)
+	p.kmsKeyId != ""
+	not endswith(p.kmsKeyId, "alias/aws/secretsmanager")
+}

@@ -101,3 +101,56 @@ test_log_group_missing_field if {
 	g := log_group({})
 	t.brief(at_rest.deny) == {["ENC-004", "medium", g.urn, "log group logs has no kmsKeyId"]} with input as t.plan([g])
 }
+
+replication_group(props) := t.resource("aws:elasticache/replicationGroup:ReplicationGroup", "queue", props)
+
+test_elasticache_at_rest_passing if {
+	g := replication_group({"atRestEncryptionEnabled": true, "kmsKeyId": "arn:aws:kms:me-central-1:1:key/k"})
+	at_rest.deny == set() with input as t.plan([g])
+}
+
+test_elasticache_at_rest_violating if {
+	g := replication_group({"atRestEncryptionEnabled": false, "kmsKeyId": "k"})
+	t.brief(at_rest.deny) == {[
+		"ENC-005", "high", g.urn,
+		"replication group queue: no KMS encryption at rest (atRestEncryptionEnabled false, kmsKeyId k)",
+	]} with input as t.plan([g])
+}
+
+test_elasticache_at_rest_default_key_violating if {
+	g := replication_group({"atRestEncryptionEnabled": "true", "kmsKeyId": ""})
+	t.brief(at_rest.deny) == {[
+		"ENC-005", "high", g.urn,
+		"replication group queue: no KMS encryption at rest (atRestEncryptionEnabled true, kmsKeyId )",
+	]} with input as t.plan([g])
+}
+
+test_elasticache_at_rest_missing_field if {
+	g := replication_group({})
+	t.brief(at_rest.deny) == {[
+		"ENC-005", "high", g.urn,
+		"replication group queue: no KMS encryption at rest (atRestEncryptionEnabled unset, kmsKeyId unset)",
+	]} with input as t.plan([g])
+}
+
+secret(props) := t.resource("aws:secretsmanager/secret:Secret", "token", props)
+
+test_secret_key_passing if {
+	at_rest.deny == set() with input as t.plan([secret({"kmsKeyId": "arn:aws:kms:me-central-1:1:key/k"})])
+}
+
+test_secret_key_violating if {
+	s := secret({"kmsKeyId": "alias/aws/secretsmanager"})
+	t.brief(at_rest.deny) == {[
+		"ENC-006", "high", s.urn,
+		"secret token is not encrypted with a customer managed KMS key (kmsKeyId alias/aws/secretsmanager)",
+	]} with input as t.plan([s])
+}
+
+test_secret_key_missing_field if {
+	s := secret({})
+	t.brief(at_rest.deny) == {[
+		"ENC-006", "high", s.urn,
+		"secret token is not encrypted with a customer managed KMS key (kmsKeyId unset)",
+	]} with input as t.plan([s])
+}

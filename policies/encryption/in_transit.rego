@@ -78,3 +78,28 @@ https_server(servers) if {
 	s.tls.mode in {"SIMPLE", "MUTUAL"}
 	s.tls.credentialName != ""
 }
+
+# METADATA
+# title: ElastiCache TLS only
+# scope: rule
+# description: |
+#   Replication groups encrypt in transit and refuse plain connections: transit encryption
+#   on, in mode required (mode preferred still admits unencrypted clients).
+# custom:
+#   id: ENC-012
+#   severity: high
+#   message: "replication group %s admits plain connections (transitEncryptionEnabled %v, mode %v)"
+#   remediation: Set transitEncryptionEnabled true and transitEncryptionMode required; clients use rediss://.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, enabled, mode]) if {
+	some r in input.resources
+	r.type == "aws:elasticache/replicationGroup:ReplicationGroup"
+	enabled := object.get(r.properties, "transitEncryptionEnabled", "unset")
+	mode := object.get(r.properties, "transitEncryptionMode", "unset")
+	not tls_required(enabled, mode)
+}
+
+# Unset, the mode defaults to required when transit encryption is on at creation.
+tls_required(enabled, mode) if {
+	resources.truthy(enabled)
+	mode in {"required", "unset"}
+}

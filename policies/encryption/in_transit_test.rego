@@ -56,3 +56,30 @@ test_gateway_tls_missing_field if {
 		"gateway gw: no HTTPS server on 443",
 	]} with input as t.plan([g])
 }
+
+replication_group(props) := t.resource("aws:elasticache/replicationGroup:ReplicationGroup", "queue", props)
+
+test_elasticache_tls_passing if {
+	g := replication_group({"transitEncryptionEnabled": true, "transitEncryptionMode": "required"})
+	in_transit.deny == set() with input as t.plan([g])
+}
+
+test_elasticache_tls_mode_unset_passing if {
+	in_transit.deny == set() with input as t.plan([replication_group({"transitEncryptionEnabled": "true"})])
+}
+
+test_elasticache_tls_violating if {
+	g := replication_group({"transitEncryptionEnabled": true, "transitEncryptionMode": "preferred"})
+	t.brief(in_transit.deny) == {[
+		"ENC-012", "high", g.urn,
+		"replication group queue admits plain connections (transitEncryptionEnabled true, mode preferred)",
+	]} with input as t.plan([g])
+}
+
+test_elasticache_tls_missing_field if {
+	g := replication_group({})
+	t.brief(in_transit.deny) == {[
+		"ENC-012", "high", g.urn,
+		"replication group queue admits plain connections (transitEncryptionEnabled unset, mode unset)",
+	]} with input as t.plan([g])
+}

@@ -96,6 +96,8 @@ tags := finding("TAG-001", "tags")
 
 waivers := finding("WAV-001", "waivers")
 
+failover := finding("AVL-001", "failover")
+
 test_findings_from_residency_placement if {
 	report.findings == reported(placement) with input as clean with data.residency.placement.deny as {placement}
 }
@@ -136,12 +138,19 @@ test_findings_from_tagging_tags if {
 	report.findings == reported(tags) with input as clean with data.tagging.tags.deny as {tags}
 }
 
+test_findings_from_availability_failover if {
+	report.findings == reported(failover) with input as clean with data.availability.failover.deny as {failover}
+}
+
 test_findings_from_exceptions_waivers if {
 	report.findings == reported(waivers) with input as clean with data.exceptions.waivers.deny as {waivers}
 }
 
 test_findings_from_every_package_together if {
-	everything := {placement, artifacts, at_rest, in_transit, exposure, access, pods, routing, logging, tags, waivers}
+	everything := {
+		placement, artifacts, at_rest, in_transit, exposure, access, pods, routing, logging, tags, failover,
+		waivers,
+	}
 	found := report.findings with input as clean
 		with data.residency.placement.deny as {placement}
 		with data.residency.artifacts.deny as {artifacts}
@@ -153,6 +162,7 @@ test_findings_from_every_package_together if {
 		with data.traffic.routing.deny as {routing}
 		with data.audit.logging.deny as {logging}
 		with data.tagging.tags.deny as {tags}
+		with data.availability.failover.deny as {failover}
 		with data.exceptions.waivers.deny as {waivers}
 	found == {object.union(f, {"waived": false}) | some f in everything}
 }

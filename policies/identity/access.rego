@@ -254,3 +254,28 @@ wildcard_on_data(action) if {
 	parts[0] in config.settings.data_services
 	contains(parts[1], "*")
 }
+
+# METADATA
+# title: ElastiCache requires authentication
+# scope: rule
+# description: |
+#   Replication groups require every client to authenticate: an AUTH token, or users of
+#   a user group. Without it any pod that reaches the port reads and writes the queue.
+# custom:
+#   id: IDN-008
+#   severity: high
+#   message: "replication group %s accepts clients without authentication (authToken %s, %d user groups)"
+#   remediation: Set authToken (kept in Secrets Manager) or userGroupIds; both need transit encryption.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, token_state(r.properties), count(groups)]) if {
+	some r in input.resources
+	r.type == "aws:elasticache/replicationGroup:ReplicationGroup"
+	token_state(r.properties) != "set"
+	groups := [g | some g in object.get(r.properties, "userGroupIds", []); is_string(g); g != ""]
+	count(groups) == 0
+}
+
+# Never the token itself: only whether there is one.
+token_state(p) := "set" if {
+	is_string(p.authToken)
+	p.authToken != ""
+} else := "unset"

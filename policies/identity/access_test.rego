@@ -245,3 +245,29 @@ test_node_role_data_missing_field if {
 		"a gives node role access to data: unset",
 	]} with input as t.plan([node_role, a, pod_role, s3])
 }
+
+replication_group(props) := t.resource("aws:elasticache/replicationGroup:ReplicationGroup", "queue", props)
+
+test_elasticache_auth_passing if {
+	access.deny == set() with input as t.plan([replication_group({"authToken": "[secret]"})])
+}
+
+test_elasticache_auth_user_groups_passing if {
+	access.deny == set() with input as t.plan([replication_group({"userGroupIds": ["queue-users"]})])
+}
+
+test_elasticache_auth_violating if {
+	g := replication_group({"authToken": "", "userGroupIds": []})
+	t.brief(access.deny) == {[
+		"IDN-008", "high", g.urn,
+		"replication group queue accepts clients without authentication (authToken unset, 0 user groups)",
+	]} with input as t.plan([g])
+}
+
+test_elasticache_auth_missing_field if {
+	g := replication_group({})
+	t.brief(access.deny) == {[
+		"IDN-008", "high", g.urn,
+		"replication group queue accepts clients without authentication (authToken unset, 0 user groups)",
+	]} with input as t.plan([g])
+}

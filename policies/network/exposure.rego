@@ -204,3 +204,31 @@ block_gaps(b, on, settings) := settings - {s |
 	some s in settings
 	[key, s] in on
 }
+
+# METADATA
+# title: ElastiCache in the stack's subnets
+# scope: rule
+# description: |
+#   Replication groups sit in a subnet group of the stack (its private subnets) behind
+#   security groups of their own; without either, ElastiCache places them in the default
+#   VPC or behind its default security group.
+# custom:
+#   id: NET-004
+#   severity: high
+#   message: "replication group %s is not placed in the stack's network (subnetGroupName %v, %d security groups)"
+#   remediation: |
+#     Set subnetGroupName to a subnet group of the private subnets and securityGroupIds to a
+#     group that admits only the cluster's nodes.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, subnets, count(groups)]) if {
+	some r in input.resources
+	r.type == "aws:elasticache/replicationGroup:ReplicationGroup"
+	subnets := object.get(r.properties, "subnetGroupName", "unset")
+	groups := [g | some g in object.get(r.properties, "securityGroupIds", []); is_string(g); g != ""]
+	not placed_in_network(r.properties, groups)
+}
+
+placed_in_network(p, groups) if {
+	is_string(p.subnetGroupName)
+	p.subnetGroupName != ""
+	count(groups) > 0
+}

@@ -161,3 +161,26 @@ test_public_access_missing_field if {
 		sprintf("bucket models does not block public access (settings off or missing: %s)", [every_setting]),
 	]} with input as t.plan([bucket])
 }
+
+replication_group(props) := t.resource("aws:elasticache/replicationGroup:ReplicationGroup", "queue", props)
+
+test_elasticache_network_passing if {
+	g := replication_group({"subnetGroupName": "queue-subnets", "securityGroupIds": ["sg-0123456789abcdef0"]})
+	exposure.deny == set() with input as t.plan([g])
+}
+
+test_elasticache_network_violating if {
+	g := replication_group({"subnetGroupName": "queue-subnets", "securityGroupIds": []})
+	t.brief(exposure.deny) == {[
+		"NET-004", "high", g.urn,
+		"replication group queue is not placed in the stack's network (subnetGroupName queue-subnets, 0 security groups)",
+	]} with input as t.plan([g])
+}
+
+test_elasticache_network_missing_field if {
+	g := replication_group({"securityGroupIds": ["sg-0123456789abcdef0"]})
+	t.brief(exposure.deny) == {[
+		"NET-004", "high", g.urn,
+		"replication group queue is not placed in the stack's network (subnetGroupName unset, 1 security groups)",
+	]} with input as t.plan([g])
+}

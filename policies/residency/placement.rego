@@ -162,3 +162,24 @@ image_region(image) := reg if {
 	contains(image, "/")
 	reg := resources.host_region(split(image, "/")[0])
 } else := "unresolved"
+
+# METADATA
+# title: Secret replicas in jurisdiction
+# scope: rule
+# description: |
+#   Secrets Manager copies a secret to each region its replicas name; every one is a region
+#   of the jurisdiction (the secret's own region is RES-002's).
+# custom:
+#   id: RES-009
+#   severity: critical
+#   message: "secret %s replicates to region %q, outside jurisdiction %s"
+#   remediation: Replicate the secret only to regions of the stack's jurisdiction, or not at all.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, reg, jurisdiction]) if {
+	count(allowed) > 0
+	jurisdiction := config.jurisdiction(input)
+	some r in input.resources
+	r.type == "aws:secretsmanager/secret:Secret"
+	some replica in object.get(r.properties, "replicas", [])
+	reg := object.get(replica, "region", "unset")
+	not reg in allowed
+}

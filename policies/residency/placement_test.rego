@@ -178,3 +178,26 @@ test_stack_resource_from_plan if {
 		"stack unknown-stack has jurisdiction \"\" in the policy data, which names no regions for it",
 	]} with input as doc
 }
+
+secret(props) := t.resource("aws:secretsmanager/secret:Secret", "token", props)
+
+test_secret_replicas_passing if {
+	s := secret({"replicas": [{"region": "me-central-1"}]})
+	placement.deny == set() with input as t.plan([s])
+}
+
+test_secret_replicas_violating if {
+	s := secret({"replicas": [{"region": "me-central-1"}, {"region": "eu-west-1", "kmsKeyId": "k"}]})
+	t.brief(placement.deny) == {[
+		"RES-009", "critical", s.urn,
+		`secret token replicates to region "eu-west-1", outside jurisdiction AE`,
+	]} with input as t.plan([s])
+}
+
+test_secret_replicas_missing_field if {
+	s := secret({"replicas": [{"kmsKeyId": "k"}]})
+	t.brief(placement.deny) == {[
+		"RES-009", "critical", s.urn,
+		`secret token replicates to region "unset", outside jurisdiction AE`,
+	]} with input as t.plan([s])
+}

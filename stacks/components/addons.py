@@ -1,5 +1,6 @@
 """Cluster add-ons: the AWS Load Balancer Controller with the gateway's TargetGroupBinding, cert-manager with
-the gateway's certificate chain, and autoscaling (metrics-server; the Cluster Autoscaler on EKS).
+the gateway's certificate chain, autoscaling (metrics-server; the Cluster Autoscaler on EKS), and what
+asynchronous inference needs (KEDA and External Secrets).
 
 Charts and images come from the in-region registry, whose host may be an Output: values are built inside
 `apply`.
@@ -13,7 +14,7 @@ import pulumi_kubernetes as k8s
 
 from stacks.artifacts import load_lock
 from stacks.components import kube
-from stacks.manifests import addons, metadata
+from stacks.manifests import addons, async_inference, metadata
 
 
 def release(
@@ -203,3 +204,75 @@ class Autoscaling(pulumi.ComponentResource):
             )
         self.node_autoscaling = settings is not None
         self.register_outputs({"node_autoscaling": self.node_autoscaling})
+
+
+@dataclass(frozen=True, kw_only=True)
+class AsyncInferenceAddonsArgs:
+    """Inputs of `AsyncInferenceAddons`."""
+
+    registry: pulumi.Input[str]
+    """The region's registry host (charts and images)."""
+    region: str
+    """AWS region of the cluster and of the queue token's secret."""
+    secrets_role_arn: pulumi.Input[str]
+    """IRSA role of the secret syncer (created by infra where the region runs a job queue)."""
+    namespaces: tuple[str, ...]
+    """Tenant namespaces of the models with async requests: the only ones the secret store serves."""
+
+
+class AsyncInferenceAddons(pulumi.ComponentResource):
+    """What asynchronous inference needs in a cluster: KEDA, which scales the workers on their stream's
+    backlog, and External Secrets, which syncs the job queue's AUTH token from Secrets Manager into the
+    models' namespaces (the token never passes through the platform's program or state)."""
+
+    ready: list[pulumi.Resource]
+    """What a model's workers wait for: KEDA's CRDs and the secret store."""
+
+    def __init__(
+        self, name: str, args: AsyncInferenceAddonsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("model-serving:addons:AsyncInferenceAddons", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        keda_ns = kube.create(
+            f"{name}-keda-ns",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(addons.KEDA_NAMESPACE)},
+            child,
+        )
+        keda = release(
+            self,
+            f"{name}-keda",
+            "keda",
+            args.registry,
+            addons.KEDA_NAMESPACE,
+            pulumi.Output.from_input(args.registry).apply(addons.keda_values),
+            [keda_ns],
+        )
+        secrets_ns = kube.create(
+            f"{name}-external-secrets-ns",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": metadata(addons.EXTERNAL_SECRETS_NAMESPACE),
+            },
+            child,
+        )
+        values = pulumi.Output.all(registry=args.registry, role=args.secrets_role_arn).apply(
+            lambda v: addons.external_secrets_values(v["registry"], v["role"])
+        )
+        syncer = release(
+            self,
+            f"{name}-external-secrets",
+            "external-secrets",
+            args.registry,
+            addons.EXTERNAL_SECRETS_NAMESPACE,
+            values,
+            [secrets_ns],
+        )
+        # The store's CRD and webhook come with the chart: created before it, the store would be refused.
+        store = kube.create(
+            f"{name}-job-queue-store",
+            addons.job_queue_store(async_inference.QUEUE_STORE, args.region, list(args.namespaces)),
+            pulumi.ResourceOptions(parent=self, depends_on=[syncer]),
+        )
+        self.ready = [keda, store]
+        self.register_outputs({})

@@ -15,6 +15,7 @@ import pulumi_aws as aws
 
 from stacks.contract import (
     ROLE_CLUSTER_AUTOSCALER,
+    ROLE_EXTERNAL_SECRETS,
     ROLE_FLUENT_BIT,
     ROLE_LB_CONTROLLER,
     ROLE_OTEL_COLLECTOR,
@@ -27,6 +28,7 @@ from stacks.documents import (
     log_writer_policy,
     model_read_policy,
     otel_collector_policy,
+    secret_reader_policy,
 )
 from stacks.manifests import addons
 
@@ -121,6 +123,10 @@ class WorkloadIdentitiesArgs:
     """KMS key of the model bucket."""
     models: Mapping[str, str] = field(default_factory=dict)
     """Model name -> its tenant's namespace."""
+    queue_secret_arn: pulumi.Input[str] | None = None
+    """The job queue's AUTH token secret, where the region runs a queue: the secret syncer may read it."""
+    queue_key_arn: pulumi.Input[str] | None = None
+    """The key that secret is encrypted with."""
     tags: dict[str, str]
     """Tags."""
 
@@ -144,6 +150,11 @@ class WorkloadIdentities(pulumi.ComponentResource):
             policies[key] = pulumi.Output.all(bucket=args.model_bucket_arn, key=args.model_key_arn).apply(
                 lambda v, m=model: model_read_policy(v["bucket"], v["key"], f"models/{m}/")  # type: ignore[misc]
             )
+        if args.queue_secret_arn is not None and args.queue_key_arn is not None:
+            accounts[ROLE_EXTERNAL_SECRETS] = ServiceAccount(*addons.EXTERNAL_SECRETS_SUBJECT)
+            policies[ROLE_EXTERNAL_SECRETS] = pulumi.Output.all(
+                secret=args.queue_secret_arn, key=args.queue_key_arn
+            ).apply(lambda v: secret_reader_policy(v["secret"], v["key"], args.region))
         self.roles = {}
         for key, account in accounts.items():
             suffix = key.replace(":", "-")

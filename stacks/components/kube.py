@@ -71,6 +71,8 @@ _CUSTOM_GROUPS = (
     "monitoring.coreos.com/",
     "cert-manager.io/",
     "elbv2.k8s.aws/",
+    "keda.sh/",
+    "external-secrets.io/",
 )
 
 

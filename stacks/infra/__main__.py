@@ -1,7 +1,8 @@
 """The infra layer (`pulumi up -s <stack>` at the repository root): wiring only, everything on AWS.
 
-Per region: network, model store, registry, the deploy runner (primary region), EKS, the workload identities
-and the gateway's load balancer; across regions, DNS. It exports, per region, what the platform layer needs
+Per region: network, model store, registry, the deploy runner (primary region), EKS, the job queue of
+asynchronous inference (where a model takes async requests), the workload identities and the gateway's load
+balancer; across regions, DNS. It exports, per region, what the platform layer needs
 (stacks.contract) and nothing it would have to re-derive.
 """
 
@@ -15,6 +16,7 @@ from stacks.components.cluster import Cluster, ClusterArgs
 from stacks.components.edge import Edge, EdgeArgs
 from stacks.components.global_routing import GlobalRouting, GlobalRoutingArgs, RegionalEndpoint
 from stacks.components.identities import WorkloadIdentities, WorkloadIdentitiesArgs
+from stacks.components.job_queue import JobQueue, JobQueueArgs
 from stacks.components.keys import RegionalKey, RegionalKeyArgs
 from stacks.components.model_store import ModelStore, ModelStoreArgs
 from stacks.components.network import Network, NetworkArgs, carve_subnets
@@ -37,6 +39,8 @@ class Region:
     runner: DeployRunner
     """The stack's one deploy runner, in the primary region: every region's cluster admits it."""
     export: dict[str, Any]
+    queue: JobQueue | None = None
+    """The region's job queue, where a model takes async requests."""
 
 
 def _host(url: str) -> str:
@@ -224,7 +228,35 @@ def _edge(place: _Place, network: Network) -> Edge:
     )
 
 
-def _identities(place: _Place, cluster: Cluster, edge: Edge, store: ModelStore) -> WorkloadIdentities:
+def _queue(place: _Place, network: Network, cluster: Cluster, primary: "Region | None") -> JobQueue | None:
+    """The job queue, in every region of a stack whose models take async requests. ElastiCache's
+    service-linked role is account-global: the primary region creates it once."""
+    config = place.cfg.job_queue
+    if config is None:
+        return None
+    return JobQueue(
+        f"{place.prefix}-queue",
+        JobQueueArgs(
+            prefix=place.prefix,
+            region=place.region.region,
+            config=config,
+            vpc_id=network.vpc_id,
+            vpc_cidr=place.region.vpc_cidr,
+            private_subnet_ids=list(network.private_subnet_ids),
+            node_security_group_id=cluster.security_group_id,
+            create_service_linked_role=primary is None and config.create_service_linked_role,
+            service_linked_role=None
+            if primary is None or primary.queue is None
+            else primary.queue.service_linked_role,
+            tags=place.cfg.tags,
+        ),
+        opts=place.on_aws,
+    )
+
+
+def _identities(
+    place: _Place, cluster: Cluster, edge: Edge, store: ModelStore, queue: JobQueue | None
+) -> WorkloadIdentities:
     return WorkloadIdentities(
         f"{place.prefix}-identities",
         WorkloadIdentitiesArgs(
@@ -238,6 +270,8 @@ def _identities(place: _Place, cluster: Cluster, edge: Edge, store: ModelStore) 
             model_bucket_arn=store.model_bucket_arn,
             model_key_arn=store.key_arn,
             models={m.name: m.tenant for m in place.cfg.models},
+            queue_secret_arn=queue.secret_arn if queue else None,
+            queue_key_arn=queue.key_arn if queue else None,
             tags=place.cfg.tags,
         ),
         opts=place.on_aws,
@@ -264,7 +298,8 @@ def deploy_region(cfg: StackConfig, region: RegionConfig, primary: Region | None
     runner = primary.runner if primary else _runner(cfg, region.region, network, registry, place.on_aws)
     cluster = _cluster(place, network, runner, primary)
     edge = _edge(place, network)
-    identities = _identities(place, cluster, edge, store)
+    queue = _queue(place, network, cluster, primary)
+    identities = _identities(place, cluster, edge, store, queue)
     export = export_fields(
         region=region.region,
         cluster_name=cluster.name,
@@ -277,9 +312,17 @@ def deploy_region(cfg: StackConfig, region: RegionConfig, primary: Region | None
         log_group=cluster.container_log_group,
         gateway_security_group_id=edge.security_group_id,
         roles=identities.roles,
+        job_queue_endpoint=queue.endpoint if queue else "",
+        job_queue_secret_arn=queue.secret_arn if queue else "",
     )
     return Region(
-        provider=provider, network=network, cluster=cluster, edge=edge, runner=runner, export=export
+        provider=provider,
+        network=network,
+        cluster=cluster,
+        edge=edge,
+        runner=runner,
+        export=export,
+        queue=queue,
     )
 
 

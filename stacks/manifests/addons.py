@@ -30,6 +30,12 @@ IRSA_SUBJECTS = {
 }
 """(namespace, service account) each IRSA role of infra must trust (`system:serviceaccount:NS:SA`).
 cert-manager needs no role: its issuers are in-cluster."""
+KEDA_NAMESPACE = "keda"
+EXTERNAL_SECRETS_NAMESPACE = "external-secrets"
+EXTERNAL_SECRETS_SA = "external-secrets"
+EXTERNAL_SECRETS_SUBJECT = (EXTERNAL_SECRETS_NAMESPACE, EXTERNAL_SECRETS_SA)
+"""Where the secret syncer runs: the only service account the queue token's reader role trusts (infra makes
+that role only where a region runs a job queue, so it is not among `IRSA_SUBJECTS`)."""
 SELF_SIGNED_ISSUER = "selfsigned"
 CA_ISSUER = "model-serving-ca"
 CA_SECRET = "model-serving-ca"  # noqa: S105 - a Secret's name
@@ -232,5 +238,67 @@ def cluster_autoscaler_values(registry: str, cluster_name: str, region: str, rol
             # pod has emptyDir volumes (the sidecar's): with the defaults no node would ever scale down.
             "skip-nodes-with-system-pods": False,
             "skip-nodes-with-local-storage": False,
+        },
+    }
+
+
+def _keda_image(key: str, registry: str) -> dict[str, str]:
+    """KEDA's charts join `registry/repository:tag`: the tag carries the digest, so the pull is pinned."""
+    image = load_lock().image(key)
+    return {"registry": registry, "repository": image.repository, "tag": f"{image.tag}@{image.digest}"}
+
+
+def keda_values(registry: str) -> dict[str, Any]:
+    """KEDA (operator, external-metrics server, admission webhooks), two replicas of each behind PDBs: it
+    scales the async workers on their stream's backlog."""
+    return {
+        "image": {
+            "keda": _keda_image("keda", registry),
+            "metricsApiServer": _keda_image("keda-metrics-apiserver", registry),
+            "webhooks": _keda_image("keda-admission-webhooks", registry),
+        },
+        "operator": {"replicaCount": 2},
+        "metricsServer": {"replicaCount": 2},
+        "webhooks": {"replicaCount": 2},
+        "podDisruptionBudget": {
+            "operator": {"maxUnavailable": 1},
+            "metricServer": {"maxUnavailable": 1},
+            "webhooks": {"maxUnavailable": 1},
+        },
+    }
+
+
+def external_secrets_values(registry: str, role_arn: str) -> dict[str, Any]:
+    """External Secrets with its CRDs and two replicas, running as the IRSA role that may read the job
+    queue's token and nothing else (the stores name no other credentials)."""
+    image = tagged_image("external-secrets", registry)
+    return {
+        "installCRDs": True,
+        "replicaCount": 2,
+        "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
+        "image": image,
+        "serviceAccount": {
+            "create": True,
+            "name": EXTERNAL_SECRETS_SA,
+            "annotations": irsa_annotations(role_arn),
+        },
+        "webhook": {"replicaCount": 2, "image": image},
+        "certController": {"image": image},
+        # Only the platform's ClusterSecretStore: tenants create neither stores nor ExternalSecrets.
+        "processClusterExternalSecret": False,
+        "processPushSecret": False,
+    }
+
+
+def job_queue_store(name: str, region: str, namespaces: list[str]) -> Manifest:
+    """The region's Secrets Manager as a store for the namespaces of the models with async requests alone;
+    it authenticates as the syncer's own IRSA role."""
+    return {
+        "apiVersion": "external-secrets.io/v1",
+        "kind": "ClusterSecretStore",
+        "metadata": metadata(name),
+        "spec": {
+            "provider": {"aws": {"service": "SecretsManager", "region": region}},
+            "conditions": [{"namespaces": sorted(set(namespaces))}],
         },
     }

@@ -38,6 +38,10 @@ MODEL_FILE = "model.onnx"
 CHECKSUMS_FILE = "SHA256SUMS"
 BUCKET_KEY = "bucket"
 """Key of the model bucket's name in the model's store ConfigMap (`store_config_name`)."""
+QUEUE_PORT = 6379
+"""The job queue's port (Redis over TLS): the pods of a model with async requests reach it."""
+QUEUE_URL_KEY = "redis-url"
+"""Key of the `rediss://` URL, AUTH token included, in a model's queue Secret (`queue_secret_name`)."""
 
 # The sidecar's share of every pod, set explicitly so the tenant quota can count it (`pod_footprint`). The
 # limits are well under Istio's defaults (2 CPU, 1Gi): a model pod's proxy carries only that pod's traffic.
@@ -135,7 +139,8 @@ def store_config_name(model: ModelConfig) -> str:
     return f"{model.name}-store"
 
 
-def _sync_container(spec: ServingSpec, version: str) -> dict[str, Any]:
+def sync_container(spec: ServingSpec, version: str) -> dict[str, Any]:
+    """The init container that copies one version from the store and checks it against its SHA256SUMS."""
     # The bucket comes from the ConfigMap and reaches the arguments by the kubelet's $(VAR) expansion, so the
     # Deployment stays fully known in a preview while the bucket name is still an output of the infra layer.
     bucket = {"configMapKeyRef": {"name": store_config_name(spec.model), "key": BUCKET_KEY}}
@@ -163,6 +168,30 @@ def _sync_container(spec: ServingSpec, version: str) -> dict[str, Any]:
     if spec.store_credentials_secret is not None:
         container["envFrom"] = [{"secretRef": {"name": spec.store_credentials_secret}}]
     return container
+
+
+def queue_secret_name(model: ModelConfig) -> str:
+    """The Secret (synced from Secrets Manager) with the job queue's URL, for a model with async requests."""
+    return f"{model.name}-async-queue"
+
+
+def job_stream(model: ModelConfig) -> str:
+    """The Redis stream of a model's jobs: one per model, so a model's workers read only its own jobs."""
+    return f"inference-jobs:{model.name}"
+
+
+def queue_env(model: ModelConfig) -> list[dict[str, Any]]:
+    """What a model's pods need to take async requests (and its workers to consume them): the queue's URL from
+    its Secret, never in the manifest, the model's stream and its bound. Nothing for a model without async."""
+    workers = model.async_workers
+    if workers is None:
+        return []
+    url = {"secretKeyRef": {"name": queue_secret_name(model), "key": QUEUE_URL_KEY}}
+    return [
+        {"name": "SERVING_ASYNC_REDIS_URL", "valueFrom": url},
+        {"name": "SERVING_ASYNC_STREAM", "value": job_stream(model)},
+        {"name": "SERVING_ASYNC_MAX_QUEUED", "value": str(workers.max_queued)},
+    ]
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -194,6 +223,7 @@ def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
             # finishes in-flight requests; the kubelet waits a little longer than that before killing it.
             {"name": "SERVING_DRAIN_DELAY_SECONDS", "value": str(DRAIN_DELAY_SECONDS)},
             {"name": "SERVING_GRACE_PERIOD_SECONDS", "value": str(GRACE_PERIOD_SECONDS)},
+            *queue_env(spec.model),
         ],
         "startupProbe": _probe(loaded, 5, 60),
         "readinessProbe": _probe(loaded, 5, 3),
@@ -244,7 +274,7 @@ def deployment(spec: ServingSpec, version: str) -> Manifest:
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-                    "initContainers": [_sync_container(spec, version)],
+                    "initContainers": [sync_container(spec, version)],
                     "containers": [_server_container(spec, version)],
                     "volumes": [
                         {"name": "models", "emptyDir": {"sizeLimit": "4Gi"}},
@@ -521,6 +551,9 @@ def network_policy(model: ModelConfig) -> Manifest:
                 # The model store (S3 through its gateway endpoint, STS through its interface endpoint, or the
                 # on-premises store) for the model sync, HTTPS only; the mesh's ServiceEntries name the hosts.
                 {"ports": ports(443)},
+                # The job queue (ElastiCache, TLS), for a model that takes async requests; the mesh's
+                # ServiceEntry in the tenant's namespace names its one host.
+                *([{"ports": ports(QUEUE_PORT)}] if model.async_workers else []),
             ],
         },
     }

@@ -9,6 +9,8 @@ import pulumi
 
 from stacks.artifacts import load_lock
 from stacks.components.addons import (
+    AsyncInferenceAddons,
+    AsyncInferenceAddonsArgs,
     Autoscaling,
     AutoscalingArgs,
     CertManager,
@@ -17,6 +19,7 @@ from stacks.components.addons import (
     LoadBalancerController,
     LoadBalancerControllerArgs,
 )
+from stacks.components.async_workers import AsyncWorkers, AsyncWorkersArgs
 from stacks.components.cluster import IDENTITY_GROUP_PREFIX
 from stacks.components.mesh import Mesh, MeshArgs
 from stacks.components.model_serving import ModelServing, ModelServingArgs
@@ -31,6 +34,7 @@ from stacks.components.tenancy import Tenancy, TenancyArgs
 from stacks.config import load_config
 from stacks.contract import (
     ROLE_CLUSTER_AUTOSCALER,
+    ROLE_EXTERNAL_SECRETS,
     ROLE_FLUENT_BIT,
     ROLE_LB_CONTROLLER,
     ROLE_OTEL_COLLECTOR,
@@ -105,7 +109,49 @@ def _monitoring(cfg: StackConfig, target: ClusterTarget, opts: pulumi.ResourceOp
     )
 
 
-def _serving(cfg: StackConfig, target: ClusterTarget, mesh: Mesh, tenants: dict[str, Tenancy]) -> None:
+def _async_addons(cfg: StackConfig, target: ClusterTarget) -> AsyncInferenceAddons | None:
+    """KEDA and the secret syncer, on the EKS clusters of a stack whose models take async requests (the
+    queue is infra's, so there is none on premises)."""
+    eks = target.eks
+    if eks is None or not cfg.async_models:
+        return None
+    return AsyncInferenceAddons(
+        f"{target.name}-async",
+        AsyncInferenceAddonsArgs(
+            registry=target.registry,
+            region=eks.region,
+            secrets_role_arn=eks.role(ROLE_EXTERNAL_SECRETS),
+            namespaces=tuple(m.tenant for m in cfg.async_models),
+        ),
+        opts=pulumi.ResourceOptions(provider=target.provider),
+    )
+
+
+def _workers(
+    target: ClusterTarget, spec: ServingSpec, served: ModelServing, addons: AsyncInferenceAddons | None
+) -> None:
+    """A model's async workers, once its serving objects (identity, store) and the add-ons exist."""
+    if spec.model.async_workers is None or addons is None or target.eks is None:
+        return
+    AsyncWorkers(
+        f"{target.name}-async-{spec.model.name}",
+        AsyncWorkersArgs(
+            spec=spec,
+            queue_host=target.eks.field("job_queue_endpoint"),
+            queue_secret_arn=target.eks.field("job_queue_secret_arn"),
+            waits_for=(served, *addons.ready),
+        ),
+        opts=pulumi.ResourceOptions(provider=target.provider),
+    )
+
+
+def _serving(
+    cfg: StackConfig,
+    target: ClusterTarget,
+    mesh: Mesh,
+    tenants: dict[str, Tenancy],
+    addons: AsyncInferenceAddons | None,
+) -> None:
     on_cluster = pulumi.ResourceOptions(provider=target.provider)
     store = None if cfg.onprem is None else cfg.onprem.store
     for model in cfg.models:
@@ -124,7 +170,7 @@ def _serving(cfg: StackConfig, target: ClusterTarget, mesh: Mesh, tenants: dict[
             store_endpoint=store.endpoint if store else None,
             store_credentials_secret=store.credentials_secret if store else None,
         )
-        ModelServing(
+        served = ModelServing(
             f"{target.name}-model-{model.name}",
             ModelServingArgs(
                 spec=spec,
@@ -135,6 +181,7 @@ def _serving(cfg: StackConfig, target: ClusterTarget, mesh: Mesh, tenants: dict[
             ),
             opts=on_cluster,
         )
+        _workers(target, spec, served, addons)
 
 
 def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:
@@ -162,7 +209,7 @@ def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:
         )
         for t in cfg.tenants
     }
-    _serving(cfg, target, mesh, tenants)
+    _serving(cfg, target, mesh, tenants, _async_addons(cfg, target))
 
 
 def _autoscaling(target: ClusterTarget, opts: pulumi.ResourceOptions) -> Autoscaling:

@@ -14,7 +14,13 @@ ACCOUNT_ID = "123456789012"
 ZONES_INVOKE = "aws:index/getAvailabilityZones:getAvailabilityZones"
 IDENTITY_INVOKE = "aws:index/getCallerIdentity:getCallerIdentity"
 PARTITION_INVOKE = "aws:index/getPartition:getPartition"
+RANDOM_PASSWORD_INVOKE = "aws:secretsmanager/getRandomPassword:getRandomPassword"  # noqa: S105 - a token
+SECRET_VERSION_INVOKE = "aws:secretsmanager/getSecretVersion:getSecretVersion"  # noqa: S105 - a type token
+SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"  # noqa: S105 - a type token
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
+_SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"  # noqa: S105 - the SDK's marker key, not a secret
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 - the SDK's secret marker, not a secret
+"""How the SDK marks a secret value in the properties it sends (`{sig key: secret sig, "value": ...}`)."""
 UNKNOWN_ID = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 """The id the engine gives a resource it has not created yet (providers in a preview)."""
 
@@ -67,6 +73,13 @@ _EC2_PREFIX = {
 }
 
 
+def _plain(value: Any) -> Any:
+    """A value without the SDK's secret wrapping (the engine keeps the plain value beside the secret mark)."""
+    if isinstance(value, dict) and value.get(_SECRET_SIG_KEY) == _SECRET_SIG:
+        return _plain(value.get("value"))
+    return value
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()
 
@@ -87,6 +100,8 @@ class RealisticMocks(pulumi.runtime.Mocks):
         """Fully qualified stack name -> its outputs, for the StackReferences a program reads."""
         self.provider_regions: dict[str, str] = {}
         """Provider reference (`urn::id`) -> region; the recording monitor fills it as providers register."""
+        self.secret_values: dict[str, str] = {}
+        """Secret id -> the value its latest SecretVersion stored (what GetSecretValue answers)."""
 
     def region_of(self, provider: str | None) -> str:
         """The region a provider reference points at (the default region when there is none)."""
@@ -123,7 +138,37 @@ class RealisticMocks(pulumi.runtime.Mocks):
                 "dnsSuffix": "amazonaws.com",
                 "reverseDnsPrefix": "com.amazonaws",
             }, []
+        if args.token in (RANDOM_PASSWORD_INVOKE, SECRET_VERSION_INVOKE):
+            return self._secrets_invoke(args)
         raise NotImplementedError(f"no mock for invoke {args.token}")
+
+    def _secrets_invoke(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """Secrets Manager's password generator (letters and digits, as asked), and a secret's current value:
+        what its last SecretVersion stored, and a failure for a secret that holds none, as the service
+        fails."""
+        if args.token == RANDOM_PASSWORD_INVOKE:
+            length = int(args.args.get("passwordLength") or 32)
+            alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+            seed = json.dumps(args.args, sort_keys=True)
+            stream = b"".join(
+                hashlib.sha256(f"{seed}/{i}".encode()).digest() for i in range(length // 32 + 1)
+            )
+            password = "".join(alphabet[b % len(alphabet)] for b in stream[:length])
+            return {"id": self.region_of(args.provider), "randomPassword": password}, []
+        secret_id = str(args.args.get("secretId", ""))
+        if secret_id not in self.secret_values:
+            raise ValueError(f"GetSecretValue: secret {secret_id!r} has no value (ResourceNotFoundException)")
+        version = _digest(secret_id, self.secret_values[secret_id])[:32]
+        return {
+            "id": f"{secret_id}|AWSCURRENT",
+            "arn": secret_id,
+            "secretId": secret_id,
+            "secretString": self.secret_values[secret_id],
+            "versionId": version,
+            "versionStages": ["AWSCURRENT"],
+        }, []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         """Return an id and outputs: the inputs plus what the cloud would compute."""
@@ -146,6 +191,10 @@ class RealisticMocks(pulumi.runtime.Mocks):
         if args.typ.startswith("kubernetes:") or not args.typ.startswith("aws:"):
             return self._kubernetes(args)
         region = self.region_of(args.provider)
+        if args.typ == SECRET_VERSION:
+            self.secret_values[str(args.inputs.get("secretId", ""))] = str(
+                _plain(args.inputs.get("secretString"))
+            )
         return _aws(args.typ, args.name, region, dict(args.inputs), self.account)
 
     def _kubernetes(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -315,7 +364,45 @@ def _peering_options(
     return str(outputs.get("vpcPeeringConnectionId", "")), outputs
 
 
+def _replication_group(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
+    """An ElastiCache replication group (cluster mode off): its endpoints carry the group's id, a hash and the
+    region's short code, its member clusters the id and a number."""
+    group = outputs.get("replicationGroupId") or f"{name}-{digest[:7]}"
+    host = f"{group}.{digest[:6]}.{_ZONE_ID_PREFIX[region]}.cache.amazonaws.com"
+    nodes = int(outputs.get("numCacheClusters") or 1)
+    return group, outputs | {
+        "arn": _arn(account, "elasticache", region, f"replicationgroup:{group}"),
+        "primaryEndpointAddress": f"master.{host}",
+        "readerEndpointAddress": f"replica.{host}",
+        "memberClusters": [f"{group}-{i:03d}" for i in range(1, nodes + 1)],
+        "clusterEnabled": False,
+    }
+
+
+def _secret(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
+    """A Secrets Manager secret: its ARN, the id, ends with six random characters after its name."""
+    arn = _arn(account, "secretsmanager", region, f"secret:{outputs.get('name') or name}-{digest[:6]}")
+    return arn, outputs | {"arn": arn}
+
+
+def _secret_version(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
+    version = f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+    return f"{outputs.get('secretId')}|{version}", outputs | {
+        "versionId": version,
+        "arn": outputs.get("secretId"),
+    }
+
+
 _COMPUTED = {
+    "aws:elasticache/replicationGroup:ReplicationGroup": _replication_group,
+    "aws:secretsmanager/secret:Secret": _secret,
+    SECRET_VERSION: _secret_version,
     "aws:lb/loadBalancer:LoadBalancer": _load_balancer,
     "aws:lb/targetGroup:TargetGroup": _target_group,
     "aws:acm/certificate:Certificate": _certificate,

@@ -1,6 +1,6 @@
 """Validation of Kubernetes objects: built-in kinds with kubernetes-validate, CRD kinds with the CRD
-schemas the set-up fetched from the Istio, prometheus-operator and cert-manager Go modules (`make setup`,
-into .tools/crds)."""
+schemas the set-up fetched from the Istio, prometheus-operator, cert-manager, KEDA and External Secrets Go
+modules (`make setup`, into .tools/crds)."""
 
 import copy
 from functools import cache
@@ -15,7 +15,7 @@ from stacks.preview.run import ROOT
 
 KUBERNETES_VERSION = "1.33.0"
 CRD_DIR = ROOT / ".tools" / "crds"
-CRD_GROUPS = (".istio.io", "monitoring.coreos.com", "cert-manager.io")
+CRD_GROUPS = (".istio.io", "monitoring.coreos.com", "cert-manager.io", "keda.sh", "external-secrets.io")
 """API groups validated against the fetched CRD schemas."""
 
 

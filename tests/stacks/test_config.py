@@ -222,6 +222,9 @@ def test_quota_must_hold_the_models_at_max_replicas_with_their_sidecars() -> Non
     # 2 versions x (15 + 1 surge) pods x (2 CPUs + the sidecar's 0.5) = 80 CPUs; 72 would hold the servers
     # alone (2 x 16 x 2 = 64) but not their sidecars.
     model["replicas"]["max"] = 15
+    # Without its async workers, which take their own share (tests/stacks/test_config_async.py).
+    model.pop("async", None)
+    values.pop("asyncInference", None)
     values["tenants"][0]["quota"]["cpu"] = "72"
     with pytest.raises(
         ConfigError, match=r"tenants\[0\]\.quota\.cpu: 72 is below .*sidecars included \(80 CPUs\)"

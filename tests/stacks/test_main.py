@@ -213,7 +213,9 @@ def test_every_custom_resource_names_an_explicit_provider(plans: dict[str, Plan]
 
 # The AWS Load Balancer Controller publishes its CRD only in a Go module version the proxy does not serve;
 # tests/stacks/manifests/test_addons.py checks the binding field by field instead.
-UNPUBLISHED_SCHEMAS = {"kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding"}
+UNPUBLISHED_SCHEMAS = {
+    "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding",
+}
 
 
 def _without_secrets(value: Any) -> Any:
