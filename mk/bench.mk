@@ -19,3 +19,9 @@ $(GHZ): $(GHZ_MARKER)
 	else \
 	  echo "warning: ghz $(GHZ_VERSION) could not be installed; make bench will use a grpc.aio client for gRPC" >&2; \
 	fi
+
+# Asynchronous inference (issue 16): jobs on Redis Streams against the synchronous path at the same CPU,
+# and job latency at 50% and 90% of the async rate (benchmarks/async_jobs.py, about four minutes).
+.PHONY: async-bench
+async-bench: setup
+	$(BIN)/python benchmarks/async_jobs.py
