@@ -34,7 +34,14 @@ from serving_image.job_callbacks import (
     validate_callback_url,
 )
 from serving_image.job_queue import JobQueue, JobStatus, NewJob, iso_time
-from serving_image.job_worker import caller_job, decode_job, log_submitted, route_job
+from serving_image.job_worker import (
+    INPUT_REF_PARAMETER,
+    caller_job,
+    check_input_ref,
+    decode_job,
+    log_submitted,
+    route_job,
+)
 from serving_image.proto import async_inference_pb2 as jobs_pb
 from serving_image.proto import grpc_predict_v2_pb2 as pb
 from serving_image.rest_codec import serialize_tensor
@@ -44,6 +51,8 @@ from serving_image.tracking import RequestTracker, Tracked
 
 SERVICE = "/inference.jobs.AsyncInferenceService/"
 NOT_CONFIGURED = "asynchronous inference is not configured"
+RESPONSE_REF_HEADER = b"x-response-ref"
+"""GetJob's trailing metadata naming a large result's URL in the object store (in place of ``response``)."""
 
 
 class JobsServicer:
@@ -61,6 +70,7 @@ class JobsServicer:
         self._jobs = jobs
         self._job_log = job_log
         self._callbacks = callbacks
+        self._store = None if jobs is None else jobs.store  # input_ref's store; None: references refused
 
     def methods(self) -> dict[str, tuple[Parser, Handler]]:
         """Each RPC's path, with the parser of its request message and its handler (registered even
@@ -108,7 +118,10 @@ class JobsServicer:
         try:
             if self._jobs is None:
                 raise NotConfigured(NOT_CONFIGURED)
-            return job_message(await caller_job(self._jobs, self._gate, call.metadata, request.id))
+            job = await caller_job(self._jobs, self._gate, call.metadata, request.id)
+            if job.state == "done" and job.response_ref is not None:  # the Job message has no field for it
+                call.trailing.append((RESPONSE_REF_HEADER, job.response_ref.encode()))
+            return job_message(job)
         except ServingError as error:
             raise RpcError(error.grpc_code, error.message) from None
 
@@ -117,16 +130,34 @@ class JobsServicer:
 
         The request id logged is the metadata's (``x-request-id``) or the server's, as for ModelInfer.
         """
-        decoded = decode_request(request, self._dp.input_specs(target), self._limits)
-        body, header_length = job_body(decoded)
-        decode_job(self._dp, target, body, header_length, self._limits)  # as the worker will decode it
+        input_ref = None
+        if INPUT_REF_PARAMETER in request.parameters:  # the request is an object in the store
+            input_ref = self._input_ref(request)
+            body, header_length = reference_body(request, input_ref), None
+        else:
+            decoded = decode_request(request, self._dp.input_specs(target), self._limits)
+            body, header_length = job_body(decoded)
+            decode_job(self._dp, target, body, header_length, self._limits)  # as the worker will decode it
         callback = requested_callback(headers.get(CALLBACK_HEADER), callback_parameter(request))
         return NewJob(
             model=target.model.name, version=target.version.version,
             version_requested=request.model_version or None, body=body, header_length=header_length,
             caller=tracked.caller, request_id=tracked.request_id,
             callback_url=None if callback is None else validate_callback_url(callback, self._callbacks),
+            input_ref=input_ref,
         )  # fmt: skip
+
+    def _input_ref(self, request: Any) -> str:
+        """The request parameter ``input_ref`` (a ``string_param`` naming an object under the store's
+        ``inputs/``), on a request without tensors: only the reference is checked now."""
+        parameter = request.parameters[INPUT_REF_PARAMETER]
+        is_string = parameter.WhichOneof("parameter_choice") == "string_param"
+        input_ref = check_input_ref(self._store, parameter.string_param if is_string else None)
+        for member in ("inputs", "raw_input_contents", "outputs"):
+            if getattr(request, member):
+                name = INPUT_REF_PARAMETER
+                raise InvalidInput(f"a request with '{name}' has no {member}: the object it names holds them")
+        return input_ref
 
 
 def callback_parameter(request: Any) -> str | None:
@@ -159,6 +190,15 @@ def job_body(request: InferRequest) -> tuple[bytes, int]:
         header["outputs"] = [{"name": output.name} for output in request.outputs]
     head = orjson.dumps(header)
     return b"".join([head, *chunks]), len(head)
+
+
+def reference_body(request: Any, input_ref: str) -> bytes:
+    """The body queued for a job whose request is in the store: its id and the reference (the worker
+    reads the request from the object; this is kept with a dead letter)."""
+    header: dict[str, object] = {"parameters": {INPUT_REF_PARAMETER: input_ref}}
+    if request.id:
+        header["id"] = request.id
+    return orjson.dumps(header)
 
 
 def job_message(job: JobStatus) -> jobs_pb.Job:

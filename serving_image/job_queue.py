@@ -11,9 +11,10 @@ The layout in Redis (docs/async-inference.md says why Redis Streams):
 - ``{stream}:dead``: the dead-letter stream, one entry per job that used up its attempts, with
   the reason and the request body (so an operator can replay it).
 - ``job:{id}``: the job's hash: state (pending, running, done, failed), model, version requested
-  and served, caller, request id, times, attempts, and the result (the V2 response JSON) or the
-  error; for a job with a completion callback, its URL and how its delivery went. It expires
-  ``async_result_ttl_s`` after the job finished.
+  and served, caller, request id, times, attempts, and the result (the V2 response JSON, or for a
+  large one its URL in the object store, ``response_ref``) or the error; for a job with a completion
+  callback, its URL and how its delivery went. It expires ``async_result_ttl_s`` after the job
+  finished.
 
 Each step that must not be torn in two is one Lua script, which Redis runs atomically: queue a
 job within the bound and create its hash; start a run only if no result exists; store a result
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from serving_image.errors import Overloaded, QueueUnavailable
+from serving_image.object_store import ObjectStore, open_store
 from serving_image.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,13 +69,14 @@ redis.call('HSET', KEYS[2], 'state', 'running', 'attempts', ARGV[3], 'started', 
 return 1
 """
 
-# KEYS: stream, job hash. ARGV: group, entry id, result, version served, now, ttl in ms.
+# KEYS: stream, job hash. ARGV: group, entry id, result, version served, now, ttl in ms, and the field
+# the result goes in: 'result' (the V2 response) or 'response_ref' (its URL in the object store).
 # Stores the result only if none is stored; acknowledges the entry either way.
 _DONE = """
 local state = redis.call('HGET', KEYS[2], 'state')
 local stored = 0
 if state == 'pending' or state == 'running' then
-  redis.call('HSET', KEYS[2], 'state', 'done', 'result', ARGV[3], 'version', ARGV[4], 'finished', ARGV[5])
+  redis.call('HSET', KEYS[2], 'state', 'done', ARGV[7], ARGV[3], 'version', ARGV[4], 'finished', ARGV[5])
   redis.call('HDEL', KEYS[2], 'error')
   if redis.call('HEXISTS', KEYS[2], 'callback_url') == 1 then
     redis.call('HSET', KEYS[2], 'callback_status', 'sending')
@@ -146,6 +149,9 @@ class NewJob:
     request_id: str
     callback_url: str | None = None
     """Checked at submit (``job_callbacks.validate_callback_url``): POSTed the job's end."""
+    input_ref: str | None = None
+    """The object in the store holding the request (``object_store``); checked at submit to be inside
+    the store, read and decoded by the worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +167,7 @@ class Delivery:
     caller: str | None
     attempts: int
     callback_url: str | None = None
+    input_ref: str | None = None
 
     def fields(self) -> list[bytes | str]:
         """The entry's items, to keep with a dead letter."""
@@ -169,6 +176,8 @@ class Delivery:
             items += ["header_length", str(self.header_length)]
         if self.callback_url is not None:
             items += ["callback_url", self.callback_url]
+        if self.input_ref is not None:
+            items += ["input_ref", self.input_ref]
         return items
 
 
@@ -200,14 +209,19 @@ class JobStatus:
     error: str | None
     result: bytes | None
     callback: CallbackRecord | None = None
+    response_ref: str | None = None
+    """Where the result is instead of ``result``: a URL in the object store (a large result)."""
+    input_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """A run that produced the V2 response ``result`` with ``version``."""
+    """A run that produced the V2 response ``result`` with ``version``; or, for a large result written
+    to the object store, its URL ``response_ref`` (``result`` is then not stored)."""
 
     result: bytes
     version: str
+    response_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +274,10 @@ class JobQueue:
         self.visibility_ms = max(1, round(settings.async_visibility_timeout_s * 1000))
         self.ttl_ms = settings.async_result_ttl_s * 1000
         self._errors = errors
+        # The store of the jobs' large inputs and results (serving_image/object_store.py); None when unset.
+        self.store: ObjectStore | None = (
+            open_store(settings.async_object_store) if settings.async_object_store else None
+        )
         self._submit: AsyncScript = client.register_script(_SUBMIT)
         self._begin: AsyncScript = client.register_script(_BEGIN)
         self._done: AsyncScript = client.register_script(_DONE)
@@ -325,6 +343,9 @@ class JobQueue:
         if job.callback_url is not None:
             record += ["callback_url", job.callback_url]
             entry += ["callback_url", job.callback_url]
+        if job.input_ref is not None:
+            record += ["input_ref", job.input_ref]
+            entry += ["input_ref", job.input_ref]
         with self._reachable():
             queued = await self._submit(
                 keys=[self.stream, _job_key(job_id)], args=[self.max_queued, len(record), *record, *entry]
@@ -358,6 +379,8 @@ class JobQueue:
             error=text.get("error"),
             result=_bytes(fields["result"]) if "result" in fields else None,
             callback=_callback_record(text),
+            response_ref=text.get("response_ref"),
+            input_ref=text.get("input_ref"),
         )
 
     async def depth(self) -> int:
@@ -451,7 +474,10 @@ class JobQueue:
         key = _job_key(delivery.job_id)
         entry = delivery.entry_id
         if isinstance(completion, Done):
-            args: list[Any] = [GROUP, entry, completion.result, completion.version, now, self.ttl_ms]
+            field, result = "result", completion.result
+            if completion.response_ref is not None:  # a large result: its URL in the object store
+                field, result = "response_ref", completion.response_ref.encode()
+            args: list[Any] = [GROUP, entry, result, completion.version, now, self.ttl_ms, field]
             await self._done(keys=[self.stream, key], args=args, client=pipe)
         elif isinstance(completion, Retry):
             await self._retry(keys=[key], args=[completion.error], client=pipe)
@@ -511,6 +537,7 @@ def _delivery(entry: Any, attempts: int) -> Delivery | None:
             caller=_text(fields.get("caller", b"")) or None,
             attempts=attempts,
             callback_url=_text(fields["callback_url"]) if "callback_url" in fields else None,
+            input_ref=_text(fields["input_ref"]) if "input_ref" in fields else None,
         )
     except (KeyError, ValueError):
         return None

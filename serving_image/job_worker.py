@@ -15,6 +15,14 @@ The version a job runs on was chosen when it was submitted, by the variant route
 headers as for a live request (``route_job``); it is recorded in the result. ``decode_job`` is the
 one decoding of a job's body, used at submit to refuse a bad request with a 4xx and by the worker
 to run it, so a job that was accepted never fails for its input.
+
+A job may instead carry its request by reference (the request parameter ``input_ref``, an object in
+the store ``async_object_store``; serving_image/object_store.py): only the reference can be checked
+at submit (``check_input_ref``), so the worker reads the object (bounded by
+``async_max_object_bytes``) and decodes it with ``decode_job``; an object that is missing, too large
+or not a request the model takes fails the job at once with the reason, without further attempts
+(another attempt would read the same object). A result larger than ``async_inline_result_bytes`` is
+written to the store, and the job records its URL (``response_ref``) instead of the response.
 """
 
 import asyncio
@@ -26,10 +34,20 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+import orjson
+
 from serving_image.access_log import AccessLog, log_event
 from serving_image.auth import Gate
 from serving_image.dataplane import DataPlane, Target
-from serving_image.errors import JobNotFound, ModelNotReady, Overloaded, QueueUnavailable, ServingError
+from serving_image.errors import (
+    InvalidInput,
+    JobNotFound,
+    ModelNotReady,
+    Overloaded,
+    PayloadTooLarge,
+    QueueUnavailable,
+    ServingError,
+)
 from serving_image.job_callbacks import CallbackOutcome, CallbackPolicy, CallbackSender, status_document
 from serving_image.job_queue import (
     Completion,
@@ -42,6 +60,7 @@ from serving_image.job_queue import (
     Recorded,
     Retry,
 )
+from serving_image.object_store import ObjectMissing, ObjectStore, StoreUnavailable
 from serving_image.repository import failure_fields
 from serving_image.rest_codec import decode_infer_request, encode_infer_response
 from serving_image.settings import Settings
@@ -62,6 +81,9 @@ MAX_CALLBACK_CONNECTIONS = 32
 CALLBACK_STOP_MARGIN_S = 0.5
 """At shutdown, the time kept back from the grace period to record the callbacks given up."""
 _UNKNOWN_JOB = "no job with this id: unknown, or finished and expired"
+INPUT_REF_PARAMETER = "input_ref"
+"""The V2 request parameter naming the object in the store that holds a job's request."""
+REFS_NOT_CONFIGURED = "object-store references are not configured"
 
 
 def route_job(dataplane: DataPlane, model: str, version: str | None, headers: Mapping[str, str]) -> Target:
@@ -94,6 +116,18 @@ def decode_job(
     for output in request.outputs or ():
         output.binary = False
     return request
+
+
+def check_input_ref(store: ObjectStore | None, value: object) -> str:
+    """A job's ``input_ref`` as checked at submit: a string naming an object under the store's
+    ``inputs/``; ``InvalidInput`` (400) naming the problem. Whether the object exists, its size and its
+    content are the worker's to check."""
+    if store is None:
+        raise InvalidInput(REFS_NOT_CONFIGURED)
+    if not isinstance(value, str):
+        raise InvalidInput(f"request parameter '{INPUT_REF_PARAMETER}' must be a string (a URL)")
+    store.input_key(value)
+    return value
 
 
 async def caller_job(
@@ -152,6 +186,9 @@ class JobWorker:
         self._visibility_s = settings.async_visibility_timeout_s
         self._claim_every = min(settings.async_visibility_timeout_s / 2, MAX_CLAIM_INTERVAL_S)
         self._limits = TensorLimits(settings.max_tensor_rank, settings.max_tensor_elements)
+        self._store = queue.store
+        self._inline_bytes = settings.async_inline_result_bytes
+        self._max_object_bytes = settings.async_max_object_bytes
         self.consumer = consumer_name()
         self.counts: Counter[str] = Counter()
         self._stopping = asyncio.Event()
@@ -311,11 +348,18 @@ class JobWorker:
         try:
             model = self._dp.model(delivery.model)  # 404 if this worker's repository lacks it
             target = Target(model, self._dp.version(model, delivery.version))
-            request = decode_job(self._dp, target, delivery.body, delivery.header_length, self._limits)
+            if delivery.input_ref is None:
+                request = decode_job(self._dp, target, delivery.body, delivery.header_length, self._limits)
+            else:
+                request = await self._referenced(delivery.input_ref, target)
             response = await self._infer(target, request)
-            result, _ = encode_infer_response(response)
+            done = await self._done(delivery, response)
             status, outcome, error_name = 200, "success", ""
-            return Done(result, response.version), False
+            return done, False
+        except UnusableInput as error:  # the client's object: another attempt would read the same
+            cause = error.cause
+            status, outcome, error_name = cause.status, cause.outcome, type(cause).__name__
+            return Dead(error.message), False
         except ServingError as error:
             status, outcome, error_name = error.status, error.outcome, type(error).__name__
             return self._failed(delivery, error.message), error.status >= 500
@@ -326,6 +370,30 @@ class JobWorker:
             return self._failed(delivery, f"internal server error ({type(error).__name__})"), True
         finally:
             self._tracker.finish(tracked, status, outcome, error_name or None)
+
+    async def _referenced(self, input_ref: str, target: Target) -> InferRequest:
+        """The request in the object ``input_ref`` names, read (size-checked first) and decoded as any
+        job's body; ``UnusableInput`` if it is missing, too large or not a request the model takes."""
+        if self._store is None:  # the operator's doing (submit checked the reference): retried
+            raise StoreUnavailable(f"{REFS_NOT_CONFIGURED} on this worker")
+        try:
+            body = await self._store.get(self._store.input_key(input_ref), self._max_object_bytes)
+        except (ObjectMissing, InvalidInput, PayloadTooLarge) as error:
+            raise UnusableInput(error, f"{INPUT_REF_PARAMETER}: {error.message}") from error
+        try:
+            return decode_job(self._dp, target, body, None, self._limits)
+        except (InvalidInput, PayloadTooLarge) as error:
+            message = f"{INPUT_REF_PARAMETER} {input_ref}: {error.message}"
+            raise UnusableInput(error, message) from error
+
+    async def _done(self, delivery: Delivery, response: InferResponse) -> Done:
+        """The run's result: inline, or written to the object store if it is larger than
+        ``async_inline_result_bytes`` (and a store is configured)."""
+        result, _ = encode_infer_response(response)
+        if self._store is None or len(result) <= self._inline_bytes:
+            return Done(result, response.version)
+        url = await self._store.put(self._store.result_key(delivery.job_id), result)
+        return Done(b"", response.version, response_ref=url)
 
     async def _infer(self, target: Target, request: InferRequest) -> InferResponse:
         """The data plane's answer; a batcher full of live traffic is waited out, up to half the visibility
@@ -355,7 +423,10 @@ class JobWorker:
                 if not outcome.changed:  # computed again after a redelivery; the first stored result stands
                     self._event("job_duplicate", delivery, reason="a result was stored already")
                 elif delivery.callback_url is not None:
-                    self.callbacks.send(delivery, "done", completion.version, response=completion.result)
+                    self.callbacks.send(
+                        delivery, "done", completion.version, response=completion.result,
+                        response_ref=completion.response_ref,
+                    )  # fmt: skip
             elif isinstance(completion, Retry):
                 self.counts["retried"] += 1
                 self._event("job_retry", delivery, reason=completion.error)
@@ -371,6 +442,16 @@ class JobWorker:
             "job_id": delivery.job_id, "model": delivery.model, "version": delivery.version,
             "caller": delivery.caller, "attempts": delivery.attempts, "reason": reason,
         })  # fmt: skip
+
+
+class UnusableInput(Exception):
+    """A job's referenced input that no attempt could run: missing, too large, or not a request the
+    model takes (``cause``). The job is dead-lettered at once with ``message``."""
+
+    def __init__(self, cause: ServingError, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.message = message
 
 
 class CallbackDispatch:
@@ -407,12 +488,19 @@ class CallbackDispatch:
 
     def send(
         self, delivery: Delivery, status: str, version: str | None, *, response: bytes | None = None,
-        error: str | None = None,
+        error: str | None = None, response_ref: str | None = None,
     ) -> None:  # fmt: skip
-        """Start POSTing the job's final document (``status_document``) to its URL; returns at once."""
-        document = status_document(
-            delivery.job_id, status, delivery.model, version, response=response, error=error
-        )
+        """Start POSTing the job's final document (``status_document``) to its URL; returns at once.
+
+        A result in the object store is named by ``response_ref`` in place of ``response``, as
+        ``GET /v2/jobs/{id}`` names it."""
+        if response_ref is None:
+            document = status_document(
+                delivery.job_id, status, delivery.model, version, response=response, error=error
+            )
+        else:
+            head = status_document(delivery.job_id, status, delivery.model, version, error=error)
+            document = head[:-1] + b',"response_ref":' + orjson.dumps(response_ref) + b"}"
         task = asyncio.get_running_loop().create_task(self._deliver(delivery, document))
         self._tasks.add(task)
         task.add_done_callback(self._ended)

@@ -34,8 +34,21 @@ from serving_image.job_callbacks import (
     validate_callback_url,
 )
 from serving_image.job_queue import JobQueue, JobStatus, NewJob, iso_time
-from serving_image.job_worker import caller_job, decode_job, log_submitted, route_job
-from serving_image.rest_codec import async_parameter, decode_infer_request, encode_infer_response, parse_json
+from serving_image.job_worker import (
+    INPUT_REF_PARAMETER,
+    caller_job,
+    check_input_ref,
+    decode_job,
+    log_submitted,
+    route_job,
+)
+from serving_image.rest_codec import (
+    async_parameter,
+    callback_parameter,
+    decode_infer_request,
+    encode_infer_response,
+    parse_json,
+)
 from serving_image.settings import Settings
 from serving_image.shadow import ShadowTraffic
 from serving_image.tensors import TensorLimits
@@ -54,6 +67,7 @@ _SPAN_START = {"http.request.method": "POST"}
 # Asynchronous inference (serving_image/job_queue.py): asked for by the request parameter or the header.
 _RESPOND_ASYNC = "respond-async"
 _NOT_CONFIGURED = "asynchronous inference is not configured"
+_INPUT_REF_NAME = f'"{INPUT_REF_PARAMETER}"'.encode()
 
 
 class _Reply(Exception):
@@ -89,6 +103,7 @@ class RestApp:
         self._jobs = jobs
         self._job_log = job_log
         self._callbacks = callbacks  # where a job's callback may go; None: callbacks are off (501)
+        self._store = None if jobs is None else jobs.store  # input_ref's store; None: references refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets are not used
@@ -216,6 +231,14 @@ class RestApp:
         tracked.model, tracked.version = target.model.name, target.version.version
         specs = self._dp.input_specs(target)
         body = await _read_body(receive, headers, self._limit, scope)
+        referencing = _referencing(body, _header_length(headers))
+        if referencing is not None:  # its inputs are in the store: only a job can take them from there
+            if not async_parameter(_parameters(referencing)):
+                raise InvalidInput(
+                    f"request parameter '{INPUT_REF_PARAMETER}' is for asynchronous jobs: "
+                    'add "async": true or the header Prefer: respond-async'
+                )
+            return await self._submit(scope, receive, model_name, version, headers, tracked, body)
         request = decode_infer_request(
             model_name, version, body, _header_length(headers), specs, self._tensor_limits
         )
@@ -246,14 +269,20 @@ class RestApp:
         if body is None:
             body = await _read_body(receive, headers, self._limit, scope)
         header_length = _header_length(headers)
-        request = decode_job(self._dp, target, body, header_length, self._tensor_limits)
-        callback = requested_callback(headers.get(CALLBACK_HEADER), request.callback_url)
-        if request.id is not None and tracked.minted:
-            self._tracker.adopt(tracked, request.id)
+        referencing, input_ref = _referencing(body, header_length), None
+        if referencing is None:
+            request = decode_job(self._dp, target, body, header_length, self._tensor_limits)
+            request_id, callback_url = request.id, request.callback_url
+        else:
+            input_ref, request_id, callback_url = self._reference(referencing, body, header_length)
+        callback = requested_callback(headers.get(CALLBACK_HEADER), callback_url)
+        if request_id is not None and tracked.minted:
+            self._tracker.adopt(tracked, request_id)
         job = NewJob(
             model=target.model.name, version=target.version.version, version_requested=version, body=body,
             header_length=header_length, caller=tracked.caller, request_id=tracked.request_id,
             callback_url=None if callback is None else validate_callback_url(callback, self._callbacks),
+            input_ref=input_ref,
         )  # fmt: skip
         job_id = await self._jobs.submit(job)
         log_submitted(self._job_log, job_id, job)
@@ -263,6 +292,27 @@ class RestApp:
         if _prefers_async(headers):
             extra.append((b"preference-applied", _RESPOND_ASYNC.encode()))
         return 202, orjson.dumps({"id": job_id, "status": "pending"}), extra
+
+    def _reference(
+        self, document: dict[str, Any], body: bytes, header_length: int | None
+    ) -> tuple[str, str | None, str | None]:
+        """A job whose request is an object in the store (``input_ref``): the reference, the request
+        id and the callback URL. Only the reference can be checked now; the worker reads the object."""
+        parameters = _parameters(document)
+        input_ref = check_input_ref(self._store, parameters[INPUT_REF_PARAMETER])
+        for member in ("inputs", "outputs"):
+            if member in document:
+                name = INPUT_REF_PARAMETER
+                raise InvalidInput(
+                    f"a request with '{name}' has no '{member}': the object it names holds them"
+                )
+        if header_length is not None and header_length != len(body):
+            raise InvalidInput(f"a request with '{INPUT_REF_PARAMETER}' has no binary data")
+        async_parameter(parameters)  # a 400 unless a boolean
+        request_id = document.get("id")
+        if request_id is not None and not isinstance(request_id, str):
+            raise InvalidInput("'id' must be a string")
+        return input_ref, request_id, callback_parameter(parameters)
 
     async def _job(self, scope: Scope, send: Send, job_id: str, model: str | None = None) -> None:
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
@@ -333,6 +383,23 @@ def _asks_async(body: bytes, header_length: int | None) -> bool:
     return isinstance(parameters, dict) and async_parameter(parameters)
 
 
+def _referencing(body: bytes, header_length: int | None) -> dict[str, Any] | None:
+    """The JSON header of a request that names ``input_ref`` in its parameters, else None. A body that
+    does not contain the name is not parsed here (the decoder parses it once)."""
+    end = len(body) if header_length is None else header_length
+    if not 0 <= end <= len(body) or body.find(_INPUT_REF_NAME, 0, end) < 0:
+        return None
+    document = parse_json(body[:end])
+    return document if INPUT_REF_PARAMETER in _parameters(document) else None
+
+
+def _parameters(document: dict[str, Any]) -> dict[str, Any]:
+    parameters = document.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidInput("request 'parameters' must be an object")
+    return parameters
+
+
 def _job_document(job: JobStatus) -> bytes:
     """The job's JSON; a finished job's stored V2 response is spliced in as it is, not parsed again."""
     document: dict[str, object] = {
@@ -348,11 +415,15 @@ def _job_document(job: JobStatus) -> bytes:
     }
     if job.error is not None:
         document["error"] = job.error
+    if job.input_ref is not None:
+        document["input_ref"] = job.input_ref
     if job.callback is not None:
         document["callback"] = {
             "url": job.callback.url, "status": job.callback.status,
             "attempts": job.callback.attempts, "detail": job.callback.detail,
         }  # fmt: skip
+    if job.state == "done" and job.response_ref is not None:  # a large result, in the object store
+        document["response_ref"] = job.response_ref
     head = orjson.dumps(document)
     if job.state == "done" and job.result is not None:
         return head[:-1] + b',"response":' + job.result + b"}"

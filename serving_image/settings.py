@@ -1,6 +1,7 @@
 """The server's settings: one object, read from ``SERVING_*`` variables and command-line flags."""
 
 import argparse
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -8,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving_image.object_store import parse_store_url
 
 BUNDLED_MODELS = Path(__file__).resolve().parent / "models"
 
@@ -210,6 +213,30 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=120, description="one callback attempt, from connecting to the answer's head"
     )
 
+    # Object-store references (serving_image/object_store.py): a job's request may be an object in the
+    # store (the request parameter input_ref), and a large result is written there instead of Redis.
+    async_object_store: str = Field(
+        default="",
+        description="large job inputs and results: file:///abs/dir or s3://bucket/prefix; empty: none",
+    )
+    async_inline_result_bytes: int = Field(
+        default=1 << 20, ge=0, le=1 << 26,
+        description="a result larger than this is written to the object store (if set), not kept in Redis",
+    )  # fmt: skip
+    async_max_object_bytes: int = Field(
+        default=256 << 20, ge=1024, le=1 << 32, description="the largest referenced input a worker reads"
+    )
+
+    @field_validator("async_object_store")
+    @classmethod
+    def _store_url(cls, url: str) -> str:
+        if not url:
+            return url
+        location = parse_store_url(url)  # ValueError naming the problem
+        if location.scheme == "s3" and importlib.util.find_spec("boto3") is None:
+            raise ValueError("an s3:// store needs boto3 (the async-s3 extra)")
+        return location.url
+
     @field_validator("async_callback_backoff_cap_s")
     @classmethod
     def _cap_covers_backoff(cls, cap: float, info: ValidationInfo) -> float:
@@ -222,6 +249,8 @@ class Settings(BaseSettings):
     def _async_complete(self) -> "Settings":
         if self.async_worker and not self.async_redis_url:
             raise ValueError("async_worker needs async_redis_url (the queue to consume)")
+        if self.async_object_store and not self.async_redis_url:
+            raise ValueError("async_object_store needs async_redis_url (references are for queued jobs)")
         if self.async_callback_hosts.strip(", ") and self.async_callback_secret_file is None:
             raise ValueError("async_callback_hosts needs async_callback_secret_file (callbacks are signed)")
         return self

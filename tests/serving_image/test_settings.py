@@ -5,6 +5,7 @@ server with one line naming the setting and the reason, before anything listens.
 """
 
 import argparse
+import importlib.util
 import os
 import re
 import sys
@@ -105,6 +106,9 @@ DEFAULTS: dict[str, object] = {
     "async_callback_backoff_s": 1.0,
     "async_callback_backoff_cap_s": 60.0,
     "async_callback_timeout_s": 10.0,
+    "async_object_store": "",
+    "async_inline_result_bytes": 1024 * 1024,
+    "async_max_object_bytes": 256 * 1024 * 1024,
 }
 
 
@@ -200,6 +204,8 @@ BOUNDS: dict[str, tuple[str, str, str, str, str | None, str | None]] = {
         le(3600),
     ),
     "async_callback_timeout_s": ("0.001", "0", gt(0), "120", "120.001", le(120)),
+    "async_inline_result_bytes": ("0", "-1", ge(0), str(1 << 26), str((1 << 26) + 1), le(1 << 26)),
+    "async_max_object_bytes": ("1024", "1023", ge(1024), str(1 << 32), str((1 << 32) + 1), le(1 << 32)),
 }
 NUMERIC_CONSTRAINTS = (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt)
 
@@ -251,6 +257,26 @@ def test_a_variable_past_a_bound_exits_2_naming_the_setting_and_the_bound(
     assert line == f"{PROG}: error: invalid setting: {field}: {reason}", f"{variable(field)}={text}: {line}"
 
 
+# The object store's URL (serving_image/object_store.py): each problem is named.
+STORE_URLS_REFUSED = (
+    ("http://bucket/jobs", "must be file:///<absolute directory> or s3://<bucket>/<prefix>"),
+    ("/srv/store", "must be file:///<absolute directory> or s3://<bucket>/<prefix>"),
+    ("file://host/srv/store", "a file:// store names no host: file:///<absolute directory>"),
+    ("file:///", "the directory must not be /"),
+    ("file:///srv/../etc", "the directory's path has an empty, '.' or '..' segment"),
+    ("file:///srv//store", "the directory's path has an empty, '.' or '..' segment"),
+    ("file:///srv/my store", "must be printable ASCII without spaces"),
+    ("file:///srv/st\u00f6re", "must be printable ASCII without spaces"),
+    ("s3://Bad_Bucket/jobs", "'Bad_Bucket' is not an S3 bucket name"),
+    ("s3://ab/jobs", "'ab' is not an S3 bucket name"),
+    ("s3://-bucket/jobs", "'-bucket' is not an S3 bucket name"),
+    ("s3://bucket/jobs//m", "the prefix has an empty, '.' or '..' segment"),
+    ("s3://bucket/jobs/../m", "the prefix has an empty, '.' or '..' segment"),
+    ("s3://bucket/jobs?versionId=1", "must have no query or fragment"),
+    ("file:///srv/store#x", "must have no query or fragment"),
+)
+
+
 @pytest.mark.parametrize(
     ("field", "text", "reason"),
     [
@@ -276,6 +302,7 @@ def test_a_variable_past_a_bound_exits_2_naming_the_setting_and_the_bound(
             "2.5",
             "Input should be a valid integer, unable to parse string as an integer",
         ),
+        *(("async_object_store", url, reason) for url, reason in STORE_URLS_REFUSED),
     ],
 )
 def test_a_variable_of_the_wrong_kind_exits_2_naming_the_setting_and_the_reason(
@@ -366,6 +393,10 @@ JWT = {
         ({"SERVING_METRICS_PORT": "8081"}, "metrics_port must differ from http_port and grpc_port"),
         ({"SERVING_ASYNC_WORKER": "true"}, "async_worker needs async_redis_url (the queue to consume)"),
         (
+            {"SERVING_ASYNC_OBJECT_STORE": "file:///srv/store"},
+            "async_object_store needs async_redis_url (references are for queued jobs)",
+        ),
+        (
             {"SERVING_ASYNC_CALLBACK_HOSTS": "hooks.example.com"},
             "async_callback_hosts needs async_callback_secret_file (callbacks are signed)",
         ),
@@ -395,6 +426,22 @@ def test_settings_that_do_not_fit_together_exit_2_with_the_reason(
              "async_callback_secret_file": "{key_file}"},
         ),
         ({"SERVING_ASYNC_CALLBACK_HOSTS": " , "}, {"async_callback_hosts": " , "}),
+        (  # normalized: no trailing slash
+            {"SERVING_ASYNC_REDIS_URL": "redis://q:6379", "SERVING_ASYNC_OBJECT_STORE": "file:///srv/models/"},
+            {"async_redis_url": "redis://q:6379", "async_object_store": "file:///srv/models"},
+        ),
+        (
+            {"SERVING_ASYNC_REDIS_URL": "redis://q:6379",
+             "SERVING_ASYNC_OBJECT_STORE": "s3://eu-prod-async-eu-central-1/jobs/tabular-classifier"},
+            {"async_redis_url": "redis://q:6379",
+             "async_object_store": "s3://eu-prod-async-eu-central-1/jobs/tabular-classifier"},
+        ),
+        (
+            {"SERVING_ASYNC_REDIS_URL": "redis://q:6379", "SERVING_ASYNC_OBJECT_STORE": "s3://jobs.bucket/",
+             "SERVING_ASYNC_INLINE_RESULT_BYTES": "0", "SERVING_ASYNC_MAX_OBJECT_BYTES": "1024"},
+            {"async_redis_url": "redis://q:6379", "async_object_store": "s3://jobs.bucket",
+             "async_inline_result_bytes": 0, "async_max_object_bytes": 1024},
+        ),
         (
             {"SERVING_ASYNC_CALLBACK_BACKOFF_S": "5", "SERVING_ASYNC_CALLBACK_BACKOFF_CAP_S": "5"},
             {"async_callback_backoff_s": 5.0, "async_callback_backoff_cap_s": 5.0},
@@ -413,6 +460,22 @@ def test_async_settings_that_fit_together_are_accepted(
         for name, value in changed.items()
     }
     assert load_settings([]).model_dump() == DEFAULTS | expected, env
+
+
+def test_an_s3_store_without_boto3_exits_2_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *rest: None if name == "boto3" else find_spec(name, *rest)
+    )
+    monkeypatch.setenv("SERVING_ASYNC_REDIS_URL", "redis://q:6379")
+    monkeypatch.setenv("SERVING_ASYNC_OBJECT_STORE", "file:///srv/store")
+    assert load_settings([]).async_object_store == "file:///srv/store", "a directory needs no boto3"
+    monkeypatch.setenv("SERVING_ASYNC_OBJECT_STORE", "s3://jobs-bucket/jobs")
+    line = refused(capsys, [])
+    expected = "async_object_store: an s3:// store needs boto3 (the async-s3 extra)"
+    assert line == f"{PROG}: error: invalid setting: {expected}", line
 
 
 def test_the_callback_backoff_cap_is_bounded_below_by_the_backoff(
