@@ -630,8 +630,28 @@ def _job_queue(
         engine_version=version,
         replicas=node.integer("replicas", 1, 5),
         snapshot_retention_days=node.integer("snapshotRetentionDays", 0, 35),
+        input_retention_days=node.integer("inputRetentionDays", 1, 365),
+        callback_hosts=_callback_hosts(node.optional("callbacks")),
         create_service_linked_role=slr.value is not False,
     )
+
+
+def _callback_hosts(node: _Node) -> tuple[str, ...]:
+    """`asyncInference.callbacks.allowedHosts`: where job callbacks may go, each `host` or `host:port`
+    (lower case, no scheme or path: the mesh and the egress firewall match host names). Left out: none."""
+    if node.value is None:
+        return ()
+    hosts = node.strings("allowedHosts")
+    where = node.child("allowedHosts") if hosts else node
+    for host in hosts:
+        if not _HOST.match(host):
+            raise where.fail(f"{host!r} is not a host or host:port (lower case, no scheme or path)")
+        port = int(host.rsplit(":", 1)[1]) if ":" in host else 443
+        if not 1 <= port <= 65535:
+            raise where.fail(f"{host!r}: port {port} is outside 1..65535")
+    if len(set(hosts)) != len(hosts):
+        raise where.fail("lists a host twice")
+    return hosts
 
 
 def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region: str | None) -> StackConfig:

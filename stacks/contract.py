@@ -39,6 +39,12 @@ def model_role(model: str) -> str:
     return f"model:{model}"
 
 
+def job_prefix(model: str) -> str:
+    """A model's part of the result bucket, without a trailing slash: `jobs/<model>`. Infra scopes the model's
+    role and the expiry rules to it; the platform gives the pods `s3://<bucket>/jobs/<model>`."""
+    return f"jobs/{model}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RegionOutputs:
     """What the platform layer needs to know about one region's infrastructure."""
@@ -70,6 +76,11 @@ class RegionOutputs:
     """Host name of the asynchronous inference queue's primary (TLS on `JOB_QUEUE_PORT`); "" without one."""
     job_queue_secret_arn: str
     """Secrets Manager secret holding the queue's AUTH token; "" without a queue."""
+    job_bucket: str
+    """The result bucket of asynchronous inference (large inputs and results under `job_prefix(model)`);
+    "" without a queue."""
+    job_callback_secret_arn: str
+    """Secrets Manager secret holding the job callbacks' HMAC key; "" with callbacks off."""
 
 
 def _camel(name: str) -> str:

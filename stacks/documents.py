@@ -211,6 +211,40 @@ def model_read_policy(bucket_arn: str, key_arn: str, prefix: str) -> str:
     )
 
 
+def job_store_statements(bucket_arn: str, key_arn: str, prefix: str, region: str) -> list[dict[str, Any]]:
+    """A model's part of the result bucket (`prefix` = `jobs/<model>/`): read the inputs callers put under
+    `inputs/`, read and write results under `results/`, nothing else (no list, no delete); the bucket's key
+    only through S3 in its region, to decrypt what it reads and encrypt what it writes."""
+    return [
+        {
+            "Sid": "ReadJobInputs",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": f"{bucket_arn}/{prefix}inputs/*",
+        },
+        {
+            "Sid": "ReadWriteJobResults",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject"],
+            "Resource": f"{bucket_arn}/{prefix}results/*",
+        },
+        {
+            "Sid": "JobStoreKeyThroughS3",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": key_arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+        },
+    ]
+
+
+def async_model_policy(model: tuple[str, str, str], jobs: tuple[str, str, str], region: str) -> str:
+    """An async model's role: `model_read_policy` on (bucket, key, prefix) of the model bucket, and
+    `job_store_statements` on (bucket, key, prefix) of the result bucket."""
+    read = json.loads(model_read_policy(*model))["Statement"]
+    return _doc(*read, *job_store_statements(*jobs, region))
+
+
 def role_trust_policy(role_arn: str) -> str:
     """Trust policy letting exactly one IAM role assume this one."""
     return _doc({"Effect": "Allow", "Principal": {"AWS": role_arn}, "Action": "sts:AssumeRole"})
@@ -455,9 +489,10 @@ def deploy_policy(*, cluster_arns: Sequence[str]) -> str:
     )
 
 
-def secret_reader_policy(secret_arn: str, key_arn: str, region: str) -> str:
-    """Read one Secrets Manager secret, and decrypt it with its key only through Secrets Manager in the
-    secret's region: the role cannot use the key for anything else (the in-cluster secret syncer's)."""
+def secret_reader_policy(secret_arn: str | list[str], key_arn: str, region: str) -> str:
+    """Read Secrets Manager secrets (one or a list, all under one key), and decrypt them with their key only
+    through Secrets Manager in the secrets' region: the role cannot use the key for anything else (the
+    in-cluster secret syncer's)."""
     return _doc(
         {
             "Sid": "ReadSecret",

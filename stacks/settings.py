@@ -8,6 +8,10 @@ from dataclasses import dataclass
 
 from stacks.jurisdictions import JURISDICTION_REGIONS
 
+ASYNC_RESULT_TTL_SECONDS = 86_400
+"""How long a finished job and its result are kept (`SERVING_ASYNC_RESULT_TTL_S` of the pods): the job hash in
+Redis expires after it, and the result bucket's `results/` objects a whole day or more later."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class RegionConfig:
@@ -348,6 +352,10 @@ class JobQueueConfig:
     """Replicas besides the primary (at least one: automatic failover needs a replica to promote)."""
     snapshot_retention_days: int
     """Days daily snapshots are kept (0: none)."""
+    input_retention_days: int
+    """Days a job's input object (`jobs/<model>/inputs/`) stays in the result bucket before it expires."""
+    callback_hosts: tuple[str, ...] = ()
+    """Hosts (`host` or `host:port`) a job's callback may be sent to; empty: callbacks off."""
     create_service_linked_role: bool = True
     """Create ElastiCache's service-linked role (account-global; false where the account has it)."""
 
@@ -360,6 +368,11 @@ class JobQueueConfig:
     def nodes(self) -> int:
         """Cache nodes: the primary and its replicas."""
         return 1 + self.replicas
+
+    @property
+    def result_days(self) -> int:
+        """Days a stored result (`jobs/<model>/results/`) is kept: the result TTL rounded up, at least one."""
+        return max(1, -(-ASYNC_RESULT_TTL_SECONDS // 86_400))
 
 
 @dataclass(frozen=True, kw_only=True)

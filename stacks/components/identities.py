@@ -19,9 +19,11 @@ from stacks.contract import (
     ROLE_FLUENT_BIT,
     ROLE_LB_CONTROLLER,
     ROLE_OTEL_COLLECTOR,
+    job_prefix,
     model_role,
 )
 from stacks.documents import (
+    async_model_policy,
     cluster_autoscaler_policy,
     irsa_trust_policy,
     lb_controller_policy,
@@ -126,7 +128,13 @@ class WorkloadIdentitiesArgs:
     queue_secret_arn: pulumi.Input[str] | None = None
     """The job queue's AUTH token secret, where the region runs a queue: the secret syncer may read it."""
     queue_key_arn: pulumi.Input[str] | None = None
-    """The key that secret is encrypted with."""
+    """The key that secret is encrypted with (and the callbacks' key and the result bucket's objects)."""
+    callback_secret_arn: pulumi.Input[str] | None = None
+    """The callbacks' HMAC key secret, where callbacks are on: the secret syncer may read it too."""
+    job_bucket_arn: pulumi.Input[str] | None = None
+    """The result bucket, where the region runs a queue: each async model reads and writes its prefix."""
+    async_models: frozenset[str] = frozenset()
+    """The models of `models` that take async requests (their roles get their part of the result bucket)."""
     tags: dict[str, str]
     """Tags."""
 
@@ -147,14 +155,15 @@ class WorkloadIdentities(pulumi.ComponentResource):
         for model, tenant in args.models.items():
             key = model_role(model)
             accounts[key] = model_service_account(model, tenant)
-            policies[key] = pulumi.Output.all(bucket=args.model_bucket_arn, key=args.model_key_arn).apply(
-                lambda v, m=model: model_read_policy(v["bucket"], v["key"], f"models/{m}/")  # type: ignore[misc]
-            )
+            policies[key] = _model_policy(args, model)
         if args.queue_secret_arn is not None and args.queue_key_arn is not None:
             accounts[ROLE_EXTERNAL_SECRETS] = ServiceAccount(*addons.EXTERNAL_SECRETS_SUBJECT)
+            secrets = [args.queue_secret_arn]
+            if args.callback_secret_arn is not None:
+                secrets.append(args.callback_secret_arn)
             policies[ROLE_EXTERNAL_SECRETS] = pulumi.Output.all(
-                secret=args.queue_secret_arn, key=args.queue_key_arn
-            ).apply(lambda v: secret_reader_policy(v["secret"], v["key"], args.region))
+                secrets=pulumi.Output.all(*secrets), key=args.queue_key_arn
+            ).apply(lambda v: secret_reader_policy(_one_or_list(v["secrets"]), v["key"], args.region))
         self.roles = {}
         for key, account in accounts.items():
             suffix = key.replace(":", "-")
@@ -186,3 +195,29 @@ class WorkloadIdentities(pulumi.ComponentResource):
             ROLE_FLUENT_BIT: pulumi.Output.from_input(args.log_group_arn).apply(log_writer_policy),
             ROLE_OTEL_COLLECTOR: pulumi.Output.from_input(otel_collector_policy()),
         }
+
+
+def _one_or_list(values: list[str]) -> str | list[str]:
+    return values[0] if len(values) == 1 else list(values)
+
+
+def _model_policy(args: WorkloadIdentitiesArgs, model: str) -> pulumi.Output[str]:
+    """Read the model's prefix of the model bucket; an async model also its part of the result bucket
+    (`jobs/<model>/`: inputs read, results read and written)."""
+    prefix = f"models/{model}/"
+    if model not in args.async_models:
+        return pulumi.Output.all(bucket=args.model_bucket_arn, key=args.model_key_arn).apply(
+            lambda v: model_read_policy(v["bucket"], v["key"], prefix)
+        )
+    if args.job_bucket_arn is None or args.queue_key_arn is None:
+        raise ValueError(f"model {model} takes async requests but the region has no result bucket")
+    return pulumi.Output.all(
+        bucket=args.model_bucket_arn,
+        key=args.model_key_arn,
+        jobs=args.job_bucket_arn,
+        jobs_key=args.queue_key_arn,
+    ).apply(
+        lambda v: async_model_policy(
+            (v["bucket"], v["key"], prefix), (v["jobs"], v["jobs_key"], f"{job_prefix(model)}/"), args.region
+        )
+    )

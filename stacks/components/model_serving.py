@@ -19,6 +19,8 @@ class ModelServingArgs:
     """Issuer whose tokens the model's route accepts."""
     bucket: pulumi.Input[str]
     """Name of the model bucket (an infra-layer output on EKS; the store's bucket on premises)."""
+    job_bucket: pulumi.Input[str] = ""
+    """The region's result bucket (an infra-layer output), for a model with async requests; "" otherwise."""
     role_arn: pulumi.Input[str] | None
     """IRSA role infra made for the model (reads its prefix only); None on a cluster without IRSA."""
     waits_for: tuple[pulumi.Resource, ...] = ()
@@ -49,9 +51,12 @@ class ModelServing(pulumi.ComponentResource):
             ),
             opts=first,
         )
-        store = kube.create(
-            f"{name}-store", serving.store_config(model) | {"data": {serving.BUCKET_KEY: args.bucket}}, first
-        )
+        data: dict[str, pulumi.Input[str]] = {serving.BUCKET_KEY: args.bucket}
+        if model.async_workers is not None:
+            data[serving.JOB_STORE_KEY] = pulumi.Output.from_input(args.job_bucket).apply(
+                lambda bucket: serving.job_store_url(bucket, model)
+            )
+        store = kube.create(f"{name}-store", serving.store_config(model) | {"data": data}, first)
         after = pulumi.ResourceOptions(parent=self, depends_on=[account, store, *args.waits_for])
         for version in model.variants.versions:
             kube.create(f"{name}-{serving.subset(version)}", serving.deployment(spec, version), after)

@@ -80,34 +80,35 @@ class ModelStore(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
         )
-        _encrypt_with_key(name, bucket, key, child)
+        encrypt_with_key(name, bucket, key.arn, child)
         _keep_versions_and_own_objects(name, bucket, child)
-        self._private_and_tls_only(name, bucket, child)
+        private_and_tls_only(name, bucket, child)
         return bucket
 
-    def _private_and_tls_only(self, name: str, bucket: aws.s3.Bucket, child: pulumi.ResourceOptions) -> None:
-        """Nothing public, by ACL or by policy; and a bucket policy that refuses plain HTTP and old TLS."""
-        block = aws.s3.BucketPublicAccessBlock(
-            name,
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        # After the block: S3 aborts one of two concurrent changes to a bucket's policy and its public
-        # access block.
-        aws.s3.BucketPolicy(
-            name,
-            bucket=bucket.id,
-            policy=bucket.arn.apply(tls_only_bucket_policy),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[block]),
-        )
+
+def private_and_tls_only(name: str, bucket: aws.s3.Bucket, child: pulumi.ResourceOptions) -> None:
+    """Nothing public, by ACL or by policy; and a bucket policy that refuses plain HTTP and old TLS."""
+    block = aws.s3.BucketPublicAccessBlock(
+        name,
+        bucket=bucket.id,
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+        opts=child,
+    )
+    # After the block: S3 aborts one of two concurrent changes to a bucket's policy and its public
+    # access block.
+    aws.s3.BucketPolicy(
+        name,
+        bucket=bucket.id,
+        policy=bucket.arn.apply(tls_only_bucket_policy),
+        opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[block])),
+    )
 
 
-def _encrypt_with_key(
-    name: str, bucket: aws.s3.Bucket, key: RegionalKey, child: pulumi.ResourceOptions
+def encrypt_with_key(
+    name: str, bucket: aws.s3.Bucket, key_arn: pulumi.Input[str], child: pulumi.ResourceOptions
 ) -> None:
     """Every object encrypted with the store's regional key unless the writer names another; a bucket key
     cuts S3's calls to KMS, and their cost, without changing which key protects the data."""
@@ -117,7 +118,7 @@ def _encrypt_with_key(
         rules=[
             aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
                 apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                    sse_algorithm="aws:kms", kms_master_key_id=key.arn
+                    sse_algorithm="aws:kms", kms_master_key_id=key_arn
                 ),
                 bucket_key_enabled=True,
             )

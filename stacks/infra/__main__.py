@@ -17,6 +17,7 @@ from stacks.components.edge import Edge, EdgeArgs
 from stacks.components.global_routing import GlobalRouting, GlobalRoutingArgs, RegionalEndpoint
 from stacks.components.identities import WorkloadIdentities, WorkloadIdentitiesArgs
 from stacks.components.job_queue import JobQueue, JobQueueArgs
+from stacks.components.job_store import JobStore, JobStoreArgs
 from stacks.components.keys import RegionalKey, RegionalKeyArgs
 from stacks.components.model_store import ModelStore, ModelStoreArgs
 from stacks.components.network import Network, NetworkArgs, carve_subnets
@@ -49,9 +50,13 @@ def _host(url: str) -> str:
 
 def _egress_domains(cfg: StackConfig, region: RegionConfig) -> tuple[str, ...]:
     """What may leave the VPC through the firewall: the token issuer's keys (istiod fetches the JWKS), the
-    stack file's own list (anything else an operator decides the VPC may reach), and from the primary region
+    stack file's own list (anything else an operator decides the VPC may reach), the job callbacks' allowed
+    hosts, and from the primary region
     GitHub for the runner agent and the other regions' STS (the kubeconfig assumes the deploy role there)."""
     domains = [_host(cfg.gateway.jwks_uri), *cfg.egress_domains]
+    # Job callbacks leave the VPC: their hosts (without a port: the firewall matches SNI and Host names).
+    if cfg.job_queue is not None:
+        domains += [host.split(":", 1)[0] for host in cfg.job_queue.callback_hosts]
     if region == cfg.regions[0]:
         domains += [*RUNNER_EGRESS_DOMAINS, *(f"sts.{r.region}.amazonaws.com" for r in cfg.regions[1:])]
         # The smoke test measures every region's gateway (`<region>.<api host>`) from the runner.
@@ -245,6 +250,7 @@ def _queue(place: _Place, network: Network, cluster: Cluster, primary: "Region |
             private_subnet_ids=list(network.private_subnet_ids),
             node_security_group_id=cluster.security_group_id,
             create_service_linked_role=primary is None and config.create_service_linked_role,
+            callbacks=bool(config.callback_hosts),
             service_linked_role=None
             if primary is None or primary.queue is None
             else primary.queue.service_linked_role,
@@ -254,8 +260,33 @@ def _queue(place: _Place, network: Network, cluster: Cluster, primary: "Region |
     )
 
 
+def _job_store(place: _Place, store: StoreConfig, queue: JobQueue | None) -> JobStore | None:
+    """The result bucket beside the queue, under the queue's key: large inputs and results of async jobs."""
+    config = place.cfg.job_queue
+    if queue is None or config is None:
+        return None
+    return JobStore(
+        f"{place.prefix}-jobs",
+        JobStoreArgs(
+            bucket_prefix=store.bucket_prefix,
+            region=place.region.region,
+            key_arn=queue.key_arn,
+            models=tuple(m.name for m in place.cfg.async_models),
+            result_days=config.result_days,
+            input_retention_days=config.input_retention_days,
+            tags=place.cfg.tags,
+        ),
+        opts=place.on_aws,
+    )
+
+
 def _identities(
-    place: _Place, cluster: Cluster, edge: Edge, store: ModelStore, queue: JobQueue | None
+    place: _Place,
+    cluster: Cluster,
+    edge: Edge,
+    store: ModelStore,
+    queue: JobQueue | None,
+    jobs: JobStore | None,
 ) -> WorkloadIdentities:
     return WorkloadIdentities(
         f"{place.prefix}-identities",
@@ -272,6 +303,9 @@ def _identities(
             models={m.name: m.tenant for m in place.cfg.models},
             queue_secret_arn=queue.secret_arn if queue else None,
             queue_key_arn=queue.key_arn if queue else None,
+            callback_secret_arn=queue.callback_secret_arn if queue else None,
+            job_bucket_arn=jobs.bucket_arn if jobs else None,
+            async_models=frozenset(m.name for m in place.cfg.async_models),
             tags=place.cfg.tags,
         ),
         opts=place.on_aws,
@@ -299,7 +333,8 @@ def deploy_region(cfg: StackConfig, region: RegionConfig, primary: Region | None
     cluster = _cluster(place, network, runner, primary)
     edge = _edge(place, network)
     queue = _queue(place, network, cluster, primary)
-    identities = _identities(place, cluster, edge, store, queue)
+    jobs = _job_store(place, cfg.store, queue)
+    identities = _identities(place, cluster, edge, store, queue, jobs)
     export = export_fields(
         region=region.region,
         cluster_name=cluster.name,
@@ -314,6 +349,8 @@ def deploy_region(cfg: StackConfig, region: RegionConfig, primary: Region | None
         roles=identities.roles,
         job_queue_endpoint=queue.endpoint if queue else "",
         job_queue_secret_arn=queue.secret_arn if queue else "",
+        job_bucket=jobs.bucket if jobs else "",
+        job_callback_secret_arn=(queue.callback_secret_arn if queue else None) or "",
     )
     return Region(
         provider=provider,

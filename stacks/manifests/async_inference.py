@@ -28,6 +28,8 @@ VARIANTS_FILE = "config.yaml"
 POLLING_SECONDS = 15
 COOLDOWN_SECONDS = 300
 WAIT_FOR_READY = {"pulumi.com/waitFor": "condition=Ready"}
+CALLBACK_DEFAULT_PORT = 443
+"""A callback host given without a port is reached on HTTPS's."""
 
 
 def _workers(model: ModelConfig) -> Any:
@@ -80,6 +82,56 @@ def external_secret(model: ModelConfig, host: str, secret_arn: str) -> Manifest:
             "data": [{"secretKey": "token", "remoteRef": {"key": secret_arn}}],
         },
     }
+
+
+def callback_external_secret(model: ModelConfig, secret_arn: str) -> Manifest:
+    """The callback Secret of a model, synced from the HMAC key's Secrets Manager secret (the same store as
+    the queue's token): one key, mounted read-only as the file the pods sign callbacks with."""
+    return {
+        "apiVersion": "external-secrets.io/v1",
+        "kind": "ExternalSecret",
+        "metadata": metadata(serving.callback_secret_name(model), model.tenant, worker_labels(model))
+        | {"annotations": WAIT_FOR_READY},
+        "spec": {
+            "refreshInterval": "1h",
+            "secretStoreRef": {"kind": "ClusterSecretStore", "name": QUEUE_STORE},
+            "target": {"name": serving.callback_secret_name(model), "creationPolicy": "Owner"},
+            "data": [{"secretKey": serving.CALLBACK_KEY_FILE, "remoteRef": {"key": secret_arn}}],
+        },
+    }
+
+
+def callback_port(host: str) -> int:
+    """The port of an allowed callback host (`host:port`, or 443 for HTTPS)."""
+    return int(host.rsplit(":", 1)[1]) if ":" in host else CALLBACK_DEFAULT_PORT
+
+
+def callback_service_entries(model: ModelConfig, hosts: tuple[str, ...]) -> list[Manifest]:
+    """One ServiceEntry per allowed callback host, in the model's namespace only: the mesh runs
+    REGISTRY_ONLY, so a callback to any other host is dropped by the sidecar (and the egress firewall lets
+    only these hosts out of the VPC). TLS passes through by SNI; the host is resolved by DNS."""
+    entries = []
+    for host in hosts:
+        name, port = host.split(":", 1)[0], callback_port(host)
+        entries.append(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "ServiceEntry",
+                "metadata": metadata(
+                    f"{model.name}-callback-{name.replace('.', '-')}-{port}"[:63].rstrip("-"),
+                    model.tenant,
+                    worker_labels(model),
+                ),
+                "spec": {
+                    "hosts": [name],
+                    "exportTo": ["."],
+                    "location": "MESH_EXTERNAL",
+                    "ports": [{"number": port, "name": f"tls-{port}", "protocol": "TLS"}],
+                    "resolution": "DNS",
+                },
+            }
+        )
+    return entries
 
 
 def trigger_authentication(model: ModelConfig) -> Manifest:
@@ -220,9 +272,10 @@ def disruption_budget(model: ModelConfig) -> Manifest:
     }
 
 
-def network_policy(model: ModelConfig) -> Manifest:
+def network_policy(model: ModelConfig, callback_hosts: tuple[str, ...] = ()) -> Manifest:
     """On top of the tenant's default deny: the workers take no requests (Prometheus' scrape of the merged
-    metrics port aside) and reach DNS, istiod, the model store (HTTPS) and the queue."""
+    metrics port aside) and reach DNS, istiod, the model store and result bucket (HTTPS), the queue, and the
+    callback hosts' ports other than 443."""
 
     def peer(namespace: str) -> dict[str, Any]:
         return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
@@ -243,6 +296,7 @@ def network_policy(model: ModelConfig) -> Manifest:
                 {"to": [peer(serving.GATEWAY_NAMESPACE)], "ports": ports(15012, 15017)},
                 {"ports": ports(443)},
                 {"ports": ports(serving.QUEUE_PORT)},
+                *({"ports": ports(p)} for p in sorted({callback_port(h) for h in callback_hosts} - {443})),
             ],
         },
     }

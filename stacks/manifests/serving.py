@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from stacks.contract import job_prefix
 from stacks.manifests import Manifest, metadata, sticky
-from stacks.settings import ModelConfig
+from stacks.settings import ASYNC_RESULT_TTL_SECONDS, ModelConfig
 
 HTTP_PORT = 8080
 GRPC_PORT = 8081
@@ -42,6 +43,12 @@ QUEUE_PORT = 6379
 """The job queue's port (Redis over TLS): the pods of a model with async requests reach it."""
 QUEUE_URL_KEY = "redis-url"
 """Key of the `rediss://` URL, AUTH token included, in a model's queue Secret (`queue_secret_name`)."""
+JOB_STORE_KEY = "async-object-store"
+"""Key of the async model's object store URL (`s3://<result bucket>/jobs/<model>`) in its store ConfigMap."""
+CALLBACK_KEY_FILE = "hmac-key"
+"""Key of the callbacks' HMAC key in a model's callback Secret (`callback_secret_name`), and its file name."""
+CALLBACK_DIR = "/var/run/secrets/serving/callback"
+"""Where the callback Secret is mounted, read-only."""
 
 # The sidecar's share of every pod, set explicitly so the tenant quota can count it (`pod_footprint`). The
 # limits are well under Istio's defaults (2 CPU, 1Gi): a model pod's proxy carries only that pod's traffic.
@@ -101,6 +108,8 @@ class ServingSpec:
     """Endpoint URL of an S3-compatible store (on-premises); None for the region's S3."""
     store_credentials_secret: str | None = None
     """Secret in the tenant namespace with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`; None with IRSA."""
+    callback_hosts: tuple[str, ...] = ()
+    """Hosts (`host` or `host:port`) a job's callback may go to (models with async requests); empty: none."""
 
 
 def subset(version: str) -> str:
@@ -180,18 +189,60 @@ def job_stream(model: ModelConfig) -> str:
     return f"inference-jobs:{model.name}"
 
 
-def queue_env(model: ModelConfig) -> list[dict[str, Any]]:
+def callback_secret_name(model: ModelConfig) -> str:
+    """The Secret (synced from Secrets Manager) with the job callbacks' HMAC key, where callbacks are on."""
+    return f"{model.name}-async-callback"
+
+
+def callbacks_on(spec: ServingSpec) -> bool:
+    """A model with async requests in a stack that allows callback hosts."""
+    return spec.model.async_workers is not None and bool(spec.callback_hosts)
+
+
+def queue_env(spec: ServingSpec) -> list[dict[str, Any]]:
     """What a model's pods need to take async requests (and its workers to consume them): the queue's URL from
-    its Secret, never in the manifest, the model's stream and its bound. Nothing for a model without async."""
+    its Secret, never in the manifest, the model's stream and its bound, where large inputs and results go
+    (from the store ConfigMap, known at deploy), how long results are kept, and with callbacks their hosts
+    and the key file. Nothing for a model without async."""
+    model = spec.model
     workers = model.async_workers
     if workers is None:
         return []
     url = {"secretKeyRef": {"name": queue_secret_name(model), "key": QUEUE_URL_KEY}}
-    return [
+    store = {"configMapKeyRef": {"name": store_config_name(model), "key": JOB_STORE_KEY}}
+    env: list[dict[str, Any]] = [
         {"name": "SERVING_ASYNC_REDIS_URL", "valueFrom": url},
         {"name": "SERVING_ASYNC_STREAM", "value": job_stream(model)},
         {"name": "SERVING_ASYNC_MAX_QUEUED", "value": str(workers.max_queued)},
+        {"name": "SERVING_ASYNC_OBJECT_STORE", "valueFrom": store},
+        # The result bucket's expiry of `results/` is derived from the same figure.
+        {"name": "SERVING_ASYNC_RESULT_TTL_S", "value": str(ASYNC_RESULT_TTL_SECONDS)},
     ]
+    if callbacks_on(spec):
+        env += [
+            {"name": "SERVING_ASYNC_CALLBACK_HOSTS", "value": ",".join(spec.callback_hosts)},
+            {"name": "SERVING_ASYNC_CALLBACK_SECRET_FILE", "value": f"{CALLBACK_DIR}/{CALLBACK_KEY_FILE}"},
+        ]
+    return env
+
+
+def callback_mounts(spec: ServingSpec) -> list[dict[str, Any]]:
+    """The callback Secret, read-only, where `SERVING_ASYNC_CALLBACK_SECRET_FILE` points; none without."""
+    return (
+        [{"name": "callback-key", "mountPath": CALLBACK_DIR, "readOnly": True}] if callbacks_on(spec) else []
+    )
+
+
+def callback_volumes(spec: ServingSpec) -> list[dict[str, Any]]:
+    """The callback Secret's volume: its one key as a file only the pod's user and group may read."""
+    if not callbacks_on(spec):
+        return []
+    secret = {
+        "secretName": callback_secret_name(spec.model),
+        "items": [{"key": CALLBACK_KEY_FILE, "path": CALLBACK_KEY_FILE}],
+        "defaultMode": 0o440,
+    }
+    return [{"name": "callback-key", "secret": secret}]
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -223,7 +274,7 @@ def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
             # finishes in-flight requests; the kubelet waits a little longer than that before killing it.
             {"name": "SERVING_DRAIN_DELAY_SECONDS", "value": str(DRAIN_DELAY_SECONDS)},
             {"name": "SERVING_GRACE_PERIOD_SECONDS", "value": str(GRACE_PERIOD_SECONDS)},
-            *queue_env(spec.model),
+            *queue_env(spec),
         ],
         "startupProbe": _probe(loaded, 5, 60),
         "readinessProbe": _probe(loaded, 5, 3),
@@ -233,6 +284,7 @@ def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": TMP_DIR},
+            *callback_mounts(spec),
         ],
     }
 
@@ -279,6 +331,7 @@ def deployment(spec: ServingSpec, version: str) -> Manifest:
                     "volumes": [
                         {"name": "models", "emptyDir": {"sizeLimit": "4Gi"}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}},
+                        *callback_volumes(spec),
                     ],
                     "topologySpreadConstraints": [
                         {
@@ -322,6 +375,11 @@ def service_account(model: ModelConfig, role_arn: str | None) -> Manifest:
     if role_arn is not None:
         meta["annotations"] = {"eks.amazonaws.com/role-arn": role_arn}
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
+
+
+def job_store_url(bucket: str, model: ModelConfig) -> str:
+    """`SERVING_ASYNC_OBJECT_STORE` of an async model: its part of the region's result bucket."""
+    return f"s3://{bucket}/{job_prefix(model.name)}"
 
 
 def store_config(model: ModelConfig) -> Manifest:

@@ -128,7 +128,11 @@ def _async_addons(cfg: StackConfig, target: ClusterTarget) -> AsyncInferenceAddo
 
 
 def _workers(
-    target: ClusterTarget, spec: ServingSpec, served: ModelServing, addons: AsyncInferenceAddons | None
+    target: ClusterTarget,
+    spec: ServingSpec,
+    served: ModelServing,
+    addons: AsyncInferenceAddons | None,
+    namespace: pulumi.Resource,
 ) -> None:
     """A model's async workers, once its serving objects (identity, store) and the add-ons exist."""
     if spec.model.async_workers is None or addons is None or target.eks is None:
@@ -139,6 +143,8 @@ def _workers(
             spec=spec,
             queue_host=target.eks.field("job_queue_endpoint"),
             queue_secret_arn=target.eks.field("job_queue_secret_arn"),
+            callback_secret_arn=target.eks.field("job_callback_secret_arn"),
+            secrets_wait_for=(namespace, *addons.ready),
             waits_for=(served, *addons.ready),
         ),
         opts=pulumi.ResourceOptions(provider=target.provider),
@@ -169,6 +175,7 @@ def _serving(
             api_host=cfg.gateway.api_host,
             store_endpoint=store.endpoint if store else None,
             store_credentials_secret=store.credentials_secret if store else None,
+            callback_hosts=cfg.job_queue.callback_hosts if cfg.job_queue else (),
         )
         served = ModelServing(
             f"{target.name}-model-{model.name}",
@@ -176,12 +183,13 @@ def _serving(
                 spec=spec,
                 jwt_issuer=cfg.gateway.jwt_issuer,
                 bucket=target.eks.field("model_bucket") if target.eks else (store.bucket if store else ""),
+                job_bucket=target.eks.field("job_bucket") if target.eks else "",
                 role_arn=target.eks.role(model_role(model.name)) if target.eks else None,
                 waits_for=(mesh, tenants[model.tenant].namespace_resource),
             ),
             opts=on_cluster,
         )
-        _workers(target, spec, served, addons)
+        _workers(target, spec, served, addons, tenants[model.tenant].namespace_resource)
 
 
 def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:

@@ -67,3 +67,39 @@ def test_a_weakened_queue_raises_exactly_its_id(gate: Gate, plans: dict[str, Doc
     mutate(doc)
     result = gate.evaluate(from_document(doc))
     assert {f["id"] for f in result["findings"]} == expected, (name, result["findings"])
+
+
+BUCKET_CHILDREN = {
+    "sse": "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    "tls-policy": "aws:s3/bucketPolicy:BucketPolicy",
+    "public-access-block": "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+}
+RESULT_BUCKET_RULES = {"sse": {"ENC-001"}, "tls-policy": {"ENC-010"}, "public-access-block": {"NET-003"}}
+"""Which existing S3 rule covers each part of the result bucket (at rest, in transit, exposure)."""
+
+
+def _result_bucket_steps(doc: Doc, type_: str) -> list[Doc]:
+    found = [s for s in doc["steps"] if s["newState"]["type"] == type_ and s["urn"].endswith("-jobs-bucket")]
+    assert found, f"the plan has no result bucket {type_}"
+    return found
+
+
+def test_the_shipped_result_buckets_pass(gate: Gate, plans: dict[str, Doc]) -> None:
+    for stack in ("eu-prod", "uae-prod"):
+        doc = plans[f"{stack}.infra"]
+        assert _result_bucket_steps(doc, "aws:s3/bucket:Bucket"), f"{stack} has no result bucket"
+        result = gate.evaluate(from_document(doc))
+        assert [f["id"] for f in result["findings"] if not f["waived"]] == [], (stack, result["findings"])
+
+
+@pytest.mark.parametrize("part", sorted(BUCKET_CHILDREN))
+def test_a_result_bucket_without_a_safeguard_raises_its_rule(
+    gate: Gate, plans: dict[str, Doc], part: str
+) -> None:
+    doc = copy.deepcopy(plans["uae-prod.infra"])
+    dropped = {s["urn"] for s in _result_bucket_steps(doc, BUCKET_CHILDREN[part])}
+    doc["steps"] = [s for s in doc["steps"] if s["urn"] not in dropped]
+    result = gate.evaluate(from_document(doc))
+    (bucket,) = _result_bucket_steps(doc, "aws:s3/bucket:Bucket")
+    assert {f["id"] for f in result["findings"]} == RESULT_BUCKET_RULES[part], (part, result["findings"])
+    assert all(f["urn"] == bucket["urn"] for f in result["findings"]), (part, result["findings"])

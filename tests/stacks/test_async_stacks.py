@@ -5,7 +5,9 @@ from typing import Any
 import pytest
 
 from stacks.contract import REGIONS_OUTPUT, ROLE_EXTERNAL_SECRETS
+from stacks.infra import __main__ as infra
 from stacks.preview.run import Plan
+from tests.stacks.test_config import parse, raw
 
 RG = "aws:elasticache/replicationGroup:ReplicationGroup"
 SLR = "aws:iam/serviceLinkedRole:ServiceLinkedRole"
@@ -73,12 +75,16 @@ def test_stacks_without_async_models_run_no_queue(plans: dict[str, Plan]) -> Non
 def test_each_clusters_workers_use_their_regions_queue(plans: dict[str, Plan], stack: str) -> None:
     exported = _exports(plans, stack)
     platform = plans[f"{stack}.platform"]
-    secrets = _kind(platform, "ExternalSecret")
+    secrets = [s for s in _kind(platform, "ExternalSecret") if s.name.endswith("-queue-secret")]
     assert len(secrets) == len(exported), [s.name for s in secrets]
     for region, out in exported.items():
         (secret,) = [s for s in secrets if s.name.startswith(f"{region}-")]
         assert secret.inputs["spec"]["data"][0]["remoteRef"]["key"] == out["jobQueueSecretArn"], region
-        (entry,) = [e for e in _kind(platform, "ServiceEntry") if e.name.startswith(f"{region}-async-")]
+        (entry,) = [
+            e
+            for e in _kind(platform, "ServiceEntry")
+            if e.name.startswith(f"{region}-async-") and e.name.endswith("-job-queue")
+        ]
         assert entry.inputs["spec"]["hosts"] == [out["jobQueueEndpoint"]], region
         (scaler,) = [s for s in _kind(platform, "ScaledObject") if s.name.startswith(f"{region}-")]
         assert (
@@ -88,3 +94,86 @@ def test_each_clusters_workers_use_their_regions_queue(plans: dict[str, Plan], s
         r.inputs["chart"].rsplit("/", 1)[1] for r in platform.registrations if r.type.endswith(":Release")
     ]
     assert releases.count("keda") == releases.count("external-secrets") == len(exported), releases
+
+
+JOB_MODELS = {"eu-prod": "ticket-router", "uae-prod": "tabular-classifier"}
+CALLBACK_HOSTS = {"eu-prod": ["hooks.example.eu"], "uae-prod": []}
+
+
+@pytest.mark.parametrize("stack", sorted(ASYNC_STACKS))
+def test_every_region_exports_its_own_result_bucket(plans: dict[str, Plan], stack: str) -> None:
+    exported = _exports(plans, stack)
+    buckets = {
+        r.inputs["bucket"]
+        for r in plans[f"{stack}.infra"].registrations
+        if r.type == "aws:s3/bucket:Bucket" and "-async-" in r.inputs["bucket"]
+    }
+    assert buckets == {out["jobBucket"] for out in exported.values()}, (buckets, exported)
+    for region, out in exported.items():
+        assert out["jobBucket"].endswith(f"-async-{region}"), out["jobBucket"]
+
+
+@pytest.mark.parametrize("stack", sorted(ASYNC_STACKS))
+def test_each_clusters_pods_get_their_regions_result_bucket(plans: dict[str, Plan], stack: str) -> None:
+    exported, platform, model = _exports(plans, stack), plans[f"{stack}.platform"], JOB_MODELS[stack]
+    for region, out in exported.items():
+        (store,) = [c for c in _kind(platform, "ConfigMap") if c.name == f"{region}-model-{model}-store"]
+        assert store.inputs["data"]["async-object-store"] == f"s3://{out['jobBucket']}/jobs/{model}", region
+
+
+@pytest.mark.parametrize("stack", sorted(ASYNC_STACKS))
+def test_callbacks_reach_the_pods_mesh_and_firewall_only_where_allowed(
+    plans: dict[str, Plan], stack: str
+) -> None:
+    exported, platform, hosts = _exports(plans, stack), plans[f"{stack}.platform"], CALLBACK_HOSTS[stack]
+    keys = [s for s in _kind(platform, "ExternalSecret") if s.name.endswith("-callback-secret")]
+    entries = [e for e in _kind(platform, "ServiceEntry") if "-callback-" in e.inputs["metadata"]["name"]]
+    lists = [
+        r.inputs["ruleGroup"]["rulesSource"]["rulesSourceList"]["targets"]
+        for r in plans[f"{stack}.infra"].registrations
+        if r.type == "aws:networkfirewall/ruleGroup:RuleGroup"
+        and "rulesSourceList" in r.inputs.get("ruleGroup", {}).get("rulesSource", {})
+    ]
+    assert len(lists) == len(exported), lists
+    for region, out in exported.items():
+        mine = [k for k in keys if k.name.startswith(f"{region}-")]
+        assert [k.inputs["spec"]["data"][0]["remoteRef"]["key"] for k in mine] == (
+            [out["jobCallbackSecretArn"]] if hosts else []
+        ), (region, out["jobCallbackSecretArn"])
+        assert (
+            sorted(e.inputs["spec"]["hosts"][0] for e in entries if e.name.startswith(f"{region}-")) == hosts
+        )
+    for targets in lists:
+        assert set(hosts) <= set(targets), f"a callback host the firewall drops: {targets}"
+
+
+@pytest.mark.parametrize("primary", [True, False])
+def test_the_firewall_admits_each_callback_host_by_name_in_every_region(primary: bool) -> None:
+    values, region = raw("eu-prod")
+    values["asyncInference"]["callbacks"] = {
+        "allowedHosts": ["hooks.example.eu", "cb.partner.example.eu:8443"]
+    }
+    cfg = parse(values, region)
+    domains = infra._egress_domains(cfg, cfg.regions[0 if primary else 1])
+    assert {"hooks.example.eu", "cb.partner.example.eu"} <= set(domains), domains
+    assert not [d for d in domains if ":" in d], f"the firewall matches names, never ports: {domains}"
+
+
+@pytest.mark.parametrize("stack", sorted(ASYNC_STACKS))
+def test_the_secrets_the_serving_pods_read_do_not_wait_for_those_pods(
+    plans: dict[str, Plan], stack: str
+) -> None:
+    # Pulumi waits for a Deployment's pods to be ready; pods reading a Secret that is made only after their
+    # Deployment would keep that wait going until it times out on the first deploy.
+    platform = plans[f"{stack}.platform"]
+    serving = {
+        r.urn
+        for r in platform.registrations
+        if r.type in {"model-serving:serving:ModelServing", "kubernetes:apps/v1:Deployment"}
+        and "-model-" in r.name
+    }
+    assert serving, "no serving objects in the plan"
+    for secret in _kind(platform, "ExternalSecret"):
+        assert not serving & set(secret.dependencies), (
+            f"{secret.name} waits for {serving & set(secret.dependencies)}"
+        )

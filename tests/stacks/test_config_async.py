@@ -36,8 +36,14 @@ def fails(values: dict[str, Any], region: str | None, stack: str) -> ConfigError
 )
 def test_shipped_stacks_run_async_inference_for_one_model(stack: str, model: str) -> None:
     cfg = parse(*raw(stack), stack)
+    hosts = ("hooks.example.eu",) if stack == "eu-prod" else ()
     assert cfg.job_queue == JobQueueConfig(
-        node_type="cache.r7g.large", engine_version="7.1", replicas=2, snapshot_retention_days=7
+        node_type="cache.r7g.large",
+        engine_version="7.1",
+        replicas=2,
+        snapshot_retention_days=7,
+        input_retention_days=7,
+        callback_hosts=hosts,
     ), cfg.job_queue
     assert [m.name for m in cfg.async_models] == [model], cfg.async_models
     assert cfg.async_models[0].async_workers == AsyncWorkers(

@@ -199,6 +199,7 @@ BOUNDS = [
     Bound((*ASYNC, "maxQueued"), 1, 10_000_000, lambda c: workers(c).max_queued),
     Bound(("asyncInference", "replicas"), 1, 5, lambda c: queue(c).replicas),
     Bound(("asyncInference", "snapshotRetentionDays"), 0, 35, lambda c: queue(c).snapshot_retention_days),
+    Bound(("asyncInference", "inputRetentionDays"), 1, 365, lambda c: queue(c).input_retention_days),
     Bound(("store", "noncurrentVersionDays"), 1, 3650, lambda c: store(c).noncurrent_version_days),
 ]
 

@@ -177,6 +177,8 @@ def job_queue(q: dict[str, Any] | None) -> JobQueueConfig | None:
         engine_version=q["engineVersion"],
         replicas=q["replicas"],
         snapshot_retention_days=q["snapshotRetentionDays"],
+        input_retention_days=q["inputRetentionDays"],
+        callback_hosts=tuple(q.get("callbacks", {}).get("allowedHosts", ())),
         create_service_linked_role=q.get("createServiceLinkedRole", True),
     )
 
@@ -287,6 +289,9 @@ def every_option_set(stack: str) -> tuple[dict[str, Any], str | None]:
         values["cluster"]["createAutoscalingServiceLinkedRole"] = False
         values["egress"] = {"allowedDomains": ["api.example.eu", "pypi.internal.example.eu"]}
         values["asyncInference"]["createServiceLinkedRole"] = False
+        values["asyncInference"]["callbacks"] = {
+            "allowedHosts": ["hooks.example.eu", "callbacks.partner.example.eu:8443"]
+        }
     for t in values["tenants"]:
         t["quota"] = {"cpu": "1000", "memory": "4000Gi", "pods": 1000}
     return values, region

@@ -446,6 +446,60 @@ REFUSALS: list[Any] = [
         ("asyncInference", "createServiceLinkedRole"),
         "must be true or false",
     ),
+    (
+        "eu-prod",
+        removing(("asyncInference", "inputRetentionDays")),
+        ("asyncInference", "inputRetentionDays"),
+        "is required",
+    ),
+    (
+        "eu-prod",
+        setting(("asyncInference", "callbacks", "allowedHosts"), ["https://hooks.example.eu"]),
+        ("asyncInference", "callbacks", "allowedHosts"),
+        "'https://hooks.example.eu' is not a host or host:port (lower case, no scheme or path)",
+    ),
+    (
+        "eu-prod",
+        setting(("asyncInference", "callbacks", "allowedHosts"), ["hooks.example.eu/cb"]),
+        ("asyncInference", "callbacks", "allowedHosts"),
+        "'hooks.example.eu/cb' is not a host or host:port (lower case, no scheme or path)",
+    ),
+    (
+        "eu-prod",
+        setting(("asyncInference", "callbacks", "allowedHosts"), ["hooks.example.eu:0"]),
+        ("asyncInference", "callbacks", "allowedHosts"),
+        "'hooks.example.eu:0': port 0 is outside 1..65535",
+    ),
+    (
+        "eu-prod",
+        setting(("asyncInference", "callbacks", "allowedHosts"), ["hooks.example.eu:65536"]),
+        ("asyncInference", "callbacks", "allowedHosts"),
+        "'hooks.example.eu:65536': port 65536 is outside 1..65535",
+    ),
+    (
+        "eu-prod",
+        setting(("asyncInference", "callbacks", "allowedHosts"), ["hooks.example.eu", "hooks.example.eu"]),
+        ("asyncInference", "callbacks", "allowedHosts"),
+        "lists a host twice",
+    ),
+    (
+        "eu-prod",
+        setting(("asyncInference", "callbacks", "allowedHosts"), "hooks.example.eu"),
+        ("asyncInference", "callbacks", "allowedHosts"),
+        "must be a list",
+    ),
+    (
+        "eu-prod",
+        setting(("asyncInference", "callbacks", "allowedHosts"), ["hooks.example.eu", ""]),
+        ("asyncInference", "callbacks", "allowedHosts"),
+        "must be a list of non-empty strings",
+    ),
+    (
+        "eu-prod",
+        setting(("asyncInference", "callbacks"), ["hooks.example.eu"]),
+        ("asyncInference", "callbacks"),
+        "must be a mapping",
+    ),
     # On premises.
     (
         "onprem-ae",
@@ -526,6 +580,24 @@ ACCEPTED: list[Any] = [
         setting((*VARIANTS, "faults"), {"2": {}}),
         lambda c: c.models[0].variants.faults[0][1].error_ratio,
         0.0,
+    ),
+    (
+        "eu-prod",
+        setting(("asyncInference", "callbacks", "allowedHosts"), ["a.example.eu:1", "b.example.eu:65535"]),
+        lambda c: c.job_queue and c.job_queue.callback_hosts,
+        ("a.example.eu:1", "b.example.eu:65535"),
+    ),
+    (
+        "eu-prod",
+        setting(("asyncInference", "callbacks"), {"allowedHosts": []}),
+        lambda c: c.job_queue and c.job_queue.callback_hosts,
+        (),
+    ),
+    (
+        "eu-prod",
+        removing(("asyncInference", "callbacks")),
+        lambda c: c.job_queue and c.job_queue.callback_hosts,
+        (),
     ),
 ]
 

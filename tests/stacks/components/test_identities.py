@@ -14,6 +14,7 @@ from stacks.components.identities import (
 from stacks.contract import (
     PLATFORM_ROLES,
     ROLE_CLUSTER_AUTOSCALER,
+    ROLE_EXTERNAL_SECRETS,
     ROLE_FLUENT_BIT,
     ROLE_LB_CONTROLLER,
     ROLE_OTEL_COLLECTOR,
@@ -196,3 +197,91 @@ def test_model_reads_only_its_prefix(identities: Identities, model: str) -> None
         a for s in statements for a in actions(s) if a.startswith("s3:Put") or a.startswith("s3:Delete")
     }
     assert writes == set(), f"{model} may write: {writes}"
+
+
+OIDC = "oidc.eks.eu-central-1.amazonaws.com/id/AB12"
+JOB_BUCKET = "arn:aws:s3:::acme-async-eu-central-1"
+QUEUE_KEY = f"arn:aws:kms:eu-central-1:{ACCOUNT_ID}:key/0000abcd-12ab-34cd-56ef-1234567890ab"
+QUEUE_SECRET = f"arn:aws:secretsmanager:eu-central-1:{ACCOUNT_ID}:secret:eu-prod/job-queue/auth-token-AbCdEf"
+CALLBACK_SECRET = (
+    f"arn:aws:secretsmanager:eu-central-1:{ACCOUNT_ID}:secret:eu-prod/job-queue/callback-key-XyZ"
+)
+
+
+def _async_args(**overrides: Any) -> WorkloadIdentitiesArgs:
+    values: dict[str, Any] = {
+        "cluster_name": CLUSTER,
+        "region": "eu-central-1",
+        "oidc_provider_arn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{OIDC}",
+        "oidc_issuer": "https://oidc.eks.eu-central-1.amazonaws.com/id/AB12",
+        "target_group_arn": TARGET_GROUP,
+        "node_security_group_id": NODE_SG,
+        "log_group_arn": LOG_GROUP,
+        "model_bucket_arn": BUCKET,
+        "model_key_arn": BUCKET_KEY,
+        "models": MODELS,
+        "queue_secret_arn": QUEUE_SECRET,
+        "queue_key_arn": QUEUE_KEY,
+        "callback_secret_arn": CALLBACK_SECRET,
+        "job_bucket_arn": JOB_BUCKET,
+        "async_models": frozenset({"ticket-router"}),
+        "tags": TAGS,
+    } | overrides
+    return WorkloadIdentitiesArgs(**values)
+
+
+@pytest.fixture(scope="module")
+def async_identities() -> Identities:
+    roles: dict[str, str] = {}
+
+    def factory(opts: Any) -> None:
+        component = WorkloadIdentities("ids", _async_args(), opts)
+        pulumi.Output.all(**component.roles).apply(roles.update)
+
+    return Identities(build_component(factory), roles)
+
+
+def test_an_async_model_reads_inputs_and_writes_results_under_its_prefix_only(
+    async_identities: Identities,
+) -> None:
+    statements = async_identities.policy(model_role("ticket-router"))
+    on_jobs = {
+        (s["Resource"], frozenset(actions(s)))
+        for s in statements
+        if str(s["Resource"]).startswith(JOB_BUCKET)
+    }
+    assert on_jobs == {
+        (f"{JOB_BUCKET}/jobs/ticket-router/inputs/*", frozenset({"s3:GetObject"})),
+        (f"{JOB_BUCKET}/jobs/ticket-router/results/*", frozenset({"s3:GetObject", "s3:PutObject"})),
+    }, f"the result bucket beyond the model's inputs (read) and results (read, write): {on_jobs}"
+    reads = [s["Resource"] for s in statements if str(s["Resource"]).startswith(BUCKET)]
+    assert f"{BUCKET}/models/ticket-router/*" in reads, f"the async model lost its model read: {reads}"
+
+
+def test_the_result_buckets_key_is_usable_only_through_s3_in_the_region(async_identities: Identities) -> None:
+    statements = async_identities.policy(model_role("ticket-router"))
+    on_key = [s for s in statements if s["Resource"] == QUEUE_KEY]
+    assert len(on_key) == 1, on_key
+    assert actions(on_key[0]) == {"kms:Decrypt", "kms:GenerateDataKey"}, on_key
+    assert on_key[0]["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-central-1.amazonaws.com"}}, (
+        f"the key without the S3-in-region condition: {on_key[0].get('Condition')}"
+    )
+
+
+def test_a_synchronous_model_gets_nothing_of_the_result_bucket(async_identities: Identities) -> None:
+    statements = async_identities.policy(model_role("tabular-classifier"))
+    touched = [
+        s for s in statements if s["Resource"] in (QUEUE_KEY,) or str(s["Resource"]).startswith(JOB_BUCKET)
+    ]
+    assert touched == [], f"a model without async requests reaches the result bucket: {touched}"
+
+
+def test_the_secret_syncer_reads_the_queue_token_and_the_callback_key(async_identities: Identities) -> None:
+    statements = async_identities.policy(ROLE_EXTERNAL_SECRETS)
+    (read,) = [s for s in statements if "secretsmanager:GetSecretValue" in actions(s)]
+    assert read["Resource"] == [QUEUE_SECRET, CALLBACK_SECRET], read
+
+
+def test_an_async_model_without_a_result_bucket_is_refused() -> None:
+    with pytest.raises(ValueError, match="ticket-router takes async requests but the region has no result"):
+        build_component(lambda opts: WorkloadIdentities("ids", _async_args(job_bucket_arn=None), opts))

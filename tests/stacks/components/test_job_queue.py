@@ -23,7 +23,11 @@ REGION = "eu-central-1"
 NODE_SG = "sg-0123456789abcdef0"
 SUBNETS = ["subnet-0a", "subnet-0b", "subnet-0c"]
 CONFIG = JobQueueConfig(
-    node_type="cache.r7g.large", engine_version="7.1", replicas=2, snapshot_retention_days=7
+    node_type="cache.r7g.large",
+    engine_version="7.1",
+    replicas=2,
+    snapshot_retention_days=7,
+    input_retention_days=7,
 )
 RG = "aws:elasticache/replicationGroup:ReplicationGroup"
 SLR = "aws:iam/serviceLinkedRole:ServiceLinkedRole"
@@ -249,3 +253,33 @@ def test_args_refuse_a_second_service_linked_role() -> None:
     other_regions_role = cast(pulumi.Resource, object())
     with pytest.raises(ValueError, match="one per account"):
         JobQueue("q", queue_args(service_linked_role=other_regions_role))
+
+
+SECRET = "aws:secretsmanager/secret:Secret"
+VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+
+
+@pytest.fixture(scope="module")
+def with_callbacks() -> Built:
+    return build_component(lambda opts: JobQueue("q", queue_args(callbacks=True), opts))
+
+
+def test_without_callbacks_there_is_no_callback_key(queue: Built) -> None:
+    names = [s.inputs["name"] for s in queue.of_type(SECRET)]
+    assert names == ["eu-prod-eu-central-1/job-queue/auth-token"], names
+
+
+def test_the_callback_key_lives_in_secrets_manager_under_the_queues_key(with_callbacks: Built) -> None:
+    secret = with_callbacks.one(SECRET, "-callback-key")
+    key = with_callbacks.one("aws:kms/key:Key")
+    assert secret.inputs["name"] == "eu-prod-eu-central-1/job-queue/callback-key", secret.inputs["name"]
+    assert key.urn in secret.property_dependencies["kmsKeyId"], (
+        "callback key not encrypted with the region's key"
+    )
+    assert "replicas" not in secret.inputs, "the key must not be copied out of the region"
+
+
+def test_the_callback_key_is_generated_long_enough(with_callbacks: Built) -> None:
+    version = with_callbacks.one(VERSION, "-callback-key")
+    stored = version.inputs["secretString"]["value"]
+    assert len(stored.encode()) >= 32 and stored.isalnum(), f"an HMAC key of {len(stored)} bytes"

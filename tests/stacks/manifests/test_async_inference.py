@@ -1,5 +1,6 @@
 """The manifests of a model's asynchronous inference, and the serving pods' part in it."""
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -7,7 +8,7 @@ import yaml
 
 from serving_image.model_config import ModelConfig as ServerModelConfig
 from stacks.manifests import async_inference, serving
-from stacks.settings import ModelConfig, StackConfig
+from stacks.settings import ASYNC_RESULT_TTL_SECONDS, ModelConfig, StackConfig
 from tests.stacks.schemas import validate
 
 HOST = "master.eu-prod-eu-central-1-jobs.abc123.euc1.cache.amazonaws.com"
@@ -176,3 +177,102 @@ def test_workers_take_no_traffic_and_reach_only_what_they_need(model: ModelConfi
 def test_a_model_without_async_has_no_scaler(sync_only: ModelConfig) -> None:
     with pytest.raises(ValueError, match="takes no async requests"):
         async_inference.scaled_object(sync_only, HOST)
+
+
+CALLBACK_HOSTS = ("hooks.example.eu", "callbacks.partner.example.eu:8443")
+CALLBACK_SECRET = SECRET.replace("auth-token", "callback-key")
+
+
+def with_callbacks(model: ModelConfig) -> serving.ServingSpec:
+    return dataclasses.replace(spec(model), callback_hosts=CALLBACK_HOSTS)
+
+
+def test_pods_find_the_result_bucket_in_the_store_config_map(model: ModelConfig) -> None:
+    for pod in (
+        serving.deployment(spec(model), "1")["spec"]["template"]["spec"],
+        async_inference.worker_deployment(spec(model))["spec"]["template"]["spec"],
+    ):
+        found = env(pod["containers"][0])
+        assert found["SERVING_ASYNC_OBJECT_STORE"] == {
+            "configMapKeyRef": {"name": serving.store_config_name(model), "key": serving.JOB_STORE_KEY}
+        }, found
+        assert found["SERVING_ASYNC_RESULT_TTL_S"] == str(ASYNC_RESULT_TTL_SECONDS), (
+            "the pods' TTL and the bucket's expiry of results must be the same figure"
+        )
+    assert serving.job_store_url("acme-eu-serving-async-eu-central-1", model) == (
+        "s3://acme-eu-serving-async-eu-central-1/jobs/ticket-router"
+    )
+
+
+def test_without_callback_hosts_pods_get_no_callbacks(model: ModelConfig) -> None:
+    for pod in (
+        serving.deployment(spec(model), "1")["spec"]["template"]["spec"],
+        async_inference.worker_deployment(spec(model))["spec"]["template"]["spec"],
+    ):
+        found = env(pod["containers"][0])
+        assert not [n for n in found if n.startswith("SERVING_ASYNC_CALLBACK")], found
+        assert "callback-key" not in {v["name"] for v in pod["volumes"]}, pod["volumes"]
+
+
+def test_a_sync_model_gets_no_callbacks_even_where_hosts_are_allowed(sync_only: ModelConfig) -> None:
+    pod = serving.deployment(with_callbacks(sync_only), "1")["spec"]["template"]["spec"]
+    assert not [n for n in env(pod["containers"][0]) if n.startswith("SERVING_ASYNC")], pod["containers"][0]
+    assert "callback-key" not in {v["name"] for v in pod["volumes"]}, pod["volumes"]
+
+
+@pytest.mark.parametrize("kind", ["serving", "worker"])
+def test_pods_get_the_callback_hosts_and_the_key_as_a_read_only_file(model: ModelConfig, kind: str) -> None:
+    built = (
+        serving.deployment(with_callbacks(model), "1")
+        if kind == "serving"
+        else async_inference.worker_deployment(with_callbacks(model))
+    )
+    pod = built["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    found = env(server)
+    assert found["SERVING_ASYNC_CALLBACK_HOSTS"] == "hooks.example.eu,callbacks.partner.example.eu:8443", (
+        found
+    )
+    path = found["SERVING_ASYNC_CALLBACK_SECRET_FILE"]
+    (mount,) = [m for m in server["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True, mount
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == serving.callback_secret_name(model), volume
+    assert volume["secret"]["items"] == [
+        {"key": serving.CALLBACK_KEY_FILE, "path": path.rsplit("/", 1)[1]}
+    ], volume
+    assert volume["secret"]["defaultMode"] & 0o007 == 0, "the key must not be readable by other users"
+    validate(built)
+
+
+def test_the_callback_key_is_synced_from_secrets_manager(model: ModelConfig) -> None:
+    secret = async_inference.callback_external_secret(model, CALLBACK_SECRET)
+    validate(secret)
+    spec_ = secret["spec"]
+    assert spec_["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": "job-queue"}, spec_
+    assert spec_["data"] == [{"secretKey": serving.CALLBACK_KEY_FILE, "remoteRef": {"key": CALLBACK_SECRET}}]
+    assert spec_["target"]["name"] == serving.callback_secret_name(model), spec_["target"]
+    assert secret["metadata"]["namespace"] == model.tenant, secret["metadata"]
+    assert secret["metadata"]["annotations"] == {"pulumi.com/waitFor": "condition=Ready"}, secret["metadata"]
+
+
+def test_the_queue_secret_validates_against_its_crd(model: ModelConfig) -> None:
+    validate(async_inference.external_secret(model, HOST, SECRET))
+
+
+def test_the_mesh_lets_the_workers_reach_each_callback_host_on_its_port(model: ModelConfig) -> None:
+    entries = async_inference.callback_service_entries(model, CALLBACK_HOSTS)
+    for entry in entries:
+        validate(entry)
+        assert entry["metadata"]["namespace"] == model.tenant and entry["spec"]["exportTo"] == ["."], entry
+        assert entry["spec"]["location"] == "MESH_EXTERNAL" and entry["spec"]["resolution"] == "DNS", entry
+    found = {(e["spec"]["hosts"][0], e["spec"]["ports"][0]["number"]) for e in entries}
+    assert found == {("hooks.example.eu", 443), ("callbacks.partner.example.eu", 8443)}, found
+    assert len({e["metadata"]["name"] for e in entries}) == len(entries), "two entries with one name"
+
+
+def test_workers_may_reach_a_callback_hosts_own_port(model: ModelConfig) -> None:
+    policy = async_inference.network_policy(model, CALLBACK_HOSTS)
+    validate(policy)
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert ports == {53, 15012, 15017, 443, 6379, 8443}, ports
