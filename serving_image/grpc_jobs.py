@@ -51,7 +51,6 @@ from serving_image.tracking import RequestTracker, Tracked
 
 SERVICE = "/inference.jobs.AsyncInferenceService/"
 NOT_CONFIGURED = "asynchronous inference is not configured"
-RESPONSE_REF_HEADER = b"x-response-ref"
 """GetJob's trailing metadata naming a large result's URL in the object store (in place of ``response``)."""
 
 
@@ -119,8 +118,6 @@ class JobsServicer:
             if self._jobs is None:
                 raise NotConfigured(NOT_CONFIGURED)
             job = await caller_job(self._jobs, self._gate, call.metadata, request.id)
-            if job.state == "done" and job.response_ref is not None:  # the Job message has no field for it
-                call.trailing.append((RESPONSE_REF_HEADER, job.response_ref.encode()))
             return job_message(job)
         except ServingError as error:
             raise RpcError(error.grpc_code, error.message) from None
@@ -211,6 +208,8 @@ def job_message(job: JobStatus) -> jobs_pb.Job:
     )  # fmt: skip
     if job.state == "done" and job.result is not None:
         message.response.CopyFrom(response_message(job.result))
+    if job.state == "done" and job.response_ref is not None:
+        message.response_ref = job.response_ref
     if job.callback is not None:
         message.callback.CopyFrom(jobs_pb.JobCallback(
             url=job.callback.url, status=job.callback.status, attempts=job.callback.attempts or 0,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import grpc_predict_v2_pb2 as grpc__predict__v2__pb2
 
 
-DESCRIPTOR = grpc__predict__v2__pb2.DESCRIPTOR.pool.AddSerializedFile(b'\n\x15\x61sync_inference.proto\x12\x0einference.jobs\x1a\x15grpc_predict_v2.proto\">\n\tJobTicket\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x9c\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x19\n\x11version_requested\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0f\n\x07\x63reated\x18\x08 \x01(\t\x12\x0f\n\x07started\x18\t \x01(\t\x12\x10\n\x08\x66inished\x18\n \x01(\t\x12/\n\x08response\x18\x0b \x01(\x0b\x32\x1d.inference.ModelInferResponse\x12-\n\x08\x63\x61llback\x18\x0c \x01(\x0b\x32\x1b.inference.jobs.JobCallback\"L\n\x0bJobCallback\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t2\xa1\x01\n\x15\x41syncInferenceService\x12H\n\x0bSubmitInfer\x12\x1c.inference.ModelInferRequest\x1a\x19.inference.jobs.JobTicket\"\x00\x12>\n\x06GetJob\x12\x1d.inference.jobs.GetJobRequest\x1a\x13.inference.jobs.Job\"\x00\x62\x06proto3')
+DESCRIPTOR = grpc__predict__v2__pb2.DESCRIPTOR.pool.AddSerializedFile(b'\n\x15\x61sync_inference.proto\x12\x0einference.jobs\x1a\x15grpc_predict_v2.proto\">\n\tJobTicket\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xb2\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x19\n\x11version_requested\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0f\n\x07\x63reated\x18\x08 \x01(\t\x12\x0f\n\x07started\x18\t \x01(\t\x12\x10\n\x08\x66inished\x18\n \x01(\t\x12/\n\x08response\x18\x0b \x01(\x0b\x32\x1d.inference.ModelInferResponse\x12-\n\x08\x63\x61llback\x18\x0c \x01(\x0b\x32\x1b.inference.jobs.JobCallback\x12\x14\n\x0cresponse_ref\x18\r \x01(\t\"L\n\x0bJobCallback\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t2\xa1\x01\n\x15\x41syncInferenceService\x12H\n\x0bSubmitInfer\x12\x1c.inference.ModelInferRequest\x1a\x19.inference.jobs.JobTicket\"\x00\x12>\n\x06GetJob\x12\x1d.inference.jobs.GetJobRequest\x1a\x13.inference.jobs.Job\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETJOBREQUEST']._serialized_start=128
   _globals['_GETJOBREQUEST']._serialized_end=155
   _globals['_JOB']._serialized_start=158
-  _globals['_JOB']._serialized_end=442
-  _globals['_JOBCALLBACK']._serialized_start=444
-  _globals['_JOBCALLBACK']._serialized_end=520
-  _globals['_ASYNCINFERENCESERVICE']._serialized_start=523
-  _globals['_ASYNCINFERENCESERVICE']._serialized_end=684
+  _globals['_JOB']._serialized_end=464
+  _globals['_JOBCALLBACK']._serialized_start=466
+  _globals['_JOBCALLBACK']._serialized_end=542
+  _globals['_ASYNCINFERENCESERVICE']._serialized_start=545
+  _globals['_ASYNCINFERENCESERVICE']._serialized_end=706
 # @@protoc_insertion_point(module_scope)

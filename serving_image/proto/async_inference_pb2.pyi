@@ -84,6 +84,7 @@ class Job(_message.Message):
     FINISHED_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
     CALLBACK_FIELD_NUMBER: _builtins.int
+    RESPONSE_REF_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     status: _builtins.str
     """"pending", "running", "done" or "failed"."""
@@ -99,6 +100,10 @@ class Job(_message.Message):
     """ISO 8601 UTC times with milliseconds ("2026-11-30T06:42:19.175Z"); empty until they happen."""
     started: _builtins.str
     finished: _builtins.str
+    response_ref: _builtins.str
+    """Where a done job's response was stored instead (a result over the inline limit): the object store's
+    URL of the V2 JSON response; then `response` is not set.
+    """
     @_builtins.property
     def response(self) -> _grpc_predict_v2_pb2.ModelInferResponse:
         """The V2 response, when the status is "done"."""
@@ -122,10 +127,11 @@ class Job(_message.Message):
         finished: _builtins.str = ...,
         response: _grpc_predict_v2_pb2.ModelInferResponse | None = ...,
         callback: Global___JobCallback | None = ...,
+        response_ref: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["callback", b"callback", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "callback", b"callback", "created", b"created", "error", b"error", "finished", b"finished", "id", b"id", "model_name", b"model_name", "model_version", b"model_version", "response", b"response", "started", b"started", "status", b"status", "version_requested", b"version_requested"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "callback", b"callback", "created", b"created", "error", b"error", "finished", b"finished", "id", b"id", "model_name", b"model_name", "model_version", b"model_version", "response", b"response", "response_ref", b"response_ref", "started", b"started", "status", b"status", "version_requested", b"version_requested"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

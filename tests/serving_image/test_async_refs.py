@@ -179,16 +179,16 @@ def grpc_reference(url: str) -> Any:
     return request
 
 
-def test_a_job_by_reference_over_grpc_names_its_large_result_in_the_trailing_metadata(
+def test_a_job_by_reference_over_grpc_names_its_large_result_in_response_ref(
     store_server: ServerProcess, store: Path
 ) -> None:
     url = put_input(store, "sixty-grpc.json", infer_body(rows(60, seed=13), id="sixty"))
     ticket = grpc_submit(store_server, grpc_reference(url))
     document = finished(store_server, ticket.id)
     assert document["status"] == "done" and document["input_ref"] == url, document
-    job, trailing = grpc_job(store_server, ticket.id)
+    job, _ = grpc_job(store_server, ticket.id)
     assert job.status == "done" and not job.HasField("response"), job
-    assert trailing["x-response-ref"] == document["response_ref"], trailing
+    assert job.response_ref == document["response_ref"], job
     assert json.loads((store / "results" / f"{ticket.id}.json").read_bytes())["id"] == "sixty"
 
 
