@@ -68,6 +68,10 @@ _SPAN_START = {"http.request.method": "POST"}
 _RESPOND_ASYNC = "respond-async"
 _NOT_CONFIGURED = "asynchronous inference is not configured"
 _INPUT_REF_NAME = f'"{INPUT_REF_PARAMETER}"'.encode()
+# SageMaker's inference container contract (docs/sagemaker.md): POST /invocations is a model's infer
+# endpoint; the model is the repository's only one or the one these headers name, with its version.
+TARGET_MODEL_HEADER = "x-amzn-sagemaker-target-model"
+CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
 
 
 class _Reply(Exception):
@@ -118,6 +122,9 @@ class RestApp:
         ):
             await self._infer(scope, receive, send, parts)
             return
+        if method == "POST" and parts == ["invocations"]:  # resolved to a model's infer path in _infer_body
+            await self._infer(scope, receive, send, parts)
+            return
         if method == "POST" and len(parts) == 4 and parts[:2] == ["v2", "models"] and parts[3] == "feedback":
             await self._feedback(scope, receive, send, parts[2])
             return
@@ -151,6 +158,9 @@ class RestApp:
             return 200, orjson.dumps({"live": self._dp.live()}), JSON
         if parts == ["v2", "health", "ready"]:
             return self._server_ready()
+        if parts == ["ping"]:  # SageMaker's health check: 200 when ready, and not a 4xx but 503 when not
+            ready = self._dp.ready()
+            return (200 if ready else 503), orjson.dumps({"ready": ready}), JSON
         if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
             return self._model_get(parts[2:])
         raise _Reply(404, {"error": f"no endpoint at /{'/'.join(parts)}"})
@@ -210,6 +220,8 @@ class RestApp:
         self, scope: Scope, receive: Receive, parts: list[str], headers: dict[str, str], tracked: Tracked,
         span: object = None,
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:  # fmt: skip
+        if parts == ["invocations"]:
+            parts = invocation_path(sorted(self._dp.repository.models), headers)
         model_name, version = parts[2], (parts[4] if len(parts) == 6 and parts[3] == "versions" else None)
         if len(parts) == 6 and parts[3] != "versions":
             raise ModelNotFound(f"no endpoint at /{'/'.join(parts)}")
@@ -354,6 +366,39 @@ def _segments(scope: Scope) -> list[str]:
     if raw is None or b"%" not in raw:
         return [part for part in scope["path"].split("/") if part]
     return [unquote(part) for part in raw.decode("latin-1").split("/") if part]
+
+
+def invocation_path(models: list[str], headers: Mapping[str, str]) -> list[str]:
+    """The infer path a SageMaker ``/invocations`` request stands for: the model the target-model header
+    names, else the repository's only one; the version ``version=<v>`` in the custom attributes names,
+    else the variant router's choice. The names of the models are not told (the gate has not run yet)."""
+    model = headers.get(TARGET_MODEL_HEADER)
+    if model is None:
+        if not models:
+            raise ModelNotFound("the model repository has no model to invoke")
+        if len(models) > 1:
+            raise InvalidInput(
+                f"this endpoint serves {len(models)} models: "
+                "name one with the header X-Amzn-SageMaker-Target-Model"
+            )
+        model = models[0]
+    if not model:
+        raise InvalidInput("the header X-Amzn-SageMaker-Target-Model is empty: name a model")
+    version = custom_attribute(headers.get(CUSTOM_ATTRIBUTES_HEADER, ""), "version")
+    if version is None:
+        return ["v2", "models", model, "infer"]
+    if not version:
+        raise InvalidInput("X-Amzn-SageMaker-Custom-Attributes: 'version=' names no version")
+    return ["v2", "models", model, "versions", version, "infer"]
+
+
+def custom_attribute(attributes: str, key: str) -> str | None:
+    """The value of ``key=value`` among the ``;`` or ``,``-separated custom attributes, else None."""
+    for item in attributes.replace(",", ";").split(";"):
+        name, equals, value = item.partition("=")
+        if equals and name.strip() == key:
+            return value.strip()
+    return None
 
 
 def job_location(model: str, job_id: str) -> str:

@@ -1,7 +1,8 @@
 """Process lifecycle: load the repository, serve REST and gRPC, drain on SIGTERM.
 
-``python -m serving_image`` and ``servectl serve`` both call ``main``. With ``--workers N``
-a supervisor starts N worker processes that share the ports (SO_REUSEPORT) and merge
+``python -m serving_image`` and ``servectl serve`` both call ``main``; ``python -m serving_image serve`` is
+SageMaker's container contract (its defaults in ``settings.serve_defaults``, docs/sagemaker.md).
+With ``--workers N`` a supervisor starts N worker processes that share the ports (SO_REUSEPORT) and merge
 their metrics; each worker loads the models itself, since ONNX Runtime sessions do not
 survive a fork.
 """

@@ -3,7 +3,7 @@
 import argparse
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -13,6 +13,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from serving_image.object_store import parse_store_url
 
 BUNDLED_MODELS = Path(__file__).resolve().parent / "models"
+
+# SageMaker's inference container contract (docs/sagemaker.md): ``serve`` mode listens on all
+# interfaces on 8080, or on the port SageMaker names, and serves the models SageMaker put in /opt/ml/model.
+SERVE_MODE = "serve"
+SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
+SAGEMAKER_PORT_VARIABLE = "SAGEMAKER_BIND_TO_PORT"
 
 
 class Settings(BaseSettings):
@@ -276,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="serving_image",
         description="ONNX Runtime server for the Open Inference Protocol (KServe V2) over REST and gRPC.",
     )
+    parser.add_argument(
+        "mode", nargs="?", choices=(SERVE_MODE,),
+        help=f"serve: SageMaker's container contract (0.0.0.0, port ${SAGEMAKER_PORT_VARIABLE} or 8080, "
+        f"models in {SAGEMAKER_MODEL_DIR}, /ping and /invocations)",
+    )  # fmt: skip
     parser.add_argument("--model-repository", type=Path, help="model repository (default: bundled models)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, help="REST port (default 8080)")
@@ -311,7 +322,12 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     """Settings from the environment and ``argv``; a bad value exits 2 naming the flag and the reason."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    overrides = {key: value for key, value in vars(args).items() if value is not None}
+    flags = {key: value for key, value in vars(args).items() if value is not None and key != "mode"}
+    try:
+        defaults = serve_defaults(os.environ) if args.mode == SERVE_MODE else {}
+    except ValueError as error:
+        parser.error(f"invalid setting: {error}")
+    overrides = {**defaults, **flags}
     try:
         settings = Settings(**overrides)
     except ValidationError as error:
@@ -333,3 +349,21 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         except ValueError as error:
             parser.error(f"invalid setting: callbacks: {error}")
     return settings
+
+
+def serve_defaults(environ: Mapping[str, str]) -> dict[str, object]:
+    """The settings ``serve`` mode changes: its defaults where no ``SERVING_*`` variable is set, and
+    the port SageMaker names in ``SAGEMAKER_BIND_TO_PORT`` (a flag still overrides both)."""
+    contract: dict[str, object] = {
+        "model_repository": SAGEMAKER_MODEL_DIR,
+        "host": "0.0.0.0",  # noqa: S104 - the contract: SageMaker reaches the container from outside
+        "http_port": 8080,
+    }
+    present = {name.upper() for name in environ}  # the variables are read regardless of case
+    chosen = {name: value for name, value in contract.items() if f"SERVING_{name.upper()}" not in present}
+    port = environ.get(SAGEMAKER_PORT_VARIABLE)
+    if port is not None:
+        if not (port.isascii() and port.isdigit() and 0 < int(port) <= 65535):
+            raise ValueError(f"{SAGEMAKER_PORT_VARIABLE}: must be a port number (1-65535), got {port!r}")
+        chosen["http_port"] = int(port)
+    return chosen

@@ -14,7 +14,14 @@ from pathlib import Path
 import annotated_types
 import pytest
 
-from serving_image.settings import BUNDLED_MODELS, LIMITS, Settings, build_parser, load_settings
+from serving_image.settings import (
+    BUNDLED_MODELS,
+    LIMITS,
+    SAGEMAKER_MODEL_DIR,
+    Settings,
+    build_parser,
+    load_settings,
+)
 
 PROG = "serving_image"
 # What `python -m serving_image` puts in sys.argv[0]; argparse would name the program after it.
@@ -27,6 +34,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("SERVING_"):
             monkeypatch.delenv(name)
+    monkeypatch.delenv("SAGEMAKER_BIND_TO_PORT", raising=False)
     monkeypatch.setattr(sys, "argv", [MAIN])
 
 
@@ -631,7 +639,12 @@ FLAGS: dict[str, tuple[str, object, str]] = {
 
 
 def options() -> dict[str, argparse.Action]:
-    return {action.option_strings[-1]: action for action in build_parser()._actions if action.dest != "help"}
+    actions = build_parser()._actions
+    return {
+        action.option_strings[-1]: action
+        for action in actions
+        if action.option_strings and action.dest != "help"
+    }
 
 
 def test_every_flag_has_its_setting_type_and_help() -> None:
@@ -792,3 +805,69 @@ def test_onnx_threads_share_the_cores_among_the_workers(
     monkeypatch.setattr(os, "cpu_count", lambda: cpus)
     got = Settings(workers=workers, intra_op_threads=intra_op_threads).onnx_threads()
     assert got == threads and type(got) is int, f"{cpus} cores, {workers} workers, {intra_op_threads}: {got}"
+
+
+# --- serve mode (SageMaker's container contract, docs/sagemaker.md) ----------------------------------------
+
+SERVE_DEFAULTS: dict[str, object] = {"model_repository": SAGEMAKER_MODEL_DIR, "host": "0.0.0.0"}
+
+# The environment, argv, then the settings it changes from the defaults.
+SERVE_MODE: list[tuple[dict[str, str], list[str], dict[str, object]]] = [
+    ({}, ["serve"], SERVE_DEFAULTS),
+    ({"SAGEMAKER_BIND_TO_PORT": "9090"}, ["serve"], SERVE_DEFAULTS | {"http_port": 9090}),
+    ({"SERVING_HTTP_PORT": "9000"}, ["serve"], SERVE_DEFAULTS | {"http_port": 9000}),
+    (
+        {"SERVING_HTTP_PORT": "9000", "SAGEMAKER_BIND_TO_PORT": "9090"},
+        ["serve"],
+        SERVE_DEFAULTS | {"http_port": 9090},
+    ),
+    (
+        {"SAGEMAKER_BIND_TO_PORT": "9090"},
+        ["serve", "--http-port", "9100"],
+        SERVE_DEFAULTS | {"http_port": 9100},
+    ),
+    (
+        {"SERVING_MODEL_REPOSITORY": "/srv/models", "SERVING_HOST": "127.0.0.1"},
+        ["serve"],
+        {"model_repository": Path("/srv/models")},
+    ),
+    (
+        {},
+        ["serve", "--model-repository", "/srv/models"],
+        {"model_repository": Path("/srv/models"), "host": "0.0.0.0"},
+    ),
+    ({}, ["--workers", "2", "serve"], SERVE_DEFAULTS | {"workers": 2}),
+    ({"SAGEMAKER_BIND_TO_PORT": "9090"}, [], {}),  # only serve mode reads SageMaker's variable
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "changed"), SERVE_MODE, ids=[f"{env} {' '.join(argv)}" for env, argv, _ in SERVE_MODE]
+)
+def test_serve_mode_has_the_sagemaker_defaults_and_the_variables_and_flags_win(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], argv: list[str], changed: dict[str, object]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings(argv).model_dump() == DEFAULTS | changed, (env, argv)
+
+
+@pytest.mark.parametrize(
+    ("port", "line"),
+    [
+        ("http", "invalid setting: SAGEMAKER_BIND_TO_PORT: must be a port number (1-65535), got 'http'"),
+        ("0", "invalid setting: SAGEMAKER_BIND_TO_PORT: must be a port number (1-65535), got '0'"),
+        ("65536", "invalid setting: SAGEMAKER_BIND_TO_PORT: must be a port number (1-65535), got '65536'"),
+        ("-1", "invalid setting: SAGEMAKER_BIND_TO_PORT: must be a port number (1-65535), got '-1'"),
+    ],
+)
+def test_a_bad_sagemaker_port_exits_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], port: str, line: str
+) -> None:
+    monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", port)
+    assert refused(capsys, ["serve"]) == f"{PROG}: error: {line}"
+
+
+def test_an_unknown_mode_exits_2_naming_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    line = refused(capsys, ["predict"])
+    assert line == f"{PROG}: error: argument mode: invalid choice: 'predict' (choose from 'serve')", line
