@@ -116,6 +116,7 @@ def test_every_region_exports_its_own_result_bucket(plans: dict[str, Plan], stac
 @pytest.mark.parametrize("stack", sorted(ASYNC_STACKS))
 def test_each_clusters_pods_get_their_regions_result_bucket(plans: dict[str, Plan], stack: str) -> None:
     exported, platform, model = _exports(plans, stack), plans[f"{stack}.platform"], JOB_MODELS[stack]
+    assert sorted(exported) == sorted(ASYNC_STACKS[stack]), exported
     for region, out in exported.items():
         (store,) = [c for c in _kind(platform, "ConfigMap") if c.name == f"{region}-model-{model}-store"]
         assert store.inputs["data"]["async-object-store"] == f"s3://{out['jobBucket']}/jobs/{model}", region
