@@ -2,12 +2,16 @@
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import requests
 
+from serving_image.job_queue import JobQueue
+from serving_image.settings import Settings
 from tests.serving_image.conftest import ServerProcess, logged_events, start_server
 from tests.serving_image.redis_fixture import RedisServer
 
@@ -97,3 +101,14 @@ def stored_result(client: Any, job_id: str) -> dict[str, Any]:
     assert raw is not None, f"job {job_id} has no stored result"
     result: dict[str, Any] = json.loads(raw)
     return result
+
+
+@asynccontextmanager
+async def opened(url: str, stream: str, **settings: Any) -> AsyncIterator[JobQueue]:
+    """A job queue on the test redis and ``stream``, its consumer group made; closed on exit."""
+    queue = JobQueue.connect(Settings(async_redis_url=url, async_stream=stream, **settings))
+    try:
+        await queue.ensure_group()
+        yield queue
+    finally:
+        await queue.close()

@@ -12,8 +12,7 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +37,7 @@ from serving_image.repository import Repository
 from serving_image.server import serve
 from serving_image.settings import Settings
 from serving_image.tracking import RequestTracker
+from tests.serving_image.async_jobs import opened
 from tests.serving_image.callback_receiver import Answer, Receiver
 from tests.serving_image.conftest import (
     doubler_graph,
@@ -62,16 +62,6 @@ def new_job(callback_url: str | None = HOOK) -> NewJob:
         model="doubler", version="1", version_requested=None, body=b'{"inputs": []}', header_length=None,
         caller="alice", request_id="req-1", callback_url=callback_url,
     )  # fmt: skip
-
-
-@asynccontextmanager
-async def opened(url: str, stream: str, **settings: Any) -> AsyncIterator[JobQueue]:
-    queue = JobQueue.connect(Settings(async_redis_url=url, async_stream=stream, **settings))
-    try:
-        await queue.ensure_group()
-        yield queue
-    finally:
-        await queue.close()
 
 
 async def taken(queue: JobQueue, count: int = 1) -> list[Delivery]:

@@ -7,8 +7,7 @@ nothing is claimed before its visibility timeout, and a dead letter keeps its re
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from serving_image.errors import Overloaded, QueueUnavailable
 from serving_image.job_queue import GROUP, Dead, Delivery, Done, JobQueue, NewJob, Retry, valid_job_id
 from serving_image.settings import Settings
+from tests.serving_image.async_jobs import opened
 from tests.serving_image.conftest import free_port
 from tests.serving_image.redis_fixture import RedisServer
 
@@ -29,16 +29,6 @@ def new_job(
         model=model, version="1", version_requested=None, body=body, header_length=header_length,
         caller="alice", request_id="req-1",
     )  # fmt: skip
-
-
-@asynccontextmanager
-async def opened(url: str, stream: str, **settings: Any) -> AsyncIterator[JobQueue]:
-    queue = JobQueue.connect(Settings(async_redis_url=url, async_stream=stream, **settings))
-    try:
-        await queue.ensure_group()
-        yield queue
-    finally:
-        await queue.close()
 
 
 def run(test: Callable[[], Coroutine[Any, Any, T]]) -> T:
