@@ -103,6 +103,25 @@ class Repository:
         }
         return cls(models)
 
+    @classmethod
+    def load_one_version(
+        cls,
+        root: Path,
+        model: str,
+        version: str,
+        intra_op_threads: int,
+        warm_up_every_size_up_to: int = WARM_UP_EVERY_SIZE_UP_TO,
+    ) -> "Repository":
+        """Serve ``root`` (``model.onnx`` at its top, optionally ``config.yaml``) as one version of one model.
+
+        SageMaker copies a Model's S3 prefix into /opt/ml/model; a Model made from one version's prefix, as
+        each production variant is, gives this layout. The name and version come from the settings."""
+        if not root.is_dir():
+            raise FileNotFoundError(f"model directory {root} is not a directory")
+        return cls(
+            {model: _load_model(root, intra_op_threads, warm_up_every_size_up_to, model, {version: root})}
+        )
+
     def failures(self) -> list[LoadFailure]:
         """Every model or version that cannot serve, with its path and reason."""
         found: list[LoadFailure] = []
@@ -146,15 +165,24 @@ class Repository:
         return problems
 
 
-def _load_model(path: Path, intra_op_threads: int, warm_up_every_size_up_to: int) -> Model:
-    model = Model(name=path.name, path=path)
+def _load_model(
+    path: Path,
+    intra_op_threads: int,
+    warm_up_every_size_up_to: int,
+    name: str | None = None,
+    version_dirs: dict[str, Path] | None = None,
+) -> Model:
+    """A model directory (named after it, each subdirectory a version), or the given name and version dirs."""
+    model = Model(name=name or path.name, path=path)
     try:
         model.config = load_model_config(path)
     except ConfigError as error:
         model.error = str(error)
         return model
-    for version_dir in sorted(p for p in path.iterdir() if p.is_dir()):
-        version = _load_version(model.name, version_dir, intra_op_threads)
+    if version_dirs is None:
+        version_dirs = {p.name: p for p in sorted(path.iterdir()) if p.is_dir()}
+    for version_name, version_dir in version_dirs.items():
+        version = _load_version(model.name, version_name, version_dir, intra_op_threads)
         if version.runtime is not None:
             sizes = warm_up_sizes(model.config.max_batch_size, warm_up_every_size_up_to)
             version.warm_up_problem = version.runtime.warm_up(sizes)
@@ -162,7 +190,7 @@ def _load_model(path: Path, intra_op_threads: int, warm_up_every_size_up_to: int
                 log_event("warm_up_failed", model=model.name, version=version.version,
                           problem=version.warm_up_problem,
                           **failure_fields(version.runtime.warm_up_error))  # fmt: skip
-        model.versions[version_dir.name] = version
+        model.versions[version_name] = version
     numeric = sorted((v for v in model.versions if v.isdigit()), key=int)
     if not numeric:
         model.error = f"{path}: no version directories (expected {path}/<version>/{MODEL_FILE})"
@@ -183,9 +211,9 @@ def _unknown_versions(config: ModelConfig, versions: list[str], path: Path) -> s
     return None
 
 
-def _load_version(model: str, version_dir: Path, intra_op_threads: int) -> ModelVersion:
-    version = ModelVersion(model=model, version=version_dir.name, path=version_dir / MODEL_FILE)
-    if not version_dir.name.isdigit():
+def _load_version(model: str, name: str, version_dir: Path, intra_op_threads: int) -> ModelVersion:
+    version = ModelVersion(model=model, version=name, path=version_dir / MODEL_FILE)
+    if not name.isdigit():
         version.error = f"{version_dir}: version directory names must be positive integers"
     elif not version.path.is_file():
         version.error = f"{version.path}: file not found"

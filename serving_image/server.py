@@ -406,9 +406,13 @@ def _connection_cap(settings: Settings) -> int:
 def _load_repository(settings: Settings) -> Repository | None:
     """Every model, loaded before serving; failures are logged with their path and reason."""
     try:
-        repository = Repository.load(
-            settings.model_repository, settings.onnx_threads(), settings.warm_up_every_batch_size_up_to
-        )
+        threads, warm_up = settings.onnx_threads(), settings.warm_up_every_batch_size_up_to
+        if settings.model_name is not None and settings.model_version is not None:
+            repository = Repository.load_one_version(
+                settings.model_repository, settings.model_name, settings.model_version, threads, warm_up
+            )
+        else:
+            repository = Repository.load(settings.model_repository, threads, warm_up)
     except FileNotFoundError as error:
         log_event("startup_failed", reason=str(error))
         return None

@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     )
 
     model_repository: Path = Field(default=BUNDLED_MODELS, description="Triton-layout model repository")
+    # SageMaker makes one Model per production variant from one version's files: /opt/ml/model is then
+    # that version's directory (model.onnx at its top), and these two say what it serves as.
+    model_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="with model_version: the repository is one version's directory, served as this model",
+    )  # fmt: skip
+    model_version: str | None = Field(
+        default=None, pattern=r"^[1-9][0-9]{0,17}$", description="with model_name: the version it serves as"
+    )
     host: str = Field(default="127.0.0.1", description="address to listen on")
     http_port: int = Field(default=8080, ge=0, le=65535, description="REST port (0 picks a free one)")
     grpc_port: int = Field(default=8081, ge=0, le=65535, description="gRPC port (0 picks a free one)")
@@ -250,6 +259,14 @@ class Settings(BaseSettings):
         if backoff is not None and cap < backoff:
             raise ValueError(f"must be at least async_callback_backoff_s ({backoff:g})")
         return cap
+
+    @model_validator(mode="after")
+    def _one_version_complete(self) -> "Settings":
+        if (self.model_name is None) != (self.model_version is None):
+            raise ValueError(
+                "model_name and model_version go together (one version's directory served as it)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _async_complete(self) -> "Settings":

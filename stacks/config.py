@@ -36,6 +36,7 @@ from stacks.settings import (
     RegionConfig,
     Rollout,
     RunnerConfig,
+    SageMakerAsyncConfig,
     Shadow,
     StackConfig,
     StateConfig,
@@ -62,6 +63,7 @@ _OBJECT_KEYS = (
     "tenants",
     "models",
     "asyncInference",
+    "sagemakerAsync",
 )
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -316,7 +318,7 @@ def _rollout(node: _Node) -> Rollout | None:
     )
 
 
-def _model(node: _Node, tenants: frozenset[str]) -> ModelConfig:
+def _model(node: _Node, tenants: frozenset[str], profile: str) -> ModelConfig:
     tenant = node.string("tenant")
     if tenant not in tenants:
         raise node.child("tenant").fail(f"{tenant!r} is not one of the tenants {sorted(tenants)}")
@@ -336,7 +338,8 @@ def _model(node: _Node, tenants: frozenset[str]) -> ModelConfig:
         workers=node.integer("workers", 1, 64),
         variants=_variants(node.child("variants")),
         rollout=_rollout(node.optional("rollout")),
-        async_workers=_async_workers(node.optional("async")),
+        async_workers=None if profile == "smb" else _async_workers(node.optional("async")),
+        sagemaker_async=profile == "smb" and _sagemaker_model(node.optional("async")),
     )
 
 
@@ -636,6 +639,84 @@ def _job_queue(
     )
 
 
+_ML_INSTANCE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_ML_FAMILY = re.compile(r"^([a-z]+?)([0-9]+)([a-z-]*)$")
+# Families with NVMe instance storage but no 'd' among their attributes (m5d, g4dn, c6id and p4d have one).
+_STORAGE_WITHOUT_D = frozenset({"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "trn1", "trn1n", "trn2"})
+
+
+def _has_instance_storage(instance_type: str) -> bool:
+    """True for a type whose volumes are local NVMe disks: SageMaker encrypts them in hardware and refuses a
+    KMS key for them (CreateEndpointConfig fails), where ENC-007 asks for the region's key."""
+    family = instance_type.split(".")[1]
+    match = _ML_FAMILY.match(family)
+    return family in _STORAGE_WITHOUT_D or (match is not None and "d" in match.group(3))
+
+
+def _sagemaker_model(node: _Node) -> bool:
+    """A model's `async` block in an smb stack: present and empty (`async: {}`). Its endpoint's sizes are the
+    stack's `sagemakerAsync`; the workers' keys of the standard profile have no meaning on SageMaker."""
+    if node.value is None:
+        return False
+    if not isinstance(node.value, Mapping) or node.value:
+        raise node.fail(
+            "must be {} in an smb stack: SageMaker runs its async requests, sized by "
+            "model-serving:sagemakerAsync (minWorkers, maxWorkers, backlogPerWorker and maxQueued "
+            "size the standard profile's workers)"
+        )
+    return True
+
+
+def _sagemaker_async(
+    root: _Node, profile: str, model_nodes: list[_Node], models: tuple[ModelConfig, ...]
+) -> SageMakerAsyncConfig | None:
+    """`sagemakerAsync`: the endpoints of an smb stack whose models take async requests. A model with `async`
+    needs it; without such a model it would size nothing."""
+    node = root.optional("sagemakerAsync")
+    users = [n for n, m in zip(model_nodes, models, strict=True) if m.sagemaker_async]
+    if node.value is None:
+        if users:
+            raise users[0].optional("async").fail("needs model-serving:sagemakerAsync, its endpoint's sizes")
+        return None
+    if profile != "smb":
+        raise node.fail(
+            f"has no meaning for profile {profile}: SageMaker Asynchronous Inference is the smb profile's "
+            "(standard stacks use model-serving:asyncInference)"
+        )
+    if not users:
+        raise node.fail("no model sets async: there is no endpoint to size")
+    low = node.integer("minInstances", 0, 100)
+    high = node.integer("maxInstances", max(low, 1), 100)
+    count = node.integer("instanceCount", 1, 100)
+    if not low <= count <= high:
+        raise node.child("instanceCount").fail(
+            f"needs minInstances <= instanceCount <= maxInstances, got {low}, {count}, {high}"
+        )
+    slr = node.optional("createAutoscalingServiceLinkedRole")
+    if slr.value is not None and not isinstance(slr.value, bool):
+        raise slr.fail("must be true or false")
+    retention = node.optional("inputRetentionDays")
+    backlog = node.optional("backlogPerInstance")
+    instance_type = node.string("instanceType", _ML_INSTANCE)
+    if _has_instance_storage(instance_type):
+        raise node.child("instanceType").fail(
+            f"{instance_type} keeps its volumes on local NVMe disks, for which SageMaker refuses the "
+            "region's KMS key (ENC-007 requires it): choose an EBS-backed type such as ml.m5.large"
+        )
+    return SageMakerAsyncConfig(
+        instance_type=instance_type,
+        instance_count=count,
+        max_concurrent_invocations=node.integer("maxConcurrentInvocations", 1, 1000),
+        min_instances=low,
+        max_instances=high,
+        backlog_per_instance=node.integer("backlogPerInstance", 1, 100_000)
+        if backlog.value is not None
+        else 5,
+        input_retention_days=node.integer("inputRetentionDays", 1, 365) if retention.value is not None else 7,
+        create_autoscaling_service_linked_role=slr.value is not False,
+    )
+
+
 def _callback_hosts(node: _Node) -> tuple[str, ...]:
     """`asyncInference.callbacks.allowedHosts`: where job callbacks may go, each `host` or `host:port`
     (lower case, no scheme or path: the mesh and the egress firewall match host names). Left out: none."""
@@ -671,7 +752,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region:
     tenants = tuple(_tenant(t) for t in tenant_nodes)
     _unique(tenant_nodes, [t.name for t in tenants], "tenant")
     model_nodes = root.child("models").items()
-    models = tuple(_model(m, frozenset(t.name for t in tenants)) for m in model_nodes)
+    models = tuple(_model(m, frozenset(t.name for t in tenants), profile) for m in model_nodes)
     _unique(model_nodes, [m.name for m in models], "model")
     _check_quotas(tenant_nodes, tenants, models)
     part = _aws_part(root, jurisdiction, profile, aws_region)
@@ -688,6 +769,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region:
         tenants=tenants,
         models=models,
         job_queue=_job_queue(root, profile, model_nodes, models),
+        sagemaker_async=_sagemaker_async(root, profile, model_nodes, models),
         **part,
     )
 

@@ -65,7 +65,13 @@ def autoscaling_role_arn(account: str) -> str:
     return AUTOSCALING_ROLE.format(account=account)
 
 
-def key_policy(account: str, region: str, log_service: bool, volume_roles: Sequence[str] = ()) -> str:
+def key_policy(
+    account: str,
+    region: str,
+    log_service: bool,
+    volume_roles: Sequence[str] = (),
+    service_users: Sequence[str] = (),
+) -> str:
     """Key policy: the account administers the key (so IAM policies can grant its use); CloudWatch Logs in
     this region may use it if asked; `volume_roles` (service roles that launch instances) may encrypt
     volumes with it.
@@ -77,7 +83,26 @@ def key_policy(account: str, region: str, log_service: bool, volume_roles: Seque
         statements.append(_regional_logs_use_key(account, region))
     if volume_roles:
         statements += _volume_roles_use_key(volume_roles)
+    if service_users:
+        statements.append(_services_use_key(account, service_users))
     return _doc(*statements)
+
+
+SERVICE_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+"""What an AWS service needs of a key to write and read data it encrypts with it (an SNS topic's messages)."""
+
+
+def _services_use_key(account: str, services: Sequence[str]) -> dict[str, Any]:
+    """AWS services (`sns.amazonaws.com`, `sagemaker.amazonaws.com`) may encrypt and decrypt with the key on
+    this account's behalf only: an encrypted topic is unusable to a service the key policy leaves out."""
+    return {
+        "Sid": "ServicesUseKey",
+        "Effect": "Allow",
+        "Principal": {"Service": sorted(services)},
+        "Action": list(SERVICE_KEY_ACTIONS),
+        "Resource": "*",
+        "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+    }
 
 
 def _account_administers_key(account: str) -> dict[str, Any]:

@@ -376,6 +376,30 @@ class JobQueueConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SageMakerAsyncConfig:
+    """Asynchronous inference of an smb stack: one SageMaker asynchronous endpoint per async model, in the
+    stack's region (S3 in, SNS out, KMS)."""
+
+    instance_type: str
+    """SageMaker hosting instance type, e.g. `ml.m5.large` (async endpoints need instances: no serverless)."""
+    instance_count: int
+    """Instances each production variant starts with."""
+    max_concurrent_invocations: int
+    """Requests SageMaker sends one instance at a time (`MaxConcurrentInvocationsPerInstance`)."""
+    min_instances: int
+    """Fewest instances per variant the autoscaler keeps (0 allowed: async endpoints scale to zero)."""
+    max_instances: int
+    """Most instances per variant."""
+    backlog_per_instance: int = 5
+    """Queued requests one instance takes on: the target of `ApproximateBacklogSizePerInstance`."""
+    input_retention_days: int = 7
+    """Days a request's input object (`jobs/<model>/inputs/`) stays in the result bucket."""
+    create_autoscaling_service_linked_role: bool = True
+    """Create Application Auto Scaling's SageMaker service-linked role (account-global; false where the
+    account has it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """One served model."""
 
@@ -403,6 +427,8 @@ class ModelConfig:
     """The progressive rollout schedule, if the model has one."""
     async_workers: AsyncWorkers | None = None
     """Asynchronous inference workers, if the model takes async requests (the stack needs a job queue)."""
+    sagemaker_async: bool = False
+    """True where an smb stack serves the model's async requests from a SageMaker asynchronous endpoint."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -449,11 +475,18 @@ class StackConfig:
     """Models."""
     job_queue: JobQueueConfig | None = None
     """The in-region queue of asynchronous inference (AWS stacks whose models take async requests)."""
+    sagemaker_async: SageMakerAsyncConfig | None = None
+    """SageMaker Asynchronous Inference (smb stacks whose models take async requests)."""
 
     @property
     def async_models(self) -> tuple[ModelConfig, ...]:
         """The models that take asynchronous requests."""
         return tuple(m for m in self.models if m.async_workers is not None)
+
+    @property
+    def sagemaker_async_models(self) -> tuple[ModelConfig, ...]:
+        """The models an smb stack serves asynchronously from SageMaker."""
+        return tuple(m for m in self.models if m.sagemaker_async)
 
     @property
     def allowed_regions(self) -> frozenset[str]:

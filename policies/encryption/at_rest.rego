@@ -187,3 +187,69 @@ customer_key(p) if {
 	p.kmsKeyId != ""
 	not endswith(p.kmsKeyId, "alias/aws/secretsmanager")
 }
+
+# METADATA
+# title: SageMaker endpoints encrypted with KMS
+# scope: rule
+# description: |
+#   A SageMaker endpoint configuration encrypts its instances' storage volumes with a KMS
+#   key, and an asynchronous one also the results it writes to S3.
+# custom:
+#   id: ENC-007
+#   severity: high
+#   message: "endpoint configuration %s: no KMS key for %s"
+#   remediation: Set kmsKeyArn and asyncInferenceConfig.outputConfig.kmsKeyId to the region's async key.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, what]) if {
+	some r in input.resources
+	r.type == "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
+	some what in unkeyed_endpoint_parts(r.properties)
+}
+
+unkeyed_endpoint_parts(p) := {what |
+	some what, path in {
+		"its volumes (kmsKeyArn)": ["kmsKeyArn"],
+		"async results (asyncInferenceConfig.outputConfig.kmsKeyId)": [
+			"asyncInferenceConfig",
+			"outputConfig",
+			"kmsKeyId",
+		],
+	}
+	applies(p, path)
+	not named_key(object.get(p, path, ""))
+}
+
+# The async result key only matters on an asynchronous endpoint; the volume key always does.
+applies(_, path) if count(path) == 1
+
+applies(p, path) if {
+	count(path) > 1
+	object.get(p, "asyncInferenceConfig", null) != null
+}
+
+named_key(key) if {
+	is_string(key)
+	key != ""
+}
+
+# METADATA
+# title: SNS topics encrypted with a customer managed key
+# scope: rule
+# description: |
+#   SNS topics (asynchronous inference notifications) name a customer managed KMS key: the
+#   default alias/aws/sns key cannot grant SageMaker its use through a key policy.
+# custom:
+#   id: ENC-008
+#   severity: high
+#   message: "topic %s is not encrypted with a customer managed KMS key (kmsMasterKeyId %v)"
+#   remediation: Set kmsMasterKeyId to the region's async key, whose policy lets SNS and SageMaker use it.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, key]) if {
+	some r in input.resources
+	r.type == "aws:sns/topic:Topic"
+	not topic_key(r.properties)
+	key := object.get(r.properties, "kmsMasterKeyId", "unset")
+}
+
+topic_key(p) if {
+	named_key(p.kmsMasterKeyId)
+	not endswith(p.kmsMasterKeyId, "alias/aws/sns")
+}

@@ -154,3 +154,58 @@ test_secret_key_missing_field if {
 		"secret token is not encrypted with a customer managed KMS key (kmsKeyId unset)",
 	]} with input as t.plan([s])
 }
+
+endpoint_config(props) := t.resource("aws:sagemaker/endpointConfiguration:EndpointConfiguration", "clf", props)
+
+key := "arn:aws:kms:me-central-1:1:key/k"
+
+async_output(out) := {"asyncInferenceConfig": {"outputConfig": out}}
+
+test_endpoint_config_key_passing if {
+	c := endpoint_config(object.union({"kmsKeyArn": key}, async_output({"kmsKeyId": key})))
+	at_rest.deny == set() with input as t.plan([c])
+}
+
+test_endpoint_config_key_synchronous_passing if {
+	at_rest.deny == set() with input as t.plan([endpoint_config({"kmsKeyArn": key})])
+}
+
+test_endpoint_config_key_violating if {
+	c := endpoint_config(object.union({"kmsKeyArn": ""}, async_output({"kmsKeyId": key})))
+	t.brief(at_rest.deny) == {[
+		"ENC-007", "high", c.urn, "endpoint configuration clf: no KMS key for its volumes (kmsKeyArn)",
+	]} with input as t.plan([c])
+}
+
+test_endpoint_config_key_missing_field if {
+	c := endpoint_config(async_output({}))
+	t.brief(at_rest.deny) == {
+		["ENC-007", "high", c.urn, "endpoint configuration clf: no KMS key for its volumes (kmsKeyArn)"],
+		[
+			"ENC-007", "high", c.urn,
+			"endpoint configuration clf: no KMS key for async results (asyncInferenceConfig.outputConfig.kmsKeyId)",
+		],
+	} with input as t.plan([c])
+}
+
+topic(props) := t.resource("aws:sns/topic:Topic", "done", props)
+
+test_topic_key_passing if {
+	at_rest.deny == set() with input as t.plan([topic({"kmsMasterKeyId": key})])
+}
+
+test_topic_key_violating if {
+	s := topic({"kmsMasterKeyId": "alias/aws/sns"})
+	t.brief(at_rest.deny) == {[
+		"ENC-008", "high", s.urn,
+		"topic done is not encrypted with a customer managed KMS key (kmsMasterKeyId alias/aws/sns)",
+	]} with input as t.plan([s])
+}
+
+test_topic_key_missing_field if {
+	s := topic({})
+	t.brief(at_rest.deny) == {[
+		"ENC-008", "high", s.urn,
+		"topic done is not encrypted with a customer managed KMS key (kmsMasterKeyId unset)",
+	]} with input as t.plan([s])
+}

@@ -183,3 +183,41 @@ deny contains result.finding(rego.metadata.rule(), r, [r.name, reg, jurisdiction
 	reg := object.get(replica, "region", "unset")
 	not reg in allowed
 }
+
+# METADATA
+# title: Async inference results in region
+# scope: rule
+# description: |
+#   A SageMaker asynchronous endpoint writes its results and failures to buckets the plan
+#   creates in the endpoint configuration's own region: an S3 path names no region, so a
+#   bucket the plan does not hold (or holds elsewhere) could put results anywhere.
+# custom:
+#   id: RES-010
+#   severity: critical
+#   message: "endpoint configuration %s: %s %q is not a bucket of the plan in %s (found %s)"
+#   remediation: Point the async output paths at the region's result bucket, created by the same stack.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, field, path, reg, found]) if {
+	some r in input.resources
+	r.type == "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
+	out := object.get(r.properties, ["asyncInferenceConfig", "outputConfig"], null)
+	out != null
+	some field in output_fields(out)
+	path := object.get(out, field, "unset")
+	found := output_bucket_region(path)
+	reg := resources.region(r, provs)
+	found != reg
+}
+
+# The results path is required; the failures path is checked when given.
+output_fields(out) := {"s3OutputPath", "s3FailurePath"} if object.get(out, "s3FailurePath", null) != null
+
+output_fields(out) := {"s3OutputPath"} if object.get(out, "s3FailurePath", null) == null
+
+output_bucket_region(path) := resources.region(b, provs) if {
+	is_string(path)
+	startswith(path, "s3://")
+	name := split(trim_prefix(path, "s3://"), "/")[0]
+	some b in input.resources
+	b.type in {"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"}
+	object.get(b.properties, "bucket", "") == name
+} else := "no such bucket"

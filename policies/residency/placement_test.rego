@@ -201,3 +201,52 @@ test_secret_replicas_missing_field if {
 		`secret token replicates to region "unset", outside jurisdiction AE`,
 	]} with input as t.plan([s])
 }
+
+results := t.resource("aws:s3/bucket:Bucket", "results", {"bucket": "acme-async"})
+
+async_config(out) := t.resource(
+	"aws:sagemaker/endpointConfiguration:EndpointConfiguration", "clf",
+	{"asyncInferenceConfig": {"outputConfig": out}},
+)
+
+test_async_results_in_region_passing if {
+	c := async_config({"s3OutputPath": "s3://acme-async/jobs/clf/results/", "s3FailurePath": "s3://acme-async/f/"})
+	placement.deny == set() with input as t.plan([results, c])
+}
+
+test_async_results_in_region_violating if {
+	elsewhere := object.union(results, {"properties": {"region": "me-south-1"}})
+	c := async_config({"s3OutputPath": "s3://acme-async/r/", "s3FailurePath": "s3://other/f/"})
+	t.brief(placement.deny) == {
+		# A bucket outside the stack's one region is outside the jurisdiction too (AE has one region).
+		[
+			"RES-002", "critical", elsewhere.urn,
+			"results is placed in region \"me-south-1\", outside jurisdiction AE",
+		],
+		[
+			"RES-010", "critical", c.urn,
+			concat("", [
+				"endpoint configuration clf: s3OutputPath \"s3://acme-async/r/\" ",
+				"is not a bucket of the plan in me-central-1 (found me-south-1)",
+			]),
+		],
+		[
+			"RES-010", "critical", c.urn,
+			concat("", [
+				"endpoint configuration clf: s3FailurePath \"s3://other/f/\" ",
+				"is not a bucket of the plan in me-central-1 (found no such bucket)",
+			]),
+		],
+	} with input as t.plan([elsewhere, c])
+}
+
+test_async_results_in_region_missing_field if {
+	c := async_config({"s3FailurePath": "s3://acme-async/f/"})
+	t.brief(placement.deny) == {[
+		"RES-010", "critical", c.urn,
+		concat("", [
+			"endpoint configuration clf: s3OutputPath \"unset\" ",
+			"is not a bucket of the plan in me-central-1 (found no such bucket)",
+		]),
+	]} with input as t.plan([results, c])
+}

@@ -21,6 +21,9 @@ class RegionalKeyArgs:
     autoscaling_volumes: bool = False
     """Let EC2 Auto Scaling's service-linked role encrypt the volumes of the instances it launches (the
     managed node groups' disks): without it no node ever starts."""
+    service_users: tuple[str, ...] = ()
+    """AWS service principals that may encrypt and decrypt with the key for this account (an encrypted SNS
+    topic's publishers: SageMaker, and SNS itself)."""
     waits_for: tuple[pulumi.Resource, ...] = ()
     """What must exist before the key: the service-linked role its policy names (KMS rejects a policy whose
     principal does not exist yet)."""
@@ -44,7 +47,7 @@ class RegionalKey(pulumi.ComponentResource):
 
         def policy(account: str) -> str:
             roles = [autoscaling_role_arn(account)] if args.autoscaling_volumes else []
-            return key_policy(account, args.region, args.log_service, roles)
+            return key_policy(account, args.region, args.log_service, roles, args.service_users)
 
         key = aws.kms.Key(
             f"{name}-key",

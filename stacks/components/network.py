@@ -99,6 +99,8 @@ class Network(pulumi.ComponentResource):
     private_route_table_ids: list[pulumi.Output[str]]
     flow_log_group_arn: pulumi.Output[str]
     firewall_arn: pulumi.Output[str]
+    s3_prefix_list_id: pulumi.Output[str]
+    """The S3 gateway endpoint's prefix list: what a security group allows to reach S3 through it."""
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("model-serving:network:Network", name, None, opts)
@@ -119,7 +121,7 @@ class Network(pulumi.ComponentResource):
         egress = _egress(name, args, plan, vpc, igw, zones, public, logs_key, child)
         nats = self._nats(name, args, public, igw, child)
         private_rts = self._private_routes(name, args, vpc, private, nats, child)
-        self._endpoints(name, args, vpc, private, private_rts, child)
+        self.s3_prefix_list_id = self._endpoints(name, args, vpc, private, private_rts, child)
         log_group = self._flow_logs(name, args, vpc, logs_key, child)
         self.vpc_id = vpc.id
         self.private_subnet_ids = [s.id for s in private]
@@ -135,6 +137,7 @@ class Network(pulumi.ComponentResource):
                 "private_route_table_ids": self.private_route_table_ids,
                 "flow_log_group_arn": self.flow_log_group_arn,
                 "firewall_arn": self.firewall_arn,
+                "s3_prefix_list_id": self.s3_prefix_list_id,
             }
         )
 
@@ -244,11 +247,12 @@ class Network(pulumi.ComponentResource):
         private: list[aws.ec2.Subnet],
         route_tables: list[aws.ec2.RouteTable],
         child: pulumi.ResourceOptions,
-    ) -> None:
-        """S3 through a gateway endpoint; the `INTERFACE_ENDPOINTS` through private interface endpoints."""
+    ) -> pulumi.Output[str]:
+        """S3 through a gateway endpoint; the `INTERFACE_ENDPOINTS` through private interface endpoints.
+        Returns the S3 endpoint's prefix list."""
         # A gateway endpoint costs nothing and carries the bulk (image layers, model artifacts) through the
         # private route tables rather than the NAT and the firewall.
-        aws.ec2.VpcEndpoint(
+        s3 = aws.ec2.VpcEndpoint(
             f"{name}-s3",
             vpc_id=vpc.id,
             service_name=f"com.amazonaws.{args.region}.s3",
@@ -270,6 +274,7 @@ class Network(pulumi.ComponentResource):
                 tags=args.tags,
                 opts=child,
             )
+        return s3.prefix_list_id
 
     def _flow_logs(
         self, name: str, args: NetworkArgs, vpc: aws.ec2.Vpc, key: RegionalKey, child: pulumi.ResourceOptions

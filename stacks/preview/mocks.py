@@ -6,6 +6,7 @@ Values are derived from a hash of the resource's name, type and region, so a pla
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
@@ -223,7 +224,11 @@ def _aws(  # noqa: PLR0911 - one answer per kind of AWS resource
     if typ in _EC2_PREFIX:
         resource_id = f"{_EC2_PREFIX[typ]}-{digest[:17]}"
         outputs["arn"] = _arn(account, "ec2", region, f"{typ.rsplit(':', 1)[1].lower()}/{resource_id}")
-        return resource_id, outputs | {"ownerId": account}
+        # A gateway endpoint publishes its service's prefix list (security groups allow S3 by it).
+        gateway = (
+            {"prefixListId": f"pl-{digest[17:25]}"} if outputs.get("vpcEndpointType") == "Gateway" else {}
+        )
+        return resource_id, outputs | {"ownerId": account} | gateway
     if typ == "aws:kms/key:Key":
         key_id = f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-a{digest[17:20]}-{digest[20:32]}"
         return key_id, outputs | {"arn": _arn(account, "kms", region, f"key/{key_id}"), "keyId": key_id}
@@ -399,7 +404,28 @@ def _secret_version(
     }
 
 
+_Answer = Callable[[str, str, str, dict[str, Any], str], tuple[str, dict[str, Any]]]
+
+
+def _named(service: str, kind: str) -> _Answer:
+    """A resource the service names when the program does not (SageMaker models, configs and endpoints, SNS
+    topics), with its ARN; SNS ARNs end in the bare topic name."""
+
+    def answer(
+        name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+    ) -> tuple[str, dict[str, Any]]:
+        given = outputs.get("name") or f"{name}-{digest[:7]}"
+        arn = _arn(account, service, region, f"{kind}/{given}" if kind else given)
+        return (arn if service == "sns" else given), outputs | {"name": given, "arn": arn}
+
+    return answer
+
+
 _COMPUTED = {
+    "aws:sagemaker/model:Model": _named("sagemaker", "model"),
+    "aws:sagemaker/endpointConfiguration:EndpointConfiguration": _named("sagemaker", "endpoint-config"),
+    "aws:sagemaker/endpoint:Endpoint": _named("sagemaker", "endpoint"),
+    "aws:sns/topic:Topic": _named("sns", ""),
     "aws:elasticache/replicationGroup:ReplicationGroup": _replication_group,
     "aws:secretsmanager/secret:Secret": _secret,
     SECRET_VERSION: _secret_version,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import requests
 from onnx import TensorProto, helper, numpy_helper
@@ -45,7 +46,7 @@ def scaler_graph(factor: float, width: int = 4) -> onnx.GraphProto:
 class SageMakerServer:
     """``python -m serving_image serve`` as SageMaker starts it: the port from SAGEMAKER_BIND_TO_PORT."""
 
-    def __init__(self, repository: Path, log_dir: Path) -> None:
+    def __init__(self, repository: Path, log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         log_dir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = log_dir / "stderr.log"
@@ -56,6 +57,7 @@ class SageMakerServer:
             "SERVING_MODEL_REPOSITORY": str(repository),  # stands for /opt/ml/model
             "SERVING_GRPC_PORT": str(free_port()),
             "SERVING_DRAIN_DELAY_SECONDS": "0",
+            **(extra_env or {}),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving_image", "serve"], cwd=REPO_ROOT, env=env,
@@ -84,8 +86,10 @@ class SageMakerServer:
         return self.process.wait(30)
 
 
-def start(repository: Path, log_dir: Path) -> Iterator[SageMakerServer]:
-    server = SageMakerServer(repository, log_dir)
+def start(
+    repository: Path, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[SageMakerServer]:
+    server = SageMakerServer(repository, log_dir, extra_env)
     yield server
     assert server.stop() == 0, f"SIGTERM must drain and exit 0: {server.stderr()}"
 
@@ -109,9 +113,21 @@ def multi(tmp_path_factory: pytest.TempPathFactory, bundled_models: Path) -> Ite
     yield from start(root, tmp_path_factory.mktemp("multi-logs"))
 
 
-def classifier_request(server: SageMakerServer) -> dict[str, Any]:
+ONE_VERSION_MODEL, ONE_VERSION = "tabular-classifier", "2"
+
+
+@pytest.fixture(scope="module")
+def one_version(tmp_path_factory: pytest.TempPathFactory, bundled_models: Path) -> Iterator[SageMakerServer]:
+    """One production variant's Model: SageMaker copied one version's prefix, so model.onnx is at the top."""
+    root = tmp_path_factory.mktemp("opt-ml-model-one-version")
+    shutil.copy(bundled_models / ONE_VERSION_MODEL / ONE_VERSION / "model.onnx", root / "model.onnx")
+    env = {"SERVING_MODEL_NAME": ONE_VERSION_MODEL, "SERVING_MODEL_VERSION": ONE_VERSION}
+    yield from start(root, tmp_path_factory.mktemp("one-version-logs"), env)
+
+
+def classifier_request(server: SageMakerServer, model: str = CLASSIFIER) -> dict[str, Any]:
     """A two-row JSON request that fits the classifier's input, as its metadata states it."""
-    metadata = requests.get(f"{server.base}/v2/models/{CLASSIFIER}", timeout=10).json()
+    metadata = requests.get(f"{server.base}/v2/models/{model}", timeout=10).json()
     (spec,) = metadata["inputs"]
     width = spec["shape"][-1]
     data = np.linspace(-1.0, 1.0, 2 * width, dtype=np.float32).tolist()
@@ -205,6 +221,49 @@ def test_invocations_are_logged_and_counted(single: SageMakerServer) -> None:
         return "sagemaker-logged-1" in stdout
 
     wait_until(logged, 10, "the invocation is in the access log")
+
+
+# --- one version's directory, as each production variant's Model has it -------------------------------------
+
+
+def test_one_versions_directory_serves_as_the_named_model_and_version(one_version: SageMakerServer) -> None:
+    (started,) = logged_events(one_version.stderr(), "server_started")
+    assert started["models"] == {ONE_VERSION_MODEL: True}, started
+    request = classifier_request(one_version, ONE_VERSION_MODEL)
+    invoked = invoke(one_version, request)
+    assert invoked.json()["model_name"] == ONE_VERSION_MODEL, invoked.text
+    assert invoked.headers["x-model-version"] == ONE_VERSION, invoked.headers
+    ready = f"{one_version.base}/v2/models/{ONE_VERSION_MODEL}/versions/{ONE_VERSION}/ready"
+    assert requests.get(ready, timeout=10).status_code == 200
+
+
+def test_one_versions_directory_answers_what_that_version_computes(
+    one_version: SageMakerServer, bundled_models: Path
+) -> None:
+    request = classifier_request(one_version, ONE_VERSION_MODEL)
+    (tensor,) = request["inputs"]
+    # Moderate values, where the two versions' probabilities differ (far out both saturate to 0 and 1).
+    rows = np.random.default_rng(7).normal(0.0, 0.5, size=(8, tensor["shape"][-1])).astype(np.float32)
+    tensor.update(shape=list(rows.shape), data=rows.ravel().tolist())
+    answered = outputs(invoke(one_version, request))
+    for version in ("1", ONE_VERSION):
+        session = ort.InferenceSession(str(bundled_models / ONE_VERSION_MODEL / version / "model.onnx"))
+        expected = dict(
+            zip(
+                (o.name for o in session.get_outputs()),
+                session.run(None, {tensor["name"]: rows}),
+                strict=True,
+            )
+        )
+        same = all(np.allclose(answered[name]["data"], np.ravel(value)) for name, value in expected.items())
+        assert same == (version == ONE_VERSION), f"version {version}: {answered} against {expected}"
+
+
+def test_one_versions_directory_has_no_other_version(one_version: SageMakerServer) -> None:
+    request = classifier_request(one_version, ONE_VERSION_MODEL)
+    response = invoke(one_version, request, **{CUSTOM_ATTRIBUTES: "version=1"})
+    assert response.status_code == 404, response.text
+    assert "no version '1'" in response.json()["error"], response.text
 
 
 # --- the multi-model endpoint -------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 DEFAULTS: dict[str, object] = {
     "model_repository": BUNDLED_MODELS,
+    "model_name": None,
+    "model_version": None,
     "host": "127.0.0.1",
     "http_port": 8080,
     "grpc_port": 8081,
@@ -128,7 +130,7 @@ def test_every_setting_has_its_documented_default() -> None:
 
 def test_every_setting_is_a_scalar_so_an_error_names_one_field() -> None:
     # tests/mutation/equivalent.toml relies on this: an error's location is one field name, or none.
-    scalars = {int, float, str, bool, Path, Path | None, int | None}
+    scalars = {int, float, str, bool, Path, Path | None, int | None, str | None}
     nested = {
         name: field.annotation
         for name, field in Settings.model_fields.items()
@@ -311,6 +313,14 @@ STORE_URLS_REFUSED = (
             "Input should be a valid integer, unable to parse string as an integer",
         ),
         *(("async_object_store", url, reason) for url, reason in STORE_URLS_REFUSED),
+        *(
+            ("model_name", name, "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$'")
+            for name in ("", "../etc", "a/b", ".hidden", "m" * 129)
+        ),
+        *(
+            ("model_version", version, "String should match pattern '^[1-9][0-9]{0,17}$'")
+            for version in ("0", "01", "v1", "1.0", "", "1" * 19)
+        ),
     ],
 )
 def test_a_variable_of_the_wrong_kind_exits_2_naming_the_setting_and_the_reason(
@@ -355,6 +365,17 @@ def test_a_text_or_path_variable_is_read_as_given(
 ) -> None:
     monkeypatch.setenv(variable(field), text)
     assert getattr(load_settings([]), field) == value, f"{variable(field)}={text}"
+
+
+@pytest.mark.parametrize(
+    ("name", "version"), [("tabular-classifier", "2"), ("m.v_2", "1" * 18), ("M" * 128, "9")]
+)
+def test_a_model_name_and_version_are_accepted_together(
+    monkeypatch: pytest.MonkeyPatch, name: str, version: str
+) -> None:
+    monkeypatch.setenv("SERVING_MODEL_NAME", name)
+    monkeypatch.setenv("SERVING_MODEL_VERSION", version)
+    assert load_settings([]).model_dump() == DEFAULTS | {"model_name": name, "model_version": version}
 
 
 def test_a_variable_of_another_prefix_or_no_setting_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -407,6 +428,10 @@ JWT = {
         (
             {"SERVING_ASYNC_CALLBACK_HOSTS": "hooks.example.com"},
             "async_callback_hosts needs async_callback_secret_file (callbacks are signed)",
+        ),
+        *(
+            (only, "model_name and model_version go together (one version's directory served as it)")
+            for only in ({"SERVING_MODEL_NAME": "m"}, {"SERVING_MODEL_VERSION": "3"})
         ),
     ],
 )

@@ -35,6 +35,7 @@ from stacks.settings import (
     RegionConfig,
     Rollout,
     RunnerConfig,
+    SageMakerAsyncConfig,
     Shadow,
     StackConfig,
     StateConfig,
@@ -183,8 +184,25 @@ def job_queue(q: dict[str, Any] | None) -> JobQueueConfig | None:
     )
 
 
-def model(m: dict[str, Any]) -> ModelConfig:
+def sagemaker_async(a: dict[str, Any] | None) -> SageMakerAsyncConfig | None:
+    if a is None:
+        return None
+    return SageMakerAsyncConfig(
+        instance_type=a["instanceType"],
+        instance_count=a["instanceCount"],
+        max_concurrent_invocations=a["maxConcurrentInvocations"],
+        min_instances=a["minInstances"],
+        max_instances=a["maxInstances"],
+        backlog_per_instance=a.get("backlogPerInstance", 5),
+        input_retention_days=a.get("inputRetentionDays", 7),
+        create_autoscaling_service_linked_role=a.get("createAutoscalingServiceLinkedRole", True),
+    )
+
+
+def model(m: dict[str, Any], profile: str) -> ModelConfig:
+    """An smb model's `async` block selects SageMaker; elsewhere it sizes the queue's workers."""
     rollout = m.get("rollout")
+    smb = profile == "smb"
     return ModelConfig(
         name=m["name"],
         tenant=m["tenant"],
@@ -196,7 +214,8 @@ def model(m: dict[str, Any]) -> ModelConfig:
         memory=m["resources"]["memory"],
         workers=m["workers"],
         variants=variants(m["variants"]),
-        async_workers=async_workers(m.get("async")),
+        async_workers=None if smb else async_workers(m.get("async")),
+        sagemaker_async=smb and m.get("async") is not None,
         rollout=Rollout(
             steps=tuple(rollout["steps"]),
             min_samples=rollout["minSamples"],
@@ -255,8 +274,9 @@ def expected(v: dict[str, Any], stack: str, region: str | None) -> StackConfig:
         image=image(v["image"], v["profile"] != "onprem"),
         observability=observability(v["observability"]),
         tenants=tuple(tenant(t) for t in v["tenants"]),
-        models=tuple(model(m) for m in v["models"]),
+        models=tuple(model(m, v["profile"]) for m in v["models"]),
         job_queue=job_queue(v.get("asyncInference")),
+        sagemaker_async=sagemaker_async(v.get("sagemakerAsync")),
         **aws_part(v, region),
     )
 

@@ -56,6 +56,25 @@ def test_key_policy_keeps_the_account_statement_that_enables_iam_grants() -> Non
     assert root and root[0]["Action"] == "kms:*", "IAM policies (the EBS CSI role's) could not grant the key"
 
 
+def test_key_policy_lets_named_services_use_the_key_for_this_account_only() -> None:
+    found = statements(
+        documents.key_policy(
+            ACCOUNT, "eu-west-1", False, service_users=["sns.amazonaws.com", "sagemaker.amazonaws.com"]
+        )
+    )
+    services = [s for s in found if s.get("Sid") == "ServicesUseKey"]
+    assert services == [
+        {
+            "Sid": "ServicesUseKey",
+            "Effect": "Allow",
+            "Principal": {"Service": ["sagemaker.amazonaws.com", "sns.amazonaws.com"]},
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}},
+        }
+    ], found
+
+
 def test_volume_key_user_policy() -> None:
     found = statements(documents.volume_key_user_policy(KEY))
     assert all(s["Resource"] == KEY for s in found), f"resources: {found}"
