@@ -13,8 +13,6 @@ submitted it, so one worker runs both; its result is the stored V2 JSON, turned 
 """
 
 import asyncio
-import sys
-import traceback
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,7 @@ from serving_image.auth import Gate
 from serving_image.dataplane import DataPlane, Target
 from serving_image.datatypes import numpy_dtype
 from serving_image.errors import InvalidInput, NotConfigured, ServingError
-from serving_image.grpc_service import decode_request, encode_response
+from serving_image.grpc_service import CallEnd, decode_request, encode_response, rpc_errors
 from serving_image.grpc_wire import Call, Handler, Parser, RpcError
 from serving_image.job_callbacks import (
     CALLBACK_HEADER,
@@ -51,7 +49,6 @@ from serving_image.tracking import RequestTracker, Tracked
 
 SERVICE = "/inference.jobs.AsyncInferenceService/"
 NOT_CONFIGURED = "asynchronous inference is not configured"
-"""GetJob's trailing metadata naming a large result's URL in the object store (in place of ``response``)."""
 
 
 class JobsServicer:
@@ -83,34 +80,26 @@ class JobsServicer:
         """Queue the request as a job, checked first as a run would check it; one access-log line."""
         headers = call.metadata
         tracked = self._tracker.start("grpc", headers.get(self._id_header), self._gate.caller(headers))
-        status, outcome, error_name = "OK", "accepted", None
+        ended = CallEnd("accepted")
         try:
-            if self._gate.enabled and not call.cancelled:  # UNAUTHENTICATED or PERMISSION_DENIED
-                tracked.caller = (await self._gate.authorize(headers, request.model_name, "infer")).subject
-            if self._jobs is None:
-                raise NotConfigured(NOT_CONFIGURED)
-            target = route_job(self._dp, request.model_name, request.model_version or None, headers)
-            tracked.model, tracked.version = target.model.name, target.version.version
-            if call.cancelled:  # reset before it started: recorded under its model, not queued
-                raise asyncio.CancelledError
-            job = self._checked_job(request, target, headers, tracked)
-            job_id = await self._jobs.submit(job)
-            log_submitted(self._job_log, job_id, job)
-            call.trailing.append((b"x-model-version", tracked.version.encode("ascii", "replace")))
-            return jobs_pb.JobTicket(id=job_id, status="pending", model_version=job.version)
-        except ServingError as error:
-            status, outcome, error_name = error.grpc_code, error.outcome, type(error).__name__
-            raise RpcError(error.grpc_code, error.message) from None
-        except asyncio.CancelledError:  # the client reset the call, or its deadline passed
-            status = "DEADLINE_EXCEEDED" if call.timed_out else "CANCELLED"
-            outcome, error_name = "client_error", "Cancelled"
-            raise
-        except Exception:  # a bug: answer INTERNAL, keep serving, and leave a trace for the operator
-            traceback.print_exc(file=sys.stderr)
-            status, outcome, error_name = "INTERNAL", "server_error", "InternalError"
-            raise RpcError("INTERNAL", "internal server error") from None
+            with rpc_errors(call, ended):
+                if self._gate.enabled and not call.cancelled:  # UNAUTHENTICATED or PERMISSION_DENIED
+                    tracked.caller = (
+                        await self._gate.authorize(headers, request.model_name, "infer")
+                    ).subject
+                if self._jobs is None:
+                    raise NotConfigured(NOT_CONFIGURED)
+                target = route_job(self._dp, request.model_name, request.model_version or None, headers)
+                tracked.model, tracked.version = target.model.name, target.version.version
+                if call.cancelled:  # reset before it started: recorded under its model, not queued
+                    raise asyncio.CancelledError
+                job = self._checked_job(request, target, headers, tracked)
+                job_id = await self._jobs.submit(job)
+                log_submitted(self._job_log, job_id, job)
+                call.trailing.append((b"x-model-version", tracked.version.encode("ascii", "replace")))
+                return jobs_pb.JobTicket(id=job_id, status="pending", model_version=job.version)
         finally:
-            self._tracker.finish(tracked, status, outcome, error_name)
+            self._tracker.finish(tracked, ended.status, ended.outcome, ended.error_name)
 
     async def GetJob(self, request: Any, call: Call) -> jobs_pb.Job:  # noqa: N802
         """The job's state, with the V2 response once done; only to the caller that submitted it."""

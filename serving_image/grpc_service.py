@@ -5,9 +5,11 @@ request message with the parser of ``methods()`` and sends back what a handler r
 status of the ``RpcError`` it raises."""
 
 import asyncio
+import contextlib
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -129,38 +131,59 @@ class InferenceServicer:
         tracked = self._tracker.start("grpc", headers.get(self._id_header), self._gate.caller(headers))
         tracing = self._tracing
         span = None if tracing is None else tracing.start_request(_SPAN_NAME, headers, _SPAN_START)
-        status, outcome, error_name = "OK", "success", None
+        ended = CallEnd("success")
         try:
-            if self._gate.enabled and not call.cancelled:  # UNAUTHENTICATED or PERMISSION_DENIED
-                tracked.caller = (await self._gate.authorize(headers, request.model_name, "infer")).subject
-            target = self._dp.route(request.model_name, request.model_version or None, headers)
-            tracked.model, tracked.version = target.model.name, target.version.version
-            if call.cancelled:  # reset before it started: recorded under its model, not run
-                raise asyncio.CancelledError
-            decoded = decode_request(request, self._dp.input_specs(target), self._tensor_limits)
-            self._shadow.mirror(target, decoded)
-            response = await self._dp.infer(target, decoded, span)
-            if tracked.minted:  # only the server's own ids are kept for feedback
-                self._dp.remember(tracked.request_id, target, tracked.caller)
-            # Trailing metadata rides along with the status: no extra send, unlike initial metadata.
-            call.trailing.append((b"x-model-version", tracked.version.encode("ascii", "replace")))
-            return encode_response(response)
-        except ServingError as error:
-            status, outcome, error_name = error.grpc_code, error.outcome, type(error).__name__
-            raise RpcError(error.grpc_code, error.message) from None
-        except asyncio.CancelledError:  # the client reset the call, or its deadline passed
-            status = "DEADLINE_EXCEEDED" if call.timed_out else "CANCELLED"
-            outcome, error_name = "client_error", "Cancelled"
-            raise
-        except Exception:  # a bug: answer INTERNAL, keep serving, and leave a trace for the operator
-            traceback.print_exc(file=sys.stderr)
-            status, outcome, error_name = "INTERNAL", "server_error", "InternalError"
-            raise RpcError("INTERNAL", "internal server error") from None
+            with rpc_errors(call, ended):
+                if self._gate.enabled and not call.cancelled:  # UNAUTHENTICATED or PERMISSION_DENIED
+                    tracked.caller = (
+                        await self._gate.authorize(headers, request.model_name, "infer")
+                    ).subject
+                target = self._dp.route(request.model_name, request.model_version or None, headers)
+                tracked.model, tracked.version = target.model.name, target.version.version
+                if call.cancelled:  # reset before it started: recorded under its model, not run
+                    raise asyncio.CancelledError
+                decoded = decode_request(request, self._dp.input_specs(target), self._tensor_limits)
+                self._shadow.mirror(target, decoded)
+                response = await self._dp.infer(target, decoded, span)
+                if tracked.minted:  # only the server's own ids are kept for feedback
+                    self._dp.remember(tracked.request_id, target, tracked.caller)
+                # Trailing metadata rides along with the status: no extra send, unlike initial metadata.
+                call.trailing.append((b"x-model-version", tracked.version.encode("ascii", "replace")))
+                return encode_response(response)
         finally:
-            self._tracker.finish(tracked, status, outcome, error_name)
+            self._tracker.finish(tracked, ended.status, ended.outcome, ended.error_name)
             if span is not None and tracing is not None:
-                code = {"rpc.grpc.status_code": STATUS_CODES[status]}
-                tracing.end_request(span, tracked, outcome, code, failed=status in _SERVER_FAULTS)
+                code = {"rpc.grpc.status_code": STATUS_CODES[ended.status]}
+                tracing.end_request(span, tracked, ended.outcome, code, failed=ended.status in _SERVER_FAULTS)
+
+
+@dataclass(slots=True)
+class CallEnd:
+    """How a tracked call ended, for its access-log line: gRPC status, outcome, error class name."""
+
+    outcome: str
+    status: str = "OK"
+    error_name: str | None = None
+
+
+@contextlib.contextmanager
+def rpc_errors(call: Call, ended: CallEnd) -> Iterator[None]:
+    """The one mapping of what a tracked RPC raises to its answer, recorded in ``ended``: a ServingError to
+    its gRPC status and message; a reset or passed deadline to CANCELLED or DEADLINE_EXCEEDED (re-raised,
+    nothing is sent); anything else, a bug, to INTERNAL with its traceback on stderr, and serving goes on."""
+    try:
+        yield
+    except ServingError as error:
+        ended.status, ended.outcome, ended.error_name = error.grpc_code, error.outcome, type(error).__name__
+        raise RpcError(error.grpc_code, error.message) from None
+    except asyncio.CancelledError:  # the client reset the call, or its deadline passed
+        ended.status = "DEADLINE_EXCEEDED" if call.timed_out else "CANCELLED"
+        ended.outcome, ended.error_name = "client_error", "Cancelled"
+        raise
+    except Exception:  # a bug: answer INTERNAL, keep serving, and leave a trace for the operator
+        traceback.print_exc(file=sys.stderr)
+        ended.status, ended.outcome, ended.error_name = "INTERNAL", "server_error", "InternalError"
+        raise RpcError("INTERNAL", "internal server error") from None
 
 
 def decode_request(

@@ -1,5 +1,7 @@
 """The V2 gRPC service, exercised with the official tritonclient gRPC client."""
 
+import asyncio
+
 import grpc
 import numpy as np
 import pytest
@@ -7,6 +9,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2 as triton_pb2
 from tritonclient.utils import InferenceServerException
 
+from serving_image.errors import InvalidInput, ModelNotFound, ModelNotReady, ServingError
+from serving_image.grpc_service import CallEnd, rpc_errors
+from serving_image.grpc_wire import Call, RpcError
 from serving_image.proto import grpc_predict_v2_pb2 as ours
 from tests.serving_image.conftest import ServerProcess
 
@@ -166,3 +171,54 @@ def test_message_over_the_limit_is_resource_exhausted(client: grpcclient.Inferen
     with pytest.raises(InferenceServerException) as raised:
         client.infer("doubler", [tensor(big, "x")])
     assert raised.value.status() == "StatusCode.RESOURCE_EXHAUSTED", raised.value
+
+
+# --- rpc_errors: the one mapping of a tracked RPC's failures (ModelInfer and SubmitInfer) -------------------
+
+
+def _raised_through_rpc_errors(
+    error: BaseException, expected: type[BaseException], timed_out: bool = False
+) -> tuple[BaseException, CallEnd]:
+    ended = CallEnd("success")
+    call = Call("/inference.GRPCInferenceService/ModelInfer", {}, timed_out=timed_out)
+    with pytest.raises(expected) as raised, rpc_errors(call, ended):
+        raise error
+    return raised.value, ended
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "outcome"),
+    [
+        (InvalidInput("input 'x': bad"), "INVALID_ARGUMENT", "client_error"),
+        (ModelNotFound("unknown model 'm'"), "NOT_FOUND", "not_found"),
+        (ModelNotReady("model 'm' is not ready"), "UNAVAILABLE", "unavailable"),
+    ],
+)
+def test_a_serving_error_answers_its_status_and_message(error: ServingError, code: str, outcome: str) -> None:
+    raised, ended = _raised_through_rpc_errors(error, RpcError)
+    assert isinstance(raised, RpcError) and (raised.code, raised.message) == (code, error.message), raised
+    assert (ended.status, ended.outcome, ended.error_name) == (code, outcome, type(error).__name__), ended
+
+
+@pytest.mark.parametrize(("timed_out", "status"), [(False, "CANCELLED"), (True, "DEADLINE_EXCEEDED")])
+def test_a_cancelled_call_is_re_raised_and_recorded(timed_out: bool, status: str) -> None:
+    raised, ended = _raised_through_rpc_errors(asyncio.CancelledError(), asyncio.CancelledError, timed_out)
+    assert isinstance(raised, asyncio.CancelledError), "nothing is answered: the cancel goes on up"
+    assert (ended.status, ended.outcome, ended.error_name) == (status, "client_error", "Cancelled"), ended
+
+
+def test_a_bug_is_internal_for_the_client_and_traced_for_the_operator(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    raised, ended = _raised_through_rpc_errors(KeyError("secret-internal-detail"), RpcError)
+    assert isinstance(raised, RpcError), raised
+    assert (raised.code, raised.message) == ("INTERNAL", "internal server error"), "no detail leaks"
+    assert (ended.status, ended.outcome, ended.error_name) == ("INTERNAL", "server_error", "InternalError")
+    assert "KeyError: 'secret-internal-detail'" in capsys.readouterr().err, "the operator gets the traceback"
+
+
+def test_a_call_that_returns_keeps_its_outcome() -> None:
+    ended = CallEnd("accepted")
+    with rpc_errors(Call("/m", {}), ended):
+        pass
+    assert (ended.status, ended.outcome, ended.error_name) == ("OK", "accepted", None), ended
