@@ -21,6 +21,8 @@ from stacks.components.keys import RegionalKey, RegionalKeyArgs
 from stacks.settings import JobQueueConfig
 
 PORT = 6379
+ALARM_KEY_USERS = ("cloudwatch.amazonaws.com", "sns.amazonaws.com")
+"""Services that use the queue's key for its alarm topic: CloudWatch publishes to it, SNS delivers from it."""
 ELASTICACHE_SERVICE = "elasticache.amazonaws.com"
 REPLICATION_GROUP_ID_LIMIT = 40
 TOKEN_LENGTH = 64
@@ -125,6 +127,8 @@ class JobQueueArgs:
     """The role when another region's `JobQueue` creates it: the group waits for it."""
     callbacks: bool = False
     """Job callbacks are on (the stack allows callback hosts): a generated HMAC key the workers sign with."""
+    alarm_emails: tuple[str, ...] = ()
+    """Where the alarms are mailed: the stack's e-mail alert receivers (each confirms SNS's first message)."""
     tags: dict[str, str]
     """Tags."""
 
@@ -143,6 +147,8 @@ class JobQueue(pulumi.ComponentResource):
     service_linked_role: aws.iam.ServiceLinkedRole | None
     callback_secret_arn: pulumi.Output[str] | None
     """The callbacks' HMAC key in Secrets Manager (under the queue's key); None with callbacks off."""
+    alarm_topic_arn: pulumi.Output[str]
+    """The SNS topic every alarm of the queue notifies, on alarm and on recovery (under the queue's key)."""
 
     def __init__(self, name: str, args: JobQueueArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         if args.create_service_linked_role and args.service_linked_role is not None:
@@ -155,8 +161,11 @@ class JobQueue(pulumi.ComponentResource):
         key = RegionalKey(
             f"{name}-key",
             RegionalKeyArgs(
-                purpose="asynchronous inference jobs and their queue's token",
+                purpose="asynchronous inference jobs, their queue's token and its alarms",
                 region=args.region,
+                # CloudWatch encrypts each alarm's message to the topic with the key, SNS decrypts it to
+                # deliver: an encrypted topic whose key leaves CloudWatch out silently drops every alarm.
+                service_users=ALARM_KEY_USERS,
                 tags=args.tags,
             ),
             opts=child,
@@ -164,12 +173,14 @@ class JobQueue(pulumi.ComponentResource):
         token = self._auth_token(name, args, key)
         security_group = _security_group(name, args, child)
         group = self._replication_group(name, args, key, token, security_group)
-        _alarms(name, args, self.replication_group_id, group, child)
+        topic = _alarm_topic(name, args, key, child)
+        _alarms(name, args, self.replication_group_id, group, topic, child)
         _secrets_manager_endpoint(name, args, child)
         self.callback_secret_arn = self._callback_key(name, args, key) if args.callbacks else None
         self.endpoint = group.primary_endpoint_address
         self.port = PORT
         self.key_arn = key.arn
+        self.alarm_topic_arn = topic.arn
         self.security_group_id = security_group.id
         self.register_outputs(
             {
@@ -180,6 +191,7 @@ class JobQueue(pulumi.ComponentResource):
                 "replication_group_id": self.replication_group_id,
                 "security_group_id": self.security_group_id,
                 "callback_secret_arn": self.callback_secret_arn,
+                "alarm_topic_arn": self.alarm_topic_arn,
             }
         )
 
@@ -344,14 +356,30 @@ def _security_group(name: str, args: JobQueueArgs, child: pulumi.ResourceOptions
     return group
 
 
+def _alarm_topic(
+    name: str, args: JobQueueArgs, key: RegionalKey, child: pulumi.ResourceOptions
+) -> aws.sns.Topic:
+    """The alarms' topic, under the queue's key, mailed to each e-mail receiver. Its default access policy
+    lets the account's own CloudWatch alarms publish; webhook receivers take Alertmanager's payload, not
+    SNS's, so they are not subscribed (subscribe a pager to the exported ARN)."""
+    topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, tags=args.tags, opts=child)
+    for index, email in enumerate(args.alarm_emails):
+        aws.sns.TopicSubscription(
+            f"{name}-alarms-mail-{index}", topic=topic.arn, protocol="email", endpoint=email, opts=child
+        )
+    return topic
+
+
 def _alarms(
     name: str,
     args: JobQueueArgs,
     group_id: str,
     group: aws.elasticache.ReplicationGroup,
+    topic: aws.sns.Topic,
     child: pulumi.ResourceOptions,
 ) -> None:
-    """Each alarm of `ALARMS` on each node; they wait for the group, whose nodes publish the metrics."""
+    """Each alarm of `ALARMS` on each node, notifying the topic when it fires and when it clears; they wait
+    for the group, whose nodes publish the metrics."""
     after = pulumi.ResourceOptions(parent=child.parent, depends_on=[group])
     for alarm in ALARMS:
         for member in member_ids(group_id, args.config.nodes):
@@ -368,6 +396,8 @@ def _alarms(
                 period=60,
                 evaluation_periods=alarm.periods,
                 treat_missing_data=alarm.missing,
+                alarm_actions=[topic.arn],
+                ok_actions=[topic.arn],
                 tags=args.tags,
                 opts=after,
             )

@@ -252,6 +252,7 @@ def _queue(place: _Place, network: Network, cluster: Cluster, primary: "Region |
             node_security_group_id=cluster.security_group_id,
             create_service_linked_role=primary is None and config.create_service_linked_role,
             callbacks=bool(config.callback_hosts),
+            alarm_emails=tuple(r.email for r in place.cfg.observability.alerting.receivers if r.email),
             service_linked_role=None
             if primary is None or primary.queue is None
             else primary.queue.service_linked_role,

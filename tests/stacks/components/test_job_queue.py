@@ -156,6 +156,49 @@ def test_alarms_cover_memory_evictions_lag_and_cpu_on_every_node(queue: Built) -
     assert all(a["threshold"] == 0 and a["namespace"] == "AWS/ElastiCache" for a in evictions), evictions
 
 
+TOPIC = "aws:sns/topic:Topic"
+
+
+def _fed_by(consumer: Registration, field: str, producers: list[Registration]) -> bool:
+    return set(consumer.property_dependencies.get(field, ())) == {p.urn for p in producers}
+
+
+def test_every_alarm_notifies_the_queues_topic_when_it_fires_and_when_it_clears(queue: Built) -> None:
+    topic = queue.one(TOPIC)
+    alarms = queue.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert len(alarms) == len(ALARMS) * CONFIG.nodes, [a.name for a in alarms]
+    for alarm in alarms:
+        assert len(alarm.inputs["alarmActions"]) == 1 and len(alarm.inputs["okActions"]) == 1, alarm.inputs
+        assert _fed_by(alarm, "alarmActions", [topic]) and _fed_by(alarm, "okActions", [topic]), alarm.name
+
+
+def test_the_alarm_topic_is_under_the_queues_key_which_cloudwatch_and_sns_may_use(queue: Built) -> None:
+    # A real CloudWatch alarm cannot publish to a topic under a key whose policy leaves CloudWatch out: the
+    # action fails in the alarm's history and nobody hears of it. SNS needs the key to deliver.
+    key = queue.one("aws:kms/key:Key")
+    assert _fed_by(queue.one(TOPIC), "kmsMasterKeyId", [key]), "the topic must use the queue's own key"
+    statements = {s.get("Sid"): s for s in json.loads(key.inputs["policy"])["Statement"]}
+    services = statements["ServicesUseKey"]
+    assert services["Principal"] == {"Service": ["cloudwatch.amazonaws.com", "sns.amazonaws.com"]}, services
+    assert services["Action"] == ["kms:GenerateDataKey", "kms:Decrypt"], services
+    assert services["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}, services
+
+
+def test_the_alarms_are_mailed_to_each_email_receiver() -> None:
+    emails = ("oncall@example.eu", "data-platform@example.eu")
+    built = build_component(lambda opts: JobQueue("q", queue_args(alarm_emails=emails), opts))
+    subscriptions = built.of_type("aws:sns/topicSubscription:TopicSubscription")
+    assert sorted((s.inputs["protocol"], s.inputs["endpoint"]) for s in subscriptions) == sorted(
+        ("email", e) for e in emails
+    ), [s.inputs for s in subscriptions]
+    topic = built.one(TOPIC)
+    assert all(_fed_by(s, "topic", [topic]) for s in subscriptions), "each subscription is to the alarm topic"
+
+
+def test_without_email_receivers_nothing_is_subscribed(queue: Built) -> None:
+    assert queue.of_type("aws:sns/topicSubscription:TopicSubscription") == []
+
+
 def test_the_service_linked_role_comes_before_the_group_and_outlives_the_stack() -> None:
     retained: dict[str, bool] = {}
 
