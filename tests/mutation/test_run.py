@@ -163,6 +163,7 @@ REQUIRED = [
     "serving_image/model_config.py",
     "serving_image/settings.py",
     "stacks/config.py",
+    "serving_image/object_store.py",  # async jobs' inputs and results by reference
 ]
 
 
