@@ -7,6 +7,7 @@ never import servectl.
 import click
 
 from servectl.demo import demo
+from servectl.drift.command import drift
 from servectl.experiment import experiment
 from servectl.loadtest import loadtest
 from servectl.mirror import mirror
@@ -29,6 +30,7 @@ cli.add_command(loadtest)
 cli.add_command(experiment)
 cli.add_command(mirror)
 cli.add_command(publish)
+cli.add_command(drift)
 
 
 def main() -> None:

@@ -76,8 +76,13 @@ def local_prometheus(
     rules: Path = RULES_FILE,
     scrape_interval_seconds: float = 1.0,
     log: Path | None = None,
+    storage: Path | None = None,
 ) -> Iterator[RunningPrometheus]:
-    """Start Prometheus on a free loopback port; yield it once ready; stop it with SIGTERM."""
+    """Start Prometheus on a free loopback port; yield it once ready; stop it with SIGTERM.
+
+    `storage` is the TSDB directory (default: a fresh one in the temporary directory); pass one to start
+    on blocks written beforehand, e.g. by `promtool tsdb create-blocks-from openmetrics`.
+    """
     binary = shutil.which("prometheus")
     if binary is None:
         raise FileNotFoundError(
@@ -87,8 +92,9 @@ def local_prometheus(
     with tempfile.TemporaryDirectory(prefix="prometheus-") as tmp:
         config_file = Path(tmp) / "prometheus.yml"
         interval = f"{int(scrape_interval_seconds * 1000)}ms"
+        data = storage or Path(tmp) / "data"
         config_file.write_text(yaml.safe_dump(config(targets, rules, interval)))
-        command = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tmp}/data",
+        command = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={data}",
                    f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]  # fmt: skip
         with (log or Path(tmp) / "prometheus.log").open("wb") as err:
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)

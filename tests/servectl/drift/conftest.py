@@ -1,0 +1,122 @@
+"""A real Prometheus holding real drift series: OpenMetrics text in the serving image's metric names is
+backfilled into blocks with `promtool tsdb create-blocks-from openmetrics`, and Prometheus starts on them.
+
+Backfilling gives hours of history in a second, so the windows, the shift's timing and the counters'
+increases are Prometheus's own (its `increase()`, `last_over_time()` and label matching), not a fake API.
+"""
+
+import shutil
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from servectl.experiments.local_prometheus import RunningPrometheus, local_prometheus
+
+MODEL = "tabular-classifier"
+UNMONITORED = "legacy-model"
+NUMERIC = ("mean_radius", "mean_texture", "mean_area")
+CATEGORICAL = {"segment": ("a", "b", "c", "other")}
+SHIFTED_FEATURE = "mean_radius"
+SHIFTED_SHARES = (0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.18, 0.22, 0.28)
+"""Version 2's mean_radius after the shift: mass moved to the top bins (9, 8, 7)."""
+SHIFT_AGO_SECONDS = 45 * 60
+HISTORY_SECONDS = 3 * 3600
+STEP_SECONDS = 30
+ROWS_PER_STEP = 60
+"""Sampled rows per scrape: 7,200 an hour, as 20 requests/s at the default 10% sampling would give."""
+
+
+def profile() -> dict[str, dict[str, float]]:
+    """Feature to bin to expected share: deciles for the numeric features, a categorical one."""
+    shares: dict[str, dict[str, float]] = {f: {str(b): 0.1 for b in range(10)} for f in NUMERIC}
+    shares["segment"] = dict(zip(CATEGORICAL["segment"], (0.5, 0.3, 0.15, 0.05), strict=True))
+    return shares
+
+
+@dataclass
+class Exposition:
+    """OpenMetrics text with timestamps: families of series, each a list of (time, value)."""
+
+    kinds: dict[str, str] = field(default_factory=dict)
+    series: dict[str, dict[str, list[tuple[float, float]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+
+    def add(self, family: str, kind: str, labels: dict[str, str], at: float, value: float) -> None:
+        """One sample; a counter's family name is without `_total`."""
+        self.kinds[family] = kind
+        rendered = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        self.series[family][rendered].append((at, value))
+
+    def text(self) -> str:
+        """The exposition, `# EOF` terminated."""
+        lines = []
+        for family, kind in self.kinds.items():
+            lines.append(f"# TYPE {family} {kind}")
+            name = f"{family}_total" if kind == "counter" else family
+            for labels, points in self.series[family].items():
+                lines.extend(f"{name}{{{labels}}} {v:.6f} {t:.3f}" for t, v in points)
+        return "\n".join([*lines, "# EOF", ""])
+
+
+def add_version(
+    out: Exposition, rng: np.random.Generator, version: str, times: list[float], shift_at: float | None
+) -> None:
+    """A monitored version's counters and gauges over `times`; from `shift_at` on, mean_radius is shifted."""
+    expected = profile()
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    rows = 0.0
+    base = {"model": MODEL, "version": version}
+    for at in times:
+        rows += ROWS_PER_STEP
+        out.add("serving_drift_rows", "counter", base, at, rows)
+        out.add("serving_drift_monitored", "gauge", base, at, 1.0)
+        for feature, shares in expected.items():
+            live = (
+                SHIFTED_SHARES
+                if shift_at is not None and at >= shift_at and feature == SHIFTED_FEATURE
+                else None
+            )
+            probabilities = np.array(live or list(shares.values()))
+            counts = rng.multinomial(ROWS_PER_STEP, probabilities / probabilities.sum())
+            for b, n in zip(shares, counts, strict=True):
+                totals[feature, b] += float(n)
+                labels = base | {"feature": feature, "bin": b}
+                out.add("serving_drift_input", "counter", labels, at, totals[feature, b])
+                out.add("serving_drift_expected_share", "gauge", labels, at, shares[b])
+
+
+def history(now: float) -> str:
+    """Three hours up to `now`: version 1 unshifted, version 2 with mean_radius shifted for the last 45
+    minutes, and an unmonitored model (monitored 0, no counts)."""
+    rng = np.random.default_rng(20261130)
+    times = [now - HISTORY_SECONDS + i * STEP_SECONDS for i in range(HISTORY_SECONDS // STEP_SECONDS)]
+    out = Exposition()
+    add_version(out, rng, "1", times, None)
+    add_version(out, rng, "2", times, now - SHIFT_AGO_SECONDS)
+    for at in times:
+        out.add("serving_drift_monitored", "gauge", {"model": UNMONITORED, "version": "1"}, at, 0.0)
+    return out.text()
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPrometheus]:
+    """Prometheus started on blocks backfilled from `history`, ending a few seconds before now."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: `make setup` installs Debian's prometheus package"
+    root = tmp_path_factory.mktemp("drift-prometheus")
+    source = root / "history.om"
+    source.write_text(history(time.time() - 5))
+    data = root / "data"
+    done = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with local_prometheus([], storage=data, log=root / "prometheus.log") as running:
+        yield running
