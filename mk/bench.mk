@@ -25,3 +25,9 @@ $(GHZ): $(GHZ_MARKER)
 .PHONY: async-bench
 async-bench: setup
 	$(BIN)/python benchmarks/async_jobs.py
+
+# Drift detection (issue 15 point 8): false alarms and detection delay of the drift alerts, from a seeded
+# simulation of the server's sampled binning, the 1h PSI recording rule and the alerts' `for: 15m` (seconds).
+.PHONY: drift-detector
+drift-detector: setup
+	$(BIN)/python benchmarks/drift_detector.py
