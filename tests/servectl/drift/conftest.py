@@ -19,6 +19,8 @@ from servectl.experiments.local_prometheus import RunningPrometheus, local_prome
 
 MODEL = "tabular-classifier"
 UNMONITORED = "legacy-model"
+IDLE = "idle-model"
+"""Monitored, with a profile, but no sampled rows in the last hours (its counters stand still)."""
 NUMERIC = ("mean_radius", "mean_texture", "mean_area")
 CATEGORICAL = {"segment": ("a", "b", "c", "other")}
 SHIFTED_FEATURE = "mean_radius"
@@ -93,7 +95,7 @@ def add_version(
 
 def history(now: float) -> str:
     """Three hours up to `now`: version 1 unshifted, version 2 with mean_radius shifted for the last 45
-    minutes, and an unmonitored model (monitored 0, no counts)."""
+    minutes, an unmonitored model (monitored 0, no counts) and an idle one (counters standing still)."""
     rng = np.random.default_rng(20261130)
     times = [now - HISTORY_SECONDS + i * STEP_SECONDS for i in range(HISTORY_SECONDS // STEP_SECONDS)]
     out = Exposition()
@@ -101,10 +103,17 @@ def history(now: float) -> str:
     add_version(out, rng, "2", times, now - SHIFT_AGO_SECONDS)
     for at in times:
         out.add("serving_drift_monitored", "gauge", {"model": UNMONITORED, "version": "1"}, at, 0.0)
+        idle = {"model": IDLE, "version": "1"}
+        out.add("serving_drift_monitored", "gauge", idle, at, 1.0)
+        out.add("serving_drift_rows", "counter", idle, at, 1200.0)
+        for b, share in profile()["mean_area"].items():
+            labels = idle | {"feature": "mean_area", "bin": b}
+            out.add("serving_drift_input", "counter", labels, at, 120.0)
+            out.add("serving_drift_expected_share", "gauge", labels, at, share)
     return out.text()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPrometheus]:
     """Prometheus started on blocks backfilled from `history`, ending a few seconds before now."""
     promtool = shutil.which("promtool")

@@ -7,14 +7,19 @@ option reaches the query.
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
 
 from servectl.cli import cli
+from servectl.drift import report as rep
+from servectl.drift.source import read
 from servectl.experiments.local_prometheus import RunningPrometheus, free_port
+from servectl.experiments.promql import Prometheus
 from tests.servectl.drift.conftest import (
+    IDLE,
     MODEL,
     ROWS_PER_STEP,
     SHIFTED_FEATURE,
@@ -144,6 +149,13 @@ def test_no_data_exits_non_zero_naming_the_model_and_url(prometheus: RunningProm
     assert "model tabular-classifier version 9" in output, output
 
 
+def test_a_model_without_sampled_rows_in_the_window_exits_non_zero(prometheus: RunningPrometheus) -> None:
+    code, output = run(prometheus.url, "--model", IDLE, "--window", "30m")
+    assert code == 1, output
+    assert output.startswith(f"Error: no drift data for model {IDLE} at {prometheus.url}: "), output
+    assert "version 1: no sampled rows in the last 30m" in output, output
+
+
 def test_unreachable_prometheus_exits_non_zero_naming_the_url() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     code, output = run(url, "--model", MODEL)
@@ -155,3 +167,30 @@ def test_unreachable_prometheus_exits_non_zero_naming_the_url() -> None:
 def test_a_bad_window_is_a_usage_error() -> None:
     code, output = run("http://127.0.0.1:1", "--model", MODEL, "--window", "1x")
     assert code == 2 and "'1x' is not a duration" in output, output
+
+
+CONTRACT_PSI = """
+sum by (version, feature) (
+  ({live} - on (version, feature, bin) {expected})
+  * ln(clamp_min({live}, 1e-4) / on (version, feature, bin) clamp_min({expected}, 1e-4))
+)
+"""
+"""The contract's recording rule for model:drift_psi:1h, written out here as a cross-check (the rules file
+is the other half of issue 15's drift work)."""
+
+
+def test_the_report_agrees_with_the_contracts_psi_in_promql(prometheus: RunningPrometheus) -> None:
+    at = time.time()
+    sel = '{model="tabular-classifier"}'
+    counts = f"sum by (version, feature, bin) (increase(serving_drift_input_total{sel}[1h]))"
+    live = f"({counts} / ignoring (bin) group_left sum by (version, feature) ({counts}))"
+    expected = f"max by (version, feature, bin) (serving_drift_expected_share{sel})"
+    query = CONTRACT_PSI.format(live=live, expected=expected)
+    promql = {
+        (labels["version"], labels["feature"]): value
+        for labels, value in Prometheus(prometheus.url).query(query, at)
+    }
+    built = rep.build(read(Prometheus(prometheus.url), MODEL, None, "1h", at))
+    python = {(v.version, f.feature): f.psi for v in built.versions for f in v.features}
+    assert len(python) == 8 and promql.keys() == python.keys(), (promql, python)
+    assert all(abs(promql[k] - python[k]) < 1e-9 for k in python), (promql, python)
