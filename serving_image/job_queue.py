@@ -10,6 +10,11 @@ The layout in Redis (docs/async-inference.md says why Redis Streams):
   delivery counts, and the count is the job's attempts.
 - ``{stream}:dead``: the dead-letter stream, one entry per job that used up its attempts, with
   the reason and the request body (so an operator can replay it).
+- ``{stream}:callbacks``: the callbacks to send (a transactional outbox), one entry per finished job
+  that named a callback URL, added by the same script that stores the job's result or dead letter, and
+  consumed by the group ``callbacks`` (``job_callback_dispatch``). An entry is acknowledged and deleted
+  in the script that records how its callback ended; one a worker held when it died is claimed by
+  another after the visibility timeout, so a callback is sent at least once.
 - ``job:{id}``: the job's hash: state (pending, running, done, failed), model, version requested
   and served, caller, request id, times, attempts, and the result (the V2 response JSON, or for a
   large one its URL in the object store, ``response_ref``) or the error; for a job with a completion
@@ -19,8 +24,9 @@ The layout in Redis (docs/async-inference.md says why Redis Streams):
 Each step that must not be torn in two is one Lua script, which Redis runs atomically: queue a
 job within the bound and create its hash; start a run only if no result exists; store a result
 and acknowledge the entry, storing nothing if a result exists already (so a redelivered job
-stores one result, whoever computes it); move a job to the dead-letter stream; record how a
-finished job's callback went, without reviving an expired record.
+stores one result, whoever computes it), queueing the job's callback with it; move a job to the
+dead-letter stream, likewise; record how a finished job's callback went, without reviving an expired
+record, and acknowledge its entry; keep the callbacks a worker is sending from being claimed.
 
 ``redis`` is imported only when a queue is configured (``JobQueue.connect``).
 """
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 GROUP = "workers"
+CALLBACK_GROUP = "callbacks"
 STATES = ("pending", "running", "done", "failed")
 JOB_ID_LENGTH = 32  # uuid4 in hex
 
@@ -69,9 +76,10 @@ redis.call('HSET', KEYS[2], 'state', 'running', 'attempts', ARGV[3], 'started', 
 return 1
 """
 
-# KEYS: stream, job hash. ARGV: group, entry id, result, version served, now, ttl in ms, and the field
-# the result goes in: 'result' (the V2 response) or 'response_ref' (its URL in the object store).
-# Stores the result only if none is stored; acknowledges the entry either way.
+# KEYS: stream, job hash, callbacks stream. ARGV: group, entry id, result, version served, now, ttl in
+# ms, the field the result goes in ('result', the V2 response, or 'response_ref', its URL in the object
+# store), then the callbacks entry's items. Stores the result only if none is stored, and with it (for a
+# job with a callback URL) the callback to send; acknowledges the entry either way.
 _DONE = """
 local state = redis.call('HGET', KEYS[2], 'state')
 local stored = 0
@@ -80,6 +88,7 @@ if state == 'pending' or state == 'running' then
   redis.call('HDEL', KEYS[2], 'error')
   if redis.call('HEXISTS', KEYS[2], 'callback_url') == 1 then
     redis.call('HSET', KEYS[2], 'callback_status', 'sending')
+    redis.call('XADD', KEYS[3], '*', unpack(ARGV, 8))
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
   stored = 1
@@ -99,9 +108,10 @@ redis.call('HSET', KEYS[1], 'state', 'pending', 'error', ARGV[1])
 return 1
 """
 
-# KEYS: stream, job hash, dead-letter stream. ARGV: group, entry id, job id, reason, '1' to add the
-# last error stored, attempts, now, ttl in ms, then the entry's items to keep with the dead letter.
-# Returns the reason as recorded (with the last error), or 0 if the job had finished already.
+# KEYS: stream, job hash, dead-letter stream, callbacks stream. ARGV: group, entry id, job id, reason, '1'
+# to add the last error stored, attempts, now, ttl in ms, the callbacks entry's 8 items, then the entry's
+# items to keep with the dead letter. Returns the reason as recorded (with the last error), or 0 if the
+# job had finished already.
 _DEAD = """
 local state = redis.call('HGET', KEYS[2], 'state')
 local moved = 0
@@ -113,10 +123,11 @@ if state == 'pending' or state == 'running' then
   redis.call('HSET', KEYS[2], 'state', 'failed', 'error', reason, 'attempts', ARGV[6], 'finished', ARGV[7])
   if redis.call('HEXISTS', KEYS[2], 'callback_url') == 1 then
     redis.call('HSET', KEYS[2], 'callback_status', 'sending')
+    redis.call('XADD', KEYS[4], '*', unpack(ARGV, 9, 16))
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[8])
   redis.call('XADD', KEYS[3], '*', 'id', ARGV[3], 'reason', reason, 'attempts', ARGV[6], 'failed', ARGV[7],
-             unpack(ARGV, 9))
+             unpack(ARGV, 17))
   moved = reason
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -124,15 +135,36 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return moved
 """
 
-# KEYS: job hash. ARGV: status, attempts, detail. Only an existing record is updated (HSET keeps its
-# expiry): a callback that ends after its job's record expired must not bring back a record without one.
+# KEYS: callbacks stream, job hash. ARGV: group, entry id, status, attempts, detail. Only an existing
+# record is updated (HSET keeps its expiry): a callback that ends after its job's record expired must not
+# bring back a record without one. The entry is acknowledged either way, in the same step, so a callback
+# leaves the outbox only once its outcome is recorded.
 _CALLBACK = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return 0
+local recorded = 0
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'callback_status', ARGV[3], 'callback_attempts', ARGV[4],
+             'callback_detail', ARGV[5])
+  recorded = 1
 end
-redis.call('HSET', KEYS[1], 'callback_status', ARGV[1], 'callback_attempts', ARGV[2],
-           'callback_detail', ARGV[3])
-return 1
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return recorded
+"""
+
+# KEYS: callbacks stream. ARGV: group, consumer, then entry ids. Resets the idle time of each entry the
+# consumer still holds (XCLAIM to itself, JUSTID: the delivery count is kept), so entries being sent or
+# waiting between attempts are not claimed by another worker; one claimed by another already is left
+# to it. Returns how many were kept.
+_KEEP = """
+local kept = 0
+for index = 3, #ARGV do
+  local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[index], ARGV[index], 1, ARGV[2])
+  if #held > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[index], 'JUSTID')
+    kept = kept + 1
+  end
+end
+return kept
 """
 
 
@@ -179,6 +211,23 @@ class Delivery:
         if self.input_ref is not None:
             items += ["input_ref", self.input_ref]
         return items
+
+    def callback_items(self) -> list[str]:
+        """The items of the job's callbacks entry (queued only if its record names a callback URL)."""
+        return ["id", self.job_id, "model", self.model, "version", self.version, "caller", self.caller or ""]
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackEntry:
+    """One callback to send, handed to a worker: the finished job's id, model, version and caller, and
+    how many times the entry has been delivered (this one included; more than 1 after a worker died)."""
+
+    entry_id: str
+    job_id: str
+    model: str
+    version: str
+    caller: str | None
+    deliveries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +319,7 @@ class JobQueue:
         self._redis = client
         self.stream = settings.async_stream
         self.dead_stream = f"{settings.async_stream}:dead"
+        self.callback_stream = f"{settings.async_stream}:callbacks"
         self.max_queued = settings.async_max_queued
         self.visibility_ms = max(1, round(settings.async_visibility_timeout_s * 1000))
         self.ttl_ms = settings.async_result_ttl_s * 1000
@@ -284,6 +334,7 @@ class JobQueue:
         self._retry: AsyncScript = client.register_script(_RETRY)
         self._dead: AsyncScript = client.register_script(_DEAD)
         self._callback: AsyncScript = client.register_script(_CALLBACK)
+        self._keep: AsyncScript = client.register_script(_KEEP)
 
     @classmethod
     def connect(cls, settings: Settings) -> "JobQueue":
@@ -316,15 +367,17 @@ class JobQueue:
             raise QueueUnavailable(f"the job queue is unavailable ({name}); retry later") from error
 
     async def ensure_group(self) -> None:
-        """Create the stream and its group if missing, read from the stream's start: no entry is skipped."""
+        """Create the jobs stream and the callbacks stream and their groups if missing, each read from the
+        stream's start: no entry is skipped."""
         import redis
 
         with self._reachable():
-            try:
-                await self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-            except redis.ResponseError as error:
-                if "BUSYGROUP" not in str(error):
-                    raise
+            for stream, group in ((self.stream, GROUP), (self.callback_stream, CALLBACK_GROUP)):
+                try:
+                    await self._redis.xgroup_create(stream, group, id="0", mkstream=True)
+                except redis.ResponseError as error:
+                    if "BUSYGROUP" not in str(error):
+                        raise
 
     async def submit(self, job: NewJob) -> str:
         """Queue a job and return its id; ``Overloaded`` (429) if ``max_queued`` jobs wait or run."""
@@ -361,27 +414,18 @@ class JobQueue:
             return None
         with self._reachable():
             raw = await self._redis.hgetall(_job_key(job_id))
-        if not raw:
-            return None
-        fields = {_text(key): value for key, value in raw.items()}
-        text = {key: _text(value) for key, value in fields.items() if key != "result"}
-        return JobStatus(
-            id=job_id,
-            state=text.get("state", "pending"),
-            model=text.get("model", ""),
-            version=text.get("version") or None,
-            version_requested=text.get("version_requested") or None,
-            caller=text.get("caller") or None,
-            attempts=int(text.get("attempts", "0")),
-            created=float(text.get("created", "0")),
-            started=_float(text.get("started")),
-            finished=_float(text.get("finished")),
-            error=text.get("error"),
-            result=_bytes(fields["result"]) if "result" in fields else None,
-            callback=_callback_record(text),
-            response_ref=text.get("response_ref"),
-            input_ref=text.get("input_ref"),
-        )
+        return _job_status(job_id, raw)
+
+    async def statuses(self, job_ids: Sequence[str]) -> list[JobStatus | None]:
+        """``status`` of each job, in one round trip."""
+        if not job_ids:
+            return []
+        with self._reachable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hgetall(_job_key(job_id))
+                raws = await pipe.execute()
+        return [_job_status(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True)]
 
     async def depth(self) -> int:
         """Jobs waiting or running."""
@@ -390,11 +434,7 @@ class JobQueue:
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         """Up to ``count`` jobs never delivered before, waiting up to ``block_ms`` for the first."""
-        with self._reachable():
-            reply: Any = await self._redis.xreadgroup(
-                GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms or None
-            )
-        entries = reply[0][1] if reply else []  # protocol 2: [[stream, [(id, fields), ...]]]
+        entries = await self._read(self.stream, GROUP, consumer, count, block_ms)
         return [delivery for entry in entries if (delivery := _delivery(entry, 1)) is not None]
 
     async def claim(self, consumer: str, count: int, cursor: str) -> tuple[list[Delivery], str]:
@@ -403,24 +443,81 @@ class JobQueue:
         Scans the group's pending entries from ``cursor``; returns the jobs, now this consumer's, each
         with its delivery count, and the cursor to go on from ("0-0" once the scan has wrapped).
         """
+        claimed, cursor = await self._claim(self.stream, GROUP, consumer, count, cursor)
+        deliveries = [
+            delivery for entry, times in claimed if (delivery := _delivery(entry, times)) is not None
+        ]
+        return deliveries, cursor
+
+    async def read_callbacks(self, consumer: str, count: int, block_ms: int) -> list[CallbackEntry]:
+        """Up to ``count`` callbacks never delivered before, waiting up to ``block_ms`` for the first."""
+        entries = await self._read(self.callback_stream, CALLBACK_GROUP, consumer, count, block_ms)
+        return [callback for entry in entries if (callback := _callback_entry(entry, 1)) is not None]
+
+    async def claim_callbacks(
+        self, consumer: str, count: int, cursor: str
+    ) -> tuple[list[CallbackEntry], str]:
+        """Up to ``count`` callbacks whose worker has not kept them within the visibility timeout (it
+        died, or stopped before they ended), as ``claim`` does for jobs."""
+        claimed, cursor = await self._claim(self.callback_stream, CALLBACK_GROUP, consumer, count, cursor)
+        callbacks = [
+            found for entry, times in claimed if (found := _callback_entry(entry, times)) is not None
+        ]
+        return callbacks, cursor
+
+    async def keep_callbacks(self, consumer: str, entry_ids: Sequence[str]) -> int:
+        """Reset the visibility timeout of the callbacks the consumer holds; how many it still held."""
+        if not entry_ids:
+            return 0
+        with self._reachable():
+            kept = await self._keep(keys=[self.callback_stream], args=[CALLBACK_GROUP, consumer, *entry_ids])
+        return int(kept)
+
+    async def callback_ended(self, entry: CallbackEntry, status: str, attempts: int, detail: str) -> bool:
+        """Record how the callback ended and, in the same step, acknowledge and delete its entry; False if
+        the job's record has expired (nothing is written, the entry is acknowledged all the same)."""
+        [written] = await self.callbacks_ended([(entry, status, attempts, detail)])
+        return written
+
+    async def callbacks_ended(self, outcomes: Sequence[tuple[CallbackEntry, str, int, str]]) -> list[bool]:
+        """``callback_ended`` for each (entry, status, attempts, detail), in one round trip."""
+        if not outcomes:
+            return []
+        with self._reachable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entry, status, attempts, detail in outcomes:
+                    await self._callback(
+                        keys=[self.callback_stream, _job_key(entry.job_id)],
+                        args=[CALLBACK_GROUP, entry.entry_id, status, attempts, detail],
+                        client=pipe,
+                    )
+                written = await pipe.execute()
+        return [bool(flag) for flag in written]
+
+    async def _read(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[Any]:
+        with self._reachable():
+            reply: Any = await self._redis.xreadgroup(
+                group, consumer, {stream: ">"}, count=count, block=block_ms or None
+            )
+        return reply[0][1] if reply else []  # protocol 2: [[stream, [(id, fields), ...]]]
+
+    async def _claim(
+        self, stream: str, group: str, consumer: str, count: int, cursor: str
+    ) -> tuple[list[tuple[Any, int]], str]:
+        """The entries claimed (each with its delivery count) and the cursor to go on from."""
         with self._reachable():
             reply = await self._redis.xautoclaim(
-                self.stream, GROUP, consumer, self.visibility_ms, cursor, count=count
+                stream, group, consumer, self.visibility_ms, cursor, count=count
             )
             cursor, entries = _text(reply[0]), [entry for entry in reply[1] if entry and entry[1]]
             if not entries:
                 return [], cursor
             async with self._redis.pipeline(transaction=False) as pipe:
                 for entry_id, _ in entries:
-                    pipe.xpending_range(self.stream, GROUP, entry_id, entry_id, 1)
+                    pipe.xpending_range(stream, group, entry_id, entry_id, 1)
                 pending = await pipe.execute()
-        deliveries = []
-        for entry, found in zip(entries, pending, strict=True):
-            attempts = int(found[0]["times_delivered"]) if found else 1
-            delivery = _delivery(entry, attempts)
-            if delivery is not None:
-                deliveries.append(delivery)
-        return deliveries, cursor
+        times = [int(found[0]["times_delivered"]) if found else 1 for found in pending]
+        return list(zip(entries, times, strict=True)), cursor
 
     async def begin(self, deliveries: Sequence[Delivery], consumer: str) -> list[bool]:
         """Mark each job running; False for one that already has a result (it is acknowledged instead)."""
@@ -462,12 +559,6 @@ class JobQueue:
             for reply in replies
         ]
 
-    async def record_callback(self, job_id: str, status: str, attempts: int, detail: str) -> bool:
-        """Record how the job's callback ended; False if its record has expired (nothing is written)."""
-        with self._reachable():
-            written = await self._callback(keys=[_job_key(job_id)], args=[status, attempts, detail])
-        return bool(written)
-
     async def _queue_completion(
         self, pipe: Any, delivery: Delivery, completion: Completion, now: str
     ) -> None:
@@ -477,15 +568,17 @@ class JobQueue:
             field, result = "result", completion.result
             if completion.response_ref is not None:  # a large result: its URL in the object store
                 field, result = "response_ref", completion.response_ref.encode()
-            args: list[Any] = [GROUP, entry, result, completion.version, now, self.ttl_ms, field]
-            await self._done(keys=[self.stream, key], args=args, client=pipe)
+            args: list[Any] = [GROUP, entry, result, completion.version, now, self.ttl_ms, field,
+                               *delivery.callback_items()]  # fmt: skip
+            await self._done(keys=[self.stream, key, self.callback_stream], args=args, client=pipe)
         elif isinstance(completion, Retry):
             await self._retry(keys=[key], args=[completion.error], client=pipe)
         else:
             last = "1" if completion.with_last_error else "0"
             args = [GROUP, entry, delivery.job_id, completion.reason, last, delivery.attempts, now,
-                    self.ttl_ms, *delivery.fields()]  # fmt: skip
-            await self._dead(keys=[self.stream, key, self.dead_stream], args=args, client=pipe)
+                    self.ttl_ms, *delivery.callback_items(), *delivery.fields()]  # fmt: skip
+            keys = [self.stream, key, self.dead_stream, self.callback_stream]
+            await self._dead(keys=keys, args=args, client=pipe)
 
 
 def _job_key(job_id: str) -> str:
@@ -506,6 +599,30 @@ def _bytes(value: object) -> bytes:
 
 def _float(value: str | None) -> float | None:
     return float(value) if value else None
+
+
+def _job_status(job_id: str, raw: dict[Any, Any]) -> JobStatus | None:
+    if not raw:
+        return None
+    fields = {_text(key): value for key, value in raw.items()}
+    text = {key: _text(value) for key, value in fields.items() if key != "result"}
+    return JobStatus(
+        id=job_id,
+        state=text.get("state", "pending"),
+        model=text.get("model", ""),
+        version=text.get("version") or None,
+        version_requested=text.get("version_requested") or None,
+        caller=text.get("caller") or None,
+        attempts=int(text.get("attempts", "0")),
+        created=float(text.get("created", "0")),
+        started=_float(text.get("started")),
+        finished=_float(text.get("finished")),
+        error=text.get("error"),
+        result=_bytes(fields["result"]) if "result" in fields else None,
+        callback=_callback_record(text),
+        response_ref=text.get("response_ref"),
+        input_ref=text.get("input_ref"),
+    )
 
 
 def _callback_record(text: dict[str, str]) -> CallbackRecord | None:
@@ -540,4 +657,17 @@ def _delivery(entry: Any, attempts: int) -> Delivery | None:
             input_ref=_text(fields["input_ref"]) if "input_ref" in fields else None,
         )
     except (KeyError, ValueError):
+        return None
+
+
+def _callback_entry(entry: Any, deliveries: int) -> CallbackEntry | None:
+    """A callbacks stream entry; None for an entry that is not one of ours (it is left alone)."""
+    entry_id, raw = entry
+    fields = {_text(key): _text(value) for key, value in raw.items()}
+    try:
+        return CallbackEntry(
+            entry_id=_text(entry_id), job_id=fields["id"], model=fields["model"], version=fields["version"],
+            caller=fields.get("caller") or None, deliveries=deliveries,
+        )  # fmt: skip
+    except KeyError:
         return None

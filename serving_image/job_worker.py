@@ -7,9 +7,10 @@ batcher coalesces the jobs taken together into full batches, and records every r
 in one round trip. On SIGTERM it stops taking jobs and finishes those it holds; a job it cannot
 finish in the grace period stays unacknowledged and is delivered again.
 
-A job that named a callback URL has it POSTed once its result or dead letter is stored
-(``CallbackDispatch``): in the background, a bounded number at a time, each outcome logged
-(``job_callback``) and recorded on the job for ``GET /v2/jobs/{id}``.
+A job that named a callback URL has its callback queued on the callbacks stream by the step that
+stores its result or dead letter; the worker's ``CallbackDispatch`` (serving_image/job_callback_dispatch.py)
+consumes that stream beside the jobs, a bounded number at a time, each outcome logged (``job_callback``)
+and recorded on the job for ``GET /v2/jobs/{id}``.
 
 The version a job runs on was chosen when it was submitted, by the variant router with the caller's
 headers as for a live request (``route_job``); it is recorded in the result. ``decode_job`` is the
@@ -34,8 +35,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-import orjson
-
 from serving_image.access_log import AccessLog, log_event
 from serving_image.auth import Gate
 from serving_image.dataplane import DataPlane, Target
@@ -48,7 +47,7 @@ from serving_image.errors import (
     QueueUnavailable,
     ServingError,
 )
-from serving_image.job_callbacks import CallbackOutcome, CallbackPolicy, CallbackSender, status_document
+from serving_image.job_callback_dispatch import CallbackDispatch
 from serving_image.job_queue import (
     Completion,
     Dead,
@@ -73,13 +72,6 @@ READ_BLOCK_MS = 500
 """How long one read waits for new jobs: also how soon a worker notices it is asked to stop."""
 MAX_CLAIM_INTERVAL_S = 5.0
 MAX_BACKOFF_S = 5.0
-MAX_PENDING_CALLBACKS = 1024
-"""Callbacks a worker holds at once (sending, or waiting between attempts); at the bound it takes no
-more jobs until one ends, so a receiver that is down slows the worker rather than filling its memory."""
-MAX_CALLBACK_CONNECTIONS = 32
-"""Callback POSTs open at once."""
-CALLBACK_STOP_MARGIN_S = 0.5
-"""At shutdown, the time kept back from the grace period to record the callbacks given up."""
 _UNKNOWN_JOB = "no job with this id: unknown, or finished and expired"
 INPUT_REF_PARAMETER = "input_ref"
 """The V2 request parameter naming the object in the store that holds a job's request."""
@@ -172,7 +164,7 @@ class JobWorker:
 
     def __init__(
         self, queue: JobQueue, dataplane: DataPlane, tracker: RequestTracker, access_log: AccessLog,
-        settings: Settings, callbacks: "CallbackDispatch | None" = None,
+        settings: Settings, callbacks: CallbackDispatch | None = None,
     ) -> None:  # fmt: skip
         self._queue = queue
         self.callbacks = callbacks or CallbackDispatch(queue, None, access_log)
@@ -199,25 +191,27 @@ class JobWorker:
 
     @property
     def held(self) -> int:
-        """Jobs taken whose take has not ended (running, or waiting for room for their callbacks)."""
+        """Jobs taken whose take has not ended."""
         return self._inflight
 
     def start(self) -> None:
-        """Start taking jobs."""
+        """Start taking jobs, and sending the callbacks of finished jobs."""
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
         log_event("async_worker_started", consumer=self.consumer, stream=self._queue.stream,
                   batch=self._batch, max_attempts=self._max_attempts)  # fmt: skip
+        self.callbacks.start(self.consumer)
 
     def stop_taking(self) -> None:
-        """Take no more jobs (the reader ends within ``READ_BLOCK_MS``); those held run on."""
+        """Take no more jobs nor callbacks (the readers end within ``READ_BLOCK_MS``); those held go on."""
         self._stopping.set()
         self._room.set()
+        self.callbacks.stop_taking()
 
     async def stop(self, timeout: float) -> None:
         """Stop taking jobs and wait up to ``timeout`` s for those held; the rest are delivered again.
 
-        The callbacks of the jobs finished get what is left of ``timeout``; those still going then are
-        given up (logged and recorded as such).
+        The callbacks held get what is left of ``timeout``; those still going then are left
+        unacknowledged in the callbacks stream, and another worker sends them.
         """
         self.stop_taking()
         deadline = time.monotonic() + timeout
@@ -302,7 +296,6 @@ class JobWorker:
             completions += zip(runnable, outcomes, strict=True)
             recorded = await self._queue.complete(completions)
             self._record(completions, recorded)
-            await self.callbacks.room()  # a take ends only once the callbacks it started fit the bound
         except QueueUnavailable as error:  # nothing acknowledged: the jobs are delivered again
             log_event("job_queue_unavailable", consumer=self.consumer,
                       error=str(error.__cause__ or error), jobs=len(deliveries))  # fmt: skip
@@ -422,11 +415,6 @@ class JobWorker:
                 self.counts["done" if outcome.changed else "duplicate"] += 1
                 if not outcome.changed:  # computed again after a redelivery; the first stored result stands
                     self._event("job_duplicate", delivery, reason="a result was stored already")
-                elif delivery.callback_url is not None:
-                    self.callbacks.send(
-                        delivery, "done", completion.version, response=completion.result,
-                        response_ref=completion.response_ref,
-                    )  # fmt: skip
             elif isinstance(completion, Retry):
                 self.counts["retried"] += 1
                 self._event("job_retry", delivery, reason=completion.error)
@@ -434,8 +422,6 @@ class JobWorker:
                 reason = outcome.reason or completion.reason
                 self.counts["dead_lettered"] += 1
                 self._event("job_dead_lettered", delivery, reason=reason)
-                if delivery.callback_url is not None:
-                    self.callbacks.send(delivery, "failed", None, error=reason)
 
     def _event(self, event: str, delivery: Delivery, reason: str) -> None:
         self._log.write_event(event, {
@@ -452,117 +438,3 @@ class UnusableInput(Exception):
         super().__init__(message)
         self.cause = cause
         self.message = message
-
-
-class CallbackDispatch:
-    """The completion callbacks of the jobs a worker finished: each sent as a background task.
-
-    A callback is sent once its job's result or dead letter is stored (never for a result dropped as
-    a duplicate), retried by ``CallbackSender`` per the policy, and its outcome logged
-    (``job_callback``: job id, delivered or not, attempts, HTTP status, reason) and recorded on the
-    job's hash (``callback_status`` delivered or failed, ``callback_attempts``, ``callback_detail``).
-    At most ``max_pending`` are held at once (``room`` waits below that); at shutdown those still
-    going are given up within the time left (``stop``). A worker without a policy records each
-    callback as not sent.
-    """
-
-    def __init__(
-        self, queue: JobQueue, policy: CallbackPolicy | None, access_log: AccessLog, *,
-        sender: CallbackSender | None = None, max_pending: int = MAX_PENDING_CALLBACKS,
-    ) -> None:  # fmt: skip
-        self._queue = queue
-        if sender is None and policy is not None:
-            sender = CallbackSender(policy, max_concurrent=MAX_CALLBACK_CONNECTIONS)
-        self._sender = sender
-        self._log = access_log
-        self._max_pending = max_pending
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._room = asyncio.Event()
-        self._room.set()
-        self.counts: Counter[str] = Counter()
-
-    @property
-    def pending(self) -> int:
-        """Callbacks being sent or waiting between attempts."""
-        return len(self._tasks)
-
-    def send(
-        self, delivery: Delivery, status: str, version: str | None, *, response: bytes | None = None,
-        error: str | None = None, response_ref: str | None = None,
-    ) -> None:  # fmt: skip
-        """Start POSTing the job's final document (``status_document``) to its URL; returns at once.
-
-        A result in the object store is named by ``response_ref`` in place of ``response``, as
-        ``GET /v2/jobs/{id}`` names it."""
-        if response_ref is None:
-            document = status_document(
-                delivery.job_id, status, delivery.model, version, response=response, error=error
-            )
-        else:
-            head = status_document(delivery.job_id, status, delivery.model, version, error=error)
-            document = head[:-1] + b',"response_ref":' + orjson.dumps(response_ref) + b"}"
-        task = asyncio.get_running_loop().create_task(self._deliver(delivery, document))
-        self._tasks.add(task)
-        task.add_done_callback(self._ended)
-        if len(self._tasks) >= self._max_pending:
-            self._room.clear()
-
-    async def room(self) -> None:
-        """Wait until fewer than ``max_pending`` callbacks are held."""
-        await self._room.wait()
-
-    async def stop(self, timeout: float) -> int:
-        """Wait up to ``timeout`` s for the callbacks held; give up the rest. How many were given up."""
-        if not self._tasks:
-            return 0
-        margin = min(CALLBACK_STOP_MARGIN_S, timeout / 2)
-        _, unfinished = await asyncio.wait(set(self._tasks), timeout=timeout - margin)
-        for task in unfinished:
-            task.cancel()
-        if unfinished:  # each records its give-up; whatever is not recorded by then stays "sending"
-            await asyncio.wait(unfinished, timeout=margin)
-        return len(unfinished)
-
-    def _ended(self, task: "asyncio.Task[None]") -> None:
-        self._tasks.discard(task)
-        if len(self._tasks) < self._max_pending:
-            self._room.set()
-
-    async def _deliver(self, delivery: Delivery, document: bytes) -> None:
-        url = delivery.callback_url
-        assert url is not None, "only a job with a callback URL is dispatched"
-        attempts = 0
-
-        def attempted(number: int) -> None:
-            nonlocal attempts
-            attempts = number
-
-        try:
-            if self._sender is None:
-                outcome = CallbackOutcome(
-                    False, 0, None, "not sent: callbacks are not configured on this worker"
-                )
-            else:
-                outcome = await self._sender.send(url, document, attempted)
-        except asyncio.CancelledError:
-            reason = "the worker stopped before the callback was delivered"
-            await self._ended_with(delivery, CallbackOutcome(False, attempts, None, reason))
-            raise
-        except Exception as error:  # a bug: logged with its traceback; the callback is given up
-            log_event("job_callback_failed", job_id=delivery.job_id, **failure_fields(error))
-            outcome = CallbackOutcome(False, attempts, None, f"internal error ({type(error).__name__})")
-        await self._ended_with(delivery, outcome)
-
-    async def _ended_with(self, delivery: Delivery, outcome: CallbackOutcome) -> None:
-        """Log the outcome, then record it on the job (a Redis outage only loses the record)."""
-        self.counts["delivered" if outcome.delivered else "gave_up"] += 1
-        self._log.write_event("job_callback", {
-            "job_id": delivery.job_id, "model": delivery.model, "version": delivery.version,
-            "caller": delivery.caller, "delivered": outcome.delivered, "attempts": outcome.attempts,
-            "status": outcome.status, "reason": outcome.reason,
-        })  # fmt: skip
-        status = "delivered" if outcome.delivered else "failed"
-        try:
-            await self._queue.record_callback(delivery.job_id, status, outcome.attempts, outcome.summary())
-        except QueueUnavailable as error:
-            log_event("job_callback_unrecorded", job_id=delivery.job_id, error=str(error.__cause__ or error))

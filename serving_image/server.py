@@ -211,7 +211,8 @@ class _AsyncJobs:
         """Start consuming the queue if ``async_worker`` is set."""
         if self.queue is None or not settings.async_worker:
             return
-        from serving_image.job_worker import CallbackDispatch, JobWorker
+        from serving_image.job_callback_dispatch import CallbackDispatch
+        from serving_image.job_worker import JobWorker
 
         callbacks = CallbackDispatch(self.queue, self.callbacks, access_log)
         self.worker = JobWorker(self.queue, dataplane, tracker, access_log, settings, callbacks)

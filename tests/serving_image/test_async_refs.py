@@ -20,9 +20,9 @@ import pytest
 import requests
 
 from serving_image.access_log import AccessLog
+from serving_image.job_callback_dispatch import CallbackDispatch
 from serving_image.job_callbacks import CallbackOutcome, CallbackPolicy, CallbackSender, parse_allowed_hosts
-from serving_image.job_queue import JobQueue, NewJob
-from serving_image.job_worker import CallbackDispatch
+from serving_image.job_queue import Done, JobQueue, NewJob
 from serving_image.proto import async_inference_pb2 as jobs_pb
 from serving_image.proto import async_inference_pb2_grpc as jobs_grpc
 from serving_image.proto import grpc_predict_v2_pb2 as pb
@@ -38,7 +38,7 @@ from tests.serving_image.async_jobs import (
     submit,
     submitted,
 )
-from tests.serving_image.conftest import ServerProcess
+from tests.serving_image.conftest import ServerProcess, wait_until_async
 from tests.serving_image.redis_fixture import RedisServer
 
 INLINE_BYTES = 512
@@ -328,19 +328,26 @@ def test_a_callback_names_a_result_in_the_store_as_get_does(
         queue = JobQueue.connect(Settings(async_redis_url=redis_server.url, async_stream=job_stream))
         try:
             await queue.ensure_group()
-            await queue.submit(
-                NewJob("doubler", "1", None, b"{}", None, None, "r1", "https://hooks.example.com/")
-            )
-            [delivery] = await queue.read("c1", 1, 1000)
+            for _ in range(2):
+                await queue.submit(
+                    NewJob("doubler", "1", None, b"{}", None, None, "r1", "https://hooks.example.com/")
+                )
+            by_ref, inline = await queue.read("c1", 2, 1000)
+            await queue.begin([by_ref, inline], "c1")
+            await queue.complete([
+                (by_ref, Done(b"", "1", response_ref=url)), (inline, Done(b'{"outputs": []}', "1")),
+            ])  # fmt: skip
             sender = RecordingSender()
             dispatch = CallbackDispatch(queue, None, AccessLog(io.BytesIO()), sender=sender)
-            dispatch.send(delivery, "done", "1", response=b"", response_ref=url)
-            dispatch.send(delivery, "done", "1", response=b'{"outputs": []}')
+            dispatch.start("c1")
+            await wait_until_async(lambda: dispatch.counts["delivered"] == 2, 10, "both callbacks sent")
             assert await dispatch.stop(10) == 0, "both sent"
             return sender.documents
         finally:
             await queue.close()
 
-    by_ref, inline = (json.loads(document) for document in asyncio.run(test()))
+    documents = {json.loads(document)["id"]: json.loads(document) for document in asyncio.run(test())}
+    assert len(documents) == 2, documents
+    by_ref, inline = sorted(documents.values(), key=lambda document: "response" in document)
     assert by_ref["response_ref"] == url and "response" not in by_ref, by_ref
     assert inline["response"] == {"outputs": []} and "response_ref" not in inline, inline
