@@ -45,7 +45,8 @@ $(STAMPS)/venv: pyproject.toml constraints.txt | $(STAMPS)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-$(STAMPS)/models: $(STAMPS)/venv serving_image/build_models.py serving_image/model_zoo.py | $(STAMPS)
+$(STAMPS)/models: $(STAMPS)/venv serving_image/build_models.py serving_image/model_zoo.py \
+  serving_image/drift_profile.py | $(STAMPS)
 	$(BIN)/python -m serving_image.build_models --out $(MODELS_DIR)
 	touch $@
 

@@ -22,11 +22,12 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
-from serving_image import model_zoo
+from serving_image import drift_profile, model_zoo
 
 MODEL_NAME = "tabular-classifier"
 INT8_MODEL_NAME = "tabular-classifier-int8"
 MODEL_FILE = "model.onnx"
+PROFILE_FILE = drift_profile.PROFILE_FILE
 CONFIG_FILE = "config.yaml"
 REPORT_FILE = "BUILD_REPORT.json"
 DEFAULT_OUT = Path(__file__).resolve().parent / "models"
@@ -99,13 +100,16 @@ def _build_into(root: Path, log: Callable[[str], None]) -> dict[str, Any]:
     v1 = model_zoo.train_logistic(data)
     log(f"training version 2: {V2_ESTIMATOR}")
     v2 = model_zoo.train_mlp(data)
-    v1_path = _write_onnx(root / MODEL_NAME / "1", model_zoo.to_onnx(v1))
+    # Every version is trained on the same rows, so they share one profile (each keeps its own copy).
+    profile = training_profile(data)
+    v1_path = _write_version(root / MODEL_NAME / "1", model_zoo.to_onnx(v1), profile)
     v2_onnx = model_zoo.to_onnx(v2)
-    v2_path = _write_onnx(root / MODEL_NAME / "2", v2_onnx)
+    v2_path = _write_version(root / MODEL_NAME / "2", v2_onnx, profile)
     log("quantizing version 2 to int8")
     int8_path = root / INT8_MODEL_NAME / "1" / MODEL_FILE
     int8_path.parent.mkdir(parents=True)
     model_zoo.quantize_int8(v2_onnx, int8_path)
+    _write_version(int8_path.parent, onnx.load(str(int8_path)), profile)
     (root / MODEL_NAME / CONFIG_FILE).write_text(CLASSIFIER_CONFIG, encoding="utf-8")
     (root / INT8_MODEL_NAME / CONFIG_FILE).write_text(INT8_CONFIG, encoding="utf-8")
 
@@ -123,11 +127,32 @@ def _build_into(root: Path, log: Callable[[str], None]) -> dict[str, Any]:
     return _report(data, models)
 
 
-def _write_onnx(version_dir: Path, model: onnx.ModelProto) -> Path:
-    version_dir.mkdir(parents=True)
+def training_profile(data: model_zoo.Dataset) -> bytes:
+    """The drift profile of the training rows (docs/drift.md): quantile bins and shares per feature."""
+    features = [
+        drift_profile.numeric_feature(name, index, data.x_train[:, index])
+        for index, name in enumerate(model_zoo.feature_names())
+    ]
+    document = drift_profile.profile_document(model_zoo.INPUT_NAME, len(data.x_train), features)
+    return drift_profile.profile_bytes(document)
+
+
+def _write_version(version_dir: Path, model: onnx.ModelProto, profile: bytes) -> Path:
+    """``profile.json`` and ``model.onnx`` carrying the profile's hash in its metadata_props."""
+    version_dir.mkdir(parents=True, exist_ok=True)
+    (version_dir / PROFILE_FILE).write_bytes(profile)
+    _set_metadata(model, drift_profile.METADATA_KEY, drift_profile.sha256(profile))
     path = version_dir / MODEL_FILE
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
+    # The int8 copy inherits version 2's entry through the quantizer: replace it rather than add a second.
+    kept = [(entry.key, entry.value) for entry in model.metadata_props if entry.key != key]
+    del model.metadata_props[:]
+    for kept_key, kept_value in [*kept, (key, value)]:
+        model.metadata_props.add(key=kept_key, value=kept_value)
 
 
 def _replace_dir(source: Path, target: Path) -> None:

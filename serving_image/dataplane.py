@@ -18,6 +18,7 @@ from serving_image import __version__
 from serving_image.access_log import log_event
 from serving_image.batching import DynamicBatcher
 from serving_image.datatypes import numpy_dtype
+from serving_image.drift import DEFAULT_SAMPLE_RATE, DriftMonitor
 from serving_image.errors import (
     InjectedFault,
     InvalidInput,
@@ -91,9 +92,12 @@ class DataPlane:
     def __init__(
         self, repository: Repository, metrics: Metrics, served_capacity: int = 100_000,
         tracing: Tracing | None = None, cache_limits: CacheLimits = CACHE_OFF,
+        drift_sample_rate: float = DEFAULT_SAMPLE_RATE,
     ) -> None:  # fmt: skip
         self.repository = repository
         self.metrics = metrics
+        # Live input drift counters (serving_image/drift.py): a sampled share of requests' rows.
+        self.drift = DriftMonitor(metrics, drift_sample_rate)
         # Tracing and the response cache (serving_image/tracing.py, response_cache.py): both off by default.
         self.tracing = tracing
         self._cache_limits = cache_limits
@@ -109,6 +113,7 @@ class DataPlane:
         for model in self.repository.models.values():
             for version in model.versions.values():
                 self.metrics.model_ready.labels(model.name, version.version).set(int(version.ready))
+                self.drift.register(model.name, version)
                 if version.runtime is None:
                     continue
                 observer = _BatchMetrics(self.metrics, model.name, version.version)
@@ -221,6 +226,7 @@ class DataPlane:
         runtime = _loaded(target.model, target.version)
         feeds, rows = _feeds(request, runtime, target.model.config.max_batch_size)
         outputs = _requested_outputs(request, runtime)
+        self.drift.observe(target.model.name, target.version.version, feeds)
         fault = target.model.router.faults.get(target.version.version) if target.model.router else None
         if fault is not None:
             await _inject(fault, f"{target.model.name}/{target.version.version}")

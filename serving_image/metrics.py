@@ -90,6 +90,24 @@ class Metrics:
             ["model", "version"], registry=r,
         )  # fmt: skip
 
+        # Input drift (serving_image/drift.py, docs/drift.md): bins come from each version's profile, so the
+        # labels stay bounded (features x bins per version). The gauges are the same in every worker.
+        self.drift_input = Counter(
+            "serving_drift_input", "Sampled input rows counted per profile bin.",
+            ["model", "version", "feature", "bin"], registry=r,
+        )  # fmt: skip
+        self.drift_rows = Counter(
+            "serving_drift_rows", "Sampled input rows counted for drift.", ["model", "version"], registry=r
+        )
+        self.drift_expected_share = Gauge(
+            "serving_drift_expected_share", "Share of the training rows in each profile bin.",
+            ["model", "version", "feature", "bin"], multiprocess_mode="livemax", registry=r,
+        )  # fmt: skip
+        self.drift_monitored = Gauge(
+            "serving_drift_monitored", "1 when the version's training profile loaded (inputs counted).",
+            ["model", "version"], multiprocess_mode="livemin", registry=r,
+        )  # fmt: skip
+
     def exposition(self) -> bytes:
         """The text exposition format, merged across workers when there are several."""
         directory = multiprocess_dir()

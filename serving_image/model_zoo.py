@@ -72,6 +72,12 @@ def load_dataset() -> Dataset:
     return Dataset(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
+def feature_names() -> list[str]:
+    """The dataset's column names in snake_case ("mean radius" is ``mean_radius``), in input order."""
+    names = load_breast_cancer().feature_names
+    return [str(name).strip().replace(" ", "_") for name in names]
+
+
 def train_logistic(data: Dataset) -> Pipeline:
     """Version 1: StandardScaler followed by a logistic regression."""
     return _fit(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), data)

@@ -59,6 +59,8 @@ class OnnxModel:
         self.inputs = tuple(_spec(node) for node in self._session.get_inputs())
         self.outputs = tuple(_spec(node) for node in self._session.get_outputs())
         self._output_names = [spec.name for spec in self.outputs]
+        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        """The graph's ``metadata_props`` (the drift profile's hash: serving_image/drift_profile.py)."""
         # Whether every tensor has a dynamic first dimension, so requests can be stacked.
         self.batchable = all(spec.shape[:1] == (-1,) for spec in (*self.inputs, *self.outputs))
         self.warmed: tuple[int, ...] = ()

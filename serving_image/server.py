@@ -109,6 +109,7 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     dataplane = DataPlane(
         repository, metrics, served_capacity=settings.feedback_requests,
         tracing=tracing, cache_limits=CacheLimits.for_settings(settings),
+        drift_sample_rate=settings.drift_sample_rate,
     )  # fmt: skip
     await dataplane.start()
     access_log = AccessLog(enabled=settings.access_log)

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
         description="warm up each batch size up to this, then the powers of two up to max_batch_size",
     )  # fmt: skip
 
+    drift_sample_rate: float = Field(
+        default=0.1, ge=0, le=1, description="share of requests whose rows are counted for drift (0: off)"
+    )
+
     def onnx_threads(self) -> int:
         """Threads per ONNX Runtime session: the cores shared out among the worker processes."""
         if self.intra_op_threads:
