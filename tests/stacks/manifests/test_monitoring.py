@@ -31,7 +31,7 @@ def test_rules_pass_promtool_unit_tests() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_rules_cover_burn_rates_on_both_slos_and_readiness() -> None:
+def test_rules_cover_burn_rates_readiness_and_input_drift() -> None:
     alerts = {r["alert"] for g in load_rules()["groups"] for r in g["rules"] if "alert" in r}
     expected = {
         "ModelServingAvailabilityBurnRateFast",
@@ -39,6 +39,8 @@ def test_rules_cover_burn_rates_on_both_slos_and_readiness() -> None:
         "ModelServingLatencyBurnRateFast",
         "ModelServingLatencyBurnRateSlow",
         "ModelServingModelNotReady",
+        "ModelInputDriftWarning",
+        "ModelInputDriftCritical",
     }
     assert alerts == expected, f"alerts: {alerts}"
 
