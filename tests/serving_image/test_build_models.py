@@ -1,5 +1,6 @@
 """The bundled-models build: layout, graph contract, accuracy, int8 quantization and reproducibility."""
 
+import bisect
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from serving_image import build_models, model_zoo
+from serving_image import build_models, drift_profile, model_zoo
 from serving_image.model_config import load_model_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +23,7 @@ V1 = "tabular-classifier/1/model.onnx"
 V2 = "tabular-classifier/2/model.onnx"
 INT8 = "tabular-classifier-int8/1/model.onnx"
 MODEL_FILES = (V1, V2, INT8)
+PROFILES = tuple(relative.replace("model.onnx", "profile.json") for relative in MODEL_FILES)
 QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear"}
 
 CLASSIFIER_CONFIG = {
@@ -103,6 +105,7 @@ def signature(args: list[Any]) -> list[tuple[str, str, list[int | None]]]:
     "relative",
     [
         *MODEL_FILES,
+        *PROFILES,
         "tabular-classifier/config.yaml",
         "tabular-classifier-int8/config.yaml",
         "BUILD_REPORT.json",
@@ -170,7 +173,7 @@ def test_version_2_is_not_quantized(repo: Path) -> None:
     assert not ops & QUANTIZED_OPS, f"fp32 version 2 contains quantized ops {ops & QUANTIZED_OPS}"
 
 
-@pytest.mark.parametrize("relative", MODEL_FILES)
+@pytest.mark.parametrize("relative", [*MODEL_FILES, *PROFILES])
 def test_rebuild_is_byte_identical(repo: Path, rebuild: Path, relative: str) -> None:
     assert sha256(rebuild / relative) == sha256(repo / relative), f"{relative} differs between two builds"
 
@@ -228,3 +231,53 @@ def test_cli_fails_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     error = capsys.readouterr().err
     assert error.count("\n") == 1, f"expected a one-line error, got {error!r}"
     assert "is a file" in error, f"error does not say what is wrong: {error!r}"
+
+
+@pytest.mark.parametrize("relative", MODEL_FILES)
+def test_model_metadata_holds_its_profiles_sha256(repo: Path, relative: str) -> None:
+    props = {entry.key: entry.value for entry in onnx.load(str(repo / relative)).metadata_props}
+    profile = (repo / relative).with_name("profile.json")
+    assert props.get("training_profile_sha256") == sha256(profile), (
+        f"{relative}: metadata {props} does not carry the sha256 of {profile.name}"
+    )
+
+
+def test_profile_file_is_canonical_json(repo: Path) -> None:
+    text = (repo / PROFILES[0]).read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n", (
+        "profile.json must be json.dumps(sort_keys=True, indent=2) plus a newline"
+    )
+
+
+def test_profile_bins_are_quantiles_of_the_training_rows(repo: Path, data: model_zoo.Dataset) -> None:
+    profile = json.loads((repo / PROFILES[0]).read_text(encoding="utf-8"))
+    assert (profile["schema"], profile["input"], profile["rows"]) == (1, "features", len(data.x_train)), (
+        f"profile header {profile['schema'], profile['input'], profile['rows']}"
+    )
+    names = [feature["name"] for feature in profile["features"]]
+    assert names == model_zoo.feature_names(), f"feature names {names}"
+    assert names[0] == "mean_radius", f"names are the dataset's in snake_case, got {names[0]}"
+    for index, feature in enumerate(profile["features"]):
+        column = data.x_train[:, index].astype(np.float64)
+        quantiles = np.quantile(column, np.arange(1, 10) / 10)
+        assert feature["index"] == index and feature["kind"] == "numeric", feature
+        assert feature["edges"] == [float(q) for q in quantiles], (
+            f"{feature['name']}: edges are not quantiles"
+        )
+        counts = [0] * 10
+        for value in column:
+            counts[bisect.bisect_right(feature["edges"], float(value))] += 1
+        assert feature["expected"] == pytest.approx([c / len(column) for c in counts], abs=1e-12), (
+            f"{feature['name']}: shares are not the training rows' per bin"
+        )
+        assert abs(sum(feature["expected"]) - 1) < 1e-9, (
+            f"{feature['name']}: shares sum to {sum(feature['expected'])}"
+        )
+
+
+@pytest.mark.parametrize("relative", PROFILES)
+def test_profile_loads_as_the_server_loads_it(repo: Path, relative: str) -> None:
+    model = repo / relative.replace("profile.json", "model.onnx")
+    metadata = session(model).get_modelmeta().custom_metadata_map
+    profile = drift_profile.load_profile(model, metadata)
+    assert len(profile.features) == model_zoo.N_FEATURES, f"{relative}: {len(profile.features)} features"
