@@ -98,6 +98,7 @@ class DataPlane:
         self.metrics = metrics
         # Live input drift counters (serving_image/drift.py): a sampled share of requests' rows.
         self.drift = DriftMonitor(metrics, drift_sample_rate)
+        self._drift_flusher: asyncio.Task[None] | None = None
         # Tracing and the response cache (serving_image/tracing.py, response_cache.py): both off by default.
         self.tracing = tracing
         self._cache_limits = cache_limits
@@ -110,6 +111,8 @@ class DataPlane:
 
     async def start(self) -> None:
         """Start a batcher per loaded version and publish readiness."""
+        if self._drift_flusher is None:
+            self._drift_flusher = asyncio.create_task(self.drift.flush_periodically())
         for model in self.repository.models.values():
             for version in model.versions.values():
                 self.metrics.model_ready.labels(model.name, version.version).set(int(version.ready))
@@ -140,6 +143,9 @@ class DataPlane:
     async def stop(self) -> None:
         """Finish queued work and release the threads."""
         await asyncio.gather(*(batcher.stop() for batcher, _ in self._batchers.values()))
+        if self._drift_flusher is not None:
+            self._drift_flusher.cancel()
+        self.drift.flush()
         self._executor.shutdown(wait=True)
         if self.tracing is not None:
             self.tracing.shutdown()  # exports the spans still buffered

@@ -4,13 +4,18 @@ At start-up each loaded version's ``profile.json`` (serving_image/drift_profile.
 against the hash in its graph's metadata; a version without a usable profile serves as before, with
 ``serving_drift_monitored`` 0 and the reason in a ``drift_not_monitored`` log event. In the request path,
 after the inputs were validated, a share of requests (``SERVING_DRIFT_SAMPLE_RATE``, drawn per request
-from a per-process RNG) have their rows counted: numpy bins the whole batch (one ``searchsorted`` per
-feature, one ``bincount`` for all), then one counter increment per bin that got rows. The scores (PSI)
-come from Prometheus recording rules over these counters (stacks/monitoring/rules/serving-rules.yaml).
+from a per-process RNG) have their rows counted: numpy bins the whole batch at once (one comparison
+of every value with its feature's edges, one ``bincount`` for every bin), then one counter increment per
+bin, added up in the process and written to the Prometheus counters once a second and before every
+scrape this process answers (an increment costs more than binning a row). The scores (PSI) come from
+Prometheus recording rules over these counters (stacks/monitoring/rules/serving-rules.yaml).
 """
 
+import asyncio
 import os
 import random
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,17 +37,23 @@ from serving_image.metrics import Metrics
 from serving_image.repository import ModelVersion
 
 DEFAULT_SAMPLE_RATE = 0.1
+# How long counted rows may wait in the process before they reach the counters. Scrapes this process
+# answers see them at once; another worker's scrape (several workers share the metrics) at most this late.
+FLUSH_SECONDS = 1.0
 
 
-def numeric_bins(column: NDArray[Any], edges: NDArray[np.float64]) -> NDArray[np.intp]:
-    """Each value's bin, ``bisect_right(edges, x)``; NaN gets ``len(edges) + 1``, the slot after the last bin.
+def numeric_bins(values: NDArray[Any], edges: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Each value's bin, ``bisect_right`` of its feature's edges; NaN gets ``-1``.
 
-    Values are compared as float64, the type the profile's edges were written from, so an FP32 input
-    lands in the bin Python's ``bisect`` would give it.
+    ``values`` is [rows, features]; ``edges`` is [features, most edges], each row ascending and padded
+    with NaN (never counted). Counting the edges at or below a value is ``bisect_right`` for ascending
+    edges, and for the profile's ten bins one broadcast comparison over the whole batch costs less than
+    a ``searchsorted`` call per feature (docs/drift.md gives the figures). Values are compared as float64,
+    the type the edges were written from, so an FP32 input lands in the bin ``bisect`` would give it.
     """
-    values = np.asarray(column, dtype=np.float64)
-    bins = np.searchsorted(edges, values, side="right")
-    bins[np.isnan(values)] = len(edges) + 1
+    as_float = np.asarray(values, dtype=np.float64)
+    bins: NDArray[np.intp] = (as_float[:, :, None] >= edges[None, :, :]).sum(axis=2, dtype=np.intp)
+    bins[np.isnan(as_float)] = -1
     return bins
 
 
@@ -54,12 +65,11 @@ def category_text(value: object) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Slots:
-    """One feature's share of the version's flat counter list: where it starts, and how it bins."""
+class _Categorical:
+    """A categorical feature's place in the version's flat counter list, and its categories' positions."""
 
-    feature: NumericFeature | CategoricalFeature
+    index: int
     offset: int
-    edges: NDArray[np.float64]
     positions: dict[str, int]
 
 
@@ -69,38 +79,56 @@ class VersionCounters:
     def __init__(self, metrics: Metrics, model: str, version: str, profile: Profile) -> None:
         self.input = profile.input
         self._rows = metrics.drift_rows.labels(model, version)
-        self._slots: list[_Slots] = []
         self._counters: list[Any] = []
+        numeric: list[tuple[NumericFeature, int]] = []
+        self._categorical: list[_Categorical] = []
         for feature in profile.features:
             labels = _bin_labels(feature)
-            positions = (
-                {c: i for i, c in enumerate(feature.categories)}
-                if isinstance(feature, CategoricalFeature) else {}
-            )  # fmt: skip
-            edges = np.asarray(feature.edges if isinstance(feature, NumericFeature) else (), dtype=np.float64)
-            self._slots.append(_Slots(feature, len(self._counters), edges, positions))
+            if isinstance(feature, NumericFeature):
+                numeric.append((feature, len(self._counters)))
+            else:
+                positions = {category: i for i, category in enumerate(feature.categories)}
+                self._categorical.append(_Categorical(feature.index, len(self._counters), positions))
             self._counters.extend(metrics.drift_input.labels(model, version, feature.name, b) for b in labels)
             for label, share in zip(labels, feature.expected, strict=False):  # the NaN slot has no share
                 metrics.drift_expected_share.labels(model, version, feature.name, label).set(share)
-        self._numeric = [s for s in self._slots if isinstance(s.feature, NumericFeature)]
-        self._categorical = [s for s in self._slots if isinstance(s.feature, CategoricalFeature)]
+        # The numeric features as arrays, so a batch is binned in a few numpy calls whatever their number.
+        widest = max((len(f.edges) for f, _ in numeric), default=0)
+        self._columns = np.array([f.index for f, _ in numeric], dtype=np.intp)
+        self._edges = np.full((len(numeric), widest), np.nan)
+        for row, (feature, _) in enumerate(numeric):
+            self._edges[row, : len(feature.edges)] = feature.edges
+        self._offsets = np.array([offset for _, offset in numeric], dtype=np.intp)
+        self._nan_slots = np.array([offset + len(f.edges) + 1 for f, offset in numeric], dtype=np.intp)
+        self._pending = np.zeros(len(self._counters), dtype=np.int64)
+        self._pending_rows = 0
 
     def count(self, tensor: NDArray[Any]) -> None:
-        """Count every row of the input tensor (its last axis holds the features) into the bins."""
+        """Count every row of the input tensor (its last axis holds the features) into the bins.
+
+        The counts wait in the process until :meth:`flush`, which the monitor calls.
+        """
         rows = tensor.reshape(-1, tensor.shape[-1]) if tensor.ndim > 1 else tensor.reshape(1, -1)
-        counts = self.bin_counts(rows)
-        for slot in np.flatnonzero(counts):
-            self._counters[slot].inc(int(counts[slot]))
-        self._rows.inc(len(rows))
+        self._pending += self.bin_counts(rows)
+        self._pending_rows += len(rows)
+
+    def flush(self) -> None:
+        """Add the counts waiting in the process to the Prometheus counters: one increment per bin."""
+        if not self._pending_rows:
+            return
+        pending, self._pending = self._pending, np.zeros_like(self._pending)
+        rows, self._pending_rows = self._pending_rows, 0
+        for slot in np.flatnonzero(pending):
+            self._counters[slot].inc(int(pending[slot]))
+        self._rows.inc(rows)
 
     def bin_counts(self, rows: NDArray[Any]) -> NDArray[np.int64]:
         """Rows per counter slot (every feature's bins, in profile order, NaN last for numeric features)."""
-        parts = [numeric_bins(rows[:, s.feature.index], s.edges) + s.offset for s in self._numeric]
-        counts: NDArray[np.int64] = np.bincount(
-            np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp), minlength=len(self._counters)
-        )
+        bins = numeric_bins(rows[:, self._columns], self._edges)
+        slots = np.where(bins < 0, self._nan_slots, bins + self._offsets)
+        counts: NDArray[np.int64] = np.bincount(slots.ravel(), minlength=len(self._counters))
         for slot in self._categorical:
-            values, inverse = np.unique(rows[:, slot.feature.index], return_inverse=True)
+            values, inverse = np.unique(rows[:, slot.index], return_inverse=True)
             other = len(slot.positions)
             per_value = np.bincount(inverse.reshape(-1), minlength=len(values))
             for value, seen in zip(values, per_value, strict=True):
@@ -123,6 +151,10 @@ class DriftMonitor:
         # Per process: workers sharing a seed would sample the same request ordinals.
         self._rng = random.Random(os.getpid() if seed is None else seed)
         self._versions: dict[tuple[str, str], VersionCounters] = {}
+        # Requests are counted on the event loop; a scrape may flush from another thread.
+        self._lock = threading.Lock()
+        self._next_flush = time.monotonic() + FLUSH_SECONDS
+        metrics.before_collect.append(self.flush)
 
     def register(self, model: str, version: ModelVersion) -> str | None:
         """Load a version's profile, publish ``serving_drift_monitored``; why it is not monitored, or None."""
@@ -164,4 +196,20 @@ class DriftMonitor:
         counters = self._versions.get((model, version))
         if counters is None or self._rng.random() >= self.sample_rate:
             return
-        counters.count(feeds[counters.input])
+        with self._lock:
+            counters.count(feeds[counters.input])
+        if time.monotonic() >= self._next_flush:
+            self.flush()
+
+    async def flush_periodically(self) -> None:
+        """Flush once a second until cancelled, so an idle worker's last counts are not held back."""
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every version's waiting counts to the counters (before a scrape, once a second, at stop)."""
+        with self._lock:
+            self._next_flush = time.monotonic() + FLUSH_SECONDS
+            for counters in self._versions.values():
+                counters.flush()

@@ -185,7 +185,7 @@ def parse_profile(document: object) -> Profile:
     for attribute in ("name", "index"):
         values = [getattr(feature, attribute) for feature in parsed]
         if len(set(values)) != len(values):
-            raise ProfileError(f"two features share a {attribute}")
+            raise ProfileError(f"two features have the same {attribute}")
     return Profile(input=input_name, rows=rows, features=parsed)
 
 

@@ -29,6 +29,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.before_collect: list[Callable[[], None]] = []
+        """Called before every exposition: parts that add up counts in the process write them out."""
         r = self.registry
         self.requests = Counter(
             "serving_requests", "Inference requests by outcome.", ["model", "version", "protocol", "outcome"],
@@ -110,6 +112,8 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text exposition format, merged across workers when there are several."""
+        for hook in self.before_collect:
+            hook()
         directory = multiprocess_dir()
         if directory is None:
             return generate_latest(self.registry)

@@ -110,13 +110,15 @@ def loaded_version(root: Path) -> ModelVersion:
 # --- binning ------------------------------------------------------------------------------------------------
 
 
-def test_numeric_bins_match_bisect_right_with_nan_last() -> None:
-    edges = np.array([-1.0, 0.0, 0.0, 2.5], dtype=np.float64)
-    values = np.array([-5, -1, -0.5, 0, 1, 2.5, 3, np.nan, np.inf, -np.inf], dtype=np.float32)
-    expected = [bisect.bisect_right(list(edges), float(v)) if not np.isnan(v) else 5 for v in values]
-    assert numeric_bins(values, edges).tolist() == expected, (
-        "NaN goes to len(edges) + 1, the rest bisect_right"
-    )
+def test_numeric_bins_match_bisect_right_with_nan_apart() -> None:
+    short, long = [-1.0, 0.0, 0.0, 2.5], [-3.0, -2.0, 0.5, 1.0, 1.0, 7.0]
+    edges = np.full((2, 6), np.nan)
+    edges[0, :4], edges[1, :] = short, long  # padded with NaN, as VersionCounters builds them
+    column = np.array([-5, -3, -1, -0.5, 0, 0.5, 1, 2.5, 3, 7, np.nan, np.inf, -np.inf], dtype=np.float32)
+    found = numeric_bins(np.stack([column, column], axis=1), edges)
+    for feature, feature_edges in enumerate((short, long)):
+        expected = [-1 if np.isnan(v) else bisect.bisect_right(feature_edges, float(v)) for v in column]
+        assert found[:, feature].tolist() == expected, f"feature {feature}: NaN is -1, the rest bisect_right"
 
 
 def test_counting_is_exact_against_the_brute_force_reference(doubler_repo: Path) -> None:
@@ -131,6 +133,7 @@ def test_counting_is_exact_against_the_brute_force_reference(doubler_repo: Path)
     counters = VersionCounters(metrics, "m", "1", drift_profile.parse_profile(document))
     for start in range(0, 500, 64):  # batches of up to 64, as the dataplane sees them
         counters.count(rows[start : start + 64])
+    counters.flush()
     assert counted(metrics.registry, document, "m", "1") == reference_counts(document, rows)
     assert (
         metrics.registry.get_sample_value("serving_drift_rows_total", {"model": "m", "version": "1"}) == 500
@@ -140,9 +143,9 @@ def test_counting_is_exact_against_the_brute_force_reference(doubler_repo: Path)
 def test_nan_has_its_own_bin_and_no_expected_share() -> None:
     document = profile_document("x", 10, [numeric_feature("f", 0, np.arange(10.0))])
     metrics = Metrics()
-    VersionCounters(metrics, "m", "1", drift_profile.parse_profile(document)).count(
-        np.array([[np.nan], [np.nan], [3.0]], dtype=np.float32)
-    )
+    counters = VersionCounters(metrics, "m", "1", drift_profile.parse_profile(document))
+    counters.count(np.array([[np.nan], [np.nan], [3.0]], dtype=np.float32))
+    counters.flush()
     value = metrics.registry.get_sample_value
     labels = {"model": "m", "version": "1", "feature": "f"}
     assert value("serving_drift_input_total", {**labels, "bin": "nan"}) == 2, "NaN rows counted as nan"
@@ -158,7 +161,9 @@ def test_categorical_counting_on_a_bytes_tensor() -> None:
     document = profile_document("x", 3, [feature])
     metrics = Metrics()
     rows = np.array([[b"red"], [b"red"], [b"green"], [b"blue"], [b"\xff"]], dtype=object)
-    VersionCounters(metrics, "m", "1", drift_profile.parse_profile(document)).count(rows)
+    counters = VersionCounters(metrics, "m", "1", drift_profile.parse_profile(document))
+    counters.count(rows)
+    counters.flush()
     assert counted(metrics.registry, document, "m", "1") == {
         ("colour", "red"): 2,
         ("colour", "blue"): 1,
@@ -221,6 +226,7 @@ def test_sample_rate_zero_counts_nothing_and_one_counts_all(
     monitor.register("doubler", loaded_version(doubler_repo))
     for _ in range(200):
         monitor.observe("doubler", "1", {"x": np.zeros((3, WIDTH), np.float32)})
+    monitor.flush()
     rows = metrics.registry.get_sample_value("serving_drift_rows_total", {"model": "doubler", "version": "1"})
     assert rows == 3 * counted_requests, f"rate {rate}: {rows} rows counted"
 
@@ -235,11 +241,26 @@ def test_sampling_is_per_request_and_seeded(doubler_repo: Path) -> None:
         monitor.register("doubler", version)
         for _ in range(2000):
             monitor.observe("doubler", "1", {"x": np.zeros((5, WIDTH), np.float32)})
+        monitor.flush()
         labels = {"model": "doubler", "version": "1"}
         totals.append(metrics.registry.get_sample_value("serving_drift_rows_total", labels))
     assert totals[0] == totals[1], "the same seed samples the same requests"
     assert totals[0] is not None and totals[0] % 5 == 0, "a sampled request counts all its rows"
     assert 150 <= totals[0] / 5 <= 250, f"{totals[0] / 5} of 2000 requests sampled at rate 0.1"
+
+
+def test_counts_wait_in_the_process_until_a_flush_or_a_scrape(doubler_repo: Path) -> None:
+    stamp(doubler_repo / "doubler" / "1" / "model.onnx", synthetic_profile(np.random.default_rng(SEED)))
+    metrics = Metrics()
+    monitor = DriftMonitor(metrics, 1.0)
+    monitor.register("doubler", loaded_version(doubler_repo))
+    monitor.observe("doubler", "1", {"x": np.zeros((3, WIDTH), np.float32)})
+    labels = {"model": "doubler", "version": "1"}
+    assert metrics.registry.get_sample_value("serving_drift_rows_total", labels) == 0, "not yet written"
+    exposed = metrics.exposition().decode()
+    assert 'serving_drift_rows_total{model="doubler",version="1"} 3.0' in exposed, "a scrape flushes first"
+    monitor.flush()
+    assert metrics.registry.get_sample_value("serving_drift_rows_total", labels) == 3, "written once"
 
 
 # --- a real server ------------------------------------------------------------------------------------------

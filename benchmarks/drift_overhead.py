@@ -1,0 +1,143 @@
+"""Per-request cost of the drift counters: the REST app driven in process at drift sample rates 0, 0.1 and 1.
+
+Run: ``make drift-bench`` or ``.venv/bin/python benchmarks/drift_overhead.py`` (after ``make setup``, which
+builds the bundled models and their profiles). Each request is one call of the ASGI application on the
+bundled classifier's version 1, so the figures are the server's own work per request (JSON decoding,
+validation, batching, ONNX Runtime, encoding) without a network or HTTP parser; the difference between
+rates is what counting adds. A real request also pays for the network, so its relative overhead is lower.
+The three rates run in the same process, interleaved round by round, and the median of the rounds is kept.
+"""
+
+import argparse
+import asyncio
+import io
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serving_image.access_log import AccessLog
+from serving_image.dataplane import DataPlane
+from serving_image.metrics import Metrics
+from serving_image.repository import Repository
+from serving_image.rest import RestApp
+from serving_image.settings import BUNDLED_MODELS, Settings
+from serving_image.shadow import ShadowTraffic
+from serving_image.tracking import RequestTracker
+
+MODEL = "tabular-classifier"
+VERSION = "1"
+PATH = f"/v2/models/{MODEL}/versions/{VERSION}/infer"
+RATES = (0.0, 0.1, 1.0)
+BATCHES = (1, 64)
+SEED = 20261130
+
+
+class InProcessServer:
+    """The REST app on the bundled models with one drift sample rate, called directly as ASGI."""
+
+    def __init__(self, repository: Repository, rate: float) -> None:
+        settings = Settings(access_log=False, drift_sample_rate=rate)
+        metrics = Metrics()
+        self.dataplane = DataPlane(repository, metrics, drift_sample_rate=rate)
+        self.metrics = metrics
+        tracker = RequestTracker(metrics, AccessLog(io.BytesIO(), enabled=False))
+        self.app = RestApp(self.dataplane, tracker, ShadowTraffic(self.dataplane), settings)
+
+    async def infer(self, body: bytes) -> int:
+        """One POST to the version's infer path; the status."""
+        scope = {
+            "type": "http", "method": "POST", "path": PATH, "raw_path": PATH.encode(),
+            "headers": [(b"content-type", b"application/json")],
+        }  # fmt: skip
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await self.app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    def counted_rows(self) -> float:
+        labels = {"model": MODEL, "version": VERSION}
+        return self.metrics.registry.get_sample_value("serving_drift_rows_total", labels) or 0.0
+
+
+def request_body(rows: int) -> bytes:
+    """A V2 JSON request of ``rows`` rows drawn around the training data's scale."""
+    data = np.random.default_rng(SEED).normal(10, 5, (rows, 30)).astype(np.float32)
+    tensor = {"name": "features", "datatype": "FP32", "shape": [rows, 30], "data": data.ravel().tolist()}
+    return orjson.dumps({"inputs": [tensor]})
+
+
+async def _time(server: InProcessServer, body: bytes, count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        status = await server.infer(body)
+        assert status == 200, status
+    return (time.perf_counter() - started) / count
+
+
+async def run(requests: int, rounds: int) -> dict[tuple[int, float], list[float]]:
+    """Seconds per request for every (batch, rate): one list of per-round figures each."""
+    repository = Repository.load(BUNDLED_MODELS, 1)
+    servers = {rate: InProcessServer(repository, rate) for rate in RATES}
+    for server in servers.values():
+        await server.dataplane.start()
+        if not server.dataplane.drift.monitored(MODEL, VERSION):
+            raise SystemExit(f"{MODEL}/{VERSION} is not monitored: rebuild the models (make models)")
+    figures: dict[tuple[int, float], list[float]] = {(b, r): [] for b in BATCHES for r in RATES}
+    for batch in BATCHES:
+        body = request_body(batch)
+        for server in servers.values():  # warm-up
+            await _time(server, body, 200)
+        for _ in range(rounds):
+            for rate, server in servers.items():
+                figures[(batch, rate)].append(await _time(server, body, requests))
+    for rate, server in servers.items():
+        if (rate == 0) != (server.counted_rows() == 0):
+            raise SystemExit(f"rate {rate} counted {server.counted_rows()} rows")
+        await server.dataplane.stop()
+    return figures
+
+
+def counting_cost(repository: Repository, batch: int, count: int) -> float:
+    """Seconds of one sampled ``DriftMonitor.observe`` (binning and counter increments) alone."""
+    metrics = Metrics()
+    plane = DataPlane(repository, metrics, drift_sample_rate=1.0)
+    plane.drift.register(MODEL, repository.models[MODEL].versions[VERSION])
+    feeds = {"features": np.random.default_rng(SEED).normal(10, 5, (batch, 30)).astype(np.float32)}
+    started = time.perf_counter()
+    for _ in range(count):
+        plane.drift.observe(MODEL, VERSION, feeds)
+    return (time.perf_counter() - started) / count
+
+
+def main() -> None:
+    """Print µs per request for each batch and rate, and the ratio to rate 0."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per round (default 2000)")
+    parser.add_argument(
+        "--rounds", type=int, default=7, help="rounds per mode; the median is kept (default 7)"
+    )
+    args = parser.parse_args()
+    figures = asyncio.run(run(args.requests, args.rounds))
+    repository = Repository.load(BUNDLED_MODELS, 1)
+    print(f"{MODEL} version {VERSION}, REST app in process, median of {args.rounds} rounds x {args.requests}")
+    print(f"{'batch':>5}  {'rate':>4}  {'µs/request':>10}  {'vs rate 0':>9}  {'observe() alone':>15}")
+    for batch in BATCHES:
+        base = statistics.median(figures[(batch, 0.0)])
+        alone = counting_cost(repository, batch, 5000)
+        for rate in RATES:
+            median = statistics.median(figures[(batch, rate)])
+            note = f"{alone * 1e6:12.1f} µs" if rate == 1.0 else ""
+            print(f"{batch:>5}  {rate:>4}  {median * 1e6:10.1f}  {median / base - 1:+9.1%}  {note:>15}")
+
+
+if __name__ == "__main__":
+    main()
