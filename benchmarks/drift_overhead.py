@@ -5,7 +5,8 @@ builds the bundled models and their profiles). Each request is one call of the A
 bundled classifier's version 1, so the figures are the server's own work per request (JSON decoding,
 validation, batching, ONNX Runtime, encoding) without a network or HTTP parser; the difference between
 rates is what counting adds. A real request also pays for the network, so its relative overhead is lower.
-The three rates run in the same process, interleaved round by round, and the median of the rounds is kept.
+The three rates run in the same process, interleaved round by round (each round starting with another
+rate), and the median of the rounds is kept.
 """
 
 import argparse
@@ -96,9 +97,11 @@ async def run(requests: int, rounds: int) -> dict[tuple[int, float], list[float]
         body = request_body(batch)
         for server in servers.values():  # warm-up
             await _time(server, body, 200)
-        for _ in range(rounds):
-            for rate, server in servers.items():
-                figures[(batch, rate)].append(await _time(server, body, requests))
+        for round_number in range(rounds):
+            # Each round starts with another rate, so no rate always runs first (or last) in a round.
+            shift = round_number % len(RATES)
+            for rate in RATES[shift:] + RATES[:shift]:
+                figures[(batch, rate)].append(await _time(servers[rate], body, requests))
     for rate, server in servers.items():
         if (rate == 0) != (server.counted_rows() == 0):
             raise SystemExit(f"rate {rate} counted {server.counted_rows()} rows")

@@ -31,3 +31,9 @@ async-bench: setup
 .PHONY: drift-detector
 drift-detector: setup
 	$(BIN)/python benchmarks/drift_detector.py
+
+# Input drift counters (issue 15): request time at drift sample rates 0, 0.1 and 1 on the bundled model, batch 1
+# and 64, in one process (benchmarks/drift_overhead.py, about a minute).
+.PHONY: drift-bench
+drift-bench: setup
+	$(BIN)/python benchmarks/drift_overhead.py

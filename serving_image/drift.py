@@ -45,14 +45,16 @@ FLUSH_SECONDS = 1.0
 def numeric_bins(values: NDArray[Any], edges: NDArray[np.float64]) -> NDArray[np.intp]:
     """Each value's bin, ``bisect_right`` of its feature's edges; NaN gets ``-1``.
 
-    ``values`` is [rows, features]; ``edges`` is [features, most edges], each row ascending and padded
+    ``values`` is [rows, features]; ``edges`` is [most edges, features], each column ascending and padded
     with NaN (never counted). Counting the edges at or below a value is ``bisect_right`` for ascending
     edges, and for the profile's ten bins one broadcast comparison over the whole batch costs less than
     a ``searchsorted`` call per feature (docs/drift.md gives the figures). Values are compared as float64,
     the type the edges were written from, so an FP32 input lands in the bin ``bisect`` would give it.
     """
     as_float = np.asarray(values, dtype=np.float64)
-    bins: NDArray[np.intp] = (as_float[:, :, None] >= edges[None, :, :]).sum(axis=2, dtype=np.intp)
+    # Edges on the outer axis: each comparison and the sum run over a whole [rows, features] plane.
+    below = as_float[None, :, :] >= edges[:, None, :]
+    bins: NDArray[np.intp] = below.sum(axis=0, dtype=np.uint8).astype(np.intp)  # MAX_BINS < 256
     bins[np.isnan(as_float)] = -1
     return bins
 
@@ -95,9 +97,9 @@ class VersionCounters:
         # The numeric features as arrays, so a batch is binned in a few numpy calls whatever their number.
         widest = max((len(f.edges) for f, _ in numeric), default=0)
         self._columns = np.array([f.index for f, _ in numeric], dtype=np.intp)
-        self._edges = np.full((len(numeric), widest), np.nan)
-        for row, (feature, _) in enumerate(numeric):
-            self._edges[row, : len(feature.edges)] = feature.edges
+        self._edges = np.full((widest, len(numeric)), np.nan)
+        for column, (feature, _) in enumerate(numeric):
+            self._edges[: len(feature.edges), column] = feature.edges
         self._offsets = np.array([offset for _, offset in numeric], dtype=np.intp)
         self._nan_slots = np.array([offset + len(f.edges) + 1 for f, offset in numeric], dtype=np.intp)
         self._pending = np.zeros(len(self._counters), dtype=np.int64)

@@ -26,6 +26,8 @@ SCHEMA = 1
 BINS = 10
 SHARE_TOLERANCE = 1e-9
 OTHER = "other"
+# Bins (or categories, with "other") per feature: each is a label value of the counters, so few.
+MAX_BINS = 100
 NAN_BIN = "nan"
 # A profile is a few kilobytes; anything far larger is not one, and is not read into memory whole.
 MAX_PROFILE_BYTES = 1 << 20
@@ -202,24 +204,35 @@ def _feature(entry: object, position: int) -> Feature:
     if any(share < 0 for share in expected) or abs(math.fsum(expected) - 1) > SHARE_TOLERANCE:
         raise ProfileError(f"{where}: 'expected' shares must be non-negative and sum to 1")
     if kind == "numeric":
-        edges = _numbers(entry.get("edges"), f"{where}: 'edges'")
-        if not edges or any(b < a for a, b in itertools.pairwise(edges)):
-            raise ProfileError(f"{where}: 'edges' must be a non-empty ascending list")
-        if len(expected) != len(edges) + 1:
-            count = len(edges) + 1
-            raise ProfileError(f"{where}: {len(edges)} edges need {count} shares, not {len(expected)}")
-        return NumericFeature(name, index, edges, expected)
+        return NumericFeature(name, index, _edges(entry, where, len(expected)), expected)
     if kind == "categorical":
-        categories = entry.get("categories")
-        if not isinstance(categories, list) or not categories or not _strings(categories):
-            raise ProfileError(f"{where}: 'categories' must be a non-empty list of strings")
-        if len(set(categories)) != len(categories) or OTHER in categories:
-            raise ProfileError(f"{where}: 'categories' must be distinct and not '{OTHER}'")
-        if len(expected) != len(categories) + 1:
-            raise ProfileError(f"{where}: {len(categories)} categories need {len(categories) + 1} shares "
-                               f"(the last for '{OTHER}'), not {len(expected)}")  # fmt: skip
-        return CategoricalFeature(name, index, tuple(categories), expected)
+        return CategoricalFeature(name, index, _categories(entry, where, len(expected)), expected)
     raise ProfileError(f"{where}: 'kind' must be 'numeric' or 'categorical', not {kind!r}")
+
+
+def _edges(entry: dict[str, Any], where: str, shares: int) -> tuple[float, ...]:
+    edges = _numbers(entry.get("edges"), f"{where}: 'edges'")
+    if not edges or any(b < a for a, b in itertools.pairwise(edges)):
+        raise ProfileError(f"{where}: 'edges' must be a non-empty ascending list")
+    if len(edges) >= MAX_BINS:
+        raise ProfileError(f"{where}: {len(edges) + 1} bins, more than {MAX_BINS}")
+    if shares != len(edges) + 1:
+        raise ProfileError(f"{where}: {len(edges)} edges need {len(edges) + 1} shares, not {shares}")
+    return edges
+
+
+def _categories(entry: dict[str, Any], where: str, shares: int) -> tuple[str, ...]:
+    categories = entry.get("categories")
+    if not isinstance(categories, list) or not categories or not _strings(categories):
+        raise ProfileError(f"{where}: 'categories' must be a non-empty list of strings")
+    if len(set(categories)) != len(categories) or OTHER in categories:
+        raise ProfileError(f"{where}: 'categories' must be distinct and not '{OTHER}'")
+    if len(categories) >= MAX_BINS:
+        raise ProfileError(f"{where}: {len(categories)} categories and '{OTHER}', more than {MAX_BINS} bins")
+    if shares != len(categories) + 1:
+        raise ProfileError(f"{where}: {len(categories)} categories need {len(categories) + 1} shares "
+                           f"(the last for '{OTHER}'), not {shares}")  # fmt: skip
+    return tuple(categories)
 
 
 def _numbers(value: object, what: str) -> tuple[float, ...]:

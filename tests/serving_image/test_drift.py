@@ -112,8 +112,8 @@ def loaded_version(root: Path) -> ModelVersion:
 
 def test_numeric_bins_match_bisect_right_with_nan_apart() -> None:
     short, long = [-1.0, 0.0, 0.0, 2.5], [-3.0, -2.0, 0.5, 1.0, 1.0, 7.0]
-    edges = np.full((2, 6), np.nan)
-    edges[0, :4], edges[1, :] = short, long  # padded with NaN, as VersionCounters builds them
+    edges = np.full((6, 2), np.nan)
+    edges[:4, 0], edges[:, 1] = short, long  # padded with NaN, as VersionCounters builds them
     column = np.array([-5, -3, -1, -0.5, 0, 0.5, 1, 2.5, 3, 7, np.nan, np.inf, -np.inf], dtype=np.float32)
     found = numeric_bins(np.stack([column, column], axis=1), edges)
     for feature, feature_edges in enumerate((short, long)):

@@ -106,6 +106,11 @@ def test_profile_bytes_are_sorted_indented_json_with_a_newline() -> None:
         (lambda d: d["features"][1].update(categories=["red", "other", "blue"]), "distinct"),
         (lambda d: d["features"][1].update(categories=["red", 1, "blue"]), "list of strings"),
         (lambda d: d["features"][1].update(categories=["red", "green"]), "3 shares"),
+        (
+            lambda d: d["features"][0].update(edges=list(range(100)), expected=[1 / 101] * 101),
+            "more than 100",
+        ),
+        (lambda d: d["features"][1].update(categories=[str(i) for i in range(100)]), "more than 100"),
     ],
 )
 def test_a_bad_profile_is_refused_with_its_reason(change: Any, reason: str) -> None:
