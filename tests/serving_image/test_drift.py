@@ -6,9 +6,10 @@ definition) on random data with a fixed seed; the server tests send real REST an
 
 import bisect
 import json
+import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -24,6 +25,7 @@ from serving_image.drift import DriftMonitor, VersionCounters, category_text, nu
 from serving_image.drift_profile import categorical_feature, numeric_feature, profile_bytes, profile_document
 from serving_image.metrics import Metrics
 from serving_image.repository import ModelVersion, Repository
+from tests.serving_image import async_jobs
 from tests.serving_image.conftest import (
     BUNDLED_MODELS,
     ServerProcess,
@@ -33,6 +35,9 @@ from tests.serving_image.conftest import (
     start_server,
     write_config,
 )
+
+if TYPE_CHECKING:
+    from tests.serving_image.redis_fixture import RedisServer
 
 SEED = 20261130
 WIDTH = 4
@@ -374,5 +379,25 @@ def test_sample_rate_zero_counts_nothing_on_a_server(
             "but nothing counted"
         )
         assert not server_counts(server, "1"), "no bin counted"
+    finally:
+        assert server.stop() == 0, server.stderr()
+
+
+def test_an_async_job_is_counted_once_when_it_runs(
+    tmp_path_factory: pytest.TempPathFactory, bundled_models: Path, redis_server: "RedisServer"
+) -> None:
+    root = tmp_path_factory.mktemp("drift-jobs")
+    (root / MODEL).symlink_to(bundled_models / MODEL)
+    stream = f"drift-{os.urandom(4).hex()}"
+    server = async_jobs.start_async_server(
+        root, tmp_path_factory.mktemp("drift-jobs-logs"), redis_server, stream, async_worker=True,
+        drift_sample_rate=1,
+    )  # fmt: skip
+    try:
+        body = async_jobs.async_body(async_jobs.rows(4, seed=3))
+        job_id = async_jobs.submitted(async_jobs.submit(server, MODEL, body, version="1"))
+        assert async_jobs.finished(server, job_id)["status"] == "done"
+        counted_rows = metric(server, "serving_drift_rows_total", model=MODEL, version="1")
+        assert counted_rows == 4, f"{counted_rows} rows: a job counts when the worker runs it, not at submit"
     finally:
         assert server.stop() == 0, server.stderr()
