@@ -34,7 +34,7 @@ from serving_image.drift_profile import (
     load_profile,
 )
 from serving_image.metrics import Metrics
-from serving_image.repository import ModelVersion
+from serving_image.repository import MESSAGE_CHARS, ModelVersion, failure_fields
 
 DEFAULT_SAMPLE_RATE = 0.1
 # How long counted rows may wait in the process before they reach the counters. Scrapes this process
@@ -198,10 +198,24 @@ class DriftMonitor:
         counters = self._versions.get((model, version))
         if counters is None or self._rng.random() >= self.sample_rate:
             return
-        with self._lock:
-            counters.count(feeds[counters.input])
+        try:
+            with self._lock:
+                counters.count(feeds[counters.input])
+        except Exception as error:  # counting must never fail a request: the version stops being monitored
+            self._stop_monitoring(model, version, error)
+            return
         if time.monotonic() >= self._next_flush:
             self.flush()
+
+    def _stop_monitoring(self, model: str, version: str, error: Exception) -> None:
+        with self._lock:
+            counters = self._versions.pop((model, version), None)
+        if counters is not None:
+            counters.flush()  # what was counted before is still right
+        self._metrics.drift_monitored.labels(model, version).set(0)
+        reason = f"counting failed: {type(error).__name__}: {error}"
+        log_event("drift_not_monitored", model=model, version=version, reason=reason[:MESSAGE_CHARS],
+                  **failure_fields(error))  # fmt: skip
 
     async def flush_periodically(self) -> None:
         """Flush once a second until cancelled, so an idle worker's last counts are not held back."""

@@ -254,6 +254,26 @@ def test_sampling_is_per_request_and_seeded(doubler_repo: Path) -> None:
     assert 150 <= totals[0] / 5 <= 250, f"{totals[0] / 5} of 2000 requests sampled at rate 0.1"
 
 
+def test_a_failure_to_count_stops_monitoring_and_never_fails_the_request(
+    doubler_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stamp(doubler_repo / "doubler" / "1" / "model.onnx", synthetic_profile(np.random.default_rng(SEED)))
+    metrics = Metrics()
+    monitor = DriftMonitor(metrics, 1.0)
+    monitor.register("doubler", loaded_version(doubler_repo))
+    monitor.observe("doubler", "1", {"x": np.zeros((2, WIDTH), np.float32)})
+    monitor.observe(
+        "doubler", "1", {"x": np.zeros(2, np.float32)}
+    )  # no column 3: the dataplane never sends it
+    assert not monitor.monitored("doubler", "1"), "a version whose rows cannot be counted is dropped"
+    labels = {"model": "doubler", "version": "1"}
+    assert metrics.registry.get_sample_value("serving_drift_monitored", labels) == 0
+    assert metrics.registry.get_sample_value("serving_drift_rows_total", labels) == 2, "earlier rows kept"
+    events = logged_events(capsys.readouterr().err, "drift_not_monitored")
+    assert len(events) == 1 and events[0]["reason"].startswith("counting failed: IndexError"), events
+    assert events[0]["traceback"], "the failure's traceback is logged"
+
+
 def test_counts_wait_in_the_process_until_a_flush_or_a_scrape(doubler_repo: Path) -> None:
     stamp(doubler_repo / "doubler" / "1" / "model.onnx", synthetic_profile(np.random.default_rng(SEED)))
     metrics = Metrics()
