@@ -33,6 +33,7 @@ from tests.serving_image.conftest import (
     logged_events,
     save_model,
     start_server,
+    wait_until,
     write_config,
 )
 
@@ -419,5 +420,33 @@ def test_an_async_job_is_counted_once_when_it_runs(
         assert async_jobs.finished(server, job_id)["status"] == "done"
         counted_rows = metric(server, "serving_drift_rows_total", model=MODEL, version="1")
         assert counted_rows == 4, f"{counted_rows} rows: a job counts when the worker runs it, not at submit"
+    finally:
+        assert server.stop() == 0, server.stderr()
+
+
+def test_two_workers_merge_their_counts_and_publish_the_gauges_once(
+    tmp_path_factory: pytest.TempPathFactory, bundled_models: Path
+) -> None:
+    root = tmp_path_factory.mktemp("drift-workers")
+    (root / MODEL).symlink_to(bundled_models / MODEL)
+    logs = tmp_path_factory.mktemp("drift-workers-logs")
+    server = start_server(root, logs, "--workers", "2", env={"SERVING_DRIFT_SAMPLE_RATE": "1"})
+    try:
+        body: dict[str, Any] = {
+            "inputs": [{"name": "features", "shape": [2, 30], "datatype": "FP32", "data": [1.0] * 60}]
+        }
+        for _ in range(40):  # spread over both workers by the kernel
+            answer = requests.post(f"{server.base}/v2/models/{MODEL}/versions/1/infer", json=body, timeout=5)
+            assert answer.status_code == 200, answer.text
+        # The worker that answers the scrape flushes its own counts; the other one within FLUSH_SECONDS.
+        wait_until(
+            lambda: metric(server, "serving_drift_rows_total", model=MODEL, version="1") == 80,
+            timeout=10,
+            message=lambda: f"rows {metric(server, 'serving_drift_rows_total', model=MODEL, version='1')}",
+        )
+        text = requests.get(server.base + "/metrics", timeout=5).text
+        monitored = [line for line in text.splitlines() if line.startswith("serving_drift_monitored{")]
+        assert len(monitored) == 2 and all("pid=" not in line for line in monitored), monitored
+        assert metric(server, "serving_drift_monitored", model=MODEL, version="1") == 1
     finally:
         assert server.stop() == 0, server.stderr()
