@@ -4,11 +4,11 @@ At start-up each loaded version's ``profile.json`` (serving_image/drift_profile.
 against the hash in its graph's metadata; a version without a usable profile serves as before, with
 ``serving_drift_monitored`` 0 and the reason in a ``drift_not_monitored`` log event. In the request path,
 after the inputs were validated, a share of requests (``SERVING_DRIFT_SAMPLE_RATE``, drawn per request
-from a per-process RNG) have their rows counted: numpy bins the whole batch at once (one comparison
-of every value with its feature's edges, one ``bincount`` for every bin), then one counter increment per
-bin, added up in the process and written to the Prometheus counters once a second and before every
-scrape this process answers (an increment costs more than binning a row). The scores (PSI) come from
-Prometheus recording rules over these counters (stacks/monitoring/rules/serving-rules.yaml).
+from a per-process RNG) have their rows kept; once 1024 rows wait, or at a flush, numpy bins them all at
+once (one comparison of every value with its feature's edges, one ``bincount`` for every bin). The counts
+add up in the process and reach the Prometheus counters, one increment per bin, once a second and before
+every scrape this process answers: per numpy call and per increment, a few rows cost as much as many.
+The scores (PSI) come from Prometheus recording rules over these counters (serving-rules.yaml).
 """
 
 import asyncio
@@ -40,6 +40,10 @@ DEFAULT_SAMPLE_RATE = 0.1
 # How long counted rows may wait in the process before they reach the counters. Scrapes this process
 # answers see them at once; another worker's scrape (several workers share the metrics) at most this late.
 FLUSH_SECONDS = 1.0
+# Sampled rows are kept (by reference) and binned together once this many wait, or at a flush: numpy's
+# cost per call dominates a small batch, so binning a thousand rows at once costs little more than one.
+BIN_ROWS = 1024
+_NO_COLUMNS = np.empty((0, 0))  # the categorical part of a profile without categorical features
 
 
 def numeric_bins(values: NDArray[Any], edges: NDArray[np.float64]) -> NDArray[np.intp]:
@@ -102,20 +106,48 @@ class VersionCounters:
             self._edges[: len(feature.edges), column] = feature.edges
         self._offsets = np.array([offset for _, offset in numeric], dtype=np.intp)
         self._nan_slots = np.array([offset + len(f.edges) + 1 for f, offset in numeric], dtype=np.intp)
+        self._width = 1 + max(feature.index for feature in profile.features)
+        self._category_columns = np.array([c.index for c in self._categorical], dtype=np.intp)
+        self._waiting: list[tuple[NDArray[Any], NDArray[Any]]] = []
+        self._waiting_rows = 0
         self._pending = np.zeros(len(self._counters), dtype=np.int64)
         self._pending_rows = 0
 
     def count(self, tensor: NDArray[Any]) -> None:
         """Count every row of the input tensor (its last axis holds the features) into the bins.
 
-        The counts wait in the process until :meth:`flush`, which the monitor calls.
+        The profiled columns are copied out (a wide input is not kept alive) and binned with other rows
+        once :data:`BIN_ROWS` wait or at :meth:`flush`, which the monitor calls.
         """
         rows = tensor.reshape(-1, tensor.shape[-1]) if tensor.ndim > 1 else tensor.reshape(1, -1)
-        self._pending += self.bin_counts(rows)
-        self._pending_rows += len(rows)
+        if rows.shape[1] < self._width:
+            raise ValueError(f"rows of {rows.shape[1]} columns; the profile reads column {self._width - 1}")
+        categorical = rows[:, self._category_columns] if self._categorical else _NO_COLUMNS
+        self._waiting.append((rows[:, self._columns], categorical))
+        self._waiting_rows += len(rows)
+        if self._waiting_rows >= BIN_ROWS:
+            self.bin_waiting()
+
+    def bin_waiting(self) -> None:
+        """Bin the rows kept since the last time, all at once."""
+        if not self._waiting:
+            return
+        waiting, self._waiting, self._waiting_rows = self._waiting, [], 0  # a batch that fails is dropped
+        if len(waiting) == 1:
+            numeric, categorical = waiting[0]
+        else:
+            numeric = np.concatenate([part for part, _ in waiting])
+            categorical = np.concatenate([part for _, part in waiting]) if self._categorical else _NO_COLUMNS
+        self._pending += self._bin(numeric, categorical)
+        self._pending_rows += len(numeric)
 
     def flush(self) -> None:
-        """Add the counts waiting in the process to the Prometheus counters: one increment per bin."""
+        """Bin what waits, then add the counts to the Prometheus counters: one increment per bin."""
+        self.bin_waiting()
+        self.write()
+
+    def write(self) -> None:
+        """Add the binned counts to the Prometheus counters: one increment per bin that got rows."""
         if not self._pending_rows:
             return
         pending, self._pending = self._pending, np.zeros_like(self._pending)
@@ -124,13 +156,13 @@ class VersionCounters:
             self._counters[slot].inc(int(pending[slot]))
         self._rows.inc(rows)
 
-    def bin_counts(self, rows: NDArray[Any]) -> NDArray[np.int64]:
+    def _bin(self, numeric: NDArray[Any], categorical: NDArray[Any]) -> NDArray[np.int64]:
         """Rows per counter slot (every feature's bins, in profile order, NaN last for numeric features)."""
-        bins = numeric_bins(rows[:, self._columns], self._edges)
+        bins = numeric_bins(numeric, self._edges)
         slots = np.where(bins < 0, self._nan_slots, bins + self._offsets)
         counts: NDArray[np.int64] = np.bincount(slots.ravel(), minlength=len(self._counters))
-        for slot in self._categorical:
-            values, inverse = np.unique(rows[:, slot.index], return_inverse=True)
+        for column, slot in enumerate(self._categorical):
+            values, inverse = np.unique(categorical[:, column], return_inverse=True)
             other = len(slot.positions)
             per_value = np.bincount(inverse.reshape(-1), minlength=len(values))
             for value, seen in zip(values, per_value, strict=True):
@@ -210,8 +242,11 @@ class DriftMonitor:
     def _stop_monitoring(self, model: str, version: str, error: Exception) -> None:
         with self._lock:
             counters = self._versions.pop((model, version), None)
-        if counters is not None:
-            counters.flush()  # what was counted before is still right
+            if counters is not None:
+                try:  # what was counted before the failure is still right
+                    counters.flush()
+                except Exception:  # the rows that failed to bin are dropped; the rest is written
+                    counters.write()
         self._metrics.drift_monitored.labels(model, version).set(0)
         reason = f"counting failed: {type(error).__name__}: {error}"
         log_event("drift_not_monitored", model=model, version=version, reason=reason[:MESSAGE_CHARS],
@@ -225,7 +260,13 @@ class DriftMonitor:
 
     def flush(self) -> None:
         """Write every version's waiting counts to the counters (before a scrape, once a second, at stop)."""
+        failed: list[tuple[tuple[str, str], Exception]] = []
         with self._lock:
             self._next_flush = time.monotonic() + FLUSH_SECONDS
-            for counters in self._versions.values():
-                counters.flush()
+            for key, counters in self._versions.items():
+                try:
+                    counters.flush()
+                except Exception as error:  # as in observe: never fail a scrape or a request
+                    failed.append((key, error))
+        for (model, version), failure in failed:
+            self._stop_monitoring(model, version, failure)

@@ -271,8 +271,25 @@ def test_a_failure_to_count_stops_monitoring_and_never_fails_the_request(
     assert metrics.registry.get_sample_value("serving_drift_monitored", labels) == 0
     assert metrics.registry.get_sample_value("serving_drift_rows_total", labels) == 2, "earlier rows kept"
     events = logged_events(capsys.readouterr().err, "drift_not_monitored")
-    assert len(events) == 1 and events[0]["reason"].startswith("counting failed: IndexError"), events
+    assert len(events) == 1 and events[0]["reason"].startswith(
+        "counting failed: ValueError: rows of 2 columns"
+    ), events
     assert events[0]["traceback"], "the failure's traceback is logged"
+
+
+def test_rows_that_fail_to_bin_at_a_scrape_stop_monitoring_and_the_scrape_still_answers(
+    doubler_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stamp(doubler_repo / "doubler" / "1" / "model.onnx", synthetic_profile(np.random.default_rng(SEED)))
+    metrics = Metrics()
+    monitor = DriftMonitor(metrics, 1.0)
+    monitor.register("doubler", loaded_version(doubler_repo))
+    monitor.observe("doubler", "1", {"x": np.array([[b"a"] * WIDTH], dtype=object)})  # kept, binned later
+    exposed = metrics.exposition().decode()
+    assert 'serving_drift_monitored{model="doubler",version="1"} 0.0' in exposed, "dropped at the scrape"
+    events = logged_events(capsys.readouterr().err, "drift_not_monitored")
+    assert len(events) == 1 and events[0]["reason"].startswith("counting failed: ValueError"), events
+    assert not monitor.monitored("doubler", "1")
 
 
 def test_counts_wait_in_the_process_until_a_flush_or_a_scrape(doubler_repo: Path) -> None:
