@@ -40,8 +40,8 @@ DEFAULT_SAMPLE_RATE = 0.1
 # How long counted rows may wait in the process before they reach the counters. Scrapes this process
 # answers see them at once; another worker's scrape (several workers share the metrics) at most this late.
 FLUSH_SECONDS = 1.0
-# Sampled rows are kept (by reference) and binned together once this many wait, or at a flush: numpy's
-# cost per call dominates a small batch, so binning a thousand rows at once costs little more than one.
+# Sampled rows (their profiled columns) are kept and binned together once this many wait, or at a flush:
+# numpy's cost per call dominates a small batch, so binning a thousand rows costs little more than one.
 BIN_ROWS = 1024
 _NO_COLUMNS = np.empty((0, 0))  # the categorical part of a profile without categorical features
 
