@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from click.testing import CliRunner
 
 from servectl.cli import cli
@@ -189,6 +190,33 @@ def test_the_report_agrees_with_the_contracts_psi_in_promql(prometheus: RunningP
     promql = {
         (labels["version"], labels["feature"]): value
         for labels, value in Prometheus(prometheus.url).query(query, at)
+    }
+    built = rep.build(read(Prometheus(prometheus.url), MODEL, None, "1h", at))
+    python = {(v.version, f.feature): f.psi for v in built.versions for f in v.features}
+    assert len(python) == 8 and promql.keys() == python.keys(), (promql, python)
+    assert all(abs(promql[k] - python[k]) < 1e-9 for k in python), (promql, python)
+
+
+RULES_FILE = Path(__file__).resolve().parents[3] / "stacks" / "monitoring" / "rules" / "serving-rules.yaml"
+
+
+def _recording_rule(record: str) -> str:
+    """The expression of a recording rule of the one rules file the stacks and the local Prometheus load."""
+    groups = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
+    (expr,) = [r["expr"] for g in groups for r in g["rules"] if r.get("record") == record]
+    return str(expr)
+
+
+def test_the_report_agrees_with_the_shipped_recording_rule(prometheus: RunningPrometheus) -> None:
+    # The rule reads the live shares' own recorded series; inlined here, so this Prometheus (which holds only
+    # backfilled counters) evaluates the rules file's text itself at one instant.
+    live = f"({_recording_rule('model:drift_live_share:ratio_rate1h')})"
+    query = _recording_rule("model:drift_psi:1h").replace("model:drift_live_share:ratio_rate1h", live)
+    at = time.time()
+    promql = {
+        (labels["version"], labels["feature"]): value
+        for labels, value in Prometheus(prometheus.url).query(query, at)
+        if labels["model"] == MODEL
     }
     built = rep.build(read(Prometheus(prometheus.url), MODEL, None, "1h", at))
     python = {(v.version, f.feature): f.psi for v in built.versions for f in v.features}
