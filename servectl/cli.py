@@ -14,6 +14,7 @@ from servectl.mirror import mirror
 from servectl.plan import plan
 from servectl.policy import policy
 from servectl.publish import publish
+from servectl.retrain.command import retrain_command
 from servectl.serve import serve
 
 
@@ -31,6 +32,7 @@ cli.add_command(experiment)
 cli.add_command(mirror)
 cli.add_command(publish)
 cli.add_command(drift)
+cli.add_command(retrain_command, name="retrain")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ file holding that output, or from `--bucket REGION=NAME`; they are never derived
 import base64
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -102,6 +103,29 @@ def manifest(model: str, version: str, files: list[FileEntry], caller: str, crea
         "published_by": caller,
     }
     return json.dumps(document, indent=2) + "\n"
+
+
+def publish_local(directory: Path, repository: Path, model: str, version: str, caller: str) -> Path:
+    """Publish a version DIRECTORY into a local model repository as ``<repository>/<model>/<version>/``.
+
+    The same checks, SHA256SUMS and manifest as a bucket gets, written into DIRECTORY, which then takes its
+    place with one rename (so DIRECTORY must be on the repository's filesystem): a server starting meanwhile
+    sees the whole version or none of it. A version that exists is refused."""
+    if not NAME.match(model):
+        raise PublishError(f"model {model!r}: use lower case letters, digits and dashes")
+    if not VERSION.match(version):
+        raise PublishError(f"version {version!r}: use letters, digits, dots, dashes and underscores")
+    files = scan(directory)
+    target = repository / model / version
+    if target.exists():
+        raise PublishError(f"{target}: version exists; publish under a new version")
+    (directory / SUMS).write_text(sha256sums(files), encoding="utf-8")
+    (directory / MANIFEST).write_text(
+        manifest(model, version, files, caller, datetime.now(UTC)), encoding="utf-8"
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(directory, target)
+    return target
 
 
 def stack_regions(stack: str, root: Path = REPO_DIR) -> list[str]:

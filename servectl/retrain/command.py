@@ -1,0 +1,73 @@
+"""`servectl retrain`: the click command; the work is in :mod:`servectl.retrain.run`."""
+
+import json
+from pathlib import Path
+
+import click
+
+from servectl.retrain.run import Request, retrain
+
+DEFAULT_STATE = ".servectl/retrain"
+DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "serving_image" / "models"
+
+
+@click.command()
+@click.option("--model", required=True, help="Model to retrain (a directory of the repository).")
+@click.option(
+    "--data", "uri", required=True, metavar="URI",
+    help="Labelled CSV, a path or s3://BUCKET/KEY: features in profile order, label, optional timestamp.",
+)  # fmt: skip
+@click.option(
+    "--repository",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=DEFAULT_REPOSITORY,
+    show_default=True,
+    help="Local model repository: the serving version is read and the new one published here.",
+)
+@click.option(
+    "--margin", type=click.FloatRange(min=0), default=0.01, show_default=True,
+    help="Refuse when accuracy is lower, or log loss higher, than the serving version's by more than this.",
+)  # fmt: skip
+@click.option("--trigger", metavar="KEY", help="Idempotency key (e.g. the alert): a handled key is skipped.")
+@click.option(
+    "--state", type=click.Path(file_okay=False, path_type=Path),
+    help=f"State directory (handled triggers, last run) [default: {DEFAULT_STATE} under the repository].",
+)  # fmt: skip
+@click.option(
+    "--min-interval", type=click.FloatRange(min=0), default=3600.0, show_default=True, metavar="SECONDS",
+    help="Rate limit: at most one retrain of a model per this many seconds.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def retrain_command(
+    model: str,
+    uri: str,
+    repository: Path,
+    margin: float,
+    trigger: str | None,
+    state: Path | None,
+    min_interval: float,
+    as_json: bool,
+) -> None:
+    """Retrain MODEL from labelled data, refuse it if worse than the serving version, else publish N+1.
+
+    Exit status: 0 published, 3 refused (worse beyond the margin), 4 skipped (trigger handled, rate limit,
+    or a retrain of the model running), 2 bad data or arguments, 1 any other failure.
+    """
+    request = Request(
+        model=model,
+        data=uri,
+        repository=repository,
+        state=state if state is not None else repository / DEFAULT_STATE,
+        margin=margin,
+        trigger=trigger,
+        min_interval=min_interval,
+    )
+    outcome = retrain(request)
+    if as_json:
+        click.echo(json.dumps(outcome.to_json(), sort_keys=True))
+    else:
+        stream_err = outcome.code not in {0, 4}
+        click.echo(f"retrain {model}: {outcome.outcome}: {outcome.reason}", err=stream_err)
+        for name, values in outcome.metrics.items():
+            click.echo(f"  {name}: {json.dumps(values, sort_keys=True)}", err=stream_err)
+    raise SystemExit(outcome.code)
