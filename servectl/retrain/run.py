@@ -153,7 +153,7 @@ def _train_and_publish(
     )
     reasons = judge(results, request.margin)
     if reasons:
-        outcome.reason = "refused, nothing published: " + "; ".join(reasons)
+        outcome.reason = "nothing published: " + "; ".join(reasons)
         _handled(state, request, outcome, now)
         return outcome
     card = lineage.card(

@@ -15,6 +15,7 @@ from moto.server import ThreadedMotoServer
 if TYPE_CHECKING:
     from mypy_boto3_s3.literals import BucketLocationConstraintType
 
+from servectl.publish import PublishError, publish_local
 from servectl.retrain import data
 from servectl.retrain.evaluate import Metrics, judge
 from servectl.retrain.run import Request, retrain
@@ -106,3 +107,15 @@ def test_split_keeps_the_most_recent_rows_out_of_training() -> None:
     assert len(split.train.y_test) == 200, "a quarter of the older rows is held out"
     again = data.split(labelled)
     assert (again.train.x_test == split.train.x_test).all(), "the held-out split has a fixed seed"
+
+
+def test_publish_local_refuses_a_version_that_exists(tmp_path: Path) -> None:
+    version = tmp_path / "staged"
+    version.mkdir()
+    (version / "model.onnx").write_bytes(b"graph")
+    (tmp_path / "repo" / MODEL / "1").mkdir(parents=True)
+    with pytest.raises(PublishError, match="version exists"):
+        publish_local(version, tmp_path / "repo", MODEL, "1", "tester")
+    target = publish_local(version, tmp_path / "repo", MODEL, "2", "tester")
+    assert sorted(p.name for p in target.iterdir()) == ["SHA256SUMS", "manifest.json", "model.onnx"]
+    assert not version.exists(), "the staged directory is renamed into place"
