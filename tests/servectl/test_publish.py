@@ -103,8 +103,9 @@ def test_publishes_to_every_region_encrypted_and_checksummed(
     result = run(endpoint, model_dir, *[f"--bucket={r}={b}" for r, (b, _) in buckets.items()])
     assert result.exit_code == 0, result.output
     model = (model_dir / "model.onnx").read_bytes()
+    profile = (model_dir / "profile.json").read_bytes()  # the drift profile travels with the model
     for region, (bucket, key) in buckets.items():
-        expected = [PREFIX + name for name in ("SHA256SUMS", "manifest.json", "model.onnx")]
+        expected = [PREFIX + name for name in ("SHA256SUMS", "manifest.json", "model.onnx", "profile.json")]
         assert keys(endpoint, region, bucket) == expected, f"{region}: {keys(endpoint, region, bucket)}"
         s3 = boto3.client("s3", region_name=region, endpoint_url=endpoint)
         for name in expected:
@@ -115,11 +116,15 @@ def test_publishes_to_every_region_encrypted_and_checksummed(
             )
             assert head.get("ChecksumSHA256"), f"{name}: uploaded without a SHA-256 checksum"
         sums = read(endpoint, region, bucket, PREFIX + "SHA256SUMS").decode()
-        assert sums == f"{hashlib.sha256(model).hexdigest()}  model.onnx\n", sums
+        assert sums == (
+            f"{hashlib.sha256(model).hexdigest()}  model.onnx\n"
+            f"{hashlib.sha256(profile).hexdigest()}  profile.json\n"
+        ), sums
         document = json.loads(read(endpoint, region, bucket, PREFIX + "manifest.json"))
         assert document["model"] == "tabular-classifier" and document["version"] == "1", document
         assert document["files"] == [
-            {"path": "model.onnx", "size": len(model), "sha256": hashlib.sha256(model).hexdigest()}
+            {"path": "model.onnx", "size": len(model), "sha256": hashlib.sha256(model).hexdigest()},
+            {"path": "profile.json", "size": len(profile), "sha256": hashlib.sha256(profile).hexdigest()},
         ], document
         assert document["published_by"] == "arn:aws:sts::123456789012:user/moto", document
         datetime.fromisoformat(document["created"])
@@ -170,7 +175,7 @@ def test_an_existing_version_is_refused_unless_replace(
     assert replaced.exit_code == 0, replaced.output
     assert PREFIX + "old-notes.txt" not in keys(endpoint, "eu-central-1", bucket), "stale files must go"
     files = json.loads(read(endpoint, "eu-central-1", bucket, PREFIX + "manifest.json"))["files"]
-    assert [f["path"] for f in files] == ["model.onnx"], files
+    assert [f["path"] for f in files] == ["model.onnx", "profile.json"], files
 
 
 @pytest.mark.slow
