@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from servectl.publish import PublishError, publish_local
+from servectl.publish import NAME, PublishError, publish_local
 from servectl.retrain import data as labelled
 from servectl.retrain import lineage
 from servectl.retrain.evaluate import Metrics, judge, measure
@@ -72,6 +72,9 @@ class Outcome:
 
 def retrain(request: Request, now: float | None = None) -> Outcome:
     """Run one retrain of ``request.model``; see the module docstring."""
+    if not NAME.match(request.model):
+        reason = f"--model {request.model!r}: use lower case letters, digits and dashes"
+        return _failed(request, None, reason, exit_code=2)
     state = State(request.state)
     now = time.time() if now is None else now
     try:
@@ -120,6 +123,8 @@ def _locked(state: State, request: Request, now: float) -> Outcome:
         return _train_and_publish(state, request, parent, rows, sets, staging, now)
     except (RetrainError, PublishError) as error:
         return _failed(request, parent, str(error))
+    except Exception as error:  # training or export broke: still one line and the contract's JSON
+        return _failed(request, parent, f"{type(error).__name__}: {' '.join(str(error).split())}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

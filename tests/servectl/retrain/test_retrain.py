@@ -31,6 +31,17 @@ def run(repository: Path, data: str, *extra: str) -> tuple[Result, dict[str, Any
     return result, json.loads(result.stdout)
 
 
+def run_process(repository: Path, data: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    """`servectl retrain --json` as a new process: only the state directory carries over from earlier runs."""
+    args = ["--model", MODEL, "--data", data, "--repository", str(repository), "--json", *extra]
+    done = subprocess.run(
+        [sys.executable, "-m", "servectl", "retrain", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.stdout.strip(), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
 def weights(repository: Path) -> dict[str, int]:
     doc = yaml.safe_load((repository / MODEL / "config.yaml").read_text())
     return {str(k): int(v) for k, v in doc["variants"]["weights"].items()}
@@ -98,8 +109,8 @@ def test_a_duplicate_trigger_is_skipped(repository: Path, fresh_csv: Path) -> No
     key = "ModelQualityDrop:tabular-classifier:1:2026-11-30T10:00:00Z"
     first, out = run(repository, str(fresh_csv), "--trigger", key)
     assert first.exit_code == 0, out
-    again, out = run(repository, str(fresh_csv), "--trigger", key, "--min-interval", "0")
-    assert again.exit_code == 4, out
+    code, out = run_process(repository, str(fresh_csv), "--trigger", key, "--min-interval", "0")
+    assert code == 4, out
     assert out["outcome"] == "skipped" and f"trigger {key} was already handled" in out["reason"], out
     assert not (repository / MODEL / "3").exists()
 
@@ -109,14 +120,8 @@ def test_the_rate_limit_holds_across_a_restart_and_lifts_after_the_interval(
 ) -> None:
     first, out = run(repository, str(fresh_csv), "--trigger", "a")
     assert first.exit_code == 0, out
-    # A new process: only the state directory remembers the first run.
-    args = ["--model", MODEL, "--data", str(fresh_csv), "--repository", str(repository), "--trigger", "b"]
-    second = subprocess.run(
-        [sys.executable, "-m", "servectl", "retrain", *args, "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert second.returncode == 4, second.stdout + second.stderr
-    outcome = json.loads(second.stdout)
+    code, outcome = run_process(repository, str(fresh_csv), "--trigger", "b")
+    assert code == 4, outcome
     assert outcome["outcome"] == "skipped" and "rate limit" in outcome["reason"], outcome
     state = repository / ".servectl" / "retrain"
     last = State(state).last_run(MODEL)

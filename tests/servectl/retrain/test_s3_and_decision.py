@@ -119,3 +119,10 @@ def test_publish_local_refuses_a_version_that_exists(tmp_path: Path) -> None:
     target = publish_local(version, tmp_path / "repo", MODEL, "2", "tester")
     assert sorted(p.name for p in target.iterdir()) == ["SHA256SUMS", "manifest.json", "model.onnx"]
     assert not version.exists(), "the staged directory is renamed into place"
+
+
+def test_a_model_name_outside_the_repository_exits_2(tmp_path: Path) -> None:
+    request = Request(model="../etc", data="x.csv", repository=tmp_path, state=tmp_path / ".state")
+    outcome = retrain(request)
+    assert (outcome.outcome, outcome.code) == ("failed", 2) and "--model '../etc'" in outcome.reason, outcome
+    assert not (tmp_path / ".state").exists(), "nothing is written for a bad name"
