@@ -18,14 +18,13 @@ from servectl.publish import NAME, PublishError, publish_local
 from servectl.retrain import data as labelled
 from servectl.retrain import lineage
 from servectl.retrain.evaluate import Metrics, judge, measure
-from servectl.retrain.serving import RetrainError, ServingVersion, canary, serving_version
+from servectl.retrain.serving import CARD_FILE, RetrainError, ServingVersion, canary, serving_version
 from servectl.retrain.state import Busy, State
 from serving_image import build_models, model_zoo
 
 PUBLISHED, REFUSED, SKIPPED, FAILED = "published", "refused", "skipped", "failed"
 EXIT_CODES = {PUBLISHED: 0, REFUSED: 3, SKIPPED: 4, FAILED: 1}
 STAGING = ".servectl/staging"
-CARD_FILE = "model_card.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,15 +142,13 @@ def _train_and_publish(
     model_path = build_models._write_version(staging, model_zoo.to_onnx(pipeline), profile)
     candidate = model_zoo.open_session(model_path.read_bytes())
     results: dict[str, dict[str, Metrics]] = {}
+    metrics: dict[str, Any] = {}
     for name, x, y in (
         ("holdout", sets.train.x_test, sets.train.y_test),
         ("recent", sets.recent_x, sets.recent_y),
     ):
         results[name] = {"candidate": measure(candidate, x, y), "serving": measure(parent.session, x, y)}
-    metrics = {
-        name: {"rows": len(y), **{who: m.to_json() for who, m in pair.items()}}
-        for (name, pair), y in zip(results.items(), (sets.train.y_test, sets.recent_y), strict=True)
-    }
+        metrics[name] = {"rows": len(y), **{who: m.to_json() for who, m in results[name].items()}}
     version = str(int(parent.version) + 1)
     outcome = Outcome(
         outcome=REFUSED, model=request.model, reason="", parent_version=parent.version, metrics=metrics
@@ -165,7 +162,7 @@ def _train_and_publish(
         request=request, parent=parent, version=version, rows=rows, sets=sets, metrics=metrics, now=now
     )
     (staging / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    target = publish_local(staging, request.repository, request.model, version, getpass.getuser())
+    target = publish_local(staging, request.repository, request.model, version, _caller())
     started = canary(request.repository, request.model, parent.version, version)
     outcome.outcome, outcome.version = PUBLISHED, version
     outcome.reason = f"published {request.model} version {version} at {target}; {started}"
@@ -188,6 +185,13 @@ def _failed(
         parent_version=parent.version if parent else None,
         exit_code=exit_code,
     )
+
+
+def _caller() -> str:
+    try:
+        return f"{getpass.getuser()} (servectl retrain)"
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return "servectl retrain"
 
 
 def _iso(when: float) -> str:

@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 
 from servectl.experiments.decision import Schedule, next_weights
 from servectl.experiments.targets import ServerTarget
+from servectl.experiments.weights_file import WeightsFileError
 from serving_image import build_models, drift_profile, model_zoo
 
 TRAINERS: dict[str, Callable[[model_zoo.Dataset], Pipeline]] = {
@@ -108,7 +109,10 @@ def canary(repository: Path, model: str, parent: str, version: str) -> str:
     except (OSError, KeyError) as error:
         return f"canary not started: {error}"
     step = Schedule().steps[0]
-    applied = target.apply(next_weights({**weights, version: 0}, parent, version, step))
+    try:
+        applied = target.apply(next_weights({**weights, version: 0}, parent, version, step))
+    except (OSError, WeightsFileError) as error:
+        return f"canary not started: {error}"
     return (
         f"canary at the first rollout step ({step}%): {applied.split(';')[0]}; restart the server to load it"
     )

@@ -183,3 +183,13 @@ def test_a_missing_column_and_a_bad_value_exit_2(repository: Path, tmp_path: Pat
     result, out = run(repository, str(bad))
     assert result.exit_code == 2, out
     assert f"{bad}: column 'mean_perimeter', line 2: 'abc' is not a number" in out["reason"], out
+
+
+def test_without_weights_in_config_the_version_is_published_and_no_canary_started(
+    repository: Path, fresh_csv: Path
+) -> None:
+    (repository / MODEL / "config.yaml").write_text("max_batch_size: 64\n")
+    result, out = run(repository, str(fresh_csv))
+    assert result.exit_code == 0 and out["version"] == "2", out
+    assert "canary not started" in out["reason"] and "no variants.weights" in out["reason"], out
+    assert (repository / MODEL / "config.yaml").read_text() == "max_batch_size: 64\n"
