@@ -15,6 +15,7 @@ from servectl.plan import plan
 from servectl.policy import policy
 from servectl.publish import publish
 from servectl.retrain.command import retrain_command
+from servectl.retrain_receiver.command import retrain_receiver
 from servectl.serve import serve
 
 
@@ -33,6 +34,7 @@ cli.add_command(mirror)
 cli.add_command(publish)
 cli.add_command(drift)
 cli.add_command(retrain_command, name="retrain")
+cli.add_command(retrain_receiver)
 
 
 def main() -> None:
