@@ -19,6 +19,9 @@ _BUILTIN: dict[str, _Factory] = {
     "v1/Namespace": lambda n, m, o: k8s.core.v1.Namespace(n, metadata=m["metadata"], opts=o),
     "v1/ServiceAccount": lambda n, m, o: k8s.core.v1.ServiceAccount(n, metadata=m["metadata"], opts=o),
     "v1/Service": lambda n, m, o: k8s.core.v1.Service(n, metadata=m["metadata"], spec=m["spec"], opts=o),
+    "v1/PersistentVolumeClaim": lambda n, m, o: k8s.core.v1.PersistentVolumeClaim(
+        n, metadata=m["metadata"], spec=m["spec"], opts=o
+    ),
     "v1/ConfigMap": lambda n, m, o: k8s.core.v1.ConfigMap(n, metadata=m["metadata"], data=m["data"], opts=o),
     "v1/ResourceQuota": lambda n, m, o: k8s.core.v1.ResourceQuota(
         n, metadata=m["metadata"], spec=m["spec"], opts=o

@@ -37,6 +37,8 @@ class MonitoringArgs:
     """Sender of alert e-mails (required with e-mail receivers)."""
     storage_class: str = mon.STORAGE_CLASS
     """StorageClass of the Prometheus, Alertmanager and Grafana volumes."""
+    retrain_webhook: str | None = None
+    """The retrain receiver's webhook URL: the retraining alerts are also routed there (None: not)."""
 
 
 def _string_data(manifest: dict[str, Any]) -> dict[str, str]:
@@ -91,7 +93,7 @@ class Monitoring(pulumi.ComponentResource):
         """The config is a Secret, not chart values: webhook URLs carry tokens, and a Secret built from a
         secret Output stays encrypted in the state and out of the Helm release's stored values."""
         manifest = pulumi.Output.all(*(pulumi.Output.secret(u) for u in args.webhook_urls)).apply(
-            lambda urls: mon.alertmanager_secret(_receivers(args, tuple(urls)))
+            lambda urls: mon.alertmanager_secret(_receivers(args, tuple(urls)), args.retrain_webhook)
         )
         meta = metadata(mon.ALERTMANAGER_SECRET, mon.NAMESPACE)
         string_data: pulumi.Output[dict[str, str]] = manifest.apply(_string_data)

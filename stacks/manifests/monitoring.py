@@ -20,6 +20,9 @@ STORAGE_CLASS = "encrypted-gp3"
 ALERTMANAGER_SECRET = "alertmanager-config"  # noqa: S105 - a Secret's name
 """Secret holding `alertmanager.yaml`, referenced by the Alertmanager resource (`configSecret`)."""
 NULL_RECEIVER = "null"
+RETRAIN_RECEIVER = "retrain"
+RETRAIN_ALERTS = ("ModelInputDriftCritical", "ModelQualityDrop")
+"""The alerts that start a retrain (issue 15 point 4): critical input drift and a sustained quality drop."""
 RULES_FILE = Path(__file__).resolve().parents[1] / "monitoring" / "rules" / "serving-rules.yaml"
 
 
@@ -157,9 +160,27 @@ class Receivers:
             raise ValueError("alerting: e-mail receivers need smtp_smarthost and smtp_from")
 
 
-def alertmanager_config(receivers: Receivers) -> dict[str, Any]:
+def retrain_route(webhook_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The route and receiver that send the retraining alerts to the retrain receiver's webhook.
+
+    The route `continue`s, so people are still told by the default receivers. Resolved notifications are
+    not sent: the receiver acts on firing alerts only. Repeats are (each 4 h, the tree's default) and are
+    harmless: the retrain command skips a trigger key it has handled."""
+    route = {
+        "receiver": RETRAIN_RECEIVER,
+        "matchers": [f'alertname=~"{"|".join(RETRAIN_ALERTS)}"'],
+        "group_by": ["alertname", "model", "version"],
+        "group_wait": "10s",
+        "continue": True,
+    }
+    receiver = {"name": RETRAIN_RECEIVER, "webhook_configs": [{"url": webhook_url, "send_resolved": False}]}
+    return route, receiver
+
+
+def alertmanager_config(receivers: Receivers, retrain_webhook: str | None = None) -> dict[str, Any]:
     """Every alert goes to the configured receivers, grouped per model version; only the always-firing
-    Watchdog and InfoInhibitor (liveness signals of the pipeline itself) are routed to a null receiver."""
+    Watchdog and InfoInhibitor (liveness signals of the pipeline itself) are routed to a null receiver.
+    With `retrain_webhook`, the retraining alerts also go to that receiver (`retrain_route`)."""
     default: dict[str, Any] = {"name": "default"}
     if receivers.webhook_urls:
         default["webhook_configs"] = [{"url": url, "send_resolved": True} for url in receivers.webhook_urls]
@@ -183,6 +204,10 @@ def alertmanager_config(receivers: Receivers) -> dict[str, Any]:
             }
         ],
     }
+    if retrain_webhook is not None:
+        route, receiver = retrain_route(retrain_webhook)
+        config["route"]["routes"].insert(0, route)
+        config["receivers"].append(receiver)
     if receivers.emails:
         config["global"] = {
             "smtp_smarthost": receivers.smtp_smarthost,
@@ -192,12 +217,16 @@ def alertmanager_config(receivers: Receivers) -> dict[str, Any]:
     return config
 
 
-def alertmanager_secret(receivers: Receivers) -> Manifest:
+def alertmanager_secret(receivers: Receivers, retrain_webhook: str | None = None) -> Manifest:
     """The config as the Secret the Alertmanager resource reads."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": metadata(ALERTMANAGER_SECRET, NAMESPACE),
         "type": "Opaque",
-        "stringData": {"alertmanager.yaml": yaml.safe_dump(alertmanager_config(receivers), sort_keys=False)},
+        "stringData": {
+            "alertmanager.yaml": yaml.safe_dump(
+                alertmanager_config(receivers, retrain_webhook), sort_keys=False
+            )
+        },
     }

@@ -30,6 +30,7 @@ from stacks.components.monitoring import (
     Observability,
     ObservabilityArgs,
 )
+from stacks.components.retrain import RetrainReceiver, RetrainReceiverArgs
 from stacks.components.tenancy import Tenancy, TenancyArgs
 from stacks.config import load_config
 from stacks.contract import (
@@ -40,6 +41,8 @@ from stacks.contract import (
     ROLE_OTEL_COLLECTOR,
     model_role,
 )
+from stacks.manifests import retrain
+from stacks.manifests.monitoring import STORAGE_CLASS
 from stacks.manifests.observability import mesh_tracing_values
 from stacks.manifests.serving import ServingSpec
 from stacks.platform.targets import ClusterTarget, cluster_targets
@@ -103,9 +106,29 @@ def _monitoring(cfg: StackConfig, target: ClusterTarget, opts: pulumi.ResourceOp
             alert_emails=tuple(r.email for r in alerting.receivers if r.email),
             smtp_smarthost=alerting.smarthost or "",
             smtp_from=alerting.email_from or "",
+            retrain_webhook=retrain.webhook_url(),
             **storage,
         ),
         opts=opts,
+    )
+
+
+def _retrain(cfg: StackConfig, target: ClusterTarget, monitoring: Monitoring) -> RetrainReceiver:
+    """The retrain receiver Alertmanager's retraining route points at, beside it in the monitoring
+    namespace; it retrains every model of the stack from the labelled data in the model bucket."""
+    eks, store = target.eks, None if cfg.onprem is None else cfg.onprem.store
+    return RetrainReceiver(
+        f"{target.name}-retrain",
+        RetrainReceiverArgs(
+            image=pulumi.Output.from_input(target.registry).apply(cfg.image.serving_image),
+            bucket=eks.field("model_bucket") if eks else (store.bucket if store else ""),
+            models=tuple(m.name for m in cfg.models),
+            storage_class=cfg.onprem.storage_class if cfg.onprem else STORAGE_CLASS,
+            store_endpoint=store.endpoint if store else None,
+            store_credentials_secret=store.credentials_secret if store else None,
+            waits_for=(monitoring,),
+        ),
+        opts=pulumi.ResourceOptions(provider=target.provider),
     )
 
 
@@ -208,7 +231,7 @@ def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:
     _autoscaling(target, on_cluster)
     observability = _observability(cfg, target, on_cluster)
     mesh = _mesh(cfg, target, observability, lb)
-    _monitoring(cfg, target, on_cluster)
+    _retrain(cfg, target, _monitoring(cfg, target, on_cluster))
     tenants = {
         t.name: Tenancy(
             f"{target.name}-tenant-{t.name}",

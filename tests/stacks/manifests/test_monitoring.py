@@ -108,6 +108,30 @@ def test_default_route_reaches_a_real_receiver(receivers: mon.Receivers) -> None
             )
 
 
+WEBHOOK = "http://retrain-receiver.monitoring.svc:9095/alerts"
+
+
+def test_alertmanager_config_with_the_retrain_route_passes_amtool(tmp_path: Path) -> None:
+    result = _amtool_check(mon.alertmanager_config(RECEIVERS, WEBHOOK), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_retraining_alerts_reach_the_receiver_and_still_the_people() -> None:
+    config = mon.alertmanager_config(RECEIVERS, WEBHOOK)
+    first = config["route"]["routes"][0]
+    assert first["matchers"] == ['alertname=~"ModelInputDriftCritical|ModelQualityDrop"'], first
+    assert first["continue"] is True, "retraining alerts would no longer reach the default receivers"
+    by_name = {r["name"]: r for r in config["receivers"]}
+    assert by_name[first["receiver"]]["webhook_configs"] == [{"url": WEBHOOK, "send_resolved": False}], (
+        by_name
+    )
+
+
+def test_without_a_retrain_webhook_the_config_is_unchanged() -> None:
+    config = mon.alertmanager_config(RECEIVERS)
+    assert mon.RETRAIN_RECEIVER not in {r["name"] for r in config["receivers"]}, config["receivers"]
+
+
 def test_receivers_required() -> None:
     with pytest.raises(ValueError, match="at least one"):
         mon.Receivers()
