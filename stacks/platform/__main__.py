@@ -90,7 +90,9 @@ def _observability(cfg: StackConfig, target: ClusterTarget, opts: pulumi.Resourc
     )
 
 
-def _monitoring(cfg: StackConfig, target: ClusterTarget, opts: pulumi.ResourceOptions) -> Monitoring:
+def _monitoring(
+    cfg: StackConfig, target: ClusterTarget, opts: pulumi.ResourceOptions, retrains: bool
+) -> Monitoring:
     alerting, eks = cfg.observability.alerting, target.eks
     storage = {} if cfg.onprem is None else {"storage_class": cfg.onprem.storage_class}
     return Monitoring(
@@ -106,7 +108,7 @@ def _monitoring(cfg: StackConfig, target: ClusterTarget, opts: pulumi.ResourceOp
             alert_emails=tuple(r.email for r in alerting.receivers if r.email),
             smtp_smarthost=alerting.smarthost or "",
             smtp_from=alerting.email_from or "",
-            retrain_webhook=retrain.webhook_url(),
+            retrain_webhook=retrain.webhook_url() if retrains else None,
             **storage,
         ),
         opts=opts,
@@ -115,7 +117,10 @@ def _monitoring(cfg: StackConfig, target: ClusterTarget, opts: pulumi.ResourceOp
 
 def _retrain(cfg: StackConfig, target: ClusterTarget, monitoring: Monitoring) -> RetrainReceiver:
     """The retrain receiver Alertmanager's retraining route points at, beside it in the monitoring
-    namespace; it retrains every model of the stack from the labelled data in the model bucket."""
+    namespace; it retrains every model of the stack from the labelled data in the model bucket.
+
+    Only the primary cluster runs one: a retrain publishes version N+1 to every region's bucket, so two
+    receivers would race to the same version. The other regions' retraining alerts reach people only."""
     eks, store = target.eks, None if cfg.onprem is None else cfg.onprem.store
     return RetrainReceiver(
         f"{target.name}-retrain",
@@ -215,8 +220,9 @@ def _serving(
         _workers(target, spec, served, addons, tenants[model.tenant].namespace_resource)
 
 
-def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:
-    """Everything one cluster runs, on that cluster's own Kubernetes provider."""
+def deploy_cluster(cfg: StackConfig, target: ClusterTarget, primary: bool = True) -> None:
+    """Everything one cluster runs, on that cluster's own Kubernetes provider; the primary cluster (the
+    stack's first region, or the one on-premises cluster) also runs the retrain receiver."""
     on_cluster = pulumi.ResourceOptions(provider=target.provider)
     lb = _aws_addons(target, on_cluster)
     CertManager(
@@ -231,7 +237,9 @@ def deploy_cluster(cfg: StackConfig, target: ClusterTarget) -> None:
     _autoscaling(target, on_cluster)
     observability = _observability(cfg, target, on_cluster)
     mesh = _mesh(cfg, target, observability, lb)
-    _retrain(cfg, target, _monitoring(cfg, target, on_cluster))
+    monitoring = _monitoring(cfg, target, on_cluster, retrains=primary)
+    if primary:
+        _retrain(cfg, target, monitoring)
     tenants = {
         t.name: Tenancy(
             f"{target.name}-tenant-{t.name}",
@@ -301,8 +309,8 @@ def main() -> None:
             f"run `servectl mirror --stack {cfg.stack} --record` first"
         )
     targets = cluster_targets(cfg)
-    for target in targets:
-        deploy_cluster(cfg, target)
+    for index, target in enumerate(targets):
+        deploy_cluster(cfg, target, primary=index == 0)
     pulumi.export("clusters", [t.name for t in targets])
     pulumi.export("api_host", cfg.gateway.api_host)
 

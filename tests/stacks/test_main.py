@@ -374,3 +374,19 @@ def test_every_name_the_stack_chooses_carries_the_stack(plans: dict[str, Plan], 
         if stack not in name and not kind.startswith(ACCOUNT_SINGLETONS)
     )
     assert bare == [], f"{stack}: physical names without the stack: {bare[:10]}"
+
+
+@pytest.mark.parametrize("stack", PLATFORMS)
+def test_one_retrain_receiver_per_stack_in_its_primary_cluster(plans: dict[str, Plan], stack: str) -> None:
+    """A retrain publishes version N+1 to every region's bucket: two receivers would race to it. (Which
+    Alertmanager routes to it is the Monitoring component's test: the plan masks the Secret.)"""
+    plan = plans[f"{stack}.platform"]
+    providers = _k8s_providers(plan)
+    receivers = [
+        _region_of_k8s(s, providers)
+        for s in _states(plan)
+        if s["type"] == "kubernetes:apps/v1:Deployment"
+        and s["inputs"]["metadata"]["name"] == "retrain-receiver"
+    ]
+    primary = next(iter(providers.values()))
+    assert receivers == [primary], f"{stack}: retrain receivers in {receivers}, expected one in {primary}"
