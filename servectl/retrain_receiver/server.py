@@ -34,6 +34,8 @@ class ReceiverServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ReceiverServer
     protocol_version = "HTTP/1.1"
+    timeout = 30
+    """Seconds a client may take to send its request; a stalled one does not hold a thread for ever."""
 
     def log_message(self, format: str, *args: Any) -> None:
         """Requests are not logged one by one; alerts and runs are, as JSON lines."""
@@ -71,10 +73,13 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         try:
-            results = parse(json.loads(body), self.server.models)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            document = json.loads(body)
+        except (ValueError, RecursionError) as error:
+            # ValueError covers bad UTF-8, bad JSON and integers over Python's digit limit.
             self._reject(HTTPStatus.BAD_REQUEST, f"body is not JSON: {error}")
             return
+        try:
+            results = parse(document, self.server.models)
         except PayloadError as error:
             self._reject(HTTPStatus.BAD_REQUEST, f"not an Alertmanager v4 webhook payload: {error}")
             return

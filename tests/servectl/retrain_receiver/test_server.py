@@ -81,7 +81,10 @@ def test_healthz_shows_what_runs(server: ReceiverServer, command: FakeCommand) -
         (b"\xff\xfe", "body is not JSON"),
         (b'{"version": "4", "alerts": [{"status": "firing"}]}', "payload.alerts[0].labels"),
         (b"[]", "expected a JSON object"),
+        (b"[" * 100_000 + b"]" * 100_000, "body is not JSON"),
+        (b'{"version": ' + b"9" * 5000 + b"}", "body is not JSON"),
     ],
+    ids=["broken", "not-utf8", "no-labels", "array", "deeply-nested", "huge-integer"],
 )
 def test_a_malformed_payload_gets_400_json(server: ReceiverServer, log: Log, body: bytes, error: str) -> None:
     status, answer = request(server, "POST", "/alerts", body, {"Content-Type": "application/json"})
