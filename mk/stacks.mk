@@ -1,7 +1,8 @@
 # Stacks (issue 3): CRD schemas of the Istio, prometheus-operator and cert-manager kinds the stacks create, read
 # from those projects' Go modules at pinned versions and checked against pinned module sums. Never hand-written,
 # never fetched by a test. promtool (Debian's prometheus package) checks the alert and recording rules and the
-# dashboards' queries; amtool (prometheus-alertmanager) checks the Alertmanager configuration.
+# dashboards' queries; amtool (prometheus-alertmanager) checks the Alertmanager configuration, and the same
+# package's alertmanager routes real alerts to `servectl retrain-receiver` in tests/servectl/retrain_receiver.
 # The AWS Load Balancer Controller's TargetGroupBinding has no schema here: its v2 releases are not a valid
 # version of its Go module path (no /v2 suffix), so the module proxy serves only v1.1.9, older than the CRD.
 APT_PACKAGES += prometheus prometheus-alertmanager

@@ -4,7 +4,10 @@ The payload handling, the runner and the HTTP server live in `servectl.retrain_r
 only parses options and serves until interrupted.
 """
 
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -49,9 +52,18 @@ def retrain_receiver(listen: tuple[str, int], config_path: Path) -> None:
     runner = Runner(config, log)
     server = ReceiverServer(listen, runner, log, frozenset(config.models))
     log("receiver_listening", address=f"{listen[0]}:{server.server_address[1]}", models=sorted(config.models))
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        # shutdown() waits for serve_forever to return, so not from the thread that runs it.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        # A run in progress dies with the process (the pod's end); the alert's next repeat starts it
+        # again unless the retrain command had recorded its trigger key.
+        log("receiver_stopped", interrupted=runner.status())

@@ -6,6 +6,7 @@ wrong, never a 500.
 """
 
 import json
+import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,6 +30,13 @@ class ReceiverServer(ThreadingHTTPServer):
         self.runner = runner
         self.log = log
         self.models = models
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A JSON line instead of socketserver's traceback on stderr: a client closing its kept-alive
+        connection (Alertmanager does) is routine, anything else is logged with the exception."""
+        error = sys.exc_info()[1]
+        event = "connection_dropped" if isinstance(error, ConnectionError) else "request_failed"
+        self.log(event, client=f"{client_address[0]}:{client_address[1]}", error=repr(error))
 
 
 class _Handler(BaseHTTPRequestHandler):

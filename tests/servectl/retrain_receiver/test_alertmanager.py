@@ -43,7 +43,16 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT) -> Non
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """The complete JSON lines of a file another process is appending to (a last line may be partial)."""
+    text = path.read_text() if path.exists() else ""
+    complete = text[: text.rfind("\n") + 1]
+    out = []
+    for line in complete.splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise AssertionError(f"{path}: not a JSON line: {line!r}") from error
+    return out
 
 
 def alertmanager_config(webhook: str) -> dict[str, Any]:
@@ -71,14 +80,14 @@ class Loop:
 
 
 @contextmanager
-def receiver(config: Path, port: int, log: Path) -> Iterator[None]:
+def receiver(config: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     command = [sys.executable, "-m", "servectl", "retrain-receiver", "--listen", f"127.0.0.1:{port}",
                "--config", str(config)]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
         try:
             wait_for("the receiver's /healthz", lambda: _healthy(port, process))
-            yield
+            yield process
         finally:
             process.terminate()
             process.wait(timeout=WAIT)
@@ -174,3 +183,17 @@ def test_a_malformed_payload_gets_400_json_from_the_process(loop: Loop) -> None:
     response = conn.getresponse()
     body = json.loads(response.read())
     assert response.status == 400 and "payload.alerts[0].status" in body["error"], (response.status, body)
+
+
+def test_sigterm_stops_the_receiver_cleanly_and_logs_it(tmp_path: Path) -> None:
+    config = tmp_path / "receiver.yaml"
+    config.write_text(yaml.safe_dump({"models": {MODEL: {"data": DATA}}}))
+    log = tmp_path / "receiver.log"
+    with receiver(config, free_port(), log) as process:
+        process.terminate()
+        assert process.wait(timeout=WAIT) == 0, f"exit {process.returncode}: {log.read_text()}"
+    stopped = [e for e in lines(log) if e["event"] == "receiver_stopped"]
+    assert stopped == [stopped[0]] and stopped[0]["interrupted"][MODEL] == {
+        "running": None,
+        "queued": None,
+    }, stopped

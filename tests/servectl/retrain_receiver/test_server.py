@@ -2,7 +2,10 @@
 
 import http.client
 import json
+import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -108,3 +111,18 @@ def test_an_oversized_body_gets_413_without_being_read(server: ReceiverServer) -
 def test_unknown_paths_get_404_json(server: ReceiverServer, method: str, path: str) -> None:
     status, body = request(server, method, path, b"{}" if method == "POST" else None)
     assert status == 404 and "error" in body, (status, body)
+
+
+def test_a_client_resetting_its_connection_is_a_json_log_line_not_a_traceback(
+    server: ReceiverServer, log: Log
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=WAIT) as sock:
+        sock.sendall(b"POST /alerts HTTP/1.1\r\nHost: x\r\n")
+        # Linger 0: close sends a reset, as a client dropping a kept-alive connection may.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    deadline = time.monotonic() + WAIT
+    while not log.events("connection_dropped"):
+        assert time.monotonic() < deadline, log.events()
+        time.sleep(0.01)
+    [event] = log.events("connection_dropped")
+    assert "ConnectionResetError" in event["error"], event
