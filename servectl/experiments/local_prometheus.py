@@ -6,9 +6,7 @@ a temporary directory together with the storage; the process is always stopped o
 
 import json
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -19,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from servectl.local_process import running
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "stacks" / "monitoring" / "rules" / "serving-rules.yaml"
 
@@ -96,31 +96,6 @@ def local_prometheus(
         config_file.write_text(yaml.safe_dump(config(targets, rules, interval)))
         command = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={data}",
                    f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]  # fmt: skip
-        with (log or Path(tmp) / "prometheus.log").open("wb") as err:
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
-            try:
-                url = f"http://127.0.0.1:{port}"
-                _wait_ready(url, process)
-                yield RunningPrometheus(url=url, scrape_interval_seconds=scrape_interval_seconds)
-            finally:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prometheus exited with code {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:  # noqa: S310 - loopback
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"prometheus at {url} was not ready within {timeout} s")
+        url = f"http://127.0.0.1:{port}"
+        with running("prometheus", command, url, log or Path(tmp) / "prometheus.log"):
+            yield RunningPrometheus(url=url, scrape_interval_seconds=scrape_interval_seconds)

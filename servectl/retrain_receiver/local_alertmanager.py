@@ -4,10 +4,7 @@ the tests and the local loop: started on a free port with a given config, stoppe
 
 import json
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,6 +15,7 @@ from typing import Any
 import yaml
 
 from servectl.experiments.local_prometheus import free_port
+from servectl.local_process import running
 
 BINARIES = ("prometheus-alertmanager", "alertmanager")
 """Debian's name first, then upstream's."""
@@ -63,31 +61,6 @@ def local_alertmanager(config: Mapping[str, Any], log: Path | None = None) -> It
             "--cluster.listen-address=",  # one instance, no gossip port
             "--log.level=debug",
         ]
-        with (log or Path(tmp) / "alertmanager.log").open("wb") as err:
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
-            try:
-                url = f"http://127.0.0.1:{port}"
-                _wait_ready(url, process)
-                yield RunningAlertmanager(url=url)
-            finally:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"alertmanager exited with code {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:  # noqa: S310 - loopback
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"alertmanager at {url} was not ready within {timeout} s")
+        url = f"http://127.0.0.1:{port}"
+        with running("alertmanager", command, url, log or Path(tmp) / "alertmanager.log"):
+            yield RunningAlertmanager(url=url)
