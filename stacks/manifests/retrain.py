@@ -14,11 +14,10 @@ import yaml
 
 from stacks.manifests import Manifest, metadata
 from stacks.manifests.monitoring import NAMESPACE
+from stacks.manifests.serving import RUN_AS_USER, restricted_security_context
 
 NAME = "retrain-receiver"
 PORT = 9095
-RUN_AS_USER = 10001
-"""The serving image's user, which carries servectl."""
 CONFIG_DIR = "/etc/retrain"
 STATE_DIR = "/var/lib/retrain"
 """The retrain command's `--state` (handled trigger keys, last run time): on a volume, so idempotency
@@ -135,16 +134,7 @@ def _container(spec: RetrainSpec) -> dict[str, Any]:
         },
         "readinessProbe": _probe(10, 3),
         "livenessProbe": _probe(20, 3),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "state", "mountPath": STATE_DIR},

@@ -125,7 +125,9 @@ def labels(model: str, version: str | None = None) -> dict[str, str]:
     return out
 
 
-def _security_context() -> dict[str, Any]:
+def restricted_security_context() -> dict[str, Any]:
+    """A container of the restricted Pod Security profile: the serving image's non-root user, read-only root,
+    no privilege, no capabilities, the runtime's seccomp profile."""
     return {
         "runAsNonRoot": True,
         "runAsUser": RUN_AS_USER,
@@ -171,7 +173,7 @@ def sync_container(spec: ServingSpec, version: str) -> dict[str, Any]:
         ],
         "env": env,
         "resources": {"requests": dict(SYNC_REQUESTS), "limits": dict(SYNC_LIMITS)},
-        "securityContext": _security_context(),
+        "securityContext": restricted_security_context(),
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": TMP_DIR}],
     }
     if spec.store_credentials_secret is not None:
@@ -280,7 +282,7 @@ def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
         "readinessProbe": _probe(loaded, 5, 3),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
         "resources": _resources(spec.model),
-        "securityContext": _security_context(),
+        "securityContext": restricted_security_context(),
         "volumeMounts": [
             {"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": TMP_DIR},

@@ -10,7 +10,6 @@ import json
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING, Any, cast
 import boto3
 import pytest
 from click.testing import CliRunner, Result
-from moto.server import ThreadedMotoServer
 
 from servectl.publish import manifest, publish, sha256sums
 from stacks.contract import RegionOutputs, to_export
@@ -31,17 +29,6 @@ if TYPE_CHECKING:
 
 MODEL_DIR = ROOT / "serving_image" / "models" / "tabular-classifier" / "1"
 PREFIX = "models/tabular-classifier/1/"
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(autouse=True)

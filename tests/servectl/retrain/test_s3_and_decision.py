@@ -3,14 +3,12 @@ decision as a table, and the split that keeps the most recent rows apart."""
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.literals import BucketLocationConstraintType
@@ -22,17 +20,6 @@ from servectl.retrain.run import Request, retrain
 from tests.servectl.retrain.conftest import MODEL
 
 REGION: "BucketLocationConstraintType" = "eu-central-1"
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
