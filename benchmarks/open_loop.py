@@ -31,11 +31,12 @@ class Sent:
 
 @dataclass(frozen=True, slots=True)
 class OpenLoopResult:
-    """Every request sent, and how many left late."""
+    """Every request sent, how many left late, and how many of those found every connection busy."""
 
     sent: list[Sent]
     late: int
     elapsed_s: float
+    no_free_connection: int = 0
 
 
 def post_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -114,13 +115,14 @@ async def _submit(
     sender = _Sender(port, payload)
     await sender.open(connections)
     start, wall = time.monotonic(), time.time()
-    deadline, late, index = start + time_limit_s, 0, 0
+    deadline, late, no_free_connection, index = start + time_limit_s, 0, 0, 0
     while index < count and time.monotonic() < deadline:
         due = index / rate
         ahead = start + due - time.monotonic()
         if ahead > 0:
             await asyncio.sleep(ahead)  # pacing: the schedule, not a wait for another task
             continue
+        no_free_connection += sender.idle.empty()
         try:
             connection = await asyncio.wait_for(sender.idle.get(), max(0.001, deadline - time.monotonic()))
         except TimeoutError:
@@ -129,7 +131,8 @@ async def _submit(
         sender.send(wall + due, connection)
         index += 1
     await sender.close(REQUEST_TIMEOUT_S)
-    return OpenLoopResult(sorted(sender.sent, key=lambda s: s.due), late, time.monotonic() - start)
+    sent = sorted(sender.sent, key=lambda s: s.due)
+    return OpenLoopResult(sent, late, time.monotonic() - start, no_free_connection)
 
 
 def submit_open_loop(

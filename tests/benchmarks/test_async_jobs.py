@@ -131,7 +131,8 @@ def test_the_open_loop_keeps_its_schedule_when_the_answers_are_slow(slow_port: i
     assert [s.status for s in result.sent] == [202] * 20, result.sent
     assert len({s.job_id for s in result.sent}) == 20, "each answer's job id is kept"
     assert result.sent[-1].due - result.sent[0].due == pytest.approx(19 / 200, abs=1e-6), "due 5 ms apart"
-    assert result.late < 5, f"{result.late} of 20 left late with a free connection each"
+    # How late each send leaves depends on this machine's load; whether it had to wait does not.
+    assert result.no_free_connection == 0, f"{result.no_free_connection} of 20 found no free connection"
     assert result.elapsed_s < 20 * SLOW_ANSWER_S / 2, (
         f"{result.elapsed_s:.2f} s: the sends waited for answers"
     )
@@ -142,7 +143,8 @@ def test_a_request_with_no_free_connection_at_its_time_counts_as_late(slow_port:
         slow_port, _payload(slow_port), rate=200, count=10, time_limit_s=10, connections=1
     )
     assert [s.status for s in result.sent] == [202] * 10, result.sent
-    assert result.late >= 8, f"only {result.late} of 10 late behind one connection answering in 50 ms"
+    assert result.no_free_connection >= 8, f"{result.no_free_connection} of 10 waited for the one connection"
+    assert result.late >= result.no_free_connection - 1, "a send that waited 50 ms left late"
 
 
 def test_the_job_records_are_read_and_cleared_and_a_stream_drains(tmp_path: Path) -> None:
