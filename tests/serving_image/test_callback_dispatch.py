@@ -353,7 +353,7 @@ def test_at_shutdown_a_callback_still_going_is_left_for_another_worker_which_del
             started = time.monotonic()
             left = await first.stop(1.0)
             elapsed = time.monotonic() - started
-            assert left == 1 and elapsed < 2, f"left within the time given: {left}, {elapsed:.2f} s"
+            assert left == 1 and elapsed < 5, f"1 s given, 60 s timeout: {left} left after {elapsed:.2f} s"
             status = await queue.status(job_id)
             assert status is not None and status.callback == CallbackRecord(hook, "sending", None, None), (
                 "a callback left at shutdown is not recorded as given up"

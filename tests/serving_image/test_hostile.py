@@ -546,7 +546,7 @@ def test_a_long_shape_is_refused_at_once_and_never_stalls_the_server(hostile: Se
     check(exchange(hostile.http_port, infer(tensor([1], shape=shape))), 400, "the limit is 16", "rest")
     binary_shape = HEADER_JSON.replace(b"[1, 4]", json.dumps(shape).encode())
     check(exchange(hostile.http_port, binary(binary_shape, bytes(16))), 400, "the limit is 16", "binary")
-    assert time.monotonic() - started < 1, "refused by integer checks, before any arithmetic"
+    assert time.monotonic() - started < 3, "refused by integer checks, not after 7 s of arithmetic"
 
 
 def _rss_kib(pid: int) -> int:
