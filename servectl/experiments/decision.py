@@ -54,7 +54,11 @@ class Thresholds:
     conversion_margin: float = 0.01
     """Promotion needs the conversion difference's lower bound above minus this."""
     min_feedback: int = 50
-    """Feedback per arm before the conversion (or value) test runs."""
+    """Feedback per arm before the conversion, value or accuracy test runs."""
+    accuracy_tau: float = 0.02
+    """Mixture sd of the accuracy test (labelled feedback: prediction correct or not)."""
+    accuracy_margin: float = 0.01
+    """Promotion needs the accuracy difference's lower bound above minus this."""
     value_tau: float = 0.1
     """Mixture sd of the value test, in standard deviations of the value."""
     value_margin: float = 0.05
@@ -182,6 +186,7 @@ def _checks(inputs: Inputs, th: Thresholds) -> tuple[dict[str, Any], list[str], 
     _latency(base, cand, inputs, th, out, regressions, unproven)
     _conversion(base, cand, inputs, th, out, regressions, unproven)
     _value(base, cand, inputs, th, out, regressions, unproven)
+    _accuracy(base, cand, inputs, th, out, regressions, unproven)
     return out, regressions, unproven
 
 
@@ -227,25 +232,47 @@ def _conversion(
     if min(nb, nc) < th.min_feedback:
         out["conversion"] = {"tested": False, "feedback": [nb, nc]}
         return
-    conv = _ci(
-        stats.proportion_difference(
-            base.converted, nb, cand.converted, nc, tau=th.conversion_tau, alpha=th.alpha
-        ),
-        inputs.prior_p.get("conversion"),
+    rate = _Rate(
+        "conversion", (base.converted, nb), (cand.converted, nc), th.conversion_tau, th.conversion_margin
     )
-    out["conversion"] = conv | {
-        "tested": True,
-        "baseline": base.converted / nb,
-        "candidate": cand.converted / nc,
-    }
-    if conv["p_value"] <= th.alpha and conv["estimate"] < 0:
+    _rate_check(rate, inputs, th, out, regressions, unproven)
+
+
+@dataclass(frozen=True)
+class _Rate:
+    """A share where higher is better (conversion, accuracy): per arm its successes and trials."""
+
+    key: str
+    base: tuple[float, float]
+    cand: tuple[float, float]
+    tau: float
+    margin: float
+    qualifier: str = ""
+
+
+def _rate_check(
+    rate: _Rate,
+    inputs: Inputs,
+    th: Thresholds,
+    out: dict[str, Any],
+    regressions: list[str],
+    unproven: list[str],
+) -> None:
+    """The sequential two-proportion test: a significant drop is a regression; a wide interval, unproven."""
+    (hits_b, nb), (hits_c, nc) = rate.base, rate.cand
+    result = _ci(
+        stats.proportion_difference(hits_b, nb, hits_c, nc, tau=rate.tau, alpha=th.alpha),
+        inputs.prior_p.get(rate.key),
+    )
+    out[rate.key] = result | {"tested": True, "baseline": hits_b / nb, "candidate": hits_c / nc}
+    if result["p_value"] <= th.alpha and result["estimate"] < 0:
         regressions.append(
-            f"conversion: v{inputs.candidate} {cand.converted / nc:.2%} vs v{inputs.baseline} "
-            f"{base.converted / nb:.2%} (CI {conv['ci_low']:+.2%}..{conv['ci_high']:+.2%}, "
-            f"p = {conv['p_value']:.2g})"
+            f"{rate.key}: v{inputs.candidate} {hits_c / nc:.2%} vs v{inputs.baseline} {hits_b / nb:.2%}"
+            f"{rate.qualifier} (CI {result['ci_low']:+.2%}..{result['ci_high']:+.2%}, "
+            f"p = {result['p_value']:.2g})"
         )
-    elif conv["ci_low"] < -th.conversion_margin:
-        unproven.append(f"conversion: CI lower bound {conv['ci_low']:+.2%} below -{th.conversion_margin:.2%}")
+    elif result["ci_low"] < -rate.margin:
+        unproven.append(f"{rate.key}: CI lower bound {result['ci_low']:+.2%} below -{rate.margin:.2%}")
 
 
 def _value(
@@ -281,6 +308,28 @@ def _value(
         )
     elif value["ci_low"] < -th.value_margin:
         unproven.append(f"value: CI lower bound {value['ci_low']:+.3f} sd below -{th.value_margin} sd")
+
+
+def _accuracy(
+    base: VersionCounts,
+    cand: VersionCounts,
+    inputs: Inputs,
+    th: Thresholds,
+    out: dict[str, Any],
+    regressions: list[str],
+    unproven: list[str],
+) -> None:
+    """Online accuracy from labelled feedback (the prediction each request got against its true label)."""
+    nb, nc = base.correct + base.incorrect, cand.correct + cand.incorrect
+    if min(nb, nc) < th.min_feedback:
+        if nb or nc:
+            out["accuracy"] = {"tested": False, "labels": [nb, nc]}
+        return
+    rate = _Rate(
+        "accuracy", (base.correct, nb), (cand.correct, nc), th.accuracy_tau, th.accuracy_margin,
+        " on labelled feedback",
+    )  # fmt: skip
+    _rate_check(rate, inputs, th, out, regressions, unproven)
 
 
 def _halt(

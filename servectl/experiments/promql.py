@@ -40,6 +40,10 @@ class VersionCounts:
     """Feedback: their sum."""
     value_squares: float = 0.0
     """Feedback: the sum of their squares (for the variance)."""
+    correct: float = 0.0
+    """Labelled feedback: rows whose prediction matched the label."""
+    incorrect: float = 0.0
+    """Labelled feedback: rows whose prediction did not."""
     latency_buckets: dict[float, float] = field(default_factory=dict)
     """Cumulative request-duration histogram: upper bound (seconds, inf last) to count."""
 
@@ -53,6 +57,8 @@ class VersionCounts:
             "values": self.values,
             "value_sum": self.value_sum,
             "value_squares": self.value_squares,
+            "correct": self.correct,
+            "incorrect": self.incorrect,
             "latency_buckets": {str(k): v for k, v in sorted(self.latency_buckets.items())},
         }
 
@@ -106,11 +112,12 @@ def queries(model: str) -> dict[str, str]:
         "feedback": f"sum by (version, kind) (serving_feedback_total{{{sel}}})",
         "value_sum": f"sum by (version) (serving_feedback_value_total{{{sel}}})",
         "value_squares": f"sum by (version) (serving_feedback_value_squares_total{{{sel}}})",
+        "labels": f"sum by (version, outcome) (serving_quality_labels_total{{{sel}}})",
     }
 
 
 def _key(name: str, labels: dict[str, str]) -> tuple[str, str, str]:
-    extra = {"requests": "outcome", "latency": "le", "feedback": "kind"}.get(name)
+    extra = {"requests": "outcome", "latency": "le", "feedback": "kind", "labels": "outcome"}.get(name)
     return name, labels.get("version", ""), labels.get(extra, "") if extra else ""
 
 
@@ -155,3 +162,7 @@ def _add(counts: VersionCounts, key: tuple[str, str, str], value: float) -> None
         counts.value_sum += value
     elif name == "value_squares":
         counts.value_squares += value
+    elif name == "labels" and label == "correct":
+        counts.correct += value
+    elif name == "labels" and label == "incorrect":
+        counts.incorrect += value

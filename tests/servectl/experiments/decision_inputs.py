@@ -29,14 +29,18 @@ def arm(
     converted: float = 0.0,
     feedback: float = 0.0,
     values: tuple[float, float, float] | None = None,
+    correct: float = 0.0,
+    labelled: float = 0.0,
 ) -> VersionCounts:
     """One version's counts: `latency` per 1,000 requests (scaled to `requests`; None: no histogram),
-    `converted` of `feedback` conversions, and `values` as (count, mean, sd)."""
+    `converted` of `feedback` conversions, `values` as (count, mean, sd), `correct` of `labelled` rows."""
     counts = VersionCounts(
         requests=requests,
         errors=errors,
         converted=converted,
         not_converted=feedback - converted,
+        correct=correct,
+        incorrect=labelled - correct,
         latency_buckets={b: n * requests / 1000 for b, n in (latency or {}).items()},
     )
     if values is not None:

@@ -334,6 +334,57 @@ def test_the_conversion_margin_is_met_by_a_lower_bound_equal_to_minus_it(shift: 
         assert result.reasons[1] == "conversion: CI lower bound -0.77% below -0.77%", result.reasons
 
 
+# --- accuracy on labelled feedback ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("labelled", "expected"),
+    [((49, 5000), {"tested": False, "labels": [49.0, 5000.0]}), ((0, 0), None), ((50, 50), True)],
+)
+def test_accuracy_is_tested_from_min_feedback_labels_on_each_arm(
+    labelled: tuple[int, int], expected: dict[str, object] | bool | None
+) -> None:
+    base = arm(5000, correct=labelled[0] * 0.9, labelled=labelled[0])
+    cand = arm(5000, correct=labelled[1] * 0.9, labelled=labelled[1])
+    statistics = decide(inputs(base, cand), SCHEDULE, TH).statistics
+    if expected is None:
+        assert "accuracy" not in statistics, "no labels: no accuracy entry"
+    elif expected is True:
+        assert statistics["accuracy"]["tested"] is True, statistics["accuracy"]
+    else:
+        assert statistics["accuracy"] == expected, statistics["accuracy"]
+
+
+def test_accuracy_statistics_are_the_reference_difference_of_proportions() -> None:
+    base, cand = arm(5000, correct=1801, labelled=2003), arm(5000, correct=1700, labelled=1999)
+    reference = stats.proportion_difference(1801, 2003, 1700, 1999, tau=TH.accuracy_tau, alpha=TH.alpha)
+    accuracy = decide(inputs(base, cand), SCHEDULE, TH).statistics["accuracy"]
+    expected = _rounded(reference) | {"tested": True, "baseline": 1801 / 2003, "candidate": 1700 / 1999}
+    assert accuracy == expected, accuracy
+
+
+@pytest.mark.parametrize(
+    ("base", "cand", "decision", "first_reason"),
+    [
+        pytest.param(
+            (4500, 5000), (4000, 5000), ROLLBACK, "accuracy: v2 80.00% vs v1 90.00% on labelled feedback",
+            id="significant-drop-rolls-back",
+        ),
+        pytest.param((1800, 2000), (1900, 2000), PROMOTE, PROMOTED[0], id="significant-rise-promotes"),
+        pytest.param((90000, 100000), (89900, 100000), PROMOTE, PROMOTED[0], id="drop-within-margin"),
+        pytest.param((900, 1000), (885, 1000), HOLD, "not enough evidence yet:", id="drop-not-yet-bounded"),
+    ],
+)  # fmt: skip
+def test_accuracy_rule_in_both_directions(
+    base: tuple[int, int], cand: tuple[int, int], decision: str, first_reason: str
+) -> None:
+    case = inputs(arm(5000, correct=base[0], labelled=base[1]), arm(5000, correct=cand[0], labelled=cand[1]))
+    result = decide(case, SCHEDULE, TH)
+    assert result.decision == decision and result.reasons[0].startswith(first_reason), result.reasons
+    if decision == HOLD:
+        assert result.reasons[1].startswith("accuracy: CI lower bound"), result.reasons
+
+
 # --- reported value -----------------------------------------------------------------------------------------
 
 
@@ -413,6 +464,7 @@ CHECKED = {
     "latency": (arm(600), arm(600, latency=SLIGHTLY_SLOW)),
     "conversion": (arm(5000, converted=30000, feedback=100000), arm(5000, converted=29900, feedback=100000)),
     "value": (arm(5000, values=(30000, 10.0, 4.0)), arm(5000, values=(30000, 9.98, 4.0))),
+    "accuracy": (arm(5000, correct=90000, labelled=100000), arm(5000, correct=89900, labelled=100000)),
 }
 """For each sequential test, a candidate slightly worse, not significantly, within the margin: promoted."""
 
@@ -431,7 +483,8 @@ def test_each_p_value_is_the_running_minimum_under_its_own_name(test: str) -> No
     assert apart.statistics[test]["p_value"] == now, f"{test} took another test's prior"
 
 
-@pytest.mark.parametrize("test", ["error_rate", "conversion", "value"])  # latency is judged by its interval
+# Latency is judged by its interval, not a p-value.
+@pytest.mark.parametrize("test", ["error_rate", "conversion", "value", "accuracy"])
 @pytest.mark.parametrize(("prior", "decision"), [(0.05, ROLLBACK), (0.050001, PROMOTE)])
 def test_each_regression_needs_its_p_value_at_or_under_alpha(test: str, prior: float, decision: str) -> None:
     base, cand = CHECKED[test]
