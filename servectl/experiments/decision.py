@@ -336,6 +336,14 @@ def _halt(
     inputs: Inputs, schedule: Schedule, srm_reason: str | None, regressions: list[str]
 ) -> tuple[str, list[str], int] | None:
     """Roll back or hold on what went wrong, or None when nothing did."""
+    unreconciled = sorted({*inputs.experiment.unreconciled, *inputs.step.unreconciled})
+    if unreconciled:
+        more = f" and {len(unreconciled) - 3} more" if len(unreconciled) > 3 else ""
+        reason = (
+            "counts cannot be reconciled (a counter's samples have a gap at a restart or at the window's "
+            f"start, so requests may be missing): {', '.join(unreconciled[:3])}{more}"
+        )
+        return HOLD, [reason], inputs.prior_failed_checks
     if srm_reason:
         return ROLLBACK, [srm_reason], 0
     if inputs.gate_passed is False:

@@ -1,21 +1,36 @@
-"""Reading an experiment's counts from Prometheus with PromQL.
+"""Reading an experiment's counts from Prometheus with PromQL: exact, per series, reset-aware.
 
-Counters are read as they stand at the end of the window and at its start, and subtracted: exact counts
-(no extrapolation, unlike `increase()`), which is what a test on counts needs. A series absent at the start
-counts from zero; a counter that went down (a restarted server) is clamped at zero and reported.
+Each counter series (one per pod and label set) is read on its own: its last sample at or before the start
+of the window (`last_over_time(...[1d] @ start)`; 0 for a series born inside the window) and every raw
+sample inside the window (a range selector, never `increase()`, whose extrapolation is not a count). Its
+count is the sum of the steps between consecutive samples, where a step down is a restart and adds the
+value after it (the counter began again at 0). Then series are summed by version. So a restarted pod
+counts what it served before and after, and a pod scaled away in the window counts what it served until its
+last scrape: summing first and subtracting after, as an earlier version did, counted a vanished pod's
+whole lifetime.
+
+What cannot be reconciled is reported, not guessed: a series that went down across a gap in its samples
+longer than the staleness period (requests served in the gap, before the restart, are lost without trace).
+The decision holds on it.
 """
 
 import json
 import math
+import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 ERROR_OUTCOMES = frozenset({"server_error", "unavailable", "overloaded"})
 """Outcomes a version is answerable for; client errors and unknown models are the caller's."""
 LIVE_PROTOCOLS = '"rest|grpc"'
 """Shadow requests answer nobody, so they never count towards the split or the tests."""
+BASE_LOOKBACK = "1d"
+"""How far before a window's start a series' last sample is looked for (its base)."""
+STALE_SECONDS = 300.0
+"""Prometheus' staleness period: a longer gap between two samples of a series is a gap in what it saw."""
 
 
 class PrometheusError(RuntimeError):
@@ -70,7 +85,9 @@ class Window:
     versions: dict[str, VersionCounts]
     """Version to counts."""
     resets: list[str] = field(default_factory=list)
-    """Series whose counter went down in the window (clamped at zero)."""
+    """Series whose counter went down in the window (a restart, counted from zero after it)."""
+    unreconciled: list[str] = field(default_factory=list)
+    """Series that went down across a gap longer than the staleness period: counts may be missing."""
 
     def get(self, version: str) -> VersionCounts:
         """A version's counts (zero when it had no traffic)."""
@@ -86,6 +103,16 @@ class Prometheus:
 
     def query(self, expr: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
         """An instant vector as (labels, value) pairs."""
+        return [(r["metric"], float(r["value"][1])) for r in self._result(expr, at, "vector")]
+
+    def samples(self, expr: str, at: float) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """A range selector's raw samples per series, as (labels, [(time, value), ...]) in time order."""
+        return [
+            (r["metric"], [(float(t), float(v)) for t, v in r["values"]])
+            for r in self._result(expr, at, "matrix")
+        ]
+
+    def _result(self, expr: str, at: float | None, kind: str) -> list[dict[str, Any]]:
         params = {"query": expr} | ({"time": f"{at:.3f}"} if at is not None else {})
         request = f"{self.url}/api/v1/query?{urllib.parse.urlencode(params)}"
         if not request.startswith(("http://", "https://")):
@@ -95,24 +122,21 @@ class Prometheus:
                 body = json.loads(response.read())
         except (OSError, ValueError) as error:
             raise PrometheusError(f"query failed at {self.url}: {error}; is Prometheus running?") from error
-        if body.get("status") != "success" or body["data"]["resultType"] != "vector":
+        if body.get("status") != "success" or body["data"]["resultType"] != kind:
             raise PrometheusError(f"query {expr!r} failed: {body.get('error', body)}")
-        return [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]
+        return list(body["data"]["result"])
 
 
-def queries(model: str) -> dict[str, str]:
-    """The PromQL expressions an analysis reads, by name."""
+def selectors(model: str) -> dict[str, str]:
+    """The counter series an analysis reads, by name."""
     sel = f'model="{model}"'
     return {
-        "requests": f"sum by (version, outcome) (serving_requests_total{{{sel},protocol=~{LIVE_PROTOCOLS}}})",
-        "latency": (
-            "sum by (version, le) "
-            f"(serving_request_duration_seconds_bucket{{{sel},protocol=~{LIVE_PROTOCOLS}}})"
-        ),
-        "feedback": f"sum by (version, kind) (serving_feedback_total{{{sel}}})",
-        "value_sum": f"sum by (version) (serving_feedback_value_total{{{sel}}})",
-        "value_squares": f"sum by (version) (serving_feedback_value_squares_total{{{sel}}})",
-        "labels": f"sum by (version, outcome) (serving_quality_labels_total{{{sel}}})",
+        "requests": f"serving_requests_total{{{sel},protocol=~{LIVE_PROTOCOLS}}}",
+        "latency": f"serving_request_duration_seconds_bucket{{{sel},protocol=~{LIVE_PROTOCOLS}}}",
+        "feedback": f"serving_feedback_total{{{sel}}}",
+        "value_sum": f"serving_feedback_value_total{{{sel}}}",
+        "value_squares": f"serving_feedback_value_squares_total{{{sel}}}",
+        "labels": f"serving_quality_labels_total{{{sel}}}",
     }
 
 
@@ -121,27 +145,87 @@ def _key(name: str, labels: dict[str, str]) -> tuple[str, str, str]:
     return name, labels.get("version", ""), labels.get(extra, "") if extra else ""
 
 
-def _snapshot(prom: Prometheus, model: str, at: float | None) -> dict[tuple[str, str, str], float]:
-    out: dict[tuple[str, str, str], float] = {}
-    for name, expr in queries(model).items():
-        for labels, value in prom.query(expr, at):
-            out[_key(name, labels)] = value
-    return out
+def _series_id(name: str, labels: dict[str, str]) -> str:
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__") + "}"
+
+
+@dataclass(frozen=True)
+class SeriesCount:
+    """What one series counted in a window, and whether it restarted or cannot be trusted."""
+
+    count: float
+    resets: int
+    unreconciled: bool
+
+
+def series_count(base: float, samples: list[tuple[float, float]], base_time: float | None) -> SeriesCount:
+    """The increments of a counter from `base` (sampled at `base_time`; None: born in the window) through
+    `samples`, a step down counting as a restart from zero.
+
+    Unreconciled: a step down across a gap longer than the staleness period (what the series counted
+    between its last sample and the restart was never scraped), or a change across a gap that spans
+    the window's start (how much of it happened before the start is unknown)."""
+    count, resets, unreconciled = 0.0, 0, False
+    previous, previous_time = base, base_time
+    for index, (at, value) in enumerate(samples):
+        gap = previous_time is not None and at - previous_time > STALE_SECONDS
+        if value >= previous:
+            count += value - previous
+            unreconciled |= gap and index == 0 and value != previous
+        else:
+            count += value
+            resets += 1
+            unreconciled |= gap
+        previous, previous_time = value, at
+    return SeriesCount(count, resets, unreconciled)
 
 
 def read_window(prom: Prometheus, model: str, start: float | None, end: float | None) -> Window:
-    """Per-version counts between `start` (None: since the counters began) and `end` (None: now)."""
-    last = _snapshot(prom, model, end)
-    first = _snapshot(prom, model, start) if start is not None else {}
+    """Per-version counts between `start` and `end` (None: now), summed over series after counting each.
+
+    Without a start, each series alive at the end counts its value there (its lifetime, restarts
+    included only since the last one): the experiment's analyses always pass a start."""
+    end = time.time() if end is None else end
     window = Window(versions=defaultdict(VersionCounts))
-    for key, value in last.items():
-        delta = value - first.get(key, 0.0)
-        if delta < 0:
-            window.resets.append("/".join(key))
-            delta = value
-        _add(window.versions[key[1]], key, delta)
+    for name, selector in selectors(model).items():
+        if start is None:
+            for labels, value in prom.query(selector, end):
+                _add(window.versions[labels.get("version", "")], _key(name, labels), value)
+            continue
+        bases = {
+            _series_id(name, labels): (value, stamp) for labels, value, stamp in _bases(prom, selector, start)
+        }
+        span = max(1, math.ceil(end - start))
+        for labels, samples in prom.samples(f"{selector}[{span}s]", end):
+            series = _series_id(name, labels)
+            base, stamp = bases.get(series, (0.0, None))
+            # The range is (end - span, end]: drop what a rounded-up span reaches before the start.
+            counted = series_count(base, [(t, v) for t, v in samples if t > start], stamp)
+            if counted.resets:
+                window.resets.append(series)
+            if counted.unreconciled:
+                window.unreconciled.append(series)
+            _add(window.versions[labels.get("version", "")], _key(name, labels), counted.count)
     window.versions = dict(window.versions)
     return window
+
+
+def _bases(prom: Prometheus, selector: str, start: float) -> list[tuple[dict[str, str], float, float]]:
+    """Each series' last value at or before `start`, and when it was sampled.
+
+    The raw samples of the staleness period before the start give both; a series silent for longer has
+    only its value (`last_over_time` over a day), and its time is taken as a day before the start."""
+    recent = {
+        _series_id("", labels): (labels, points[-1][1], points[-1][0])
+        for labels, points in prom.samples(f"{selector}[{STALE_SECONDS:.0f}s]", start)
+        if points
+    }
+    older = [
+        (labels, value, start - 86400.0)
+        for labels, value in prom.query(f"last_over_time({selector}[{BASE_LOOKBACK}])", start)
+        if _series_id("", labels) not in recent
+    ]
+    return [*recent.values(), *older]
 
 
 def _add(counts: VersionCounts, key: tuple[str, str, str], value: float) -> None:

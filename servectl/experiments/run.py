@@ -95,6 +95,7 @@ def analyze(experiment: Experiment, weights: dict[str, int], now: float | None =
         "step": weights[candidate],
         "window": {"experiment_start": state.experiment_start, "step_start": step_start, "end": now},
         "counter_resets": whole.resets,
+        "unreconciled": sorted({*whole.unreconciled, *step.unreconciled}),
         **analysis.to_json(),
     }
     log.append(experiment.log_path, entry)

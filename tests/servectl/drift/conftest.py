@@ -1,21 +1,16 @@
-"""A real Prometheus holding real drift series: OpenMetrics text in the serving image's metric names is
-backfilled into blocks with `promtool tsdb create-blocks-from openmetrics`, and Prometheus starts on them.
+"""A real Prometheus holding real drift series: three hours of the serving image's drift counters, backfilled
+(tests/servectl/backfill.py), so the windows, the shift's timing and the counters' increases are
+Prometheus's own."""
 
-Backfilling gives hours of history in a second, so the windows, the shift's timing and the counters'
-increases are Prometheus's own (its `increase()`, `last_over_time()` and label matching), not a fake API.
-"""
-
-import shutil
-import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
-from servectl.experiments.local_prometheus import RunningPrometheus, local_prometheus
+from servectl.experiments.local_prometheus import RunningPrometheus
+from tests.servectl.backfill import Exposition, backfilled_prometheus
 
 MODEL = "tabular-classifier"
 UNMONITORED = "legacy-model"
@@ -38,32 +33,6 @@ def profile() -> dict[str, dict[str, float]]:
     shares: dict[str, dict[str, float]] = {f: {str(b): 0.1 for b in range(10)} for f in NUMERIC}
     shares["segment"] = dict(zip(CATEGORICAL["segment"], (0.5, 0.3, 0.15, 0.05), strict=True))
     return shares
-
-
-@dataclass
-class Exposition:
-    """OpenMetrics text with timestamps: families of series, each a list of (time, value)."""
-
-    kinds: dict[str, str] = field(default_factory=dict)
-    series: dict[str, dict[str, list[tuple[float, float]]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list))
-    )
-
-    def add(self, family: str, kind: str, labels: dict[str, str], at: float, value: float) -> None:
-        """One sample; a counter's family name is without `_total`."""
-        self.kinds[family] = kind
-        rendered = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        self.series[family][rendered].append((at, value))
-
-    def text(self) -> str:
-        """The exposition, `# EOF` terminated."""
-        lines = []
-        for family, kind in self.kinds.items():
-            lines.append(f"# TYPE {family} {kind}")
-            name = f"{family}_total" if kind == "counter" else family
-            for labels, points in self.series[family].items():
-                lines.extend(f"{name}{{{labels}}} {v:.6f} {t:.3f}" for t, v in points)
-        return "\n".join([*lines, "# EOF", ""])
 
 
 def add_version(
@@ -116,16 +85,7 @@ def history(now: float) -> str:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPrometheus]:
     """Prometheus started on blocks backfilled from `history`, ending a few seconds before now."""
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: `make setup` installs Debian's prometheus package"
-    root = tmp_path_factory.mktemp("drift-prometheus")
-    source = root / "history.om"
-    source.write_text(history(time.time() - 5))
-    data = root / "data"
-    done = subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    with local_prometheus([], storage=data, log=root / "prometheus.log") as running:
+    with backfilled_prometheus(
+        tmp_path_factory.mktemp("drift-prometheus"), history(time.time() - 5)
+    ) as running:
         yield running
