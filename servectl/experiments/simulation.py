@@ -110,3 +110,36 @@ def latency_test_rejections(
     result = stats.binned_rank_test(np.cumsum(a, axis=1), np.cumsum(b, axis=1), tau=tau, alpha=design.alpha)
     fired = result.sequential.ci_low > tolerance
     return float(fired.any(axis=1).mean())
+
+
+ValueArm = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Cumulative count, sum and sum of squares of an arm's values, per experiment and look."""
+
+
+def value_arms(design: Design, cand_sd: float, cand_shift: float, seed: int) -> tuple[ValueArm, ValueArm]:
+    """Cumulative (count, sum, sum of squares) of reported values per arm and look: one value per request,
+    the baseline's N(10, 1), the candidate's N(10 + cand_shift, cand_sd^2).
+
+    Each look's sums are drawn from their exact distributions (the mean is normal, (n - 1) s^2 / sd^2 is
+    chi-square with n - 1 degrees of freedom, independent of it), so a look of a million values costs
+    what a look of ten does."""
+    rng = np.random.default_rng(seed)
+    n_base, n_cand = _split(rng, design, design.candidate_shares)
+
+    def sums(n: np.ndarray, mean: float, sd: float) -> ValueArm:
+        safe = np.maximum(n, 1)
+        sample_mean = rng.normal(mean, sd / np.sqrt(safe))
+        spread = sd * sd * rng.chisquare(np.maximum(n - 1, 1)) * (n > 1)
+        total, squares = n * sample_mean, spread + n * sample_mean**2
+        return np.cumsum(n.astype(np.float64), axis=1), np.cumsum(total, axis=1), np.cumsum(squares, axis=1)
+
+    return sums(n_base, 10.0, 1.0), sums(n_cand, 10.0 + cand_shift, cand_sd)
+
+
+def value_test_rollbacks(design: Design, cand_sd: float, cand_shift: float, tau: float, seed: int) -> float:
+    """Share of experiments the value test would roll back at some look: its running-minimum p-value at or
+    below alpha with the candidate's mean below the baseline's at that look, as `decide` judges."""
+    base, cand = value_arms(design, cand_sd, cand_shift, seed)
+    result = stats.mean_difference(base, cand, tau=tau, alpha=design.alpha)
+    p = stats.running_min(result.p_value, axis=1)
+    return float(((p <= design.alpha) & (result.estimate < 0)).any(axis=1).mean())

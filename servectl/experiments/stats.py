@@ -80,15 +80,24 @@ def mean_difference(
     """Candidate minus baseline mean of a reported value, in pooled standard deviations, always valid.
 
     Each arm is (count, sum, sum of squares), which is what the server's counters keep. Working in
-    standard deviations makes `tau` scale-free: 0.1 means "most sensitive to a tenth of an sd".
+    standard deviations makes `tau` scale-free: 0.1 means "most sensitive to a tenth of an sd". The
+    pooled sd is only the unit; the estimate's variance is Welch's, each arm's own variance over its own
+    count. With a pooled variance a candidate whose values merely vary more, on a small share of the
+    traffic, looks different when it is not (tests/servectl/experiments/test_simulation.py measures it).
     """
     nb, sb, qb = (_f(x) for x in base)
     nc, sc, qc = (_f(x) for x in cand)
     safe_nb, safe_nc = np.maximum(nb, 1.0), np.maximum(nc, 1.0)
     mean_b, mean_c = sb / safe_nb, sc / safe_nc
-    pooled = (qb - safe_nb * mean_b**2 + qc - safe_nc * mean_c**2) / np.maximum(nb + nc - 2.0, 1.0)
-    sd = np.sqrt(np.maximum(pooled, _TINY))
-    return msprt((mean_c - mean_b) / sd, 1.0 / safe_nb + 1.0 / safe_nc, tau, alpha)
+    squares_b, squares_c = (
+        np.maximum(qb - safe_nb * mean_b**2, 0.0),
+        np.maximum(qc - safe_nc * mean_c**2, 0.0),
+    )
+    unit = (squares_b + squares_c) / np.maximum(nb + nc - 2.0, 1.0)
+    var_b, var_c = squares_b / np.maximum(nb - 1.0, 1.0), squares_c / np.maximum(nc - 1.0, 1.0)
+    unit = np.maximum(unit, _TINY)
+    welch = (var_b / safe_nb + var_c / safe_nc) / unit
+    return msprt((mean_c - mean_b) / np.sqrt(unit), welch, tau, alpha)
 
 
 def running_min(p_values: ArrayLike, axis: int = -1) -> FloatArray:

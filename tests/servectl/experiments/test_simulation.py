@@ -4,9 +4,10 @@ Design: 1,000 experiments, 20 looks of 1,000 requests each, the candidate at 5% 
 five and 50% for ten (the default schedule), a look at every interval.
 """
 
+import numpy as np
 import pytest
 
-from servectl.experiments import simulation
+from servectl.experiments import simulation, stats
 from servectl.experiments.simulation import Design
 
 DESIGN = Design()
@@ -58,3 +59,29 @@ def test_latency_rank_test_false_positives_and_power() -> None:
     power = simulation.latency_test_rejections(DESIGN, 0.25, tolerance=0.05, tau=0.05, seed=42)
     assert fpr <= DESIGN.alpha, f"A/A latency: {fpr:.3f}"
     assert power >= 0.9, f"25% slower: power {power:.3f}"
+
+
+VALUES = Design(candidate_shares=(0.05,) * 20)
+"""A candidate held at 5% for 20 looks of 1,000 values: where a pooled variance goes wrong most."""
+
+
+def test_a_candidate_whose_values_merely_vary_more_is_rarely_rolled_back() -> None:
+    rate = simulation.value_test_rollbacks(VALUES, cand_sd=3.0, cand_shift=0.0, tau=0.1, seed=51)
+    assert rate <= VALUES.alpha, f"same mean, 3x the sd: rolled back in {rate:.3f} of experiments"
+
+
+def test_with_a_pooled_variance_the_same_candidate_would_be_rolled_back_often() -> None:
+    # Why Welch: the same simulated values judged with 1/n_b + 1/n_c in pooled sds.
+    base, cand = simulation.value_arms(VALUES, cand_sd=3.0, cand_shift=0.0, seed=51)
+    (nb, sb, qb), (nc, sc, qc) = base, cand
+    pooled = np.sqrt((qb - sb**2 / nb + qc - sc**2 / nc) / (nb + nc - 2))
+    effect = (sc / np.maximum(nc, 1) - sb / nb) / pooled
+    result = stats.msprt(effect, 1 / nb + 1 / np.maximum(nc, 1), 0.1, VALUES.alpha)
+    p = stats.running_min(result.p_value, axis=1)
+    rate = float(((p <= VALUES.alpha) & (result.estimate < 0)).any(axis=1).mean())
+    assert rate > 3 * VALUES.alpha, f"a pooled variance rolled back only {rate:.3f}"
+
+
+def test_the_value_test_still_catches_a_lower_mean_on_a_more_variable_candidate() -> None:
+    rate = simulation.value_test_rollbacks(VALUES, cand_sd=3.0, cand_shift=-0.5, tau=0.1, seed=52)
+    assert rate >= 0.9, f"mean 0.5 baseline sd lower at 3x the sd: caught in {rate:.3f}"

@@ -132,20 +132,27 @@ def arm(samples: np.ndarray) -> tuple[int, float, float]:
     ("base", "cand"),
     [
         ([10.0, 12.0, 9.5, 11.0, 10.5, 13.0, 8.0, 12.5], [11.0, 13.5, 12.0, 14.0, 12.5, 13.0, 11.5, 15.0]),
-        ([10.0], [11.0, 13.5, 12.0, 14.0, 12.5]),  # one value in the baseline
-        ([10.0, 12.0, 9.5, 11.0], [11.0]),  # one value in the candidate
-        ([10.0], [11.0, 13.0]),  # three values: one degree of freedom
+        ([10.0, 10.5], [11.0, 19.5, 2.0, 24.0, 12.5, 0.5]),  # a candidate far more variable
+        ([10.0, 12.0, 9.5, 11.0], [11.0, 11.2]),  # two values in the candidate
+        ([10.0, 12.5], [11.0, 13.0]),  # two values each
     ],
 )
-def test_mean_difference_is_the_pooled_t_statistic_scaled_to_standard_deviations(
+def test_mean_difference_is_welchs_t_statistic_in_pooled_standard_deviations(
     base: list[float], cand: list[float]
 ) -> None:
     b, c = np.asarray(base), np.asarray(cand)
     result = stats.mean_difference(arm(b), arm(c), tau=0.1, alpha=0.05)
-    t = sps.ttest_ind(c, b, equal_var=True).statistic
-    variance = 1 / len(b) + 1 / len(c)
-    # t = (mean_c - mean_b) / (sd_pooled sqrt(1/n_b + 1/n_c)), so the effect in sd is t sqrt(1/n_b + 1/n_c).
-    assert_always_valid(result, float(t * np.sqrt(variance)), variance, tau=0.1, alpha=0.05)
+    welch = sps.ttest_ind(c, b, equal_var=False).statistic
+    pooled = sps.ttest_ind(c, b, equal_var=True).statistic
+    unit = np.sqrt(((len(b) - 1) * b.var(ddof=1) + (len(c) - 1) * c.var(ddof=1)) / (len(b) + len(c) - 2))
+    effect = (c.mean() - b.mean()) / unit
+    # Welch: t = (mean_c - mean_b) / sqrt(s_b^2/n_b + s_c^2/n_c), so in units of the pooled sd the estimate's
+    # variance is (effect / t)^2; the pooled t would give 1/n_b + 1/n_c instead.
+    variance = float((effect / welch) ** 2)
+    assert variance == pytest.approx((b.var(ddof=1) / len(b) + c.var(ddof=1) / len(c)) / unit**2)
+    assert_always_valid(result, float(effect), variance, tau=0.1, alpha=0.05)
+    if abs(welch - pooled) > 0.01:
+        assert variance != pytest.approx(1 / len(b) + 1 / len(c)), "the pooled variance is not used"
 
 
 # --- ranks: Mann-Whitney U with the tie correction, as scipy's asymptotic test computes it ---------------
