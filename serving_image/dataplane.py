@@ -5,10 +5,11 @@ neither HTTP nor gRPC. Every model version that loaded gets a dynamic batcher.
 """
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,8 @@ class DataPlane:
         self._served = ServedRequests(capacity=served_capacity)
         ready_versions = [v for m in repository.models.values() for v in m.versions.values() if v.ready]
         self._executor = ThreadPoolExecutor(max_workers=max(1, len(ready_versions)), thread_name_prefix="ort")
+        # Versions loaded on SIGHUP get threads of their own, so they do not queue behind the others' runs.
+        self._added_executors: list[ThreadPoolExecutor] = []
 
     async def start(self) -> None:
         """Start a batcher per loaded version and publish readiness."""
@@ -115,30 +118,40 @@ class DataPlane:
             self._drift_flusher = asyncio.create_task(self.drift.flush_periodically())
         for model in self.repository.models.values():
             for version in model.versions.values():
-                self.metrics.model_ready.labels(model.name, version.version).set(int(version.ready))
                 self.drift.register(model.name, version)
-                if version.runtime is None:
-                    continue
-                observer = _BatchMetrics(self.metrics, model.name, version.version)
-                batcher = DynamicBatcher(
-                    version.runtime.run,
-                    max_batch_size=model.config.max_batch_size if version.runtime.batchable else 0,
-                    max_queue_delay=model.config.max_queue_delay_ms / 1000,
-                    max_queue_size=model.config.max_queue_size,
-                    executor=self._executor,
-                    observer=observer,
-                    label=f"{model.name}/{version.version}",
-                    tracer=self.tracing,
+                cost = (
+                    None
+                    if version.runtime is None
+                    else _warm_up(version.runtime, model.name, version.version)
                 )
-                _warm_up(version.runtime, batcher, model.name, version.version)
-                self._batchers[(model.name, version.version)] = (batcher, observer)
-                if self._cache_limits.enabled and model.config.response_cache:
-                    labels = (model.name, version.version)
-                    self._caches[labels] = (
-                        ResponseCache(self._cache_limits),
-                        self.metrics.response_cache_hits.labels(*labels),
-                        self.metrics.response_cache_misses.labels(*labels),
-                    )
+                self._serve(model, version, cost, self._executor)
+
+    def _serve(self, model: Model, version: ModelVersion, cost: float | None, executor: Executor) -> None:
+        """Publish a version's readiness and, if it loaded, give it a batcher (and a cache if configured)."""
+        self.metrics.model_ready.labels(model.name, version.version).set(int(version.ready))
+        if version.runtime is None:
+            return
+        observer = _BatchMetrics(self.metrics, model.name, version.version)
+        batcher = DynamicBatcher(
+            version.runtime.run,
+            max_batch_size=model.config.max_batch_size if version.runtime.batchable else 0,
+            max_queue_delay=model.config.max_queue_delay_ms / 1000,
+            max_queue_size=model.config.max_queue_size,
+            executor=executor,
+            observer=observer,
+            label=f"{model.name}/{version.version}",
+            tracer=self.tracing,
+        )
+        if cost is not None:
+            batcher.record_cost(cost, 1)
+        self._batchers[(model.name, version.version)] = (batcher, observer)
+        if self._cache_limits.enabled and model.config.response_cache:
+            labels = (model.name, version.version)
+            self._caches[labels] = (
+                ResponseCache(self._cache_limits),
+                self.metrics.response_cache_hits.labels(*labels),
+                self.metrics.response_cache_misses.labels(*labels),
+            )
 
     async def stop(self) -> None:
         """Finish queued work and release the threads."""
@@ -146,7 +159,8 @@ class DataPlane:
         if self._drift_flusher is not None:
             self._drift_flusher.cancel()
         self.drift.flush()
-        self._executor.shutdown(wait=True)
+        for executor in (self._executor, *self._added_executors):
+            executor.shutdown(wait=True)
         if self.tracing is not None:
             self.tracing.shutdown()  # exports the spans still buffered
 
@@ -298,11 +312,46 @@ class DataPlane:
             self.metrics.feedback_value_squares.labels(model.name, version).inc(feedback.value**2)
         return model.name, version
 
-    def reload(self) -> list[str]:
-        """Apply every model's variants from its config.yaml again; the problems found, if any."""
+    async def reload(self) -> list[str]:
+        """Load the version directories that are new (or failed before), then apply every model's variants
+        from its config.yaml again; the problems found, if any.
+
+        Loading and warming up run in a thread, so requests go on being served by the versions already
+        loaded; a new version takes traffic only once it is warm and the config that names it is applied.
+        """
+        added = await asyncio.to_thread(self._load_unloaded)
+        ready = [entry for entry in added if entry[1].ready]
+        executor = None
+        if ready:
+            executor = ThreadPoolExecutor(max_workers=len(ready), thread_name_prefix="ort")
+            self._added_executors.append(executor)
+        for model, version, cost in added:
+            model.versions[version.version] = version
+            self._serve(model, version, cost, executor or self._executor)
         problems = self.repository.reload_variants()
         self.metrics.config_reloads.labels("failed" if problems else "success").inc()
         return problems
+
+    def _load_unloaded(self) -> list[tuple[Model, ModelVersion, float | None]]:
+        """Load, warm up and register for drift every unloaded version directory (blocking; in a thread)."""
+        added: list[tuple[Model, ModelVersion, float | None]] = []
+        unloaded = self.repository.unloaded_versions()
+        if unloaded:
+            log_event("versions_loading", pid=os.getpid(), versions=[f"{m.name}/{n}" for m, n, _ in unloaded])
+        for model, name, path in unloaded:
+            version = self.repository.load_version(model, name, path)
+            cost = None
+            if version.runtime is None:
+                log_event("model_load_failed", pid=os.getpid(), model=model.name, version=name,
+                          path=str(version.path), reason=version.error)  # fmt: skip
+            else:
+                cost = _warm_up(version.runtime, model.name, name)
+                log_event("model_warmed_up", pid=os.getpid(), model=model.name, version=name,
+                          batch_sizes=len(version.runtime.warmed), problem=version.warm_up_problem,
+                          loaded="on SIGHUP")  # fmt: skip
+            self.drift.register(model.name, version)
+            added.append((model, version, cost))
+        return added
 
     async def drain(self, grace_seconds: float, inflight: Callable[[], int]) -> None:
         """Readiness false (if it is not yet), then wait up to the grace period for in-flight requests."""
@@ -324,13 +373,13 @@ async def _inject(fault: FaultConfig, label: str) -> None:
         raise InjectedFault(f"injected fault on '{label}' (error_ratio {fault.error_ratio})")
 
 
-def _warm_up(runtime: OnnxModel, batcher: DynamicBatcher, model: str, version: str) -> None:
-    """Run one zero row before serving: the first run allocates, and its cost seeds the batcher.
+def _warm_up(runtime: OnnxModel, model: str, version: str) -> float | None:
+    """Run one zero row before serving: the first run allocates, and its cost (seconds) seeds the batcher.
 
     Only where the repository's warm-up ran one row: where it failed, that failure is logged already.
     """
     if not runtime.batchable or 1 not in runtime.warmed:
-        return
+        return None
     feeds = {
         spec.name: np.zeros((1, *spec.shape[1:]), dtype=numpy_dtype(spec.datatype)) for spec in runtime.inputs
     }
@@ -341,8 +390,8 @@ def _warm_up(runtime: OnnxModel, batcher: DynamicBatcher, model: str, version: s
     except Exception as error:  # a model that cannot take zeros still serves; it just starts cold
         log_event("warm_up_failed", model=model, version=version, problem="the batcher's cost probe failed",
                   **failure_fields(error))  # fmt: skip
-        return
-    batcher.record_cost(time.perf_counter() - started, 1)
+        return None
+    return time.perf_counter() - started
 
 
 def _loaded(model: Model, entry: ModelVersion) -> OnnxModel:

@@ -199,7 +199,8 @@ class DriftMonitor:
             self._metrics.drift_monitored.labels(model, version.version).set(0)
             log_event("drift_not_monitored", model=model, version=version.version, reason=reason)
             return reason
-        self._versions[(model, version.version)] = counters
+        with self._lock:  # a version loaded on SIGHUP registers from a thread while a scrape may flush
+            self._versions[(model, version.version)] = counters
         self._metrics.drift_monitored.labels(model, version.version).set(1)
         return None
 

@@ -2,7 +2,9 @@
 
 Every model is loaded up front, never in the request path, and warmed up at each batch size
 its batcher can form before it counts as ready. A model or version that fails to load is
-kept with its path and reason and marked not ready; the others still serve.
+kept with its path and reason and marked not ready; the others still serve. On SIGHUP, version
+directories that appeared since (or failed before) are loaded the same way, off the event loop
+(``unloaded_versions``, ``load_version``), before the variants are re-read.
 """
 
 import traceback
@@ -86,8 +88,19 @@ class LoadFailure:
 class Repository:
     """All models of a repository directory, loaded."""
 
-    def __init__(self, models: dict[str, Model]) -> None:
+    def __init__(
+        self,
+        models: dict[str, Model],
+        intra_op_threads: int = 1,
+        warm_up_every_size_up_to: int = WARM_UP_EVERY_SIZE_UP_TO,
+        scans_versions: bool = True,
+    ) -> None:
         self.models = models
+        self.intra_op_threads = intra_op_threads
+        self.warm_up_every_size_up_to = warm_up_every_size_up_to
+        self.scans_versions = scans_versions
+        """Whether each model directory holds version directories to look for on SIGHUP (not so for
+        ``load_one_version``, whose directory is the version itself)."""
 
     @classmethod
     def load(
@@ -101,7 +114,7 @@ class Repository:
             for path in sorted(root.iterdir())
             if path.is_dir() and not path.name.startswith(".")
         }
-        return cls(models)
+        return cls(models, intra_op_threads, warm_up_every_size_up_to)
 
     @classmethod
     def load_one_version(
@@ -119,7 +132,10 @@ class Repository:
         if not root.is_dir():
             raise FileNotFoundError(f"model directory {root} is not a directory")
         return cls(
-            {model: _load_model(root, intra_op_threads, warm_up_every_size_up_to, model, {version: root})}
+            {model: _load_model(root, intra_op_threads, warm_up_every_size_up_to, model, {version: root})},
+            intra_op_threads,
+            warm_up_every_size_up_to,
+            scans_versions=False,
         )
 
     def failures(self) -> list[LoadFailure]:
@@ -140,11 +156,64 @@ class Repository:
         """Every model is ready."""
         return all(model.ready for model in self.models.values())
 
+    def unloaded_versions(self) -> list[tuple[Model, str, Path]]:
+        """The version directories of every serving model that are not loaded: new, or failed before.
+
+        A directory is taken as complete once it exists: ``servectl.publish.publish_local`` (which
+        ``servectl retrain`` uses) writes a version elsewhere and renames the whole directory into
+        place, so a half-written version is never seen under its name. Whoever copies versions in by
+        other means must do the same. A loaded version whose directory is gone is logged and kept: its
+        session is in memory, and unloading it is left to a restart. Models that did not serve at start
+        (no router) and new model directories also wait for a restart.
+        """
+        if not self.scans_versions:
+            return []
+        found: list[tuple[Model, str, Path]] = []
+        for model in self.models.values():
+            if model.router is None:
+                continue
+            try:
+                present = {p.name: p for p in sorted(model.path.iterdir()) if p.is_dir()}
+            except OSError as error:  # the model's directory is gone or unreadable: keep what is loaded
+                log_event(
+                    "model_directory_unreadable", model=model.name, path=str(model.path), error=str(error)
+                )
+                continue
+            for name, version in model.versions.items():
+                if version.ready and name not in present:
+                    log_event("version_directory_removed", model=model.name, version=name,
+                              path=str(version.path.parent), serving="until restart")  # fmt: skip
+            # A failed numbered version is retried (its files may be right now); a misnamed one never loads.
+            found.extend(
+                (model, name, path)
+                for name, path in present.items()
+                if name not in model.versions or (name.isdigit() and not model.versions[name].ready)
+            )
+        return found
+
+    def load_version(self, model: Model, name: str, version_dir: Path) -> ModelVersion:
+        """Load and warm up one version of ``model`` (blocking: call it off the event loop); never raises.
+
+        The model's start-up batching limits size the warm-up, as they size its batcher.
+        """
+        try:
+            return _load_and_warm(
+                model, name, version_dir, self.intra_op_threads, self.warm_up_every_size_up_to
+            )
+        except Exception as error:  # must not end a reload: the version is recorded as failed
+            log_event("version_load_error", model=model.name, version=name, **failure_fields(error))
+            version = ModelVersion(model=model.name, version=name, path=version_dir / MODEL_FILE)
+            version.error = f"{version.path}: {type(error).__name__}: {str(error)[:MESSAGE_CHARS]}"
+            return version
+
     def reload_variants(self) -> list[str]:
         """Re-read every model's config.yaml and apply its variants; a bad file keeps the old config.
 
         Only the variants change live (weights, routes, sticky, shadow, faults): batching limits
-        size queues that already exist, so they take effect at the next start.
+        size queues that already exist, so they take effect at the next start. A config that would
+        send traffic (a weight above 0, a header route, the shadow, or, with no variants, the highest
+        version as default) to a version that did not load is refused like one that names a missing
+        directory.
         """
         problems: list[str] = []
         for model in self.models.values():
@@ -156,12 +225,13 @@ class Repository:
                 problems.append(str(error))
                 continue
             numeric = sorted((v for v in model.versions if v.isdigit()), key=int)
-            problem = _unknown_versions(config, numeric, model.path)
+            router = VariantRouter(config.variants, default_version=numeric[-1])
+            problem = _unknown_versions(config, numeric, model.path) or _unloaded_targets(model, router)
             if problem:
                 problems.append(problem)
                 continue
             model.config = model.config.model_copy(update={"variants": config.variants})
-            model.router = VariantRouter(config.variants, default_version=numeric[-1])
+            model.router = router
         return problems
 
 
@@ -182,15 +252,9 @@ def _load_model(
     if version_dirs is None:
         version_dirs = {p.name: p for p in sorted(path.iterdir()) if p.is_dir()}
     for version_name, version_dir in version_dirs.items():
-        version = _load_version(model.name, version_name, version_dir, intra_op_threads)
-        if version.runtime is not None:
-            sizes = warm_up_sizes(model.config.max_batch_size, warm_up_every_size_up_to)
-            version.warm_up_problem = version.runtime.warm_up(sizes)
-            if version.runtime.warm_up_error is not None:
-                log_event("warm_up_failed", model=model.name, version=version.version,
-                          problem=version.warm_up_problem,
-                          **failure_fields(version.runtime.warm_up_error))  # fmt: skip
-        model.versions[version_name] = version
+        model.versions[version_name] = _load_and_warm(
+            model, version_name, version_dir, intra_op_threads, warm_up_every_size_up_to
+        )
     numeric = sorted((v for v in model.versions if v.isdigit()), key=int)
     if not numeric:
         model.error = f"{path}: no version directories (expected {path}/<version>/{MODEL_FILE})"
@@ -201,6 +265,29 @@ def _load_model(
         return model
     model.router = VariantRouter(model.config.variants, default_version=numeric[-1])
     return model
+
+
+def _load_and_warm(
+    model: Model, name: str, version_dir: Path, intra_op_threads: int, warm_up_every_size_up_to: int
+) -> ModelVersion:
+    version = _load_version(model.name, name, version_dir, intra_op_threads)
+    if version.runtime is not None:
+        sizes = warm_up_sizes(model.config.max_batch_size, warm_up_every_size_up_to)
+        version.warm_up_problem = version.runtime.warm_up(sizes)
+        if version.runtime.warm_up_error is not None:
+            log_event("warm_up_failed", model=model.name, version=version.version,
+                      problem=version.warm_up_problem,
+                      **failure_fields(version.runtime.warm_up_error))  # fmt: skip
+    return version
+
+
+def _unloaded_targets(model: Model, router: VariantRouter) -> str | None:
+    targets = set(router.versions) | ({router.shadow_version} if router.shadow_version else set())
+    unloaded = sorted((v for v in targets if not model.versions[v].ready), key=int)
+    if unloaded:
+        reasons = "; ".join(f"{v}: {model.versions[v].error}" for v in unloaded)
+        return f"{model.path}/config.yaml: key 'variants' routes to versions that did not load ({reasons})"
+    return None
 
 
 def _unknown_versions(config: ModelConfig, versions: list[str], path: Path) -> str | None:

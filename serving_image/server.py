@@ -38,7 +38,7 @@ from serving_image.grpc_wire import Handler, Parser
 from serving_image.http2_connection import ConnectionLimits
 from serving_image.http_protocol import HttpLimits, protocol_class
 from serving_image.metrics import Metrics, MetricsEndpoint
-from serving_image.repository import Repository
+from serving_image.repository import Repository, failure_fields
 from serving_image.response_cache import CacheLimits
 from serving_image.rest import RestApp
 from serving_image.settings import Settings, load_settings
@@ -131,8 +131,10 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
               async_inference=_async_mode(settings))  # fmt: skip
     jobs.start_worker(settings, dataplane, tracker, access_log)
 
-    def on_hangup() -> None:  # SIGHUP: the variant config, and the TLS files at once
-        _reload(dataplane)
+    reloads = _Reloads(dataplane)
+
+    def on_hangup() -> None:  # SIGHUP: new version directories then the variant config; the TLS files at once
+        reloads.request()
         if certificates is not None:
             certificates.check(force=True)
 
@@ -147,6 +149,7 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     await transports.stop_metrics()
     if watcher is not None:
         watcher.cancel()
+    await reloads.cancel()
     await dataplane.stop()
     access_log.flush()
     log_event("server_stopped", pid=os.getpid(), inflight=tracker.inflight)
@@ -430,12 +433,48 @@ def _load_repository(settings: Settings) -> Repository | None:
     return repository
 
 
-def _reload(dataplane: DataPlane) -> None:
-    problems = dataplane.reload()
-    if problems:
-        log_event("config_reload_failed", pid=os.getpid(), problems=problems)
-    else:
-        log_event("config_reloaded", pid=os.getpid(), models=sorted(dataplane.repository.models))
+class _Reloads:
+    """SIGHUP's model work, one reload at a time: new versions load in a thread while requests are served.
+
+    SIGHUPs that arrive during a reload are folded into one more reload after it, so every signal is
+    followed by a reload that started after it, and a burst of signals costs at most two.
+    """
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dataplane = dataplane
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def request(self) -> None:
+        """Reload now, or once more after the reload that is running."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        else:
+            self._again = True
+
+    async def _run(self) -> None:
+        self._again = True
+        while self._again:
+            self._again = False
+            try:
+                problems = await self._dataplane.reload()
+            except Exception as error:  # a reload that breaks must not stop later SIGHUPs from working
+                log_event("config_reload_failed", pid=os.getpid(), problems=["unexpected error"],
+                          **failure_fields(error))  # fmt: skip
+                continue
+            if problems:
+                log_event("config_reload_failed", pid=os.getpid(), problems=problems)
+            else:
+                log_event(
+                    "config_reloaded", pid=os.getpid(), models=sorted(self._dataplane.repository.models)
+                )
+
+    async def cancel(self) -> None:
+        """Stop a reload under way (at shutdown): a version still loading in its thread is dropped."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 # After sending its close_notify, a TLS connection being closed waits this long for the client's

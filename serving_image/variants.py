@@ -43,6 +43,11 @@ class VariantRouter:
         routed = {version for _, _, version in self._routes}
         return tuple(sorted({*self._versions, *routed} or {self._default}, key=int))
 
+    @property
+    def shadow_version(self) -> str | None:
+        """The version a share of requests is mirrored to, if any."""
+        return self._shadow[0] if self._shadow else None
+
     def choose(self, headers: Mapping[str, str]) -> str:
         """The version for a request with these (lower-case) headers."""
         for header, value, version in self._routes:
