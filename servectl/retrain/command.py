@@ -37,6 +37,11 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "serving_image" / "mo
     "--min-interval", type=click.FloatRange(min=0), default=3600.0, show_default=True, metavar="SECONDS",
     help="Rate limit: at most one retrain of a model per this many seconds.",
 )  # fmt: skip
+@click.option(
+    "--server-pid", type=click.IntRange(min=1), metavar="PID",
+    help="A running server on --repository: after publishing, send it SIGHUP so it loads the version "
+    "and applies the canary weights.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def retrain_command(
     model: str,
@@ -46,6 +51,7 @@ def retrain_command(
     trigger: str | None,
     state: Path | None,
     min_interval: float,
+    server_pid: int | None,
     as_json: bool,
 ) -> None:
     """Retrain MODEL from labelled data, refuse it if worse than the serving version, else publish N+1.
@@ -61,6 +67,7 @@ def retrain_command(
         margin=margin,
         trigger=trigger,
         min_interval=min_interval,
+        server_pid=server_pid,
     )
     outcome = retrain(request)
     if as_json:

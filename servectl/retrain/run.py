@@ -38,6 +38,8 @@ class Request:
     margin: float = 0.01
     trigger: str | None = None
     min_interval: float = 3600.0
+    server_pid: int | None = None
+    """A running server to send SIGHUP once the version is published and the canary weights written."""
 
 
 @dataclass(kw_only=True)
@@ -163,7 +165,7 @@ def _train_and_publish(
     )
     (staging / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     target = publish_local(staging, request.repository, request.model, version, _caller())
-    started = canary(request.repository, request.model, parent.version, version)
+    started = canary(request.repository, request.model, parent.version, version, request.server_pid)
     outcome.outcome, outcome.version = PUBLISHED, version
     outcome.reason = f"published {request.model} version {version} at {target}; {started}"
     _handled(state, request, outcome, now)

@@ -96,14 +96,15 @@ def _json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def canary(repository: Path, model: str, parent: str, version: str) -> str:
+def canary(repository: Path, model: str, parent: str, version: str, server_pid: int | None = None) -> str:
     """Give ``version`` the first rollout step's share against ``parent`` in the model's config.yaml.
 
     The experiment code writes the weights (a local config.yaml carries no schedule, so the schedule's
-    default first step applies). A running server re-reads weights on SIGHUP but loads new version
-    directories only at start, so no signal is sent: the server takes the canary when it restarts.
+    default first step applies). With ``server_pid``, the server is sent SIGHUP through the same
+    ``ServerTarget`` path the experiments use: it loads the new version directory, warms it up, and only
+    then applies the weights. Without it, the server takes the canary at its next SIGHUP or start.
     """
-    target = ServerTarget(repository, model, None)
+    target = ServerTarget(repository, model, server_pid)
     try:
         weights = target.weights()
     except (OSError, KeyError) as error:
@@ -111,8 +112,20 @@ def canary(repository: Path, model: str, parent: str, version: str) -> str:
     step = Schedule().steps[0]
     try:
         applied = target.apply(next_weights({**weights, version: 0}, parent, version, step))
+    except ProcessLookupError:  # the weights are written; only the signal found no process
+        return (
+            f"canary weights written at the first rollout step ({step}%), but no process {server_pid} to "
+            "signal: send the server SIGHUP to load it (kill -HUP <pid>)"
+        )
     except (OSError, WeightsFileError) as error:
         return f"canary not started: {error}"
+    written = applied.split(";")[0]
+    if server_pid is None:
+        return (
+            f"canary at the first rollout step ({step}%): {written}; send the server SIGHUP to load "
+            "the version and apply them (kill -HUP <pid>, or --server-pid)"
+        )
     return (
-        f"canary at the first rollout step ({step}%): {applied.split(';')[0]}; restart the server to load it"
+        f"canary at the first rollout step ({step}%): {written}; sent SIGHUP to server pid {server_pid}, "
+        f"which loads version {version} and then applies them"
     )
