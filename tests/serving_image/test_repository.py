@@ -88,3 +88,62 @@ def test_a_logged_traceback_and_message_are_bounded_in_size() -> None:
     assert fields["traceback"].startswith("[...]\n"), "a cut traceback says that it was cut"
     assert fields["traceback"].endswith("x" * 100 + "\n"), "the cut keeps the end"
     assert fields["error"] == message[:MESSAGE_CHARS], len(fields["error"])
+
+
+def unloaded(repository: Repository) -> list[tuple[str, str]]:
+    return [(model.name, name) for model, name, _ in repository.unloaded_versions()]
+
+
+def test_sighup_finds_new_and_failed_numbered_versions_of_serving_models(tmp_path: Path) -> None:
+    root = tmp_path / "repository"
+    save_model(doubler_graph(), root / "m" / "1" / "model.onnx")
+    (root / "m" / "2").mkdir()  # no model.onnx: failed at start, tried again
+    (root / "m" / "latest").mkdir()  # a misnamed directory never loads: not tried again
+    (root / "empty").mkdir()  # a model that did not serve at start waits for a restart
+    repository = Repository.load(root, intra_op_threads=1)
+    save_model(doubler_graph(), root / "m" / "3" / "model.onnx")
+    save_model(doubler_graph(), root / "empty" / "1" / "model.onnx")
+    assert unloaded(repository) == [("m", "2"), ("m", "3")]
+    model = repository.models["m"]
+    loaded = repository.load_version(model, "3", root / "m" / "3")
+    assert loaded.ready and loaded.runtime is not None and loaded.runtime.warmed, loaded.error
+    failed = repository.load_version(model, "2", root / "m" / "2")
+    assert not failed.ready and failed.error == f"{root / 'm' / '2' / 'model.onnx'}: file not found", (
+        failed.error
+    )
+
+
+def test_a_repository_of_one_version_looks_for_no_new_ones(tmp_path: Path) -> None:
+    save_model(doubler_graph(), tmp_path / "model.onnx")
+    repository = Repository.load_one_version(tmp_path, "m", "1", intra_op_threads=1)
+    save_model(doubler_graph(), tmp_path / "2" / "model.onnx")
+    assert repository.unloaded_versions() == [], "its directory is the version itself"
+
+
+@pytest.mark.parametrize(
+    ("variants", "refused"),
+    [
+        ('{weights: {"1": 90, "2": 10}}', True),
+        ('{weights: {"1": 100}, routes: [{header: x-canary, value: "yes", version: "2"}]}', True),
+        ('{weights: {"1": 100}, shadow: {version: "2", percent: 10}}', True),
+        ('{weights: {"1": 100, "2": 0}}', False),
+        ('{weights: {"1": 100}, faults: {"2": {delay_ms: 5}}}', False),
+    ],
+    ids=["weight", "route", "shadow", "zero-weight", "fault-only"],
+)
+def test_a_reload_that_routes_to_a_version_that_did_not_load_is_refused(
+    tmp_path: Path, variants: str, refused: bool
+) -> None:
+    save_model(doubler_graph(), tmp_path / "m" / "1" / "model.onnx")
+    (tmp_path / "m" / "2").mkdir()
+    write_config(tmp_path / "m", 'variants: {weights: {"1": 100}}\n')
+    repository = Repository.load(tmp_path, intra_op_threads=1)
+    write_config(tmp_path / "m", f"variants: {variants}\n")
+    problems = repository.reload_variants()
+    router = repository.models["m"].router
+    assert router is not None
+    if refused:
+        assert len(problems) == 1 and "routes to versions that did not load (2: " in problems[0], problems
+        assert router.versions == ("1",) and router.shadow_version is None, "the old config stands"
+    else:
+        assert problems == [], problems
