@@ -23,6 +23,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import replace as replace_field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -69,6 +70,13 @@ class Target:
     region: str
     bucket: str
     key_id: str = ""
+    root: str = "models"
+    """The key prefix the model repository sits under: versions go to `<root>/<model>/<version>/`."""
+
+    @property
+    def url(self) -> str:
+        """`s3://BUCKET/ROOT`, for messages."""
+        return f"s3://{self.bucket}/{self.root}"
 
 
 def scan(directory: Path) -> list[FileEntry]:
@@ -324,31 +332,51 @@ def publish(
     directory: Path,
 ) -> None:
     """Upload a model version DIRECTORY to models/MODEL/VERSION/ in every region's model bucket."""
-    import boto3
-
     if not NAME.match(model):
         raise PublishError(f"--model {model!r}: use lower case letters, digits and dashes")
     if not VERSION.match(version):
         raise PublishError(f"--version {version!r}: use letters, digits, dots, dashes and underscores")
-    files = scan(directory)
     chosen = targets(stack, buckets, outputs)
     if kms_key and len(chosen) > 1:
         raise PublishError(
             "--kms-key names one regional key: give it with a single --bucket, or rely on defaults"
         )
-    prefix = f"models/{model}/{version}/"
+    upload_version(
+        directory, model, version, chosen, replace=replace, kms_key=kms_key, endpoint_url=endpoint_url
+    )
+
+
+def upload_version(
+    directory: Path,
+    model: str,
+    version: str,
+    chosen: list[Target],
+    *,
+    replace: bool = False,
+    kms_key: str | None = None,
+    endpoint_url: str | None = None,
+) -> str:
+    """Publish DIRECTORY as `<root>/MODEL/VERSION/` in every target bucket; returns the caller's ARN.
+
+    Every bucket is checked (the version absent unless ``replace``, its SSE-KMS key known) before anything
+    is written anywhere; then each gets the files, SHA256SUMS and, last, the manifest, each read back.
+    `servectl publish` and `servectl retrain --publish-bucket` both publish through here."""
+    import boto3
+
+    files = scan(directory)
     clients, stale, ready = {}, {}, []
     for target in chosen:  # every check, in every region, before anything is written anywhere
-        s3 = clients[target.region] = boto3.client("s3", region_name=target.region, endpoint_url=endpoint_url)
+        prefix = f"{target.root}/{model}/{version}/"
+        s3 = clients[target.bucket] = boto3.client("s3", region_name=target.region, endpoint_url=endpoint_url)
         keys = existing(s3, target.bucket, prefix)
         if keys and not replace:
             raise PublishError(
                 f"s3://{target.bucket}/{prefix}: version exists ({len(keys)} objects); use --replace"
             )
-        stale[target.region] = sorted(
+        stale[target.bucket] = sorted(
             set(keys) - {f"{prefix}{f.path}" for f in files} - {prefix + SUMS, prefix + MANIFEST}
         )
-        ready.append(Target(target.region, target.bucket, bucket_key(s3, target, kms_key)))
+        ready.append(replace_field(target, key_id=bucket_key(s3, target, kms_key)))
     sts = boto3.client("sts", region_name=chosen[0].region, endpoint_url=endpoint_url)
     with s3_errors("sts:GetCallerIdentity"):
         caller = sts.get_caller_identity()["Arn"]
@@ -357,6 +385,8 @@ def publish(
         MANIFEST: manifest(model, version, files, caller, datetime.now(UTC)).encode(),
     }
     for target in ready:
-        publish_to(clients[target.region], target, prefix, directory, files, extra)
-        remove_stale(clients[target.region], target, prefix, stale[target.region])
+        prefix = f"{target.root}/{model}/{version}/"
+        publish_to(clients[target.bucket], target, prefix, directory, files, extra)
+        remove_stale(clients[target.bucket], target, prefix, stale[target.bucket])
     click.echo(f"published {model} {version} to {len(ready)} region(s) as {caller}")
+    return str(caller)
