@@ -42,6 +42,11 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "serving_image" / "mo
     help="A running server on --repository: after publishing, send it SIGHUP so it loads the version "
     "and applies the canary weights.",
 )  # fmt: skip
+@click.option(
+    "--publish-bucket", "publish_buckets", multiple=True, metavar="s3://BUCKET[/PREFIX]",
+    help="Model bucket (repeatable; PREFIX defaults to models): the serving version is read from the first, "
+    "the new one published to every one, and no canary started (the cluster's weights are the stack's).",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def retrain_command(
     model: str,
@@ -52,6 +57,7 @@ def retrain_command(
     state: Path | None,
     min_interval: float,
     server_pid: int | None,
+    publish_buckets: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Retrain MODEL from labelled data, refuse it if worse than the serving version, else publish N+1.
@@ -59,6 +65,8 @@ def retrain_command(
     Exit status: 0 published, 3 refused (worse beyond the margin), 4 skipped (trigger handled, rate limit,
     or a retrain of the model running), 2 bad data or arguments, 1 any other failure.
     """
+    if server_pid is not None and publish_buckets:
+        raise click.UsageError("--server-pid is for a local server; --publish-bucket starts no canary")
     request = Request(
         model=model,
         data=uri,
@@ -68,6 +76,7 @@ def retrain_command(
         trigger=trigger,
         min_interval=min_interval,
         server_pid=server_pid,
+        publish_buckets=publish_buckets,
     )
     outcome = retrain(request)
     if as_json:

@@ -9,12 +9,13 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from servectl.publish import NAME, PublishError, publish_local
+from servectl.retrain import buckets as remote
 from servectl.retrain import data as labelled
 from servectl.retrain import lineage
 from servectl.retrain.evaluate import Metrics, judge, measure
@@ -40,6 +41,9 @@ class Request:
     min_interval: float = 3600.0
     server_pid: int | None = None
     """A running server to send SIGHUP once the version is published and the canary weights written."""
+    publish_buckets: tuple[str, ...] = ()
+    """`s3://BUCKET[/ROOT]`: the serving version comes from the first, the new one goes to all (not to
+    ``repository``, whose BUILD_REPORT.json then only names the estimators), and no canary is started."""
 
 
 @dataclass(kw_only=True)
@@ -83,6 +87,8 @@ def retrain(request: Request, now: float | None = None) -> Outcome:
             skipped = _skip_reason(state, request, now)
             if skipped:
                 return Outcome(outcome=SKIPPED, model=request.model, reason=skipped)
+            if request.publish_buckets:
+                return _from_buckets(state, request, now)
             return _locked(state, request, now)
     except Busy as busy:
         return Outcome(outcome=SKIPPED, model=request.model, reason=str(busy))
@@ -103,6 +109,17 @@ def _skip_reason(state: State, request: Request, now: float) -> str | None:
             f"the rate limit allows one retrain per {request.min_interval:.0f} s"
         )
     return None
+
+
+def _from_buckets(state: State, request: Request, now: float) -> Outcome:
+    """The retrain run on the serving version fetched from the first bucket into a scratch repository."""
+    try:
+        with remote.serving_from(request.repository, request.publish_buckets, request.model) as scratch:
+            return _locked(state, replace(request, repository=scratch), now)
+    except RetrainError as error:
+        return _failed(request, None, str(error))
+    except ValueError as error:  # a malformed --publish-bucket
+        return _failed(request, None, f"--publish-bucket {error}", exit_code=2)
 
 
 def _locked(state: State, request: Request, now: float) -> Outcome:
@@ -164,10 +181,15 @@ def _train_and_publish(
         request=request, parent=parent, version=version, rows=rows, sets=sets, metrics=metrics, now=now
     )
     (staging / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    target = publish_local(staging, request.repository, request.model, version, _caller())
-    started = canary(request.repository, request.model, parent.version, version, request.server_pid)
+    if request.publish_buckets:
+        published = remote.publish(staging, request.model, version, remote.targets(request.publish_buckets))
+        started = remote.next_step(request.model, parent.version, version)
+    else:
+        target = publish_local(staging, request.repository, request.model, version, _caller())
+        published = f"published {request.model} version {version} at {target}"
+        started = canary(request.repository, request.model, parent.version, version, request.server_pid)
     outcome.outcome, outcome.version = PUBLISHED, version
-    outcome.reason = f"published {request.model} version {version} at {target}; {started}"
+    outcome.reason = f"{published}; {started}"
     _handled(state, request, outcome, now)
     return outcome
 
