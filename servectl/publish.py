@@ -355,11 +355,13 @@ def upload_version(
     replace: bool = False,
     kms_key: str | None = None,
     endpoint_url: str | None = None,
+    caller: str | None = None,
 ) -> str:
     """Publish DIRECTORY as `<root>/MODEL/VERSION/` in every target bucket; returns the caller's ARN.
 
     Every bucket is checked (the version absent unless ``replace``, its SSE-KMS key known) before anything
     is written anywhere; then each gets the files, SHA256SUMS and, last, the manifest, each read back.
+    The manifest's `published_by` is STS's caller ARN unless ``caller`` is given (a store without STS).
     `servectl publish` and `servectl retrain --publish-bucket` both publish through here."""
     import boto3
 
@@ -377,9 +379,10 @@ def upload_version(
             set(keys) - {f"{prefix}{f.path}" for f in files} - {prefix + SUMS, prefix + MANIFEST}
         )
         ready.append(replace_field(target, key_id=bucket_key(s3, target, kms_key)))
-    sts = boto3.client("sts", region_name=chosen[0].region, endpoint_url=endpoint_url)
-    with s3_errors("sts:GetCallerIdentity"):
-        caller = sts.get_caller_identity()["Arn"]
+    if caller is None:
+        sts = boto3.client("sts", region_name=chosen[0].region, endpoint_url=endpoint_url)
+        with s3_errors("sts:GetCallerIdentity"):
+            caller = sts.get_caller_identity()["Arn"]
     extra = {
         SUMS: sha256sums(files).encode(),
         MANIFEST: manifest(model, version, files, caller, datetime.now(UTC)).encode(),

@@ -14,11 +14,12 @@ refused). No canary is started: in the cluster the variant weights live in the s
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -162,12 +163,20 @@ def serving_from(local: Path, uris: tuple[str, ...], model: str) -> Iterator[Pat
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def store_caller(environ: Mapping[str, str]) -> str | None:
+    """Who publishes, where there is no STS to ask: an S3-compatible store on premises is reached through
+    `AWS_ENDPOINT_URL_S3` alone (the receiver's pod there); None means ask STS, as on AWS."""
+    if environ.get("AWS_ENDPOINT_URL_S3") and not environ.get("AWS_ENDPOINT_URL"):
+        return f"servectl retrain ({environ['AWS_ENDPOINT_URL_S3']})"
+    return None
+
+
 def publish(directory: Path, model: str, version: str, chosen: list[Target]) -> str:
     """Upload the version to every bucket (servectl.publish's path); the progress goes to stderr, so
     `--json` still prints one object on stdout. Returns the outcome's sentence."""
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            upload_version(directory, model, version, chosen)
+            upload_version(directory, model, version, chosen, caller=store_caller(os.environ))
     except PublishError as error:
         # The command's advice does not apply: a retrain never replaces a version.
         raise RetrainError(f"nothing published: {error.message.removesuffix('; use --replace')}") from None

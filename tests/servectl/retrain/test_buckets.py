@@ -195,3 +195,19 @@ def test_a_malformed_bucket_exits_2(repository: Path, fresh_csv: Path, uri: str,
     code, out = retrain(repository, fresh_csv, [uri])
     assert (code, out["outcome"]) == (2, "failed"), out
     assert out["reason"].startswith("--publish-bucket ") and reason in out["reason"], out
+
+
+def test_a_store_without_sts_is_published_to_in_the_receivers_name(
+    served: dict[str, str], repository: Path, fresh_csv: Path, monkeypatch: pytest.MonkeyPatch, aws: str
+) -> None:
+    """On premises the pod reaches an S3-compatible store through AWS_ENDPOINT_URL_S3 only: there is no
+    STS to name the caller (asking the real one would leave the jurisdiction), so the manifest names the
+    retrain and the store."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", aws)
+    region, bucket = next(iter(served.items()))
+    code, out = retrain(repository, fresh_csv, [f"s3://{bucket}"])
+    assert code == 0, out
+    s3 = boto3.client("s3", region_name=region)
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"models/{MODEL}/2/manifest.json")["Body"].read())
+    assert manifest["published_by"] == f"servectl retrain ({aws})", manifest
