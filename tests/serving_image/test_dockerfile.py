@@ -41,7 +41,10 @@ def test_multi_stage_slim_non_root(parsed: DockerfileParser) -> None:
     assert len(froms) >= 2, "a build stage and a runtime stage"
     base_args = [item["value"] for item in parsed.structure if item["instruction"] == "ARG"]
     assert any(arg.startswith("PYTHON_IMAGE=") and "-slim" in arg for arg in base_args), base_args
-    assert all("PYTHON_IMAGE" in image for image in froms), f"every stage uses the slim base: {froms}"
+    stages = {item["value"].split()[-1] for item in parsed.structure if item["instruction"] == "FROM"}
+    assert all("PYTHON_IMAGE" in image or image.split()[0] in stages for image in froms), (
+        f"every stage uses the slim base, directly or through an earlier stage: {froms}"
+    )
     runtime = final_stage(parsed)
     users = [item["value"] for item in runtime if item["instruction"] == "USER"]
     assert users and not users[-1].startswith(("root", "0")), f"runtime must not run as root: {users}"
