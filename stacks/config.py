@@ -510,6 +510,8 @@ def _image(node: _Node, on_aws: bool) -> ImageConfig:
         runner_digest=node.string("runnerDigest", _DIGEST) if on_aws else None,
         repository=node.string("repository"),
         digest=node.string("digest", _DIGEST),
+        retrain_repository=node.string("retrainRepository"),
+        retrain_digest=node.string("retrainDigest", _DIGEST),
     )
 
 

@@ -102,6 +102,11 @@ class ImageConfig:
     """Serving image repository."""
     digest: str
     """Serving image digest (`sha256:...`)."""
+    retrain_repository: str
+    """Retrain image repository (serving_image/Dockerfile's `retrain` target: servectl with the training
+    extras), which the retrain receiver runs; in the same registry as the serving image."""
+    retrain_digest: str
+    """Its digest."""
     runner_repository: str | None = None
     """Image of the in-VPC deploy runner (built from stacks/runner/Dockerfile; AWS stacks only)."""
     runner_digest: str | None = None
@@ -110,6 +115,10 @@ class ImageConfig:
     def serving_image(self, registry: str) -> str:
         """The serving image reference in `registry` (the region's ECR host, or the on-premises one)."""
         return f"{registry}/{self.repository}@{self.digest}"
+
+    def retrain_image(self, registry: str) -> str:
+        """The retrain image reference in `registry`."""
+        return f"{registry}/{self.retrain_repository}@{self.retrain_digest}"
 
     def runner_image(self, registry: str) -> str:
         """The deploy runner's image reference in `registry`."""

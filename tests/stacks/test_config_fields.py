@@ -87,6 +87,8 @@ def image(i: dict[str, Any], on_aws: bool) -> ImageConfig:
         runner_digest=i["runnerDigest"] if on_aws else None,
         repository=i["repository"],
         digest=i["digest"],
+        retrain_repository=i["retrainRepository"],
+        retrain_digest=i["retrainDigest"],
     )
 
 

@@ -508,6 +508,8 @@ REFUSALS: list[Any] = [
         "'http://objects.example.ae' must be an https:// URL",
     ),
     ("onprem-ae", removing(("onprem",)), ("onprem",), "is required"),
+    ("onprem-ae", removing(("image", "retrainRepository")), ("image", "retrainRepository"), "is required"),
+    ("eu-prod", removing(("image", "retrainDigest")), ("image", "retrainDigest"), "is required"),
     *(("onprem-ae", setting((key,), {"x": 1}), (key,), ONPREM_SAYS) for key in AWS_KEYS),
     ("onprem-ae", setting(("accountId",), "345678901234"), ("accountId",), ONPREM_SAYS),
 ]
@@ -630,6 +632,8 @@ PATTERNED: list[Any] = [
     ("eu-prod", ("image", "registryAccount"), ["34567890123"]),
     ("eu-prod", ("image", "digest"), ["latest", "sha256:" + "a" * 63]),
     ("eu-prod", ("image", "runnerDigest"), ["sha256:" + "A" * 64]),
+    ("eu-prod", ("image", "retrainDigest"), ["retrain", "sha256:" + "A" * 64]),
+    ("onprem-ae", ("image", "retrainDigest"), ["sha256:" + "a" * 65]),
     ("eu-prod", ("store", "bucketPrefix"), ["ab", "a" * 32, "-acme"]),
     ("eu-prod", ("state", "keyArn"), ["arn:aws:kms:eu-central-1:345678901234:alias/state"]),
     ("eu-prod", ("tenants", 0, "name"), ["Payments"]),
