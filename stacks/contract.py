@@ -23,6 +23,9 @@ PLATFORM_ROLES = (ROLE_LB_CONTROLLER, ROLE_CLUSTER_AUTOSCALER, ROLE_FLUENT_BIT, 
 """The IRSA roles infra creates for the platform's add-ons (keys of `RegionOutputs.roles`)."""
 ROLE_EXTERNAL_SECRETS = "external-secrets"
 """The secret syncer's role, only where the region runs a job queue: it reads the queue's AUTH token."""
+ROLE_RETRAIN = "retrain-receiver"
+"""The retrain receiver's role, in the primary region's `roles` only (the one cluster that runs it): it reads
+the labelled data and the model versions and publishes new versions to every region's model bucket."""
 
 
 JOB_QUEUE_PORT = 6379
@@ -71,7 +74,7 @@ class RegionOutputs:
     """Security group of the NLB; the gateway pods accept 443 and 15021 from it (TargetGroupBinding)."""
     roles: dict[str, str]
     """IRSA role ARNs by workload: `PLATFORM_ROLES` and `model_role(name)` for each model, and
-    `ROLE_EXTERNAL_SECRETS` where the region runs a job queue."""
+    `ROLE_EXTERNAL_SECRETS` where the region runs a job queue; `ROLE_RETRAIN` in the primary region."""
     job_queue_endpoint: str
     """Host name of the asynchronous inference queue's primary (TLS on `JOB_QUEUE_PORT`); "" without one."""
     job_queue_secret_arn: str

@@ -270,6 +270,70 @@ def async_model_policy(model: tuple[str, str, str], jobs: tuple[str, str, str], 
     return _doc(*read, *job_store_statements(*jobs, region))
 
 
+def retrain_policy(buckets: Sequence[tuple[str, str, str]], models: Sequence[str]) -> str:
+    """The retrain receiver's role over (bucket ARN, key ARN, region) of every region's model bucket, the
+    primary's first: read each model's labelled data (`training/<model>/`) in the primary's; in every one,
+    read and list the model's versions (`models/<model>/`), learn the bucket's region and default encryption,
+    and write versions only with SSE-KMS under that bucket's key; each key only through S3 in its region and
+    for its bucket (the buckets use S3 Bucket Keys, so the encryption context is the bucket's ARN).
+
+    No delete: a retrain never removes a version, and the buckets' versioning keeps anything a write
+    replaced (the command refuses an existing version before it writes)."""
+    primary = buckets[0][0]
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ReadLabelledData",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": [f"{primary}/training/{model}/*" for model in models],
+        }
+    ]
+    for bucket, key, region in buckets:
+        sid = "".join(part.title() for part in region.split("-"))
+        versions = [f"{bucket}/models/{model}/*" for model in models]
+        statements += [
+            {"Sid": f"ReadVersions{sid}", "Effect": "Allow", "Action": "s3:GetObject", "Resource": versions},
+            {
+                "Sid": f"ListVersions{sid}",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": bucket,
+                "Condition": {"StringLike": {"s3:prefix": [f"models/{model}/*" for model in models]}},
+            },
+            {
+                "Sid": f"BucketFacts{sid}",
+                "Effect": "Allow",
+                "Action": ["s3:GetBucketLocation", "s3:GetEncryptionConfiguration"],
+                "Resource": bucket,
+            },
+            {
+                "Sid": f"WriteVersions{sid}",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": versions,
+                "Condition": {
+                    "StringEquals": {
+                        "s3:x-amz-server-side-encryption": "aws:kms",
+                        "s3:x-amz-server-side-encryption-aws-kms-key-id": key,
+                    }
+                },
+            },
+            {
+                "Sid": f"BucketKeyThroughS3{sid}",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": key,
+                "Condition": {
+                    "StringEquals": {
+                        "kms:ViaService": f"s3.{region}.amazonaws.com",
+                        "kms:EncryptionContext:aws:s3:arn": bucket,
+                    }
+                },
+            },
+        ]
+    return _doc(*statements)
+
+
 def role_trust_policy(role_arn: str) -> str:
     """Trust policy letting exactly one IAM role assume this one."""
     return _doc({"Effect": "Allow", "Principal": {"AWS": role_arn}, "Action": "sts:AssumeRole"})

@@ -30,9 +30,12 @@ from stacks.documents import (
     log_writer_policy,
     model_read_policy,
     otel_collector_policy,
+    retrain_policy,
     secret_reader_policy,
 )
 from stacks.manifests import addons
+from stacks.manifests import retrain as retrain_manifests
+from stacks.manifests.monitoring import NAMESPACE as MONITORING_NAMESPACE
 
 IAM_NAME_LIMIT = 64
 
@@ -43,6 +46,9 @@ class ServiceAccount(NamedTuple):
     namespace: str
     name: str
 
+
+RETRAIN_SERVICE_ACCOUNT = ServiceAccount(MONITORING_NAMESPACE, retrain_manifests.NAME)
+"""The retrain receiver's service account, beside Alertmanager in the monitoring namespace."""
 
 PLATFORM_SERVICE_ACCOUNTS: dict[str, ServiceAccount] = {
     key: ServiceAccount(namespace, name) for key, (namespace, name) in addons.IRSA_SUBJECTS.items()
@@ -221,3 +227,62 @@ def _model_policy(args: WorkloadIdentitiesArgs, model: str) -> pulumi.Output[str
             (v["bucket"], v["key"], prefix), (v["jobs"], v["jobs_key"], f"{job_prefix(model)}/"), args.region
         )
     )
+
+
+class ModelBucketAccess(NamedTuple):
+    """One region's model bucket as the retrain receiver's role sees it."""
+
+    bucket_arn: pulumi.Input[str]
+    key_arn: pulumi.Input[str]
+    """The bucket's SSE-KMS key."""
+    region: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainIdentityArgs:
+    """Inputs of `RetrainIdentity`."""
+
+    cluster_name: str
+    """The primary region's EKS cluster, the one that runs the receiver (the role name carries it)."""
+    oidc_provider_arn: pulumi.Input[str]
+    """That cluster's IAM OIDC provider: the only one the role trusts."""
+    oidc_issuer: pulumi.Input[str]
+    """That cluster's OIDC issuer URL."""
+    buckets: tuple[ModelBucketAccess, ...]
+    """Every region's model bucket, the primary's first (the labelled data is read from it)."""
+    models: tuple[str, ...]
+    """The models it retrains."""
+    tags: dict[str, str]
+    """Tags."""
+
+
+class RetrainIdentity(pulumi.ComponentResource):
+    """The retrain receiver's IRSA role: trusted by its service account in the primary cluster only, it
+    reads the labelled data and publishes new versions to every region's model bucket (a retrain publishes
+    version N+1 everywhere, as `servectl publish` does), so it is built once all the regions' stores exist."""
+
+    role_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: RetrainIdentityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("model-serving:identity:RetrainIdentity", name, None, opts)
+        if not args.buckets or not args.models:
+            raise ValueError("the retrain receiver's role needs at least one model bucket and one model")
+        regions = tuple(b.region for b in args.buckets)
+        policy = pulumi.Output.all(
+            arns=pulumi.Output.all(*(b.bucket_arn for b in args.buckets)),
+            keys=pulumi.Output.all(*(b.key_arn for b in args.buckets)),
+        ).apply(lambda v: retrain_policy(list(zip(v["arns"], v["keys"], regions, strict=True)), args.models))
+        created = irsa_role(
+            f"{name}-role",
+            role_name=iam_name(args.cluster_name, retrain_manifests.NAME),
+            oidc_provider_arn=args.oidc_provider_arn,
+            oidc_issuer=args.oidc_issuer,
+            account=RETRAIN_SERVICE_ACCOUNT,
+            policy=policy,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.role_arn = created.role.arn
+        self.register_outputs({"role_arn": self.role_arn})

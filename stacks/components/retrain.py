@@ -13,9 +13,12 @@ class RetrainReceiverArgs:
     """Inputs of `RetrainReceiver`."""
 
     image: pulumi.Input[str]
-    """An image carrying servectl (the serving image), by digest."""
+    """The retrain image (servectl with the training extras), by digest."""
     bucket: pulumi.Input[str]
     """The model bucket; each model's labelled dataset is `rt.dataset_uri(bucket, model)`."""
+    model_buckets: tuple[pulumi.Input[str], ...] = ()
+    """Every region's model bucket, `bucket`'s region first: the serving version is read from the first and
+    each new version published to all. Empty: `bucket` alone."""
     models: tuple[str, ...]
     """The models it retrains."""
     storage_class: str
@@ -41,12 +44,18 @@ class RetrainReceiver(pulumi.ComponentResource):
     ) -> None:
         super().__init__("model-serving:monitoring:RetrainReceiver", name, None, opts)
         first = pulumi.ResourceOptions(parent=self, depends_on=list(args.waits_for))
-        spec = pulumi.Output.all(image=args.image, bucket=args.bucket, role=args.role_arn).apply(
+        spec = pulumi.Output.all(
+            image=args.image,
+            bucket=args.bucket,
+            role=args.role_arn,
+            buckets=pulumi.Output.all(*(args.model_buckets or (args.bucket,))),
+        ).apply(
             lambda v: rt.RetrainSpec(
                 image=v["image"],
                 datasets={m: rt.dataset_uri(v["bucket"], m) for m in args.models},
                 storage_class=args.storage_class,
                 role_arn=v["role"],
+                model_buckets=tuple(v["buckets"]),
                 store_endpoint=args.store_endpoint,
                 store_credentials_secret=args.store_credentials_secret,
             )

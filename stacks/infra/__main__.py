@@ -15,7 +15,13 @@ import pulumi_aws as aws
 from stacks.components.cluster import Cluster, ClusterArgs
 from stacks.components.edge import Edge, EdgeArgs
 from stacks.components.global_routing import GlobalRouting, GlobalRoutingArgs, RegionalEndpoint
-from stacks.components.identities import WorkloadIdentities, WorkloadIdentitiesArgs
+from stacks.components.identities import (
+    ModelBucketAccess,
+    RetrainIdentity,
+    RetrainIdentityArgs,
+    WorkloadIdentities,
+    WorkloadIdentitiesArgs,
+)
 from stacks.components.job_queue import JobQueue, JobQueueArgs
 from stacks.components.job_store import JobStore, JobStoreArgs
 from stacks.components.keys import RegionalKey, RegionalKeyArgs
@@ -26,7 +32,7 @@ from stacks.components.registry import Registry, RegistryArgs
 from stacks.components.runner import RUNNER_EGRESS_DOMAINS, DeployRunner, DeployRunnerArgs
 from stacks.components.sagemaker_async import SAGEMAKER_SERVICE, SageMakerAsync, SageMakerAsyncArgs
 from stacks.config import ConfigError, load_config
-from stacks.contract import PLATFORM_PROJECT, REGIONS_OUTPUT, export_fields
+from stacks.contract import PLATFORM_PROJECT, REGIONS_OUTPUT, ROLE_RETRAIN, export_fields
 from stacks.settings import RegionConfig, StackConfig, StoreConfig
 
 
@@ -38,6 +44,8 @@ class Region:
     network: Network
     cluster: Cluster
     edge: Edge
+    store: ModelStore
+    """The region's model bucket and its key (the retrain receiver publishes to every region's)."""
     runner: DeployRunner
     """The stack's one deploy runner, in the primary region: every region's cluster admits it."""
     export: dict[str, Any]
@@ -173,7 +181,11 @@ def _registry(place: _Place, primary: bool) -> Registry:
         RegionalKeyArgs(purpose="container images and charts", region=name, tags=cfg.tags),
         opts=place.on_aws,
     )
-    own = [cfg.image.repository, *([cfg.image.runner_repository] if cfg.image.runner_repository else [])]
+    own = [
+        cfg.image.repository,
+        cfg.image.retrain_repository,
+        *([cfg.image.runner_repository] if cfg.image.runner_repository else []),
+    ]
     return Registry(
         f"{place.prefix}-registry",
         RegistryArgs(
@@ -427,6 +439,7 @@ def deploy_region(cfg: StackConfig, region: RegionConfig, primary: Region | None
         network=network,
         cluster=cluster,
         edge=edge,
+        store=store,
         runner=runner,
         export=export,
         queue=queue,
@@ -457,6 +470,26 @@ def _global_routing(cfg: StackConfig, regions: list[Region]) -> GlobalRouting:
     )
 
 
+def _retrain_identity(cfg: StackConfig, regions: list[Region]) -> RetrainIdentity:
+    """The retrain receiver's role: it runs in the primary cluster only (the platform puts it there) and
+    publishes each new version to every region's model bucket."""
+    return RetrainIdentity(
+        f"{cfg.stack}-retrain-identity",
+        RetrainIdentityArgs(
+            cluster_name=f"{cfg.stack}-{cfg.regions[0].region}",
+            oidc_provider_arn=regions[0].cluster.oidc_provider_arn,
+            oidc_issuer=regions[0].cluster.oidc_issuer,
+            buckets=tuple(
+                ModelBucketAccess(reg.store.model_bucket_arn, reg.store.key_arn, r.region)
+                for r, reg in zip(cfg.regions, regions, strict=True)
+            ),
+            models=tuple(m.name for m in cfg.models),
+            tags=cfg.tags,
+        ),
+        opts=pulumi.ResourceOptions(provider=regions[0].provider),
+    )
+
+
 def main() -> None:
     """Build the infra layer of the selected stack."""
     cfg = load_config()
@@ -473,7 +506,11 @@ def main() -> None:
     for index, secondary in enumerate(regions[1:], start=1):
         _peer(cfg, primary, secondary, index)
     _global_routing(cfg, regions)
-    pulumi.export(REGIONS_OUTPUT, {r.region: reg.export for r, reg in zip(cfg.regions, regions, strict=True)})
+    exports = {r.region: reg.export for r, reg in zip(cfg.regions, regions, strict=True)}
+    first = cfg.regions[0].region
+    retrain_role = _retrain_identity(cfg, regions).role_arn
+    exports[first] = {**exports[first], "roles": {**exports[first]["roles"], ROLE_RETRAIN: retrain_role}}
+    pulumi.export(REGIONS_OUTPUT, exports)
     pulumi.export("runner_project", primary.runner.project_name)
     pulumi.export("api_host", cfg.gateway.api_host)
 

@@ -22,6 +22,8 @@ CONFIG_DIR = "/etc/retrain"
 STATE_DIR = "/var/lib/retrain"
 """The retrain command's `--state` (handled trigger keys, last run time): on a volume, so idempotency
 and the rate limit survive a restart of the pod."""
+MODELS_ROOT = "models"
+"""Where versions sit in a model bucket: `models/<model>/<version>/`."""
 TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir mounted there, the root filesystem being read-only
 
 
@@ -30,13 +32,17 @@ class RetrainSpec:
     """What the receiver's objects are built from."""
 
     image: str
-    """An image carrying servectl and the training extras (by digest)."""
+    """The retrain image (serving_image/Dockerfile's `retrain` target: servectl with the training extras),
+    by digest."""
     datasets: dict[str, str]
     """Model name to its labelled dataset's URI (`--data`)."""
     storage_class: str
     """StorageClass of the state volume."""
     role_arn: str | None = None
     """IRSA role to read the datasets and publish versions; None where there is no IRSA."""
+    model_buckets: tuple[str, ...] = ()
+    """Every region's model bucket, the primary's first: the retrain reads the serving version from the
+    first and publishes the new one to each (`--publish-bucket`), where the serving pods sync from."""
     store_endpoint: str | None = None
     """On premises: the S3-compatible store's URL (boto3 reads `AWS_ENDPOINT_URL_S3`)."""
     store_credentials_secret: str | None = None
@@ -59,11 +65,19 @@ def webhook_url(namespace: str = NAMESPACE) -> str:
     return f"http://{NAME}.{namespace}.svc:{PORT}/alerts"
 
 
+def publish_args(buckets: tuple[str, ...]) -> list[str]:
+    """`--publish-bucket s3://BUCKET/models` per model bucket: the layout `servectl publish` writes."""
+    return [
+        arg for bucket in buckets if bucket for arg in ("--publish-bucket", f"s3://{bucket}/{MODELS_ROOT}")
+    ]
+
+
 def receiver_config(spec: RetrainSpec) -> dict[str, Any]:
-    """The receiver's config file (servectl.retrain_receiver.config): the default command, the state dir."""
+    """The receiver's config file (servectl.retrain_receiver.config): the default command, the state dir
+    and the model buckets to read the serving version from and publish to."""
     return {
         "command": ["servectl", "retrain"],
-        "args": ["--state", f"{STATE_DIR}/state"],
+        "args": ["--state", f"{STATE_DIR}/state", *publish_args(spec.model_buckets)],
         "timeout_seconds": 3600,
         "models": {model: {"data": uri} for model, uri in sorted(spec.datasets.items())},
     }

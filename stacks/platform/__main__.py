@@ -39,6 +39,7 @@ from stacks.contract import (
     ROLE_FLUENT_BIT,
     ROLE_LB_CONTROLLER,
     ROLE_OTEL_COLLECTOR,
+    ROLE_RETRAIN,
     model_role,
 )
 from stacks.manifests import retrain
@@ -115,9 +116,19 @@ def _monitoring(
     )
 
 
-def _retrain(cfg: StackConfig, target: ClusterTarget, monitoring: Monitoring) -> RetrainReceiver:
+def model_bucket(cfg: StackConfig, target: ClusterTarget) -> pulumi.Input[str]:
+    """The cluster's model bucket: its region's (infra's output), or the on-premises store's."""
+    store = None if cfg.onprem is None else cfg.onprem.store
+    return target.eks.field("model_bucket") if target.eks else (store.bucket if store else "")
+
+
+def _retrain(
+    cfg: StackConfig, target: ClusterTarget, monitoring: Monitoring, buckets: tuple[pulumi.Input[str], ...]
+) -> RetrainReceiver:
     """The retrain receiver Alertmanager's retraining route points at, beside it in the monitoring
-    namespace; it retrains every model of the stack from the labelled data in the model bucket.
+    namespace; it retrains every model of the stack from the labelled data in the model bucket, reads the
+    serving version from that bucket and publishes each new version to every region's (`buckets`, this
+    cluster's first), where the serving pods sync from; with infra's role for exactly that.
 
     Only the primary cluster runs one: a retrain publishes version N+1 to every region's bucket, so two
     receivers would race to the same version. The other regions' retraining alerts reach people only."""
@@ -125,10 +136,12 @@ def _retrain(cfg: StackConfig, target: ClusterTarget, monitoring: Monitoring) ->
     return RetrainReceiver(
         f"{target.name}-retrain",
         RetrainReceiverArgs(
-            image=pulumi.Output.from_input(target.registry).apply(cfg.image.serving_image),
-            bucket=eks.field("model_bucket") if eks else (store.bucket if store else ""),
+            image=pulumi.Output.from_input(target.registry).apply(cfg.image.retrain_image),
+            bucket=model_bucket(cfg, target),
+            model_buckets=buckets,
             models=tuple(m.name for m in cfg.models),
             storage_class=cfg.onprem.storage_class if cfg.onprem else STORAGE_CLASS,
+            role_arn=eks.role(ROLE_RETRAIN) if eks else None,
             store_endpoint=store.endpoint if store else None,
             store_credentials_secret=store.credentials_secret if store else None,
             waits_for=(monitoring,),
@@ -220,9 +233,15 @@ def _serving(
         _workers(target, spec, served, addons, tenants[model.tenant].namespace_resource)
 
 
-def deploy_cluster(cfg: StackConfig, target: ClusterTarget, primary: bool = True) -> None:
+def deploy_cluster(
+    cfg: StackConfig,
+    target: ClusterTarget,
+    primary: bool = True,
+    model_buckets: tuple[pulumi.Input[str], ...] = (),
+) -> None:
     """Everything one cluster runs, on that cluster's own Kubernetes provider; the primary cluster (the
-    stack's first region, or the one on-premises cluster) also runs the retrain receiver."""
+    stack's first region, or the one on-premises cluster) also runs the retrain receiver, which publishes
+    to `model_buckets` (default: the cluster's own)."""
     on_cluster = pulumi.ResourceOptions(provider=target.provider)
     lb = _aws_addons(target, on_cluster)
     CertManager(
@@ -239,7 +258,7 @@ def deploy_cluster(cfg: StackConfig, target: ClusterTarget, primary: bool = True
     mesh = _mesh(cfg, target, observability, lb)
     monitoring = _monitoring(cfg, target, on_cluster, retrains=primary)
     if primary:
-        _retrain(cfg, target, monitoring)
+        _retrain(cfg, target, monitoring, model_buckets or (model_bucket(cfg, target),))
     tenants = {
         t.name: Tenancy(
             f"{target.name}-tenant-{t.name}",
@@ -309,8 +328,9 @@ def main() -> None:
             f"run `servectl mirror --stack {cfg.stack} --record` first"
         )
     targets = cluster_targets(cfg)
+    buckets = tuple(model_bucket(cfg, target) for target in targets)
     for index, target in enumerate(targets):
-        deploy_cluster(cfg, target, primary=index == 0)
+        deploy_cluster(cfg, target, primary=index == 0, model_buckets=buckets)
     pulumi.export("clusters", [t.name for t in targets])
     pulumi.export("api_host", cfg.gateway.api_host)
 

@@ -170,6 +170,13 @@ IAM_POLICIES: dict[str, Callable[[], str]] = {
         {"Version": "2012-10-17", "Statement": documents.state_statements("arn:aws:s3:::state", "p", KEY)}
     ),
     "model_read": lambda: documents.model_read_policy("arn:aws:s3:::m", KEY, "models/m/"),
+    "retrain": lambda: documents.retrain_policy(
+        [
+            ("arn:aws:s3:::m", KEY, "eu-central-1"),
+            ("arn:aws:s3:::n", KEY.replace("central", "west"), "eu-west-1"),
+        ],
+        ["m"],
+    ),
 }
 
 

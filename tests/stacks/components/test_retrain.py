@@ -14,6 +14,7 @@ from tests.stacks.schemas import validate
 REGISTRY = "123456789012.dkr.ecr.eu-central-1.amazonaws.com"
 IMAGE = f"{REGISTRY}/model-serving@sha256:" + "b" * 64
 BUCKET = "acme-models-eu-central-1"
+OTHER_BUCKET = "acme-models-eu-west-1"
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,7 @@ def built() -> Built:
         bucket=pulumi.Output.from_input(BUCKET),
         models=("tabular-classifier", "text-model"),
         storage_class="encrypted-gp3",
+        model_buckets=(pulumi.Output.from_input(BUCKET), pulumi.Output.from_input(OTHER_BUCKET)),
     )
     return build_component(lambda opts: RetrainReceiver("rt", args, opts))
 
@@ -70,3 +72,10 @@ def test_the_monitoring_stacks_alertmanager_routes_retraining_alerts_to_it() -> 
     config = yaml.safe_load(secret["alertmanager.yaml"])
     urls = [w["url"] for r in config["receivers"] for w in r.get("webhook_configs", [])]
     assert rt.webhook_url() in urls, urls
+
+
+def test_the_retrain_publishes_to_every_model_bucket_its_own_first(built: Built) -> None:
+    (config,) = built.kinds("ConfigMap")
+    args = yaml.safe_load(config["data"]["receiver.yaml"])["args"]
+    published = [args[i + 1] for i, arg in enumerate(args) if arg == "--publish-bucket"]
+    assert published == [f"s3://{BUCKET}/models", f"s3://{OTHER_BUCKET}/models"], args

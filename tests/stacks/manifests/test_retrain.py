@@ -103,3 +103,18 @@ def test_the_service_and_network_policy_admit_alertmanager_at_the_webhook_url() 
     assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "alertmanager"}}}], (
         rule
     )
+
+
+def test_every_model_bucket_is_a_publish_bucket_the_retrain_reads_first_and_publishes_to() -> None:
+    spec = rt.RetrainSpec(
+        image=IMAGE, datasets=SPEC.datasets, storage_class="encrypted-gp3",
+        model_buckets=("acme-models-eu-central-1", "acme-models-eu-west-1"),
+    )  # fmt: skip
+    document = rt.receiver_config(spec)
+    assert document["args"] == [
+        "--state", f"{rt.STATE_DIR}/state",
+        "--publish-bucket", "s3://acme-models-eu-central-1/models",
+        "--publish-bucket", "s3://acme-models-eu-west-1/models",
+    ], document["args"]  # fmt: skip
+    parsed = parse_config(yaml.safe_load(rt.config_map(spec)["data"]["receiver.yaml"]), "receiver.yaml")
+    assert "--publish-bucket" in parsed.models["tabular-classifier"].args, parsed
