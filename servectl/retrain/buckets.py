@@ -101,25 +101,34 @@ def fetch_serving(source: Target, model: str, repository: Path) -> str:
             f"above the serving version {version}; delete that prefix or finish its publish, then retrain"
         )
     prefix = f"{base}{version}/"
-    manifest = json.loads(_get(s3, source.bucket, prefix + MANIFEST))
-    sums = _parse_sums(source, prefix, _get(s3, source.bucket, prefix + SUMS).decode("utf-8"))
-    listed = {str(f["path"]): str(f["sha256"]) for f in manifest.get("files", [])}
-    if listed != sums:
+    sums = _parse_sums(source, prefix, _get(s3, source.bucket, prefix + SUMS).decode("utf-8", "replace"))
+    if _manifest_files(source, prefix, _get(s3, source.bucket, prefix + MANIFEST)) != sums:
         raise RetrainError(f"s3://{source.bucket}/{prefix}: {SUMS} and {MANIFEST} list different files")
     target = repository / model / version
     for path, expected in sorted(sums.items()):
+        local = (target / path).resolve()
+        if not local.is_relative_to(target.resolve()):
+            raise RetrainError(f"s3://{source.bucket}/{prefix}{SUMS}: {path!r} leaves the version")
         data = _get(s3, source.bucket, prefix + path)
         if hashlib.sha256(data).hexdigest() != expected:
             raise RetrainError(
                 f"s3://{source.bucket}/{prefix}{path}: sha256 {hashlib.sha256(data).hexdigest()} "
                 f"does not match {SUMS} ({expected}); nothing was trained or published"
             )
-        local = (target / path).resolve()
-        if not local.is_relative_to(target.resolve()):
-            raise RetrainError(f"s3://{source.bucket}/{prefix}{SUMS}: {path!r} leaves the version")
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(data)
     return version
+
+
+def _manifest_files(source: Target, prefix: str, raw: bytes) -> dict[str, str]:
+    """Path -> sha256 of the files a manifest lists; RetrainError for one publish did not write."""
+    try:
+        document = json.loads(raw)
+        return {str(f["path"]): str(f["sha256"]) for f in document["files"]}
+    except (ValueError, TypeError, KeyError) as error:
+        raise RetrainError(
+            f"s3://{source.bucket}/{prefix}{MANIFEST}: not a publish manifest ({error!r})"
+        ) from None
 
 
 def _get(s3: "S3Client", bucket: str, key: str) -> bytes:

@@ -211,3 +211,14 @@ def test_a_store_without_sts_is_published_to_in_the_receivers_name(
     s3 = boto3.client("s3", region_name=region)
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"models/{MODEL}/2/manifest.json")["Body"].read())
     assert manifest["published_by"] == f"servectl retrain ({aws})", manifest
+
+
+def test_a_manifest_publish_did_not_write_stops_before_training(
+    served: dict[str, str], repository: Path, fresh_csv: Path
+) -> None:
+    region, bucket = next(iter(served.items()))
+    key = f"models/{MODEL}/1/manifest.json"
+    boto3.client("s3", region_name=region).put_object(Bucket=bucket, Key=key, Body=b"{not json")
+    code, out = retrain(repository, fresh_csv, [f"s3://{bucket}"])
+    assert (code, out["outcome"], out["metrics"]) == (1, "failed", {}), out
+    assert out["reason"].startswith(f"s3://{bucket}/{key}: not a publish manifest"), out
