@@ -42,6 +42,7 @@ KEEP = "Keep the images already in the registry"
 WAIT = "Wait for the serving image in the other regions"
 RUNNER_DIGEST = "sha256:" + "a" * 64
 SERVING_DIGEST = "sha256:" + "b" * 64
+RETRAIN_DIGEST = "sha256:" + "d" * 64
 
 
 def aws_stacks() -> list[str]:
@@ -53,7 +54,7 @@ def test_images_are_built_once_before_every_stack() -> None:
     deploy = workflow("deploy.yml")["jobs"]
     assert deploy["images"]["uses"] == "./.github/workflows/images.yml", deploy["images"]
     assert deploy["stack"]["needs"] == "images", "every stack waits for the images of its run"
-    passed = ("runner_digest", "serving_digest", "runner_tag", "serving_tag")
+    passed = ("runner_digest", "serving_digest", "runner_tag", "serving_tag", "retrain_digest", "retrain_tag")
     assert deploy["stack"]["with"] == {
         "stack": "${{ matrix.stack }}",
         **{name: f"${{{{ needs.images.outputs.{name} }}}}" for name in passed},
@@ -64,8 +65,8 @@ def test_images_are_built_once_before_every_stack() -> None:
     images = workflow("images.yml")
     outputs = images["on"]["workflow_call"]["outputs"]
     job = images["jobs"]["build"]
-    steps = {"runner_digest": "runner", "serving_digest": "serving", "runner_tag": "runner_tag",
-             "serving_tag": "serving_tag"}  # fmt: skip
+    steps = {f"{image}_digest": image for image in ("runner", "serving", "retrain")}
+    steps |= {f"{image}_tag": f"{image}_tag" for image in ("runner", "serving", "retrain")}
     for name, step_output in steps.items():
         assert outputs[name]["value"] == f"${{{{ jobs.build.outputs.{name} }}}}", outputs[name]
         assert job["outputs"][name] == f"${{{{ steps.digests.outputs.{step_output} }}}}", job["outputs"]
@@ -77,6 +78,7 @@ def test_images_job_builds_both_images_and_holds_no_credentials() -> None:
     scripts = "\n".join(script for _, script in runs(job))
     for dockerfile in ("stacks/runner/Dockerfile", "serving_image/Dockerfile"):
         assert f"--file {dockerfile}" in scripts, f"images.yml must build {dockerfile}"
+    assert "--file serving_image/Dockerfile --target retrain" in scripts, "and the retrain receiver's image"
     for needle in ("push", "login", "aws "):
         assert needle not in scripts, f"the images job pushes nowhere and logs in nowhere ({needle!r})"
     assert "configure-aws-credentials" not in json.dumps(job), "no cloud identity in the images job"
@@ -89,7 +91,7 @@ def test_images_reach_infra_under_one_name() -> None:
     assert upload["with"]["name"] == download["with"]["name"] == "images", (upload["with"], download["with"])
     assert upload["with"]["path"] == download["with"]["path"] == "images/"
     built, pushed = plain_env("images.yml"), plain_env("stack.yml")
-    for tarball in ("RUNNER_TARBALL", "SERVING_TARBALL"):
+    for tarball in ("RUNNER_TARBALL", "SERVING_TARBALL", "RETRAIN_TARBALL"):
         assert built[tarball] == pushed[tarball], (
             f"{tarball}: saved {built[tarball]}, pushed {pushed[tarball]}"
         )
@@ -113,22 +115,26 @@ def test_every_stack_job_uses_this_runs_images() -> None:
     env = workflow("stack.yml")["env"]
     assert env["BUILT_RUNNER_DIGEST"] == "${{ inputs.runner_digest }}", env
     assert env["BUILT_SERVING_DIGEST"] == "${{ inputs.serving_digest }}", env
+    assert env["BUILT_RETRAIN_DIGEST"] == "${{ inputs.retrain_digest }}", env
     assert "RUNNER_DIGEST" not in env, "the digests deployed are preview's choice, not the build's"
     preview = jobs["preview"]
     names = [s.get("name") for s in preview["steps"]]
     assert names.index(KEEP) < names.index(USE_IMAGES), "preview chooses the digests, then uses them"
     assert preview["outputs"]["runner_digest"] == "${{ steps.images.outputs.runner }}", preview["outputs"]
     assert preview["outputs"]["serving_digest"] == "${{ steps.images.outputs.serving }}", preview["outputs"]
+    assert preview["outputs"]["retrain_digest"] == "${{ steps.images.outputs.retrain }}", preview["outputs"]
     for name in ("infra", "platform"):
-        for image in ("runner", "serving"):
+        for image in ("runner", "serving", "retrain"):
             assert jobs[name]["env"][f"{image.upper()}_DIGEST"] == (
                 f"${{{{ needs.preview.outputs.{image}_digest }}}}"
             ), f"{name} deploys the {image} image preview planned"
 
 
-def use_images(work: Path, stack: str, runner: str, serving: str) -> tuple[int, str]:
+def use_images(
+    work: Path, stack: str, runner: str, serving: str, retrain: str = RETRAIN_DIGEST
+) -> tuple[int, str]:
     step = step_named(workflow("stack.yml")["jobs"]["platform"], USE_IMAGES)
-    env = {"STACK": stack, "RUNNER_DIGEST": runner, "SERVING_DIGEST": serving}
+    env = {"STACK": stack, "RUNNER_DIGEST": runner, "SERVING_DIGEST": serving, "RETRAIN_DIGEST": retrain}
     code, _, out = run_script(step, work, env)
     return code, out
 
@@ -138,7 +144,7 @@ def config_of(path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("stack", aws_stacks())
-def test_use_images_replaces_the_two_digests_only(stack: str, tmp_path: Path) -> None:
+def test_use_images_replaces_the_three_digests_only(stack: str, tmp_path: Path) -> None:
     source = ROOT / f"Pulumi.{stack}.yaml"
     shutil.copy(source, tmp_path)
     code, out = use_images(tmp_path, stack, RUNNER_DIGEST, SERVING_DIGEST)
@@ -147,8 +153,11 @@ def test_use_images_replaces_the_two_digests_only(stack: str, tmp_path: Path) ->
     before, after = config_of(source), config_of(written)
     assert after["model-serving:image"]["runnerDigest"] == RUNNER_DIGEST, after["model-serving:image"]
     assert after["model-serving:image"]["digest"] == SERVING_DIGEST, after["model-serving:image"]
+    assert after["model-serving:image"]["retrainDigest"] == RETRAIN_DIGEST, after["model-serving:image"]
     image_before, image_after = before["model-serving:image"], after["model-serving:image"]
-    untouched = {k: v for k, v in image_before.items() if k not in {"runnerDigest", "digest"}}
+    untouched = {
+        k: v for k, v in image_before.items() if k not in {"runnerDigest", "digest", "retrainDigest"}
+    }
     assert {k: image_after[k] for k in untouched} == untouched, image_after
     assert {k: v for k, v in after.items() if k != "model-serving:image"} == {
         k: v for k, v in before.items() if k != "model-serving:image"
@@ -158,7 +167,7 @@ def test_use_images_replaces_the_two_digests_only(stack: str, tmp_path: Path) ->
         for old, new in zip(source.read_text().splitlines(), written.read_text().splitlines(), strict=True)
         if old != new
     ]
-    assert len(changed) == 2, f"{stack}: two lines change, comments and layout stay: {changed}"
+    assert len(changed) == 3, f"{stack}: three lines change, comments and layout stay: {changed}"
 
 
 @pytest.mark.parametrize(
@@ -236,8 +245,9 @@ def built(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     env = plain_env("images.yml")
     docker_tarball(work / env["RUNNER_TARBALL"], b"the runner image")
     docker_tarball(work / env["SERVING_TARBALL"], b"the serving image")
+    docker_tarball(work / env["RETRAIN_TARBALL"], b"the retrain image")
     outputs = record(work)
-    assert outputs["runner"] != outputs["serving"], outputs
+    assert len({outputs["runner"], outputs["serving"], outputs["retrain"]}) == 3, outputs
     return work, outputs
 
 
@@ -251,6 +261,7 @@ def test_source_tags_name_what_each_image_is_built_from(built: tuple[Path, dict[
     after = record(work)
     assert after["runner_tag"] != first["runner_tag"], "a changed runner Dockerfile is a new runner image"
     assert after["serving_tag"] == first["serving_tag"], "the serving image's sources did not change"
+    assert after["retrain_tag"] == after["serving_tag"], "the retrain target is built from the same sources"
     (work / "constraints.txt").write_text("pulumi==0\n")
     git_add(work, "constraints.txt")
     both = record(work)
@@ -261,7 +272,11 @@ def test_source_tags_name_what_each_image_is_built_from(built: tuple[Path, dict[
 
 @pytest.mark.parametrize(
     ("dockerfile", "sources"),
-    [("stacks/runner/Dockerfile", "RUNNER_SOURCES"), ("serving_image/Dockerfile", "SERVING_SOURCES")],
+    [
+        ("stacks/runner/Dockerfile", "RUNNER_SOURCES"),
+        ("serving_image/Dockerfile", "SERVING_SOURCES"),
+        ("serving_image/Dockerfile", "RETRAIN_SOURCES"),
+    ],
 )
 def test_sources_cover_what_the_dockerfile_copies(dockerfile: str, sources: str) -> None:
     listed = plain_env("images.yml")[sources].split()
@@ -273,7 +288,7 @@ def test_sources_cover_what_the_dockerfile_copies(dockerfile: str, sources: str)
     assert uncovered == [], f"{dockerfile} is built from {uncovered}, which its source tag ignores"
 
 
-def push_env(work: Path, registry: str, runner: str, serving: str) -> dict[str, str]:
+def push_env(work: Path, registry: str, runner: str, serving: str, retrain: str) -> dict[str, str]:
     bin_dir = work.parent / "bin"
     bin_dir.mkdir(exist_ok=True)
     executable(bin_dir / "aws", "#!/bin/sh\necho not-a-real-password\n")
@@ -284,22 +299,26 @@ def push_env(work: Path, registry: str, runner: str, serving: str) -> dict[str, 
         "GITHUB_STEP_SUMMARY": str(work.parent / "push-summary.md"),
         "RUNNER_TAG": "src-" + "1" * 64,
         "SERVING_TAG": "src-" + "2" * 64,
+        "RETRAIN_TAG": "src-" + "2" * 64,
         "RUNNER_IMAGE": f"{registry}/eu-test/model-serving/deploy-runner",
         "SERVING_IMAGE": f"{registry}/eu-test/model-serving/server",
+        "RETRAIN_IMAGE": f"{registry}/eu-test/model-serving/retrain",
         "RUNNER_DIGEST": runner,
         "SERVING_DIGEST": serving,
+        "RETRAIN_DIGEST": retrain,
     }
 
 
 def test_recorded_digest_is_the_pushed_digest(built: tuple[Path, dict[str, str]], registry: str) -> None:
     work, digests = built
     step = step_named(workflow("stack.yml")["jobs"]["infra"], PUSH)
-    env = push_env(work, registry, digests["runner"], digests["serving"])
+    env = push_env(work, registry, digests["runner"], digests["serving"], digests["retrain"])
     code, _, out = run_script(step, work, env, shell=BASH)
     assert code == 0, out
     for image, tag, digest in (
         (env["RUNNER_IMAGE"], env["RUNNER_TAG"], digests["runner"]),
         (env["SERVING_IMAGE"], env["SERVING_TAG"], digests["serving"]),
+        (env["RETRAIN_IMAGE"], env["RETRAIN_TAG"], digests["retrain"]),
     ):
         found = subprocess.run([str(CRANE), "digest", f"{image}:{tag}"], check=True, text=True,
                                capture_output=True, timeout=60).stdout.strip()  # fmt: skip
@@ -313,9 +332,9 @@ def test_push_refuses_a_tag_holding_another_image(built: tuple[Path, dict[str, s
     """The registry's image for these sources is not the one the stack was planned with: stop."""
     work, digests = built
     step = step_named(workflow("stack.yml")["jobs"]["infra"], PUSH)
-    env = push_env(work, registry, digests["runner"], digests["serving"])
+    env = push_env(work, registry, digests["runner"], digests["serving"], digests["retrain"])
     assert run_script(step, work, env, shell=BASH)[0] == 0
-    planned = push_env(work, registry, RUNNER_DIGEST, digests["serving"])
+    planned = push_env(work, registry, RUNNER_DIGEST, digests["serving"], digests["retrain"])
     code, _, out = run_script(step, work, planned, shell=BASH)
     assert code != 0 and "but the stack was planned with" in out, f"{code} {out}"
 
@@ -324,7 +343,10 @@ def test_push_refuses_an_image_other_than_recorded(built: tuple[Path, dict[str, 
     work, digests = built
     step = step_named(workflow("stack.yml")["jobs"]["infra"], PUSH)
     code, _, out = run_script(
-        step, work, push_env(work, registry, RUNNER_DIGEST, digests["serving"]), shell=BASH
+        step,
+        work,
+        push_env(work, registry, RUNNER_DIGEST, digests["serving"], digests["retrain"]),
+        shell=BASH,
     )
     assert code != 0 and "not as the digest the images job recorded" in out, f"{code} {out}"
 
@@ -396,10 +418,13 @@ def keep(tmp_path: Path, answers: dict[str, tuple[int, str]]) -> tuple[int, dict
         "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
         "RUNNER_IMAGE": f"{registry}/deploy-runner",
         "SERVING_IMAGE": f"{registry}/server",
+        "RETRAIN_IMAGE": f"{registry}/retrain",
         "RUNNER_TAG": "src-" + "1" * 64,
         "SERVING_TAG": "src-" + "2" * 64,
+        "RETRAIN_TAG": "src-" + "2" * 64,
         "BUILT_RUNNER_DIGEST": RUNNER_DIGEST,
         "BUILT_SERVING_DIGEST": SERVING_DIGEST,
+        "BUILT_RETRAIN_DIGEST": RETRAIN_DIGEST,
     }
     code, outputs, out = run_script(step, tmp_path, env, shell=BASH)
     return code, outputs, out, github_env.read_text() if github_env.exists() else ""
@@ -411,9 +436,11 @@ NO_REPOSITORY = (254, "An error occurred (RepositoryNotFoundException) when call
 
 
 def test_keep_the_registrys_image_of_unchanged_sources(tmp_path: Path) -> None:
-    code, outputs, out, github_env = keep(tmp_path, {"deploy-runner": (0, KEPT), "server": ABSENT})
+    code, outputs, out, github_env = keep(
+        tmp_path, {"deploy-runner": (0, KEPT), "server": ABSENT, "retrain": ABSENT}
+    )
     assert code == 0, out
-    assert outputs == {"runner": KEPT, "serving": SERVING_DIGEST}, (
+    assert outputs == {"runner": KEPT, "serving": SERVING_DIGEST, "retrain": RETRAIN_DIGEST}, (
         "the registry's runner image is kept; the serving image, not there yet, is this run's build"
     )
     assert f"RUNNER_DIGEST={KEPT}" in github_env and f"SERVING_DIGEST={SERVING_DIGEST}" in github_env, (
@@ -422,13 +449,15 @@ def test_keep_the_registrys_image_of_unchanged_sources(tmp_path: Path) -> None:
 
 
 def test_first_deploy_has_no_repository_yet(tmp_path: Path) -> None:
-    code, outputs, out, _ = keep(tmp_path, {"deploy-runner": NO_REPOSITORY, "server": NO_REPOSITORY})
+    code, outputs, out, _ = keep(
+        tmp_path, {"deploy-runner": NO_REPOSITORY, "server": NO_REPOSITORY, "retrain": NO_REPOSITORY}
+    )
     assert code == 0, out
-    assert outputs == {"runner": RUNNER_DIGEST, "serving": SERVING_DIGEST}, outputs
+    assert outputs == {"runner": RUNNER_DIGEST, "serving": SERVING_DIGEST, "retrain": RETRAIN_DIGEST}, outputs
 
 
 def test_keep_fails_when_the_registry_cannot_be_read(tmp_path: Path) -> None:
     denied = (254, "An error occurred (AccessDeniedException) when calling the DescribeImages operation")
-    code, outputs, out, _ = keep(tmp_path, {"deploy-runner": denied, "server": ABSENT})
+    code, outputs, out, _ = keep(tmp_path, {"deploy-runner": denied, "server": ABSENT, "retrain": ABSENT})
     assert code != 0 and "AccessDeniedException" in out, f"an unreadable registry is no absent image: {out}"
     assert outputs == {}, "no digests are chosen"

@@ -138,6 +138,8 @@ FIXTURE: dict[str, Any] = {
             "digest": "sha256:" + "1" * 64,
             "runnerRepository": "model-serving/deploy-runner",
             "runnerDigest": "sha256:" + "2" * 64,
+            "retrainRepository": "model-serving/retrain",
+            "retrainDigest": "sha256:" + "3" * 64,
         },
     }
 }
@@ -247,6 +249,7 @@ def test_read_stack_outputs(tmp_path: Path) -> None:
         "infra pushes the runner image to the primary region's ECR, under the stack's namespace"
     )
     assert out["serving_image"] == f"{registry}/model-serving/server", out
+    assert out["retrain_image"] == f"{registry}/model-serving/retrain", out
 
 
 @pytest.mark.parametrize(
@@ -262,6 +265,15 @@ def test_read_stack_outputs(tmp_path: Path) -> None:
         ({"model-serving:models": [{"name": "ticket-router"}]}, "slo-deploy.yaml gates"),
         ({"model-serving:image": {"repository": "model-serving/server"}}, "image.runnerRepository"),
         ({"model-serving:image": None}, "image.runnerRepository"),
+        (
+            {
+                "model-serving:image": {
+                    "repository": "model-serving/server",
+                    "runnerRepository": "model-serving/r",
+                }
+            },
+            "image.retrainRepository",
+        ),
     ],
     ids=[
         "no-state",
@@ -274,6 +286,7 @@ def test_read_stack_outputs(tmp_path: Path) -> None:
         "smoke-model-not-served",
         "no-runner-repository",
         "no-images",
+        "no-retrain-repository",
     ],
 )
 def test_read_stack_fails_closed(tmp_path: Path, changes: dict[str, Any], message: str) -> None:
