@@ -6,7 +6,8 @@ whose presence marks the version complete. Every object is read back (HeadObject
 and encryption compared before the command reports success. A version that already exists is refused unless
 `--replace`. Nothing is uploaded anywhere until every region has passed its checks.
 
-`publish_local` gives a local model repository the same SHA256SUMS and manifest (`servectl retrain` publishes
+The upload is `upload_version`, which `servectl retrain --publish-bucket` calls too. `publish_local` gives a
+local model repository the same SHA256SUMS and manifest (`servectl retrain` without buckets publishes
 through it).
 
 The buckets come from the infra stack's `regions` output (`pulumi stack output --json regions`), from a
