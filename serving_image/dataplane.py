@@ -30,6 +30,7 @@ from serving_image.errors import (
 from serving_image.feedback import Feedback, ServedRequests
 from serving_image.metrics import Metrics
 from serving_image.model_config import FaultConfig
+from serving_image.quality import QualityMonitor
 from serving_image.repository import Model, ModelVersion, Repository, failure_fields
 from serving_image.response_cache import CacheLimits, ResponseCache, cache_key
 from serving_image.runtime import PLATFORM, OnnxModel, TensorSpec
@@ -60,6 +61,15 @@ class ModelMetadata:
             "inputs": [spec.metadata() for spec in self.inputs],
             "outputs": [spec.metadata() for spec in self.outputs],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """Feedback counted: against which model version, and for labels how many rows were right."""
+
+    model: str
+    version: str
+    correct: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +110,8 @@ class DataPlane:
         # Live input drift counters (serving_image/drift.py): a sampled share of requests' rows.
         self.drift = DriftMonitor(metrics, drift_sample_rate)
         self._drift_flusher: asyncio.Task[None] | None = None
+        # Served predictions against labelled feedback (serving_image/quality.py).
+        self.quality = QualityMonitor(metrics)
         # Tracing and the response cache (serving_image/tracing.py, response_cache.py): both off by default.
         self.tracing = tracing
         self._cache_limits = cache_limits
@@ -119,6 +131,7 @@ class DataPlane:
         for model in self.repository.models.values():
             for version in model.versions.values():
                 self.drift.register(model.name, version)
+                self.quality.register(model.name, version, model.config.quality.accuracy_margin)
                 cost = (
                     None
                     if version.runtime is None
@@ -256,6 +269,7 @@ class DataPlane:
         batcher, observer = self._batchers[key]
         result = await batcher.submit(feeds, rows, trace)
         observer.queue_seconds.observe(result.queue_seconds)
+        quality = self.quality.version(*key)
         return InferResponse(
             model=target.model.name,
             version=target.version.version,
@@ -264,6 +278,7 @@ class DataPlane:
                 OutputTensor(spec.name, spec.datatype, result.outputs[index], binary)
                 for index, spec, binary in outputs
             ],
+            predicted=None if quality is None else result.outputs[quality.output],
         )
 
     async def _infer_cached(
@@ -273,7 +288,13 @@ class DataPlane:
         """The outputs cached for these exact inputs, or computed and stored (see response_cache.py)."""
         key = (target.model.name, target.version.version)
         cache, hits, misses = self._caches[key]
-        digest = cache_key(request.inputs, [spec.name for _, spec, _ in outputs])
+        # The class output is cached with the outputs asked for, so a hit still knows what was predicted.
+        quality = self.quality.version(*key)
+        indices = [index for index, _, _ in outputs]
+        if quality is not None and quality.output not in indices:
+            indices.append(quality.output)
+        runtime = _loaded(target.model, target.version)
+        digest = cache_key(request.inputs, [runtime.outputs[index].name for index in indices])
         arrays = cache.get(digest)
         (misses if arrays is None else hits).inc()
         if self.tracing is not None and trace is not None:
@@ -282,7 +303,7 @@ class DataPlane:
             batcher, observer = self._batchers[key]
             result = await batcher.submit(*work, trace)
             observer.queue_seconds.observe(result.queue_seconds)
-            arrays = [result.outputs[index] for index, _, _ in outputs]
+            arrays = [result.outputs[index] for index in indices]
             cache.put(digest, arrays)
         return InferResponse(
             model=target.model.name,
@@ -290,17 +311,33 @@ class DataPlane:
             id=request.id,
             outputs=[
                 OutputTensor(spec.name, spec.datatype, array, binary)
-                for (_, spec, binary), array in zip(outputs, arrays, strict=True)
+                for (_, spec, binary), array in zip(outputs, arrays, strict=False)
             ],
+            predicted=None if quality is None else arrays[indices.index(quality.output)],
         )
 
-    def remember(self, request_id: str, target: Target, caller: str | None = None) -> None:
-        """Keep which version served a request, and to whom, for feedback that names only the request id."""
-        self._served.remember(request_id, target.model.name, target.version.version, caller)
+    def remember(
+        self,
+        request_id: str,
+        target: Target,
+        caller: str | None = None,
+        response: InferResponse | None = None,
+    ) -> None:
+        """Keep which version served a request, and to whom, for feedback that names only the request id;
+        for a monitored classifier also each row's predicted class, for label feedback."""
+        predicted, rows = None, 0
+        quality = self.quality.version(target.model.name, target.version.version)
+        if quality is not None and response is not None and response.predicted is not None:
+            predicted, rows = quality.predicted(response.predicted), response.predicted.size
+        self._served.remember(
+            request_id, target.model.name, target.version.version, caller, predicted=predicted, rows=rows
+        )
 
-    def record_feedback(self, name: str, feedback: Feedback) -> tuple[str, str]:
-        """Count a business outcome against the version that served it; (model, version)."""
+    def record_feedback(self, name: str, feedback: Feedback) -> Recorded:
+        """Count a business outcome, or a label, against the version that served it."""
         model = self.model(name)
+        if feedback.label is not None:
+            return self._record_label(model, feedback)
         if feedback.request_id is not None:
             # At most once per request id, and only by the caller it was served to (see feedback.py).
             version = self._served.claim(model.name, feedback.request_id, feedback.caller)
@@ -310,7 +347,20 @@ class DataPlane:
         if feedback.value is not None:
             self.metrics.feedback_value.labels(model.name, version).inc(feedback.value)
             self.metrics.feedback_value_squares.labels(model.name, version).inc(feedback.value**2)
-        return model.name, version
+        return Recorded(model.name, version)
+
+    def _record_label(self, model: Model, feedback: Feedback) -> Recorded:
+        """Compare the labels with the predictions kept for the request; claim it only once they count."""
+        # parse_feedback ensures both
+        assert feedback.request_id is not None
+        assert feedback.label is not None
+        served = self._served.unanswered(model.name, feedback.request_id, feedback.caller)
+        quality = self.quality.version(model.name, served.version)
+        if quality is None:
+            raise self.quality.not_monitored(model.name, served.version)
+        judged = quality.judge(served, feedback.label, model.name)
+        self._served.claim(model.name, feedback.request_id, feedback.caller)
+        return Recorded(model.name, served.version, judged.correct)
 
     async def reload(self) -> list[str]:
         """Load the version directories that are new (or failed before), then apply every model's variants
@@ -350,6 +400,7 @@ class DataPlane:
                           batch_sizes=len(version.runtime.warmed), problem=version.warm_up_problem,
                           loaded="on SIGHUP")  # fmt: skip
             self.drift.register(model.name, version)
+            self.quality.register(model.name, version, model.config.quality.accuracy_margin)
             added.append((model, version, cost))
         return added
 

@@ -21,11 +21,17 @@ from serving_image.auth import Gate, Principal
 from serving_image.errors import InvalidInput, ModelNotFound, ServingError
 
 MAX_VALUE = 1e12
+# Predicted classes are kept for requests of at most this many rows, so the store stays small; a label
+# list may be no longer. A string label may be no longer than MAX_LABEL_CHARS.
+MAX_KEPT_ROWS = 64
+MAX_LABEL_CHARS = 256
+
+Label = int | str
 
 
 @dataclass(frozen=True, slots=True)
 class Feedback:
-    """One outcome: converted or not, or a value, for a model version."""
+    """One outcome: converted or not, a value, or the true class of each row, for a model version."""
 
     version: str | None
     request_id: str | None
@@ -33,10 +39,14 @@ class Feedback:
     value: float | None
     # Who sent it (a verified subject, or the trusted proxy's header): it must be who was served.
     caller: str | None = None
+    # The ground truth, one class per row of the request (serving_image/quality.py).
+    label: tuple[Label, ...] | None = None
 
     @property
     def kind(self) -> str:
-        """The metric label: converted, not_converted or value."""
+        """What it reports: converted, not_converted or value (the metric label), or label."""
+        if self.label is not None:
+            return "label"
         if self.value is not None:
             return "value"
         return "converted" if self.converted else "not_converted"
@@ -58,12 +68,24 @@ class TooManyFeedbacks(ServingError):
     outcome = "overloaded"
 
 
+class PredictionNotKept(ServingError):
+    """Label feedback on a request whose predictions were not kept (too many rows)."""
+
+    status = 409
+    grpc_code = "FAILED_PRECONDITION"
+    outcome = "client_error"
+
+
 @dataclass(slots=True)
-class _Served:
+class Served:
+    """What is kept of a served request; ``predicted`` holds each row's class index, one byte a row."""
+
     model: str
     version: str
     caller: str | None
     answered: bool = False
+    predicted: bytes | None = None
+    rows: int = 0
 
 
 class ServedRequests:
@@ -71,32 +93,43 @@ class ServedRequests:
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._served: OrderedDict[str, _Served] = OrderedDict()
+        self._served: OrderedDict[str, Served] = OrderedDict()
 
-    def remember(self, request_id: str, model: str, version: str, caller: str | None = None) -> None:
-        """Record who served a request, and to which caller."""
-        self._served[request_id] = _Served(model, version, caller)
+    def remember(
+        self, request_id: str, model: str, version: str, caller: str | None = None,
+        predicted: bytes | None = None, rows: int = 0,
+    ) -> None:  # fmt: skip
+        """Record who served a request, to which caller, and (for a classifier) what it predicted."""
+        self._served[request_id] = Served(model, version, caller, predicted=predicted, rows=rows)
         if len(self._served) > self._capacity:
             self._served.popitem(last=False)
 
     def version_of(self, model: str, request_id: str, caller: str | None = None) -> str:
         """The version that served this caller's request of this model, or 404."""
+        return self._entry(model, request_id, caller).version
+
+    def _entry(self, model: str, request_id: str, caller: str | None) -> Served:
         served = self._served.get(request_id)
         # Another caller's request answers exactly as an unknown one: ids are not to be probed.
         if served is None or served.model != model or served.caller != caller:
             raise ModelNotFound(
                 f"no request '{request_id}' of model '{model}' is remembered (never served here or aged out)"
             )
-        return served.version
+        return served
+
+    def unanswered(self, model: str, request_id: str, caller: str | None) -> Served:
+        """This caller's served request, still without feedback (404 or 409 otherwise); not yet claimed,
+        so feedback that turns out invalid leaves it open. Claim it with :meth:`claim`."""
+        served = self._entry(model, request_id, caller)
+        if served.answered:
+            raise AlreadyRecorded(f"feedback on request '{request_id}' was already recorded")
+        return served
 
     def claim(self, model: str, request_id: str, caller: str | None) -> str:
         """The version that served the request, marking its feedback given: a second claim is 409."""
-        version = self.version_of(model, request_id, caller)
-        served = self._served[request_id]
-        if served.answered:
-            raise AlreadyRecorded(f"feedback on request '{request_id}' was already recorded")
+        served = self.unanswered(model, request_id, caller)
         served.answered = True
-        return version
+        return served.version
 
 
 class FeedbackLimiter:
@@ -128,7 +161,7 @@ class FeedbackLimiter:
 
 def parse_feedback(document: dict[str, Any]) -> Feedback:
     """Feedback from its JSON body: a request id or a version, and exactly one outcome."""
-    unknown = sorted(set(document) - {"request_id", "version", "converted", "value"})
+    unknown = sorted(set(document) - {"request_id", "version", "converted", "value", "label"})
     if unknown:
         raise InvalidInput(f"unknown feedback field(s) {unknown}")
     request_id, version = document.get("request_id"), document.get("version")
@@ -137,9 +170,19 @@ def parse_feedback(document: dict[str, Any]) -> Feedback:
     for name, given in (("request_id", request_id), ("version", version)):
         if given is not None and (not isinstance(given, str) or not given):
             raise InvalidInput(f"'{name}' must be a non-empty string")
-    converted, value = document.get("converted"), document.get("value")
-    if (converted is None) == (value is None):
-        raise InvalidInput("feedback needs exactly one of 'converted' (true/false) or 'value' (a number)")
+    converted, value, label = document.get("converted"), document.get("value"), document.get("label")
+    if sum(given is not None for given in (converted, value, label)) != 1:
+        raise InvalidInput(
+            "feedback needs exactly one of 'converted' (true/false), 'value' (a number) "
+            "or 'label' (the true class, or a list of one per row)"
+        )
+    if label is not None:
+        if request_id is None:
+            raise InvalidInput(
+                "'label' needs 'request_id': the label is compared with the prediction served for that "
+                "request, and a version alone names none"
+            )
+        return Feedback(None, request_id, None, None, label=parse_label(label))
     if converted is not None and not isinstance(converted, bool):
         raise InvalidInput("'converted' must be true or false")
     if value is not None and (
@@ -152,6 +195,26 @@ def parse_feedback(document: dict[str, Any]) -> Feedback:
     if value is not None and value > MAX_VALUE:
         raise InvalidInput(f"'value' must be at most {MAX_VALUE:g}, so its square stays finite")
     return Feedback(version, request_id, converted, None if value is None else float(value))
+
+
+def parse_label(label: object) -> tuple[Label, ...]:
+    """One class (an integer, or a string for string-labelled models), or a list of one per row."""
+    labels = label if isinstance(label, list) else [label]
+    if not labels:
+        raise InvalidInput("'label' is an empty list: give one class per row of the request")
+    if len(labels) > MAX_KEPT_ROWS:
+        raise InvalidInput(
+            f"'label' has {len(labels)} entries; at most {MAX_KEPT_ROWS} (predictions are kept only for "
+            f"requests of at most {MAX_KEPT_ROWS} rows)"
+        )
+    for entry in labels:
+        if isinstance(entry, bool) or not isinstance(entry, int | str):
+            raise InvalidInput(
+                f"'label' must be a class (an integer or a string) or a list of them; got {entry!r:.80}"
+            )
+        if isinstance(entry, str) and not 0 < len(entry) <= MAX_LABEL_CHARS:
+            raise InvalidInput(f"a string 'label' must have 1 to {MAX_LABEL_CHARS} characters")
+    return tuple(labels)
 
 
 @dataclass(frozen=True, slots=True)

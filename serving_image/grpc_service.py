@@ -146,7 +146,7 @@ class InferenceServicer:
                 self._shadow.mirror(target, decoded)
                 response = await self._dp.infer(target, decoded, span)
                 if tracked.minted:  # only the server's own ids are kept for feedback
-                    self._dp.remember(tracked.request_id, target, tracked.caller)
+                    self._dp.remember(tracked.request_id, target, tracked.caller, response)
                 # Trailing metadata rides along with the status: no extra send, unlike initial metadata.
                 call.trailing.append((b"x-model-version", tracked.version.encode("ascii", "replace")))
                 return encode_response(response)

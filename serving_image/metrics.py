@@ -110,6 +110,26 @@ class Metrics:
             ["model", "version"], multiprocess_mode="livemin", registry=r,
         )  # fmt: skip
 
+        # Model quality from labelled feedback (serving_image/quality.py, docs/drift.md): the classes come
+        # from the graph (at most 32), so the confusion matrix stays bounded. The gauges are the same in
+        # every worker.
+        self.quality_labels = Counter(
+            "serving_quality_labels", "Labelled rows compared with the prediction served, by outcome.",
+            ["model", "version", "outcome"], registry=r,
+        )  # fmt: skip
+        self.quality_confusion = Counter(
+            "serving_quality_confusion", "Labelled rows by actual and predicted class.",
+            ["model", "version", "actual", "predicted"], registry=r,
+        )  # fmt: skip
+        self.quality_accuracy_floor = Gauge(
+            "serving_quality_accuracy_floor", "Reference accuracy of the version minus the model's margin.",
+            ["model", "version"], multiprocess_mode="livemax", registry=r,
+        )  # fmt: skip
+        self.quality_monitored = Gauge(
+            "serving_quality_monitored", "1 when the version has a class output (label feedback counted).",
+            ["model", "version"], multiprocess_mode="livemin", registry=r,
+        )  # fmt: skip
+
     def exposition(self) -> bytes:
         """The text exposition format, merged across workers when there are several."""
         for hook in self.before_collect:

@@ -1,4 +1,4 @@
-"""A model's optional ``config.yaml``: dynamic batching limits and A/B variants.
+"""A model's optional ``config.yaml``: dynamic batching limits, A/B variants and the quality margin.
 
 The ``variants`` block has the same shape as a model's variants in the stack config, so
 the standalone server and Istio split traffic from one description.
@@ -79,6 +79,13 @@ class VariantsConfig(_Strict):
         return self
 
 
+class QualityConfig(_Strict):
+    """Model quality from labelled feedback (serving_image/quality.py): how far below its reference
+    accuracy a version may fall before ``ModelQualityDrop`` fires."""
+
+    accuracy_margin: Annotated[float, Field(ge=0, le=1)] = 0.05
+
+
 class ModelConfig(_Strict):
     """Per-model settings; every field has a default so the file is optional."""
 
@@ -88,6 +95,7 @@ class ModelConfig(_Strict):
     # Opt-in for serving_image/response_cache.py: only for models whose outputs depend on their inputs alone.
     response_cache: bool = False
     variants: VariantsConfig | None = None
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

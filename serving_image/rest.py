@@ -262,7 +262,7 @@ class RestApp:
         self._shadow.mirror(target, request)
         response = await self._dp.infer(target, request, span)
         if tracked.minted:
-            self._dp.remember(tracked.request_id, target, tracked.caller)
+            self._dp.remember(tracked.request_id, target, tracked.caller, response)
         payload, json_length = encode_infer_response(response)
         extra = (
             [] if json_length is None else [(b"inference-header-content-length", str(json_length).encode())]
@@ -351,9 +351,11 @@ class RestApp:
             admitted = await self._feedback_guard.admit(headers, model, client[0] if client else None)
             body = await _read_body(receive, headers, self._limit, scope)
             feedback = self._feedback_guard.parse(admitted, model, parse_json(body))
-            name, version = self._dp.record_feedback(model, feedback)
-            self._tracker.log_feedback(feedback, name, version)
-            status, document = 200, {"model": name, "version": version, "recorded": True}
+            recorded = self._dp.record_feedback(model, feedback)
+            self._tracker.log_feedback(feedback, recorded.model, recorded.version, recorded.correct)
+            status, document = 200, {"model": recorded.model, "version": recorded.version, "recorded": True}
+            if recorded.correct is not None:
+                document["correct"] = recorded.correct
         except ServingError as error:
             status, document = error.status, {"error": error.message}
             extra = challenge(error)

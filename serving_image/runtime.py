@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from serving_image.datatypes import ONNX_TO_V2, numpy_dtype
+from serving_image.onnx_graph import ClassOutput, find_class_output
 
 PLATFORM = "onnxruntime_onnx"
 RUNTIME_VERSION: str = ort.__version__
@@ -61,6 +62,8 @@ class OnnxModel:
         self._output_names = [spec.name for spec in self.outputs]
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
         """The graph's ``metadata_props`` (the drift profile's hash: serving_image/drift_profile.py)."""
+        self.class_output: ClassOutput | None = _class_output(path, self._output_names)
+        """The classifier's predicted-class output and its classes (serving_image/quality.py), or None."""
         # Whether every tensor has a dynamic first dimension, so requests can be stacked.
         self.batchable = all(spec.shape[:1] == (-1,) for spec in (*self.inputs, *self.outputs))
         self.warmed: tuple[int, ...] = ()
@@ -100,6 +103,15 @@ class OnnxModel:
             warmed.append(rows)
         self.warmed = tuple(warmed)
         return None
+
+
+def _class_output(path: Path, outputs: list[str]) -> ClassOutput | None:
+    """Read from the graph once, at load; an output the session does not return is no class output."""
+    try:
+        found = find_class_output(path.read_bytes())
+    except OSError:
+        return None
+    return found if found is not None and found.output in outputs else None
 
 
 def warm_up_sizes(max_batch_size: int, every_size_up_to: int) -> list[int]:

@@ -68,6 +68,9 @@ class InferResponse:
     outputs: list[OutputTensor]
     id: str | None = None
     parameters: dict[str, object] = field(default_factory=dict)
+    # The class output of every row, for a monitored classifier (serving_image/quality.py): whichever
+    # outputs were asked for, it is what the store keeps for label feedback. Never sent.
+    predicted: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,16 +92,18 @@ class RequestTracker:
             )
         )
 
-    def log_feedback(self, feedback: Feedback, model: str, version: str) -> None:
-        """An accepted feedback, as its own access-log line: which request, whose, and what it said."""
-        self._log.write_event(
-            "feedback",
-            {
-                "request_id": feedback.request_id,
-                "model": model,
-                "version": version,
-                "kind": feedback.kind,
-                "value": feedback.value,
-                "caller": feedback.caller,
-            },
-        )
+    def log_feedback(self, feedback: Feedback, model: str, version: str, correct: int | None = None) -> None:
+        """An accepted feedback, as its own access-log line: which request, whose, and what it said
+        (for labels, the labels and how many rows the served prediction got right)."""
+        fields: dict[str, object] = {
+            "request_id": feedback.request_id,
+            "model": model,
+            "version": version,
+            "kind": feedback.kind,
+            "value": feedback.value,
+            "caller": feedback.caller,
+        }
+        if feedback.label is not None:
+            fields["label"] = list(feedback.label)
+            fields["correct"] = correct
+        self._log.write_event("feedback", fields)
