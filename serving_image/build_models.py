@@ -23,6 +23,7 @@ import onnx
 import onnxruntime as ort
 
 from serving_image import drift_profile, model_zoo
+from serving_image.quality import REFERENCE_KEY
 
 MODEL_NAME = "tabular-classifier"
 INT8_MODEL_NAME = "tabular-classifier-int8"
@@ -102,14 +103,15 @@ def _build_into(root: Path, log: Callable[[str], None]) -> dict[str, Any]:
     v2 = model_zoo.train_mlp(data)
     # Every version is trained on the same rows, so they share one profile (each keeps its own copy).
     profile = training_profile(data)
-    v1_path = _write_version(root / MODEL_NAME / "1", model_zoo.to_onnx(v1), profile)
-    v2_onnx = model_zoo.to_onnx(v2)
-    v2_path = _write_version(root / MODEL_NAME / "2", v2_onnx, profile)
+    v1_onnx, v2_onnx = model_zoo.to_onnx(v1), model_zoo.to_onnx(v2)
+    v1_path = _write_version(root / MODEL_NAME / "1", v1_onnx, profile, held_out_accuracy(v1_onnx, data))
+    v2_path = _write_version(root / MODEL_NAME / "2", v2_onnx, profile, held_out_accuracy(v2_onnx, data))
     log("quantizing version 2 to int8")
     int8_path = root / INT8_MODEL_NAME / "1" / MODEL_FILE
     int8_path.parent.mkdir(parents=True)
     model_zoo.quantize_int8(v2_onnx, int8_path)
-    _write_version(int8_path.parent, onnx.load(str(int8_path)), profile)
+    int8_onnx = onnx.load(str(int8_path))
+    _write_version(int8_path.parent, int8_onnx, profile, held_out_accuracy(int8_onnx, data))
     (root / MODEL_NAME / CONFIG_FILE).write_text(CLASSIFIER_CONFIG, encoding="utf-8")
     (root / INT8_MODEL_NAME / CONFIG_FILE).write_text(INT8_CONFIG, encoding="utf-8")
 
@@ -137,11 +139,18 @@ def training_profile(data: model_zoo.Dataset) -> bytes:
     return drift_profile.profile_bytes(document)
 
 
-def _write_version(version_dir: Path, model: onnx.ModelProto, profile: bytes) -> Path:
-    """``profile.json`` and ``model.onnx`` carrying the profile's hash in its metadata_props."""
+def held_out_accuracy(model: onnx.ModelProto, data: model_zoo.Dataset) -> float:
+    """The graph's accuracy on the held-out test rows, run in onnxruntime, rounded to 6 places."""
+    return round(model_zoo.accuracy(model_zoo.open_session(model.SerializeToString()), data), 6)
+
+
+def _write_version(version_dir: Path, model: onnx.ModelProto, profile: bytes, accuracy: float) -> Path:
+    """``profile.json`` and ``model.onnx`` carrying, in its metadata_props, the profile's hash and the
+    held-out accuracy that the server's quality alert compares live accuracy with (``reference_accuracy``)."""
     version_dir.mkdir(parents=True, exist_ok=True)
     (version_dir / PROFILE_FILE).write_bytes(profile)
     _set_metadata(model, drift_profile.METADATA_KEY, drift_profile.sha256(profile))
+    _set_metadata(model, REFERENCE_KEY, f"{accuracy:.6f}")
     path = version_dir / MODEL_FILE
     path.write_bytes(model.SerializeToString())
     return path

@@ -158,7 +158,10 @@ def _train_and_publish(
 ) -> Outcome:
     pipeline = parent.trainer(sets.train)
     profile = build_models.training_profile(sets.train)
-    model_path = build_models._write_version(staging, model_zoo.to_onnx(pipeline), profile)
+    exported = model_zoo.to_onnx(pipeline)
+    # The held-out accuracy is the version's reference: the quality alert compares live accuracy with it.
+    accuracy = build_models.held_out_accuracy(exported, sets.train)
+    model_path = build_models._write_version(staging, exported, profile, accuracy)
     candidate = model_zoo.open_session(model_path.read_bytes())
     results: dict[str, dict[str, Metrics]] = {}
     metrics: dict[str, Any] = {}

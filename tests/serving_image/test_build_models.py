@@ -242,6 +242,17 @@ def test_model_metadata_holds_its_profiles_sha256(repo: Path, relative: str) -> 
     )
 
 
+@pytest.mark.parametrize("relative", MODEL_FILES)
+def test_model_metadata_holds_its_held_out_accuracy(
+    repo: Path, data: model_zoo.Dataset, relative: str
+) -> None:
+    props = {entry.key: entry.value for entry in onnx.load(str(repo / relative)).metadata_props}
+    expected = f"{round(accuracy(repo / relative, data), 6):.6f}"
+    assert props.get("reference_accuracy") == expected, (
+        f"{relative}: metadata {props} does not carry the held-out accuracy {expected}"
+    )
+
+
 def test_profile_file_is_canonical_json(repo: Path) -> None:
     text = (repo / PROFILES[0]).read_text(encoding="utf-8")
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n", (

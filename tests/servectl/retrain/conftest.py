@@ -65,7 +65,9 @@ def repository(tmp_path: Path) -> Path:
     data = model_zoo.Dataset(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     pipeline = model_zoo.train_logistic(data)
     version_dir = root / MODEL / "1"
-    build_models._write_version(version_dir, model_zoo.to_onnx(pipeline), build_models.training_profile(data))
+    exported = model_zoo.to_onnx(pipeline)
+    accuracy = build_models.held_out_accuracy(exported, data)
+    build_models._write_version(version_dir, exported, build_models.training_profile(data), accuracy)
     (root / MODEL / build_models.CONFIG_FILE).write_text(CONFIG, encoding="utf-8")
     report = {"models": {MODEL: {"1": {"estimator": build_models.V1_ESTIMATOR}}}}
     (root / build_models.REPORT_FILE).write_text(json.dumps(report), encoding="utf-8")

@@ -65,6 +65,10 @@ def test_fresh_data_publishes_the_next_version_with_profile_card_and_canary(
     assert card["code_version"].startswith(("git ", "model-serving ")), card
     assert set(card["metrics"]) == {"holdout", "recent"} == set(out["metrics"]), card
     assert card["created"].endswith("Z"), card
+    holdout = out["metrics"]["holdout"]["candidate"]["accuracy"]
+    assert metadata.get("reference_accuracy") == f"{holdout:.6f}", (
+        f"the candidate's held-out accuracy {holdout} is its reference for the quality alert: {metadata}"
+    )
     sums = (version_dir / "SHA256SUMS").read_text().splitlines()
     for line in sums:
         digest, name = line.split("  ")
