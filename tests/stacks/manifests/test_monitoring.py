@@ -31,7 +31,7 @@ def test_rules_pass_promtool_unit_tests() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_rules_cover_burn_rates_readiness_and_input_drift() -> None:
+def test_rules_cover_burn_rates_readiness_input_drift_and_quality() -> None:
     alerts = {r["alert"] for g in load_rules()["groups"] for r in g["rules"] if "alert" in r}
     expected = {
         "ModelServingAvailabilityBurnRateFast",
@@ -41,6 +41,7 @@ def test_rules_cover_burn_rates_readiness_and_input_drift() -> None:
         "ModelServingModelNotReady",
         "ModelInputDriftWarning",
         "ModelInputDriftCritical",
+        "ModelQualityDrop",
     }
     assert alerts == expected, f"alerts: {alerts}"
 
