@@ -38,6 +38,9 @@ def test_full_config_parses_with_integer_version_keys(tmp_path: Path) -> None:
         ("variants:\n  weights: {1: 90, 2: 20}\n", "variants", "weights must sum to 100, got 110"),
         ("variants:\n  weights: {1: 100}\n  sticky: {}\n", "variants.sticky.header", "Field required"),
         ("max_queue_size: lots\n", "max_queue_size", "valid integer"),
+        ("quality:\n  accuracy_margin: 1.5\n", "quality.accuracy_margin", "less than or equal to 1"),
+        ("quality:\n  accuracy_margin: -0.1\n", "quality.accuracy_margin", "greater than or equal to 0"),
+        ("quality:\n  margin: 0.1\n", "quality.margin", "Extra inputs are not permitted"),
     ],
 )
 def test_invalid_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
@@ -47,6 +50,12 @@ def test_invalid_config_names_file_key_and_reason(tmp_path: Path, text: str, key
     assert str(tmp_path / "config.yaml") in message, message
     assert f"key '{key}'" in message, message
     assert reason in message, message
+
+
+def test_quality_margin_defaults_to_5_points_and_is_read(tmp_path: Path) -> None:
+    assert ModelConfig().quality.accuracy_margin == 0.05
+    config = load_model_config(write(tmp_path, "quality:\n  accuracy_margin: 0.02\n"))
+    assert config.quality.accuracy_margin == 0.02, config
 
 
 def test_unparseable_yaml_names_the_file(tmp_path: Path) -> None:

@@ -27,7 +27,8 @@ CALLER = "x-caller"
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory, bundled_models: Path) -> Path:
     """The bundled classifier; the same graph with batches past the kept-row limit and a 0.1 margin; a
-    string-labelled classifier without a reference accuracy; and a doubler, which has no class output."""
+    string-labelled classifier without a reference accuracy, and a copy whose responses are cached; and a
+    doubler, which has no class output."""
     root = tmp_path_factory.mktemp("quality-repository")
     os.symlink(bundled_models / "tabular-classifier", root / "tabular-classifier")
     wide = root / "wide-classifier"
@@ -35,13 +36,15 @@ def repository(tmp_path_factory: pytest.TempPathFactory, bundled_models: Path) -
     os.symlink(bundled_models / "tabular-classifier" / "1" / "model.onnx", wide / "1" / "model.onnx")
     write_config(wide, "max_batch_size: 128\nquality:\n  accuracy_margin: 0.1\n")
     write(classifier(["cat", "dog", "owl"]), root / "animals" / "1" / "model.onnx")
+    write(classifier(["cat", "dog", "owl"]), root / "cached-animals" / "1" / "model.onnx")
+    write_config(root / "cached-animals", "response_cache: true\n")
     save_model(doubler_graph(), root / "doubler" / "1" / "model.onnx")
     return root
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, repository: Path) -> Iterator[ServerProcess]:
-    env = {"SERVING_TRUSTED_PROXY_HEADER": CALLER}
+    env = {"SERVING_TRUSTED_PROXY_HEADER": CALLER, "SERVING_RESPONSE_CACHE_BYTES": str(1 << 20)}
     process = start_server(repository, tmp_path_factory.mktemp("quality-logs"), env=env)
     yield process
     assert process.stop() == 0, process.stderr()
@@ -234,3 +237,18 @@ def test_the_mlp_version_is_monitored_too(server: ServerProcess) -> None:
     labels = {"model": "tabular-classifier", "version": "2", "outcome": "correct"}
     name = "serving_quality_labels_total"
     assert series(metrics(server), name, **labels) - series(before, name, **labels) == 2
+
+
+def test_a_cached_response_keeps_its_prediction_for_labels(server: ServerProcess) -> None:
+    body = {
+        "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [2, 0, 1, 0]}],
+        "outputs": [{"name": "probabilities"}],
+    }
+    before = metrics(server)
+    ids = [infer(server, "cached-animals", body)[0] for _ in range(2)]
+    hits = {"model": "cached-animals", "version": "1"}
+    name = "serving_response_cache_hits_total"
+    assert series(metrics(server), name, **hits) - series(before, name, **hits) == 1, "the second is a hit"
+    for request_id in ids:
+        answer = feedback(server, "cached-animals", {"request_id": request_id, "label": ["owl", "cat"]})
+        assert answer.status_code == 200 and answer.json()["correct"] == 1, answer.text
