@@ -25,6 +25,7 @@ from serving_image.repository import ModelVersion
 MAX_CLASSES = 32
 REFERENCE_KEY = "reference_accuracy"
 CORRECT, INCORRECT = "correct", "incorrect"
+NUMPY_ROWS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,10 @@ class VersionQuality:
         self.output = output
         self.classes = classes
         self._index = {value: position for position, value in enumerate(classes)}
+        # Past NUMPY_ROWS rows, integer classes are looked up in numpy: a fixed ~10 µs against ~0.3 µs a row
+        # for the loop (64 rows: 11 µs against 22 µs; one row: 1.7 µs by the loop).
+        self._order = np.argsort(np.array(classes)) if isinstance(classes[0], int) else None
+        self._sorted = None if self._order is None else np.array(classes, dtype=np.int64)[self._order]
         self._correct = metrics.quality_labels.labels(model, version, CORRECT)
         self._incorrect = metrics.quality_labels.labels(model, version, INCORRECT)
         names = [str(value) for value in classes]
@@ -54,6 +59,13 @@ class VersionQuality:
         """Each row's predicted class as its index (one byte a row); None past ``MAX_KEPT_ROWS`` rows."""
         if labels.size > MAX_KEPT_ROWS:
             return None
+        if labels.size > NUMPY_ROWS and self._sorted is not None and labels.dtype.kind in "iu":
+            flat = labels.reshape(-1)
+            positions = np.minimum(np.searchsorted(self._sorted, flat), len(self._sorted) - 1)
+            if not np.array_equal(self._sorted[positions], flat):
+                return None  # a prediction outside the graph's classes: nothing to compare with
+            assert self._order is not None  # set with _sorted
+            return self._order[positions].astype(np.uint8).tobytes()
         try:
             return bytes(self._index[_plain(value)] for value in labels.reshape(-1).tolist())
         except KeyError:  # a prediction outside the graph's classes: nothing to compare with

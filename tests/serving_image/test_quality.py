@@ -13,7 +13,7 @@ from serving_image.errors import InvalidInput, ServingError
 from serving_image.feedback import MAX_KEPT_ROWS, PredictionNotKept, Served, parse_feedback
 from serving_image.metrics import Metrics
 from serving_image.onnx_graph import ClassOutput, find_class_output
-from serving_image.quality import MAX_CLASSES, QualityMonitor, reference_accuracy
+from serving_image.quality import MAX_CLASSES, NUMPY_ROWS, QualityMonitor, reference_accuracy
 from serving_image.repository import ModelVersion
 from serving_image.runtime import OnnxModel
 from tests.serving_image.conftest import doubler_graph, save_model
@@ -238,3 +238,19 @@ def test_labels_that_cannot_be_compared_count_nothing(
     assert message in raised.value.message, raised.value.message
     for outcome in ("correct", "incorrect"):
         assert value(metrics, "serving_quality_labels_total", model="m", version="1", outcome=outcome) == 0
+
+
+@pytest.mark.parametrize("rows", [1, NUMPY_ROWS, NUMPY_ROWS + 1, MAX_KEPT_ROWS])
+def test_integer_predictions_map_to_indices_by_loop_and_by_numpy(tmp_path: Path, rows: int) -> None:
+    monitor = QualityMonitor(Metrics(CollectorRegistry()))
+    monitor.register("m", loaded(write(classifier([7, 3, 5]), tmp_path / "model.onnx")), 0.05)
+    quality = monitor.version("m", "1")
+    assert quality is not None and quality.classes == (3, 5, 7), "sklearn sorts the classes"
+    predicted = np.array([7, 3, 5, 5] * rows, dtype=np.int64)[:rows]
+    expected = bytes({3: 0, 5: 1, 7: 2}[int(value)] for value in predicted)
+    assert quality.predicted(predicted) == expected
+    unknown = predicted.copy()
+    unknown[-1] = 4
+    assert quality.predicted(unknown) is None, "a value between the classes is none of them"
+    unknown[-1] = 9
+    assert quality.predicted(unknown) is None, "a value past the largest class is none of them"
