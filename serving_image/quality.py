@@ -39,12 +39,14 @@ class Judged:
 class VersionQuality:
     """A monitored version: its classes, and its counters with the label values bound (created at 0)."""
 
-    def __init__(self, metrics: Metrics, model: str, version: str, output: int, classes: tuple[Label, ...]):
+    def __init__(
+        self, metrics: Metrics, model: str, version: str, output: int, classes: tuple[Label, ...]
+    ) -> None:
         self.output = output
         self.classes = classes
         self._index = {value: position for position, value in enumerate(classes)}
         # Past NUMPY_ROWS rows, integer classes are looked up in numpy: a fixed ~10 µs against ~0.3 µs a row
-        # for the loop (64 rows: 11 µs against 22 µs; one row: 1.7 µs by the loop).
+        # for the loop (64 rows: 10 µs against 22 µs; one row: 1.4 µs by the loop).
         self._order = np.argsort(np.array(classes)) if isinstance(classes[0], int) else None
         self._sorted = None if self._order is None else np.array(classes, dtype=np.int64)[self._order]
         self._correct = metrics.quality_labels.labels(model, version, CORRECT)
@@ -73,10 +75,15 @@ class VersionQuality:
 
     def judge(self, served: Served, labels: tuple[Label, ...], model: str) -> Judged:
         """Check the labels against the kept predictions (4xx naming the problem), then count them."""
-        if served.predicted is None:
+        if served.predicted is None and served.rows > MAX_KEPT_ROWS:
             raise PredictionNotKept(
                 f"request had {served.rows} rows; predictions are kept only for requests of at most "
                 f"{MAX_KEPT_ROWS} rows, so its labels cannot be compared"
+            )
+        if served.predicted is None:
+            raise PredictionNotKept(
+                "the request's predictions were not among the model's classes, so none were kept and its "
+                "labels cannot be compared"
             )
         rows = len(served.predicted)
         if len(labels) != rows:

@@ -254,3 +254,11 @@ def test_integer_predictions_map_to_indices_by_loop_and_by_numpy(tmp_path: Path,
     assert quality.predicted(unknown) is None, "a value between the classes is none of them"
     unknown[-1] = 9
     assert quality.predicted(unknown) is None, "a value past the largest class is none of them"
+
+
+def test_a_prediction_outside_the_classes_is_409_naming_that(strings: tuple[Metrics, QualityMonitor]) -> None:
+    quality = strings[1].version("m", "1")
+    assert quality is not None
+    with pytest.raises(PredictionNotKept) as raised:
+        quality.judge(Served("m", "1", None, predicted=None, rows=2), ("cat", "dog"), "m")
+    assert "not among the model's classes" in raised.value.message, raised.value.message
