@@ -1,10 +1,12 @@
 """End to end with real processes: the server, bounded load, a real Prometheus, `analyze` and `step`.
 
 A candidate degraded on purpose (fault injection: 20% errors, 20 ms delay) is rolled back, after which
-every request goes to version 1; a healthy candidate is promoted to the next step.
+every request goes to version 1; a candidate whose answers the clients' labels find wrong more often is
+rolled back on accuracy; a healthy candidate is promoted to the next step.
 """
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,31 @@ def test_degraded_candidate_is_rolled_back_and_traffic_returns_to_v1(tmp_path: P
     assert since["decision"] == "hold", since["reasons"]
     events = [e["event"] for e in log.read(tmp_path / "experiment.jsonl")]
     assert events == ["analysis", "analysis", "step", "analysis"], f"every analysis and the step: {events}"
+
+
+def test_a_candidate_less_accurate_on_labelled_feedback_is_rolled_back(tmp_path: Path, logs: Path) -> None:
+    """Clients report each answer's true class; version 2's answers are wrong twice as often."""
+    repository = make_repository(tmp_path, CONFIG.format(faults=""))
+
+    def truth(version: str, predicted: int, rng: random.Random) -> int:
+        wrong = rng.random() < (0.4 if version == "2" else 0.05)
+        return 1 - predicted if wrong else predicted
+
+    with (
+        running_server(repository, logs) as server,
+        local_prometheus([server.url.removeprefix("http://")]) as prom,
+    ):
+        load = send_load(server.url, MODEL, requests=1200, max_seconds=60, threads=4, seed=5, label=truth)
+        assert load.feedback == {200: 1200}, f"every label accepted: {load.feedback}"
+        prom.wait_for_scrape()
+        analysis = _cli("analyze", *_options(prom.url, repository, tmp_path / "experiment.jsonl"))
+    counts = analysis["counts"]
+    assert isinstance(counts, dict)
+    labelled = {v: counts[v]["correct"] + counts[v]["incorrect"] for v in ("1", "2")}
+    assert labelled == {v: float(n) for v, n in load.versions.items()}, "one label per answered request"
+    assert analysis["decision"] == "rollback", analysis["reasons"]
+    reasons = analysis["reasons"]
+    assert isinstance(reasons, list) and reasons[0].startswith("accuracy: v2 "), reasons
 
 
 def test_healthy_candidate_is_promoted_to_the_next_step(tmp_path: Path, logs: Path) -> None:
