@@ -22,6 +22,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.auth import read_token
 from loadtests.config import ConfigError
+from loadtests.drift import BUNDLED_REPOSITORY
 from loadtests.measure import Entry, Sample, measure, window
 from loadtests.profiles import BUNDLED_PROFILES, Profile, load_profile, loaded_models, parse_models, restrict
 from loadtests.shapes import tick
@@ -57,6 +58,8 @@ def _options(parser: LocustArgumentParser) -> None:
     group.add_argument("--report-dir", default="", help="where the gate writes gates.json")
     group.add_argument("--load-models", default="", help="comma-separated models to load (default: all)")
     group.add_argument("--bearer-token-env", default="", help="environment variable holding a bearer token")
+    group.add_argument("--model-repository", default=str(BUNDLED_REPOSITORY),
+                       help="model repository whose profile.json the drift profile samples")  # fmt: skip
 
 
 class _Run:
@@ -82,7 +85,7 @@ def _init(environment: Environment, **_: Any) -> None:
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
-    Catalog.configure(_Run.profile, options.grpc_target or None, token)
+    Catalog.configure(_Run.profile, options.grpc_target or None, token, Path(options.model_repository))
     # locust weights are whole numbers; scaled so that fractional weights keep their ratio. A protocol
     # without weight is left out by the user classes named on the command line (see loadtests.run).
     weights = _Run.profile.traffic.protocols
@@ -91,7 +94,7 @@ def _init(environment: Environment, **_: Any) -> None:
 
 
 def _test_start(environment: Environment, **_: Any) -> None:
-    _Run.started = time.monotonic()
+    _Run.started = Catalog.started = time.monotonic()
     options = environment.parsed_options
     if not isinstance(environment.runner, WorkerRunner) and options is not None and options.report_dir:
         _Run.timeline = Timeline(Path(options.report_dir) / TIMELINE_FILE)

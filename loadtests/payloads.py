@@ -40,6 +40,13 @@ class Tensor:
     data: npt.NDArray[Any]
 
 
+def numpy_dtype(datatype: str) -> Any:
+    """The numpy type of a V2 datatype."""
+    if datatype not in _NUMPY:
+        raise PayloadError(f"datatype {datatype} is not generated")
+    return _NUMPY[datatype]
+
+
 def input_shape(shape: list[int], rows: int) -> list[int]:
     """The metadata's shape with every variable dimension (-1) set to `rows`."""
     return [rows if dim < 0 else dim for dim in shape]

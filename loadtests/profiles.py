@@ -5,7 +5,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loadtests.config import ConfigError, check_keys, load_yaml, mapping, number
-from loadtests.shapes import Stage, parse_shape
+from loadtests.drift import DriftSpec, parse_drift
+from loadtests.shapes import Stage, parse_shape, total_duration
 
 BUNDLED_PROFILES = Path(__file__).with_name("profiles.yaml")
 PROTOCOLS = ("rest", "grpc")
@@ -41,6 +42,8 @@ class Profile:
     """The shape in time."""
     traffic: Traffic
     """What each user sends."""
+    drift: DriftSpec | None = None
+    """Inputs sampled from a training profile, shifted for a period (the `drift` profile); None: noise."""
 
 
 _TRAFFIC_KEYS = {"protocols", "models", "user_ids", "enterprise_share", "rows", "think_ms"}
@@ -96,16 +99,39 @@ def parse_profiles(document: Mapping[str, object], source: str) -> dict[str, Pro
     for name, value in document.items():
         where = f"{source}: {name}"
         raw = mapping(value, where)
-        check_keys(raw, {"description", "shape", "traffic"}, where)
+        check_keys(raw, {"description", "shape", "traffic", "drift"}, where)
         if "shape" not in raw:
             raise ConfigError(f"{where}.shape: missing")
+        stages = parse_shape(raw["shape"], f"{where}.shape")
+        traffic = parse_traffic(raw.get("traffic"), f"{where}.traffic")
+        drift = _drift(raw["drift"], f"{where}.drift", stages, traffic) if "drift" in raw else None
         profiles[name] = Profile(
             name=name,
             description=str(raw.get("description", "")),
-            stages=parse_shape(raw["shape"], f"{where}.shape"),
-            traffic=parse_traffic(raw.get("traffic"), f"{where}.traffic"),
+            stages=stages,
+            traffic=traffic,
+            drift=drift,
         )
     return profiles
+
+
+def _drift(value: object, where: str, stages: list[Stage], traffic: Traffic) -> DriftSpec:
+    """The drift block, its model one of the traffic's and its shift inside the run."""
+    spec = parse_drift(value, where)
+    models = sorted(traffic.models)
+    if spec.model is None:
+        if len(models) != 1:
+            raise ConfigError(
+                f"{where}.model: missing; the traffic names {', '.join(models)}: say which to sample"
+            )
+        spec = replace(spec, model=models[0])
+    elif spec.model not in traffic.models:
+        raise ConfigError(f"{where}.model: {spec.model!r} is not in traffic.models ({', '.join(models)})")
+    end = spec.start_s + spec.duration_s
+    length = total_duration(stages)
+    if end > length:
+        raise ConfigError(f"{where}: the shift ends at {end:g} s, after the shape's {length:g} s; shorten it")
+    return spec
 
 
 def load_profile(name: str, path: Path = BUNDLED_PROFILES) -> Profile:

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from loadtests import report
 from loadtests.auth import auth_headers, read_token
 from loadtests.config import ConfigError
+from loadtests.drift import BUNDLED_REPOSITORY, load_sampler
 from loadtests.profiles import BUNDLED_PROFILES, Profile, load_profile, loaded_models, restrict
 from loadtests.shapes import total_duration
 from loadtests.slo import BUNDLED_SLO, format_table, load_slo, require_loaded
@@ -56,6 +57,8 @@ class LoadTest:
     bearer_token_env: str | None = None
     """The environment variable holding a bearer token for every request; its value is never stored here,
     passed in argv or written to the report: the locust processes inherit it with the environment."""
+    model_repository: Path = BUNDLED_REPOSITORY
+    """Where a drift profile reads the served version's training profile (profile.json)."""
 
 
 def check(test: LoadTest) -> tuple[Profile, str | None]:
@@ -70,6 +73,11 @@ def check(test: LoadTest) -> tuple[Profile, str | None]:
         raise ConfigError(f"--workers: expected 0 or more, got {test.workers}")
     profile = restrict(load_profile(test.profile, test.profile_file), test.models)
     require_loaded(load_slo(test.slo_file), loaded_models(profile), str(test.slo_file))
+    drift = profile.drift
+    if drift is not None and drift.model is not None:
+        # Read once here so a missing profile or an unknown feature is a configuration error up front.
+        sampler = load_sampler(test.model_repository, drift.model, drift.version)
+        sampler.shift_amounts(drift.features, drift.shift_sd)
     token = read_token(test.bearer_token_env, os.environ) if test.bearer_token_env is not None else None
     return profile, token
 
@@ -96,6 +104,8 @@ def commands(test: LoadTest, profile: Profile, master_port: int) -> tuple[list[s
         shared += ["--load-models", ",".join(test.models)]
     if test.bearer_token_env is not None:
         shared += ["--bearer-token-env", test.bearer_token_env]  # the variable's name, never its value
+    if profile.drift is not None:
+        shared += ["--model-repository", str(test.model_repository.resolve())]
     classes = user_classes(profile, test.grpc_target)
     out = test.out.resolve()
     master = [*base, *shared, "--report-dir", str(out), "--csv", str(out / "locust"),

@@ -6,7 +6,8 @@ response), so locust's own tables, CSV files and the SLO gates see every variant
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,7 +20,8 @@ from locust import FastHttpUser, User, between, task
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from loadtests.auth import auth_headers
-from loadtests.payloads import rest_body, tensors
+from loadtests.drift import BUNDLED_REPOSITORY, DriftSpec, Sampler, load_sampler, shifted_at
+from loadtests.payloads import Tensor, numpy_dtype, rest_body, tensors
 from loadtests.profiles import Profile
 from loadtests.traffic import VERSION_HEADER, StickyCheck, entry_name, pick
 
@@ -31,11 +33,43 @@ PAYLOAD_VARIANTS = 32
 
 
 @dataclass(frozen=True, kw_only=True)
+class DriftInputs:
+    """A drift profile's model: inputs drawn per request from its training profile, shifted in the period."""
+
+    spec: DriftSpec
+    sampler: Sampler
+    shift: dict[str, float]
+    """Per shifted feature, how far it moves (in its own units)."""
+    template: list[Tensor]
+    """The model's inputs as generated from its metadata; the profiled one is replaced per request."""
+
+    def inputs(self, rows: int, rng: np.random.Generator, elapsed_s: float) -> list[Tensor]:
+        """Fresh inputs: the profiled input sampled, shifted if `elapsed_s` is inside the shift period."""
+        shift = self.shift if shifted_at(self.spec, elapsed_s) else None
+        return [
+            replace(t, data=self.sampler.rows(rows, rng, shift).astype(numpy_dtype(t.datatype)))
+            if t.name == self.sampler.input
+            else t
+            for t in self.template
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelPayloads:
-    """Ready-made requests for one model, for either protocol."""
+    """Ready-made requests for one model, for either protocol (a drift profile's model: made per request)."""
 
     rest: list[str]
     grpc: list[Any]
+    drift: DriftInputs | None = None
+
+
+def grpc_request(model: str, inputs: list[Tensor]) -> Any:
+    """A V2 gRPC inference request with raw tensor contents."""
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for t in inputs:
+        request.inputs.add(name=t.name, datatype=t.datatype, shape=list(t.data.shape))
+        request.raw_input_contents.append(t.data.tobytes())
+    return request
 
 
 class Catalog:
@@ -45,14 +79,30 @@ class Catalog:
     profile: Profile | None = None
     grpc_target: str | None = None
     auth: dict[str, str] = {}
+    repository: Path = BUNDLED_REPOSITORY
+    """Where a drift profile's model reads its training profile (`--model-repository`)."""
+    started = time.monotonic()
+    """When the test started (the drift period counts from here)."""
     sticky = StickyCheck()
     _payloads: dict[str, ModelPayloads] = {}
     _lock = Semaphore()
 
     @classmethod
-    def configure(cls, profile: Profile, grpc_target: str | None, token: str | None = None) -> None:
+    def configure(
+        cls,
+        profile: Profile,
+        grpc_target: str | None,
+        token: str | None = None,
+        repository: Path = BUNDLED_REPOSITORY,
+    ) -> None:
         """Set by the `init` listener in every process (master and workers alike)."""
         cls.profile, cls.grpc_target, cls.auth = profile, grpc_target, auth_headers(token)
+        cls.repository = repository
+
+    @classmethod
+    def elapsed(cls) -> float:
+        """Seconds since the test started."""
+        return time.monotonic() - cls.started
 
     @classmethod
     def payloads(cls, host: str, model: str) -> ModelPayloads:
@@ -69,16 +119,38 @@ class Catalog:
         response.raise_for_status()
         metadata = response.json()
         rng = np.random.default_rng(len(cls._payloads))
+        spec = cls.profile.drift
+        if spec is not None and spec.model == model:
+            return ModelPayloads(rest=[], grpc=[], drift=cls._drift(spec, metadata, rng))
         rest, grpc_requests = [], []
         for _ in range(PAYLOAD_VARIANTS):
             inputs = tensors(metadata, cls.profile.traffic.rows, rng)
             rest.append(orjson.dumps(rest_body(inputs)).decode())
-            request = service_pb2.ModelInferRequest(model_name=model)
-            for t in inputs:
-                request.inputs.add(name=t.name, datatype=t.datatype, shape=list(t.data.shape))
-                request.raw_input_contents.append(t.data.tobytes())
-            grpc_requests.append(request)
+            grpc_requests.append(grpc_request(model, inputs))
         return ModelPayloads(rest=rest, grpc=grpc_requests)
+
+    @classmethod
+    def _drift(cls, spec: DriftSpec, metadata: dict[str, Any], rng: np.random.Generator) -> DriftInputs:
+        assert spec.model is not None, "parse_profiles names the drift model"
+        template = tensors(metadata, cls.profile.traffic.rows if cls.profile else 1, rng)
+        sampler = load_sampler(cls.repository, spec.model, spec.version)
+        profiled = next((t for t in template if t.name == sampler.input), None)
+        if profiled is None:
+            raise RuntimeError(
+                f"model {spec.model} has no input {sampler.input!r}, which its profile describes"
+            )
+        sampler = load_sampler(cls.repository, spec.model, spec.version, width=int(profiled.data.shape[-1]))
+        return DriftInputs(
+            spec=spec,
+            sampler=sampler,
+            shift=sampler.shift_amounts(spec.features, spec.shift_sd),
+            template=template,
+        )
+
+
+def _rng(user: User) -> np.random.Generator:
+    generator: np.random.Generator = user.__dict__.setdefault("np_rng", np.random.default_rng())
+    return generator
 
 
 def _profile() -> Profile:
@@ -104,7 +176,12 @@ class RestUser(FastHttpUser):
     def infer(self) -> None:
         """One inference request for a model and an end user picked by the profile's weights."""
         model, headers = pick(_profile().traffic, self.rng)
-        body = self.rng.choice(Catalog.payloads(self.host or "", model).rest)
+        payloads = Catalog.payloads(self.host or "", model)
+        if payloads.drift is not None:
+            inputs = payloads.drift.inputs(_profile().traffic.rows, _rng(self), Catalog.elapsed())
+            body = orjson.dumps(rest_body(inputs)).decode()
+        else:
+            body = self.rng.choice(payloads.rest)
         sent = {**headers, **Catalog.auth, "content-type": "application/json"}
         with self.client.post(
             f"/v2/models/{model}/infer", data=body, headers=sent, name=model, catch_response=True
@@ -143,7 +220,12 @@ class GrpcUser(User):
     def infer(self) -> None:
         """One inference request, reported to locust as a `gRPC` request event."""
         model, headers = pick(_profile().traffic, self.rng)
-        request = self.rng.choice(Catalog.payloads(self.host or "", model).grpc)
+        payloads = Catalog.payloads(self.host or "", model)
+        if payloads.drift is not None:
+            inputs = payloads.drift.inputs(_profile().traffic.rows, _rng(self), Catalog.elapsed())
+            request = grpc_request(model, inputs)
+        else:
+            request = self.rng.choice(payloads.grpc)
         started = time.perf_counter()
         version: str | None = None
         length = 0

@@ -8,13 +8,14 @@ everything started is stopped again (also on error), and the exit code is 1 if a
 """
 
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,24 +65,47 @@ def phase(title: str, phases: list[Phase] | None = None) -> Iterator[Phase]:
         click.echo(f"    {record.result} in {record.seconds:.1f} s")
 
 
+@dataclass(frozen=True)
+class ServedProcess:
+    """The serving image running as a process on loopback."""
+
+    http: str
+    """host:port of the REST endpoint."""
+    grpc: str
+    """host:port of the gRPC endpoint."""
+    pid: int
+    """The server's process id (SIGHUP reloads its model repository)."""
+
+
 @contextmanager
-def running_server(repository: Path, log_dir: Path) -> Iterator[tuple[str, str]]:
-    """The serving image as a process on loopback; always stopped with SIGTERM, which must exit 0."""
+def server_process(
+    repository: Path, log_dir: Path, env: Mapping[str, str] | None = None
+) -> Iterator[ServedProcess]:
+    """The serving image as a process on loopback, with `env` added to the environment; always stopped with
+    SIGTERM, which must exit 0."""
     http_port, grpc_port = _free_port(), _free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "serving_image", "--model-repository", str(repository),
                "--http-port", str(http_port), "--grpc-port", str(grpc_port)]  # fmt: skip
+    environment = {**os.environ, **(env or {})}
     with (log_dir / "access.log").open("wb") as out, (log_dir / "server.log").open("wb") as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err)
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=environment)
         try:
             _wait_ready(f"http://127.0.0.1:{http_port}", process)
-            yield f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+            yield ServedProcess(f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
             code = process.wait(timeout=60)
             click.echo(f"    server stopped with exit code {code}")
             if code != 0:
                 raise click.ClickException(f"server did not drain cleanly (exit {code}); see {log_dir}")
+
+
+@contextmanager
+def running_server(repository: Path, log_dir: Path) -> Iterator[tuple[str, str]]:
+    """The serving image as a process on loopback: (REST host:port, gRPC host:port)."""
+    with server_process(repository, log_dir) as served:
+        yield served.http, served.grpc
 
 
 def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from loadtests.drift import BUNDLED_REPOSITORY
 from loadtests.profiles import BUNDLED_PROFILES, parse_models
 from loadtests.run import LoadTest, run
 from loadtests.slo import BUNDLED_SLO
@@ -17,7 +18,7 @@ from loadtests.slo import BUNDLED_SLO
               help="the V2 gRPC endpoint; without it only REST users run")  # fmt: skip
 @click.option("--profile", default="smoke", show_default=True,
               help="profile in the profiles file (smoke, step, ramp, spike, soak, throughput, "
-                   "deploy-smoke)")  # fmt: skip
+                   "deploy-smoke, drift)")  # fmt: skip
 @click.option("--profiles", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
               default=BUNDLED_PROFILES, show_default=True, help="profiles YAML")  # fmt: skip
 @click.option("--slo", "slo_file", type=click.Path(dir_okay=False, path_type=Path), default=BUNDLED_SLO,
@@ -31,6 +32,10 @@ from loadtests.slo import BUNDLED_SLO
 @click.option("--bearer-token-env", metavar="NAME",
               help="send 'Authorization: Bearer <token>' (gRPC: authorization metadata) with the token read "
                    "from environment variable NAME; never pass the token itself")  # fmt: skip
+@click.option("--model-repository", type=click.Path(file_okay=False, path_type=Path),
+              default=BUNDLED_REPOSITORY, show_default=True,
+              help="the served model repository: the drift profile samples <model>/<version>/profile.json "
+                   "from it")  # fmt: skip
 def loadtest(
     target: str,
     grpc_target: str | None,
@@ -41,6 +46,7 @@ def loadtest(
     workers: int,
     models: str | None,
     bearer_token_env: str | None,
+    model_repository: Path,
 ) -> None:
     """Load-test a V2 server and gate on SLOs.
 
@@ -56,5 +62,6 @@ def loadtest(
         workers=workers,
         models=parse_models(models) if models is not None else (),
         bearer_token_env=bearer_token_env,
+        model_repository=model_repository,
     )
     sys.exit(run(test, lambda line: click.echo(line, err=line.startswith("configuration error"))))
