@@ -2,7 +2,8 @@
 
 Phases: plan every stack under mocks; check the plans with the policy gate on a real OPA server;
 serve the bundled models (v1/v2 at 90/10, sticky users) and send real requests; run the smoke load
-test with its SLO gates; analyse the v1/v2 experiment on a real Prometheus; write one report folder.
+test with its SLO gates; analyse the v1/v2 experiment on a real Prometheus; run the drift loop (shift,
+alert, retrain, canary, experiment: `servectl.drift.loop`); write one report folder.
 Each phase prints its progress and duration,
 everything started is stopped again (also on error), and the exit code is 1 if any gate failed.
 """
@@ -251,6 +252,7 @@ def report_markdown(
     lines += ["## Serving", "", f"Variant split for 200 sticky users (configured 90/10): {split}", ""]
     lines += ["In the load test, v2 also serves the enterprise segment (a header route, 5% of the end users",
               "in the smoke profile), so its share there is about 5% + 10% of the rest.", ""]  # fmt: skip
+    lines += drift_loop_markdown(serving.get("drift_loop"))
     experiment = serving.get("experiment")
     if experiment:
         lines += [
@@ -303,6 +305,54 @@ def analyze_experiment(http_url: str, repository: Path, out: Path) -> dict[str, 
     return result
 
 
+def drift_loop_markdown(loop: dict[str, Any] | None) -> list[str]:
+    """The drift loop's section of the report: its timings and decision (nothing when it did not run)."""
+    if not loop:
+        return []
+    if "error" in loop:
+        return ["## Drift loop (files in `drift/`)", "", f"Did not complete: {loop['error']}", ""]
+    timings = loop["timings"]
+    return [
+        "## Drift loop (files in `drift/`)",
+        "",
+        f"Shifted {', '.join(loop['features'])}; `ModelInputDriftCritical` fired on "
+        f"{', '.join(loop['alert_features'])}.",
+        "",
+        "| from | to | seconds |",
+        "| --- | --- | ---: |",
+        f"| shift | alert firing in Prometheus | {timings['shift_to_alert']:.1f} |",
+        f"| alert firing | receiver starts the retrain | {timings['alert_to_receiver']:.1f} |",
+        f"| retrain start | retrain end (its own run) | {timings['retrain']:.1f} |",
+        f"| alert firing | v2 serving its canary share | {timings['alert_to_canary']:.1f} |",
+        "",
+        f"Canary weights {loop['weights']}; the experiment decided:",
+        "",
+        "```",
+        str(loop["experiment"]["report"]).rstrip(),
+        "```",
+        "",
+    ]
+
+
+def drift_loop_phase(out: Path, phases: list[Phase]) -> dict[str, Any]:
+    """The drift loop as a demo phase; its summary (timings, decision) or the error that stopped it."""
+    from servectl.drift.loop import LoopError, run_loop
+
+    title = (
+        "drift loop: shift, alert, retrain, canary by SIGHUP, experiment (real Prometheus and Alertmanager)"
+    )
+    with phase(title, phases) as record:
+        try:
+            result = run_loop(out, echo=click.echo)
+        except LoopError as error:
+            click.echo(f"    {error}")
+            record.result = "FAIL"
+            return {"error": str(error)}
+        record.result = str(result.experiment["decision"]).upper()
+        click.echo("    timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+        return result.to_json()
+
+
 def write_report(out: Path, phases: list[Phase], plans: str, serving: dict[str, Any]) -> Path:
     """The report folder's front page, `README.md`."""
     findings = out / "policy" / "findings.md"
@@ -321,7 +371,10 @@ def run_phases(repository: Path, out: Path, slo: Path, profile: str) -> int:
         policy_code, findings = check_policies(sorted((out / "plans").glob("*.json")), out / "policy")
         gate.result = {0: "PASS", 1: "FAIL"}.get(policy_code, "error")
     serving, load_code = serve_and_load(repository, out, slo, profile, phases)
-    exit_code = 0 if policy_code == 0 and load_code == 0 else 1
+    drift_loop = drift_loop_phase(out / "drift", phases)
+    serving["drift_loop"] = drift_loop
+    drift_failed = "error" in drift_loop
+    exit_code = 0 if policy_code == 0 and load_code == 0 and not drift_failed else 1
     summary = {
         "exit_code": exit_code,
         "phases": [vars(p) for p in phases],
@@ -348,7 +401,7 @@ def run_phases(repository: Path, out: Path, slo: Path, profile: str) -> int:
 def demo(repository: Path, out: Path, slo: Path, profile: str) -> None:
     """Run the platform offline: plan, policy gate, serve, load-test with SLO gates, one report.
 
-    Exits 1 if the policy gate or an SLO gate fails.
+    Exits 1 if the policy gate or an SLO gate fails, or the drift loop does not complete.
     """
     if not (repository / "tabular-classifier").is_dir():
         raise click.ClickException(f"no models in {repository}: run `make models` first")

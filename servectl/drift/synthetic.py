@@ -85,3 +85,18 @@ def build_repository(root: Path) -> Path:
     report = {"models": {MODEL: {"1": {"estimator": build_models.V1_ESTIMATOR}}}}
     (root / build_models.REPORT_FILE).write_text(json.dumps(report), encoding="utf-8")
     return root
+
+
+def class_one_probability(
+    x: NDArray[np.float32], shift: Mapping[int, float] | None = None
+) -> NDArray[np.float64]:
+    """The ground truth's P(class 1 | row) for rows of the population shifted by ``shift`` (index: amount).
+
+    With equally likely classes of unit variance and means at +/- SEPARATION, the log-odds of a row are
+    2 * SEPARATION * sum(x - shift): the Bayes rule a perfect model would learn for that population.
+    """
+    moved = x.astype(np.float64).copy()
+    for index, amount in (shift or {}).items():
+        moved[:, index] -= amount
+    probability: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-2 * SEPARATION * moved.sum(axis=1)))
+    return probability

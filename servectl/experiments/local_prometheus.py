@@ -31,9 +31,12 @@ def free_port() -> int:
         return port
 
 
-def config(targets: Sequence[str], rules: Path, scrape_interval: str) -> dict[str, object]:
-    """Prometheus configuration: one job scraping `targets` (host:port) at `/metrics`."""
-    return {
+def config(
+    targets: Sequence[str], rules: Path, scrape_interval: str, *, alertmanager: str | None = None
+) -> dict[str, object]:
+    """Prometheus configuration: one job scraping `targets` (host:port) at `/metrics`; alerts sent to
+    `alertmanager` (host:port) when given."""
+    document: dict[str, object] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [str(rules)],
         "scrape_configs": [
@@ -44,6 +47,9 @@ def config(targets: Sequence[str], rules: Path, scrape_interval: str) -> dict[st
             }
         ],
     }
+    if alertmanager is not None:
+        document["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    return document
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,13 @@ def local_prometheus(
     scrape_interval_seconds: float = 1.0,
     log: Path | None = None,
     storage: Path | None = None,
+    alertmanager: str | None = None,
 ) -> Iterator[RunningPrometheus]:
     """Start Prometheus on a free loopback port; yield it once ready; stop it with SIGTERM.
 
     `storage` is the TSDB directory (default: a fresh one in the temporary directory); pass one to start
-    on blocks written beforehand, e.g. by `promtool tsdb create-blocks-from openmetrics`.
+    on blocks written beforehand, e.g. by `promtool tsdb create-blocks-from openmetrics`. `alertmanager`
+    (host:port) receives the alerts the rules fire.
     """
     binary = shutil.which("prometheus")
     if binary is None:
@@ -93,7 +101,7 @@ def local_prometheus(
         config_file = Path(tmp) / "prometheus.yml"
         interval = f"{int(scrape_interval_seconds * 1000)}ms"
         data = storage or Path(tmp) / "data"
-        config_file.write_text(yaml.safe_dump(config(targets, rules, interval)))
+        config_file.write_text(yaml.safe_dump(config(targets, rules, interval, alertmanager=alertmanager)))
         command = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={data}",
                    f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]  # fmt: skip
         url = f"http://127.0.0.1:{port}"

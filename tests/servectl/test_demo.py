@@ -23,6 +23,10 @@ def test_demo_runs_every_phase_and_reports(tmp_path: Path) -> None:
     results = [p["result"] for p in summary["phases"]]
     assert results[:4] == ["ok", "PASS", "ok", "PASS"] and results[5] == "ok", summary["phases"]
     assert results[4] in {"PROMOTE", "HOLD", "COMPLETE"}, "a healthy v2 is never rolled back"
+    assert results[6] in {"PROMOTE", "HOLD", "ROLLBACK"}, f"the drift loop completes: {summary['phases']}"
+    loop = summary["serving"]["drift_loop"]
+    assert set(loop["timings"]) == {"shift_to_alert", "alert_to_receiver", "retrain", "alert_to_canary"}, loop
+    assert (tmp_path / "drift" / "loop.json").exists(), "the drift loop's files are in the report"
     assert summary["serving"]["experiment"]["reasons"], "a decision comes with its reasons"
     assert (tmp_path / "experiment" / "experiment.jsonl").exists(), "the experiment log is in the report"
     assert summary["policy"]["allow"] is True, summary["policy"]
@@ -81,6 +85,7 @@ def test_demo_exits_1_when_any_gate_fails(
     monkeypatch.setattr(demo_module, "plan_stacks", lambda out: "s: 1 steps, 1 resources")
     monkeypatch.setattr(demo_module, "check_policies", lambda plans, out: (policy_code, findings))
     monkeypatch.setattr(demo_module, "serve_and_load", serve_and_load)
+    monkeypatch.setattr(demo_module, "drift_loop_phase", lambda out, phases: {})
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == expected, result.output
     written = json.loads((tmp_path / "summary.json").read_text())
