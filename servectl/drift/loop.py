@@ -95,10 +95,19 @@ class LoopResult:
         return asdict(self)
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float, poll: float = 0.2) -> None:
-    """Poll `check` until it holds; `LoopError` naming `what` after `timeout` s."""
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    traffic: DriftTraffic | None = None,
+    poll: float = 0.2,
+) -> None:
+    """Poll `check` until it holds; `LoopError` naming `what` after `timeout` s, or at once when the
+    traffic has stopped."""
     deadline = time.monotonic() + timeout
     while not check():
+        if traffic is not None and traffic.failure:
+            raise LoopError(f"{traffic.failure} (while waiting for {what})")
         if time.monotonic() > deadline:
             raise LoopError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(poll)
@@ -206,7 +215,7 @@ def _normal(parts: _Parts, settings: LoopSettings, result: LoopResult, echo: Ech
         found = prom.query(rows)
         return time.monotonic() - started >= settings.normal_seconds and bool(found) and found[0][1] >= 500
 
-    wait_for("500 sampled rows of normal traffic in the window", enough, settings.step_timeout)
+    wait_for("500 sampled rows of normal traffic in the window", enough, settings.step_timeout, parts.traffic)
     result.normal_psi = psi_by_feature(prom)
     result.alerts_during_normal = [labels for labels, _ in prom.query(DRIFT_ALERTS)]
     top = max(result.normal_psi.values(), default=float("nan"))
@@ -221,7 +230,8 @@ def _window(settings: LoopSettings) -> str:
 def _shift(parts: _Parts, settings: LoopSettings, result: LoopResult, clock: _Clock, echo: Echo) -> None:
     prom = Prometheus(parts.prom.url)
     clock.shift = parts.traffic.shift()
-    wait_for("ModelInputDriftCritical to fire", lambda: bool(prom.query(FIRING)), settings.step_timeout)
+    firing = lambda: bool(prom.query(FIRING))  # noqa: E731
+    wait_for("ModelInputDriftCritical to fire", firing, settings.step_timeout, parts.traffic)
     clock.alert = time.time()
     result.timings["shift_to_alert"] = round(clock.alert - clock.shift, 2)
     result.alert_features = sorted({labels["feature"] for labels, _ in prom.query(FIRING)})
@@ -230,7 +240,12 @@ def _shift(parts: _Parts, settings: LoopSettings, result: LoopResult, clock: _Cl
         scores = psi_by_feature(prom)
         return all(scores.get(f, 0.0) > CRITICAL for f in settings.features)
 
-    wait_for("every shifted feature past the critical PSI", all_shifted_critical, settings.step_timeout)
+    wait_for(
+        "every shifted feature past the critical PSI",
+        all_shifted_critical,
+        settings.step_timeout,
+        parts.traffic,
+    )
     result.shifted_psi = psi_by_feature(prom)
     echo(f"    shifted at {_hms(clock.shift)}; ModelInputDriftCritical firing after "
          f"{result.timings['shift_to_alert']:.1f} s on {', '.join(result.alert_features)}")  # fmt: skip
@@ -253,7 +268,8 @@ def _retrain(parts: _Parts, settings: LoopSettings, result: LoopResult, clock: _
     echo(f"    retrain {run.get('outcome')} in {result.timings['retrain']:.1f} s: {run.get('reason')}")
     if result.retrain.get("outcome") != "published":
         raise LoopError(f"the retrain did not publish: {result.retrain}")
-    wait_for("the server to serve v2", lambda: "2" in parts.traffic.counts.first_seen, settings.step_timeout)
+    serves = lambda: "2" in parts.traffic.counts.first_seen  # noqa: E731
+    wait_for("the server to serve v2", serves, settings.step_timeout, parts.traffic)
     clock.canary = parts.traffic.counts.first_seen["2"]
     parts.traffic.feedback_on.set()
     result.timings["alert_to_canary"] = round(clock.canary - clock.alert, 2)
@@ -272,7 +288,7 @@ def _experiment(parts: _Parts, settings: LoopSettings, result: LoopResult, clock
             and counts.judged["2"] >= settings.min_samples
         )
 
-    wait_for(f"{settings.min_samples} judged v2 answers", enough, settings.step_timeout)
+    wait_for(f"{settings.min_samples} judged v2 answers", enough, settings.step_timeout, parts.traffic)
     parts.prom.wait_for_scrape()
     experiment = experiment_run.Experiment(
         prometheus=parts.prom.url,

@@ -60,6 +60,8 @@ class DriftTraffic:
         self.deadline = time.monotonic() + max_seconds
         self.max_requests = int(rate * max_seconds / threads) + 1
         self.counts = TrafficCounts()
+        self.failure: str | None = None
+        """Why a thread stopped early, if one did (the loop checks it while it waits)."""
         self.shifted = threading.Event()
         self.feedback_on = threading.Event()
         self._stop = threading.Event()
@@ -98,9 +100,9 @@ class DriftTraffic:
                 self._stop.wait(max(0.0, next_send - time.monotonic()))
                 next_send += self.interval
                 self._one(conn, rng)
-        except (OSError, http.client.HTTPException):
+        except Exception as error:  # any failure is reported to the loop, which stops with it
             if not self._stop.is_set():
-                raise
+                self.failure = f"traffic thread {number} stopped: {type(error).__name__}: {error}"
         finally:
             conn.close()
 
@@ -121,7 +123,7 @@ class DriftTraffic:
             self.counts.first_seen.setdefault(version, time.time())
         if response.status != 200 or not self.feedback_on.is_set():
             return
-        truth = rng.random() < class_one_probability(row, self.shift_by_index if shifted else None)[0]
+        truth = bool(rng.random() < class_one_probability(row, self.shift_by_index if shifted else None)[0])
         label = next(o["data"][0] for o in document["outputs"] if o["name"] == "label")
         feedback = {"request_id": response.getheader("x-request-id") or "", "converted": bool(label) == truth}
         conn.request("POST", f"/v2/models/{self.model}/feedback", json.dumps(feedback),
