@@ -29,11 +29,11 @@ def alertmanager_config(webhook: str, factor: float) -> dict[str, Any]:
         monitoring.Receivers(webhook_urls=("http://127.0.0.1:9/",)), webhook
     )
     root = config["route"]
+    # Only the values each route sets: a route without one inherits its parent's, already scaled.
     for route in (root, *root["routes"]):
         for key in _WAITS:
-            value = route.get(key, root.get(key))
-            if value is not None:
-                route[key] = scaled(str(value), factor)
+            if key in route:
+                route[key] = scaled(str(route[key]), factor)
     return config
 
 

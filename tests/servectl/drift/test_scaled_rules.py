@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servectl.drift.processes import alertmanager_config
 from servectl.drift.scaled_rules import (
     RULES_FILE,
     drift_rules,
@@ -78,3 +79,17 @@ def test_missing_rules_are_named() -> None:
     shipped = yaml.safe_load(RULES_FILE.read_text())
     with pytest.raises(ValueError, match="no alert 'Nope'"):
         drift_rules(shipped, 2, alerts=("Nope",))
+
+
+def test_alertmanagers_waits_are_the_stacks_scaled_once() -> None:
+    config = alertmanager_config("http://127.0.0.1:1/alerts", 120)
+    root = config["route"]
+    assert (root["group_wait"], root["group_interval"], root["repeat_interval"]) == (
+        "250ms",
+        "2500ms",
+        "120000ms",
+    )
+    retrain = next(r for r in root["routes"] if r["receiver"] == "retrain")
+    assert retrain["group_wait"] == "83ms", retrain
+    assert "group_interval" not in retrain and "repeat_interval" not in retrain, "inherited from the root"
+    assert retrain["continue"] is True and "ModelInputDriftCritical" in retrain["matchers"][0], retrain
