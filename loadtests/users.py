@@ -148,11 +148,6 @@ class Catalog:
         )
 
 
-def _rng(user: User) -> np.random.Generator:
-    generator: np.random.Generator = user.__dict__.setdefault("np_rng", np.random.default_rng())
-    return generator
-
-
 def _profile() -> Profile:
     assert Catalog.profile is not None, "the init listener configures the catalog"
     return Catalog.profile
@@ -169,8 +164,9 @@ class RestUser(FastHttpUser):
     wait_time = _think
 
     def on_start(self) -> None:
-        """Each user has its own random stream, so users do not move in step."""
+        """Each user has its own random streams, so users do not move in step."""
         self.rng = random.Random()
+        self.np_rng = np.random.default_rng()
 
     @task
     def infer(self) -> None:
@@ -178,7 +174,7 @@ class RestUser(FastHttpUser):
         model, headers = pick(_profile().traffic, self.rng)
         payloads = Catalog.payloads(self.host or "", model)
         if payloads.drift is not None:
-            inputs = payloads.drift.inputs(_profile().traffic.rows, _rng(self), Catalog.elapsed())
+            inputs = payloads.drift.inputs(_profile().traffic.rows, self.np_rng, Catalog.elapsed())
             body = orjson.dumps(rest_body(inputs)).decode()
         else:
             body = self.rng.choice(payloads.rest)
@@ -209,6 +205,7 @@ class GrpcUser(User):
         """One channel per user, closed when the user stops."""
         assert Catalog.grpc_target, "GrpcUser runs only with a gRPC target"
         self.rng = random.Random()
+        self.np_rng = np.random.default_rng()
         self.channel = grpc.insecure_channel(Catalog.grpc_target)
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
 
@@ -222,7 +219,7 @@ class GrpcUser(User):
         model, headers = pick(_profile().traffic, self.rng)
         payloads = Catalog.payloads(self.host or "", model)
         if payloads.drift is not None:
-            inputs = payloads.drift.inputs(_profile().traffic.rows, _rng(self), Catalog.elapsed())
+            inputs = payloads.drift.inputs(_profile().traffic.rows, self.np_rng, Catalog.elapsed())
             request = grpc_request(model, inputs)
         else:
             request = self.rng.choice(payloads.grpc)

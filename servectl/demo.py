@@ -325,7 +325,8 @@ def drift_loop_markdown(loop: dict[str, Any] | None) -> list[str]:
         f"| retrain start | retrain end (its own run) | {timings['retrain']:.1f} |",
         f"| alert firing | v2 serving its canary share | {timings['alert_to_canary']:.1f} |",
         "",
-        f"Canary weights {loop['weights']}; the experiment decided:",
+        f"Accuracy on the shifted traffic after the canary: {loop['traffic']['accuracy_on_shifted_traffic']} "
+        f"(per version). Canary weights {loop['weights']}; the experiment decided:",
         "",
         "```",
         str(loop["experiment"]["report"]).rstrip(),

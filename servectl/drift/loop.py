@@ -22,6 +22,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -197,7 +198,9 @@ def _start(out: Path, settings: LoopSettings, echo: Echo) -> Iterator[_Parts]:
         stack.enter_context(processes.receiver(out / "receiver.yaml", receiver_port, receiver_log))
         rules = write_drift_rules(out / "drift-rules.yaml", settings.factor)
         prom = stack.enter_context(
-            local_prometheus([served.http], rules=rules, log=out / "prometheus.log", alertmanager=am.url[7:])
+            local_prometheus(
+                [served.http], rules=rules, log=out / "prometheus.log", alertmanager=urlsplit(am.url).netloc
+            )
         )
         echo(f"    serving v1 at {served.http} (pid {served.pid}); Prometheus {prom.url}, AM {am.url}")
         traffic = stack.enter_context(
