@@ -69,6 +69,9 @@ class LoopSettings:
     """The schedule's candidate requests per step before promotion (the demo's scale)."""
     step_timeout: float = 90.0
     """The longest any one step may take."""
+    max_seconds: float = 170.0
+    """The longest the whole loop may take, from building v1 to the decision (the demo keeps to about 2
+    minutes; this bounds a slow machine)."""
     labelled_rows: int = 3000
     """Labelled shifted rows written for the retrain."""
 
@@ -132,6 +135,12 @@ class _Parts:
     prom: RunningPrometheus
     traffic: DriftTraffic
     receiver_log: Path
+    deadline: float
+    """When the whole loop must be done (monotonic)."""
+
+    def budget(self, step_timeout: float) -> float:
+        """Seconds the next step may take: its own limit, or what is left of the loop's."""
+        return max(0.0, min(step_timeout, self.deadline - time.monotonic()))
 
 
 @dataclass
@@ -162,6 +171,7 @@ def run_loop(out: Path, settings: LoopSettings | None = None, echo: Echo = print
 
 @contextmanager
 def _start(out: Path, settings: LoopSettings, echo: Echo) -> Iterator[_Parts]:
+    deadline = time.monotonic() + settings.max_seconds
     repository = build_repository(out / "models")
     sampler = load_sampler(repository, MODEL, "1")
     shift = sampler.shift_amounts(settings.features, settings.shift_sd)
@@ -204,9 +214,16 @@ def _start(out: Path, settings: LoopSettings, echo: Echo) -> Iterator[_Parts]:
         )
         echo(f"    serving v1 at {served.http} (pid {served.pid}); Prometheus {prom.url}, AM {am.url}")
         traffic = stack.enter_context(
-            DriftTraffic(f"http://{served.http}", MODEL, sampler, shift, rate=settings.rate, max_seconds=600)
+            DriftTraffic(
+                f"http://{served.http}",
+                MODEL,
+                sampler,
+                shift,
+                rate=settings.rate,
+                max_seconds=settings.max_seconds,
+            )
         )
-        yield _Parts(out, repository, prom, traffic, receiver_log)
+        yield _Parts(out, repository, prom, traffic, receiver_log, deadline)
 
 
 def _normal(parts: _Parts, settings: LoopSettings, result: LoopResult, echo: Echo) -> None:
@@ -218,7 +235,12 @@ def _normal(parts: _Parts, settings: LoopSettings, result: LoopResult, echo: Ech
         found = prom.query(rows)
         return time.monotonic() - started >= settings.normal_seconds and bool(found) and found[0][1] >= 500
 
-    wait_for("500 sampled rows of normal traffic in the window", enough, settings.step_timeout, parts.traffic)
+    wait_for(
+        "500 sampled rows of normal traffic in the window",
+        enough,
+        parts.budget(settings.step_timeout),
+        parts.traffic,
+    )
     result.normal_psi = psi_by_feature(prom)
     result.alerts_during_normal = [labels for labels, _ in prom.query(DRIFT_ALERTS)]
     top = max(result.normal_psi.values(), default=float("nan"))
@@ -234,7 +256,7 @@ def _shift(parts: _Parts, settings: LoopSettings, result: LoopResult, clock: _Cl
     prom = Prometheus(parts.prom.url)
     clock.shift = parts.traffic.shift()
     firing = lambda: bool(prom.query(FIRING))  # noqa: E731
-    wait_for("ModelInputDriftCritical to fire", firing, settings.step_timeout, parts.traffic)
+    wait_for("ModelInputDriftCritical to fire", firing, parts.budget(settings.step_timeout), parts.traffic)
     clock.alert = time.time()
     result.timings["shift_to_alert"] = round(clock.alert - clock.shift, 2)
     result.alert_features = sorted({labels["feature"] for labels, _ in prom.query(FIRING)})
@@ -246,7 +268,7 @@ def _shift(parts: _Parts, settings: LoopSettings, result: LoopResult, clock: _Cl
     wait_for(
         "every shifted feature past the critical PSI",
         all_shifted_critical,
-        settings.step_timeout,
+        parts.budget(settings.step_timeout),
         parts.traffic,
     )
     result.shifted_psi = psi_by_feature(prom)
@@ -259,11 +281,17 @@ def _retrain(parts: _Parts, settings: LoopSettings, result: LoopResult, clock: _
         return next((e for e in processes.json_lines(parts.receiver_log) if e["event"] == name), None)
 
     wait_for(
-        "the receiver to start a retrain", lambda: event("retrain_started") is not None, settings.step_timeout
+        "the receiver to start a retrain",
+        lambda: event("retrain_started") is not None,
+        parts.budget(settings.step_timeout),
     )
     clock.received = float((event("retrain_started") or {})["time"])
     result.timings["alert_to_receiver"] = round(clock.received - clock.alert, 2)
-    wait_for("the retrain to finish", lambda: event("retrain_finished") is not None, settings.step_timeout)
+    wait_for(
+        "the retrain to finish",
+        lambda: event("retrain_finished") is not None,
+        parts.budget(settings.step_timeout),
+    )
     result.retrain = event("retrain_finished") or {}
     result.timings["retrain"] = float(result.retrain.get("seconds") or 0.0)
     run = result.retrain
@@ -272,7 +300,7 @@ def _retrain(parts: _Parts, settings: LoopSettings, result: LoopResult, clock: _
     if result.retrain.get("outcome") != "published":
         raise LoopError(f"the retrain did not publish: {result.retrain}")
     serves = lambda: "2" in parts.traffic.counts.first_seen  # noqa: E731
-    wait_for("the server to serve v2", serves, settings.step_timeout, parts.traffic)
+    wait_for("the server to serve v2", serves, parts.budget(settings.step_timeout), parts.traffic)
     clock.canary = parts.traffic.counts.first_seen["2"]
     parts.traffic.feedback_on.set()
     result.timings["alert_to_canary"] = round(clock.canary - clock.alert, 2)
@@ -291,7 +319,12 @@ def _experiment(parts: _Parts, settings: LoopSettings, result: LoopResult, clock
             and counts.judged["2"] >= settings.min_samples
         )
 
-    wait_for(f"{settings.min_samples} judged v2 answers", enough, settings.step_timeout, parts.traffic)
+    wait_for(
+        f"{settings.min_samples} judged v2 answers",
+        enough,
+        parts.budget(settings.step_timeout),
+        parts.traffic,
+    )
     parts.prom.wait_for_scrape()
     experiment = experiment_run.Experiment(
         prometheus=parts.prom.url,

@@ -65,6 +65,9 @@ def test_shift_alert_retrain_canary_and_decision(tmp_path: Path) -> None:
     assert experiment["reasons"], "a decision comes with its reasons"
     expected_v2 = {"hold": 5, "promote": 25, "rollback": 0}[decision]
     assert after["2"] == expected_v2, f"{decision} leads to v2 at {expected_v2}%: {experiment}"
+    logged = [json.loads(line) for line in (tmp_path / "experiment.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in logged] == ["analysis"], "one analysis, logged; nothing applied"
+    assert (logged[0]["decision"], logged[0]["counts"]) == (decision, experiment["counts"]), logged[0]
     counts = experiment["counts"]
     share = counts["2"]["requests"] / (counts["1"]["requests"] + counts["2"]["requests"])
     assert 0.02 < share < 0.10, (
