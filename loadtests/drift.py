@@ -39,7 +39,7 @@ class DriftSpec:
     """A profile's `drift:` block: whose profile to sample and how to shift it."""
 
     model: str | None = None
-    """The model whose inputs are sampled (default: the profile's only model)."""
+    """The model whose inputs are sampled; None: every model of the traffic, each from its own profile."""
     version: str | None = None
     """The version whose profile.json is read (default: the highest numbered version in the repository)."""
     features: tuple[str, ...] = ()

@@ -116,17 +116,11 @@ def parse_profiles(document: Mapping[str, object], source: str) -> dict[str, Pro
 
 
 def _drift(value: object, where: str, stages: list[Stage], traffic: Traffic) -> DriftSpec:
-    """The drift block, its model one of the traffic's and its shift inside the run."""
+    """The drift block, its model (if it names one) one of the traffic's and its shift inside the run."""
     spec = parse_drift(value, where)
-    models = sorted(traffic.models)
-    if spec.model is None:
-        if len(models) != 1:
-            raise ConfigError(
-                f"{where}.model: missing; the traffic names {', '.join(models)}: say which to sample"
-            )
-        spec = replace(spec, model=models[0])
-    elif spec.model not in traffic.models:
-        raise ConfigError(f"{where}.model: {spec.model!r} is not in traffic.models ({', '.join(models)})")
+    if spec.model is not None and spec.model not in traffic.models:
+        models = ", ".join(sorted(traffic.models))
+        raise ConfigError(f"{where}.model: {spec.model!r} is not in traffic.models ({models})")
     end = spec.start_s + spec.duration_s
     length = total_duration(stages)
     if end > length:
@@ -140,6 +134,13 @@ def load_profile(name: str, path: Path = BUNDLED_PROFILES) -> Profile:
     if name not in profiles:
         raise ConfigError(f"{path}: no profile {name!r}; the file has {', '.join(sorted(profiles))}")
     return profiles[name]
+
+
+def drift_models(profile: Profile) -> list[str]:
+    """The models whose inputs a drift profile samples: its block's model, else every model it loads."""
+    if profile.drift is None:
+        return []
+    return [profile.drift.model] if profile.drift.model is not None else loaded_models(profile)
 
 
 def loaded_models(profile: Profile) -> list[str]:

@@ -25,7 +25,14 @@ from loadtests import report
 from loadtests.auth import auth_headers, read_token
 from loadtests.config import ConfigError
 from loadtests.drift import BUNDLED_REPOSITORY, load_sampler
-from loadtests.profiles import BUNDLED_PROFILES, Profile, load_profile, loaded_models, restrict
+from loadtests.profiles import (
+    BUNDLED_PROFILES,
+    Profile,
+    drift_models,
+    load_profile,
+    loaded_models,
+    restrict,
+)
 from loadtests.shapes import total_duration
 from loadtests.slo import BUNDLED_SLO, format_table, load_slo, require_loaded
 
@@ -73,11 +80,11 @@ def check(test: LoadTest) -> tuple[Profile, str | None]:
         raise ConfigError(f"--workers: expected 0 or more, got {test.workers}")
     profile = restrict(load_profile(test.profile, test.profile_file), test.models)
     require_loaded(load_slo(test.slo_file), loaded_models(profile), str(test.slo_file))
-    drift = profile.drift
-    if drift is not None and drift.model is not None:
+    for model in drift_models(profile):
         # Read once here so a missing profile or an unknown feature is a configuration error up front.
-        sampler = load_sampler(test.model_repository, drift.model, drift.version)
-        sampler.shift_amounts(drift.features, drift.shift_sd)
+        assert profile.drift is not None, "drift_models names models only for a drift profile"
+        sampler = load_sampler(test.model_repository, model, profile.drift.version)
+        sampler.shift_amounts(profile.drift.features, profile.drift.shift_sd)
     token = read_token(test.bearer_token_env, os.environ) if test.bearer_token_env is not None else None
     return profile, token
 

@@ -120,8 +120,8 @@ class Catalog:
         metadata = response.json()
         rng = np.random.default_rng(len(cls._payloads))
         spec = cls.profile.drift
-        if spec is not None and spec.model == model:
-            return ModelPayloads(rest=[], grpc=[], drift=cls._drift(spec, metadata, rng))
+        if spec is not None and spec.model in (None, model):
+            return ModelPayloads(rest=[], grpc=[], drift=cls._drift(model, spec, metadata, rng))
         rest, grpc_requests = [], []
         for _ in range(PAYLOAD_VARIANTS):
             inputs = tensors(metadata, cls.profile.traffic.rows, rng)
@@ -130,16 +130,15 @@ class Catalog:
         return ModelPayloads(rest=rest, grpc=grpc_requests)
 
     @classmethod
-    def _drift(cls, spec: DriftSpec, metadata: dict[str, Any], rng: np.random.Generator) -> DriftInputs:
-        assert spec.model is not None, "parse_profiles names the drift model"
+    def _drift(
+        cls, model: str, spec: DriftSpec, metadata: dict[str, Any], rng: np.random.Generator
+    ) -> DriftInputs:
         template = tensors(metadata, cls.profile.traffic.rows if cls.profile else 1, rng)
-        sampler = load_sampler(cls.repository, spec.model, spec.version)
+        sampler = load_sampler(cls.repository, model, spec.version)
         profiled = next((t for t in template if t.name == sampler.input), None)
         if profiled is None:
-            raise RuntimeError(
-                f"model {spec.model} has no input {sampler.input!r}, which its profile describes"
-            )
-        sampler = load_sampler(cls.repository, spec.model, spec.version, width=int(profiled.data.shape[-1]))
+            raise RuntimeError(f"model {model} has no input {sampler.input!r}, which its profile describes")
+        sampler = load_sampler(cls.repository, model, spec.version, width=int(profiled.data.shape[-1]))
         return DriftInputs(
             spec=spec,
             sampler=sampler,

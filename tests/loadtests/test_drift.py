@@ -19,7 +19,7 @@ from loadtests.drift import (
     parse_drift,
     shifted_at,
 )
-from loadtests.profiles import BUNDLED_PROFILES, load_profile, parse_profiles
+from loadtests.profiles import BUNDLED_PROFILES, drift_models, load_profile, parse_profiles
 
 
 def numeric(name: str, index: int, column: np.ndarray[Any, Any]) -> dict[str, Any]:
@@ -123,17 +123,17 @@ def test_the_shift_must_end_within_the_run_and_name_a_loaded_model() -> None:
     block = {"features": ["a"], "shift_sd": 1, "start_s": 15, "duration_s": 10}
     with pytest.raises(ConfigError, match="shift ends at 25 s, after the shape's 20 s"):
         parse_profiles(profiles(block), "p.yaml")
-    with pytest.raises(ConfigError, match="model: missing; the traffic names a, b"):
-        parse_profiles(profiles({**block, "start_s": 0}, {"a": 1, "b": 1}), "p.yaml")
+    every = parse_profiles(profiles({**block, "start_s": 0}, {"a": 1, "b": 1}), "p.yaml")["d"]
+    assert drift_models(every) == ["a", "b"], "without a model, every model of the traffic is sampled"
     with pytest.raises(ConfigError, match=r"'c' is not in traffic\.models"):
         parse_profiles(profiles({**block, "start_s": 0, "model": "c"}, {"a": 1}), "p.yaml")
-    spec = parse_profiles(profiles({**block, "start_s": 0}), "p.yaml")["d"].drift
-    assert spec is not None and spec.model == "m", spec
+    one = parse_profiles(profiles({**block, "start_s": 0, "model": "b"}, {"a": 1, "b": 1}), "p.yaml")["d"]
+    assert drift_models(one) == ["b"], one
 
 
 def test_the_bundled_drift_profile_reads(tmp_path: Path) -> None:
     profile = load_profile("drift", BUNDLED_PROFILES)
-    assert profile.drift is not None and profile.drift.model == "tabular-classifier", profile
+    assert drift_models(profile) == ["tabular-classifier", "tabular-classifier-int8"], profile
 
 
 def write_profile(root: Path, version: str, document: dict[str, Any]) -> None:
