@@ -149,7 +149,6 @@ class _Clock:
     alert: float = 0.0
     received: float = 0.0
     canary: float = 0.0
-    marks: dict[str, float] = field(default_factory=dict)
 
 
 def run_loop(out: Path, settings: LoopSettings | None = None, echo: Echo = print) -> LoopResult:
@@ -157,8 +156,7 @@ def run_loop(out: Path, settings: LoopSettings | None = None, echo: Echo = print
     settings = settings or LoopSettings()
     out.mkdir(parents=True, exist_ok=True)
     result = LoopResult(features=list(settings.features))
-    with ExitStack() as stack:
-        parts = stack.enter_context(_start(out, settings, echo))
+    with _start(out, settings, echo) as parts:
         clock = _Clock()
         _normal(parts, settings, result, echo)
         _shift(parts, settings, result, clock, echo)
@@ -192,20 +190,8 @@ def _start(out: Path, settings: LoopSettings, echo: Echo) -> Iterator[_Parts]:
             )
         )
         receiver_log = out / "receiver.log"
-        config = {
-            "command": [sys.executable, "-m", "servectl", "retrain"],
-            "args": [
-                "--repository",
-                str(repository),
-                "--state",
-                str(out / "retrain-state"),
-                *processes.server_pid_args(served.pid),
-            ],
-            "timeout_seconds": settings.step_timeout,
-            "models": {MODEL: {"data": str(data)}},
-        }
-        (out / "receiver.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-        stack.enter_context(processes.receiver(out / "receiver.yaml", receiver_port, receiver_log))
+        receiver_config = _receiver_config(out, repository, data, served.pid, settings)
+        stack.enter_context(processes.receiver(receiver_config, receiver_port, receiver_log))
         rules = write_drift_rules(out / "drift-rules.yaml", settings.factor)
         prom = stack.enter_context(
             local_prometheus(
@@ -224,6 +210,27 @@ def _start(out: Path, settings: LoopSettings, echo: Echo) -> Iterator[_Parts]:
             )
         )
         yield _Parts(out, repository, prom, traffic, receiver_log, deadline)
+
+
+def _receiver_config(
+    out: Path, repository: Path, data: Path, server_pid: int, settings: LoopSettings
+) -> Path:
+    """The receiver's config: `servectl retrain` on the labelled data, then SIGHUP to the server."""
+    config = {
+        "command": [sys.executable, "-m", "servectl", "retrain"],
+        "args": [
+            "--repository",
+            str(repository),
+            "--state",
+            str(out / "retrain-state"),
+            *processes.server_pid_args(server_pid),
+        ],
+        "timeout_seconds": settings.step_timeout,
+        "models": {MODEL: {"data": str(data)}},
+    }
+    path = out / "receiver.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
 
 
 def _normal(parts: _Parts, settings: LoopSettings, result: LoopResult, echo: Echo) -> None:
