@@ -1,9 +1,10 @@
 """The drift loop's traffic: rows from the drift sampler (`loadtests.drift`), unshifted or shifted, sent
 from a few threads at a paced rate, with feedback from the synthetic ground truth once asked for.
 
-Feedback says "converted" when the served label is the row's true class (drawn from the ground truth's
-probability for the population sent), so the experiment's conversion test compares the versions' accuracy
-on live traffic. Bounded in time and in count, always; every thread stops at the deadline or on `stop()`.
+Feedback is the row's true class as a `label` (drawn from the ground truth's probability for the
+population sent): the server compares it with the class it answered, and the experiment's accuracy check
+compares the versions on live traffic. Bounded in time and in count, always; every thread stops at the
+deadline or on `stop()`.
 """
 
 import http.client
@@ -125,7 +126,7 @@ class DriftTraffic:
             return
         truth = bool(rng.random() < class_one_probability(row, self.shift_by_index if shifted else None)[0])
         label = next(o["data"][0] for o in document["outputs"] if o["name"] == "label")
-        feedback = {"request_id": response.getheader("x-request-id") or "", "converted": bool(label) == truth}
+        feedback = {"request_id": response.getheader("x-request-id") or "", "label": int(truth)}
         conn.request("POST", f"/v2/models/{self.model}/feedback", json.dumps(feedback),
                      {"content-type": "application/json"})  # fmt: skip
         reply = conn.getresponse()

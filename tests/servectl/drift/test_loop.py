@@ -56,6 +56,7 @@ def test_shift_alert_retrain_canary_and_decision(tmp_path: Path) -> None:
     assert accuracy["2"] > accuracy["1"], (
         f"v2, trained on the shifted population, is more accurate: {accuracy}"
     )
+    assert set(result.traffic["feedback_statuses"]) == {"200"}, result.traffic["feedback_statuses"]
 
     # 4. The experiment decided, with reasons that match the decision.
     experiment = result.experiment
@@ -69,6 +70,8 @@ def test_shift_alert_retrain_canary_and_decision(tmp_path: Path) -> None:
     assert [e["event"] for e in logged] == ["analysis"], "one analysis, logged; nothing applied"
     assert (logged[0]["decision"], logged[0]["counts"]) == (decision, experiment["counts"]), logged[0]
     counts = experiment["counts"]
+    labelled = {v: counts[v]["correct"] + counts[v]["incorrect"] for v in ("1", "2")}
+    assert min(labelled.values()) > 0, f"the labels reach the experiment's accuracy counts: {labelled}"
     share = counts["2"]["requests"] / (counts["1"]["requests"] + counts["2"]["requests"])
     assert 0.02 < share < 0.10, (
         f"v2 serves the first step's 5% share after the canary, not {share:.3f}: {counts}"
