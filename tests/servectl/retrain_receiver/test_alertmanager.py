@@ -10,11 +10,9 @@ Alertmanager's real webhook payloads parse, that its repeats do not stack retrai
 import http.client
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from servectl.drift.processes import receiver
 from servectl.experiments.local_prometheus import free_port
 from servectl.retrain_receiver.local_alertmanager import RunningAlertmanager, local_alertmanager
 from stacks.manifests import monitoring as mon
@@ -77,30 +76,6 @@ class Loop:
 
     def alert(self, name: str, starts: str, model: str = MODEL, **labels: str) -> dict[str, Any]:
         return {"labels": {"alertname": name, "model": model, "version": "1", **labels}, "startsAt": starts}
-
-
-@contextmanager
-def receiver(config: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    command = [sys.executable, "-m", "servectl", "retrain-receiver", "--listen", f"127.0.0.1:{port}",
-               "--config", str(config)]  # fmt: skip
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-        try:
-            wait_for("the receiver's /healthz", lambda: _healthy(port, process))
-            yield process
-        finally:
-            process.terminate()
-            process.wait(timeout=WAIT)
-
-
-def _healthy(port: int, process: subprocess.Popen[bytes]) -> bool:
-    assert process.poll() is None, f"the receiver exited with {process.returncode}"
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
