@@ -22,7 +22,9 @@ def test_demo_runs_every_phase_and_reports(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     results = [p["result"] for p in summary["phases"]]
     assert results[:4] == ["ok", "PASS", "ok", "PASS"] and results[5] == "ok", summary["phases"]
-    assert results[4] in {"PROMOTE", "HOLD", "COMPLETE"}, "a healthy v2 is never rolled back"
+    assert results[4] in {"PROMOTE", "HOLD", "COMPLETE"}, (
+        f"a healthy v2 is never rolled back: {summary['serving']['experiment']['reasons']}"
+    )
     assert results[6] in {"PROMOTE", "HOLD", "ROLLBACK"}, f"the drift loop completes: {summary['phases']}"
     loop = summary["serving"]["drift_loop"]
     assert set(loop["timings"]) == {"shift_to_alert", "alert_to_receiver", "retrain", "alert_to_canary"}, loop
