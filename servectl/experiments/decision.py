@@ -6,6 +6,7 @@ and `failed_checks` of them in a row roll back; too few samples in the step hold
 always-valid interval to rule out a regression beyond its margin.
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,8 @@ class Inputs:
     """Counts since the current weights were applied (the split)."""
     prior_p: dict[str, float] = field(default_factory=dict)
     """Smallest always-valid p-value of each test so far in this experiment."""
+    prior_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Running intersection (highest lower bound, lowest upper bound) of each test's interval so far."""
     prior_failed_checks: int = 0
     """Consecutive failed checks before this analysis."""
     gate_passed: bool | None = None
@@ -120,13 +123,22 @@ def _promotion_step(schedule: Schedule, current: int) -> int:
     return next((s for s in schedule.steps if s > current), 100)
 
 
-def _ci(est: stats.SequentialEstimate, prior: float | None) -> dict[str, float]:
-    p = float(est.p_value) if prior is None else min(float(est.p_value), prior)
+def _ci(est: stats.SequentialEstimate, inputs: Inputs, test: str) -> dict[str, Any]:
+    """The estimate and this look's interval, the running minimum of the p-value, and `running_ci`, the
+    running intersection of the intervals.
+
+    Regressions are judged on the intersection: it covers the effect at every look at once with
+    probability 1 - alpha, so it may be read in one direction. A small running p-value alone says only
+    that some look excluded 0, possibly on the other side (a candidate once significantly better).
+    Promotion is judged on this look's interval: a lucky early interval must not prove it for good."""
+    p = min(float(est.p_value), inputs.prior_p.get(test, 1.0))
+    low, high = inputs.prior_ci.get(test, (-math.inf, math.inf))
     return {
         "estimate": round(float(est.estimate), 6),
         "ci_low": round(float(est.ci_low), 6),
         "ci_high": round(float(est.ci_high), 6),
         "p_value": round(p, 6),
+        "running_ci": [round(max(float(est.ci_low), low), 6), round(min(float(est.ci_high), high), 6)],
     }
 
 
@@ -169,11 +181,12 @@ def _checks(inputs: Inputs, th: Thresholds) -> tuple[dict[str, Any], list[str], 
         stats.proportion_difference(
             base.errors, base.requests, cand.errors, cand.requests, tau=th.error_tau, alpha=th.alpha
         ),
-        inputs.prior_p.get("error_rate"),
+        inputs,
+        "error_rate",
     )
     rates = (base.errors / max(base.requests, 1), cand.errors / max(cand.requests, 1))
     out["error_rate"] = err | {"baseline": round(rates[0], 6), "candidate": round(rates[1], 6)}
-    if err["p_value"] <= th.alpha and err["estimate"] > 0:
+    if err["running_ci"][0] > 0:
         regressions.append(
             f"error rate: {c} {rates[1]:.2%} vs {b} {rates[0]:.2%}, difference {err['estimate']:+.2%} "
             f"(always-valid {1 - th.alpha:.0%} CI {err['ci_low']:+.2%}..{err['ci_high']:+.2%}, "
@@ -202,9 +215,9 @@ def _latency(
     a, z = _latency_counts(base, cand)
     if a.sum() > 0 and z.sum() > 0:
         rank = stats.binned_rank_test(a, z, tau=th.latency_tau, alpha=th.alpha)
-        lat = _ci(rank.sequential, inputs.prior_p.get("latency"))
+        lat = _ci(rank.sequential, inputs, "latency")
         out["latency"] = lat | {"p_candidate_slower": round(float(rank.superiority), 4)}
-        if lat["ci_low"] > th.latency_tolerance:
+        if lat["running_ci"][0] > th.latency_tolerance:
             regressions.append(
                 f"latency: v{inputs.candidate} is slower than v{inputs.baseline} "
                 f"in {float(rank.superiority):.1%} of request pairs "
@@ -262,10 +275,11 @@ def _rate_check(
     (hits_b, nb), (hits_c, nc) = rate.base, rate.cand
     result = _ci(
         stats.proportion_difference(hits_b, nb, hits_c, nc, tau=rate.tau, alpha=th.alpha),
-        inputs.prior_p.get(rate.key),
+        inputs,
+        rate.key,
     )
     out[rate.key] = result | {"tested": True, "baseline": hits_b / nb, "candidate": hits_c / nc}
-    if result["p_value"] <= th.alpha and result["estimate"] < 0:
+    if result["running_ci"][1] < 0:
         regressions.append(
             f"{rate.key}: v{inputs.candidate} {hits_c / nc:.2%} vs v{inputs.baseline} {hits_b / nb:.2%}"
             f"{rate.qualifier} (CI {result['ci_low']:+.2%}..{result['ci_high']:+.2%}, "
@@ -296,11 +310,12 @@ def _value(
             tau=th.value_tau,
             alpha=th.alpha,
         ),
-        inputs.prior_p.get("value"),
+        inputs,
+        "value",
     )
     means = (base.value_sum / base.values, cand.value_sum / cand.values)
     out["value"] = value | {"tested": True, "baseline": means[0], "candidate": means[1]}
-    if value["p_value"] <= th.alpha and value["estimate"] < 0:
+    if value["running_ci"][1] < 0:
         regressions.append(
             f"value: v{inputs.candidate} mean {means[1]:.4g} vs v{inputs.baseline} {means[0]:.4g} "
             f"({value['estimate']:+.3f} sd, CI {value['ci_low']:+.3f}..{value['ci_high']:+.3f}, "

@@ -37,6 +37,8 @@ class State:
     """When the current weights were applied (None: since the experiment began)."""
     prior_p: dict[str, float] = field(default_factory=dict)
     """Smallest p-value of each sequential test so far."""
+    prior_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Running intersection of each sequential test's interval so far (highest low, lowest high)."""
     failed_checks: int = 0
     """Consecutive analyses with a regression, up to the last one."""
     started: bool = False
@@ -64,4 +66,6 @@ def current_state(entries: list[dict[str, Any]], model: str, candidate: str) -> 
             if isinstance(stats, dict) and "p_value" in stats and test != "srm":
                 p = float(stats["p_value"])
                 state.prior_p[test] = min(p, state.prior_p.get(test, 1.0))
+                if "running_ci" in stats:  # the intersection up to that analysis
+                    state.prior_ci[test] = (float(stats["running_ci"][0]), float(stats["running_ci"][1]))
     return state

@@ -82,6 +82,7 @@ def analyze(experiment: Experiment, weights: dict[str, int], now: float | None =
         experiment=whole,
         step=step,
         prior_p=state.prior_p,
+        prior_ci=state.prior_ci,
         prior_failed_checks=state.failed_checks,
         gate_passed=experiment.gate_passed,
     )

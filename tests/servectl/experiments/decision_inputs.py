@@ -57,6 +57,7 @@ def inputs(
     weights: dict[str, int] | None = None,
     step: Window | None = None,
     prior_p: dict[str, float] | None = None,
+    prior_ci: dict[str, tuple[float, float]] | None = None,
     prior_failed_checks: int = 0,
     gate_passed: bool | None = None,
 ) -> Inputs:
@@ -69,6 +70,7 @@ def inputs(
         experiment=whole,
         step=whole if step is None else step,
         prior_p=dict(prior_p or {}),
+        prior_ci=dict(prior_ci or {}),
         prior_failed_checks=prior_failed_checks,
         gate_passed=gate_passed,
     )

@@ -36,13 +36,16 @@ PROMOTED = [
 """The reasons of a promotion from 50% after 5,000 candidate requests."""
 
 
-def _rounded(est: stats.SequentialEstimate) -> dict[str, float]:
-    """A sequential estimate as the analysis reports it: rounded to six places."""
+def _rounded(est: stats.SequentialEstimate) -> dict[str, object]:
+    """A sequential estimate as a first analysis reports it: rounded to six places; the running interval
+    is this look's."""
+    low, high = round(float(est.ci_low), 6), round(float(est.ci_high), 6)
     return {
         "estimate": round(float(est.estimate), 6),
-        "ci_low": round(float(est.ci_low), 6),
-        "ci_high": round(float(est.ci_high), 6),
+        "ci_low": low,
+        "ci_high": high,
         "p_value": round(float(est.p_value), 6),
+        "running_ci": [low, high],
     }
 
 
@@ -109,13 +112,28 @@ def test_error_rate_rule_in_both_directions(
     _assert_decided(result, decision, reasons)
 
 
-@pytest.mark.parametrize(("prior", "decision"), [(0.05, ROLLBACK), (0.050001, PROMOTE)])
-def test_an_error_rate_rise_is_a_regression_once_its_p_value_reaches_alpha(
-    prior: float, decision: str
+@pytest.mark.parametrize(("low", "decision"), [(1e-6, ROLLBACK), (0.0, PROMOTE)])
+def test_an_error_rate_rise_is_a_regression_once_the_running_interval_lies_above_zero(
+    low: float, decision: str
 ) -> None:
-    # A rise of 1.0% -> 1.2%: on its own p = 1 and within the margin; an earlier look's p counts.
-    result = decide(inputs(arm(5000, 50), arm(5000, 60), prior_p={"error_rate": prior}), SCHEDULE, TH)
-    assert result.decision == decision, f"p = {prior} against alpha 0.05: {result.reasons}"
+    # A rise of 1.0% -> 1.2%: on its own within the margin; an earlier look's interval counts.
+    case = inputs(arm(5000, 50), arm(5000, 60), prior_ci={"error_rate": (low, 1.0)})
+    result = decide(case, SCHEDULE, TH)
+    assert result.decision == decision, f"running lower bound {low}: {result.reasons}"
+    assert result.statistics["error_rate"]["running_ci"][0] == low, "the running interval is reported"
+
+
+def test_a_small_p_value_reached_in_the_other_direction_is_no_regression() -> None:
+    # The candidate was once significantly better (p 0.001, its interval below 0); now it is a little worse.
+    # The running minimum of p is still under alpha and today's estimate is a rise: the earlier rule
+    # (p <= alpha and the estimate on the bad side) rolled this back; the interval's intersection does not.
+    case = inputs(
+        arm(5000, 50), arm(5000, 60), prior_p={"error_rate": 0.001}, prior_ci={"error_rate": (-0.05, -0.001)}
+    )
+    result = decide(case, SCHEDULE, TH)
+    assert result.statistics["error_rate"]["estimate"] > 0, result.statistics["error_rate"]
+    assert result.statistics["error_rate"]["p_value"] == 0.001, result.statistics["error_rate"]
+    assert result.decision == PROMOTE, result.reasons
 
 
 @pytest.mark.parametrize(
@@ -483,13 +501,16 @@ def test_each_p_value_is_the_running_minimum_under_its_own_name(test: str) -> No
     assert apart.statistics[test]["p_value"] == now, f"{test} took another test's prior"
 
 
-# Latency is judged by its interval, not a p-value.
 @pytest.mark.parametrize("test", ["error_rate", "conversion", "value", "accuracy"])
-@pytest.mark.parametrize(("prior", "decision"), [(0.05, ROLLBACK), (0.050001, PROMOTE)])
-def test_each_regression_needs_its_p_value_at_or_under_alpha(test: str, prior: float, decision: str) -> None:
+@pytest.mark.parametrize(("bound", "decision"), [(1e-6, ROLLBACK), (0.0, PROMOTE)])
+def test_each_regression_needs_its_running_interval_wholly_on_the_bad_side(
+    test: str, bound: float, decision: str
+) -> None:
     base, cand = CHECKED[test]
-    result = decide(inputs(base, cand, prior_p={test: prior}), SCHEDULE, TH)
-    assert result.decision == decision, f"{test} with p = {prior}: {result.reasons}"
+    # Errors are worse upwards, the others downwards.
+    prior = (bound, 1.0) if test == "error_rate" else (-1.0, -bound)
+    result = decide(inputs(base, cand, prior_ci={test: prior}), SCHEDULE, TH)
+    assert result.decision == decision, f"{test} with the running interval {prior}: {result.reasons}"
     if decision == ROLLBACK:
         assert result.reasons[0].startswith(test.replace("_", " ") + ":"), result.reasons
 

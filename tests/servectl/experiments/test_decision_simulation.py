@@ -94,6 +94,7 @@ def _rollout(rng: np.random.Generator, base: Version, cand: Version) -> Outcome:
     whole = {"1": VersionCounts(), "2": VersionCounts()}
     step = {"1": VersionCounts(), "2": VersionCounts()}
     prior_p: dict[str, float] = {}
+    prior_ci: dict[str, tuple[float, float]] = {}
     failed, peak = 0, weights["2"]
     for look in range(1, LOOKS + 1):
         served = int(rng.binomial(REQUESTS_PER_LOOK, weights["2"] / 100))
@@ -106,6 +107,7 @@ def _rollout(rng: np.random.Generator, base: Version, cand: Version) -> Outcome:
             experiment=Window(versions=whole),
             step=Window(versions=step),
             prior_p=dict(prior_p),
+            prior_ci=dict(prior_ci),
             prior_failed_checks=failed,
         )
         analysis = decide(inputs, SCHEDULE, THRESHOLDS)
@@ -114,6 +116,7 @@ def _rollout(rng: np.random.Generator, base: Version, cand: Version) -> Outcome:
         for test, stat in analysis.statistics.items():  # as the experiment log keeps them
             if test != "srm" and "p_value" in stat:
                 prior_p[test] = min(stat["p_value"], prior_p.get(test, 1.0))
+                prior_ci[test] = tuple(stat["running_ci"])
         failed = analysis.failed_checks
         if analysis.decision == PROMOTE:
             weights, failed = analysis.next_weights, 0
