@@ -89,6 +89,14 @@ def test_server_pid_must_name_one_process(repository: Path, fresh_csv: Path, pid
     assert not (repository / MODEL / "2").exists(), "nothing is trained on bad arguments"
 
 
+def test_a_server_pid_with_publish_buckets_is_refused(repository: Path, fresh_csv: Path) -> None:
+    # Publishing to buckets starts no canary, so there is nothing to signal a local server about.
+    args = ["retrain", "--model", MODEL, "--data", str(fresh_csv), "--repository", str(repository)]
+    result = CliRunner().invoke(cli, [*args, "--server-pid", "1234", "--publish-bucket", "s3://b/models"])
+    assert result.exit_code == 2 and "--server-pid is for a local server" in result.output, result.output
+    assert not (repository / MODEL / "2").exists(), "nothing is trained on bad arguments"
+
+
 def test_a_server_pid_with_no_process_still_publishes_and_says_so(repository: Path, fresh_csv: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()  # reaped: its pid names no process now
