@@ -1,17 +1,18 @@
 """Reading an experiment's counts from Prometheus with PromQL: exact, per series, reset-aware.
 
 Each counter series (one per pod and label set) is read on its own: its last sample at or before the start
-of the window (`last_over_time(...[1d] @ start)`; 0 for a series born inside the window) and every raw
-sample inside the window (a range selector, never `increase()`, whose extrapolation is not a count). Its
-count is the sum of the steps between consecutive samples, where a step down is a restart and adds the
-value after it (the counter began again at 0). Then series are summed by version. So a restarted pod
-counts what it served before and after, and a pod scaled away in the window counts what it served until its
-last scrape: summing first and subtracting after, as an earlier version did, counted a vanished pod's
-whole lifetime.
+of the window (from the raw samples of the staleness period before it, else `last_over_time(...[1d])` at the
+start; 0 for a series born inside the window) and every raw sample inside the window (a range selector,
+never `increase()`, whose extrapolation is not a count). Its count is the sum of the steps between
+consecutive samples, where a step down is a restart and adds the value after it (the counter began again
+at 0). Then series are summed by version. So a restarted pod counts what it served before and after, and a
+pod scaled away in the window counts what it served until its last scrape. Summing first and subtracting
+after, as an earlier version did, let a vanished pod drop out of the end's sum, and replaced a sum that
+went down by its end value.
 
-What cannot be reconciled is reported, not guessed: a series that went down across a gap in its samples
-longer than the staleness period (requests served in the gap, before the restart, are lost without trace).
-The decision holds on it.
+What cannot be reconciled is reported, not guessed (`series_count`): a step down across a gap in a series'
+samples longer than the staleness period, or a change across such a gap at the window's start. The
+decision holds on it.
 """
 
 import json
