@@ -14,11 +14,11 @@ import asyncio
 import io
 import statistics
 import time
-from typing import Any
 
 import numpy as np
 import orjson
 
+from benchmarks import asgi
 from serving_image.access_log import AccessLog
 from serving_image.dataplane import DataPlane
 from serving_image.metrics import Metrics
@@ -49,20 +49,8 @@ class InProcessServer:
 
     async def infer(self, body: bytes) -> int:
         """One POST to the version's infer path; the status."""
-        scope = {
-            "type": "http", "method": "POST", "path": PATH, "raw_path": PATH.encode(),
-            "headers": [(b"content-type", b"application/json")],
-        }  # fmt: skip
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: Any) -> None:
-            sent.append(message)
-
-        await self.app(scope, receive, send)
-        return int(sent[0]["status"])
+        status, _ = await asgi.post(self.app, PATH, body, [(b"content-type", b"application/json")])
+        return status
 
     def counted_rows(self) -> float:
         """Rows the drift counters hold for the benchmarked version."""

@@ -26,6 +26,8 @@ import onnx
 import orjson
 from onnx import TensorProto, helper, numpy_helper
 
+from benchmarks import asgi
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COLLECTOR = REPO_ROOT / ".tools" / "bin" / "otelcol-test"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -122,20 +124,7 @@ class InProcessServer:
 
     async def infer(self, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
         """One POST /v2/models/doubler/infer; the status and body."""
-        scope = {
-            "type": "http", "method": "POST", "path": "/v2/models/doubler/infer",
-            "raw_path": b"/v2/models/doubler/infer", "headers": headers,
-        }  # fmt: skip
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: Any) -> None:
-            sent.append(message)
-
-        await self.app(scope, receive, send)
-        return int(sent[0]["status"]), bytes(sent[1]["body"])
+        return await asgi.post(self.app, "/v2/models/doubler/infer", body, headers)
 
 
 REQUEST = orjson.dumps(
