@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from servectl.experiments.checks import FEEDBACK_METRICS
 from servectl.experiments.decision import Schedule, Thresholds
 from servectl.experiments.run import Experiment, ExperimentError, analyze, apply, report
 from servectl.experiments.targets import ServerTarget, StackTarget, Target
@@ -74,6 +75,8 @@ def _experiment(options: dict[str, Any], target: Target) -> Experiment:
             alpha=options["alpha"],
             latency_tolerance=options["latency_tolerance"],
             error_margin=options["error_margin"],
+            error_ratio_margin=options["error_ratio_margin"],
+            optional_metrics=frozenset(options["optional_metric"]),
         ),
         gate_passed=_gate(options["gate"]),
     )
@@ -120,11 +123,26 @@ _OPTIONS = [
         help="Allowed P(candidate slower) - 0.5 before latency counts as a regression.",
     ),
     click.option(
+        "--error-ratio-margin",
+        type=click.FloatRange(1.0, 10.0, min_open=True),
+        default=1.5,
+        show_default=True,
+        help="Promotion needs the candidate's error rate shown at most this many times the baseline's.",
+    ),
+    click.option(
         "--error-margin",
         type=click.FloatRange(0.0, 1.0),
-        default=0.01,
+        default=0.0005,
         show_default=True,
-        help="Promotion needs the error-rate difference's upper bound below this (0.01: one point).",
+        help="Or shown at most this much above it (absolute; 0.0005: 0.05 points), for errors too rare "
+        "for a ratio.",
+    ),
+    click.option(
+        "--optional-metric",
+        type=click.Choice(FEEDBACK_METRICS),
+        multiple=True,
+        help="A feedback metric the model gets none of: not measured, it does not hold promotion "
+        "(repeatable). Unmarked, a metric without feedback holds.",
     ),
     click.option("--json", "as_json", is_flag=True, help="Print the log entry as JSON."),
 ]

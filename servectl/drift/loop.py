@@ -338,7 +338,9 @@ def _experiment(parts: _Parts, settings: LoopSettings, result: LoopResult, clock
         model=MODEL,
         log_path=parts.out / "experiment.jsonl",
         schedule=Schedule(min_samples=settings.min_samples),
-        thresholds=Thresholds(error_margin=0.02, latency_tolerance=0.1),
+        thresholds=Thresholds(
+            error_margin=0.02, latency_tolerance=0.1, optional_metrics=frozenset({"conversion", "value"})
+        ),
         start=clock.canary,
     )
     entry = experiment_run.analyze(experiment, result.weights)

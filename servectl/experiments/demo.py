@@ -49,7 +49,9 @@ def demo_phase(
             model=model,
             log_path=out_dir / "experiment.jsonl",
             schedule=Schedule(min_samples=100),
-            thresholds=Thresholds(error_margin=0.02, latency_tolerance=0.1),
+            thresholds=Thresholds(
+                error_margin=0.02, latency_tolerance=0.1, optional_metrics=frozenset({"value", "accuracy"})
+            ),
             start=window_start,
         )
         entry = run.analyze(experiment, weights)

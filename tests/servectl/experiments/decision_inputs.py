@@ -3,6 +3,7 @@ states only what it varies."""
 
 import math
 
+from servectl.experiments.checks import FEEDBACK_METRICS
 from servectl.experiments.decision import Inputs, Schedule, Thresholds
 from servectl.experiments.promql import VersionCounts, Window
 
@@ -18,7 +19,9 @@ QUICK = {0.005: 950.0, 0.01: 995.0, 0.025: 1000.0, INF: 1000.0}
 
 HALF = {"1": 50, "2": 50}
 SCHEDULE = Schedule(steps=(5, 25, 50, 100), min_samples=500, failed_checks=1)
-TH = Thresholds()
+TH = Thresholds(optional_metrics=frozenset(FEEDBACK_METRICS), error_margin=0.01)
+"""The tests' settings: feedback metrics optional and a one-point error floor, so that each test states
+only what it varies (test_checks_errors.py tests the error gate at its defaults)."""
 
 
 def arm(

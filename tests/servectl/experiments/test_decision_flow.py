@@ -7,6 +7,7 @@ follow from the statistics the analysis reports (which test_decision_checks.py t
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -36,7 +37,8 @@ from tests.servectl.experiments.decision_inputs import (
 )
 
 ERRORS = [
-    "error rate: v2 5.00% vs v1 1.00%, difference +4.00% (always-valid 95% CI +2.97%..+5.03%, p = 0 <= 0.05)"
+    "error rate: v2 5.00% vs v1 1.00%, rate ratio 5.00 "
+    "(always-valid p = 7.3e-31 <= 0.01, alpha 0.05 shared by 5 rollback tests)"
 ]
 """The reasons of the error-rate regression 50 -> 250 errors in 5,000 requests an arm."""
 GATE = ["the load-test SLO gate failed, a precondition for promotion"]
@@ -218,7 +220,7 @@ def test_an_analysis_records_statistics_of_every_check_and_the_counts_it_judged(
     base = arm(5000, 50, converted=600, feedback=2000, values=(100, 10.0, 4.0))
     cand = arm(5000, 60, latency=QUICK, converted=610, feedback=2000, values=(100, 10.2, 4.0))
     result = decide(inputs(base, cand), SCHEDULE, TH)
-    assert list(result.statistics) == ["srm", "error_rate", "latency", "conversion", "value"], (
+    assert list(result.statistics) == ["srm", "error_rate", "latency", "conversion", "value", "accuracy"], (
         result.statistics
     )
     assert result.statistics["srm"]["tested"] is True, result.statistics["srm"]
@@ -274,23 +276,30 @@ def arms(draw: st.DrawFn) -> tuple[VersionCounts, VersionCounts]:
     return pair[0], pair[1]
 
 
-def _verdicts(statistics: dict[str, dict[str, float]]) -> tuple[list[str], list[str]]:
+def _verdicts(statistics: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
     """The checks whose reported statistics show a regression, and those still unproven, in reason order."""
     regressions, unproven = [], []
     err, lat = statistics["error_rate"], statistics.get("latency")
-    if err["p_value"] <= TH.alpha and err["estimate"] > 0:
+    if err["p_value"] <= TH.rollback_alpha:
         regressions.append("error rate")
-    elif err["ci_high"] > TH.error_margin:
+    elif err["noninferiority_p"] > TH.alpha / 2 and err["difference_upper_bound"] >= TH.error_margin:
         unproven.append("error rate")
-    if lat is None or lat["ci_high"] > TH.latency_tolerance >= lat["ci_low"]:
+    if lat is None:
         unproven.append("latency")
-    elif lat["ci_low"] > TH.latency_tolerance:
+    elif lat["running_ci"][0] > TH.latency_tolerance:
         regressions.append("latency")
-    for name, margin in (("conversion", TH.conversion_margin), ("value", TH.value_margin)):
+    elif lat["ci_high"] > TH.latency_tolerance:
+        unproven.append("latency")
+    margins = (
+        ("conversion", TH.conversion_margin),
+        ("value", TH.value_margin),
+        ("accuracy", TH.accuracy_margin),
+    )
+    for name, margin in margins:
         stat = statistics.get(name, {"tested": False})
         if not stat["tested"]:
             continue
-        if stat["p_value"] <= TH.alpha and stat["estimate"] < 0:
+        if stat["running_ci"][1] < 0:
             regressions.append(name)
         elif stat["ci_low"] < -margin:
             unproven.append(name)

@@ -41,7 +41,8 @@ def _cli(*args: str) -> dict[str, object]:
 def _options(prometheus: str, repository: Path, log_path: Path) -> list[str]:
     return ["--prometheus", prometheus, "--model", MODEL, "--model-repository", str(repository),
             "--log", str(log_path), "--min-samples", "200", "--error-margin", "0.02",
-            "--latency-tolerance", "0.1"]  # fmt: skip
+            "--latency-tolerance", "0.1", "--optional-metric", "conversion", "--optional-metric", "value",
+            "--optional-metric", "accuracy"]  # fmt: skip
 
 
 def test_degraded_candidate_is_rolled_back_and_traffic_returns_to_v1(tmp_path: Path, logs: Path) -> None:
