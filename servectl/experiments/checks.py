@@ -45,14 +45,16 @@ class Thresholds:
     """Slower means P(candidate slower) - 0.5 beyond this; promotion needs the upper bound below it."""
     conversion_tau: float = 0.02
     """Mixture sd of the conversion test."""
-    conversion_margin: float = 0.01
-    """Promotion needs the conversion difference's lower bound above minus this."""
+    conversion_margin: float = 0.05
+    """Promotion needs the conversion difference's lower bound above minus this share of the baseline's
+    conversion (relative: 0.05 of a 30% conversion is 1.5 points)."""
     min_feedback: int = 50
     """Feedback per arm before the conversion, value or accuracy test runs."""
     accuracy_tau: float = 0.02
     """Mixture sd of the accuracy test (labelled feedback: prediction correct or not)."""
     accuracy_margin: float = 0.01
-    """Promotion needs the accuracy difference's lower bound above minus this."""
+    """Promotion needs the accuracy difference's lower bound above minus this share of the baseline's
+    accuracy (relative: 0.01 of 90% is 0.9 points)."""
     value_tau: float = 0.1
     """Mixture sd of the value test, in standard deviations of the value."""
     value_margin: float = 0.05
@@ -261,8 +263,11 @@ def _rate_check(arms: Arms, th: Thresholds, found: Findings, rate: _Rate) -> Non
             f"{rate.qualifier} (CI {result['running_ci'][0]:+.2%}..{result['running_ci'][1]:+.2%}, "
             f"p = {result['p_value']:.2g})"
         )
-    elif result["ci_low"] < -rate.margin:
-        found.unproven.append(f"{rate.key}: CI lower bound {result['ci_low']:+.2%} below -{rate.margin:.2%}")
+    elif result["ci_low"] < -rate.margin * shares[0]:
+        found.unproven.append(
+            f"{rate.key}: CI lower bound {result['ci_low']:+.2%} below -{rate.margin * shares[0]:.2%} "
+            f"({rate.margin:.0%} of v{arms.baseline}'s {shares[0]:.2%})"
+        )
 
 
 def _conversion(arms: Arms, th: Thresholds, found: Findings) -> None:

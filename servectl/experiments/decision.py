@@ -40,6 +40,16 @@ class Schedule:
     """Seconds between analyses."""
     failed_checks: int = 1
     """Consecutive analyses with a significant regression before rolling back."""
+    holdback_percent: int = 0
+    """The baseline's share during the post-promotion guard: the last step gives the candidate 100 minus
+    this, and every check goes on (0: no guard; the candidate goes to 100% at once)."""
+    guard_seconds: int = 3600
+    """How long the guard step lasts without a regression before the candidate takes all traffic."""
+
+    @property
+    def guard_step(self) -> int | None:
+        """The candidate's percent during the guard, or None without one."""
+        return 100 - self.holdback_percent if self.holdback_percent else None
 
 
 @dataclass
@@ -89,6 +99,8 @@ class Inputs:
     """Consecutive failed checks before this analysis."""
     gate_passed: bool | None = None
     """The load-test SLO result, when one is given."""
+    step_seconds: float | None = None
+    """How long the current weights have been in effect (the post-promotion guard's clock)."""
 
 
 def next_weights(weights: dict[str, int], baseline: str, candidate: str, percent: int) -> dict[str, int]:
@@ -99,7 +111,12 @@ def next_weights(weights: dict[str, int], baseline: str, candidate: str, percent
 
 
 def _promotion_step(schedule: Schedule, current: int) -> int:
-    return next((s for s in schedule.steps if s > current), 100)
+    """The next step; with a guard, the last one is the guard step, then 100."""
+    step = next((s for s in schedule.steps if s > current), 100)
+    guard = schedule.guard_step
+    if guard is not None and current < guard < step:
+        return guard
+    return step
 
 
 def _srm(inputs: Inputs, th: Thresholds) -> tuple[dict[str, Any], str | None]:
@@ -160,6 +177,20 @@ def _progress(inputs: Inputs, schedule: Schedule, unproven: list[str]) -> tuple[
     current = inputs.weights.get(inputs.candidate, 0)
     if current >= 100:
         return COMPLETE, [passed, f"v{inputs.candidate} serves all traffic"], 0
+    if current == schedule.guard_step:
+        elapsed = inputs.step_seconds or 0.0
+        if elapsed < schedule.guard_seconds:
+            left = schedule.guard_seconds - elapsed
+            guard = (
+                f"post-promotion guard: v{inputs.candidate} at {current}% with v{inputs.baseline} held "
+                f"back at {100 - current}% for {schedule.guard_seconds} s, {left:.0f} s to go"
+            )
+            return HOLD, [passed, guard], 0
+        return (
+            COMPLETE,
+            [passed, f"guard of {schedule.guard_seconds} s passed: v{inputs.candidate} -> 100%"],
+            0,
+        )
     return PROMOTE, [passed, f"v{inputs.candidate} {current}% -> {_promotion_step(schedule, current)}%"], 0
 
 
@@ -184,6 +215,7 @@ def decide(inputs: Inputs, schedule: Schedule, th: Thresholds) -> Analysis:
     current = inputs.weights.get(inputs.candidate, 0)
     weights = {
         ROLLBACK: next_weights(inputs.weights, inputs.baseline, inputs.candidate, 0),
+        COMPLETE: next_weights(inputs.weights, inputs.baseline, inputs.candidate, 100),
         PROMOTE: next_weights(
             inputs.weights, inputs.baseline, inputs.candidate, _promotion_step(schedule, current)
         ),

@@ -108,7 +108,8 @@ def apply(experiment: Experiment, entry: dict[str, Any], target: Target) -> str:
     decision = entry["decision"]
     if decision not in {PROMOTE, ROLLBACK, COMPLETE}:
         return f"{decision}: weights unchanged ({_show(entry['weights'])})"
-    done = target.apply(entry["next_weights"]) if decision != COMPLETE else "weights unchanged"
+    unchanged = entry["next_weights"] == entry["weights"]
+    done = "weights unchanged" if decision == COMPLETE and unchanged else target.apply(entry["next_weights"])
     log.append(
         experiment.log_path,
         {

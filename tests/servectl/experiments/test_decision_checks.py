@@ -227,7 +227,10 @@ def test_conversion_statistics_are_the_reference_difference_of_proportions() -> 
             (300, 1000),
             (250, 1000),
             HOLD,
-            ["not enough evidence yet:", "conversion: CI lower bound -12.29% below -1.00%"],
+            [
+                "not enough evidence yet:",
+                "conversion: CI lower bound -12.29% below -1.50% (5% of v1's 30.00%)",
+            ],
             id="drop-not-yet-bounded-holds",
         ),
     ],
@@ -248,11 +251,14 @@ def test_conversion_rule_in_both_directions(
 @pytest.mark.parametrize(("shift", "decision"), [(0.0, PROMOTE), (1e-6, PROMOTE), (-1e-6, HOLD)])
 def test_the_conversion_margin_is_met_by_a_lower_bound_equal_to_minus_it(shift: float, decision: str) -> None:
     case = inputs(arm(5000, converted=30000, feedback=100000), arm(5000, converted=29900, feedback=100000))
+    # The margin is relative: a share of the baseline's 30% conversion.
     ci_low = decide(case, SCHEDULE, TH).statistics["conversion"]["ci_low"]
-    result = decide(case, SCHEDULE, replace(TH, conversion_margin=-ci_low + shift))
+    result = decide(case, SCHEDULE, replace(TH, conversion_margin=(-ci_low + shift) / 0.3))
     assert result.decision == decision, f"lower bound {ci_low}, margin {-ci_low + shift}: {result.reasons}"
     if decision == HOLD:
-        assert result.reasons[1] == "conversion: CI lower bound -0.77% below -0.77%", result.reasons
+        assert result.reasons[1] == "conversion: CI lower bound -0.77% below -0.77% (3% of v1's 30.00%)", (
+            result.reasons
+        )
 
 
 # --- accuracy on labelled feedback ------------------------------------------------------------------------

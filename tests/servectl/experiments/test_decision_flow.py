@@ -301,7 +301,7 @@ def _verdicts(statistics: dict[str, dict[str, Any]]) -> tuple[list[str], list[st
             continue
         if stat["running_ci"][1] < 0:
             regressions.append(name)
-        elif stat["ci_low"] < -margin:
+        elif stat["ci_low"] < -margin * (1.0 if name == "value" else stat["baseline"]):  # rates: relative
             unproven.append(name)
     return regressions, unproven
 
@@ -332,3 +332,33 @@ def test_the_decision_and_its_reasons_follow_from_the_statistics_it_reports(
     assert result.decision == expected, f"{result.reasons}\n{result.statistics}"
     assert [reason.split(":")[0] for reason in result.reasons] == named, result.reasons
     assert result.failed_checks == failed, f"{result.failed_checks} failed checks: {result.reasons}"
+
+
+GUARDED = replace(SCHEDULE, holdback_percent=5, guard_seconds=600)
+
+
+@pytest.mark.parametrize(
+    ("weights", "elapsed", "decision", "after"),
+    [
+        ({"1": 50, "2": 50}, None, PROMOTE, {"1": 5, "2": 95}),  # the last step is the guard, not 100
+        ({"1": 5, "2": 95}, 599.0, HOLD, {"1": 5, "2": 95}),
+        ({"1": 5, "2": 95}, 600.0, COMPLETE, {"1": 0, "2": 100}),
+    ],
+)
+def test_a_post_promotion_guard_holds_the_baseline_back_for_its_period(
+    weights: dict[str, int], elapsed: float | None, decision: str, after: dict[str, int]
+) -> None:
+    base, cand = (arm(5000), arm(5000)) if weights["2"] == 50 else (arm(1000), arm(19000))
+    case = replace(inputs(base, cand, weights=weights), step_seconds=elapsed)
+    result = decide(case, GUARDED, TH)
+    assert (result.decision, result.next_weights) == (decision, after), result.reasons
+    if decision == HOLD:
+        assert result.reasons[1].startswith("post-promotion guard: v2 at 95% with v1 held back at 5%"), (
+            result.reasons
+        )
+
+
+def test_a_regression_during_the_guard_rolls_back() -> None:
+    case = replace(inputs(arm(1000, 10), arm(19000, 950), weights={"1": 5, "2": 95}), step_seconds=100.0)
+    result = decide(case, GUARDED, TH)
+    assert (result.decision, result.next_weights) == (ROLLBACK, {"1": 100, "2": 0}), result.reasons
