@@ -6,7 +6,7 @@ EXPERIMENT_RULES := stacks/monitoring/rules
 
 TEST_TARGETS += experiments-check-rules
 
-.PHONY: experiments-check-rules experiments-simulate
+.PHONY: experiments-check-rules experiments-simulate experiments-rollouts
 
 experiments-check-rules: $(STAMPS)/apt
 	promtool check rules $(EXPERIMENT_RULES)/serving-rules.yaml
@@ -15,3 +15,7 @@ experiments-check-rules: $(STAMPS)/apt
 # Simulated false-positive rate, SRM detection and power of the sequential tests (fixed seeds).
 experiments-simulate: setup
 	$(BIN)/python benchmarks/experiments.py
+
+# The whole decision run at every interval of simulated rollouts: the acceptance table (fixed seeds).
+experiments-rollouts: setup
+	$(BIN)/python benchmarks/experiment_rollouts.py

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from servectl.experiments import rate_ratio, stats
+from servectl.experiments import latency, rate_ratio, stats
 from servectl.experiments.promql import VersionCounts
 
 FEEDBACK_METRICS = ("conversion", "value", "accuracy")
@@ -187,23 +187,29 @@ def _required(arms: Arms, th: Thresholds, base_rate: float) -> str:
     return f"; about {n:,} {f'v{arms.candidate}'} requests in all show it at this split (80% power)"
 
 
-def _latency_counts(counts: list[VersionCounts], bounds: list[float]) -> np.ndarray:
-    cumulative = np.array([[c.latency_buckets.get(b, 0.0) for b in bounds] for c in counts])
-    return np.diff(
-        np.concatenate([np.zeros((len(counts), 1)), np.maximum.accumulate(cumulative, axis=1)], 1), axis=1
-    )
-
-
 def _latency(arms: Arms, th: Thresholds, found: Findings) -> None:
-    bounds = sorted({b for c in [*arms.base, *arms.cand] for b in c.latency_buckets})
-    a, z = _latency_counts(arms.base, bounds), _latency_counts(arms.cand, bounds)
+    """The rank test on the histograms' buckets, with each quantile's bucket-resolution bounds beside it."""
+    bounds = latency.common_bounds([*arms.base, *arms.cand])
+    a, z = latency.per_bucket(arms.base, bounds), latency.per_bucket(arms.cand, bounds)
     if not bounds or a.sum() <= 0 or z.sum() <= 0:
         found.unproven.append("latency: no histogram samples for both versions yet")
+        return
+    quantiles = latency.quantile_differences(a.sum(axis=0), z.sum(axis=0), bounds)
+    if not (stats.rank_parts(a, z)[1] > 0).any():
+        # Every request of both versions in one bucket: ties only, no variance, nothing to compare.
+        found.statistics["latency"] = {"tested": False, "quantiles": quantiles}
+        found.unproven.append(
+            "latency: every request of both versions fell in one histogram bucket, which cannot tell them "
+            "apart; the histogram needs finer buckets around this latency"
+        )
         return
     rank = stats.stratified_rank_test(a, z, tau=th.latency_tau, alpha=th.rollback_alpha)
     promotion = stats.stratified_rank_test(a, z, tau=th.latency_tau, alpha=th.alpha)
     lat = _ci(arms, "latency", rank.sequential, promotion.sequential)
-    found.statistics["latency"] = lat | {"p_candidate_slower": round(float(rank.superiority), 4)}
+    found.statistics["latency"] = lat | {
+        "p_candidate_slower": round(float(rank.superiority), 4),
+        "quantiles": quantiles,
+    }
     if lat["running_ci"][0] > th.latency_tolerance:
         found.regressions.append(
             f"latency: v{arms.candidate} is slower than v{arms.baseline} "

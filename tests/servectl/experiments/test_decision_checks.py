@@ -80,11 +80,31 @@ def test_latency_statistics_are_the_rank_test_on_the_union_of_both_histograms_bo
                 per_bucket_base, per_bucket_cand, tau=TH.latency_tau, alpha=alpha
             ).sequential
         )
-    ) | {"p_candidate_slower": round(float(rank.superiority), 4)}
+    ) | {
+        "p_candidate_slower": round(float(rank.superiority), 4),
+        # Each quantile's bucket, by hand from the cumulative counts; the +Inf bucket bounds nothing.
+        "quantiles": {
+            "p50": {"baseline": [0.0025, 0.005], "candidate": [0.01, 0.02], "difference": [0.005, 0.0175]},
+            "p90": {"baseline": [0.005, 0.01], "candidate": [0.01, 0.02], "difference": [0.0, 0.015]},
+            "p99": {"baseline": [0.02, None], "candidate": [0.02, None], "difference": [None, None]},
+        },
+    }
     assert result.statistics["latency"] == expected, result.statistics["latency"]
     # By hand: candidate requests above the baseline's, plus half the ties, over 1000 x 1001 pairs:
     # (400 x (0 + 600/2) + 450 x 900 + 51 x (900 + 100/2)) / 1,001,000 = 573,450 / 1,001,000 = 0.57288.
     assert expected["p_candidate_slower"] == 0.5729, "the reference itself: P(slower) + P(tie)/2"
+
+
+def test_every_request_in_one_bucket_is_unresolvable_not_equal() -> None:
+    # Both versions wholly under 5 ms: the rank test has no variance, so "no difference" would be a guess.
+    one_bucket = {0.005: 1000.0, 0.01: 1000.0, INF: 1000.0}
+    result = decide(inputs(arm(5000, latency=one_bucket), arm(5000, latency=one_bucket)), SCHEDULE, TH)
+    assert result.decision == HOLD, result.reasons
+    assert result.reasons[1].startswith("latency: every request of both versions fell in one histogram"), (
+        result.reasons
+    )
+    assert result.statistics["latency"]["tested"] is False, result.statistics["latency"]
+    assert result.statistics["latency"]["quantiles"]["p50"]["difference"] == [-0.005, 0.005]
 
 
 @pytest.mark.parametrize(
