@@ -25,7 +25,7 @@ def main() -> None:
         ("  the same with a naive z-test at every look", sim.naive_rejections(d, 0.05, 0.05, 13)),
         ("1% -> 2% errors, 50/50, 5,000 per arm: power", sim.rate_test_rejections(balanced, 0.01, 0.02, 21)),
         ("1% -> 5% errors, default design: power", sim.rate_test_rejections(d, 0.01, 0.05, 22)),
-        ("SRM false alarms (p < 0.001, any look)", sim.srm_detections(d, d.candidate_shares, 0.001, 31)),
+        ("SRM false alarms (sequential, p <= 0.001)", sim.srm_detections(d, d.candidate_shares, 0.001, 31)),
         ("SRM caught, candidate 10% short", sim.srm_detections(d, short, 0.001, 32)),
         ("A/A latency rank test: false-positive rate", sim.latency_test_rejections(d, 0.0, 0.05, 0.05, 41)),
         ("25% slower candidate: latency power", sim.latency_test_rejections(d, 0.25, 0.05, 0.05, 42)),

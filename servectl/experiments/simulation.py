@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps  # type: ignore[import-untyped]  # scipy ships no stubs
 
-from servectl.experiments import stats
+from servectl.experiments import srm, stats
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,9 +70,11 @@ def naive_rejections(design: Design, base_rate: float, cand_rate: float, seed: i
 
 
 def srm_detections(design: Design, true_shares: Sequence[float], threshold: float, seed: int) -> float:
-    """Share of experiments in which the chi-square test flagged a mismatch at any look.
+    """Share of experiments in which the sequential SRM test (`servectl.experiments.srm`) flagged a
+    mismatch at any look: its p-value, 1 / BF, at or below `threshold`.
 
-    Each look tests the counts since its step began, as `analyze` does, against the configured share.
+    Each look tests the counts since its step began against that step's configured share, as `analyze`
+    does, times the Bayes factor the completed steps ended with; every request here is randomised.
     """
     rng = np.random.default_rng(seed)
     n_base, n_cand = _split(rng, design, true_shares)
@@ -80,12 +82,14 @@ def srm_detections(design: Design, true_shares: Sequence[float], threshold: floa
     step_start = np.r_[0, np.flatnonzero(np.diff(shares)) + 1]
     step_of_look = np.searchsorted(step_start, np.arange(design.looks), side="right") - 1
     flagged = np.zeros(design.experiments, dtype=bool)
+    carried = np.zeros(design.experiments)
     for step, start in enumerate(step_start):
         looks = np.flatnonzero(step_of_look == step)
         counts = np.stack([np.cumsum(n_base[:, looks], axis=1), np.cumsum(n_cand[:, looks], axis=1)], axis=-1)
         weights = np.array([1.0 - shares[start], shares[start]])
-        p = stats.sample_ratio_mismatch(counts, weights).p_value
-        flagged |= (p < threshold).any(axis=1)
+        test = srm.sequential_srm(counts, weights, prior_log_bf=carried[:, None])
+        flagged |= (test.p_value <= threshold).any(axis=1)
+        carried = test.log_bayes_factor[:, -1]
     return float(flagged.mean())
 
 

@@ -44,7 +44,8 @@ def test_power_for_a_gross_regression_within_the_first_steps() -> None:
 
 def test_srm_false_alarms_are_rare() -> None:
     rate = simulation.srm_detections(DESIGN, DESIGN.candidate_shares, threshold=0.001, seed=31)
-    assert rate <= 0.02, f"chi-square at p < 0.001 on 20 looks (Bonferroni bound 0.02): {rate:.3f}"
+    # Always valid: at most 0.001 however many looks, plus three standard errors of 1,000 runs.
+    assert rate <= 0.004, f"sequential SRM at p <= 0.001 over 20 looks: {rate:.3f}"
 
 
 def test_srm_is_caught() -> None:
