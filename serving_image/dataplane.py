@@ -17,6 +17,7 @@ import numpy as np
 
 from serving_image import __version__
 from serving_image.access_log import log_event
+from serving_image.assignment import EXPLICIT, STICKY, StickyUsers, from_mesh
 from serving_image.batching import DynamicBatcher
 from serving_image.datatypes import numpy_dtype
 from serving_image.drift import DEFAULT_SAMPLE_RATE, DriftMonitor
@@ -78,6 +79,8 @@ class Target:
 
     model: Model
     version: ModelVersion
+    assignment: str = EXPLICIT
+    """How the version was chosen (`serving_image.assignment`), for the request counter's label."""
 
 
 class _BatchMetrics:
@@ -103,10 +106,13 @@ class DataPlane:
     def __init__(
         self, repository: Repository, metrics: Metrics, served_capacity: int = 100_000,
         tracing: Tracing | None = None, cache_limits: CacheLimits = CACHE_OFF,
-        drift_sample_rate: float = DEFAULT_SAMPLE_RATE,
+        drift_sample_rate: float = DEFAULT_SAMPLE_RATE, trust_assignment_header: bool = False,
     ) -> None:  # fmt: skip
         self.repository = repository
         self.metrics = metrics
+        # How requests reach their version (serving_image/assignment.py): behind the mesh, the gateway says.
+        self._trust_assignment = trust_assignment_header
+        self._sticky_users = StickyUsers()
         # Live input drift counters (serving_image/drift.py): a sampled share of requests' rows.
         self.drift = DriftMonitor(metrics, drift_sample_rate)
         self._drift_flusher: asyncio.Task[None] | None = None
@@ -220,14 +226,24 @@ class DataPlane:
         """The version that serves a request: the one asked for, or the variant router's choice."""
         # A draining server still serves what reaches it (see serving_image/drain.py): only readiness
         # turns false, so that load balancers stop routing here while the listeners stay open.
+        target = self.assign(name, version, headers)
+        self._shed(target)
+        return target
+
+    def assign(self, name: str, version: str | None, headers: Mapping[str, str]) -> Target:
+        """`route` without shedding (an asynchronous job waits in the queue, not in the batcher): the
+        version and how it was chosen; a sticky user's first request to it is counted."""
         model = self.model(name)
         if version:
-            target = Target(model, self.version(model, version))
-        elif model.router is None:
+            return Target(model, self.version(model, version), EXPLICIT)
+        if model.router is None:
             raise ModelNotReady(f"model '{name}' is not ready: {model.error}")
-        else:
-            target = Target(model, self.version(model, model.router.choose(headers)))
-        self._shed(target)
+        chosen, how, user = model.router.assign(headers)
+        if self._trust_assignment:
+            how, user = from_mesh(headers, how, user)
+        target = Target(model, self.version(model, chosen), how)
+        if how == STICKY and user is not None and self._sticky_users.first(name, chosen, user):
+            self.metrics.sticky_users.labels(name, chosen).inc()
         return target
 
     def _shed(self, target: Target) -> None:

@@ -91,6 +91,7 @@ class JobsServicer:
                     raise NotConfigured(NOT_CONFIGURED)
                 target = route_job(self._dp, request.model_name, request.model_version or None, headers)
                 tracked.model, tracked.version = target.model.name, target.version.version
+                tracked.assignment = target.assignment
                 if call.cancelled:  # reset before it started: recorded under its model, not queued
                     raise asyncio.CancelledError
                 job = self._checked_job(request, target, headers, tracked)

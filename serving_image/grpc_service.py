@@ -140,6 +140,7 @@ class InferenceServicer:
                     ).subject
                 target = self._dp.route(request.model_name, request.model_version or None, headers)
                 tracked.model, tracked.version = target.model.name, target.version.version
+                tracked.assignment = target.assignment
                 if call.cancelled:  # reset before it started: recorded under its model, not run
                     raise asyncio.CancelledError
                 decoded = decode_request(request, self._dp.input_specs(target), self._tensor_limits)

@@ -41,7 +41,6 @@ from serving_image.dataplane import DataPlane, Target
 from serving_image.errors import (
     InvalidInput,
     JobNotFound,
-    ModelNotReady,
     Overloaded,
     PayloadTooLarge,
     QueueUnavailable,
@@ -84,12 +83,7 @@ def route_job(dataplane: DataPlane, model: str, version: str | None, headers: Ma
     As ``DataPlane.route`` does for a live request, but never shed: a job waits in the queue,
     not in the version's batcher, so a full batcher does not refuse it.
     """
-    entry = dataplane.model(model)
-    if version:
-        return Target(entry, dataplane.version(entry, version))
-    if entry.router is None:
-        raise ModelNotReady(f"model '{model}' is not ready: {entry.error}")
-    return Target(entry, dataplane.version(entry, entry.router.choose(headers)))
+    return dataplane.assign(model, version, headers)
 
 
 def decode_job(

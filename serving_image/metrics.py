@@ -2,7 +2,8 @@
 
 Labels are bounded: ``model`` and ``version`` only ever take names from the repository
 (an unknown model is counted as ``_unknown``), ``protocol`` is rest or grpc, and
-``outcome`` is one of the error classes' outcomes. With several worker processes the
+``outcome`` is one of the error classes' outcomes, ``assignment`` one of four (how the version was
+chosen, serving_image/assignment.py). With several worker processes the
 values live in prometheus_client's multiprocess files and ``/metrics`` merges them.
 """
 
@@ -33,8 +34,12 @@ class Metrics:
         """Called before every exposition: parts that add up counts in the process write them out."""
         r = self.registry
         self.requests = Counter(
-            "serving_requests", "Inference requests by outcome.", ["model", "version", "protocol", "outcome"],
-            registry=r,
+            "serving_requests", "Inference requests by outcome.",
+            ["model", "version", "protocol", "assignment", "outcome"], registry=r,
+        )  # fmt: skip
+        self.sticky_users = Counter(
+            "serving_sticky_users", "Users assigned a version by their sticky key, counted at their first "
+            "request the process has seen (serving_image/assignment.py).", ["model", "version"], registry=r,
         )  # fmt: skip
         self.request_seconds = Histogram(
             "serving_request_duration_seconds", "Total time of an inference request.",

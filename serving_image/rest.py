@@ -241,6 +241,7 @@ class RestApp:
                 raise
             return await self._submit(scope, receive, model_name, version, headers, tracked, body)
         tracked.model, tracked.version = target.model.name, target.version.version
+        tracked.assignment = target.assignment
         specs = self._dp.input_specs(target)
         body = await _read_body(receive, headers, self._limit, scope)
         referencing = _referencing(body, _header_length(headers))
@@ -278,6 +279,7 @@ class RestApp:
             raise NotConfigured(_NOT_CONFIGURED)
         target = route_job(self._dp, model, version, headers)
         tracked.model, tracked.version = target.model.name, target.version.version
+        tracked.assignment = target.assignment
         if body is None:
             body = await _read_body(receive, headers, self._limit, scope)
         header_length = _header_length(headers)

@@ -110,6 +110,7 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
         repository, metrics, served_capacity=settings.feedback_requests,
         tracing=tracing, cache_limits=CacheLimits.for_settings(settings),
         drift_sample_rate=settings.drift_sample_rate,
+        trust_assignment_header=settings.trust_assignment_header,
     )  # fmt: skip
     await dataplane.start()
     access_log = AccessLog(enabled=settings.access_log)

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     drift_sample_rate: float = Field(
         default=0.1, ge=0, le=1, description="share of requests whose rows are counted for drift (0: off)"
     )
+    trust_assignment_header: bool = Field(
+        default=False,
+        description="label requests with the assignment the mesh's route sets (x-variant-assignment); "
+        "only behind the gateway, which overwrites what clients send",
+    )
 
     def onnx_threads(self) -> int:
         """Threads per ONNX Runtime session: the cores shared out among the worker processes."""

@@ -32,7 +32,9 @@ class ShadowTraffic:
         entry = target.model.versions.get(version)
         if entry is None or not entry.ready:
             return
-        task = asyncio.get_running_loop().create_task(self._run(Target(target.model, entry), request))
+        # The copy keeps the live request's assignment label; shadow requests are never compared anyway.
+        copy = Target(target.model, entry, target.assignment)
+        task = asyncio.get_running_loop().create_task(self._run(copy, request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -53,5 +55,5 @@ class ShadowTraffic:
             log_event("shadow_failed", model=target.model.name, version=target.version.version,
                       **failure_fields(error))  # fmt: skip
         labels = (target.model.name, target.version.version, "shadow")
-        self._dp.metrics.requests.labels(*labels, outcome).inc()
+        self._dp.metrics.requests.labels(*labels, target.assignment, outcome).inc()
         self._dp.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)

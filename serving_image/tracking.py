@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving_image.access_log import AccessLog, AccessRecord
+from serving_image.assignment import EXPLICIT
 from serving_image.feedback import Feedback
 from serving_image.metrics import UNKNOWN, Metrics
 
@@ -24,6 +25,8 @@ class Tracked:
     caller: str | None
     model: str = UNKNOWN
     version: str = ""
+    assignment: str = EXPLICIT
+    """How the version was chosen (serving_image/assignment.py); a request never routed keeps this."""
     # Whether the server made the id up: only such ids are remembered for feedback, so a client
     # cannot pre-register, collide with or flood the store with ids of its choosing.
     minted: bool = True
@@ -42,7 +45,7 @@ class RequestTracker:
         self._id_counter = itertools.count(1)
         # Label lookups cost more than the updates; the label sets are bounded, so cache them.
         self._inflight_gauges: dict[str, Any] = {}
-        self._outcome_metrics: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._outcome_metrics: dict[tuple[str, str, str, str, str], tuple[Any, Any]] = {}
 
     def start(self, protocol: str, request_id: str | None, caller: str | None) -> Tracked:
         """A request arrived; a client's id is kept only if it is short and of safe characters."""
@@ -69,7 +72,7 @@ class RequestTracker:
         elapsed = time.perf_counter() - tracked.started
         self.inflight -= 1
         self._inflight_gauges[tracked.protocol].dec()
-        key = (tracked.model, tracked.version, tracked.protocol, outcome)
+        key = (tracked.model, tracked.version, tracked.protocol, tracked.assignment, outcome)
         pair = self._outcome_metrics.get(key)
         if pair is None:
             pair = self._outcome_metrics[key] = (

@@ -5,6 +5,7 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from itertools import accumulate
 
+from serving_image.assignment import HEADER, STICKY, WEIGHTED
 from serving_image.model_config import VariantsConfig
 
 STICKY_BUCKETS = 100
@@ -50,14 +51,20 @@ class VariantRouter:
 
     def choose(self, headers: Mapping[str, str]) -> str:
         """The version for a request with these (lower-case) headers."""
+        return self.assign(headers)[0]
+
+    def assign(self, headers: Mapping[str, str]) -> tuple[str, str, str | None]:
+        """The version, how it was chosen (`serving_image.assignment`: header, sticky or weighted) and,
+        for a sticky choice, the user key it was hashed from."""
         for header, value, version in self._routes:
             if headers.get(header) == value:
-                return version
+                return version, HEADER, None
         if not self._versions:
-            return self._default
+            return self._default, WEIGHTED, None
         sticky_key = headers.get(self._sticky_header) if self._sticky_header else None
         point = _bucket(_wire_bytes(sticky_key)) if sticky_key is not None else random.random() * 100
-        return self._versions[min(bisect_right(self._bounds, point), len(self._versions) - 1)]
+        version = self._versions[min(bisect_right(self._bounds, point), len(self._versions) - 1)]
+        return version, (WEIGHTED if sticky_key is None else STICKY), sticky_key
 
     def shadow(self, served: str) -> str | None:
         """The version to mirror this request to, if any: never the one that served it."""

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import pytest
 
+from serving_image.assignment import WEIGHTED
 from serving_image.dataplane import DataPlane, Target
 from serving_image.metrics import Metrics
 from serving_image.model_config import ShadowConfig, VariantsConfig
@@ -67,8 +68,9 @@ class Mirrored:
 
 
 def shadow_count(metrics: Metrics, version: str = "2", outcome: str = "success") -> float:
-    labels = {"model": "doubler", "version": version, "protocol": "shadow", "outcome": outcome}
-    return metrics.registry.get_sample_value("serving_requests_total", labels) or 0.0
+    # The copy keeps the live request's assignment (weighted here).
+    labels = {"model": "doubler", "version": version, "protocol": "shadow", "assignment": "weighted"}
+    return metrics.registry.get_sample_value("serving_requests_total", labels | {"outcome": outcome}) or 0.0
 
 
 def shadow_latency(metrics: Metrics, version: str = "2") -> tuple[float, float]:
@@ -91,7 +93,7 @@ def mirror(repo: Repository, served: str, copies: int = 1) -> Mirrored:
             before = asyncio.all_tasks()
             began = time.perf_counter()
             for _ in range(copies):
-                shadow.mirror(Target(model, model.versions[served]), REQUEST)
+                shadow.mirror(Target(model, model.versions[served], WEIGHTED), REQUEST)
             started = asyncio.all_tasks() - before
             pending, counted = shadow.pending, shadow_count(dataplane.metrics)
             await asyncio.gather(*started)
