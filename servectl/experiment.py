@@ -5,12 +5,14 @@ options and prints.
 """
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
+from servectl.experiments import log as experiment_log
 from servectl.experiments.checks import FEEDBACK_METRICS
 from servectl.experiments.decision import Schedule, Thresholds
 from servectl.experiments.run import Experiment, ExperimentError, analyze, apply, report
@@ -185,3 +187,23 @@ def analyze_command(**options: Any) -> None:
 def step_command(pid: int | None, **options: Any) -> None:
     """Analyse, then apply the decision: write the new weights and make them take effect."""
     _run(options, pid, do_apply=True)
+
+
+@experiment.command("restart")
+@click.option("--model", required=True, help="Model name.")
+@click.option("--candidate", required=True, help="The candidate version whose experiment begins again.")
+@click.option("--reason", required=True, help="Why (e.g. the cause of the sample-ratio mismatch, fixed).")
+@click.option(
+    "--log", type=click.Path(dir_okay=False, path_type=Path), help=f"Experiment log [{DEFAULT_LOG}]."
+)
+def restart_command(model: str, candidate: str, reason: str, log: Path | None) -> None:
+    """Begin the experiment again from now: a halted rollout (sample-ratio mismatch) resumes only so.
+
+    Every running statistic starts afresh, since what was counted before cannot be trusted."""
+    path = log or Path(DEFAULT_LOG.format(model=model))
+    if not reason.strip():
+        raise click.ClickException("--reason must say why the experiment may begin again")
+    entry = {"time": time.time(), "event": experiment_log.RESTART, "model": model, "candidate": candidate,
+             "reason": reason.strip()}  # fmt: skip
+    experiment_log.append(path, entry)
+    click.echo(f"restarted: the experiment of {model} v{candidate} begins again now ({path})")

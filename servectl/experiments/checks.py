@@ -30,9 +30,10 @@ class Thresholds:
     alpha: float = 0.05
     """False-rollback rate of the family of rollback tests, and the error of each promotion bound."""
     srm_p: float = 0.001
-    """A split whose chi-square p-value is below this is a sample-ratio mismatch."""
+    """A split whose always-valid SRM p-value (running minimum over the experiment) is at or below this is
+    a sample-ratio mismatch: the false-alarm rate of the whole experiment, however often one looks."""
     srm_min_requests: int = 100
-    """Requests in a step before the split is tested."""
+    """Randomised units (weighted requests and sticky users) in a step before the split is tested."""
     error_ratio_margin: float = 1.5
     """Promotion needs the candidate's error rate shown at most this many times the baseline's."""
     error_ratio_tau: float = 0.7

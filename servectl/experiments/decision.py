@@ -1,6 +1,7 @@
 """From counts to a decision: promote, hold, roll back or complete, with reasons a reviewer can check.
 
-Order of judgement: a sample-ratio mismatch halts at once (the data cannot be trusted); a failed load-test
+Order of judgement: a sample-ratio mismatch halts the rollout (HOLD, `halted: "srm"`, until a person restarts
+the experiment: the data cannot be trusted, and nothing says the candidate is to blame); a failed load-test
 gate rolls back; a significant regression in errors, latency or the business outcome is a failed check,
 and `failed_checks` of them in a row roll back; too few samples in the step hold; promotion needs every
 always-valid interval to rule out a regression beyond its margin.
@@ -9,9 +10,9 @@ always-valid interval to rule out a regression beyond its margin.
 from dataclasses import dataclass, field
 from typing import Any
 
-from servectl.experiments import stats
 from servectl.experiments.checks import Arms, Thresholds, run_checks
 from servectl.experiments.promql import Window
+from servectl.experiments.srm import sequential_srm
 
 __all__ = [
     "COMPLETE",
@@ -63,6 +64,8 @@ class Analysis:
     next_weights: dict[str, int]
     failed_checks: int
     counts: dict[str, Any] = field(default_factory=dict)
+    halted: str | None = None
+    """What halted the rollout ("srm"), for a controller or an alert; None when nothing did."""
 
     def to_json(self) -> dict[str, Any]:
         """The analysis as the experiment log keeps it."""
@@ -74,7 +77,7 @@ class Analysis:
             "next_weights": self.next_weights,
             "failed_checks": self.failed_checks,
             "counts": self.counts,
-        }
+        } | ({"halted": self.halted} if self.halted else {})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +98,8 @@ class Inputs:
     """Smallest always-valid p-value of each test so far in this experiment."""
     prior_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Running intersection (highest lower bound, lowest upper bound) of each test's interval so far."""
+    prior_srm_log_bf: float = 0.0
+    """Log Bayes factor the SRM test ended the experiment's completed steps with (srm.sequential_srm)."""
     prior_failed_checks: int = 0
     """Consecutive failed checks before this analysis."""
     gate_passed: bool | None = None
@@ -120,20 +125,32 @@ def _promotion_step(schedule: Schedule, current: int) -> int:
 
 
 def _srm(inputs: Inputs, th: Thresholds) -> tuple[dict[str, Any], str | None]:
+    """The sequential SRM test (servectl/experiments/srm.py) on the step's randomised units only: weighted
+    requests and sticky users; header routes and named versions choose their version themselves.
+
+    The p-value is the running minimum over the experiment, so once it falls to `srm_p` the rollout stays
+    halted until a person restarts the experiment (`servectl experiment restart`)."""
     arms = [v for v, w in inputs.weights.items() if w > 0]
-    counts = [inputs.step.get(v).requests for v in arms]
-    result: dict[str, Any] = {"arms": arms, "counts": counts, "weights": [inputs.weights[v] for v in arms]}
-    if len(arms) < 2 or sum(counts) < th.srm_min_requests:
-        return result | {"tested": False}, None
-    test = stats.sample_ratio_mismatch(counts, [inputs.weights[v] for v in arms])
-    result |= {"tested": True, "chi2": round(float(test.statistic), 4), "p_value": float(test.p_value)}
-    if float(test.p_value) >= th.srm_p:
+    counts = [inputs.step.get(v).randomised for v in arms]
+    weights = [inputs.weights[v] for v in arms]
+    result: dict[str, Any] = {"arms": arms, "counts": counts, "weights": weights}
+    p, log_bf = inputs.prior_p.get("srm", 1.0), inputs.prior_srm_log_bf
+    if len(arms) >= 2 and sum(counts) >= th.srm_min_requests:
+        test = sequential_srm(counts, weights, prior_log_bf=log_bf)
+        log_bf, p = float(test.log_bayes_factor), min(p, float(test.p_value))
+        result["tested"] = True
+    else:
+        result["tested"] = False
+    result |= {"log_bf": round(log_bf, 6), "p_value": p}
+    if p > th.srm_p:
         return result, None
-    shares = ", ".join(f"v{v} {s:.1%}" for v, s in zip(arms, test.observed_share.tolist(), strict=True))
-    wanted = ", ".join(f"v{v} {inputs.weights[v]}%" for v in arms)
+    total = max(sum(counts), 1.0)
+    shares = ", ".join(f"v{v} {c / total:.1%}" for v, c in zip(arms, counts, strict=True))
+    wanted = ", ".join(f"v{v} {w}%" for v, w in zip(arms, weights, strict=True))
     return result, (
-        f"sample-ratio mismatch: observed {shares} against configured {wanted} "
-        f"(chi-square p = {float(test.p_value):.2g} < {th.srm_p}); the data cannot be trusted"
+        f"sample-ratio mismatch: randomised traffic this step {shares} against configured {wanted} "
+        f"(always-valid p = {p:.2g} <= {th.srm_p}); the data cannot be trusted: the rollout is halted "
+        "until the cause is found and the experiment restarted"
     )
 
 
@@ -149,8 +166,8 @@ def _halt(
             f"start, so requests may be missing): {', '.join(unreconciled[:3])}{more}"
         )
         return HOLD, [reason], inputs.prior_failed_checks
-    if srm_reason:
-        return ROLLBACK, [srm_reason], 0
+    if srm_reason:  # a halt, not a rollback: nothing says the candidate is to blame
+        return HOLD, [srm_reason], inputs.prior_failed_checks
     if inputs.gate_passed is False:
         return ROLLBACK, ["the load-test SLO gate failed, a precondition for promotion"], 0
     if not regressions:
@@ -228,4 +245,5 @@ def decide(inputs: Inputs, schedule: Schedule, th: Thresholds) -> Analysis:
         next_weights=weights,
         failed_checks=failed,
         counts={v: c.to_json() for v, c in inputs.experiment.versions.items()},
+        halted="srm" if srm_reason and decision == HOLD and reasons == [srm_reason] else None,
     )

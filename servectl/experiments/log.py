@@ -1,6 +1,7 @@
 """The experiment log: one JSON line per analysis and per applied step, the audit trail of a rollout.
 
-An experiment runs from its first analysis until a step that rolls back or completes it. What the next
+An experiment runs from its first analysis until a step that rolls back or completes it, or until a person
+restarts it (`servectl experiment restart`, after a sample-ratio mismatch halted it). What the next
 analysis needs (when the experiment and the current step began, the smallest p-value of each test so far,
 the consecutive failed checks) is read back from the log, so `servectl experiment step` keeps no other state.
 """
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 ENDS_EXPERIMENT = frozenset({"rollback", "complete"})
+RESTART = "restart"
+"""The event a person appends to begin the experiment again (a new window, every running statistic reset)."""
 
 
 def append(path: Path, entry: dict[str, Any]) -> None:
@@ -41,6 +44,10 @@ class State:
     """Running intersection of each sequential test's interval so far (highest low, lowest high)."""
     failed_checks: int = 0
     """Consecutive analyses with a regression, up to the last one."""
+    srm_log_bf: float = 0.0
+    """Log Bayes factor of the SRM test at the end of the experiment's completed steps."""
+    last_srm_log_bf: float = 0.0
+    """The same at the latest analysis (what the current step ends with when the next step is applied)."""
     started: bool = False
     """Whether the experiment has had an analysis already."""
 
@@ -51,21 +58,26 @@ def current_state(entries: list[dict[str, Any]], model: str, candidate: str) -> 
     for entry in entries:
         if entry.get("model") != model or entry.get("candidate") != candidate:
             continue
+        if entry["event"] == RESTART or (entry["event"] == "step" and entry["decision"] in ENDS_EXPERIMENT):
+            state = State(experiment_start=entry["time"], step_start=entry["time"])
+            continue
         if entry["event"] == "step":
-            if entry["decision"] in ENDS_EXPERIMENT:
-                state = State(experiment_start=entry["time"], step_start=entry["time"])
-            else:
-                state.step_start = entry["time"]
-                state.failed_checks = 0
+            state.step_start = entry["time"]
+            state.failed_checks = 0
+            state.srm_log_bf = state.last_srm_log_bf
             continue
         if not state.started:
             state.experiment_start = entry["window"]["experiment_start"]
             state.started = True
         state.failed_checks = entry["failed_checks"]
         for test, stats in entry["statistics"].items():
-            if isinstance(stats, dict) and "p_value" in stats and test != "srm":
+            # An SRM entry without log_bf is from the chi-square test, whose p-value was not sequential.
+            if test == "srm" and isinstance(stats, dict) and "log_bf" not in stats:
+                continue
+            if isinstance(stats, dict) and "p_value" in stats:
                 p = float(stats["p_value"])
                 state.prior_p[test] = min(p, state.prior_p.get(test, 1.0))
                 if "running_ci" in stats:  # the intersection up to that analysis
                     state.prior_ci[test] = (float(stats["running_ci"][0]), float(stats["running_ci"][1]))
+        state.last_srm_log_bf = float(entry["statistics"].get("srm", {}).get("log_bf", state.srm_log_bf))
     return state

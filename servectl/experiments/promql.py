@@ -62,6 +62,16 @@ class VersionCounts:
     """Labelled feedback: rows whose prediction did not."""
     latency_buckets: dict[float, float] = field(default_factory=dict)
     """Cumulative request-duration histogram: upper bound (seconds, inf last) to count."""
+    weighted: float = 0.0
+    """Live requests the weights assigned at random (`assignment="weighted"`, every outcome)."""
+    sticky_users: float = 0.0
+    """Users assigned by their sticky key, at their first request a server process saw."""
+
+    @property
+    def randomised(self) -> float:
+        """The units the sample-ratio test compares: weighted requests and sticky users (each drawn
+        independently with the configured shares); header routes and named versions are left out."""
+        return self.weighted + self.sticky_users
 
     def to_json(self) -> dict[str, object]:
         """The counts as the experiment log keeps them."""
@@ -76,6 +86,8 @@ class VersionCounts:
             "correct": self.correct,
             "incorrect": self.incorrect,
             "latency_buckets": {str(k): v for k, v in sorted(self.latency_buckets.items())},
+            "weighted": self.weighted,
+            "sticky_users": self.sticky_users,
         }
 
 
@@ -138,6 +150,9 @@ def selectors(model: str) -> dict[str, str]:
         "value_sum": f"serving_feedback_value_total{{{sel}}}",
         "value_squares": f"serving_feedback_value_squares_total{{{sel}}}",
         "labels": f"serving_quality_labels_total{{{sel}}}",
+        # The units of the sample-ratio test (servectl/experiments/srm.py): only what was randomised.
+        "weighted": f'serving_requests_total{{{sel},protocol=~{LIVE_PROTOCOLS},assignment="weighted"}}',
+        "sticky_users": f"serving_sticky_users_total{{{sel}}}",
     }
 
 
@@ -251,3 +266,7 @@ def _add(counts: VersionCounts, key: tuple[str, str, str], value: float) -> None
         counts.correct += value
     elif name == "labels" and label == "incorrect":
         counts.incorrect += value
+    elif name == "weighted":
+        counts.weighted += value
+    elif name == "sticky_users":
+        counts.sticky_users += value

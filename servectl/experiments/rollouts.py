@@ -80,6 +80,7 @@ def _serve(rng: np.random.Generator, counts: list[VersionCounts], n: int, versio
     converted = rng.binomial(feedback, version.conversion)
     for c in counts:
         c.requests += n
+        c.weighted += n  # every simulated request is assigned by the weights
         c.errors += errors
         c.converted += converted
         c.not_converted += feedback - converted
@@ -92,7 +93,7 @@ def _carry(
 ) -> None:
     """What the log keeps of an analysis for the next one (as log.current_state reads it back)."""
     for test, stat in statistics.items():
-        if test == "srm" or "p_value" not in stat:
+        if "p_value" not in stat:
             continue
         prior_p[test] = min(float(stat["p_value"]), prior_p.get(test, 1.0))
         if "running_ci" in stat:
@@ -106,7 +107,7 @@ def rollout(rng: np.random.Generator, design: Design, base: Version, cand: Versi
     epochs: list[dict[str, VersionCounts]] = [{"1": VersionCounts(), "2": VersionCounts()}]
     prior_p: dict[str, float] = {}
     prior_ci: dict[str, tuple[float, float]] = {}
-    failed, peak, fresh = 0, start, False
+    failed, peak, fresh, srm_log_bf = 0, start, False, 0.0
     for look in range(1, design.looks + 1):
         step = epochs[-1]
         lagging = int(design.requests_per_look * design.lagging_share) if fresh else 0
@@ -119,6 +120,7 @@ def rollout(rng: np.random.Generator, design: Design, base: Version, cand: Versi
             baseline="1", candidate="2", weights=dict(weights), experiment=Window(versions=whole),
             step=Window(versions=step), epochs=tuple(Window(versions=e) for e in epochs),
             prior_p=dict(prior_p), prior_ci=dict(prior_ci), prior_failed_checks=failed,
+            prior_srm_log_bf=srm_log_bf,
         )  # fmt: skip
         analysis = decide(inputs, design.schedule, design.thresholds)
         if analysis.decision in {ROLLBACK, COMPLETE}:
@@ -127,6 +129,7 @@ def rollout(rng: np.random.Generator, design: Design, base: Version, cand: Versi
         failed = analysis.failed_checks
         if analysis.decision == PROMOTE:
             previous, weights, failed, fresh = weights, analysis.next_weights, 0, True
+            srm_log_bf = analysis.statistics["srm"].get("log_bf", srm_log_bf)  # the completed step's evidence
             epochs.append({"1": VersionCounts(), "2": VersionCounts()})
             peak = max(peak, weights["2"])
     return Outcome(HOLD, design.looks, peak, whole["2"].requests)

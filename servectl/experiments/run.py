@@ -83,6 +83,7 @@ def analyze(experiment: Experiment, weights: dict[str, int], now: float | None =
         step=step,
         prior_p=state.prior_p,
         prior_ci=state.prior_ci,
+        prior_srm_log_bf=state.srm_log_bf,
         prior_failed_checks=state.failed_checks,
         gate_passed=experiment.gate_passed,
     )

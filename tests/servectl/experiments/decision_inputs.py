@@ -34,11 +34,16 @@ def arm(
     values: tuple[float, float, float] | None = None,
     correct: float = 0.0,
     labelled: float = 0.0,
+    weighted: float | None = None,
+    sticky_users: float = 0.0,
 ) -> VersionCounts:
     """One version's counts: `latency` per 1,000 requests (scaled to `requests`; None: no histogram),
-    `converted` of `feedback` conversions, `values` as (count, mean, sd), `correct` of `labelled` rows."""
+    `converted` of `feedback` conversions, `values` as (count, mean, sd), `correct` of `labelled` rows;
+    `weighted` of the requests assigned by the weights (default: all of them)."""
     counts = VersionCounts(
         requests=requests,
+        weighted=requests if weighted is None else weighted,
+        sticky_users=sticky_users,
         errors=errors,
         converted=converted,
         not_converted=feedback - converted,
@@ -63,6 +68,7 @@ def inputs(
     prior_ci: dict[str, tuple[float, float]] | None = None,
     prior_failed_checks: int = 0,
     gate_passed: bool | None = None,
+    prior_srm_log_bf: float = 0.0,
 ) -> Inputs:
     """Baseline v1 and candidate v2; the step's counts are the experiment's unless `step` is given."""
     whole = Window(versions={"1": base, "2": cand})
@@ -76,4 +82,5 @@ def inputs(
         prior_ci=dict(prior_ci or {}),
         prior_failed_checks=prior_failed_checks,
         gate_passed=gate_passed,
+        prior_srm_log_bf=prior_srm_log_bf,
     )

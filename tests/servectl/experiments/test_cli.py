@@ -3,6 +3,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from servectl.cli import cli
+from servectl.experiments import log
 from servectl.experiments.local_prometheus import free_port
 
 
@@ -29,3 +30,16 @@ def test_other_versions_with_traffic_are_refused(tmp_path: Path) -> None:
             "--model-repository", str(tmp_path), "--baseline", "1", "--candidate", "3"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1 and "versions ['2'] also take traffic" in result.output, result.output
+
+
+def test_restart_appends_the_event_that_begins_the_experiment_again(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    args = ["experiment", "restart", "--model", "m", "--candidate", "2", "--log", str(path)]
+    refused = CliRunner().invoke(cli, [*args, "--reason", "  "])
+    assert refused.exit_code == 1 and "--reason must say why" in refused.output, refused.output
+    assert not path.exists(), "nothing is written when refused"
+    result = CliRunner().invoke(cli, [*args, "--reason", "a header route sent v1 traffic; removed"])
+    assert result.exit_code == 0 and "begins again now" in result.output, result.output
+    [entry] = log.read(path)
+    assert (entry["event"], entry["model"], entry["candidate"]) == ("restart", "m", "2"), entry
+    assert log.current_state([entry], "m", "2").experiment_start == entry["time"], entry

@@ -11,6 +11,7 @@ def _counts(requests: float, errors: float = 0.0, buckets: dict[float, float] | 
     scale = requests / 1000
     return VersionCounts(
         requests=requests,
+        weighted=requests,
         errors=errors,
         latency_buckets={k: v * scale for k, v in (buckets or FAST).items()},
     )
@@ -52,8 +53,9 @@ def test_failed_checks_hold_before_they_roll_back() -> None:
 
 def test_sample_ratio_mismatch_halts_even_a_healthy_candidate() -> None:
     result = decide(_inputs(_counts(5600), _counts(4400), {"1": 50, "2": 50}), SCHEDULE, TH)
-    assert result.decision == ROLLBACK, result.reasons
-    assert result.reasons[0].startswith("sample-ratio mismatch: observed v1 56.0%, v2 44.0%"), result.reasons
+    assert (result.decision, result.halted) == (HOLD, "srm"), result.reasons
+    expected = "sample-ratio mismatch: randomised traffic this step v1 56.0%, v2 44.0%"
+    assert result.reasons[0].startswith(expected), result.reasons
 
 
 def test_too_few_candidate_samples_hold() -> None:

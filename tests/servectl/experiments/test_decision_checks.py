@@ -18,7 +18,6 @@ import pytest
 
 from servectl.experiments import stats
 from servectl.experiments.decision import HOLD, PROMOTE, ROLLBACK, Analysis, decide
-from servectl.experiments.promql import Window
 from tests.servectl.experiments.decision_inputs import (
     INF,
     QUICK,
@@ -448,75 +447,4 @@ def test_each_regression_needs_its_running_interval_wholly_on_the_bad_side(
         assert result.reasons[0].startswith(test.replace("_", " ") + ":"), result.reasons
 
 
-# --- sample-ratio mismatch ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("weights", "counts", "arms"),
-    [
-        ({"1": 90, "2": 10}, {"1": 9099.0, "2": 901.0}, ["1", "2"]),
-        ({"1": 99, "2": 1}, {"1": 9895.0, "2": 105.0}, ["1", "2"]),  # an arm at 1% is an arm
-        ({"1": 50, "2": 50, "3": 0}, {"1": 5013.0, "2": 4987.0, "3": 0.0}, ["1", "2"]),  # one at 0% is not
-    ],
-)
-def test_the_split_is_scipys_chi_square_over_the_arms_with_weight(
-    weights: dict[str, int], counts: dict[str, float], arms: list[str]
-) -> None:
-    window = Window(versions={v: arm(n) for v, n in counts.items()})
-    case = inputs(arm(5000), arm(5000), weights=weights, step=window)
-    reference = stats.sample_ratio_mismatch([counts[v] for v in arms], [weights[v] for v in arms])
-    srm = decide(case, SCHEDULE, TH).statistics["srm"]
-    assert srm == {
-        "arms": arms,
-        "counts": [counts[v] for v in arms],
-        "weights": [weights[v] for v in arms],
-        "tested": True,
-        "chi2": round(float(reference.statistic), 4),
-        "p_value": float(reference.p_value),
-    }, srm
-
-
-@pytest.mark.parametrize(
-    ("weights", "counts", "tested"),
-    [
-        ({"1": 0, "2": 100}, (0.0, 5000.0), False),  # one arm: nothing to compare
-        ({"1": 50, "2": 50}, (50.0, 49.0), False),  # 99 requests, one under srm_min_requests
-        ({"1": 50, "2": 50}, (50.0, 50.0), True),
-    ],
-)
-def test_the_split_is_tested_from_two_arms_and_srm_min_requests(
-    weights: dict[str, int], counts: tuple[float, float], tested: bool
-) -> None:
-    step = Window(versions={"1": arm(counts[0]), "2": arm(counts[1])})
-    srm = decide(inputs(arm(5000), arm(5000), weights=weights, step=step), SCHEDULE, TH).statistics["srm"]
-    assert srm["tested"] is tested, srm
-    if not tested:
-        arms = [v for v in ("1", "2") if weights[v] > 0]
-        assert srm == {
-            "arms": arms,
-            "counts": [counts[int(v) - 1] for v in arms],
-            "weights": [weights[v] for v in arms],
-            "tested": False,
-        }, srm
-
-
-@pytest.mark.parametrize(("above", "decision"), [(False, PROMOTE), (True, ROLLBACK)])
-def test_a_mismatch_needs_the_p_value_strictly_under_srm_p(above: bool, decision: str) -> None:
-    case = inputs(arm(5200), arm(4800))
-    p = decide(case, SCHEDULE, TH).statistics["srm"]["p_value"]
-    srm_p = float(np.nextafter(p, 1.0)) if above else p
-    result = decide(case, SCHEDULE, replace(TH, srm_p=srm_p))
-    assert result.decision == decision, f"p = {p!r} against srm_p = {srm_p!r}: {result.reasons}"
-
-
-def test_a_mismatch_names_the_observed_and_configured_split() -> None:
-    result = decide(inputs(arm(5600), arm(4400)), SCHEDULE, TH)
-    _assert_decided(
-        result,
-        ROLLBACK,
-        [
-            "sample-ratio mismatch: observed v1 56.0%, v2 44.0% against configured v1 50%, v2 50% "
-            "(chi-square p = 3.6e-33 < 0.001); the data cannot be trusted"
-        ],
-    )
-    assert result.failed_checks == 0, "a mismatch is not a failed check of the candidate"
+# The sample-ratio mismatch's checks are in test_decision_srm.py.

@@ -54,9 +54,15 @@ def _step(base: float, cand: float) -> Window:
 @pytest.mark.parametrize(
     ("errors", "gate_passed", "step", "decision", "first_reason"),
     [
-        # A mismatch outranks everything: the counts behind the other checks cannot be trusted.
+        # A mismatch outranks everything: the counts behind the other checks cannot be trusted. It halts
+        # (holds) rather than rolls back: nothing says the candidate is to blame.
         pytest.param(
-            250, False, _step(5600, 4400), ROLLBACK, "sample-ratio mismatch: observed v1 56.0%", id="srm"
+            250,
+            False,
+            _step(5600, 4400),
+            HOLD,
+            "sample-ratio mismatch: randomised traffic this step v1 56.0%",
+            id="srm",
         ),
         pytest.param(250, False, None, ROLLBACK, GATE[0], id="gate-before-regression"),
         pytest.param(250, None, _step(200, 200), ROLLBACK, ERRORS[0], id="regression-before-sample-minimum"),
@@ -316,8 +322,8 @@ def test_the_decision_and_its_reasons_follow_from_the_statistics_it_reports(
     result = decide(inputs(*pair, prior_failed_checks=prior), replace(SCHEDULE, failed_checks=allowed), TH)
     srm, (regressions, unproven) = result.statistics["srm"], _verdicts(result.statistics)
     served, failed = pair[1].requests, 0
-    if srm["tested"] and srm["p_value"] < TH.srm_p:
-        expected, named = ROLLBACK, ["sample-ratio mismatch"]
+    if srm["p_value"] <= TH.srm_p:
+        expected, named, failed = HOLD, ["sample-ratio mismatch"], prior
     elif regressions:
         failed = prior + 1
         expected = ROLLBACK if failed >= allowed else HOLD

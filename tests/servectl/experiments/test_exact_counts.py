@@ -57,26 +57,31 @@ class Pods:
     def __init__(self, start: float) -> None:
         self.out = Exposition()
         self.times = [start + i * STEP for i in range(int(HISTORY / STEP))]
-        self.served: dict[str, list[tuple[float, int]]] = {}
+        self.served: dict[str, list[tuple[float, int, str]]] = {}
 
     def pod(self, pod: str, version: str, per_scrape: int, *, since: float = 0.0,
             restart: float | None = None, until: float = float("inf"),
-            gap: tuple[float, float] = (0.0, 0.0)) -> None:  # fmt: skip
+            gap: tuple[float, float] = (0.0, 0.0), assignment: str = "weighted") -> None:  # fmt: skip
         """`per_scrape` requests before each scrape from `since` until `until`; the process restarts
         (its counter from 0) just before the first scrape at or after `restart`; not scraped during `gap`."""
         value, served = 0, self.served.setdefault(version, [])
-        labels = {"model": MODEL, "version": version, "pod": pod, "protocol": "rest", "outcome": "success"}
+        labels = {"model": MODEL, "version": version, "pod": pod, "protocol": "rest", "outcome": "success",
+                  "assignment": assignment}  # fmt: skip
         for at in (t for t in self.times if since <= t < until):
             if restart is not None and restart <= at < restart + STEP:
                 value = 0
             value += per_scrape
-            served.append((at, per_scrape))
+            served.append((at, per_scrape, assignment))
             if not gap[0] <= at < gap[1]:
                 self.out.add("serving_requests", "counter", labels, at, float(value))
 
-    def truth(self, version: str, start: float, end: float) -> int:
-        """Requests counted at scrapes in (start, end]."""
-        return sum(n for at, n in self.served.get(version, []) if start < at <= end)
+    def truth(self, version: str, start: float, end: float, assignment: str | None = None) -> int:
+        """Requests counted at scrapes in (start, end] (only those so assigned, if given)."""
+        return sum(
+            n
+            for at, n, how in self.served.get(version, [])
+            if start < at <= end and assignment in {None, how}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +96,7 @@ def churn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningPro
     pods.pod("b", "1", 11, restart=middle)
     pods.pod("c", "1", 13, until=middle)
     pods.pod("d", "2", 5, since=middle)
+    pods.pod("h", "2", 2, assignment="header")  # a header route's requests: counted, never in the split
     pods.pod("e", "3", 3, restart=middle, gap=(middle - 600, middle))
     with backfilled_prometheus(Path(tmp_path_factory.mktemp("churn")), pods.out.text()) as running:
         yield running, pods, pods.times[-1]
@@ -107,6 +113,10 @@ def test_counts_equal_the_requests_served_through_a_restart_and_a_scale_down(
     truth = pods.truth("1", start, last)
     assert window.versions["1"].requests == truth, (window.versions["1"], truth)
     assert window.versions["2"].requests == pods.truth("2", start, last), window.versions["2"]
+    for version in ("1", "2"):
+        weighted = pods.truth(version, start, last, "weighted")
+        assert window.versions[version].weighted == weighted, (version, window.versions[version], weighted)
+    assert window.versions["2"].weighted < window.versions["2"].requests, "the header route is left out"
     assert [s for s in window.resets if 'pod="b"' in s], window.resets
     assert not [s for s in window.unreconciled if 'version="1"' in s], "a scale-down and a restart reconcile"
     # What the earlier reading did: sum by version at each end, subtract (pod c is missing at the end).

@@ -28,7 +28,7 @@ def test_state_follows_steps_and_keeps_the_smallest_p_value() -> None:
     entries = [_analysis(1.0, 0.5), _analysis(2.0, 0.2, failed=1), _step(3.0, "promote"), _analysis(4.0, 0.3)]
     state = log.current_state(entries, "m", "2")
     assert state.experiment_start is None and state.step_start == 3.0, state
-    assert state.prior_p == {"error_rate": 0.2}, "the SRM p-value is not sequential and is not carried"
+    assert state.prior_p == {"error_rate": 0.2}, "a chi-square SRM p-value (no log_bf) is not carried"
     assert state.failed_checks == 0
 
 
@@ -45,3 +45,27 @@ def test_a_rollback_ends_the_experiment() -> None:
     entries = [_analysis(1.0, 0.01, failed=1), _step(2.0, "rollback")]
     state = log.current_state(entries, "m", "2")
     assert (state.experiment_start, state.step_start, state.prior_p) == (2.0, 2.0, {}), state
+
+
+def _srm_analysis(time: float, p: float, log_bf: float) -> dict[str, object]:
+    entry = _analysis(time, 0.5)
+    entry["statistics"] = {"srm": {"p_value": p, "log_bf": log_bf, "tested": True}}
+    return entry
+
+
+def test_the_sequential_srm_keeps_its_running_minimum_and_its_completed_steps_evidence() -> None:
+    entries = [_srm_analysis(1.0, 0.3, 1.2), _srm_analysis(2.0, 0.5, 0.7), _step(3.0, "promote"),
+               _srm_analysis(4.0, 0.4, 1.5)]  # fmt: skip
+    state = log.current_state(entries, "m", "2")
+    assert state.prior_p == {"srm": 0.3}, state.prior_p
+    assert state.srm_log_bf == 0.7, "the last analysis before the step is what that step ended with"
+    assert log.current_state(entries[:2], "m", "2").srm_log_bf == 0.0, "no step completed yet"
+
+
+def test_a_restart_begins_the_experiment_again() -> None:
+    halted = [_srm_analysis(1.0, 1e-6, 14.0), _step(2.0, "promote"), _srm_analysis(3.0, 1e-7, 16.0)]
+    restart = {"time": 4.0, "event": "restart", "model": "m", "candidate": "2", "reason": "fixed"}
+    state = log.current_state([*halted, restart], "m", "2")
+    assert (state.prior_p, state.srm_log_bf, state.experiment_start) == ({}, 0.0, 4.0), state
+    other = log.current_state([*halted, restart | {"candidate": "3"}], "m", "2")
+    assert other.prior_p == {"srm": 1e-7}, "a restart of another candidate's experiment changes nothing here"
