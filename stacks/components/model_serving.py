@@ -28,7 +28,8 @@ class ModelServingArgs:
 
 
 class ModelServing(pulumi.ComponentResource):
-    """Deployments, Service, DestinationRule, VirtualService, HPA, PDB, NetworkPolicy and authorization.
+    """Deployments, Service, DestinationRule, VirtualService (with its assignment Telemetry), HPA, PDB,
+    NetworkPolicy and authorization.
 
     Kubernetes objects only: the pods' AWS identity is the infra layer's, passed in as a role ARN.
     """
@@ -68,6 +69,7 @@ class ModelServing(pulumi.ComponentResource):
             "svc": serving.service(model),
             "dr": serving.destination_rule(model),
             "vs": serving.virtual_service(spec),
+            "telemetry": serving.assignment_telemetry(model),
             "netpol": serving.network_policy(model),
             "authz": serving.authorization(spec, args.jwt_issuer),
             "pod-authz": serving.pod_authorization(model),

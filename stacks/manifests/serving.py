@@ -272,6 +272,9 @@ def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
             # The gateway is the trusted proxy: it writes this header from the validated token and strips
             # any client-sent copy, so the audit log's caller is the token's subject, never a client's claim.
             {"name": "SERVING_TRUSTED_PROXY_HEADER", "value": sticky.CALLER_HEADER},
+            # Likewise every route sets how it chose the version (sticky.ASSIGNMENT_HEADER), replacing any
+            # client's value: the pods label their request counters with it (serving_image/assignment.py).
+            {"name": "SERVING_TRUST_ASSIGNMENT_HEADER", "value": "true"},
             # On SIGTERM the server stays routable for the drain delay (readiness already false), then
             # finishes in-flight requests; the kubelet waits a little longer than that before killing it.
             {"name": "SERVING_DRAIN_DELAY_SECONDS", "value": str(DRAIN_DELAY_SECONDS)},
@@ -431,11 +434,15 @@ def _matches(path: str, headers: dict[str, Any] | None = None) -> list[dict[str,
     return [{"uri": {"exact": path}} | extra, {"uri": {"prefix": f"{path}/"}} | extra]
 
 
-def _route(name: str, matches: list[dict[str, Any]], destinations: list[dict[str, Any]]) -> dict[str, Any]:
+def _route(
+    name: str, matches: list[dict[str, Any]], destinations: list[dict[str, Any]], assignment: dict[str, str]
+) -> dict[str, Any]:
+    """A route that tells the pods how it chose their version (`assignment`: the headers it sets)."""
     return {
         "name": name,
         "match": matches,
         "route": destinations,
+        "headers": {"request": {"set": assignment}},
         "timeout": ROUTE_TIMEOUT,
         "retries": {
             "attempts": 2,
@@ -443,6 +450,14 @@ def _route(name: str, matches: list[dict[str, Any]], destinations: list[dict[str
             "retryOn": "connect-failure,refused-stream,unavailable",
         },
     }
+
+
+def _assigned(how: str, user_header: str | None = None) -> dict[str, str]:
+    """The headers a route sets for the server's `assignment` label; a sticky route passes the user key on."""
+    out = {sticky.ASSIGNMENT_HEADER: how}
+    if user_header is not None:
+        out[sticky.USER_HEADER] = f"%REQ({user_header.lower()})%"
+    return out
 
 
 def _sticky_ranges(model: ModelConfig) -> list[tuple[str, int, int]]:
@@ -506,7 +521,14 @@ def virtual_service(spec: ServingSpec) -> Manifest:
     names = iter(route_names(model))
     routes = [
         _to_version(
-            model, _route(next(names), _matches(f"{prefix}/versions/{v}"), [_destination(model, v)]), v
+            model,
+            _route(
+                next(names),
+                _matches(f"{prefix}/versions/{v}"),
+                [_destination(model, v)],
+                _assigned("explicit"),
+            ),
+            v,
         )
         for v in model.variants.versions
     ]
@@ -519,6 +541,7 @@ def virtual_service(spec: ServingSpec) -> Manifest:
                     next(names),
                     _matches(prefix, {r.header: {"exact": r.value}}),
                     [_destination(model, r.version)],
+                    _assigned("header"),
                 ),
                 r.version,
             ),
@@ -535,6 +558,7 @@ def virtual_service(spec: ServingSpec) -> Manifest:
                     next(names),
                     _matches(prefix, {sticky.BUCKET_HEADER: {"regex": sticky.bucket_regex(first, end)}}),
                     [_destination(model, version)],
+                    _assigned("sticky", model.variants.sticky_header),
                 ),
                 version,
             ),
@@ -543,13 +567,42 @@ def virtual_service(spec: ServingSpec) -> Manifest:
         for version, first, end in _sticky_ranges(model)
     ]
     split = [(v, w) for v, w in model.variants.weights if w > 0]
-    weighted = _route(next(names), _matches(prefix), [_destination(model, v, w) for v, w in split])
+    weighted = _route(
+        next(names), _matches(prefix), [_destination(model, v, w) for v, w in split], _assigned("weighted")
+    )
     routes.append(_mirrored(model, weighted, {v for v, _ in split}))
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
         "metadata": metadata(model.name, model.tenant, labels(model.name)),
         "spec": {"hosts": [spec.api_host], "gateways": [spec.gateway], "http": routes},
+    }
+
+
+def assignment_telemetry(model: ModelConfig) -> Manifest:
+    """Istio's request count on the model's pods gets an `assignment` tag from the header the route set
+    (`sticky.ASSIGNMENT_HEADER`), so the mesh's telemetry tells randomised traffic from header routes and
+    named versions as the server's counters do. Only on these pods (a selector in the tenant's namespace),
+    whose one caller is the gateway that sets the header: elsewhere a client could make up values."""
+    header = sticky.ASSIGNMENT_HEADER
+    return {
+        "apiVersion": "telemetry.istio.io/v1",
+        "kind": "Telemetry",
+        "metadata": metadata(f"{model.name}-assignment", model.tenant, labels(model.name)),
+        "spec": {
+            "selector": {"matchLabels": labels(model.name)},
+            "metrics": [
+                {
+                    "providers": [{"name": "prometheus"}],
+                    "overrides": [
+                        {
+                            "match": {"metric": "REQUEST_COUNT", "mode": "SERVER"},
+                            "tagOverrides": {"assignment": {"value": f"request.headers['{header}']"}},
+                        }
+                    ],
+                }
+            ],
+        },
     }
 
 

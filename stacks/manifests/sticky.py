@@ -22,6 +22,14 @@ CALLER_HEADER = "x-caller"
 """Carries the validated token's subject to the serving pods (written by jwt_authn, never by the client)."""
 BUCKET_HEADER = "x-variant-bucket"
 """Carries the sticky bucket, 0..99, from the gateway's Lua filter to the VirtualService's bucket routes."""
+ASSIGNMENT_HEADER = "x-variant-assignment"
+"""Set by every route of a model's VirtualService: how the gateway chose the version (`weighted`, `sticky`,
+`header` or `explicit`), for the server's `assignment` label (serving_image/assignment.py). A route's `set`
+replaces any client-sent value, and the pods believe it (SERVING_TRUST_ASSIGNMENT_HEADER) only because the
+gateway is their one caller."""
+USER_HEADER = "x-variant-user"
+"""Set by the sticky routes from the model's sticky header (Envoy's `%REQ(...)%`): the user key, so a pod
+counts each user's first request (`serving_sticky_users_total`) without knowing which header is sticky."""
 BUCKETS = 100
 """Buckets per model: one per percent of weight, so any integer split maps to whole buckets."""
 

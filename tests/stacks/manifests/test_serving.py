@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from serving_image import assignment
 from stacks.manifests import serving
 from stacks.manifests.serving import ServingSpec, virtual_service
-from stacks.manifests.sticky import BUCKET_HEADER, BUCKETS, CALLER_HEADER
+from stacks.manifests.sticky import ASSIGNMENT_HEADER, BUCKET_HEADER, BUCKETS, CALLER_HEADER, USER_HEADER
 from stacks.settings import Fault, ModelConfig, Shadow, StackConfig
 from tests.stacks.schemas import validate
 
@@ -372,3 +373,41 @@ def test_pods_drain_before_the_kubelet_and_the_sidecar_give_up(eu_config: StackC
     assert 0 < delay < grace < pod["spec"]["terminationGracePeriodSeconds"], (delay, grace, pod["spec"])
     proxy = json.loads(pod["metadata"]["annotations"]["proxy.istio.io/config"])
     assert proxy["terminationDrainDuration"] == f"{grace}s", f"the sidecar stops before the server: {proxy}"
+
+
+def test_every_route_tells_the_pods_how_it_chose_their_version(eu_config: StackConfig) -> None:
+    """The server's `assignment` label behind the mesh: each route sets it (replacing a client's value), a
+    sticky route also the user key, from the model's sticky header through Envoy's %REQ()%."""
+    model = eu_config.models[0]
+    assert model.variants.sticky_header is not None, "the eu stack's model assigns by a sticky header"
+    routes = _routes(eu_config)
+    user = f"%REQ({model.variants.sticky_header.lower()})%"
+    expected = {
+        f"{model.name}-v1": {ASSIGNMENT_HEADER: "explicit"},
+        f"{model.name}-v2": {ASSIGNMENT_HEADER: "explicit"},
+        f"{model.name}-header-0": {ASSIGNMENT_HEADER: "header"},
+        f"{model.name}-sticky-v1": {ASSIGNMENT_HEADER: "sticky", USER_HEADER: user},
+        f"{model.name}-sticky-v2": {ASSIGNMENT_HEADER: "sticky", USER_HEADER: user},
+        f"{model.name}-weighted": {ASSIGNMENT_HEADER: "weighted"},
+    }
+    got = {name: route["headers"]["request"]["set"] for name, route in routes.items()}
+    assert got == expected, got
+    validate(_service(eu_config))
+
+
+def test_the_pods_believe_the_routes_assignment_and_the_mesh_counts_it(eu_config: StackConfig) -> None:
+    (server,) = _pod(eu_config)["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["SERVING_TRUST_ASSIGNMENT_HEADER"] == "true", env
+    model = eu_config.models[0]
+    telemetry = serving.assignment_telemetry(model)
+    validate(telemetry)
+    assert telemetry["metadata"]["namespace"] == model.tenant, "beside the pods, not mesh-wide"
+    assert telemetry["spec"]["selector"]["matchLabels"] == serving.labels(model.name), telemetry
+    [override] = telemetry["spec"]["metrics"][0]["overrides"]
+    assert override["tagOverrides"] == {"assignment": {"value": f"request.headers['{ASSIGNMENT_HEADER}']"}}
+
+
+def test_the_mesh_and_the_server_name_the_same_headers_and_values() -> None:
+    assert (ASSIGNMENT_HEADER, USER_HEADER) == (assignment.ASSIGNMENT_HEADER, assignment.USER_HEADER)
+    assert {"explicit", "header", "sticky", "weighted"} == assignment.ASSIGNMENTS
