@@ -117,6 +117,21 @@ def experiments() -> dict[str, Any]:
                 VERSION_LEGEND,
             ),
             (
+                # The split the sample-ratio test compares with the weights: header routes and named
+                # versions left out (docs/experiments.md).
+                "Randomised traffic share per version",
+                f"model_version:serving_requests_weighted:rate5m{SEL} / ignoring (version) group_left"
+                f" sum by (model) (model_version:serving_requests_weighted:rate5m{SEL})",
+                "percentunit",
+                VERSION_LEGEND,
+            ),
+            (
+                "Sticky users per second (first requests)",
+                f"model_version:serving_sticky_users:rate5m{SEL}",
+                "short",
+                VERSION_LEGEND,
+            ),
+            (
                 "Error ratio per version",
                 f"model_version:serving_request_error_ratio:rate5m{SEL}",
                 "percentunit",

@@ -61,7 +61,9 @@ def test_serving_dashboards_read_recorded_series_or_contract_metrics(key: str) -
 
 def test_experiments_show_traffic_share_and_the_analysis_series() -> None:
     titles = {k.split("/", 1)[1] for k in dashboards.queries() if k.startswith("experiments/")}
-    for wanted in ("Traffic share per version", "Error ratio per version", "Conversion ratio (1h)"):
+    wanted_titles = ("Traffic share per version", "Randomised traffic share per version",
+                     "Error ratio per version", "Conversion ratio (1h)")  # fmt: skip
+    for wanted in wanted_titles:
         assert wanted in titles, f"experiments dashboard lacks {wanted!r}: {titles}"
 
 
