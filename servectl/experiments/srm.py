@@ -18,8 +18,8 @@ The prior is centred on the configured shares, alpha_i = CONCENTRATION * theta_i
 the size of mismatch the test is most sensitive to: the prior sd of a share is sqrt(theta (1 - theta) /
 (A + 1)), so A = 1000 bets on a deviation of about 0.7 point at a 5% share, the size of a version that
 loses a tenth of its requests, and detects it within a step of some tens of thousands of units. In a
-simulation of 20 looks of 1,000 units at a 5% share, a 4.5% share was caught at alpha 0.05 in 67% of 2,000
-runs with A = 1000, against 57% with A = 100 and 56% with A = 10,000 (seed 1); a larger A waits for more
+one-off simulation of 20 looks of 1,000 units at a 5% share, a 4.5% share was caught at alpha 0.05 in 67% of
+2,000 runs with A = 1000, against 57% with A = 100 and 56% with A = 10,000 (seed 1); a larger A waits for more
 units, a smaller one pays for bets on mismatches nobody would miss. `tests/servectl/experiments/test_srm.py`
 measures false alarms and power at the threshold the decision uses.
 
