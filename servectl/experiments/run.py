@@ -134,6 +134,8 @@ def _show(weights: dict[str, int]) -> str:
 def report(entry: dict[str, Any]) -> str:
     """The analysis in words: decision, reasons, then the statistics."""
     lines = [f"decision: {entry['decision'].upper()} (v{entry['candidate']} at {entry['step']}%)"]
+    if entry.get("halted"):
+        lines[0] += f", HALTED by {entry['halted']} until `servectl experiment restart`"
     lines += [f"  - {reason}" for reason in entry["reasons"]]
     for name, values in entry["statistics"].items():
         lines.append(f"  {name}: {json.dumps(values, sort_keys=True)}")
