@@ -6,6 +6,8 @@ options and prints.
 
 import json
 import time
+import os
+import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -207,3 +209,73 @@ def restart_command(model: str, candidate: str, reason: str, log: Path | None) -
              "reason": reason.strip()}  # fmt: skip
     experiment_log.append(path, entry)
     click.echo(f"restarted: the experiment of {model} v{candidate} begins again now ({path})")
+
+
+def _controller_target(options: dict[str, Any], pid: int | None, virtual_service: str | None) -> Target:
+    if virtual_service is None:
+        return _target(options["stack"], options["model_repository"], options["model"], pid)
+    from servectl.experiments.kube import ApiServer, VirtualServiceTarget
+
+    namespace, _, name = virtual_service.partition("/")
+    if not namespace or not name:
+        raise click.BadParameter(f"{virtual_service!r} is not NAMESPACE/NAME", param_hint="--virtual-service")
+    return VirtualServiceTarget(ApiServer.in_cluster(), namespace, name, options["model"])
+
+
+@experiment.command("controller")
+@_with_options
+@click.option("--pid", type=int, help="With --model-repository: the server process to send SIGHUP.")
+@click.option(
+    "--virtual-service",
+    metavar="NAMESPACE/NAME",
+    help="In a cluster: patch this VirtualService's weights and emit an Event per decision.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1),
+    help="Seconds between analyses (default: the schedule's intervalSeconds).",
+)
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=9102, show_default=True)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics listens on.")
+@click.option("--max-analyses", type=click.IntRange(1), help="Stop after this many intervals.")
+@click.option("--until-done", is_flag=True, help="Stop once the experiment rolls back or completes.")
+def controller_command(
+    pid: int | None,
+    virtual_service: str | None,
+    interval: float | None,
+    metrics_port: int,
+    metrics_host: str,
+    max_analyses: int | None,
+    until_done: bool,
+    **options: Any,
+) -> None:
+    """Run `step` on the schedule's interval until stopped: the rollout runs itself."""
+    from prometheus_client import CollectorRegistry
+
+    from servectl.experiments.controller import Controller, Emitter, Metrics, NoEmitter, serve_metrics
+
+    try:
+        target = _controller_target(options, pid, virtual_service)
+        exp = _experiment(options, target)
+    except (ExperimentError, FileNotFoundError, KeyError, ValueError, RuntimeError) as error:
+        raise click.ClickException(str(error).strip("'\"")) from error
+    emitter: Emitter = NoEmitter()
+    if virtual_service is not None:
+        from servectl.experiments.kube import EventEmitter, VirtualServiceTarget
+
+        assert isinstance(target, VirtualServiceTarget)
+        pod = os.environ.get("POD_NAME") or socket.gethostname()
+        emitter = EventEmitter(target.api, target.namespace, target.name, pod)
+    metrics = Metrics(CollectorRegistry())
+    server = serve_metrics(metrics.registry, metrics_host, metrics_port)
+    every = interval or float(exp.schedule.interval_seconds)
+    click.echo(
+        f"controller: {exp.model} every {every:g}s, metrics on {metrics_host}:{metrics_port}", err=True
+    )
+    try:
+        outcomes = Controller(exp, target, metrics, emitter).run(
+            every, max_analyses=max_analyses, until_done=until_done
+        )
+    finally:
+        server.shutdown()
+    click.echo(json.dumps({"model": exp.model, "outcomes": outcomes}) if options["as_json"] else outcomes[-1])
