@@ -7,11 +7,12 @@ requests here are exactly those three.
 
 The weights live in the VirtualService's weighted route (`<model>-weighted`, the last, built by
 `stacks.manifests.serving.virtual_service`); the model's versions are read from its pinned routes
-(`<model>-v<N>`), since a version at weight 0 has no destination in the split. A patch replaces that one
-route's destinations and carries a `test` of the resourceVersion read, so a concurrent edit fails the patch
-(retried at the next interval) instead of being overwritten. A model whose versions are also assigned by a
-sticky header is refused: its bucket routes follow the weights too, and patching the split alone would
-leave users on stale buckets.
+(`<model>-v<N>`), since a version at weight 0 has no destination in the split. For a model with a sticky
+header the bucket routes (`<model>-sticky-v<N>`) follow the weights too, and are rebuilt with the stack's
+own bucket layout (`stacks.manifests.sticky`), so a user's bucket keeps meaning the same version on the
+gateway as on the standalone server. A patch replaces the routes and carries a `test` of the
+resourceVersion read, so a concurrent edit fails the patch (retried at the next interval) instead of
+being overwritten.
 """
 
 import json
@@ -19,12 +20,14 @@ import os
 import ssl
 import urllib.error
 import urllib.request
+from copy import deepcopy
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from servectl.experiments.decision import ROLLBACK, Schedule
+from stacks.manifests import sticky
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 VS_API = "apis/networking.istio.io/v1"
@@ -91,46 +94,87 @@ def _reason(error: urllib.error.HTTPError) -> str:
         return str(error.reason)
 
 
+def _routes(vs: dict[str, Any]) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = vs.get("spec", {}).get("http", [])
+    return routes
+
+
 def weighted_route(vs: dict[str, Any], model: str) -> tuple[int, dict[str, Any]]:
     """The index and body of the model's weighted route."""
-    routes = vs.get("spec", {}).get("http", [])
-    found = [(i, r) for i, r in enumerate(routes) if r.get("name") == f"{model}-weighted"]
+    found = [(i, r) for i, r in enumerate(_routes(vs)) if r.get("name") == f"{model}-weighted"]
     if not found:
         raise KubeError(f"VirtualService {vs['metadata'].get('name')} has no route {model}-weighted")
     return found[0]
 
 
+def _pinned(vs: dict[str, Any], model: str) -> dict[str, dict[str, Any]]:
+    """Version to its pinned route (`<model>-v<N>`: the explicit-version path, one per version)."""
+    prefix = f"{model}-v"
+    return {
+        r["name"].removeprefix(prefix): r
+        for r in _routes(vs)
+        if r.get("name", "").startswith(prefix) and r["name"].removeprefix(prefix).isdigit()
+    }
+
+
 def read_weights(vs: dict[str, Any], model: str) -> dict[str, int]:
     """Every version of the model (from its pinned routes) to its percent in the weighted route."""
-    routes = vs.get("spec", {}).get("http", [])
-    sticky = [r["name"] for r in routes if r.get("name", "").startswith(f"{model}-sticky-")]
-    if sticky:
-        raise ValueError(
-            f"{model} assigns versions by a sticky header ({', '.join(sticky)}): its bucket routes follow "
-            "the weights too; step it with `servectl experiment step --stack` and `pulumi up` instead"
-        )
-    pinned = {
-        r["name"].removeprefix(f"{model}-v") for r in routes if r.get("name", "").startswith(f"{model}-v")
-    }
-    weights = {version: 0 for version in pinned if version.isdigit()}
+    weights = dict.fromkeys(_pinned(vs, model), 0)
     for destination in weighted_route(vs, model)[1]["route"]:
         weights[destination["destination"]["subset"].removeprefix("v")] = int(destination.get("weight", 100))
     return weights
 
 
-def weight_patch(vs: dict[str, Any], model: str, weights: dict[str, int]) -> list[dict[str, Any]]:
-    """A JSON patch setting the weighted route's destinations to `weights` (versions above 0 only, as the
-    stack builds them), guarded by the resourceVersion it was computed from."""
-    index, route = weighted_route(vs, model)
-    template = route["route"][0]["destination"]
-    destinations = [
+def _sticky_routes(vs: dict[str, Any], model: str, weights: dict[str, int]) -> list[dict[str, Any]]:
+    """The bucket routes for `weights`, built like the stack's (`serving.virtual_service`): each version
+    with weight gets its bucket range, its pinned route's destination and fault, and the live routes'
+    mirror unless it is the shadow itself. Empty for a model without a sticky header."""
+    current = [r for r in _routes(vs) if r.get("name", "").startswith(f"{model}-sticky-")]
+    if not current:
+        return []
+    pinned, template = _pinned(vs, model), current[0]
+    mirror = next((r for r in [*current, weighted_route(vs, model)[1]] if "mirror" in r), None)
+    out = []
+    for version, first, end in sticky.bucket_ranges(list(weights.items())):
+        route = deepcopy(template) | {"name": f"{model}-sticky-v{version}"}
+        for match in route["match"]:
+            match["headers"] = {sticky.BUCKET_HEADER: {"regex": sticky.bucket_regex(first, end)}}
+        route["route"] = deepcopy(pinned[version]["route"])
+        for key in ("fault", "mirror", "mirrorPercentage"):
+            route.pop(key, None)
+        if "fault" in pinned[version]:
+            route["fault"] = deepcopy(pinned[version]["fault"])
+        if mirror is not None and mirror["mirror"].get("subset") != f"v{version}":
+            route |= {"mirror": mirror["mirror"], "mirrorPercentage": mirror["mirrorPercentage"]}
+        out.append(route)
+    return out
+
+
+def with_weights(vs: dict[str, Any], model: str, weights: dict[str, int]) -> list[dict[str, Any]]:
+    """The VirtualService's routes with `weights` applied: the weighted split (versions above 0 only, as
+    the stack builds it) and, for a sticky model, the bucket routes; every other route unchanged."""
+    index, weighted = weighted_route(vs, model)
+    template = weighted["route"][0]["destination"]
+    split = [
         {"destination": template | {"subset": f"v{version}"}, "weight": weight}
         for version, weight in sorted(weights.items(), key=lambda kv: int(kv[0]))
         if weight > 0
     ]
+    others = [r for r in _routes(vs)[:index] if not r.get("name", "").startswith(f"{model}-sticky-")]
+    return [
+        *others,
+        *_sticky_routes(vs, model, weights),
+        weighted | {"route": split},
+        *_routes(vs)[index + 1 :],
+    ]
+
+
+def weight_patch(vs: dict[str, Any], model: str, weights: dict[str, int]) -> list[dict[str, Any]]:
+    """A JSON patch setting the routes to `with_weights`, guarded by the resourceVersion they were computed
+    from, so an edit in between fails the patch instead of being overwritten."""
     return [
         {"op": "test", "path": "/metadata/resourceVersion", "value": vs["metadata"]["resourceVersion"]},
-        {"op": "replace", "path": f"/spec/http/{index}/route", "value": destinations},
+        {"op": "replace", "path": "/spec/http", "value": with_weights(vs, model, weights)},
     ]
 
 
