@@ -7,6 +7,8 @@ import pulumi_kubernetes as k8s
 
 from stacks.components import kube
 from stacks.manifests import serving
+from stacks.manifests.rollout_controller import CONTROLLER_OWNS
+from stacks.settings import ModelConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +77,14 @@ class ModelServing(pulumi.ComponentResource):
             "pod-authz": serving.pod_authorization(model),
         }
         for suffix, manifest in objects.items():
-            kube.create(f"{name}-{suffix}", manifest, after)
+            kube.create(f"{name}-{suffix}", manifest, after if suffix != "vs" else _routing(model, after))
         self.route_names = serving.route_names(model)
         self.register_outputs({"route_names": self.route_names})
+
+
+def _routing(model: ModelConfig, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
+    """A model under a rollout controller: Pulumi sets the routes (initial weights) at creation, then the
+    controller owns them (`rollout_controller.CONTROLLER_OWNS`), so a `pulumi up` never resets a rollout."""
+    if model.rollout is None:
+        return opts
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=list(CONTROLLER_OWNS)))

@@ -82,6 +82,10 @@ class Monitoring(pulumi.ComponentResource):
         after = pulumi.ResourceOptions(parent=self, depends_on=[stack])
         kube.create(f"{name}-service-monitor", mon.service_monitor(), after)
         kube.create(f"{name}-rules", mon.prometheus_rule(mon.load_rules()), after)
+        experiments = mon.prometheus_rule(
+            mon.load_rules(mon.EXPERIMENT_RULES_FILE), "model-serving-experiments"
+        )
+        kube.create(f"{name}-experiment-rules", experiments, after)
         for manifest in dashboards.config_maps():
             kube.create(f"{name}-{manifest['metadata']['name']}", manifest, after)
         self.namespace = mon.NAMESPACE

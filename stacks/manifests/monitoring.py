@@ -24,6 +24,8 @@ RETRAIN_RECEIVER = "retrain"
 RETRAIN_ALERTS = ("ModelInputDriftCritical", "ModelQualityDrop")
 """The alerts that start a retrain (issue 15 point 4): critical input drift and a sustained quality drop."""
 RULES_FILE = Path(__file__).resolve().parents[1] / "monitoring" / "rules" / "serving-rules.yaml"
+EXPERIMENT_RULES_FILE = RULES_FILE.with_name("experiment-rules.yaml")
+"""The rollout controllers' alerts (ExperimentRolledBack, ExperimentHalted), a PrometheusRule of their own."""
 
 
 def load_rules(path: Path = RULES_FILE) -> dict[str, Any]:
@@ -128,12 +130,12 @@ def service_monitor() -> Manifest:
     }
 
 
-def prometheus_rule(rules: dict[str, Any]) -> Manifest:
+def prometheus_rule(rules: dict[str, Any], name: str = "model-serving") -> Manifest:
     """The rule file's groups, unchanged, as a PrometheusRule."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": metadata("model-serving", NAMESPACE),
+        "metadata": metadata(name, NAMESPACE),
         "spec": {"groups": rules["groups"]},
     }
 

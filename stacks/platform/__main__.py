@@ -31,6 +31,7 @@ from stacks.components.monitoring import (
     ObservabilityArgs,
 )
 from stacks.components.retrain import RetrainReceiver, RetrainReceiverArgs
+from stacks.components.rollout_controller import RolloutController, RolloutControllerArgs
 from stacks.components.tenancy import Tenancy, TenancyArgs
 from stacks.config import load_config
 from stacks.contract import (
@@ -198,9 +199,10 @@ def _serving(
     mesh: Mesh,
     tenants: dict[str, Tenancy],
     addons: AsyncInferenceAddons | None,
-) -> None:
+) -> dict[str, ModelServing]:
     on_cluster = pulumi.ResourceOptions(provider=target.provider)
     store = None if cfg.onprem is None else cfg.onprem.store
+    served_models: dict[str, ModelServing] = {}
     for model in cfg.models:
         spec = ServingSpec(
             model=model,
@@ -231,6 +233,28 @@ def _serving(
             opts=on_cluster,
         )
         _workers(target, spec, served, addons, tenants[model.tenant].namespace_resource)
+        served_models[model.name] = served
+    return served_models
+
+
+def _rollout_controllers(
+    cfg: StackConfig, target: ClusterTarget, served: dict[str, ModelServing], monitoring: Monitoring
+) -> None:
+    """A controller per model with a rollout block, in every cluster: each region's VirtualService and
+    Prometheus are its own, so each region's rollout is judged on its own traffic."""
+    for model in cfg.models:
+        if model.rollout is None:
+            continue
+        RolloutController(
+            f"{target.name}-rollout-{model.name}",
+            RolloutControllerArgs(
+                model=model,
+                image=pulumi.Output.from_input(target.registry).apply(cfg.image.retrain_image),
+                storage_class=cfg.onprem.storage_class if cfg.onprem else STORAGE_CLASS,
+                waits_for=(served[model.name], monitoring),
+            ),
+            opts=pulumi.ResourceOptions(provider=target.provider),
+        )
 
 
 def deploy_cluster(
@@ -267,7 +291,8 @@ def deploy_cluster(
         )
         for t in cfg.tenants
     }
-    _serving(cfg, target, mesh, tenants, _async_addons(cfg, target))
+    served = _serving(cfg, target, mesh, tenants, _async_addons(cfg, target))
+    _rollout_controllers(cfg, target, served, monitoring)
 
 
 def _autoscaling(target: ClusterTarget, opts: pulumi.ResourceOptions) -> Autoscaling:

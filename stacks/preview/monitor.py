@@ -45,6 +45,8 @@ class Registration:
     """Per input property, the URNs it depends on."""
     resource_id: str = ""
     """The id a read looks up."""
+    ignore_changes: tuple[str, ...] = ()
+    """Input paths the engine would keep from the state on update (the `ignore_changes` option)."""
 
 
 class RecordingMonitor(MockMonitor):
@@ -110,4 +112,5 @@ class RecordingMonitor(MockMonitor):
                 key: tuple(deps.urns) for key, deps in getattr(request, "propertyDependencies", {}).items()
             },
             resource_id=resource_id,
+            ignore_changes=tuple(getattr(request, "ignoreChanges", ())),
         )
