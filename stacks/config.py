@@ -15,6 +15,8 @@ from typing import Any
 import pulumi
 
 from stacks.jurisdictions import JURISDICTION_REGIONS
+from stacks.manifests.rollout_controller import CPU as CONTROLLER_CPU
+from stacks.manifests.rollout_controller import MEMORY as CONTROLLER_MEMORY
 from stacks.manifests.serving import cpu_millicores, memory_bytes, pod_footprint
 from stacks.settings import (
     SUPPORTED_KUBERNETES_VERSIONS,
@@ -361,8 +363,9 @@ def _check_quotas(
     """Each tenant's quota holds its models at full scale during a rolling update, sidecars included, and
     their async workers at their most.
 
-    A quota too small for `max` replicas (plus the one surge pod per version a rollout adds) makes the
-    autoscaler's scale-up fail silently at the API server; better to refuse the stack file.
+    A quota too small for `max` replicas (plus the one surge pod per version a rollout adds, and a rollout
+    controller's pod) makes the autoscaler's scale-up fail silently at the API server; better to refuse the
+    stack file.
     """
     for node, tenant in zip(nodes, tenants, strict=True):
         pods = cpu = memory = 0
@@ -370,6 +373,14 @@ def _check_quotas(
             count = (model.max_replicas + 1) * len(model.variants.versions) + _worker_pods(model)
             pod_cpu, pod_memory = pod_footprint(model)
             pods, cpu, memory = pods + count, cpu + count * pod_cpu, memory + count * pod_memory
+            if (
+                model.rollout is not None
+            ):  # its rollout controller's pod (stacks.manifests.rollout_controller)
+                pods, cpu, memory = (
+                    pods + 1,
+                    cpu + cpu_millicores(CONTROLLER_CPU),
+                    memory + memory_bytes(CONTROLLER_MEMORY),
+                )
         quota = node.child("quota")
         for key, need, have in (
             ("pods", pods, tenant.pods),

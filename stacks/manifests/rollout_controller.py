@@ -42,7 +42,7 @@ PROMETHEUS_URL = f"http://kube-prometheus-stack-prometheus.{MONITORING_NAMESPACE
 PROMETHEUS_PORT = 9090
 LOG_DIR = "/var/lib/experiments"
 TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir mounted there, the root filesystem being read-only
-CPU = "500m"
+CPU = "250m"
 MEMORY = "512Mi"
 """Requests and limits (equal, so the tenant quota counts them exactly, see `stacks.config`)."""
 

@@ -219,16 +219,16 @@ def test_shadow_and_faults_are_validated(key: str, value: Any, reason: str) -> N
 def test_quota_must_hold_the_models_at_max_replicas_with_their_sidecars() -> None:
     values, region = raw("uae-prod")
     model = values["models"][0]
-    # 2 versions x (15 + 1 surge) pods x (2 CPUs + the sidecar's 0.5) = 80 CPUs; 72 would hold the servers
-    # alone (2 x 16 x 2 = 64) but not their sidecars.
+    # 2 versions x (15 + 1 surge) pods x (2 CPUs + the sidecar's 0.5) = 80 CPUs, and the rollout controller's
+    # 0.25; 72 would hold the servers alone (2 x 16 x 2 = 64) but not their sidecars.
     model["replicas"]["max"] = 15
     # Without its async workers, which take their own share (tests/stacks/test_config_async.py).
     model.pop("async", None)
     values.pop("asyncInference", None)
     values["tenants"][0]["quota"]["cpu"] = "72"
     with pytest.raises(
-        ConfigError, match=r"tenants\[0\]\.quota\.cpu: 72 is below .*sidecars included \(80 CPUs\)"
+        ConfigError, match=r"tenants\[0\]\.quota\.cpu: 72 is below .*sidecars included \(80.25 CPUs\)"
     ):
         parse(values, region, "uae-prod")
-    values["tenants"][0]["quota"]["cpu"] = "80"
+    values["tenants"][0]["quota"]["cpu"] = "80250m"
     parse(values, region, "uae-prod")

@@ -270,21 +270,21 @@ REFUSALS: list[Any] = [
     ),
     (
         "eu-prod",
-        setting(("tenants", 0, "quota", "pods"), 41),
+        setting(("tenants", 0, "quota", "pods"), 42),
         ("tenants", 0, "quota", "pods"),
-        f"41 {BELOW} (42 pods)",
+        f"42 {BELOW} (43 pods)",  # 42 serving pods and the rollout controller's
     ),
     (
         "eu-prod",
-        setting(("tenants", 0, "quota", "cpu"), "104999m"),
+        setting(("tenants", 0, "quota", "cpu"), "105249m"),
         ("tenants", 0, "quota", "cpu"),
-        f"104999m {BELOW} (105 CPUs)",
+        f"105249m {BELOW} (105.25 CPUs)",
     ),
     (
         "eu-prod",
-        setting(("tenants", 0, "quota", "memory"), "96767Mi"),
+        setting(("tenants", 0, "quota", "memory"), "97279Mi"),
         ("tenants", 0, "quota", "memory"),
-        f"96767Mi {BELOW} (94.5Gi)",
+        f"97279Mi {BELOW} (95.0Gi)",
     ),
     (
         "eu-prod",
@@ -542,13 +542,13 @@ ACCEPTED: list[Any] = [
         lambda c: c.cluster.public_access_cidrs,
         ("198.51.100.7/24",),
     ),
-    ("eu-prod", setting(("tenants", 0, "quota", "pods"), 42), lambda c: c.tenants[0].pods, 42),
-    ("eu-prod", setting(("tenants", 0, "quota", "cpu"), "105"), lambda c: c.tenants[0].cpu, "105"),
+    ("eu-prod", setting(("tenants", 0, "quota", "pods"), 43), lambda c: c.tenants[0].pods, 43),
+    ("eu-prod", setting(("tenants", 0, "quota", "cpu"), "105.25"), lambda c: c.tenants[0].cpu, "105.25"),
     (
         "eu-prod",
-        setting(("tenants", 0, "quota", "memory"), "96768Mi"),
+        setting(("tenants", 0, "quota", "memory"), "97280Mi"),
         lambda c: c.tenants[0].memory,
-        "96768Mi",
+        "97280Mi",
     ),
     (
         "onprem-ae",
