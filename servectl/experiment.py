@@ -5,9 +5,9 @@ options and prints.
 """
 
 import json
-import time
 import os
 import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any

@@ -6,7 +6,7 @@ metric and, in a cluster, a Kubernetes Event. A failure to reach Prometheus or t
 counted (`serving_experiment_controller_errors_total`) and retried at the next interval: the loop never
 exits on one, so a Deployment does not crash-loop, and the counter and `ExperimentHalted` make a stall
 visible instead of silent. Between experiments (the last step rolled back or completed and the weights are
-still those it left) it analyses nothing and waits for new weights.
+still those it left, or no candidate takes traffic) it analyses nothing and waits for new weights.
 """
 
 import sys
@@ -130,6 +130,15 @@ def _taking_traffic(weights: dict[str, Any]) -> dict[str, int]:
     return {str(v): int(w) for v, w in weights.items() if int(w) > 0}
 
 
+def has_candidate(experiment: Experiment, weights: dict[str, int]) -> bool:
+    """Whether a candidate takes traffic: with one version, or the candidate at 0% (never a step of a
+    schedule, whose steps start above 0), there is nothing to analyse."""
+    if len(weights) < 2:
+        return False
+    candidate = experiment.candidate or max(weights, key=int)
+    return weights.get(candidate, 0) > 0
+
+
 @dataclass
 class Controller:
     """One model's controller: its experiment, where its weights live, and where it reports."""
@@ -143,7 +152,7 @@ class Controller:
     def tick(self) -> str:
         """One interval: the decision applied, or `IDLE` between experiments."""
         weights = self.target.weights()
-        if ended(self.experiment, weights):
+        if ended(self.experiment, weights) or not has_candidate(self.experiment, weights):
             self.metrics.active.labels(self.experiment.model).set(0)
             return IDLE
         entry = analyze(self.experiment, weights)

@@ -1,5 +1,7 @@
+import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from servectl.cli import cli
@@ -43,3 +45,31 @@ def test_restart_appends_the_event_that_begins_the_experiment_again(tmp_path: Pa
     [entry] = log.read(path)
     assert (entry["event"], entry["model"], entry["candidate"]) == ("restart", "m", "2"), entry
     assert log.current_state([entry], "m", "2").experiment_start == entry["time"], entry
+
+
+def test_the_controller_retries_an_unreachable_prometheus_and_stops_after_max_analyses(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.yaml").write_text('variants:\n  weights: {"1": 90, "2": 10}\n')
+    args = ["experiment", "controller", "--prometheus", f"http://127.0.0.1:{free_port()}", "--model", "m",
+            "--model-repository", str(tmp_path), "--log", str(tmp_path / "log.jsonl"), "--interval", "0.1",
+            "--max-analyses", "2", "--metrics-port", str(free_port()), "--json"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    outcomes = json.loads(result.stdout.splitlines()[-1])["outcomes"]
+    assert len(outcomes) == 2 and all("is Prometheus running?" in o for o in outcomes), outcomes
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "message"),
+    [("payments", 2, "is not NAMESPACE/NAME"), ("payments/m", 1, "not running in a pod")],
+)
+def test_the_controller_refuses_a_virtual_service_it_cannot_reach(
+    value: str, code: int, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    args = ["experiment", "controller", "--prometheus", "http://127.0.0.1:1", "--model", "m",
+            "--virtual-service", value, "--max-analyses", "1"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == code and message in result.output, result.output

@@ -210,6 +210,8 @@ def test_after_the_experiment_ended_the_controller_waits_for_new_weights(tmp_pat
         NoEmitter(), echo=lambda line: None,
     )  # fmt: skip
     assert controller.run(INTERVAL, max_analyses=2, sleep=lambda s: None) == [IDLE, IDLE]
+    log_path.unlink()  # a fresh log: the candidate at 0% is still no experiment
+    assert controller.run(INTERVAL, max_analyses=1, sleep=lambda s: None) == [IDLE]
     (repository / MODEL / "config.yaml").write_text(CONFIG.format(faults=""))  # a new 50/50 split
     assert controller.run(INTERVAL, max_analyses=1, sleep=lambda s: None)[0].startswith("error: "), (
         "new weights start a new experiment, which analyses (and here fails to reach Prometheus)"
