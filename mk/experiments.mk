@@ -11,6 +11,8 @@ TEST_TARGETS += experiments-check-rules
 experiments-check-rules: $(STAMPS)/apt
 	promtool check rules $(EXPERIMENT_RULES)/serving-rules.yaml
 	cd $(EXPERIMENT_RULES) && promtool test rules serving-rules_test.yaml
+	promtool check rules $(EXPERIMENT_RULES)/experiment-rules.yaml
+	cd $(EXPERIMENT_RULES) && promtool test rules experiment-rules_test.yaml
 
 # Simulated false-positive rate, SRM detection and power of the sequential tests (fixed seeds).
 experiments-simulate: setup

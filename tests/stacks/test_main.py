@@ -390,3 +390,20 @@ def test_one_retrain_receiver_per_stack_in_its_primary_cluster(plans: dict[str, 
     ]
     primary = next(iter(providers.values()))
     assert receivers == [primary], f"{stack}: retrain receivers in {receivers}, expected one in {primary}"
+
+
+@pytest.mark.parametrize("stack", PLATFORMS)
+def test_every_cluster_runs_a_rollout_controller_per_model_with_a_rollout_block(
+    plans: dict[str, Plan], stack: str
+) -> None:
+    """Each region's VirtualService and Prometheus are its own, so each cluster steps its own rollout."""
+    plan = plans[f"{stack}.platform"]
+    providers = _k8s_providers(plan)
+    controllers = sorted(
+        (_region_of_k8s(s, providers), s["inputs"]["metadata"]["name"])
+        for s in _states(plan)
+        if s["type"] == "kubernetes:apps/v1:Deployment"
+        and s["inputs"]["metadata"]["name"].endswith("-rollout-controller")
+    )
+    expected = sorted((region, "tabular-classifier-rollout-controller") for region in providers.values())
+    assert controllers == expected, f"{stack}: {controllers}"
