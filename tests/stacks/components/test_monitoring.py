@@ -12,7 +12,7 @@ from stacks.components.monitoring import (
     Observability,
     ObservabilityArgs,
 )
-from stacks.manifests.monitoring import load_rules
+from stacks.manifests.monitoring import EXPERIMENT_RULES_FILE, load_rules
 from stacks.preview.monitor import Registration
 from tests.stacks.conftest import Built, build_component
 
@@ -91,8 +91,10 @@ def test_no_receiver_fails_the_plan() -> None:
 
 
 def test_rules_and_dashboards_after_the_chart(monitoring: Built) -> None:
-    (rule,) = monitoring.kinds("PrometheusRule")
-    assert rule["spec"]["groups"] == load_rules()["groups"], "PrometheusRule drifted from the rules file"
+    rules = {r["metadata"]["name"]: r for r in monitoring.kinds("PrometheusRule")}
+    assert rules["model-serving"]["spec"]["groups"] == load_rules()["groups"], "drifted from the rules file"
+    experiments = rules["model-serving-experiments"]["spec"]["groups"]
+    assert experiments == load_rules(EXPERIMENT_RULES_FILE)["groups"], "drifted from experiment-rules.yaml"
     maps = monitoring.of_type("kubernetes:core/v1:ConfigMap")
     assert len(maps) == 3, [m.name for m in maps]
     for reg in maps + monitoring.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule"):
