@@ -21,8 +21,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from servectl.experiments import log
-from servectl.experiments.controller import IDLE, Controller, Metrics, NoEmitter, serve_metrics
+from servectl.experiments.controller import IDLE, Controller, Emitter, Metrics, NoEmitter, serve_metrics
 from servectl.experiments.decision import Schedule, Thresholds
+from servectl.experiments.kube import ApiServer, EventEmitter
 from servectl.experiments.load import send_load
 from servectl.experiments.local_prometheus import free_port, local_prometheus
 from servectl.experiments.run import Experiment
@@ -95,7 +96,7 @@ def _metrics_server(metrics: Metrics, port: int) -> Iterator[None]:
         server.shutdown()
 
 
-def _run_controller(tmp_path: Path, logs: Path, faults: str) -> Run:
+def _run_controller(tmp_path: Path, logs: Path, faults: str, emitter: Emitter | None = None) -> Run:
     """Start everything, let the controller run on its schedule under continuous load, collect what it did."""
     repository = make_repository(tmp_path, CONFIG.format(faults=faults))
     port, log_path = free_port(), tmp_path / "experiment.jsonl"
@@ -111,7 +112,7 @@ def _run_controller(tmp_path: Path, logs: Path, faults: str) -> Run:
     ):
         controller = Controller(
             _experiment(prom.url, log_path), ServerTarget(repository, MODEL, server.process.pid), metrics,
-            NoEmitter(), echo=lambda line: None,
+            emitter or NoEmitter(), echo=lambda line: None,
         )  # fmt: skip
         thread = threading.Thread(
             target=lambda: outcomes.extend(
@@ -148,7 +149,9 @@ def _spacing(entries: list[dict[str, object]]) -> list[float]:
 
 
 def test_a_degraded_candidate_is_rolled_back_on_the_controllers_schedule(tmp_path: Path, logs: Path) -> None:
-    run = _run_controller(tmp_path, logs, DEGRADED)
+    """Its Events go to an API server that is down: each is counted as failed, and the rollout goes on."""
+    dead = EventEmitter(ApiServer(f"http://127.0.0.1:{free_port()}", None, timeout=2), "payments", MODEL, "c")
+    run = _run_controller(tmp_path, logs, DEGRADED, dead)
     assert run.outcomes[-1] == "rollback", f"outcomes: {run.outcomes}"
     steps = [e for e in run.entries if e["event"] == "step"]
     assert [s["decision"] for s in steps] == ["rollback"], steps
@@ -161,6 +164,8 @@ def test_a_degraded_candidate_is_rolled_back_on_the_controllers_schedule(tmp_pat
     assert _sample(run.metrics, "serving_experiment_decisions_total", decision="rollback", candidate="2") == 1
     assert _sample(run.metrics, "serving_experiment_candidate_weight", candidate="2") == 0
     assert _sample(run.metrics, "serving_experiment_active", model=MODEL) == 0
+    failed = _sample(run.metrics, "serving_experiment_controller_errors_total", stage="event")
+    assert failed == len(run.outcomes), f"every decision's Event failed and was counted: {failed}"
     assert [a["metric"]["candidate"] for a in run.alerts] == ["2"], (  # type: ignore[index]
         f"ExperimentRolledBack fires on the real Prometheus: {run.alerts}"
     )
