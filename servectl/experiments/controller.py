@@ -156,7 +156,11 @@ class Controller:
             self.metrics.active.labels(self.experiment.model).set(0)
             return IDLE
         entry = analyze(self.experiment, weights)
-        applied = apply(self.experiment, entry, self.target)
+        try:
+            applied = apply(self.experiment, entry, self.target)
+        except RETRIED as error:  # logged as an analysis without a step: the next interval decides again
+            self._failed("apply", error)
+            return f"error: {entry['decision']} not applied: {error}"
         self.metrics.record(entry)
         self.echo(f"{self.experiment.model}: {applied}; " + "; ".join(entry["reasons"]))
         try:
