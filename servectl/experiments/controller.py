@@ -169,6 +169,14 @@ class Controller:
             self._failed("event", error)
         return str(entry["decision"])
 
+    def _restore(self) -> None:
+        """Rollbacks from the log (on its volume) back into the gauge, so a restarted pod keeps
+        `ExperimentRolledBack` firing for its hour."""
+        model = self.experiment.model
+        for entry in log.read(self.experiment.log_path):
+            if entry.get("model") == model and entry["event"] == "step" and entry["decision"] == ROLLBACK:
+                self.metrics.rolled_back.labels(model, entry["candidate"]).set(entry["time"])
+
     def _failed(self, stage: str, error: BaseException) -> None:
         self.metrics.errors.labels(self.experiment.model, stage).inc()
         self.echo(f"{self.experiment.model}: {stage} failed, retrying at the next interval: {error}")
@@ -185,6 +193,7 @@ class Controller:
         stop after `max_analyses` ticks, or (with `until_done`) once the experiment has ended. Returns what
         each tick did: a decision, `IDLE`, or `error: ...`."""
         self.metrics.started(self.experiment.model, interval)
+        self._restore()
         outcomes: list[str] = []
         start = time.monotonic()
         while max_analyses is None or len(outcomes) < max_analyses:

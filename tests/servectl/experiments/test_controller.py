@@ -211,11 +211,18 @@ def test_after_the_experiment_ended_the_controller_waits_for_new_weights(tmp_pat
     log.append(log_path, {"time": 1.0, "event": "step", "model": MODEL, "baseline": "1", "candidate": "2",
                           "decision": "rollback", "weights": {"1": 100, "2": 0}, "applied": "x"})  # fmt: skip
     dead = f"http://127.0.0.1:{free_port()}"  # an analysis would fail: there must be none
+    metrics = Metrics(CollectorRegistry())
     controller = Controller(
-        _experiment(dead, log_path), ServerTarget(repository, MODEL, None), Metrics(CollectorRegistry()),
-        NoEmitter(), echo=lambda line: None,
+        _experiment(dead, log_path), ServerTarget(repository, MODEL, None), metrics, NoEmitter(),
+        echo=lambda line: None,
     )  # fmt: skip
     assert controller.run(INTERVAL, max_analyses=2, sleep=lambda s: None) == [IDLE, IDLE]
+    rolled_back = metrics.registry.get_sample_value(
+        "serving_experiment_rolled_back_timestamp_seconds", {"model": MODEL, "candidate": "2"}
+    )
+    assert rolled_back == 1.0, (
+        f"a restarted controller restores the rollback's time from the log: {rolled_back}"
+    )
     log_path.unlink()  # a fresh log: the candidate at 0% is still no experiment
     assert controller.run(INTERVAL, max_analyses=1, sleep=lambda s: None) == [IDLE]
     (repository / MODEL / "config.yaml").write_text(CONFIG.format(faults=""))  # a new 50/50 split
