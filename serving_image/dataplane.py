@@ -144,6 +144,18 @@ class DataPlane:
                     else _warm_up(version.runtime, model.name, version.version)
                 )
                 self._serve(model, version, cost, self._executor)
+        self._publish_weights()
+
+    def _publish_weights(self) -> None:
+        """Export the weights each model routes by now (at start and after every reload), so a rollout
+        can tell when every server process applies a step's weights. Models without variants have none."""
+        for model in self.repository.models.values():
+            variants = model.config.variants if model.router is not None else None
+            if variants is None:
+                continue
+            for version in sorted(set(variants.weights) | set(model.versions)):
+                weight = variants.weights.get(version, 0)
+                self.metrics.variant_weight.labels(model.name, version).set(weight)
 
     def _serve(self, model: Model, version: ModelVersion, cost: float | None, executor: Executor) -> None:
         """Publish a version's readiness and, if it loaded, give it a batcher (and a cache if configured)."""
@@ -395,6 +407,7 @@ class DataPlane:
             model.versions[version.version] = version
             self._serve(model, version, cost, executor or self._executor)
         problems = self.repository.reload_variants()
+        self._publish_weights()  # what applies now: the new weights, or the old ones a bad file kept
         self.metrics.config_reloads.labels("failed" if problems else "success").inc()
         return problems
 

@@ -87,6 +87,13 @@ class Metrics:
         self.config_reloads = Counter(
             "serving_config_reloads", "Variant config reloads on SIGHUP.", ["outcome"], registry=r
         )
+        # The weights this process routes by (servectl/experiments/window.py confirms a rollout step by it).
+        # "liveall": one series per worker (a `pid` label), so N workers neither add up nor hide a worker
+        # that has not applied the new config yet; a dead worker's series goes with its file.
+        self.variant_weight = Gauge(
+            "serving_variant_weight", "Percent of weighted traffic this process sends to the version.",
+            ["model", "version"], multiprocess_mode="liveall", registry=r,
+        )  # fmt: skip
         # The response cache (serving_image/response_cache.py): counted only for models that opted in.
         self.response_cache_hits = Counter(
             "serving_response_cache_hits", "Inference requests answered from the response cache.",
