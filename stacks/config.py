@@ -317,7 +317,15 @@ def _rollout(node: _Node) -> Rollout | None:
         min_samples=node.integer("minSamples", 1, 100_000_000),
         interval_seconds=node.integer("intervalSeconds", 10, 86_400),
         failed_checks=node.integer("failedChecks", 1, 100),
+        **_settle(node),
     )
+
+
+def _settle(rollout: _Node) -> dict[str, int]:
+    """`settleSeconds`, when given (0..3600: an hour of waiting per step is already a stalled rollout)."""
+    if rollout.optional("settleSeconds").value is None:
+        return {}
+    return {"settle_seconds": rollout.integer("settleSeconds", 0, 3600)}
 
 
 def _model(node: _Node, tenants: frozenset[str], profile: str) -> ModelConfig:

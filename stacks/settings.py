@@ -331,6 +331,10 @@ class Rollout:
     """Seconds between analyses."""
     failed_checks: int
     """Consecutive analyses with a significant regression before rolling back."""
+    settle_seconds: int = 30
+    """Seconds after every server reports a step's weights before the step's window begins: one scrape
+    interval (15 s), so each counter's base sample is taken under the new weights, plus 15 s for requests
+    queued or in flight at the switch."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,6 +46,10 @@ class Schedule:
     this, and every check goes on (0: no guard; the candidate goes to 100% at once)."""
     guard_seconds: int = 3600
     """How long the guard step lasts without a regression before the candidate takes all traffic."""
+    settle_seconds: float = 30.0
+    """Seconds after every server reports a step's weights before its window begins (docs/experiments.md
+    "The window"): one 15 s scrape interval, so each counter's base sample is taken under the new
+    weights, plus 15 s for requests queued or in flight at the switch."""
 
     @property
     def guard_step(self) -> int | None:

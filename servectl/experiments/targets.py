@@ -77,6 +77,7 @@ class StackTarget:
             min_samples=rollout.min_samples,
             interval_seconds=rollout.interval_seconds,
             failed_checks=rollout.failed_checks,
+            settle_seconds=rollout.settle_seconds,
         )
 
     def apply(self, weights: dict[str, int]) -> str:

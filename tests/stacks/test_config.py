@@ -174,6 +174,16 @@ def test_shipped_stacks_schedule_the_classifier_rollout(stack: str) -> None:
     assert rollout is not None and rollout.steps == (5, 25, 50, 100), f"{stack}: {rollout}"
 
 
+def test_rollout_settle_defaults_to_one_scrape_interval_plus_15_seconds() -> None:
+    values, region = raw()
+    values["models"][0]["rollout"].pop("settleSeconds", None)
+    rollout = parse(values, region).models[0].rollout
+    assert rollout is not None and rollout.settle_seconds == 30, rollout
+    values["models"][0]["rollout"]["settleSeconds"] = 0
+    set_to_zero = parse(values, region).models[0].rollout
+    assert set_to_zero is not None and set_to_zero.settle_seconds == 0, "0 is a value, not a missing key"
+
+
 @pytest.mark.parametrize(
     ("steps", "reason"),
     [

@@ -158,6 +158,7 @@ BOUNDS = [
     Bound((*MODEL, "rollout", "minSamples"), 1, 100_000_000, lambda c: rollout(c).min_samples),
     Bound((*MODEL, "rollout", "intervalSeconds"), 10, 86_400, lambda c: rollout(c).interval_seconds),
     Bound((*MODEL, "rollout", "failedChecks"), 1, 100, lambda c: rollout(c).failed_checks),
+    Bound((*MODEL, "rollout", "settleSeconds"), 0, 3600, lambda c: rollout(c).settle_seconds),
     Bound(
         (*MODEL, "rateLimit", "requestsPerSecond"),
         1,
