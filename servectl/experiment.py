@@ -17,8 +17,9 @@ import click
 from servectl.experiments import log as experiment_log
 from servectl.experiments.checks import FEEDBACK_METRICS
 from servectl.experiments.decision import Schedule, Thresholds
-from servectl.experiments.run import Experiment, ExperimentError, analyze, apply, report
+from servectl.experiments.run import Experiment, ExperimentError, analyze, apply, replay, report
 from servectl.experiments.targets import ServerTarget, StackTarget, Target
+from servectl.experiments.window import WindowError, replay_window
 
 DEFAULT_LOG = "reports/experiments/{model}.jsonl"
 
@@ -66,6 +67,7 @@ def _experiment(options: dict[str, Any], target: Target) -> Experiment:
         "steps": _steps(options["steps"]),
         "min_samples": options["min_samples"],
         "failed_checks": options["failed_checks"],
+        "settle_seconds": options["settle_seconds"],
     }
     schedule = replace(schedule, **{k: v for k, v in overrides.items() if v is not None})
     return Experiment(
@@ -111,6 +113,11 @@ _OPTIONS = [
     ),
     click.option(
         "--failed-checks", type=click.IntRange(1), help="Consecutive failed checks before rollback."
+    ),
+    click.option(
+        "--settle-seconds",
+        type=click.FloatRange(0, 3600),
+        help="Seconds after every server reports a step's weights before the step's window begins [30].",
     ),
     click.option(
         "--alpha",
@@ -163,11 +170,16 @@ def experiment() -> None:
     """Judge A/B experiments on Prometheus data and step progressive rollouts."""
 
 
-def _run(options: dict[str, Any], pid: int | None, do_apply: bool) -> None:
+def _run(
+    options: dict[str, Any], pid: int | None, do_apply: bool, window: tuple[str, str | None] | None = None
+) -> None:
     try:
         target = _target(options["stack"], options["model_repository"], options["model"], pid)
         exp = _experiment(options, target)
-        entry = analyze(exp, target.weights())
+        if window is not None:
+            entry = replay(exp, *_window(window), target.weights())
+        else:
+            entry = analyze(exp, target.weights())
         done = apply(exp, entry, target) if do_apply else None
     except (ExperimentError, FileNotFoundError, KeyError, ValueError, RuntimeError) as error:
         raise click.ClickException(str(error).strip("'\"")) from error
@@ -176,11 +188,26 @@ def _run(options: dict[str, Any], pid: int | None, do_apply: bool) -> None:
         click.echo(done)
 
 
+def _window(window: tuple[str, str | None]) -> tuple[float, float]:
+    try:
+        return replay_window(*window, now=time.time())
+    except WindowError as error:
+        raise click.BadParameter(str(error), param_hint="--start/--end") from error
+
+
 @experiment.command("analyze")
 @_with_options
-def analyze_command(**options: Any) -> None:
+@click.option(
+    "--start",
+    help="Replay: recompute the decision for the window from this time (RFC 3339 or unix seconds) "
+    "from Prometheus, with the log's state before --end; nothing is appended to the log.",
+)
+@click.option("--end", help="Replay: the window's end (RFC 3339 or unix seconds) [now]. Needs --start.")
+def analyze_command(start: str | None, end: str | None, **options: Any) -> None:
     """Read per-version counts from Prometheus; report SRM, errors, latency, conversion and a decision."""
-    _run(options, None, do_apply=False)
+    if end is not None and start is None:
+        raise click.UsageError("--end needs --start: a replayed window has both ends")
+    _run(options, None, do_apply=False, window=None if start is None else (start, end))
 
 
 @experiment.command("step")

@@ -6,12 +6,22 @@ This is what `servectl experiment analyze` and `step` run; tests and the demo ca
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from servectl.experiments import log
-from servectl.experiments.decision import COMPLETE, PROMOTE, ROLLBACK, Inputs, Schedule, Thresholds, decide
-from servectl.experiments.promql import Prometheus, read_window
+from servectl.experiments import log, window
+from servectl.experiments.decision import (
+    COMPLETE,
+    HOLD,
+    PROMOTE,
+    ROLLBACK,
+    Inputs,
+    Schedule,
+    Thresholds,
+    decide,
+)
+from servectl.experiments.promql import Prometheus, VersionCounts, read_window
 from servectl.experiments.targets import Target
 
 
@@ -40,7 +50,7 @@ class Experiment:
     gate_passed: bool | None = None
     """Load-test SLO result, if one is given."""
     start: float | None = None
-    """Where the window begins when the log has no start yet (None: since the counters began)."""
+    """Where the first analysis puts the experiment's start (None: at its own time)."""
 
 
 def arms(weights: dict[str, int], baseline: str | None, candidate: str | None) -> tuple[str, str]:
@@ -60,24 +70,145 @@ def arms(weights: dict[str, int], baseline: str | None, candidate: str | None) -
     return base, cand
 
 
+STARTED = "experiment started; the window begins now"
+
+
 def analyze(experiment: Experiment, weights: dict[str, int], now: float | None = None) -> dict[str, Any]:
-    """Analyse the current interval, append the analysis to the log and return the log entry."""
+    """Analyse the current interval, append the analysis to the log and return the log entry.
+
+    An experiment's first analysis only records its start and the counters as they stand, and holds:
+    judging at once would weigh the baseline's whole lifetime against minutes of the candidate. After a
+    step, the step's window begins once every server reports the new weights, plus the settle period
+    (servectl/experiments/window.py); until then the analysis holds and says what it waits for."""
     baseline, candidate = arms(weights, experiment.baseline, experiment.candidate)
     state = log.current_state(log.read(experiment.log_path), experiment.model, candidate)
-    if state.experiment_start is None:
-        state.experiment_start = experiment.start
     now = time.time() if now is None else now
     prom = Prometheus(experiment.prometheus)
-    step_start = state.step_start if state.step_start is not None else state.experiment_start
-    whole = read_window(prom, experiment.model, state.experiment_start, now)
-    step = (
-        read_window(prom, experiment.model, step_start, now)
-        if step_start != state.experiment_start
-        else whole
-    )
+    if state.experiment_start is None and not state.started:
+        entry = _start(experiment, prom, (baseline, candidate), weights, now)
+    else:
+        # After a step that ended the last experiment, the next one begins with that step's window.
+        ended = state.step_start is not None and state.step_start == state.experiment_start
+        begin = None if ended else state.experiment_start
+        entry = _judge(experiment, prom, (baseline, candidate), weights, state, begin, now)
+    log.append(experiment.log_path, entry)
+    return entry
+
+
+def replay(experiment: Experiment, start: float, end: float, weights: dict[str, int]) -> dict[str, Any]:
+    """Recompute the decision for the window from `start` to `end` from Prometheus, with what the log held
+    before `end` (running p-values and intervals, failed checks, step times); nothing is appended.
+
+    The weights are those every server reported at `end` (`weights`, the configured ones, only when no
+    server reported any); the step boundary is read back as the analysis at `end` read it."""
+    prom = Prometheus(experiment.prometheus)
+    weights = _weights_at(prom, experiment.model, end) or weights
+    baseline, candidate = arms(weights, experiment.baseline, experiment.candidate)
+    before = [e for e in log.read(experiment.log_path) if float(e["time"]) < end]
+    state = log.current_state(before, experiment.model, candidate)
+    return _judge(experiment, prom, (baseline, candidate), weights, state, start, end, event="replay")
+
+
+def _weights_at(prom: Prometheus, model: str, at: float) -> dict[str, int] | None:
+    servers = window.reported(prom, model, at)
+    distinct = {tuple(sorted(seen.items())) for seen in servers.values()}
+    if len(distinct) > 1:
+        shown = "; ".join(sorted(window.show(dict(d)) for d in distinct))
+        raise ExperimentError(
+            f"servers routed by different weights at {at:.3f} ({shown}): a step was being applied; "
+            "replay a window that ends after it was confirmed"
+        )
+    return {v: int(w) for v, w in distinct.pop()} if distinct else None
+
+
+def _start(
+    experiment: Experiment, prom: Prometheus, pair: tuple[str, str], weights: dict[str, int], now: float
+) -> dict[str, Any]:
+    """The first analysis: the start, and each version's requests and errors so far (for the audit; counts
+    are taken per series from its own sample at the start, promql.read_window)."""
+    start = experiment.start if experiment.start is not None else now
+    snapshot = read_window(prom, experiment.model, None, start)
+    entry = _held(experiment.model, pair, weights, (start, start, now), [STARTED], 0)
+    entry["snapshot"] = {
+        v: {"requests": c.requests, "errors": c.errors} for v, c in sorted(snapshot.versions.items())
+    }
+    return entry
+
+
+def _held(
+    model: str,
+    pair: tuple[str, str],
+    weights: dict[str, int],
+    bounds: tuple[float | None, float | None, float],
+    reasons: list[str],
+    failed_checks: int,
+    event: str = "analysis",
+) -> dict[str, Any]:
+    """A hold that judged nothing: no window has begun, so no counts and no statistics."""
+    baseline, candidate = pair
+    return {
+        "time": bounds[2],
+        "event": event,
+        "model": model,
+        "baseline": baseline,
+        "candidate": candidate,
+        "step": weights[candidate],
+        "window": {"experiment_start": bounds[0], "step_start": bounds[1], "end": bounds[2]},
+        "counter_resets": [],
+        "unreconciled": [],
+        "decision": HOLD,
+        "reasons": reasons,
+        "statistics": {},
+        "weights": dict(weights),
+        "next_weights": dict(weights),
+        "failed_checks": failed_checks,
+        "counts": {v: VersionCounts().to_json() for v in sorted(weights)},
+    }
+
+
+def _boundary(
+    experiment: Experiment, prom: Prometheus, weights: dict[str, int], state: log.State, end: float
+) -> tuple[float | None, str | None]:
+    """Where the current step's window begins (None: at the experiment's start), or why it has not yet."""
+    if state.step_start is None:
+        return None, None
+    confirmed = window.confirm(prom, experiment.model, weights, state.step_start, end)
+    if confirmed.confirmed_at is None:
+        return None, confirmed.reason
+    begins = confirmed.confirmed_at + experiment.schedule.settle_seconds
+    if begins > end:
+        return None, (
+            f"weights {window.show(dict(weights))} in effect on all {confirmed.servers} servers since "
+            f"{_iso(confirmed.confirmed_at)}; settling {experiment.schedule.settle_seconds:g} s, the step's "
+            f"window begins at {_iso(begins)} ({begins - end:.0f} s from now)"
+        )
+    return begins, None
+
+
+def _judge(
+    experiment: Experiment,
+    prom: Prometheus,
+    pair: tuple[str, str],
+    weights: dict[str, int],
+    state: log.State,
+    start: float | None,
+    end: float,
+    event: str = "analysis",
+) -> dict[str, Any]:
+    """Read the experiment's and the step's windows up to `end` and decide (`start` None: the experiment
+    begins with the step's window)."""
+    boundary, waiting = _boundary(experiment, prom, weights, state, end)
+    if waiting is not None:
+        return _held(
+            experiment.model, pair, weights, (start, None, end), [waiting], state.failed_checks, event
+        )
+    start = boundary if start is None else start
+    step_start = max(start, boundary) if start is not None and boundary is not None else start
+    whole = read_window(prom, experiment.model, start, end)
+    step = read_window(prom, experiment.model, step_start, end) if step_start != start else whole
     inputs = Inputs(
-        baseline=baseline,
-        candidate=candidate,
+        baseline=pair[0],
+        candidate=pair[1],
         weights=weights,
         experiment=whole,
         step=step,
@@ -88,20 +219,22 @@ def analyze(experiment: Experiment, weights: dict[str, int], now: float | None =
         gate_passed=experiment.gate_passed,
     )
     analysis = decide(inputs, experiment.schedule, experiment.thresholds)
-    entry = {
-        "time": now,
-        "event": "analysis",
+    return {
+        "time": end,
+        "event": event,
         "model": experiment.model,
-        "baseline": baseline,
-        "candidate": candidate,
-        "step": weights[candidate],
-        "window": {"experiment_start": state.experiment_start, "step_start": step_start, "end": now},
+        "baseline": pair[0],
+        "candidate": pair[1],
+        "step": weights[pair[1]],
+        "window": {"experiment_start": start, "step_start": step_start, "end": end},
         "counter_resets": whole.resets,
         "unreconciled": sorted({*whole.unreconciled, *step.unreconciled}),
         **analysis.to_json(),
     }
-    log.append(experiment.log_path, entry)
-    return entry
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
 
 
 def apply(experiment: Experiment, entry: dict[str, Any], target: Target) -> str:
