@@ -1,5 +1,6 @@
-"""The demo's experiment phase: a real Prometheus scrapes the running server, bounded load with feedback,
-then one analysis of the configured split; returns the decision summary for the demo's report."""
+"""The demo's experiment phase: a real Prometheus scrapes the running server; the experiment's first analysis
+records its start, bounded load with feedback follows, then one analysis judges the configured split;
+returns the decision summary for the demo's report."""
 
 import random
 import time
@@ -36,13 +37,9 @@ def demo_phase(
     out_dir.mkdir(parents=True, exist_ok=True)
     with local_prometheus([host], log=out_dir / "prometheus.log") as prom:
         started = time.monotonic()
-        # The window opens after a scrape of the counters as they stand, so traffic the server
-        # took before this phase (other tests, header routes, explicit versions) is not judged.
-        prom.wait_for_scrape()
-        window_start = time.time()
-        load = send_load(
-            server_url, model, requests=requests, max_seconds=max_seconds, seed=7, convert=_converts
-        )
+        # The experiment starts after a scrape of the counters as they stand (its first analysis records
+        # the start and holds), so traffic the server took before this phase (other tests, header routes,
+        # explicit versions) is not judged.
         prom.wait_for_scrape()
         experiment = run.Experiment(
             prometheus=prom.url,
@@ -52,8 +49,12 @@ def demo_phase(
             thresholds=Thresholds(
                 error_margin=0.02, latency_tolerance=0.1, optional_metrics=frozenset({"value", "accuracy"})
             ),
-            start=window_start,
         )
+        run.analyze(experiment, weights)
+        load = send_load(
+            server_url, model, requests=requests, max_seconds=max_seconds, seed=7, convert=_converts
+        )
+        prom.wait_for_scrape()
         entry = run.analyze(experiment, weights)
     return {
         "decision": entry["decision"],

@@ -16,6 +16,7 @@ from servectl.cli import cli
 from servectl.experiments import demo_phase, log
 from servectl.experiments.load import send_load
 from servectl.experiments.local_prometheus import local_prometheus
+from servectl.experiments.run import STARTED
 from tests.servectl.experiments.conftest import MODEL, make_repository, running_server
 
 pytestmark = pytest.mark.slow
@@ -41,8 +42,8 @@ def _cli(*args: str) -> dict[str, object]:
 def _options(prometheus: str, repository: Path, log_path: Path) -> list[str]:
     return ["--prometheus", prometheus, "--model", MODEL, "--model-repository", str(repository),
             "--log", str(log_path), "--min-samples", "200", "--error-margin", "0.02",
-            "--latency-tolerance", "0.1", "--optional-metric", "conversion", "--optional-metric", "value",
-            "--optional-metric", "accuracy"]  # fmt: skip
+            "--latency-tolerance", "0.1", "--settle-seconds", "0", "--optional-metric", "conversion",
+            "--optional-metric", "value", "--optional-metric", "accuracy"]  # fmt: skip
 
 
 def test_degraded_candidate_is_rolled_back_and_traffic_returns_to_v1(tmp_path: Path, logs: Path) -> None:
@@ -51,11 +52,15 @@ def test_degraded_candidate_is_rolled_back_and_traffic_returns_to_v1(tmp_path: P
         running_server(repository, logs) as server,
         local_prometheus([server.url.removeprefix("http://")]) as prom,
     ):
+        options = _options(prom.url, repository, tmp_path / "experiment.jsonl")
+        started = _cli("analyze", *options)
+        assert (started["decision"], started["reasons"]) == ("hold", [STARTED]), (
+            "the first analysis only starts"
+        )
         load = send_load(server.url, MODEL, requests=1000, max_seconds=60, threads=4, seed=1,
                          convert=lambda version, rng: rng.random() < 0.3)  # fmt: skip
         assert load.statuses[500] > 0 and set(load.versions) == {"1", "2"}, f"load: {load}"
         prom.wait_for_scrape()
-        options = _options(prom.url, repository, tmp_path / "experiment.jsonl")
         analysis = _cli("analyze", *options)
         assert analysis["decision"] == "rollback", analysis["reasons"]
         assert any("error rate" in r for r in analysis["reasons"]), analysis["reasons"]  # type: ignore[attr-defined]
@@ -69,6 +74,7 @@ def test_degraded_candidate_is_rolled_back_and_traffic_returns_to_v1(tmp_path: P
         step = _cli("step", *options, "--pid", str(server.process.pid))
         assert step["decision"] == "rollback" and step["next_weights"] == {"1": 100, "2": 0}, step
         server.wait_for_event("config_reloaded")
+        prom.wait_for_scrape()  # the new weights are confirmed before the load that follows
         text = server.config.read_text()
         assert '"1": 100  # baseline' in text and '"2": 0  # candidate' in text, f"comments kept:\n{text}"
         after = send_load(server.url, MODEL, requests=200, max_seconds=30, threads=2, seed=2)
@@ -82,7 +88,9 @@ def test_degraded_candidate_is_rolled_back_and_traffic_returns_to_v1(tmp_path: P
     assert counts.get("2", {"requests": 0})["requests"] == 0, counts
     assert since["decision"] == "hold", since["reasons"]
     events = [e["event"] for e in log.read(tmp_path / "experiment.jsonl")]
-    assert events == ["analysis", "analysis", "step", "analysis"], f"every analysis and the step: {events}"
+    assert events == ["analysis", "analysis", "analysis", "step", "analysis"], (
+        f"each analysis, the step: {events}"
+    )
 
 
 def test_a_candidate_less_accurate_on_labelled_feedback_is_rolled_back(tmp_path: Path, logs: Path) -> None:
@@ -97,10 +105,12 @@ def test_a_candidate_less_accurate_on_labelled_feedback_is_rolled_back(tmp_path:
         running_server(repository, logs) as server,
         local_prometheus([server.url.removeprefix("http://")]) as prom,
     ):
+        options = _options(prom.url, repository, tmp_path / "experiment.jsonl")
+        _cli("analyze", *options)  # the experiment starts
         load = send_load(server.url, MODEL, requests=1200, max_seconds=60, threads=4, seed=5, label=truth)
         assert load.feedback == {200: 1200}, f"every label accepted: {load.feedback}"
         prom.wait_for_scrape()
-        analysis = _cli("analyze", *_options(prom.url, repository, tmp_path / "experiment.jsonl"))
+        analysis = _cli("analyze", *options)
     counts = analysis["counts"]
     assert isinstance(counts, dict)
     labelled = {v: counts[v]["correct"] + counts[v]["incorrect"] for v in ("1", "2")}
@@ -116,10 +126,11 @@ def test_healthy_candidate_is_promoted_to_the_next_step(tmp_path: Path, logs: Pa
         running_server(repository, logs) as server,
         local_prometheus([server.url.removeprefix("http://")]) as prom,
     ):
+        options = _options(prom.url, repository, tmp_path / "experiment.jsonl")
+        _cli("analyze", *options)  # the experiment starts
         load = send_load(server.url, MODEL, requests=2000, max_seconds=60, threads=4, seed=3)
         assert load.statuses == {200: sum(load.statuses.values())}, f"load: {load.statuses}"
         prom.wait_for_scrape()
-        options = _options(prom.url, repository, tmp_path / "experiment.jsonl")
         step = _cli("step", *options, "--pid", str(server.process.pid))
         assert step["decision"] == "promote", step["reasons"]
         assert step["next_weights"] == {"1": 0, "2": 100}, step["next_weights"]
