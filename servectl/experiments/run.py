@@ -266,10 +266,16 @@ def _show(weights: dict[str, int]) -> str:
 
 def report(entry: dict[str, Any]) -> str:
     """The analysis in words: decision, reasons, then the statistics."""
-    lines = [f"decision: {entry['decision'].upper()} (v{entry['candidate']} at {entry['step']}%)"]
+    replayed = " (replay: nothing logged)" if entry["event"] == "replay" else ""
+    lines = [f"decision: {entry['decision'].upper()} (v{entry['candidate']} at {entry['step']}%){replayed}"]
     if entry.get("halted"):
         lines[0] += f", HALTED by {entry['halted']} until `servectl experiment restart`"
     lines += [f"  - {reason}" for reason in entry["reasons"]]
+    bounds = entry["window"]
+    shown = [
+        _iso(t) if t is not None else "not begun" for t in (bounds["experiment_start"], bounds["step_start"])
+    ]
+    lines.append(f"  window: experiment from {shown[0]}, step from {shown[1]}, to {_iso(bounds['end'])}")
     for name, values in entry["statistics"].items():
         lines.append(f"  {name}: {json.dumps(values, sort_keys=True)}")
     for version, counts in sorted(entry["counts"].items()):

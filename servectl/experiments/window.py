@@ -44,10 +44,18 @@ def _server(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in labels.items() if k not in {"__name__", "version"}))
 
 
-def reported(prom: Prometheus, model: str, at: float) -> dict[tuple[tuple[str, str], ...], dict[str, float]]:
-    """The weights each server process reports at `at` (a server gone stale by then is not listed)."""
+def _selector(model: str, source: str | None) -> str:
+    """The gauge's series: the servers' own (no `source` label), or those a router exports (`mesh`)."""
+    return f'{GAUGE}{{model="{model}",source="{source or ""}"}}'
+
+
+def reported(
+    prom: Prometheus, model: str, at: float, source: str | None = None
+) -> dict[tuple[tuple[str, str], ...], dict[str, float]]:
+    """The weights each server process (or, with `source`, each router) reports at `at`; a server gone
+    stale by then is not listed."""
     servers: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
-    for labels, value in prom.query(f'{GAUGE}{{model="{model}"}}', at):
+    for labels, value in prom.query(_selector(model, source), at):
         servers.setdefault(_server(labels), {})[labels.get("version", "")] = value
     return servers
 
@@ -56,10 +64,15 @@ def _matches(weights: dict[str, int], seen: dict[str, float]) -> bool:
     return all(seen.get(v, 0.0) == float(weights.get(v, 0)) for v in set(weights) | set(seen))
 
 
-def confirm(prom: Prometheus, model: str, weights: dict[str, int], since: float, at: float) -> Confirmation:
+def confirm(
+    prom: Prometheus, model: str, weights: dict[str, int], since: float, at: float, source: str | None = None
+) -> Confirmation:
     """Whether every server reporting at `at` routes by `weights`, and the first scrape after `since`
-    from which each of its series has shown them without a break (the latest such time over series)."""
-    servers = reported(prom, model, at)
+    from which each of its series has shown them without a break (the latest such time over series).
+
+    `source="mesh"` reads the weights the rollout controller exports once Istio reports them applied
+    (servectl/experiments/mesh_status.py) instead of the servers' own."""
+    servers = reported(prom, model, at, source)
     if not servers:
         return Confirmation(None, f"no server reports {GAUGE} for model {model!r} yet; it cannot be told "
                                   "whether the weights are in effect")  # fmt: skip
@@ -73,7 +86,7 @@ def confirm(prom: Prometheus, model: str, weights: dict[str, int], since: float,
         )
     span = max(1, math.ceil(at - since))
     changed = since
-    for labels, samples in prom.samples(f'{GAUGE}{{model="{model}"}}[{span}s]', at):
+    for labels, samples in prom.samples(f"{_selector(model, source)}[{span}s]", at):
         if _server(labels) not in servers:
             continue  # a server scaled away since: it routes nothing now
         want = float(weights.get(labels.get("version", ""), 0))

@@ -73,3 +73,27 @@ def test_the_controller_refuses_a_virtual_service_it_cannot_reach(
             "--virtual-service", value, "--max-analyses", "1"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == code and message in result.output, result.output
+
+
+def _replay_args(tmp_path: Path, *window: str) -> list[str]:
+    (tmp_path / "m").mkdir(exist_ok=True)
+    (tmp_path / "m" / "config.yaml").write_text('variants:\n  weights: {"1": 95, "2": 5}\n')
+    return ["experiment", "analyze", "--prometheus", "http://127.0.0.1:1", "--model", "m",
+            "--model-repository", str(tmp_path), "--log", str(tmp_path / "log.jsonl"), *window]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (("--start", "1700000000", "--end", "1690000000"), "--end 1690000000 must be after --start"),
+        (("--start", "4102444800"), "'4102444800' is in the future"),
+        (("--start", "2026-01-01T00:00:00"), "has no time zone; add Z or an offset"),
+        (("--end", "1700000000"), "--end needs --start"),
+    ],
+)
+def test_a_replay_window_that_cannot_be_counted_exits_2_naming_why(
+    tmp_path: Path, window: tuple[str, ...], message: str
+) -> None:
+    result = CliRunner().invoke(cli, _replay_args(tmp_path, *window))
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "log.jsonl").exists(), "nothing is logged"

@@ -17,12 +17,14 @@ STEP = 15.0
 OLD, NEW = {"1": 95, "2": 5}, {"1": 75, "2": 25}
 
 
-def _gauge(out: Exposition, model: str, pod: str, times: list[float], switch: float | None) -> None:
+def _gauge(
+    out: Exposition, model: str, pod: str, times: list[float], switch: float | None, **extra: str
+) -> None:
     """The pod reports OLD until `switch` (None: never), NEW from the first scrape at or after it."""
     for at in times:
         weights = NEW if switch is not None and at >= switch else OLD
         for version, weight in weights.items():
-            labels = {"model": model, "version": version, "pod": pod}
+            labels = {"model": model, "version": version, "pod": pod, **extra}
             out.add("serving_variant_weight", "gauge", labels, at, float(weight))
 
 
@@ -39,6 +41,8 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningP
     _gauge(out, "m", "c", times[: len(times) // 2], None)
     _gauge(out, "lag", "a", times, times[-20])
     _gauge(out, "lag", "b", times, None)
+    _gauge(out, "meshed", "controller", times, times[-5], source="mesh")
+    _gauge(out, "meshed", "a", times, None)  # a pod's own config, which the mesh does not route by
     with backfilled_prometheus(Path(tmp_path_factory.mktemp("weights")), out.text()) as running:
         yield running, times
 
@@ -110,3 +114,14 @@ def test_a_replay_window_that_cannot_be_counted_is_refused(start: str, end: str 
 
 def test_a_replay_window_ends_now_by_default() -> None:
     assert replay_window("1799990000", None, NOW) == (1_799_990_000.0, NOW)
+
+
+def test_in_the_mesh_the_weights_istio_applies_are_read_not_the_pods(
+    history: tuple[RunningPrometheus, list[float]],
+) -> None:
+    running, times = history
+    prom = Prometheus(running.url)
+    mesh = confirm(prom, "meshed", NEW, times[-25], times[-1], source="mesh")
+    assert (mesh.confirmed_at, mesh.servers) == (times[-5], 1), mesh
+    pods = confirm(prom, "meshed", NEW, times[-25], times[-1])
+    assert pods.confirmed_at is None and pods.servers == 1, f"the pod's own series are read apart: {pods}"
