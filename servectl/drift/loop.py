@@ -319,6 +319,18 @@ def _retrain(parts: _Parts, settings: LoopSettings, result: LoopResult, clock: _
 def _experiment(parts: _Parts, settings: LoopSettings, result: LoopResult, clock: _Clock, echo: Echo) -> None:
     started = time.monotonic()
     counts = parts.traffic.counts
+    experiment = experiment_run.Experiment(
+        prometheus=parts.prom.url,
+        model=MODEL,
+        log_path=parts.out / "experiment.jsonl",
+        schedule=Schedule(min_samples=settings.min_samples),
+        thresholds=Thresholds(
+            error_margin=0.02, latency_tolerance=0.1, optional_metrics=frozenset({"conversion", "value"})
+        ),
+        start=clock.canary,
+    )
+    # The experiment's first analysis only records its start (the canary's first answer) and holds.
+    experiment_run.analyze(experiment, result.weights)
 
     def enough() -> bool:
         return (
@@ -333,16 +345,6 @@ def _experiment(parts: _Parts, settings: LoopSettings, result: LoopResult, clock
         parts.traffic,
     )
     parts.prom.wait_for_scrape()
-    experiment = experiment_run.Experiment(
-        prometheus=parts.prom.url,
-        model=MODEL,
-        log_path=parts.out / "experiment.jsonl",
-        schedule=Schedule(min_samples=settings.min_samples),
-        thresholds=Thresholds(
-            error_margin=0.02, latency_tolerance=0.1, optional_metrics=frozenset({"conversion", "value"})
-        ),
-        start=clock.canary,
-    )
     entry = experiment_run.analyze(experiment, result.weights)
     result.experiment = {
         key: entry[key] for key in ("decision", "reasons", "counts", "weights", "next_weights")

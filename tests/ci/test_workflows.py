@@ -221,7 +221,9 @@ def test_every_aws_stack_gets_the_whole_pipeline(stack: str, tmp_path: Path) -> 
     assert legs == regions, f"{stack}: smoke and canary must run once per region: {legs}"
     smoke = runs(jobs["smoke"])[first(jobs["smoke"], "servectl loadtest")][1]
     assert "--profile" in smoke and "--slo" in smoke, f"the smoke test must gate on SLOs: {smoke}"
-    assert "servectl experiment analyze" in runs(jobs["canary"])[first(jobs["canary"], "analyze")][1]
+    canary = runs(jobs["canary"])[first(jobs["canary"], "analyze")][1]
+    assert "servectl experiment analyze" in canary, canary
+    assert '--start "$DEPLOYED_AT"' in canary, "the canary judges the window since the deploy, not all time"
 
 
 def test_read_stack_outputs(tmp_path: Path) -> None:
