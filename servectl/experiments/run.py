@@ -102,7 +102,11 @@ def replay(experiment: Experiment, start: float, end: float, weights: dict[str, 
     The weights are those every server reported at `end` (`weights`, the configured ones, only when no
     server reported any); the step boundary is read back as the analysis at `end` read it."""
     prom = Prometheus(experiment.prometheus)
-    weights = _weights_at(prom, experiment.model, end) or weights
+    applied = _weights_at(prom, experiment.model, end)
+    if applied:
+        # Servers report 0 for every version they loaded; only the configured ones and those with traffic
+        # take part, so a loaded but unconfigured version is not taken for the candidate.
+        weights = {v: applied.get(v, 0) for v in set(weights) | {v for v, w in applied.items() if w > 0}}
     baseline, candidate = arms(weights, experiment.baseline, experiment.candidate)
     before = [e for e in log.read(experiment.log_path) if float(e["time"]) < end]
     state = log.current_state(before, experiment.model, candidate)

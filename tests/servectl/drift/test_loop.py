@@ -15,6 +15,7 @@ import pytest
 
 from servectl.drift.loop import CRITICAL, WARNING, LoopSettings, run_loop
 from servectl.drift.synthetic import MODEL
+from servectl.experiments.run import STARTED
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +68,9 @@ def test_shift_alert_retrain_canary_and_decision(tmp_path: Path) -> None:
     expected_v2 = {"hold": 5, "promote": 25, "rollback": 0}[decision]
     assert after["2"] == expected_v2, f"{decision} leads to v2 at {expected_v2}%: {experiment}"
     logged = [json.loads(line) for line in (tmp_path / "experiment.jsonl").read_text().splitlines()]
-    assert [e["event"] for e in logged] == ["analysis"], "one analysis, logged; nothing applied"
-    assert (logged[0]["decision"], logged[0]["counts"]) == (decision, experiment["counts"]), logged[0]
+    assert [e["event"] for e in logged] == ["analysis", "analysis"], "the start, one analysis, no step"
+    assert logged[0]["reasons"] == [STARTED], f"the first analysis only records the start: {logged[0]}"
+    assert (logged[1]["decision"], logged[1]["counts"]) == (decision, experiment["counts"]), logged[1]
     counts = experiment["counts"]
     labelled = {v: counts[v]["correct"] + counts[v]["incorrect"] for v in ("1", "2")}
     assert min(labelled.values()) > 0, f"the labels reach the experiment's accuracy counts: {labelled}"
