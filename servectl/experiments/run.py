@@ -106,7 +106,9 @@ def replay(experiment: Experiment, start: float, end: float, weights: dict[str, 
     if applied:
         # Servers report 0 for every version they loaded; only the configured ones and those with traffic
         # take part, so a loaded but unconfigured version is not taken for the candidate.
-        weights = {v: applied.get(v, 0) for v in set(weights) | {v for v, w in applied.items() if w > 0}}
+        # In the config's order, as the analysis had them (the split test lists its arms in this order).
+        extra = sorted((v for v, w in applied.items() if w > 0 and v not in weights), key=int)
+        weights = {v: applied.get(v, 0) for v in [*weights, *extra]}
     baseline, candidate = arms(weights, experiment.baseline, experiment.candidate)
     before = [e for e in log.read(experiment.log_path) if float(e["time"]) < end]
     state = log.current_state(before, experiment.model, candidate)
