@@ -223,6 +223,7 @@ def model(m: dict[str, Any], profile: str) -> ModelConfig:
             min_samples=rollout["minSamples"],
             interval_seconds=rollout["intervalSeconds"],
             failed_checks=rollout["failedChecks"],
+            settle_seconds=rollout.get("settleSeconds", 30),
         )
         if rollout
         else None,
