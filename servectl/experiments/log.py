@@ -50,6 +50,11 @@ class State:
     """The same at the latest analysis (what the current step ends with when the next step is applied)."""
     started: bool = False
     """Whether the experiment has had an analysis already."""
+    epochs: list[tuple[float, float]] = field(default_factory=list)
+    """The windows (start, end) of the experiment's completed steps: from where their analyses' step window
+    began (the weights confirmed, plus the settle period) to the next step. The strata of the tests."""
+    window_start: float | None = None
+    """Where the current step's window began, per its latest analysis that judged (None: not yet)."""
 
 
 def current_state(entries: list[dict[str, Any]], model: str, candidate: str) -> State:
@@ -62,7 +67,9 @@ def current_state(entries: list[dict[str, Any]], model: str, candidate: str) -> 
             state = State(experiment_start=entry["time"], step_start=entry["time"])
             continue
         if entry["event"] == "step":
-            state.step_start = entry["time"]
+            if state.window_start is not None:
+                state.epochs.append((state.window_start, float(entry["time"])))
+            state.step_start, state.window_start = entry["time"], None
             state.failed_checks = 0
             state.srm_log_bf = state.last_srm_log_bf
             continue
@@ -70,6 +77,14 @@ def current_state(entries: list[dict[str, Any]], model: str, candidate: str) -> 
             state.experiment_start = entry["window"]["experiment_start"]
             state.started = True
         state.failed_checks = entry["failed_checks"]
+        window = entry.get("window", {})
+        begun = (
+            window.get("step_start")
+            if window.get("step_start") is not None
+            else window.get("experiment_start")
+        )
+        if entry["statistics"] and begun is not None:  # an analysis that judged a window
+            state.window_start = float(begun)
         for test, stats in entry["statistics"].items():
             # An SRM entry without log_bf is from the chi-square test, whose p-value was not sequential.
             if test == "srm" and isinstance(stats, dict) and "log_bf" not in stats:

@@ -212,12 +212,17 @@ def _judge(
     step_start = max(start, boundary) if start is not None and boundary is not None else start
     whole = read_window(prom, experiment.model, start, end)
     step = read_window(prom, experiment.model, step_start, end) if step_start != start else whole
+    # The strata: each completed step's own window, then this one (mixed-allocation gaps between them,
+    # while new weights were confirmed and settled, are in the experiment's counts but in no stratum).
+    done = [(s, e) for s, e in state.epochs if (start is None or s >= start) and e <= end]
+    epochs = (*(read_window(prom, experiment.model, s, e) for s, e in done), step)
     inputs = Inputs(
         baseline=pair[0],
         candidate=pair[1],
         weights=weights,
         experiment=whole,
         step=step,
+        epochs=epochs,
         prior_p=state.prior_p,
         prior_ci=state.prior_ci,
         prior_srm_log_bf=state.srm_log_bf,

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from servectl.experiments import log
+from servectl.experiments.checks import FEEDBACK_METRICS
 from servectl.experiments.controller import IDLE, Controller, Emitter, Metrics, NoEmitter, serve_metrics
 from servectl.experiments.decision import Schedule, Thresholds
 from servectl.experiments.kube import ApiServer, EventEmitter, VirtualServiceTarget
@@ -65,8 +66,17 @@ def _experiment(prometheus: str, log_path: Path) -> Experiment:
         prometheus=prometheus,
         model=MODEL,
         log_path=log_path,
-        schedule=Schedule(steps=(50, 100), min_samples=200, interval_seconds=int(INTERVAL), failed_checks=1),
-        thresholds=Thresholds(error_margin=0.02, latency_tolerance=0.1),
+        schedule=Schedule(
+            steps=(50, 100),
+            min_samples=200,
+            interval_seconds=int(INTERVAL),
+            failed_checks=1,
+            settle_seconds=2.0,
+        ),
+        # The load sends no feedback: the feedback metrics are marked optional, as a stack would for them.
+        thresholds=Thresholds(
+            error_margin=0.02, latency_tolerance=0.1, optional_metrics=frozenset(FEEDBACK_METRICS)
+        ),
     )
 
 
@@ -243,14 +253,17 @@ def test_a_decision_that_cannot_be_applied_is_counted_and_decided_again(tmp_path
         experiment = replace(_experiment(prom.url, log_path), gate_passed=False)
         target = VirtualServiceTarget(api, "payments", MODEL, MODEL)
         controller = Controller(experiment, target, metrics, NoEmitter(), echo=lambda line: None)
-        outcomes = controller.run(INTERVAL, max_analyses=2, sleep=lambda s: None)
-    assert all(o.startswith("error: rollback not applied: ") and "422" in o for o in outcomes), outcomes
+        outcomes = controller.run(INTERVAL, max_analyses=3, sleep=lambda s: None)
+    assert outcomes[0] == "hold", f"the first analysis records the start: {outcomes}"
+    assert all(o.startswith("error: rollback not applied: ") and "422" in o for o in outcomes[1:]), outcomes
     failed = metrics.registry.get_sample_value(
         "serving_experiment_controller_errors_total", {"model": MODEL, "stage": "apply"}
     )
     assert failed == 2, f"each failed apply is counted: {failed}"
     events = [e["event"] for e in log.read(log_path)]
-    assert events == ["analysis", "analysis"], f"analysed and logged, but no step logged: {events}"
+    assert events == ["analysis"] * 3, (
+        f"analysed and logged (the start, then two), but no step logged: {events}"
+    )
     rollbacks = metrics.registry.get_sample_value(
         "serving_experiment_decisions_total", {"model": MODEL, "candidate": "2", "decision": "rollback"}
     )

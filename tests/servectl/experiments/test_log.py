@@ -69,3 +69,23 @@ def test_a_restart_begins_the_experiment_again() -> None:
     assert (state.prior_p, state.srm_log_bf, state.experiment_start) == ({}, 0.0, 4.0), state
     other = log.current_state([*halted, restart | {"candidate": "3"}], "m", "2")
     assert other.prior_p == {"srm": 1e-7}, "a restart of another candidate's experiment changes nothing here"
+
+
+def _judged(time: float, experiment_start: float, step_start: float | None) -> dict[str, object]:
+    entry = _analysis(time, 0.5, start=experiment_start)
+    entry["window"] = {"experiment_start": experiment_start, "step_start": step_start, "end": time}
+    return entry
+
+
+def test_each_completed_step_is_a_stratum_from_its_confirmed_window_to_the_next_step() -> None:
+    held = _judged(12.0, 1.0, None)
+    held["statistics"] = {}  # waiting for the new weights: judged nothing, began no window
+    entries = [_judged(5.0, 1.0, 1.0), _step(10.0, "promote"), held, _judged(20.0, 1.0, 14.0),
+               _step(30.0, "promote"), _judged(40.0, 1.0, 33.0)]  # fmt: skip
+    state = log.current_state(entries, "m", "2")
+    # Step one from the experiment's start to its promotion; step two from where its window began (the
+    # weights confirmed plus the settle period, 14.0), not from the step at 10.0.
+    assert state.epochs == [(1.0, 10.0), (14.0, 30.0)], state.epochs
+    assert state.window_start == 33.0
+    ended = log.current_state([*entries, _step(50.0, "rollback")], "m", "2")
+    assert ended.epochs == [], "a new experiment has no strata yet"
