@@ -68,8 +68,13 @@ def _experiment(options: dict[str, Any], target: Target) -> Experiment:
         "min_samples": options["min_samples"],
         "failed_checks": options["failed_checks"],
         "settle_seconds": options["settle_seconds"],
+        "holdback_percent": options["holdback_percent"],
+        "guard_seconds": options["guard_seconds"],
     }
     schedule = replace(schedule, **{k: v for k, v in overrides.items() if v is not None})
+    optional = frozenset(options["optional_metric"])
+    if isinstance(target, StackTarget):
+        optional |= target.optional_metrics()
     return Experiment(
         prometheus=options["prometheus"],
         model=options["model"],
@@ -82,7 +87,7 @@ def _experiment(options: dict[str, Any], target: Target) -> Experiment:
             latency_tolerance=options["latency_tolerance"],
             error_margin=options["error_margin"],
             error_ratio_margin=options["error_ratio_margin"],
-            optional_metrics=frozenset(options["optional_metric"]),
+            optional_metrics=optional,
         ),
         gate_passed=_gate(options["gate"]),
     )
@@ -113,6 +118,14 @@ _OPTIONS = [
     ),
     click.option(
         "--failed-checks", type=click.IntRange(1), help="Consecutive failed checks before rollback."
+    ),
+    click.option(
+        "--holdback-percent",
+        type=click.IntRange(0, 50),
+        help="Post-promotion guard: the baseline's share kept during the last step (0: no guard).",
+    ),
+    click.option(
+        "--guard-seconds", type=click.IntRange(60), help="How long the post-promotion guard lasts [3600]."
     ),
     click.option(
         "--settle-seconds",

@@ -19,6 +19,7 @@ from stacks.manifests.rollout_controller import CPU as CONTROLLER_CPU
 from stacks.manifests.rollout_controller import MEMORY as CONTROLLER_MEMORY
 from stacks.manifests.serving import cpu_millicores, memory_bytes, pod_footprint
 from stacks.settings import (
+    FEEDBACK_METRICS,
     SUPPORTED_KUBERNETES_VERSIONS,
     AlertingConfig,
     AsyncWorkers,
@@ -317,7 +318,9 @@ def _rollout(node: _Node) -> Rollout | None:
         min_samples=node.integer("minSamples", 1, 100_000_000),
         interval_seconds=node.integer("intervalSeconds", 10, 86_400),
         failed_checks=node.integer("failedChecks", 1, 100),
+        optional_metrics=_optional_metrics(node),
         **_settle(node),
+        **_guard(node, steps),
     )
 
 
@@ -326,6 +329,38 @@ def _settle(rollout: _Node) -> dict[str, int]:
     if rollout.optional("settleSeconds").value is None:
         return {}
     return {"settle_seconds": rollout.integer("settleSeconds", 0, 3600)}
+
+
+def _optional_metrics(rollout: _Node) -> tuple[str, ...]:
+    """`optionalMetrics`: feedback metrics the model gets none of (unlisted, one without feedback holds)."""
+    names = rollout.strings("optionalMetrics")
+    unknown = sorted(set(names) - set(FEEDBACK_METRICS))
+    if unknown:
+        raise rollout.child("optionalMetrics").fail(f"{unknown} are not among {list(FEEDBACK_METRICS)}")
+    return tuple(sorted(set(names)))
+
+
+def _guard(rollout: _Node, steps: tuple[int, ...]) -> dict[str, int]:
+    """`holdbackPercent` (1..50) and `guardSeconds` (60..604800): the post-promotion guard, when given.
+
+    The guard step (100 minus the holdback) must lie above every step but the last, or the schedule would
+    move the candidate's share down."""
+    if rollout.optional("holdbackPercent").value is None:
+        if rollout.optional("guardSeconds").value is not None:
+            raise rollout.child("guardSeconds").fail("needs holdbackPercent: the guard holds a share back")
+        return {}
+    holdback = rollout.integer("holdbackPercent", 1, 50)
+    below = [s for s in steps[:-1] if s >= 100 - holdback]
+    if below:
+        raise rollout.child("holdbackPercent").fail(
+            f"the guard step {100 - holdback}% must be above every step but the last; {below} are not"
+        )
+    guard = (
+        3600
+        if rollout.optional("guardSeconds").value is None
+        else rollout.integer("guardSeconds", 60, 604_800)
+    )
+    return {"holdback_percent": holdback, "guard_seconds": guard}
 
 
 def _model(node: _Node, tenants: frozenset[str], profile: str) -> ModelConfig:

@@ -335,6 +335,16 @@ class Rollout:
     """Seconds after every server reports a step's weights before the step's window begins: one scrape
     interval (15 s), so each counter's base sample is taken under the new weights, plus 15 s for requests
     queued or in flight at the switch."""
+    optional_metrics: tuple[str, ...] = ()
+    """Feedback metrics the model gets none of: not measured, they do not hold promotion."""
+    holdback_percent: int = 0
+    """The baseline's share during the post-promotion guard (0: no guard)."""
+    guard_seconds: int = 3600
+    """How long the guard lasts without a regression before the candidate takes all traffic."""
+
+
+FEEDBACK_METRICS = ("conversion", "value", "accuracy")
+"""The experiment's metrics that come from feedback (servectl/experiments/checks.py checks the same names)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -78,7 +78,14 @@ class StackTarget:
             interval_seconds=rollout.interval_seconds,
             failed_checks=rollout.failed_checks,
             settle_seconds=rollout.settle_seconds,
+            holdback_percent=rollout.holdback_percent,
+            guard_seconds=rollout.guard_seconds,
         )
+
+    def optional_metrics(self) -> frozenset[str]:
+        """The feedback metrics the stack marks optional for the model (none without a rollout block)."""
+        rollout = self._model().rollout
+        return frozenset(rollout.optional_metrics) if rollout is not None else frozenset()
 
     def apply(self, weights: dict[str, int]) -> str:
         """Write the stack file; run `pulumi up` through the Automation API where the CLI exists."""

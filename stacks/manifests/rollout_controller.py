@@ -137,6 +137,10 @@ def command(model: ModelConfig) -> list[str]:
         "--min-samples", str(rollout.min_samples),
         "--failed-checks", str(rollout.failed_checks),
         "--interval", str(rollout.interval_seconds),
+        "--settle-seconds", str(rollout.settle_seconds),
+        "--holdback-percent", str(rollout.holdback_percent),
+        "--guard-seconds", str(rollout.guard_seconds),
+        *(arg for metric in rollout.optional_metrics for arg in ("--optional-metric", metric)),
         "--metrics-host", "0.0.0.0",  # noqa: S104 - the pod's own address; the NetworkPolicy admits Prometheus only
         "--metrics-port", str(METRICS_PORT),
     ]  # fmt: skip

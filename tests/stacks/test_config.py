@@ -1,4 +1,5 @@
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -182,6 +183,41 @@ def test_rollout_settle_defaults_to_one_scrape_interval_plus_15_seconds() -> Non
     values["models"][0]["rollout"]["settleSeconds"] = 0
     set_to_zero = parse(values, region).models[0].rollout
     assert set_to_zero is not None and set_to_zero.settle_seconds == 0, "0 is a value, not a missing key"
+
+
+def test_rollout_optional_metrics_and_the_guard_are_read_when_given() -> None:
+    values, region = raw()
+    block = values["models"][0]["rollout"]
+    block.update(optionalMetrics=["value", "accuracy", "value"], holdbackPercent=5, guardSeconds=1800)
+    rollout = parse(values, region).models[0].rollout
+    assert rollout is not None, values
+    assert (rollout.optional_metrics, rollout.holdback_percent, rollout.guard_seconds) == (
+        ("accuracy", "value"),
+        5,
+        1800,
+    ), rollout
+    for key in ("optionalMetrics", "holdbackPercent", "guardSeconds"):
+        block.pop(key)
+    plain = parse(values, region).models[0].rollout
+    assert plain is not None and (plain.optional_metrics, plain.holdback_percent) == ((), 0), plain
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"optionalMetrics": ["latency"]}, "['latency'] are not among ['conversion', 'value', 'accuracy']"),
+        ({"guardSeconds": 600}, "needs holdbackPercent"),
+        ({"holdbackPercent": 60}, "60 is outside 1..50"),
+        ({"holdbackPercent": 50}, "the guard step 50% must be above every step but the last"),
+    ],
+)
+def test_a_rollout_guard_or_optional_metric_that_cannot_work_is_refused(
+    change: dict[str, object], reason: str
+) -> None:
+    values, region = raw()
+    values["models"][0]["rollout"].update(change)
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        parse(values, region)
 
 
 @pytest.mark.parametrize(

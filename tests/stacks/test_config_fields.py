@@ -224,6 +224,9 @@ def model(m: dict[str, Any], profile: str) -> ModelConfig:
             interval_seconds=rollout["intervalSeconds"],
             failed_checks=rollout["failedChecks"],
             settle_seconds=rollout.get("settleSeconds", 30),
+            optional_metrics=tuple(sorted(set(rollout.get("optionalMetrics", [])))),
+            holdback_percent=rollout.get("holdbackPercent", 0),
+            guard_seconds=rollout.get("guardSeconds", 3600) if rollout.get("holdbackPercent") else 3600,
         )
         if rollout
         else None,

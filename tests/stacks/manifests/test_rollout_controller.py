@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+from dataclasses import replace
 
 import pytest
 
@@ -59,3 +60,19 @@ def test_ingress_is_prometheus_on_the_metrics_port_only(eu_config: StackConfig) 
             "ports": [{"protocol": "TCP", "port": rc.METRICS_PORT}],
         }
     ], ingress
+
+
+def test_the_controllers_command_line_is_one_the_cli_accepts(eu_config: StackConfig) -> None:
+    """Every flag the Deployment passes exists, with a value the option takes: a renamed option would
+    otherwise crash-loop the pod while every manifest test passes."""
+    from servectl.experiment import controller_command
+
+    model = next(m for m in eu_config.models if m.rollout is not None)
+    assert model.rollout is not None
+    guarded = replace(model.rollout, holdback_percent=5, guard_seconds=900, optional_metrics=("value",))
+    with_guard = replace(model, rollout=guarded)
+    args = rc.command(with_guard)
+    assert args[:3] == ["servectl", "experiment", "controller"], args
+    context = controller_command.make_context("controller", args[3:])
+    assert (context.params["holdback_percent"], context.params["guard_seconds"]) == (5, 900), context.params
+    assert context.params["optional_metric"] == ("value",), context.params
