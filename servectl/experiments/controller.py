@@ -82,6 +82,12 @@ class Metrics:
             ["model", "candidate"],
             registry=registry,
         )
+        self.halted = Gauge(
+            "serving_experiment_halted",
+            "1 while the rollout is halted for the reason (srm: a sample-ratio mismatch), until a restart.",
+            ["model", "candidate", "reason"],
+            registry=registry,
+        )
         self.errors = Counter(
             "serving_experiment_controller_errors",
             "Intervals whose analysis or report failed, by stage; the next interval retries.",
@@ -98,6 +104,7 @@ class Metrics:
         self.active.labels(model).set(0 if entry["decision"] in log.ENDS_EXPERIMENT else 1)
         if entry["decision"] == ROLLBACK:
             self.rolled_back.labels(model, candidate).set(entry["time"])
+        self.halted.labels(model, candidate, "srm").set(1 if entry.get("halted") == "srm" else 0)
 
     def started(self, model: str, interval: float) -> None:
         """Before the first analysis: presume an experiment runs, counted from now, so a controller that

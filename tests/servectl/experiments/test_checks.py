@@ -7,4 +7,6 @@ from stacks import settings
 
 def test_the_stack_config_marks_optional_exactly_the_checks_feedback_metrics() -> None:
     assert checks.FEEDBACK_METRICS == settings.FEEDBACK_METRICS
-    assert set(checks.FEEDBACK_METRICS) < set(checks.ROLLBACK_TESTS), "each feedback metric is a rollback test"
+    assert set(checks.FEEDBACK_METRICS) < set(checks.ROLLBACK_TESTS), (
+        "each feedback metric is a rollback test"
+    )

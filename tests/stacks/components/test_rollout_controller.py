@@ -137,4 +137,4 @@ def test_the_monitoring_stack_deploys_the_rollback_and_halt_alerts() -> None:
     experiments = [r for r in rules if r["metadata"]["name"] == "model-serving-experiments"]
     assert len(experiments) == 1, [r["metadata"]["name"] for r in rules]
     alerts = {rule["alert"] for group in experiments[0]["spec"]["groups"] for rule in group["rules"]}
-    assert alerts == {"ExperimentRolledBack", "ExperimentHalted"}, alerts
+    assert alerts == {"ExperimentRolledBack", "ExperimentHalted", "ExperimentSampleRatioMismatch"}, alerts

@@ -34,6 +34,7 @@ def test_the_alerts_read_the_metrics_the_controller_exports() -> None:
     rules = {r["alert"]: r for g in load_rules(EXPERIMENT_RULES_FILE)["groups"] for r in g["rules"]}
     assert "serving_experiment_rolled_back_timestamp_seconds" in rules["ExperimentRolledBack"]["expr"]
     assert "serving_experiment_last_analysis_timestamp_seconds" in rules["ExperimentHalted"]["expr"]
+    assert 'serving_experiment_halted{reason="srm"}' in rules["ExperimentSampleRatioMismatch"]["expr"]
 
 
 def test_serving_selectors_never_pick_up_the_controller(eu_config: StackConfig) -> None:
