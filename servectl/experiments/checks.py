@@ -166,7 +166,9 @@ def _errors(arms: Arms, th: Thresholds, found: Findings) -> None:
         return
     if float(ratio.noninferiority_p) <= half or float(diff.ci_high) < th.error_margin:
         return
-    need = _required(arms, th, rates[0])
+    n = _required(arms, th, rates[0])
+    found.statistics["error_rate"]["required_candidate_requests"] = n
+    need = f"; about {n:,} v{arms.candidate} requests in all show it at this split (80% power)" if n else ""
     shown = f"{upper:.2f}x" if upper is not None else "none yet"
     found.unproven.append(
         f"error rate: not yet shown within {th.error_ratio_margin}x of {b}'s (ratio upper bound: {shown}) "
@@ -174,18 +176,16 @@ def _errors(arms: Arms, th: Thresholds, found: Findings) -> None:
     )
 
 
-def _required(arms: Arms, th: Thresholds, base_rate: float) -> str:
-    """The candidate requests the ratio test needs at the current split, in words (a planning figure)."""
+def _required(arms: Arms, th: Thresholds, base_rate: float) -> int | None:
+    """The candidate requests the ratio test needs at the current split (a planning figure, printed with
+    a hold); None before the baseline has shown an error rate or while the step has no traffic."""
     last_b, last_c = arms.base[-1].requests, arms.cand[-1].requests
     if last_b + last_c <= 0:
-        return ""
-    n = rate_ratio.required_candidate_requests(
+        return None
+    return rate_ratio.required_candidate_requests(
         base_rate, last_c / (last_b + last_c), margin=th.error_ratio_margin, tau=th.error_ratio_tau,
         alpha=th.alpha / 2,
     )  # fmt: skip
-    if n is None:
-        return ""
-    return f"; about {n:,} {f'v{arms.candidate}'} requests in all show it at this split (80% power)"
 
 
 def _latency(arms: Arms, th: Thresholds, found: Findings) -> None:

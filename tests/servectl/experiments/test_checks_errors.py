@@ -21,7 +21,10 @@ def test_a_doubled_error_rate_within_the_old_absolute_margin_holds() -> None:
     result = decide(inputs(arm(5000, 5), arm(5000, 10)), SCHEDULE, DEFAULTS)
     assert result.decision == HOLD, result.reasons
     assert result.reasons[1].startswith("error rate: not yet shown within 1.5x of v1's"), result.reasons
-    assert "requests in all show it at this split (80% power)" in result.reasons[1], result.reasons
+    need = result.statistics["error_rate"]["required_candidate_requests"]
+    assert f"about {need:,} v2 requests in all show it at this split (80% power)" in result.reasons[1], (
+        result.reasons
+    )
 
 
 def test_a_candidate_shown_within_the_ratio_margin_is_promoted() -> None:
