@@ -79,7 +79,9 @@ class JobsServicer:
     async def SubmitInfer(self, request: Any, call: Call) -> jobs_pb.JobTicket:  # noqa: N802
         """Queue the request as a job, checked first as a run would check it; one access-log line."""
         headers = call.metadata
-        tracked = self._tracker.start("grpc", headers.get(self._id_header), self._gate.caller(headers))
+        tracked = self._tracker.start(
+            "grpc", headers.get(self._id_header), self._gate.caller(headers), headers
+        )
         ended = CallEnd("accepted")
         try:
             with rpc_errors(call, ended):

@@ -128,7 +128,9 @@ class InferenceServicer:
 
     async def ModelInfer(self, request: Any, call: Call) -> pb.ModelInferResponse:  # noqa: N802
         headers = call.metadata
-        tracked = self._tracker.start("grpc", headers.get(self._id_header), self._gate.caller(headers))
+        tracked = self._tracker.start(
+            "grpc", headers.get(self._id_header), self._gate.caller(headers), headers
+        )
         tracing = self._tracing
         span = None if tracing is None else tracing.start_request(_SPAN_NAME, headers, _SPAN_START)
         ended = CallEnd("success")

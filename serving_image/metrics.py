@@ -3,7 +3,11 @@
 Labels are bounded: ``model`` and ``version`` only ever take names from the repository
 (an unknown model is counted as ``_unknown``), ``protocol`` is rest or grpc, and
 ``outcome`` is one of the error classes' outcomes, ``assignment`` one of four (how the version was
-chosen, serving_image/assignment.py). With several worker processes the
+chosen, serving_image/assignment.py), ``segment`` a configured value or ``other``
+(serving_image/segments.py). The duration histogram has ``outcome_class`` (`success` or `failure`, see
+`outcome_class`) rather than ``outcome``: an experiment compares the latency of successful requests only
+(a fast error must not make a version look quick), and two values double its series where the seven
+outcomes would multiply them by seven. With several worker processes the
 values live in prometheus_client's multiprocess files and ``/metrics`` merges them.
 """
 
@@ -18,6 +22,15 @@ _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+SUCCESS_OUTCOMES = frozenset({"success", "accepted"})
+"""Outcomes of a request answered as asked (an asynchronous job's 202 included)."""
+
+
+def outcome_class(outcome: str) -> str:
+    """`success` for an answered request, `failure` for any error: the duration histogram's label."""
+    return "success" if outcome in SUCCESS_OUTCOMES else "failure"
 
 
 def multiprocess_dir() -> str | None:
@@ -35,7 +48,7 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "serving_requests", "Inference requests by outcome.",
-            ["model", "version", "protocol", "assignment", "outcome"], registry=r,
+            ["model", "version", "protocol", "assignment", "outcome", "segment"], registry=r,
         )  # fmt: skip
         self.sticky_users = Counter(
             "serving_sticky_users", "Users assigned a version by their sticky key, counted at their first "
@@ -43,7 +56,7 @@ class Metrics:
         )  # fmt: skip
         self.request_seconds = Histogram(
             "serving_request_duration_seconds", "Total time of an inference request.",
-            ["model", "version", "protocol"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["model", "version", "protocol", "outcome_class"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.queue_seconds = Histogram(
             "serving_queue_duration_seconds", "Time a request waited for its batch.",

@@ -190,7 +190,9 @@ class RestApp:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
-        tracked = self._tracker.start("rest", headers.get(self._id_header), self._gate.caller(headers))
+        tracked = self._tracker.start(
+            "rest", headers.get(self._id_header), self._gate.caller(headers), headers
+        )
         tracing = self._tracing
         span = None if tracing is None else tracing.start_request(_SPAN_NAME, headers, _SPAN_START)
         extra: list[tuple[bytes, bytes]] = []

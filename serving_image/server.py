@@ -41,6 +41,7 @@ from serving_image.metrics import Metrics, MetricsEndpoint
 from serving_image.repository import Repository, failure_fields
 from serving_image.response_cache import CacheLimits
 from serving_image.rest import RestApp
+from serving_image.segments import Segments, parse_values
 from serving_image.settings import Settings, load_settings
 from serving_image.shadow import ShadowTraffic
 from serving_image.tls import CertificateReloader, TlsConfigError, TlsFiles
@@ -114,7 +115,10 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     )  # fmt: skip
     await dataplane.start()
     access_log = AccessLog(enabled=settings.access_log)
-    tracker = RequestTracker(metrics, access_log, max_id_length=settings.max_request_id_length)
+    segments = Segments(settings.segment_header, parse_values(settings.segment_values))
+    tracker = RequestTracker(
+        metrics, access_log, max_id_length=settings.max_request_id_length, segments=segments
+    )
     shadow = ShadowTraffic(dataplane)
     if siblings is not None:
         await _wait_for_siblings(siblings)

@@ -11,6 +11,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving_image.object_store import parse_store_url
+from serving_image.segments import check_header, parse_values
 
 BUNDLED_MODELS = Path(__file__).resolve().parent / "models"
 
@@ -91,6 +92,13 @@ class Settings(BaseSettings):
     drift_sample_rate: float = Field(
         default=0.1, ge=0, le=1, description="share of requests whose rows are counted for drift (0: off)"
     )
+    segment_header: str = Field(
+        default="",
+        description="request header naming the user segment (serving_image/segments.py; empty: off)",
+    )
+    segment_values: str = Field(
+        default="", description="comma-separated segment values counted apart; any other value is 'other'"
+    )
     trust_assignment_header: bool = Field(
         default=False,
         description="label requests with the assignment the mesh's route sets (x-variant-assignment); "
@@ -162,6 +170,14 @@ class Settings(BaseSettings):
         description="serve /metrics only on this plain-HTTP port (unset: on the REST port, as before)",
     )  # fmt: skip
     metrics_host: str = Field(default="", description="address of the metrics port (empty: the same as host)")
+
+    @model_validator(mode="after")
+    def _segments_valid(self) -> "Settings":
+        check_header(self.segment_header)
+        values = parse_values(self.segment_values)
+        if bool(self.segment_header) != bool(values):
+            raise ValueError("segment_header and segment_values go together: set both or neither")
+        return self
 
     @model_validator(mode="after")
     def _tls_complete(self) -> "Settings":

@@ -12,7 +12,9 @@ import time
 from serving_image.access_log import log_event
 from serving_image.dataplane import DataPlane, Target
 from serving_image.errors import ServingError
+from serving_image.metrics import outcome_class
 from serving_image.repository import failure_fields
+from serving_image.segments import OTHER
 from serving_image.tensors import InferRequest
 
 
@@ -55,5 +57,7 @@ class ShadowTraffic:
             log_event("shadow_failed", model=target.model.name, version=target.version.version,
                       **failure_fields(error))  # fmt: skip
         labels = (target.model.name, target.version.version, "shadow")
-        self._dp.metrics.requests.labels(*labels, target.assignment, outcome).inc()
-        self._dp.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - started)
+        # A mirrored request carries no client headers to the shadow version: its segment is `other`.
+        self._dp.metrics.requests.labels(*labels, target.assignment, outcome, OTHER).inc()
+        elapsed = time.perf_counter() - started
+        self._dp.metrics.request_seconds.labels(*labels, outcome_class(outcome)).observe(elapsed)

@@ -4,13 +4,15 @@ import itertools
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from serving_image.access_log import AccessLog, AccessRecord
 from serving_image.assignment import EXPLICIT
 from serving_image.feedback import Feedback
-from serving_image.metrics import UNKNOWN, Metrics
+from serving_image.metrics import UNKNOWN, Metrics, outcome_class
+from serving_image.segments import OTHER, Segments
 
 _ID_CHARS = re.compile(r"[A-Za-z0-9._:-]+")
 
@@ -30,13 +32,22 @@ class Tracked:
     # Whether the server made the id up: only such ids are remembered for feedback, so a client
     # cannot pre-register, collide with or flood the store with ids of its choosing.
     minted: bool = True
+    segment: str = OTHER
+    """The request's user segment (serving_image/segments.py)."""
 
 
 class RequestTracker:
     """Counts requests in flight and records each one's outcome exactly once."""
 
-    def __init__(self, metrics: Metrics, access_log: AccessLog, max_id_length: int = 128) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        access_log: AccessLog,
+        max_id_length: int = 128,
+        segments: Segments | None = None,
+    ) -> None:
         self._metrics = metrics
+        self._segments = segments if segments is not None else Segments()
         self._log = access_log
         self._max_id_length = max_id_length
         self.inflight = 0
@@ -45,10 +56,22 @@ class RequestTracker:
         self._id_counter = itertools.count(1)
         # Label lookups cost more than the updates; the label sets are bounded, so cache them.
         self._inflight_gauges: dict[str, Any] = {}
-        self._outcome_metrics: dict[tuple[str, str, str, str, str], tuple[Any, Any]] = {}
+        self._outcome_metrics: dict[tuple[str, str, str, str, str, str], tuple[Any, Any]] = {}
 
-    def start(self, protocol: str, request_id: str | None, caller: str | None) -> Tracked:
-        """A request arrived; a client's id is kept only if it is short and of safe characters."""
+    def start(
+        self,
+        protocol: str,
+        request_id: str | None,
+        caller: str | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Tracked:
+        """A request arrived; a client's id is kept only if it is short and of safe characters; its
+        segment comes from `headers` (none: `other`)."""
+        tracked = self._start(protocol, request_id, caller)
+        tracked.segment = self._segments.of(headers)
+        return tracked
+
+    def _start(self, protocol: str, request_id: str | None, caller: str | None) -> Tracked:
         self.inflight += 1
         gauge = self._inflight_gauges.get(protocol)
         if gauge is None:
@@ -72,12 +95,12 @@ class RequestTracker:
         elapsed = time.perf_counter() - tracked.started
         self.inflight -= 1
         self._inflight_gauges[tracked.protocol].dec()
-        key = (tracked.model, tracked.version, tracked.protocol, tracked.assignment, outcome)
+        key = (tracked.model, tracked.version, tracked.protocol, tracked.assignment, outcome, tracked.segment)
         pair = self._outcome_metrics.get(key)
         if pair is None:
             pair = self._outcome_metrics[key] = (
                 self._metrics.requests.labels(*key),
-                self._metrics.request_seconds.labels(*key[:3]),
+                self._metrics.request_seconds.labels(*key[:3], outcome_class(outcome)),
             )
         pair[0].inc()
         pair[1].observe(elapsed)

@@ -78,6 +78,8 @@ DEFAULTS: dict[str, object] = {
     "drain_delay_seconds": 5.0,
     "warm_up_every_batch_size_up_to": 64,
     "drift_sample_rate": 0.1,
+    "segment_header": "",
+    "segment_values": "",
     "trust_assignment_header": False,
     "auth_mode": "off",
     "auth_jwks_url": "",

@@ -69,13 +69,19 @@ class Mirrored:
 
 def shadow_count(metrics: Metrics, version: str = "2", outcome: str = "success") -> float:
     # The copy keeps the live request's assignment (weighted here).
-    labels = {"model": "doubler", "version": version, "protocol": "shadow", "assignment": "weighted"}
+    labels = {
+        "model": "doubler",
+        "version": version,
+        "protocol": "shadow",
+        "assignment": "weighted",
+        "segment": "other",
+    }
     return metrics.registry.get_sample_value("serving_requests_total", labels | {"outcome": outcome}) or 0.0
 
 
-def shadow_latency(metrics: Metrics, version: str = "2") -> tuple[float, float]:
-    """The count and sum of the shadow latency histogram."""
-    labels = {"model": "doubler", "version": version, "protocol": "shadow"}
+def shadow_latency(metrics: Metrics, version: str = "2", kind: str = "success") -> tuple[float, float]:
+    """The count and sum of the shadow latency histogram, for successes or failures (`kind`)."""
+    labels = {"model": "doubler", "version": version, "protocol": "shadow", "outcome_class": kind}
     count = metrics.registry.get_sample_value("serving_request_duration_seconds_count", labels)
     total = metrics.registry.get_sample_value("serving_request_duration_seconds_sum", labels)
     return count or 0.0, total or 0.0
@@ -167,7 +173,7 @@ def test_a_copy_the_shadow_refuses_is_counted_with_the_refusal_and_not_logged(
     )  # takes 3 values, not 4
     assert shadow_count(got.metrics, outcome="client_error") == 1, "the copy's InvalidInput is a client error"
     assert shadow_count(got.metrics) == 0, "a refused copy is no success"
-    assert shadow_latency(got.metrics)[0] == 1, "its latency is observed too"
+    assert shadow_latency(got.metrics, kind="failure")[0] == 1, "its latency is observed too"
     assert got.pending_after == 0
     assert logged_events(capsys.readouterr().err, "shadow_failed") == [], "a refusal is an answer, not a bug"
 
@@ -179,7 +185,7 @@ def test_a_copy_that_fails_in_the_runtime_is_counted_and_logged_with_its_traceba
     capsys.readouterr()
     got = mirror(repo, served="1", copies=2)
     assert shadow_count(got.metrics, outcome="server_error") == 2, "each failed copy is a server error"
-    assert shadow_latency(got.metrics)[0] == 2, "a failed copy's latency is observed too"
+    assert shadow_latency(got.metrics, kind="failure")[0] == 2, "a failed copy's latency is observed too"
     assert got.pending_after == 0
     events = logged_events(capsys.readouterr().err, "shadow_failed")
     assert len(events) == 2, f"one event per failed copy: {events}"
