@@ -47,6 +47,9 @@ class BatchResult:
     outputs: list[np.ndarray]
     queue_seconds: float
     compute_seconds: float
+    """The whole batch's run."""
+    compute_share: float = 0.0
+    """This request's share of it, by rows: what the experiment's cost guardrail adds up per version."""
 
 
 @dataclass(slots=True)
@@ -214,7 +217,8 @@ class DynamicBatcher:
             share = [output[offset:end] for output in outputs] if len(batch) > 1 else outputs
             offset = end
             if not pending.future.done():
-                pending.future.set_result(BatchResult(share, started - pending.enqueued_at, compute))
+                cost = compute * pending.rows / max(rows, 1)
+                pending.future.set_result(BatchResult(share, started - pending.enqueued_at, compute, cost))
 
     def _run_stacked(self, batch: list[_Pending], rows: int) -> list[np.ndarray]:
         if len(batch) == 1:

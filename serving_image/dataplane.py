@@ -91,10 +91,18 @@ class _BatchMetrics:
         self._depth = metrics.queue_depth.labels(model, version)
         self.queue_seconds = metrics.queue_seconds.labels(model, version)
         self._compute_seconds = metrics.compute_seconds.labels(model, version)
+        self._request_compute = metrics.request_compute_seconds.labels(model, version)
+        self._request_compute_squares = metrics.request_compute_seconds_squares.labels(model, version)
 
     def on_batch(self, rows: int, compute_seconds: float) -> None:
         self._batch_size.observe(rows)
         self._compute_seconds.observe(compute_seconds)
+
+    def on_request(self, compute_share: float) -> None:
+        """One request answered: its share of compute (0 from the response cache), and its square for
+        the variance (servectl/experiments/cost.py)."""
+        self._request_compute.observe(compute_share)
+        self._request_compute_squares.inc(compute_share * compute_share)
 
     def on_queue_depth(self, depth: int) -> None:
         self._depth.set(depth)
@@ -297,6 +305,7 @@ class DataPlane:
         batcher, observer = self._batchers[key]
         result = await batcher.submit(feeds, rows, trace)
         observer.queue_seconds.observe(result.queue_seconds)
+        observer.on_request(result.compute_share)
         quality = self.quality.version(*key)
         return InferResponse(
             model=target.model.name,
@@ -325,12 +334,15 @@ class DataPlane:
         digest = cache_key(request.inputs, [runtime.outputs[index].name for index in indices])
         arrays = cache.get(digest)
         (misses if arrays is None else hits).inc()
+        if arrays is not None:
+            self._batchers[key][1].on_request(0.0)  # a hit runs nothing
         if self.tracing is not None and trace is not None:
             self.tracing.mark_cache(trace, hit=arrays is not None)
         if arrays is None:
             batcher, observer = self._batchers[key]
             result = await batcher.submit(*work, trace)
             observer.queue_seconds.observe(result.queue_seconds)
+            observer.on_request(result.compute_share)
             arrays = [result.outputs[index] for index in indices]
             cache.put(digest, arrays)
         return InferResponse(

@@ -15,7 +15,15 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    generate_latest,
+    multiprocess,
+)
 
 UNKNOWN = "_unknown"
 _LATENCY_BUCKETS = (
@@ -65,6 +73,16 @@ class Metrics:
         self.compute_seconds = Histogram(
             "serving_compute_duration_seconds", "ONNX Runtime time per batch run.",
             ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        # Compute per request (the experiment's cost guardrail, servectl/experiments/cost.py): each request's
+        # share of its batch's run by rows, with the squares for the variance; no quantiles (multiprocess).
+        self.request_compute_seconds = Summary(
+            "serving_request_compute_seconds", "Each request's share of ONNX Runtime time, by its rows.",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.request_compute_seconds_squares = Counter(
+            "serving_request_compute_seconds_squares", "Sum of the squared per-request compute shares.",
+            ["model", "version"], registry=r,
         )  # fmt: skip
         self.batch_size = Histogram(
             "serving_batch_size", "Rows per ONNX Runtime run.", ["model", "version"],

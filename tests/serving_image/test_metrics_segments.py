@@ -80,3 +80,19 @@ def test_segments_map_headers_to_bounded_values() -> None:
         "other",
     ]
     assert Segments().of({"x-segment": "free"}) == "other", "no segments configured: everything is other"
+
+
+def test_each_answered_request_adds_its_share_of_compute(server: ServerProcess) -> None:
+    for _ in range(4):
+        assert _post(server, BODY) == 200
+    text = requests.get(server.base + "/metrics", timeout=5).text
+    labels = {"model": "doubler", "version": "1"}
+    count = sample(text, "serving_request_compute_seconds_count", **labels)
+    total = sample(text, "serving_request_compute_seconds_sum", **labels)
+    squares = sample(text, "serving_request_compute_seconds_squares_total", **labels)
+    batches = sample(text, "serving_compute_duration_seconds_sum", **labels)
+    assert count == 4, f"one observation per answered request, not {count}"
+    assert 0 < total <= batches + 1e-9, (
+        f"the shares ({total}) add up to at most the batches' time ({batches})"
+    )
+    assert 0 < squares <= total * total, "the sum of squares of positive shares is at most their squared sum"
