@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from servectl.experiments import latency, rate_ratio, stats
+from servectl.experiments import cost, latency, rate_ratio, segments, stats
 from servectl.experiments.promql import VersionCounts
 
 FEEDBACK_METRICS = ("conversion", "value", "accuracy")
@@ -61,7 +61,18 @@ class Thresholds:
     value_margin: float = 0.05
     """Promotion needs the value difference's lower bound above minus this many standard deviations."""
     optional_metrics: frozenset[str] = frozenset()
-    """Feedback metrics the stack marks optional: not yet measurable, they do not hold promotion."""
+    """Feedback metrics (and `cost`) the stack marks optional: not yet measurable, they do not hold
+    promotion."""
+    segments: tuple[str, ...] = ()
+    """Key user segments, each guarded (servectl/experiments/segments.py): a regression in one holds."""
+    cost_margin: float = 1.2
+    """Promotion needs the candidate's compute per request shown at most this many times the baseline's."""
+    cost_floor_seconds: float = 0.0001
+    """Or shown at most this much compute per request above it (0.1 ms): a floor for tiny models."""
+    cost_tau: float = 0.1
+    """Mixture sd of the cost test, in standard deviations of the per-request compute."""
+    cost_min_requests: int = 100
+    """Requests with a compute figure per version before the cost test runs."""
 
     @property
     def rollback_alpha(self) -> float:
@@ -90,6 +101,8 @@ class Findings:
     statistics: dict[str, Any] = field(default_factory=dict)
     regressions: list[str] = field(default_factory=list)
     unproven: list[str] = field(default_factory=list)
+    holds: list[str] = field(default_factory=list)
+    """Findings that hold the rollout at its step without rolling back (a key segment regressed)."""
 
 
 def _sum(counts: list[VersionCounts], key: str) -> float:
@@ -132,7 +145,45 @@ def run_checks(arms: Arms, th: Thresholds) -> Findings:
     _conversion(arms, th, found)
     _value(arms, th, found)
     _accuracy(arms, th, found)
+    _segments(arms, th, found)
+    _cost(arms, th, found)
     return found
+
+
+def _segments(arms: Arms, th: Thresholds, found: Findings) -> None:
+    """The per-segment error guards, splitting the error test's share of alpha."""
+    guards, holds = segments.segment_guards(
+        arms.base, arms.cand, th.segments, alpha=th.rollback_alpha, tau=th.error_ratio_tau,
+        margin=th.error_ratio_margin, prior_p=arms.prior_p,
+    )  # fmt: skip
+    found.statistics |= guards
+    found.holds.extend(holds)
+
+
+def _cost(arms: Arms, th: Thresholds, found: Findings) -> None:
+    """Compute per request within `cost_margin` of the baseline's, else promotion waits."""
+    result = cost.compute_noninferiority(
+        arms.base, arms.cand, margin=th.cost_margin, floor=th.cost_floor_seconds, tau=th.cost_tau,
+        alpha=th.alpha, min_requests=th.cost_min_requests,
+    )  # fmt: skip
+    found.statistics[cost.KEY] = result.statistics
+    figures = result.statistics
+    if not result.measured:
+        if cost.KEY not in th.optional_metrics:
+            found.unproven.append(
+                f"cost: compute per request not measured yet ({figures['requests'][0]:.0f} and "
+                f"{figures['requests'][1]:.0f} requests with a compute figure, {th.cost_min_requests} per "
+                "version needed; servers export serving_request_compute_seconds)"
+            )
+        return
+    if not result.shown:
+        ratio = figures["ratio"]
+        found.unproven.append(
+            f"cost: v{arms.candidate}'s compute per request not yet shown within {th.cost_margin}x of "
+            f"v{arms.baseline}'s nor within +{th.cost_floor_seconds * 1000:g} ms "
+            f"({figures['candidate_seconds'] * 1000:.3g} ms vs "
+            f"{figures['baseline_seconds'] * 1000:.3g} ms, ratio {ratio})"
+        )
 
 
 def _errors(arms: Arms, th: Thresholds, found: Findings) -> None:

@@ -231,7 +231,10 @@ def decide(inputs: Inputs, schedule: Schedule, th: Thresholds) -> Analysis:
         th,
     )
     checks, regressions, unproven = found.statistics, found.regressions, found.unproven
-    verdict = _halt(inputs, schedule, srm_reason, regressions) or _progress(inputs, schedule, unproven)
+    held = (HOLD, found.holds, 0) if found.holds else None  # a key segment regressed (segments.py)
+    verdict = (
+        _halt(inputs, schedule, srm_reason, regressions) or held or _progress(inputs, schedule, unproven)
+    )
     decision, reasons, failed = verdict
     current = inputs.weights.get(inputs.candidate, 0)
     weights = {

@@ -66,6 +66,16 @@ class VersionCounts:
     """Live requests the weights assigned at random (`assignment="weighted"`, every outcome)."""
     sticky_users: float = 0.0
     """Users assigned by their sticky key, at their first request a server process saw."""
+    segment_requests: dict[str, float] = field(default_factory=dict)
+    """Live requests (as `requests`) per user segment (the counter's `segment` label)."""
+    segment_errors: dict[str, float] = field(default_factory=dict)
+    """Their errors (as `errors`) per segment."""
+    computed: float = 0.0
+    """Requests whose compute share was recorded (every answered request, response-cache hits at 0)."""
+    compute_sum: float = 0.0
+    """Their compute shares' sum, seconds."""
+    compute_squares: float = 0.0
+    """The sum of their squares."""
 
     @property
     def randomised(self) -> float:
@@ -88,6 +98,11 @@ class VersionCounts:
             "latency_buckets": {str(k): v for k, v in sorted(self.latency_buckets.items())},
             "weighted": self.weighted,
             "sticky_users": self.sticky_users,
+            "segments": {
+                s: {"requests": n, "errors": self.segment_errors.get(s, 0.0)}
+                for s, n in sorted(self.segment_requests.items())
+            },
+            "compute": {"requests": self.computed, "sum": self.compute_sum, "squares": self.compute_squares},
         }
 
 
@@ -145,7 +160,11 @@ def selectors(model: str) -> dict[str, str]:
     sel = f'model="{model}"'
     return {
         "requests": f"serving_requests_total{{{sel},protocol=~{LIVE_PROTOCOLS}}}",
-        "latency": f"serving_request_duration_seconds_bucket{{{sel},protocol=~{LIVE_PROTOCOLS}}}",
+        # Successful requests only: a fast error must not make a version look quick, nor a slow timeout
+        # count twice (as an error and as latency).
+        "latency": (
+            f'serving_request_duration_seconds_bucket{{{sel},protocol=~{LIVE_PROTOCOLS},outcome_class="success"}}'
+        ),
         "feedback": f"serving_feedback_total{{{sel}}}",
         "value_sum": f"serving_feedback_value_total{{{sel}}}",
         "value_squares": f"serving_feedback_value_squares_total{{{sel}}}",
@@ -153,12 +172,27 @@ def selectors(model: str) -> dict[str, str]:
         # The units of the sample-ratio test (servectl/experiments/srm.py): only what was randomised.
         "weighted": f'serving_requests_total{{{sel},protocol=~{LIVE_PROTOCOLS},assignment="weighted"}}',
         "sticky_users": f"serving_sticky_users_total{{{sel}}}",
+        # The cost guardrail (servectl/experiments/cost.py): each request's share of compute.
+        "computed": f"serving_request_compute_seconds_count{{{sel}}}",
+        "compute_sum": f"serving_request_compute_seconds_sum{{{sel}}}",
+        "compute_squares": f"serving_request_compute_seconds_squares_total{{{sel}}}",
     }
 
 
 def _key(name: str, labels: dict[str, str]) -> tuple[str, str, str]:
     extra = {"requests": "outcome", "latency": "le", "feedback": "kind", "labels": "outcome"}.get(name)
     return name, labels.get("version", ""), labels.get(extra, "") if extra else ""
+
+
+def _add_segment(counts: VersionCounts, name: str, labels: dict[str, str], value: float) -> None:
+    """A request series' count into its segment's (a server without segments counts as `other`)."""
+    outcome = labels.get("outcome", "")
+    if name != "requests" or outcome in {"client_error", "not_found"}:
+        return
+    segment = labels.get("segment", "other")
+    counts.segment_requests[segment] = counts.segment_requests.get(segment, 0.0) + value
+    if outcome in ERROR_OUTCOMES:
+        counts.segment_errors[segment] = counts.segment_errors.get(segment, 0.0) + value
 
 
 def _series_id(name: str, labels: dict[str, str]) -> str:
@@ -207,6 +241,7 @@ def read_window(prom: Prometheus, model: str, start: float | None, end: float | 
         if start is None:
             for labels, value in prom.query(selector, end):
                 _add(window.versions[labels.get("version", "")], _key(name, labels), value)
+                _add_segment(window.versions[labels.get("version", "")], name, labels, value)
             continue
         bases = {
             _series_id(name, labels): (value, stamp) for labels, value, stamp in _bases(prom, selector, start)
@@ -222,6 +257,7 @@ def read_window(prom: Prometheus, model: str, start: float | None, end: float | 
             if counted.unreconciled:
                 window.unreconciled.append(series)
             _add(window.versions[labels.get("version", "")], _key(name, labels), counted.count)
+            _add_segment(window.versions[labels.get("version", "")], name, labels, counted.count)
     window.versions = dict(window.versions)
     return window
 
@@ -270,3 +306,5 @@ def _add(counts: VersionCounts, key: tuple[str, str, str], value: float) -> None
         counts.weighted += value
     elif name == "sticky_users":
         counts.sticky_users += value
+    elif name in {"computed", "compute_sum", "compute_squares"}:
+        setattr(counts, name, getattr(counts, name) + value)

@@ -45,6 +45,10 @@ class Version:
     conversion: float = 0.3
     feedback: float = 0.5
     """Share of requests whose conversion is reported."""
+    compute: tuple[float, float] = (0.002, 0.001)
+    """Mean and sd of compute seconds per request. Added as their expectations, without noise (and without
+    drawing from the generator, so the other tests' draws are unchanged): the cost guardrail's own error
+    rates are simulated in tests/servectl/experiments/test_cost.py."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +88,10 @@ def _serve(rng: np.random.Generator, counts: list[VersionCounts], n: int, versio
         c.errors += errors
         c.converted += converted
         c.not_converted += feedback - converted
+        mean, sd = version.compute
+        c.computed += n
+        c.compute_sum += n * mean
+        c.compute_squares += n * (mean * mean + sd * sd)
         for bound, count in zip(BOUNDS, cumulative.tolist(), strict=True):
             c.latency_buckets[bound] = c.latency_buckets.get(bound, 0.0) + count
 

@@ -19,9 +19,10 @@ QUICK = {0.005: 950.0, 0.01: 995.0, 0.025: 1000.0, INF: 1000.0}
 
 HALF = {"1": 50, "2": 50}
 SCHEDULE = Schedule(steps=(5, 25, 50, 100), min_samples=500, failed_checks=1)
-TH = Thresholds(optional_metrics=frozenset(FEEDBACK_METRICS), error_margin=0.01)
-"""The tests' settings: feedback metrics optional and a one-point error floor, so that each test states
-only what it varies (test_checks_errors.py tests the error gate at its defaults)."""
+TH = Thresholds(optional_metrics=frozenset({*FEEDBACK_METRICS, "cost"}), error_margin=0.01)
+"""The tests' settings: feedback metrics and cost optional and a one-point error floor, so that each test
+states only what it varies (test_checks_errors.py tests the error gate at its defaults, test_cost.py the
+cost guard; `arm` still gives compute figures, so cost is checked where they exist)."""
 
 
 def arm(
@@ -36,10 +37,12 @@ def arm(
     labelled: float = 0.0,
     weighted: float | None = None,
     sticky_users: float = 0.0,
+    compute: tuple[float, float] | None = (0.002, 0.001),
 ) -> VersionCounts:
     """One version's counts: `latency` per 1,000 requests (scaled to `requests`; None: no histogram),
     `converted` of `feedback` conversions, `values` as (count, mean, sd), `correct` of `labelled` rows;
-    `weighted` of the requests assigned by the weights (default: all of them)."""
+    `weighted` of the requests assigned by the weights (default: all of them); `compute` the mean and sd
+    of compute seconds per request (None: the servers export none)."""
     counts = VersionCounts(
         requests=requests,
         weighted=requests if weighted is None else weighted,
@@ -51,6 +54,9 @@ def arm(
         incorrect=labelled - correct,
         latency_buckets={b: n * requests / 1000 for b, n in (latency or {}).items()},
     )
+    if compute is not None:
+        counts.computed, counts.compute_sum = requests, requests * compute[0]
+        counts.compute_squares = (requests - 1) * compute[1] ** 2 + requests * compute[0] ** 2
     if values is not None:
         n, mean, sd = values
         counts.values, counts.value_sum = n, n * mean

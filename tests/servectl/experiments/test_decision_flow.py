@@ -226,7 +226,15 @@ def test_an_analysis_records_statistics_of_every_check_and_the_counts_it_judged(
     base = arm(5000, 50, converted=600, feedback=2000, values=(100, 10.0, 4.0))
     cand = arm(5000, 60, latency=QUICK, converted=610, feedback=2000, values=(100, 10.2, 4.0))
     result = decide(inputs(base, cand), SCHEDULE, TH)
-    assert list(result.statistics) == ["srm", "error_rate", "latency", "conversion", "value", "accuracy"], (
+    assert list(result.statistics) == [
+        "srm",
+        "error_rate",
+        "latency",
+        "conversion",
+        "value",
+        "accuracy",
+        "cost",
+    ], (  # fmt: skip
         result.statistics
     )
     assert result.statistics["srm"]["tested"] is True, result.statistics["srm"]
