@@ -88,6 +88,7 @@ def _experiment(options: dict[str, Any], target: Target) -> Experiment:
             error_margin=options["error_margin"],
             error_ratio_margin=options["error_ratio_margin"],
             optional_metrics=optional,
+            segments=schedule.segments,
         ),
         gate_passed=_gate(options["gate"]),
     )

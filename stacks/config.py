@@ -321,10 +321,35 @@ def _rollout(node: _Node) -> Rollout | None:
         optional_metrics=_optional_metrics(node),
         **_settle(node),
         **_guard(node, steps),
+        **_segments(node.optional("segments")),
     )
 
 
-def _settle(rollout: _Node) -> dict[str, int]:
+_SEGMENT_HEADER = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_SEGMENT_VALUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+MAX_SEGMENTS = 16
+"""Segment values a rollout may guard: each adds series to the servers' request counter (bounded)."""
+
+
+def _segments(node: _Node) -> dict[str, Any]:
+    """`segments: {header, values}`: the key user segments the experiment guards (docs/experiments.md).
+
+    The same bounds the server applies (serving_image/segments.py), checked here so a bad value fails the
+    preview with its key rather than a pod at start."""
+    if node.value is None:
+        return {}
+    header = node.string("header", _SEGMENT_HEADER)
+    values_node = node.child("values")
+    values = tuple(item.value for item in values_node.items())
+    for item in values_node.items():
+        if not isinstance(item.value, str) or not _SEGMENT_VALUE.match(item.value) or item.value == "other":
+            raise item.fail(f"{item.value!r} must be 1-32 of [a-z0-9_-], alphanumeric first, and not 'other'")
+    if not values or len(values) > MAX_SEGMENTS or len(set(values)) != len(values):
+        raise values_node.fail(f"must list 1 to {MAX_SEGMENTS} distinct segment values, got {list(values)}")
+    return {"segment_header": header, "segment_values": values}
+
+
+def _settle(rollout: _Node) -> dict[str, Any]:
     """`settleSeconds`, when given (0..3600: an hour of waiting per step is already a stalled rollout)."""
     if rollout.optional("settleSeconds").value is None:
         return {}

@@ -345,6 +345,10 @@ class Rollout:
 
 FEEDBACK_METRICS = ("conversion", "value", "accuracy")
 """The experiment's metrics that come from feedback (servectl/experiments/checks.py checks the same names)."""
+    segment_header: str = ""
+    """The request header naming the user segment (e.g. `x-segment`); empty: no segment guards."""
+    segment_values: tuple[str, ...] = ()
+    """The key segments: counted apart by the servers and each guarded by the experiment."""
 
 
 @dataclass(frozen=True, kw_only=True)

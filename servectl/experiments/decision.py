@@ -51,6 +51,9 @@ class Schedule:
     "The window"): one 15 s scrape interval, so each counter's base sample is taken under the new
     weights, plus 15 s for requests queued or in flight at the switch."""
 
+    segments: tuple[str, ...] = ()
+    """The stack's key user segments, each guarded (servectl/experiments/segments.py)."""
+
     @property
     def guard_step(self) -> int | None:
         """The candidate's percent during the guard, or None without one."""

@@ -80,6 +80,7 @@ class StackTarget:
             settle_seconds=rollout.settle_seconds,
             holdback_percent=rollout.holdback_percent,
             guard_seconds=rollout.guard_seconds,
+            segments=rollout.segment_values,
         )
 
     def optional_metrics(self) -> frozenset[str]:

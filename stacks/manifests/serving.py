@@ -201,6 +201,18 @@ def callbacks_on(spec: ServingSpec) -> bool:
     return spec.model.async_workers is not None and bool(spec.callback_hosts)
 
 
+def segment_env(spec: ServingSpec) -> list[dict[str, Any]]:
+    """The rollout's key segments, which the server counts apart (the `segment` label of its request
+    counter). The mesh passes the header through untouched: no route sets or strips it."""
+    rollout = spec.model.rollout
+    if rollout is None or not rollout.segment_values:
+        return []
+    return [
+        {"name": "SERVING_SEGMENT_HEADER", "value": rollout.segment_header},
+        {"name": "SERVING_SEGMENT_VALUES", "value": ",".join(rollout.segment_values)},
+    ]
+
+
 def queue_env(spec: ServingSpec) -> list[dict[str, Any]]:
     """What a model's pods need to take async requests (and its workers to consume them): the queue's URL from
     its Secret, never in the manifest, the model's stream and its bound, where large inputs and results go
@@ -280,6 +292,7 @@ def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
             {"name": "SERVING_DRAIN_DELAY_SECONDS", "value": str(DRAIN_DELAY_SECONDS)},
             {"name": "SERVING_GRACE_PERIOD_SECONDS", "value": str(GRACE_PERIOD_SECONDS)},
             *queue_env(spec),
+            *segment_env(spec),
         ],
         "startupProbe": _probe(loaded, 5, 60),
         "readinessProbe": _probe(loaded, 5, 3),
