@@ -164,10 +164,10 @@ _OPTIONS = [
     ),
     click.option(
         "--optional-metric",
-        type=click.Choice(FEEDBACK_METRICS),
+        type=click.Choice((*FEEDBACK_METRICS, "cost")),
         multiple=True,
-        help="A feedback metric the model gets none of: not measured, it does not hold promotion "
-        "(repeatable). Unmarked, a metric without feedback holds.",
+        help="A feedback metric the model gets none of, or cost for servers without compute counters: "
+        "not measured, it does not hold promotion (repeatable). Unmarked, an unmeasured metric holds.",
     ),
     click.option("--json", "as_json", is_flag=True, help="Print the log entry as JSON."),
 ]

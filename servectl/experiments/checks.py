@@ -7,7 +7,8 @@ drifts over time while the split changes does not look like a difference between
 Rollback tests share alpha (Bonferroni): each of the `ROLLBACK_TESTS` configured runs at alpha / their
 number, fixed before any data, so the chance that any of them ever fires on a candidate as good as the
 baseline is at most alpha. Promotion bounds are each at alpha: passing all of them wrongly is no likelier
-than passing one.
+than passing one. The segment guards (segments.py) split the error test's share among the key segments and
+only hold; the cost guardrail (cost.py) is a promotion bound.
 """
 
 import math

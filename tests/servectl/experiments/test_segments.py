@@ -2,11 +2,13 @@
 key segment is held, not rolled back; the guards split the error test's share of alpha."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from servectl.experiments.decision import HOLD, PROMOTE, decide
 from servectl.experiments.promql import VersionCounts
+from servectl.experiments.targets import ROOT, StackTarget
 from tests.servectl.experiments.decision_inputs import SCHEDULE, TH, arm, inputs
 
 SEGMENTED = replace(TH, segments=("enterprise", "free"))
@@ -76,3 +78,15 @@ def test_a_segment_with_no_traffic_yet_does_not_hold() -> None:
     result = decide(inputs(base, cand), SCHEDULE, SEGMENTED)
     assert result.decision == PROMOTE, result.reasons
     assert result.statistics["segment:enterprise"]["requests"] == [0, 0], result.statistics
+
+
+def test_the_stacks_segments_reach_the_schedule(tmp_path: Path) -> None:
+    text = (ROOT / "Pulumi.eu-prod.yaml").read_text()
+    anchor = "        failedChecks: 2\n"
+    assert anchor in text, "the eu-prod classifier's rollout block"
+    segments = "        segments: {header: x-segment, values: [enterprise, free]}\n"
+    (tmp_path / "Pulumi.eu-prod.yaml").write_text(text.replace(anchor, anchor + segments, 1))
+    schedule = StackTarget("eu-prod", "tabular-classifier", root=tmp_path).schedule()
+    assert schedule is not None and schedule.segments == ("enterprise", "free"), schedule
+    shipped = StackTarget("eu-prod", "tabular-classifier").schedule()
+    assert shipped is not None and shipped.segments == (), "the shipped stack guards no segments"
