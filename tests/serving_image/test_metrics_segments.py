@@ -4,8 +4,10 @@ on a real server process: segments bounded to the configured values, latency spl
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as grpcclient
 
 from serving_image.segments import Segments, parse_values
 from tests.serving_image.conftest import ServerProcess, doubler_graph, save_model, start_server
@@ -96,3 +98,17 @@ def test_each_answered_request_adds_its_share_of_compute(server: ServerProcess) 
         f"the shares ({total}) add up to at most the batches' time ({batches})"
     )
     assert 0 < squares <= total * total, "the sum of squares of positive shares is at most their squared sum"
+
+
+def test_grpc_requests_take_their_segment_from_the_metadata(server: ServerProcess) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    data = grpcclient.InferInput("x", [1, 4], "FP32")
+    data.set_data_from_numpy(np.array([[1, 2, 3, 4]], dtype=np.float32))
+    for segment in ("free", "free", "unknown-to-the-server"):
+        client.infer("doubler", [data], headers={"x-segment": segment})
+    text = requests.get(server.base + "/metrics", timeout=5).text
+    counted = {
+        s: sample(text, "serving_requests_total", protocol="grpc", outcome="success", segment=s)
+        for s in ("free", "enterprise", "other")
+    }
+    assert counted == {"free": 2, "enterprise": 0, "other": 1}, counted
