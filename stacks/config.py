@@ -365,7 +365,7 @@ def _optional_metrics(rollout: _Node) -> tuple[str, ...]:
     return tuple(sorted(set(names)))
 
 
-def _guard(rollout: _Node, steps: tuple[int, ...]) -> dict[str, int]:
+def _guard(rollout: _Node, steps: tuple[int, ...]) -> dict[str, Any]:
     """`holdbackPercent` (1..50) and `guardSeconds` (60..604800): the post-promotion guard, when given.
 
     The guard step (100 minus the holdback) must lie above every step but the last, or the schedule would

@@ -341,14 +341,14 @@ class Rollout:
     """The baseline's share during the post-promotion guard (0: no guard)."""
     guard_seconds: int = 3600
     """How long the guard lasts without a regression before the candidate takes all traffic."""
-
-
-FEEDBACK_METRICS = ("conversion", "value", "accuracy")
-"""The experiment's metrics that come from feedback (servectl/experiments/checks.py checks the same names)."""
     segment_header: str = ""
     """The request header naming the user segment (e.g. `x-segment`); empty: no segment guards."""
     segment_values: tuple[str, ...] = ()
     """The key segments: counted apart by the servers and each guarded by the experiment."""
+
+
+FEEDBACK_METRICS = ("conversion", "value", "accuracy")
+"""The experiment's metrics that come from feedback (servectl/experiments/checks.py checks the same names)."""
 
 
 @dataclass(frozen=True, kw_only=True)
