@@ -301,20 +301,23 @@ def controller_command(
     except (ExperimentError, FileNotFoundError, KeyError, ValueError, RuntimeError) as error:
         raise click.ClickException(str(error).strip("'\"")) from error
     emitter: Emitter = NoEmitter()
+    metrics, mesh = Metrics(CollectorRegistry()), None
     if virtual_service is not None:
         from servectl.experiments.kube import EventEmitter, VirtualServiceTarget
+        from servectl.experiments.mesh_weights import MeshWeights
 
         assert isinstance(target, VirtualServiceTarget)
         pod = os.environ.get("POD_NAME") or socket.gethostname()
         emitter = EventEmitter(target.api, target.namespace, target.name, pod)
-    metrics = Metrics(CollectorRegistry())
+        # The pods' gauge says nothing of the mesh's split: Istio's own confirmation starts a step's window.
+        exp, mesh = replace(exp, confirm_source="mesh"), MeshWeights(metrics.registry, target)
     server = serve_metrics(metrics.registry, metrics_host, metrics_port)
     every = interval or float(exp.schedule.interval_seconds)
     click.echo(
         f"controller: {exp.model} every {every:g}s, metrics on {metrics_host}:{metrics_port}", err=True
     )
     try:
-        outcomes = Controller(exp, target, metrics, emitter).run(
+        outcomes = Controller(exp, target, metrics, emitter, mesh=mesh).run(
             every, max_analyses=max_analyses, until_done=until_done
         )
     finally:

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from servectl.experiments import log
 from servectl.experiments.decision import ROLLBACK
+from servectl.experiments.mesh_weights import MeshWeights
 from servectl.experiments.promql import PrometheusError
 from servectl.experiments.run import Experiment, ExperimentError, analyze, apply
 from servectl.experiments.targets import Target
@@ -155,9 +156,14 @@ class Controller:
     metrics: Metrics
     emitter: Emitter
     echo: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+    mesh: MeshWeights | None = None
+    """In the mesh: confirms each patch from Istio's status and exports the confirmed weights."""
+    patched_at: float = 0.0
+    """When this controller last changed the weights (the mesh's confirmation counts from then)."""
 
     def tick(self) -> str:
         """One interval: the decision applied, or `IDLE` between experiments."""
+        self._confirm_mesh()
         weights = self.target.weights()
         if ended(self.experiment, weights) or not has_candidate(self.experiment, weights):
             self.metrics.active.labels(self.experiment.model).set(0)
@@ -169,12 +175,28 @@ class Controller:
             self._failed("apply", error)
             return f"error: {entry['decision']} not applied: {error}"
         self.metrics.record(entry)
+        if entry["next_weights"] != entry["weights"]:
+            self.patched_at = time.time()
+            self._confirm_mesh()  # Istio may have reconciled already: the window need not wait an interval
         self.echo(f"{self.experiment.model}: {applied}; " + "; ".join(entry["reasons"]))
         try:
             self.emitter.emit(entry, applied)
         except RETRIED as error:  # the decision stands and is logged; only its Event is missing
             self._failed("event", error)
         return str(entry["decision"])
+
+    def _confirm_mesh(self) -> None:
+        """Export the mesh's weights once Istio confirms them; say why not otherwise. A failure to read
+        the VirtualService is counted (stage `mesh`) and the analysis goes on: it holds, unconfirmed."""
+        if self.mesh is None:
+            return
+        try:
+            confirmation = self.mesh.refresh(self.patched_at)
+        except RETRIED as error:
+            self._failed("mesh", error)
+            return
+        if confirmation.reason is not None:
+            self.echo(f"{self.experiment.model}: mesh not confirmed: {confirmation.reason}")
 
     def _restore(self) -> None:
         """Rollbacks from the log (on its volume) back into the gauge, so a restarted pod keeps

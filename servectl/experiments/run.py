@@ -51,6 +51,8 @@ class Experiment:
     """Load-test SLO result, if one is given."""
     start: float | None = None
     """Where the first analysis puts the experiment's start (None: at its own time)."""
+    confirm_source: str | None = None
+    """Whose `serving_variant_weight` confirms a step: the servers' (None) or the mesh's (`mesh`)."""
 
 
 def arms(weights: dict[str, int], baseline: str | None, candidate: str | None) -> tuple[str, str]:
@@ -102,7 +104,7 @@ def replay(experiment: Experiment, start: float, end: float, weights: dict[str, 
     The weights are those every server reported at `end` (`weights`, the configured ones, only when no
     server reported any); the step boundary is read back as the analysis at `end` read it."""
     prom = Prometheus(experiment.prometheus)
-    applied = _weights_at(prom, experiment.model, end)
+    applied = _weights_at(prom, experiment.model, end, experiment.confirm_source)
     if applied:
         # Servers report 0 for every version they loaded; only the configured ones and those with traffic
         # take part, so a loaded but unconfigured version is not taken for the candidate.
@@ -115,8 +117,8 @@ def replay(experiment: Experiment, start: float, end: float, weights: dict[str, 
     return _judge(experiment, prom, (baseline, candidate), weights, state, start, end, event="replay")
 
 
-def _weights_at(prom: Prometheus, model: str, at: float) -> dict[str, int] | None:
-    servers = window.reported(prom, model, at)
+def _weights_at(prom: Prometheus, model: str, at: float, source: str | None) -> dict[str, int] | None:
+    servers = window.reported(prom, model, at, source)
     distinct = {tuple(sorted(seen.items())) for seen in servers.values()}
     if len(distinct) > 1:
         shown = "; ".join(sorted(window.show(dict(d)) for d in distinct))
@@ -178,7 +180,9 @@ def _boundary(
     """Where the current step's window begins (None: at the experiment's start), or why it has not yet."""
     if state.step_start is None:
         return None, None
-    confirmed = window.confirm(prom, experiment.model, weights, state.step_start, end)
+    confirmed = window.confirm(
+        prom, experiment.model, weights, state.step_start, end, experiment.confirm_source
+    )
     if confirmed.confirmed_at is None:
         return None, confirmed.reason
     begins = confirmed.confirmed_at + experiment.schedule.settle_seconds

@@ -108,6 +108,9 @@ class ServerTarget:
     repository: Path
     model: str
     pid: int | None
+    pid_files: tuple[Path, ...] = ()
+    """Files each holding one server's pid, written by whatever supervises the servers; read at every
+    apply, so a server restarted under a new pid is still signalled (several servers, one repository)."""
 
     @property
     def path(self) -> Path:
@@ -127,13 +130,34 @@ class ServerTarget:
         return None
 
     def apply(self, weights: dict[str, int]) -> str:
-        """Write config.yaml and send SIGHUP, so the server re-reads it."""
+        """Write config.yaml and send SIGHUP, so the server re-reads it; with `pid_files`, to every server."""
         weights_file.set_model_config_weights(self.path, weights)
         written = f"wrote {_show(weights)} into {self.path}"
-        if self.pid is None:
+        if self.pid is None and not self.pid_files:
             return f"{written}; send the server SIGHUP to apply them (kill -HUP <pid>)"
-        os.kill(self.pid, signal.SIGHUP)
-        return f"{written}; sent SIGHUP to server pid {self.pid}"
+        done = []
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGHUP)
+            done.append(f"sent SIGHUP to server pid {self.pid}")
+        done += [_hangup(path) for path in self.pid_files]
+        return f"{written}; " + "; ".join(done)
+
+
+def _hangup(pid_file: Path) -> str:
+    """SIGHUP the server whose pid the file holds. A server that is gone (no file, or no such process) is
+    skipped, not an error: a server reads config.yaml when it starts, so one started later applies the
+    weights anyway, and the window waits for every server still reporting (window.confirm)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except FileNotFoundError:
+        return f"no server: {pid_file} does not exist"
+    except ValueError:
+        raise ValueError(f"{pid_file} does not hold a pid: {pid_file.read_text()[:40]!r}") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return f"server pid {pid} (from {pid_file.name}) is gone"
+    return f"sent SIGHUP to server pid {pid} (from {pid_file.name})"
 
 
 def _show(weights: dict[str, int]) -> str:
