@@ -9,7 +9,9 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import replace
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,10 @@ class Recorder(BaseHTTPRequestHandler):
     vs: dict[str, Any] = {}
     calls: list[tuple[str, str, str, str, Any]] = []
     conflict = False
+    store = False
+    """Keep what a patch writes, bumping generation and resourceVersion, as the API server does."""
+    reconcile: str | None = None
+    """With `store`: the Reconciled condition Istio then reports for the new generation (None: none)."""
 
     def _answer(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()
@@ -74,9 +80,13 @@ class Recorder(BaseHTTPRequestHandler):
         self._answer(200, self.vs)
 
     def do_PATCH(self) -> None:
-        self._record()
+        patch = self._record()
         if self.conflict:
             self._answer(422, {"kind": "Status", "message": "the server rejected our request: test failed"})
+            return
+        if self.store:
+            Recorder.vs = patched(self.vs, patch, self.reconcile)
+            self._answer(200, Recorder.vs)
             return
         self._answer(200, self.vs | {"metadata": self.vs["metadata"] | {"resourceVersion": "42"}})
 
@@ -87,10 +97,34 @@ class Recorder(BaseHTTPRequestHandler):
         """Quiet."""
 
 
+def reconciled(state: str, generation: int) -> dict[str, Any]:
+    """The status Istio writes with config status on: the generation's Reconciled condition, from now."""
+    now = datetime.now(UTC).isoformat()
+    condition = {"type": "Reconciled", "status": state, "observedGeneration": generation,
+                 "lastTransitionTime": now, "message": "" if state == "True" else "1/2 proxies"}  # fmt: skip
+    return {"conditions": [condition], "observedGeneration": generation}
+
+
+def patched(vs: dict[str, Any], patch: list[dict[str, Any]], reconcile: str | None) -> dict[str, Any]:
+    """The object after a JSON patch replacing `/spec/http` (the only write the controller makes)."""
+    out = deepcopy(vs)
+    for op in patch:
+        if op["op"] == "replace" and op["path"] == "/spec/http":
+            out["spec"]["http"] = op["value"]
+    meta = out["metadata"]
+    meta["generation"] = int(meta.get("generation", 1)) + 1
+    meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+    out.pop("status", None)
+    if reconcile is not None:
+        out["status"] = reconciled(reconcile, meta["generation"])
+    return out
+
+
 @contextmanager
 def recording_api(tmp_path: Path, served: dict[str, Any]) -> Iterator[ApiServer]:
     """An `ApiServer` for the stand-in serving `served`, with a token file; stopped on exit."""
     Recorder.vs, Recorder.calls, Recorder.conflict = served, [], False
+    Recorder.store, Recorder.reconcile = False, None
     server = HTTPServer(("127.0.0.1", 0), Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -36,11 +36,11 @@ from tests.servectl.experiments.conftest import MODEL, make_repository
 
 pytestmark = pytest.mark.slow
 
-INTERVAL = 10.0
+INTERVAL = 12.0
 """The controller's interval: one for the churn and the load after it, one per later step."""
 QUIET = 1.5
 """Seconds without load either side of a tick: a 1 s scrape plus half a second of slack."""
-CHURN_AT = QUIET + 2.5
+CHURN_AT = QUIET + 1.0
 """Seconds after the experiment starts when one server restarts and the other stops."""
 WARMUP = 3.0
 """Seconds of load before the experiment: servers in service have counted traffic before it starts, and a
