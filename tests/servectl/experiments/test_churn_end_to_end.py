@@ -130,6 +130,18 @@ def _at_risk(prom: Prometheus, churn: Churn, answers: list[Answer]) -> list[Answ
     return risky
 
 
+def _wait_for_scrapes(prom: Prometheus, targets: int, timeout: float = 30.0) -> None:
+    """Until every target has been scraped successfully after now. (RunningPrometheus.wait_for_scrape
+    takes the minimum over the targets scraped so far, so it can return before a target's first scrape:
+    then that server's series start after the experiment and all it counted before is taken as new.)"""
+    after, deadline = time.time(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(prom.query(f"timestamp(up == 1) > {after:.3f}")) == targets:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"Prometheus did not scrape all {targets} servers within {timeout} s")
+
+
 def _run(tmp_path: Path, faults: str) -> Outcome:
     repository = make_repository(tmp_path, CONFIG.format(faults=faults))
     servers = {
@@ -153,7 +165,7 @@ def _run(tmp_path: Path, faults: str) -> Outcome:
             )
             warmup = time.monotonic() + WARMUP
             round_robin(MODEL, endpoints, warmup, threading.Event(), lambda now: False, [], [0])
-            prom.wait_for_scrape()  # both servers scraped before the experiment starts: its base samples
+            _wait_for_scrapes(Prometheus(prom.url), len(servers))  # the experiment's base samples
             began = time.time()
             thread = threading.Thread(
                 target=lambda: outcomes.extend(
@@ -246,7 +258,8 @@ def test_under_churn_a_degraded_candidate_is_rolled_back_by_the_controller(tmp_p
 
 def test_under_churn_a_healthy_candidate_is_promoted_and_completed_by_the_controller(tmp_path: Path) -> None:
     run = _run(tmp_path, "")
-    assert run.outcomes[-1] == "complete", f"outcomes: {run.outcomes}"
+    reasons = [e["reasons"] for e in run.entries if e["event"] == "analysis"]
+    assert run.outcomes[-1] == "complete", f"outcomes: {run.outcomes}: {reasons}"
     steps = [(e["decision"], e["weights"]) for e in run.entries if e["event"] == "step"]
     assert steps == [("promote", {"1": 0, "2": 100}), ("complete", {"1": 0, "2": 100})], steps
     promote, *_, complete = _deciding(run)
