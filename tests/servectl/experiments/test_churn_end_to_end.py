@@ -142,7 +142,47 @@ def _wait_for_scrapes(prom: Prometheus, targets: int, timeout: float = 30.0) -> 
     raise TimeoutError(f"Prometheus did not scrape all {targets} servers within {timeout} s")
 
 
+def _controller(prometheus: str, tmp_path: Path, repository: Path) -> Controller:
+    pids = (tmp_path / "a.pid", tmp_path / "b.pid")
+    experiment = _experiment(prometheus, tmp_path / "experiment.jsonl")
+    target = ServerTarget(repository, MODEL, None, pid_files=pids)
+    return Controller(experiment, target, Metrics(CollectorRegistry()), NoEmitter(), echo=lambda line: None)
+
+
+def _drive(
+    controller: Controller, endpoints: Endpoints, churn: threading.Timer
+) -> tuple[list[str], list[Answer], int]:
+    """Run the controller on its schedule in a thread under round-robin load that pauses around its ticks,
+    with the churn on its timer; until the experiment ends, bounded by HARD_TIMEOUT."""
+    outcomes: list[str] = []
+    answers: list[Answer] = []
+    sent, stop, began = [0], threading.Event(), time.time()
+
+    def quiet(now: float) -> bool:
+        since = (now - began) % INTERVAL
+        return since < QUIET or since > INTERVAL - QUIET
+
+    def steps() -> None:
+        outcomes.extend(controller.run(INTERVAL, max_analyses=MAX_ANALYSES, until_done=True))
+
+    thread = threading.Thread(target=steps, daemon=True)
+    load = threading.Thread(
+        target=round_robin,
+        args=(MODEL, endpoints, time.monotonic() + HARD_TIMEOUT, stop, quiet, answers, sent),
+        daemon=True,
+    )
+    for started in (thread, churn, load):
+        started.start()
+    thread.join(timeout=HARD_TIMEOUT)
+    stop.set()
+    load.join(timeout=10)
+    assert not thread.is_alive(), f"the controller did not end the experiment in {HARD_TIMEOUT} s"
+    churn.join(timeout=90)
+    return outcomes, answers, sent[0]
+
+
 def _run(tmp_path: Path, faults: str) -> Outcome:
+    """Two servers, Prometheus, warm-up traffic, then the controller under load and churn."""
     repository = make_repository(tmp_path, CONFIG.format(faults=faults))
     servers = {
         name: start(
@@ -150,58 +190,25 @@ def _run(tmp_path: Path, faults: str) -> Outcome:
         )
         for name in ("a", "b")
     }
-    endpoints = Endpoints({servers[n].http_port: n for n in ("a", "b")})
-    answers: list[Answer] = []
-    sent, outcomes, churn = [0], list[str](), Churn()
+    endpoints, churn = Endpoints({servers[n].http_port: n for n in ("a", "b")}), Churn()
     try:
-        with local_prometheus([f"127.0.0.1:{s.http_port}" for s in servers.values()]) as prom:
-            target = ServerTarget(repository, MODEL, None, pid_files=(tmp_path / "a.pid", tmp_path / "b.pid"))
-            controller = Controller(
-                _experiment(prom.url, tmp_path / "experiment.jsonl"),
-                target,
-                Metrics(CollectorRegistry()),
-                NoEmitter(),
-                echo=lambda line: None,
+        with local_prometheus([f"127.0.0.1:{s.http_port}" for s in servers.values()]) as running:
+            prom = Prometheus(running.url)
+            round_robin(
+                MODEL, endpoints, time.monotonic() + WARMUP, threading.Event(), lambda _: False, [], [0]
             )
-            warmup = time.monotonic() + WARMUP
-            round_robin(MODEL, endpoints, warmup, threading.Event(), lambda now: False, [], [0])
-            _wait_for_scrapes(Prometheus(prom.url), len(servers))  # the experiment's base samples
+            _wait_for_scrapes(prom, len(servers))  # the experiment's base samples
             began = time.time()
-            thread = threading.Thread(
-                target=lambda: outcomes.extend(
-                    controller.run(INTERVAL, max_analyses=MAX_ANALYSES, until_done=True)
-                ),
-                daemon=True,
-            )
-            thread.start()
-
-            def quiet(now: float) -> bool:
-                since = (now - began) % INTERVAL
-                return since < QUIET or since > INTERVAL - QUIET
-
             timer = threading.Timer(CHURN_AT, _churn, (servers, repository, tmp_path, endpoints, churn))
-            timer.start()
-            stop = threading.Event()
-            load = threading.Thread(
-                target=round_robin,
-                args=(MODEL, endpoints, time.monotonic() + HARD_TIMEOUT, stop, quiet, answers, sent),
-                daemon=True,
-            )
-            load.start()
-            thread.join(timeout=HARD_TIMEOUT)
-            stop.set()
-            load.join(timeout=10)
-            assert not thread.is_alive(), f"the controller did not end the experiment in {HARD_TIMEOUT} s"
-            timer.join(timeout=90)
+            outcomes, answers, sent = _drive(_controller(running.url, tmp_path, repository), endpoints, timer)
             assert not churn.errors, churn.errors
             seconds = time.time() - began
-            at_risk = _at_risk(Prometheus(prom.url), churn, list(answers))
+            at_risk = _at_risk(prom, churn, answers)
     finally:
         for server in servers.values():
             server.stop(timeout=60)
-    return Outcome(
-        outcomes, log.read(tmp_path / "experiment.jsonl"), list(answers), sent[0], churn, at_risk, seconds
-    )
+    entries = log.read(tmp_path / "experiment.jsonl")
+    return Outcome(outcomes, entries, answers, sent, churn, at_risk, seconds)
 
 
 def _answered(answers: list[Answer], start: float, end: float) -> Counter[str]:
