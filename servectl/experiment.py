@@ -252,9 +252,14 @@ def restart_command(model: str, candidate: str, reason: str, log: Path | None) -
     click.echo(f"restarted: the experiment of {model} v{candidate} begins again now ({path})")
 
 
-def _controller_target(options: dict[str, Any], pid: int | None, virtual_service: str | None) -> Target:
+def _controller_target(
+    options: dict[str, Any], pid: int | None, virtual_service: str | None, pid_files: tuple[Path, ...] = ()
+) -> Target:
     if virtual_service is None:
-        return _target(options["stack"], options["model_repository"], options["model"], pid)
+        target = _target(options["stack"], options["model_repository"], options["model"], pid)
+        if pid_files and not isinstance(target, ServerTarget):
+            raise click.UsageError("--pid-file goes with --model-repository: it names a server's pid")
+        return replace(target, pid_files=pid_files) if isinstance(target, ServerTarget) else target
     from servectl.experiments.kube import ApiServer, VirtualServiceTarget
 
     namespace, _, name = virtual_service.partition("/")
@@ -266,6 +271,14 @@ def _controller_target(options: dict[str, Any], pid: int | None, virtual_service
 @experiment.command("controller")
 @_with_options
 @click.option("--pid", type=int, help="With --model-repository: the server process to send SIGHUP.")
+@click.option(
+    "--pid-file",
+    "pid_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --model-repository: a file holding a server's pid, read at every step (repeat for each "
+    "server on the repository; a server that is gone is skipped).",
+)
 @click.option(
     "--virtual-service",
     metavar="NAMESPACE/NAME",
@@ -282,6 +295,7 @@ def _controller_target(options: dict[str, Any], pid: int | None, virtual_service
 @click.option("--until-done", is_flag=True, help="Stop once the experiment rolls back or completes.")
 def controller_command(
     pid: int | None,
+    pid_files: tuple[Path, ...],
     virtual_service: str | None,
     interval: float | None,
     metrics_port: int,
@@ -296,7 +310,7 @@ def controller_command(
     from servectl.experiments.controller import Controller, Emitter, Metrics, NoEmitter, serve_metrics
 
     try:
-        target = _controller_target(options, pid, virtual_service)
+        target = _controller_target(options, pid, virtual_service, pid_files)
         exp = _experiment(options, target)
     except (ExperimentError, FileNotFoundError, KeyError, ValueError, RuntimeError) as error:
         raise click.ClickException(str(error).strip("'\"")) from error

@@ -75,6 +75,13 @@ def test_the_controller_refuses_a_virtual_service_it_cannot_reach(
     assert result.exit_code == code and message in result.output, result.output
 
 
+def test_the_controllers_pid_files_go_with_a_model_repository_only(tmp_path: Path) -> None:
+    args = ["experiment", "controller", "--prometheus", "http://127.0.0.1:1", "--model", "m",
+            "--stack", "eu-prod", "--pid-file", str(tmp_path / "a.pid"), "--max-analyses", "1"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "--pid-file goes with --model-repository" in result.output, result.output
+
+
 def _replay_args(tmp_path: Path, *window: str) -> list[str]:
     (tmp_path / "m").mkdir(exist_ok=True)
     (tmp_path / "m" / "config.yaml").write_text('variants:\n  weights: {"1": 95, "2": 5}\n')
