@@ -60,11 +60,17 @@ class RunningPrometheus:
     """Its HTTP API base URL."""
     scrape_interval_seconds: float
     """How often it scrapes."""
+    targets: int = 0
+    """How many targets it scrapes (0: not known, only those scraped at least once are waited for)."""
 
     def wait_for_scrape(self, after: float | None = None, timeout: float = 30.0) -> None:
-        """Wait until every target has been scraped successfully after `after` (default: now)."""
+        """Wait until every target has been scraped successfully after `after` (default: now).
+
+        A target not scraped yet has no `up` series at all, so `min(up)` alone would not wait for it: the
+        count of targets up must also be all of them."""
         after = time.time() if after is None else after
-        query = urllib.parse.urlencode({"query": "min(timestamp(up)) and min(up) == 1"})
+        expr = f"min(timestamp(up)) and on() count(up == 1) >= {max(self.targets, 1)} and on() min(up) == 1"
+        query = urllib.parse.urlencode({"query": expr})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as r:  # noqa: S310
@@ -106,4 +112,6 @@ def local_prometheus(
                    f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         with running("prometheus", command, url, log or Path(tmp) / "prometheus.log"):
-            yield RunningPrometheus(url=url, scrape_interval_seconds=scrape_interval_seconds)
+            yield RunningPrometheus(
+                url=url, scrape_interval_seconds=scrape_interval_seconds, targets=len(targets)
+            )
