@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,13 +24,12 @@ from servectl.experiments import log
 from servectl.experiments.checks import FEEDBACK_METRICS
 from servectl.experiments.controller import IDLE, Controller, Emitter, Metrics, NoEmitter, serve_metrics
 from servectl.experiments.decision import Schedule, Thresholds
-from servectl.experiments.kube import ApiServer, EventEmitter, VirtualServiceTarget
+from servectl.experiments.kube import ApiServer, EventEmitter
 from servectl.experiments.load import send_load
 from servectl.experiments.local_prometheus import free_port, local_prometheus
 from servectl.experiments.run import Experiment
 from servectl.experiments.targets import ServerTarget
 from stacks.manifests.monitoring import RULES_FILE
-from tests.servectl.experiments.api_server import Recorder, recording_api, stack_virtual_service
 from tests.servectl.experiments.conftest import MODEL, make_repository, running_server
 
 pytestmark = pytest.mark.slow
@@ -239,32 +238,3 @@ def test_after_the_experiment_ended_the_controller_waits_for_new_weights(tmp_pat
     assert controller.run(INTERVAL, max_analyses=1, sleep=lambda s: None)[0].startswith("error: "), (
         "new weights start a new experiment, which analyses (and here fails to reach Prometheus)"
     )
-
-
-def test_a_decision_that_cannot_be_applied_is_counted_and_decided_again(tmp_path: Path) -> None:
-    """A failed load-test gate rolls back on any counts; the API server refuses every patch (a concurrent
-    edit), so each interval decides again, and nothing counts as applied."""
-    metrics, log_path = Metrics(CollectorRegistry()), tmp_path / "experiment.jsonl"
-    with (
-        recording_api(tmp_path, stack_virtual_service({"1": 90, "2": 10})) as api,
-        local_prometheus(["127.0.0.1:9"], rules=EXPERIMENT_RULES) as prom,
-    ):
-        Recorder.conflict = True
-        experiment = replace(_experiment(prom.url, log_path), gate_passed=False)
-        target = VirtualServiceTarget(api, "payments", MODEL, MODEL)
-        controller = Controller(experiment, target, metrics, NoEmitter(), echo=lambda line: None)
-        outcomes = controller.run(INTERVAL, max_analyses=3, sleep=lambda s: None)
-    assert outcomes[0] == "hold", f"the first analysis records the start: {outcomes}"
-    assert all(o.startswith("error: rollback not applied: ") and "422" in o for o in outcomes[1:]), outcomes
-    failed = metrics.registry.get_sample_value(
-        "serving_experiment_controller_errors_total", {"model": MODEL, "stage": "apply"}
-    )
-    assert failed == 2, f"each failed apply is counted: {failed}"
-    events = [e["event"] for e in log.read(log_path)]
-    assert events == ["analysis"] * 3, (
-        f"analysed and logged (the start, then two), but no step logged: {events}"
-    )
-    rollbacks = metrics.registry.get_sample_value(
-        "serving_experiment_decisions_total", {"model": MODEL, "candidate": "2", "decision": "rollback"}
-    )
-    assert rollbacks is None, "a decision that was not applied is not counted as one"

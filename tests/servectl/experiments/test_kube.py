@@ -1,12 +1,8 @@
-"""The controller's Kubernetes side: the routes it writes equal those the stack builds for the same weights,
-and the three API calls its Role allows are made as the API server expects.
-
-No API server can run here, so the calls go to a loopback stand-in (`api_server.py`) that records them and
-answers as the API server documents; what that proves is the request shape (verb, path, content type,
-token, body), not the API server's admission.
+"""The controller's Kubernetes side without a server: the routes it writes equal those the stack builds for
+the same weights, the Event it builds, and the errors when no API server is there. The calls themselves,
+RBAC and the Istio schema are tested against a real kube-apiserver in `test_kube_real.py`.
 """
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +10,6 @@ import pytest
 
 from servectl.experiments.kube import (
     ApiServer,
-    EventEmitter,
     KubeError,
     VirtualServiceTarget,
     event,
@@ -22,7 +17,7 @@ from servectl.experiments.kube import (
     with_weights,
 )
 from stacks.settings import Fault, Shadow
-from tests.servectl.experiments.api_server import Recorder, recording_api, stack_model, stack_virtual_service
+from tests.servectl.experiments.stack_objects import stack_model, stack_virtual_service
 
 _model, _vs = stack_model, stack_virtual_service
 
@@ -73,45 +68,6 @@ def test_a_rollback_is_a_warning_event_on_the_virtual_service_with_a_bounded_not
     assert body["eventTime"] == "2025-11-30T10:53:20.250000Z", body["eventTime"]
     promote = event(ENTRY | {"decision": "promote", "reasons": ["ok"]}, "patched", "payments", MODEL, "c")
     assert (promote["type"], promote["reason"]) == ("Normal", "ExperimentPromote"), promote
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[ApiServer]:
-    with recording_api(tmp_path, _vs({"1": 90, "2": 10}, **TWO)) as server:
-        yield server
-
-
-def test_apply_reads_then_patches_only_its_virtual_service_with_a_guarded_json_patch(api: ApiServer) -> None:
-    target = VirtualServiceTarget(api, "payments", MODEL, MODEL)
-    assert target.weights() == {"1": 90, "2": 10}
-    done = target.apply({"1": 75, "2": 25})
-    assert "resourceVersion 42" in done, done
-    path = f"/apis/networking.istio.io/v1/namespaces/payments/virtualservices/{MODEL}"
-    assert [(c[0], c[1]) for c in Recorder.calls] == [("GET", path), ("GET", path), ("PATCH", path)]
-    _, _, auth, kind, patch = Recorder.calls[-1]
-    assert (auth, kind) == ("Bearer sa-token", "application/json-patch+json"), (auth, kind)
-    assert patch[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "41"}, patch[0]
-    assert (
-        patch[1]["path"] == "/spec/http"
-        and patch[1]["value"] == _vs({"1": 75, "2": 25}, **TWO)["spec"]["http"]
-    )
-
-
-def test_a_concurrent_edit_fails_the_patch_with_the_servers_reason(api: ApiServer) -> None:
-    Recorder.conflict = True
-    with pytest.raises(KubeError, match=r"PATCH .*: 422 the server rejected our request: test failed"):
-        VirtualServiceTarget(api, "payments", MODEL, MODEL).apply({"1": 75, "2": 25})
-
-
-def test_an_event_is_created_in_the_models_namespace(api: ApiServer) -> None:
-    EventEmitter(api, "payments", MODEL, "ctl-0").emit(ENTRY, "patched")
-    ((verb, path, _, kind, body),) = Recorder.calls
-    assert (verb, path, kind) == (
-        "POST",
-        "/apis/events.k8s.io/v1/namespaces/payments/events",
-        "application/json",
-    )
-    assert body["reportingInstance"] == "ctl-0" and body["reason"] == "ExperimentRollback", body
 
 
 def test_an_unreachable_api_server_is_a_kube_error_naming_the_call(tmp_path: Path) -> None:

@@ -1,0 +1,63 @@
+# A real Kubernetes API server for the rollout controller's tests (issue 14 point 8, issue 10 groundwork):
+# kube-apiserver built from the k8s.io/kubernetes Go module into .tools/bin by `make setup`, etcd from
+# Debian, and the Istio CRDs from the istio.io/api module. tests/kube_api.py starts both on loopback.
+# No kube-controller-manager: the tests never delete a namespace (that needs its namespace controller).
+APT_PACKAGES += etcd-server
+
+KUBE_VERSION := v1.34.4
+# The staging modules (k8s.io/api, apiserver, ...) are released as v0.<minor>.<patch> of the same tree.
+KUBE_STAGING_VERSION := v0.34.4
+KUBE_SUM := h1:Yy6R4QB8C9kJPp25GFqEvX5XQwY5qzKeqD0Xx6oAcmk=
+KUBE_APISERVER := $(TOOLS)/bin/kube-apiserver
+KUBE_BUILD := $(TOOLS)/kube-build
+KUBE_VERSION_PKG := k8s.io/component-base/version
+# What `kube-apiserver --version` prints and what the server's emulated version is derived from: an
+# unstamped binary says v0.0.0-master and refuses the v1.34 feature gates.
+KUBE_LDFLAGS := -s -w -X $(KUBE_VERSION_PKG).gitVersion=$(KUBE_VERSION) -X $(KUBE_VERSION_PKG).gitMajor=1 \
+  -X $(KUBE_VERSION_PKG).gitMinor=34 -X $(KUBE_VERSION_PKG).gitTreeState=clean \
+  -X $(KUBE_VERSION_PKG).buildDate=2026-02-10T12:53:36Z
+
+ISTIO_CRD_API_VERSION := v1.32.0
+ISTIO_CRD_API_SUM := h1:37mJvg9I0biYZAEQF+MATs4FNeCpXEIVO3LFpVb6iNM=
+KUBE_GOMODCACHE := $(abspath $(TOOLS))/gomod
+ISTIO_CRDS := $(TOOLS)/kube-crds/istio-$(ISTIO_CRD_API_VERSION).yaml
+
+SETUP_TARGETS += $(KUBE_APISERVER) $(ISTIO_CRDS)
+
+.PHONY: kube-apiserver
+
+kube-apiserver: $(KUBE_APISERVER) $(ISTIO_CRDS)
+
+# A marker per pinned version: changing the version rebuilds, deleting .tools too.
+$(TOOLS)/versions/kube-apiserver-$(KUBE_VERSION):
+	mkdir -p $(@D) $(TOOLS)/bin
+	touch $@
+
+# k8s.io/kubernetes's own go.mod points its staging modules at ./staging, which a module download does
+# not carry: a scratch module requires it and replaces every staging module (the list read from that
+# go.mod) with its published version. The Go caches make a rebuild a link step.
+$(KUBE_APISERVER): $(TOOLS)/versions/kube-apiserver-$(KUBE_VERSION) mk/kubeapi.mk
+	@command -v go >/dev/null || { echo "kubeapi: the Go toolchain is needed to build kube-apiserver"; exit 1; }
+	rm -rf $(KUBE_BUILD) && mkdir -p $(KUBE_BUILD)
+	cd $(KUBE_BUILD) && GOTOOLCHAIN=local go mod download -json k8s.io/kubernetes@$(KUBE_VERSION) > module.json \
+	  && grep -qF '"Sum": "$(KUBE_SUM)"' module.json \
+	  && gomod=$$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$$/\1/p' module.json) \
+	  && { printf 'module kube-build\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes $(KUBE_VERSION)\n\nreplace (\n'; \
+	       sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\t\1 => \1 $(KUBE_STAGING_VERSION)#p' "$$gomod"; \
+	       printf ')\n'; } > go.mod \
+	  && GOTOOLCHAIN=local go get k8s.io/kubernetes/cmd/kube-apiserver@$(KUBE_VERSION) \
+	  && GOTOOLCHAIN=local GOFLAGS=-buildvcs=false go build -trimpath -ldflags "$(KUBE_LDFLAGS)" \
+	    -o $(abspath $@) k8s.io/kubernetes/cmd/kube-apiserver
+	rm -rf $(KUBE_BUILD)
+	$@ --version | grep -qx 'Kubernetes $(KUBE_VERSION)'
+	touch $@
+
+# The Istio CRDs the API server serves VirtualServices with, checked against the module's pinned sum.
+$(ISTIO_CRDS): mk/kubeapi.mk
+	@command -v go >/dev/null || { echo "kubeapi: the Go toolchain is needed to fetch the Istio CRDs"; exit 1; }
+	mkdir -p $(@D)
+	GOMODCACHE=$(KUBE_GOMODCACHE) GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+	  go mod download -json istio.io/api@$(ISTIO_CRD_API_VERSION) > $@.json
+	grep -qF '"Sum": "$(ISTIO_CRD_API_SUM)"' $@.json
+	cp $(KUBE_GOMODCACHE)/istio.io/api@$(ISTIO_CRD_API_VERSION)/kubernetes/customresourcedefinitions.gen.yaml $@.tmp
+	rm $@.json && mv $@.tmp $@
