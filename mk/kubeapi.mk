@@ -2,8 +2,9 @@
 # kube-apiserver built from the k8s.io/kubernetes Go module into .tools/bin by `make setup`, etcd from
 # Debian, and the Istio CRDs from the istio.io/api module. tests/kube_api.py starts both on loopback.
 # No kube-controller-manager: the tests never delete a namespace (that needs its namespace controller).
-# Build time measured here (2 cores): cold caches 25.5 min wall, 13.3 min CPU (the machine was shared, load
-# about 9; an idle one should take about 7, not measured); warm Go caches, as after `rm -rf .tools`, 60 s; up to date, nothing.
+# Build time measured here (2 cores): cold Go caches 25.5 min wall, 13.3 min CPU (the machine was shared,
+# load about 9; idle, about 7 min is expected, not measured); warm Go caches (after `rm -rf .tools`) 60 s;
+# up to date, nothing is rebuilt.
 # openssl makes the fixture's self-signed serving certificate and service-account key.
 APT_PACKAGES += etcd-server openssl
 
