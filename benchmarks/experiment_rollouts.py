@@ -8,8 +8,11 @@ one (half the errors). Targets: A/A false rollback <= 5%; a 2x-error candidate r
 a better candidate completes in >= 90%. "samples" is the median candidate requests served when the
 rollout ended (completion for A/A and better, rollback for 2x).
 
-A second table repeats the 1% rows with a step boundary that lags one scrape (the first interval after a
-promotion carries 5% of its requests at the old split: one 15 s scrape of a 300 s interval).
+Two more tables repeat the 1% rows with a switch that lags one scrape (the first interval after a promotion
+carries 5% of its requests at the old split: one 15 s scrape of a 300 s interval): first as `analyze` reads
+it, those requests in the settle period before the step's window (in the experiment's totals, in no
+stratum); then with the boundary read one scrape early and no settle period, so they fall inside the
+step's window, where the sample-ratio test sees them (it halts the rollout: a hold, never a rollback).
 
 Run: `make experiments-rollouts` (or `.venv/bin/python benchmarks/experiment_rollouts.py [rollouts]`).
 """
@@ -46,7 +49,9 @@ def _cell(design: Design, rate: float, feedback: float, start: int, rollouts: in
     )
 
 
-def _table(rollouts: int, lagging_share: float, rates: tuple[float, ...]) -> None:
+def _table(
+    rollouts: int, lagging_share: float, rates: tuple[float, ...], lag_in_window: bool = False
+) -> None:
     print(
         f"{'feedback':<9}{'split':>6}{'errors':>7} | {'A/A rb':>6} {'done':>6} {'samples':>9}  "
         f"{'2x 100%':>6} {'samples':>9}  {'better':>6} {'samples':>9}"
@@ -59,6 +64,7 @@ def _table(rollouts: int, lagging_share: float, rates: tuple[float, ...]) -> Non
             requests_per_look=REQUESTS_PER_INTERVAL,
             thresholds=Thresholds(optional_metrics=optional),
             lagging_share=lagging_share,
+            lag_in_window=lag_in_window,
         )
         for rate in rates:
             for start in (5, 10):
@@ -77,8 +83,14 @@ def main() -> None:
     )
     print("targets: A/A rollback <= 0.05; 2x reaches 100% <= 0.05; better completes >= 0.90\n")
     _table(rollouts, 0.0, (0.001, 0.01))
-    print("\nstep boundary lagging one scrape (5% of the first interval after a promotion at the old split):")
+    print(
+        "\nthe switch lagging one scrape, in the settle period (5% of the first interval at the old split):"
+    )
     _table(rollouts, 0.05, (0.01,))
+    print(
+        "\nthe same with the step's boundary one scrape early, no settle period (the lag inside the window):"
+    )
+    _table(rollouts, 0.05, (0.01,), lag_in_window=True)
     print(f"\n({time.perf_counter() - started:.0f} s)")
 
 

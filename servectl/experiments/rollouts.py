@@ -60,7 +60,11 @@ class Design:
     schedule: Schedule = field(default_factory=Schedule)
     thresholds: Thresholds = field(default_factory=Thresholds)
     lagging_share: float = 0.0
-    """Share of the first look after a promotion still split by the old weights (a late step boundary)."""
+    """Share of the first look after a promotion still split by the old weights (the switch lags)."""
+    lag_in_window: bool = False
+    """Whether those requests fall inside the new step's window (its boundary read one scrape early, no
+    settle period) or in the settle period before it (counted in the experiment's totals only), which is
+    what `analyze` does: a step's window begins once every server reports the new weights, plus settle."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +125,9 @@ def rollout(rng: np.random.Generator, design: Design, base: Version, cand: Versi
         lagging = int(design.requests_per_look * design.lagging_share) if fresh else 0
         for share_of, n in ((previous, lagging), (weights, design.requests_per_look - lagging)):
             served = int(rng.binomial(n, share_of["2"] / 100))
-            _serve(rng, [whole["1"], step["1"]], n - served, base)
-            _serve(rng, [whole["2"], step["2"]], served, cand)
+            into = [whole] if share_of is previous and not design.lag_in_window else [whole, step]
+            _serve(rng, [c["1"] for c in into], n - served, base)
+            _serve(rng, [c["2"] for c in into], served, cand)
         fresh = False
         inputs = Inputs(
             baseline="1", candidate="2", weights=dict(weights), experiment=Window(versions=whole),
