@@ -1,5 +1,6 @@
 """Real processes for the experiment tests: the serving image on loopback with a model repository made for the
-test, and a real Prometheus scraping it. Both are always stopped."""
+test, a real Prometheus scraping it, and one real API server for the session (`cluster`). All are always
+stopped."""
 
 import shutil
 import subprocess
@@ -11,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from servectl.experiments.kube import ApiServer
+from stacks.manifests import rollout_controller
+from tests.kube_api import KubeApi, kube_api, service_account_user
+from tests.servectl.experiments.stack_objects import stack_model
 from tests.serving_image.conftest import start_server
 
 BUNDLED = Path(__file__).resolve().parents[3] / "serving_image" / "models" / "tabular-classifier"
@@ -68,3 +73,30 @@ def logs(tmp_path: Path) -> Path:
     path = tmp_path / "logs"
     path.mkdir()
     return path
+
+
+KUBE_MODEL = stack_model()
+CONTROLLER = service_account_user(KUBE_MODEL.tenant, rollout_controller.name(KUBE_MODEL), "controller-token")
+"""The controller's identity: a token-file user named as its ServiceAccount (no token minting here)."""
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
+    """The API server with the model's namespace and the controller's ServiceAccount, Role and RoleBinding,
+    as the stack deploys them; one per session, since it takes 10 to 30 s to start."""
+    with kube_api(tmp_path_factory.mktemp("kube"), [CONTROLLER]) as api:
+        admin, namespace = api.admin, KUBE_MODEL.tenant
+        admin.request("POST", "api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                    "metadata": {"name": namespace}})  # fmt: skip
+        rbac = f"apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+        admin.request("POST", f"api/v1/namespaces/{namespace}/serviceaccounts",
+                      rollout_controller.service_account(KUBE_MODEL))  # fmt: skip
+        admin.request("POST", f"{rbac}/roles", rollout_controller.role(KUBE_MODEL))
+        admin.request("POST", f"{rbac}/rolebindings", rollout_controller.role_binding(KUBE_MODEL))
+        yield api
+
+
+@pytest.fixture
+def controller(cluster: KubeApi) -> ApiServer:
+    """The controller's client: its own token, the server's CA."""
+    return cluster.client(CONTROLLER.name)

@@ -1,11 +1,11 @@
-"""The controller's Kubernetes side against a real API server (`tests/kube_api.py`): the namespace, the
-VirtualService the platform layer deploys, and the controller's Role and RoleBinding exactly as
-`stacks.manifests.rollout_controller` builds them; then, with the controller's own token, the three calls
-its Role allows succeed and the rest are refused by real RBAC, and a patch that breaks the Istio schema is
-refused by the real CRD validation and reported as the controller reports any refused apply.
+"""The controller's Kubernetes side against a real API server (`tests/kube_api.py`, the session's `cluster`
+in conftest.py): the namespace, the VirtualService the platform layer deploys, and the controller's Role and
+RoleBinding exactly as `stacks.manifests.rollout_controller` builds them; then, with the controller's own
+token, the three calls its Role allows succeed and the rest are refused by real RBAC, and a patch that
+breaks the Istio schema is refused by the real CRD validation and reported as the controller reports any
+refused apply.
 """
 
-from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import replace
 from pathlib import Path
@@ -31,14 +31,13 @@ from servectl.experiments.local_prometheus import local_prometheus
 from servectl.experiments.run import Experiment
 from stacks.manifests import rollout_controller
 from stacks.manifests.monitoring import RULES_FILE
-from tests.kube_api import KubeApi, kube_api, service_account_user
+from tests.kube_api import KubeApi
 from tests.servectl.experiments.stack_objects import stack_model, stack_virtual_service
 
 pytestmark = pytest.mark.slow
 
 MODEL = stack_model()
 NAMESPACE = MODEL.tenant
-CONTROLLER = service_account_user(NAMESPACE, rollout_controller.name(MODEL), "controller-token")
 STICKY = {"sticky_header": "x-user-id"}
 BEFORE = {"1": 90, "2": 10}
 OTHER = f"{MODEL.name}-other"
@@ -54,21 +53,6 @@ def deployed_vs(weights: dict[str, int], name: str = MODEL.name) -> dict[str, An
     return vs
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
-    """The API server with the model's namespace and the controller's identity and Role, as deployed."""
-    with kube_api(tmp_path_factory.mktemp("kube"), [CONTROLLER]) as api:
-        admin = api.admin
-        admin.request("POST", "api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                    "metadata": {"name": NAMESPACE}})  # fmt: skip
-        rbac = f"apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}"
-        admin.request("POST", f"api/v1/namespaces/{NAMESPACE}/serviceaccounts",
-                      rollout_controller.service_account(MODEL))  # fmt: skip
-        admin.request("POST", f"{rbac}/roles", rollout_controller.role(MODEL))
-        admin.request("POST", f"{rbac}/rolebindings", rollout_controller.role_binding(MODEL))
-        yield api
-
-
 @pytest.fixture
 def admin(cluster: KubeApi) -> ApiServer:
     """A fresh copy of the model's VirtualService and of another model's, at `BEFORE`, for each test."""
@@ -78,12 +62,6 @@ def admin(cluster: KubeApi) -> ApiServer:
             cluster.admin.request("DELETE", f"{VS_PATH}/{name}")
         cluster.admin.request("POST", VS_PATH, deployed_vs(BEFORE, name))
     return cluster.admin
-
-
-@pytest.fixture
-def controller(cluster: KubeApi) -> ApiServer:
-    """The controller's client: its token, the server's CA."""
-    return cluster.client(CONTROLLER.name)
 
 
 def test_the_controller_reads_and_patches_its_weights_and_the_server_stores_the_stacks_routes(
