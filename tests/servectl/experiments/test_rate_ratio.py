@@ -69,14 +69,14 @@ def _sequential(theta: float, base_rate: float, seed: int) -> rate_ratio.RatioTe
 def test_a_candidate_like_the_baseline_is_rarely_called_a_regression_however_often_one_looks(
     base_rate: float,
 ) -> None:
-    # Measured: 0.013 at 1%, 0.019 at 5% (Ville's bound is 0.05; the mixture is conservative).
+    # Measured: 0.017 at 1%, 0.012 at 5% (Ville's bound is 0.05; the mixture is conservative).
     test = _sequential(1.0, base_rate, 7)
     fired = (np.minimum.accumulate(test.regression_p, axis=1)[:, -1] <= 0.05).mean()
     assert fired <= 0.05, fired
 
 
 def test_a_candidate_at_the_margin_is_rarely_shown_non_inferior_at_any_look() -> None:
-    # Measured: 0.023 of experiments at some look, against the 0.05 bound.
+    # Measured: 0.018 of experiments at some look, against the 0.05 bound.
     test = _sequential(1.5, 0.01, 8)
     fired = (test.noninferiority_p <= 0.05).any(axis=1).mean()
     assert fired <= 0.05, fired
