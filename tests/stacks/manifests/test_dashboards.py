@@ -59,11 +59,13 @@ def test_serving_dashboards_read_recorded_series_or_contract_metrics(key: str) -
     assert names <= records, f"{key} uses unrecorded series {names - records}"
 
 
+EXPERIMENT_PANELS = ("Traffic share per version", "Randomised traffic share per version",
+                     "Error ratio per version", "Conversion ratio (1h)")  # fmt: skip
+
+
 def test_experiments_show_traffic_share_and_the_analysis_series() -> None:
     titles = {k.split("/", 1)[1] for k in dashboards.queries() if k.startswith("experiments/")}
-    wanted_titles = ("Traffic share per version", "Randomised traffic share per version",
-                     "Error ratio per version", "Conversion ratio (1h)")  # fmt: skip
-    for wanted in wanted_titles:
+    for wanted in EXPERIMENT_PANELS:
         assert wanted in titles, f"experiments dashboard lacks {wanted!r}: {titles}"
 
 
