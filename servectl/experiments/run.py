@@ -232,6 +232,8 @@ def _judge(
         prior_srm_log_bf=state.srm_log_bf,
         prior_failed_checks=state.failed_checks,
         gate_passed=experiment.gate_passed,
+        # The post-promotion guard's clock: since this step's window began (its weights confirmed, settled).
+        step_seconds=end - step_start if step_start is not None else None,
     )
     analysis = decide(inputs, experiment.schedule, experiment.thresholds)
     return {

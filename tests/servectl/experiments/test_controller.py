@@ -14,8 +14,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -106,7 +107,9 @@ def _metrics_server(metrics: Metrics, port: int) -> Iterator[None]:
         server.shutdown()
 
 
-def _run_controller(tmp_path: Path, logs: Path, faults: str, emitter: Emitter | None = None) -> Run:
+def _run_controller(
+    tmp_path: Path, logs: Path, faults: str, emitter: Emitter | None = None, guard: bool = False
+) -> Run:
     """Start everything, let the controller run on its schedule under continuous load, collect what it did."""
     repository = make_repository(tmp_path, CONFIG.format(faults=faults))
     port, log_path = free_port(), tmp_path / "experiment.jsonl"
@@ -120,8 +123,12 @@ def _run_controller(tmp_path: Path, logs: Path, faults: str, emitter: Emitter | 
             [server.url.removeprefix("http://"), f"127.0.0.1:{port}"], rules=EXPERIMENT_RULES
         ) as prom,
     ):
+        experiment = _experiment(prom.url, log_path)
+        if guard:  # the last step holds v1 back at 40% for 6 s before v2 takes all traffic
+            experiment = replace(experiment, schedule=replace(experiment.schedule, holdback_percent=40,
+                                                              guard_seconds=6))  # fmt: skip
         controller = Controller(
-            _experiment(prom.url, log_path), ServerTarget(repository, MODEL, server.process.pid), metrics,
+            experiment, ServerTarget(repository, MODEL, server.process.pid), metrics,
             emitter or NoEmitter(), echo=lambda line: None,
         )  # fmt: skip
         thread = threading.Thread(
@@ -190,6 +197,20 @@ def test_a_healthy_candidate_completes_on_the_controllers_schedule(tmp_path: Pat
     assert _sample(run.metrics, "serving_experiment_decisions_total", decision="complete") == 1
     assert _sample(run.metrics, "serving_experiment_candidate_weight", candidate="2") == 100
     assert "serving_experiment_rolled_back_timestamp_seconds{" not in run.metrics, "no rollback recorded"
+
+
+def test_a_guarded_rollout_holds_the_baseline_back_for_the_guard_then_completes(
+    tmp_path: Path, logs: Path
+) -> None:
+    run = _run_controller(tmp_path, logs, "", guard=True)
+    assert run.outcomes[-1] == "complete", f"outcomes: {run.outcomes}"
+    steps = [(e["decision"], e["weights"]) for e in run.entries if e["event"] == "step"]
+    assert steps == [("promote", {"1": 40, "2": 60}), ("complete", {"1": 0, "2": 100})], steps
+    guarded: list[dict[str, Any]] = [e for e in run.entries if e["event"] == "analysis" and e["step"] == 60]
+    held = [e for e in guarded if any(r.startswith("post-promotion guard:") for r in e["reasons"])]
+    assert held, f"at least one interval held for the guard: {[e['reasons'] for e in guarded]}"
+    window = guarded[-1]["window"]
+    assert window["end"] - window["step_start"] >= 6, f"completed only after the 6 s guard: {window}"
 
 
 def test_an_unreachable_prometheus_is_retried_every_interval_never_a_crash(tmp_path: Path) -> None:
