@@ -16,3 +16,13 @@ def metadata(name: str, namespace: str | None = None, labels: dict[str, str] | N
     if namespace is not None:
         meta["namespace"] = namespace
     return meta
+
+
+def namespace_peer(namespace: str) -> dict[str, Any]:
+    """A NetworkPolicy peer: every pod of one namespace (by the label Kubernetes sets on namespaces)."""
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+def policy_ports(*numbers: int, protocol: str = "TCP") -> list[dict[str, Any]]:
+    """NetworkPolicy ports: each number on one protocol."""
+    return [{"protocol": protocol, "port": n} for n in numbers]

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from stacks.manifests import Manifest, metadata, serving
+from stacks.manifests import Manifest, metadata, namespace_peer, policy_ports, serving
 from stacks.settings import ModelConfig
 
 CONSUMER_GROUP = "workers"
@@ -277,12 +277,6 @@ def network_policy(model: ModelConfig, callback_hosts: tuple[str, ...] = ()) -> 
     metrics port aside) and reach DNS, istiod, the model store and result bucket (HTTPS), the queue, and the
     callback hosts' ports other than 443."""
 
-    def peer(namespace: str) -> dict[str, Any]:
-        return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
-
-    def ports(*numbers: int, protocol: str = "TCP") -> list[dict[str, Any]]:
-        return [{"protocol": protocol, "port": n} for n in numbers]
-
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -290,13 +284,21 @@ def network_policy(model: ModelConfig, callback_hosts: tuple[str, ...] = ()) -> 
         "spec": {
             "podSelector": {"matchLabels": worker_labels(model)},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [peer("monitoring")], "ports": ports(serving.MERGED_METRICS_PORT)}],
+            "ingress": [
+                {"from": [namespace_peer("monitoring")], "ports": policy_ports(serving.MERGED_METRICS_PORT)}
+            ],
             "egress": [
-                {"to": [peer("kube-system")], "ports": ports(53) + ports(53, protocol="UDP")},
-                {"to": [peer(serving.GATEWAY_NAMESPACE)], "ports": ports(15012, 15017)},
-                {"ports": ports(443)},
-                {"ports": ports(serving.QUEUE_PORT)},
-                *({"ports": ports(p)} for p in sorted({callback_port(h) for h in callback_hosts} - {443})),
+                {
+                    "to": [namespace_peer("kube-system")],
+                    "ports": policy_ports(53) + policy_ports(53, protocol="UDP"),
+                },
+                {"to": [namespace_peer(serving.GATEWAY_NAMESPACE)], "ports": policy_ports(15012, 15017)},
+                {"ports": policy_ports(443)},
+                {"ports": policy_ports(serving.QUEUE_PORT)},
+                *(
+                    {"ports": policy_ports(p)}
+                    for p in sorted({callback_port(h) for h in callback_hosts} - {443})
+                ),
             ],
         },
     }

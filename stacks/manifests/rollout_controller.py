@@ -25,7 +25,7 @@ so `sidecar.istio.io/inject: "false"` keeps the pod's start and its API calls fr
 from dataclasses import dataclass
 from typing import Any
 
-from stacks.manifests import Manifest, metadata
+from stacks.manifests import Manifest, metadata, namespace_peer, policy_ports
 from stacks.manifests.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from stacks.manifests.serving import RUN_AS_USER, restricted_security_context
 from stacks.settings import ModelConfig
@@ -217,12 +217,6 @@ def network_policy(model: ModelConfig) -> Manifest:
     """On top of the tenant's default deny: Prometheus scrapes it; it reaches DNS, Prometheus and the API
     server (outside the pod network on EKS, so by port: 443, and 6443 where a cluster serves there)."""
 
-    def peer(namespace: str) -> dict[str, Any]:
-        return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
-
-    def ports(*numbers: int, protocol: str = "TCP") -> list[dict[str, Any]]:
-        return [{"protocol": protocol, "port": n} for n in numbers]
-
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -230,11 +224,16 @@ def network_policy(model: ModelConfig) -> Manifest:
         "spec": {
             "podSelector": {"matchLabels": labels(model)},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [peer(MONITORING_NAMESPACE)], "ports": ports(METRICS_PORT)}],
+            "ingress": [
+                {"from": [namespace_peer(MONITORING_NAMESPACE)], "ports": policy_ports(METRICS_PORT)}
+            ],
             "egress": [
-                {"to": [peer("kube-system")], "ports": ports(53) + ports(53, protocol="UDP")},
-                {"to": [peer(MONITORING_NAMESPACE)], "ports": ports(PROMETHEUS_PORT)},
-                {"ports": ports(443, 6443)},
+                {
+                    "to": [namespace_peer("kube-system")],
+                    "ports": policy_ports(53) + policy_ports(53, protocol="UDP"),
+                },
+                {"to": [namespace_peer(MONITORING_NAMESPACE)], "ports": policy_ports(PROMETHEUS_PORT)},
+                {"ports": policy_ports(443, 6443)},
             ],
         },
     }

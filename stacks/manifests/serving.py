@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stacks.contract import job_prefix
-from stacks.manifests import Manifest, metadata, sticky
+from stacks.manifests import Manifest, metadata, namespace_peer, policy_ports, sticky
 from stacks.settings import ASYNC_RESULT_TTL_SECONDS, ModelConfig
 
 HTTP_PORT = 8080
@@ -654,12 +654,6 @@ def disruption_budget(model: ModelConfig, version: str) -> Manifest:
 def network_policy(model: ModelConfig) -> Manifest:
     """Opens, on top of the tenant's default deny, only what the serving pods need."""
 
-    def peer(namespace: str) -> dict[str, Any]:
-        return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
-
-    def ports(*numbers: int, protocol: str = "TCP") -> list[dict[str, Any]]:
-        return [{"protocol": protocol, "port": n} for n in numbers]
-
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -668,18 +662,21 @@ def network_policy(model: ModelConfig) -> Manifest:
             "podSelector": {"matchLabels": labels(model.name)},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
-                {"from": [peer(GATEWAY_NAMESPACE)], "ports": ports(HTTP_PORT, GRPC_PORT)},
-                {"from": [peer("monitoring")], "ports": ports(MERGED_METRICS_PORT)},
+                {"from": [namespace_peer(GATEWAY_NAMESPACE)], "ports": policy_ports(HTTP_PORT, GRPC_PORT)},
+                {"from": [namespace_peer("monitoring")], "ports": policy_ports(MERGED_METRICS_PORT)},
             ],
             "egress": [
-                {"to": [peer("kube-system")], "ports": ports(53) + ports(53, protocol="UDP")},
-                {"to": [peer(GATEWAY_NAMESPACE)], "ports": ports(15012, 15017)},
+                {
+                    "to": [namespace_peer("kube-system")],
+                    "ports": policy_ports(53) + policy_ports(53, protocol="UDP"),
+                },
+                {"to": [namespace_peer(GATEWAY_NAMESPACE)], "ports": policy_ports(15012, 15017)},
                 # The model store (S3 through its gateway endpoint, STS through its interface endpoint, or the
                 # on-premises store) for the model sync, HTTPS only; the mesh's ServiceEntries name the hosts.
-                {"ports": ports(443)},
+                {"ports": policy_ports(443)},
                 # The job queue (ElastiCache, TLS), for a model that takes async requests; the mesh's
                 # ServiceEntry in the tenant's namespace names its one host.
-                *([{"ports": ports(QUEUE_PORT)}] if model.async_workers else []),
+                *([{"ports": policy_ports(QUEUE_PORT)}] if model.async_workers else []),
             ],
         },
     }
