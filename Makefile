@@ -45,8 +45,10 @@ $(STAMPS)/venv: pyproject.toml constraints.txt | $(STAMPS)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
+# The build also writes the feature repository's data/ (parquet, registry, online store) it trains from.
 $(STAMPS)/models: $(STAMPS)/venv serving_image/build_models.py serving_image/model_zoo.py \
-  serving_image/drift_profile.py | $(STAMPS)
+  serving_image/drift_profile.py $(wildcard serving_image/features/*.py) \
+  $(wildcard serving_image/feature_repo/*.py serving_image/feature_repo/*.yaml) | $(STAMPS)
 	$(BIN)/python -m serving_image.build_models --out $(MODELS_DIR)
 	touch $@
 

@@ -9,6 +9,7 @@ import click
 from servectl.demo import demo
 from servectl.drift.command import drift
 from servectl.experiment import experiment
+from servectl.features.command import features
 from servectl.loadtest import loadtest
 from servectl.mirror import mirror
 from servectl.plan import plan
@@ -35,6 +36,7 @@ cli.add_command(publish)
 cli.add_command(drift)
 cli.add_command(retrain_command, name="retrain")
 cli.add_command(retrain_receiver)
+cli.add_command(features)
 
 
 def main() -> None:

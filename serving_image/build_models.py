@@ -1,10 +1,12 @@
 """Build the bundled demo models into a Triton-layout model repository.
 
-``python -m serving_image.build_models --out serving_image/models`` trains two versions of a
-breast-cancer classifier, converts them to ONNX, quantizes version 2 to int8, writes each
-model's ``config.yaml`` and records hashes, accuracies and int8 figures in ``BUILD_REPORT.json``.
-Same library versions, same bytes: every seed is fixed and nothing time- or random-named is
-written into the graphs (the report's latencies are the only figures that change per run).
+``python -m serving_image.build_models --out serving_image/models`` first builds the feature
+repository's data (docs/features.md: the offline store's parquet, the registry, the materialized online
+store), then trains two versions of a breast-cancer classifier on rows read through each version's
+feature service (Feast's point-in-time join), converts them to ONNX, quantizes version 2 to int8, writes
+each model's ``config.yaml`` and records hashes, accuracies, feature services and int8 figures in
+``BUILD_REPORT.json``. Same library versions, same bytes: every seed is fixed and nothing time- or
+random-named is written into the graphs (the report's latencies are the only figures that change per run).
 """
 
 import argparse
@@ -19,10 +21,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
 from serving_image import drift_profile, model_zoo
+from serving_image.features import repository as feature_repository
+from serving_image.features.schema import SERVICE_KEY, SERVICE_VERSION_KEY, service_name
 from serving_image.quality import REFERENCE_KEY
 
 MODEL_NAME = "tabular-classifier"
@@ -78,15 +83,25 @@ class BuildError(Exception):
     """The build cannot go on, or produced a graph that breaks the serving contract."""
 
 
-def build(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Build all models into ``out`` (replacing earlier builds) and return the report written there."""
+def build(
+    out: Path,
+    log: Callable[[str], None] = print,
+    feature_repo: Path = feature_repository.DEFAULT_REPO,
+) -> dict[str, Any]:
+    """Build the feature repository's data, then all models into ``out`` (replacing earlier builds), and
+    return the report written there."""
     if out.exists() and not out.is_dir():
         raise BuildError(f"--out {out} is a file; pass a directory for the model repository")
+    log(f"building the feature repository's data in {feature_repo / feature_repository.DATA_DIR}")
+    try:
+        feature_repository.build(feature_repo)
+    except feature_repository.FeatureRepoError as error:
+        raise BuildError(f"feature repository: {error}") from None
     out.mkdir(parents=True, exist_ok=True)
     # Build beside the target and swap in at the end, so a failed build leaves the last good one.
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
     try:
-        report = _build_into(staging, log)
+        report = _build_into(staging, log, feature_repo)
         for name in (MODEL_NAME, INT8_MODEL_NAME):
             _replace_dir(staging / name, out / name)
     finally:
@@ -95,23 +110,29 @@ def build(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     return report
 
 
-def _build_into(root: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    data = model_zoo.load_dataset()
+def _build_into(root: Path, log: Callable[[str], None], feature_repo: Path) -> dict[str, Any]:
+    v1_data, v2_data, int8_data = (
+        _training_data(feature_repo, model, number, log)
+        for model, number in ((MODEL_NAME, "1"), (MODEL_NAME, "2"), (INT8_MODEL_NAME, "1"))
+    )
+    if not _same_rows(v2_data, int8_data):
+        raise BuildError(
+            f"{int8_data.feature_service} reads other rows than {v2_data.feature_service}, but the int8 "
+            "model is version 2 quantized: its service must serve the same features"
+        )
+    data = v1_data
     log(f"training version 1: {V1_ESTIMATOR}")
-    v1 = model_zoo.train_logistic(data)
+    v1 = model_zoo.train_logistic(v1_data)
     log(f"training version 2: {V2_ESTIMATOR}")
-    v2 = model_zoo.train_mlp(data)
-    # Every version is trained on the same rows, so they share one profile (each keeps its own copy).
-    profile = training_profile(data)
+    v2 = model_zoo.train_mlp(v2_data)
     v1_onnx, v2_onnx = model_zoo.to_onnx(v1), model_zoo.to_onnx(v2)
-    v1_path = _write_version(root / MODEL_NAME / "1", v1_onnx, profile, held_out_accuracy(v1_onnx, data))
-    v2_path = _write_version(root / MODEL_NAME / "2", v2_onnx, profile, held_out_accuracy(v2_onnx, data))
+    v1_path = _write_trained(root / MODEL_NAME / "1", v1_onnx, v1_data)
+    v2_path = _write_trained(root / MODEL_NAME / "2", v2_onnx, v2_data)
     log("quantizing version 2 to int8")
     int8_path = root / INT8_MODEL_NAME / "1" / MODEL_FILE
     int8_path.parent.mkdir(parents=True)
     model_zoo.quantize_int8(v2_onnx, int8_path)
-    int8_onnx = onnx.load(str(int8_path))
-    _write_version(int8_path.parent, int8_onnx, profile, held_out_accuracy(int8_onnx, data))
+    _write_trained(int8_path.parent, onnx.load(str(int8_path)), int8_data)
     (root / MODEL_NAME / CONFIG_FILE).write_text(CLASSIFIER_CONFIG, encoding="utf-8")
     (root / INT8_MODEL_NAME / CONFIG_FILE).write_text(INT8_CONFIG, encoding="utf-8")
 
@@ -121,12 +142,51 @@ def _build_into(root: Path, log: Callable[[str], None]) -> dict[str, Any]:
     int8_entry["vs_fp32_version_2"] = _compare_int8(v2_path, int8_path, data)
     models = {
         MODEL_NAME: {
-            "1": _describe(v1_path, V1_ESTIMATOR, v1_params, data),
-            "2": _describe(v2_path, V2_ESTIMATOR, v2_params, data),
+            "1": _describe(v1_path, V1_ESTIMATOR, v1_params, data) | _service_entry(v1_data),
+            "2": _describe(v2_path, V2_ESTIMATOR, v2_params, data) | _service_entry(v2_data),
         },
-        INT8_MODEL_NAME: {"1": int8_entry},
+        INT8_MODEL_NAME: {"1": int8_entry | _service_entry(int8_data)},
     }
-    return _report(data, models)
+    return _report(data, models, feature_repo)
+
+
+def _training_data(
+    feature_repo: Path, model: str, number: str, log: Callable[[str], None]
+) -> model_zoo.Dataset:
+    service = service_name(model, number)
+    log(f"reading {model} version {number}'s rows through feature service {service}")
+    try:
+        return model_zoo.load_dataset(feature_repo, service)
+    except feature_repository.FeatureRepoError as error:
+        raise BuildError(f"feature repository {feature_repo}: {error}") from None
+
+
+def _same_rows(first: model_zoo.Dataset, second: model_zoo.Dataset) -> bool:
+    pairs = (
+        (first.x_train, second.x_train),
+        (first.y_train, second.y_train),
+        (first.x_test, second.x_test),
+        (first.y_test, second.y_test),
+    )
+    return all(np.array_equal(a, b) for a, b in pairs)
+
+
+def _write_trained(version_dir: Path, model: onnx.ModelProto, data: model_zoo.Dataset) -> Path:
+    """A version trained on ``data``: its profile, accuracy and feature service in the metadata."""
+    if data.feature_service is not None and data.feature_service_version is not None:
+        record_feature_service(model, data.feature_service, data.feature_service_version)
+    return _write_version(version_dir, model, training_profile(data), held_out_accuracy(model, data))
+
+
+def record_feature_service(model: onnx.ModelProto, service: str, version: str) -> None:
+    """Name the feature service (and its version) the model was trained from, in its metadata_props:
+    the server reads the same service from the online store for entity-keyed requests."""
+    _set_metadata(model, SERVICE_KEY, service)
+    _set_metadata(model, SERVICE_VERSION_KEY, version)
+
+
+def _service_entry(data: model_zoo.Dataset) -> dict[str, Any]:
+    return {"feature_service": data.feature_service, "feature_service_version": data.feature_service_version}
 
 
 def training_profile(data: model_zoo.Dataset) -> bytes:
@@ -233,11 +293,15 @@ def _compare_int8(fp32_path: Path, int8_path: Path, data: model_zoo.Dataset) -> 
     }
 
 
-def _report(data: model_zoo.Dataset, models: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    packages = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
+def _report(
+    data: model_zoo.Dataset, models: dict[str, dict[str, dict[str, Any]]], feature_repo: Path
+) -> dict[str, Any]:
+    packages = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "feast")
     return {
         "dataset": {
             "source": "sklearn.datasets.load_breast_cancer",
+            "read_through": "Feast get_historical_features on the labels' timestamps (docs/features.md)",
+            "feature_repo": feature_repo.name,
             "features": model_zoo.N_FEATURES,
             "train_rows": len(data.x_train),
             "test_rows": len(data.x_test),
@@ -285,6 +349,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"model repository to write (default: {DEFAULT_OUT}); earlier builds there are replaced",
     )
     parser.add_argument(
+        "--feature-repo",
+        type=Path,
+        default=feature_repository.DEFAULT_REPO,
+        help="feature repository whose data/ is built and whose services the rows are read through "
+        f"(default: {feature_repository.DEFAULT_REPO})",
+    )
+    parser.add_argument(
         "--traceback", action="store_true", help="show the full traceback when the build fails"
     )
     return parser
@@ -294,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
-        report = build(args.out)
+        report = build(args.out, feature_repo=args.feature_repo)
     except Exception as error:
         if args.traceback:
             raise

@@ -9,7 +9,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +46,13 @@ Features = NDArray[np.float32]
 Labels = NDArray[np.int64]
 
 
+def _no_ids() -> NDArray[np.int64]:
+    return np.empty(0, dtype=np.int64)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Dataset:
-    """A fixed, stratified split of scikit-learn's bundled breast-cancer data."""
+    """A fixed, stratified split of labelled rows (the bundled ones: the breast-cancer patients)."""
 
     x_train: Features
     """Training rows, float32 like the wire format."""
@@ -58,18 +62,52 @@ class Dataset:
     """Held-out rows every accuracy figure is measured on."""
     y_test: Labels
     """Held-out labels."""
+    ids_train: NDArray[np.int64] = field(default_factory=_no_ids)
+    """The entity (``patient_id``) of each training row, when the rows came from the feature store."""
+    ids_test: NDArray[np.int64] = field(default_factory=_no_ids)
+    """The entity of each held-out row, likewise."""
+    feature_service: str | None = None
+    """The feature service the rows were read through, if any."""
+    feature_service_version: str | None = None
+    """That service's version (:func:`serving_image.features.definition.service_version`)."""
 
 
-def load_dataset() -> Dataset:
-    """The breast-cancer data split with :data:`SPLIT_SEED`; same rows on every call."""
-    bunch = load_breast_cancer()
-    # Train on float32 so the fitted model sees exactly the values the FP32 ONNX input carries.
-    x = np.asarray(bunch.data, dtype=np.float32)
-    y = np.asarray(bunch.target, dtype=np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y
+def load_dataset(feature_repo: Path | None = None, service: str | None = None) -> Dataset:
+    """The labelled patients' rows read through ``service`` of the feature repository (Feast's
+    point-in-time join on the labels' timestamps), split with :data:`SPLIT_SEED`; same rows on every call.
+
+    The defaults are the bundled repository (built by ``make setup``) and version 1's service. The rows
+    are scikit-learn's breast-cancer data as float32, so the fitted model sees exactly the values the
+    FP32 ONNX input carries; a later correction in the store is not seen (it postdates every label).
+    """
+    from serving_image.features import repository, training
+    from serving_image.features.schema import service_name
+
+    repo = repository.DEFAULT_REPO if feature_repo is None else feature_repo
+    name = service if service is not None else service_name("tabular-classifier", "1")
+    store = repository.open_store(repo)
+    entities = training.read_labels(repo / repository.DATA_DIR / repository.LABELS_FILE)
+    rows = training.historical_rows(store, name, entities)
+    return split_rows(rows.ids, rows.x, rows.y, service=rows.service, version=rows.version)
+
+
+def split_rows(
+    ids: NDArray[np.int64], x: Features, y: Labels, *, service: str | None = None, version: str | None = None
+) -> Dataset:
+    """The fixed, stratified split of labelled rows (the split depends only on the labels and the seed)."""
+    x_train, x_test, y_train, y_test, ids_train, ids_test = train_test_split(
+        x, y, ids, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y
     )
-    return Dataset(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return Dataset(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        ids_train=ids_train,
+        ids_test=ids_test,
+        feature_service=service,
+        feature_service_version=version,
+    )
 
 
 def feature_names() -> list[str]:

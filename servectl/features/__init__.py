@@ -1,0 +1,5 @@
+"""`servectl features`: drive the feature repository (docs/features.md).
+
+materialize (Feast's incremental materialization, its intervals and its errors as one line) -> command
+(the click group). The repository's definitions and data live in serving_image.features.
+"""
