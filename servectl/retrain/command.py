@@ -6,6 +6,8 @@ from pathlib import Path
 import click
 
 from servectl.retrain.run import Request, retrain
+from serving_image.features.repository import DATA_DIR, LABELS_FILE
+from serving_image.features.repository import DEFAULT_REPO as DEFAULT_FEATURE_REPO
 
 DEFAULT_STATE = ".servectl/retrain"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "serving_image" / "models"
@@ -14,8 +16,20 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "serving_image" / "mo
 @click.command()
 @click.option("--model", required=True, help="Model to retrain (a directory of the repository).")
 @click.option(
-    "--data", "uri", required=True, metavar="URI",
-    help="Labelled CSV, a path or s3://BUCKET/KEY: features in profile order, label, optional timestamp.",
+    "--data", "uri", metavar="URI",
+    help="Labelled CSV, a path or s3://BUCKET/KEY: features in profile order, label, optional timestamp. "
+    "With --feature-service: the labels parquet (patient_id, event_timestamp, label) "
+    "[default: the feature repository's data/labels.parquet].",
+)  # fmt: skip
+@click.option(
+    "--feature-service", metavar="NAME",
+    help="Read the rows through this feature service instead (Feast's point-in-time join on the labels' "
+    "times, docs/features.md); the new version records it in its metadata and model card.",
+)  # fmt: skip
+@click.option(
+    "--feature-repo", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=DEFAULT_FEATURE_REPO, show_default=True,
+    help="Feature repository for --feature-service (a directory with feature_store.yaml).",
 )  # fmt: skip
 @click.option(
     "--repository",
@@ -50,7 +64,9 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "serving_image" / "mo
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def retrain_command(
     model: str,
-    uri: str,
+    uri: str | None,
+    feature_service: str | None,
+    feature_repo: Path,
     repository: Path,
     margin: float,
     trigger: str | None,
@@ -60,16 +76,25 @@ def retrain_command(
     publish_buckets: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Retrain MODEL from labelled data, refuse it if worse than the serving version, else publish N+1.
+    """Retrain MODEL from labelled data (a CSV, or the feature store's rows for the labels), refuse it if
+    worse than the serving version, else publish N+1.
 
     Exit status: 0 published, 3 refused (worse beyond the margin), 4 skipped (trigger handled, rate limit,
     or a retrain of the model running), 2 bad data or arguments, 1 any other failure.
     """
     if server_pid is not None and publish_buckets:
         raise click.UsageError("--server-pid is for a local server; --publish-bucket starts no canary")
+    if uri is None and feature_service is None:
+        raise click.UsageError(
+            "give --data (a labelled CSV) or --feature-service (rows from the feature store)"
+        )
+    if uri is None:
+        uri = str(feature_repo / DATA_DIR / LABELS_FILE)
     request = Request(
         model=model,
         data=uri,
+        feature_service=feature_service,
+        feature_repo=feature_repo,
         repository=repository,
         state=state if state is not None else repository / DEFAULT_STATE,
         margin=margin,

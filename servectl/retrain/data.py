@@ -38,7 +38,11 @@ class Labelled:
     y: NDArray[np.int64]
     sha256: str
     ordered_by: str
-    """`timestamp` when the rows were sorted by it, else `file order`."""
+    """`timestamp` when the rows were sorted by it, else `file order` (`event_timestamp`: the labels')."""
+    feature_service: str | None = None
+    """The feature service the rows were read through (servectl.retrain.feature_data), else None."""
+    feature_service_version: str | None = None
+    """That service's version, recorded in the new version's metadata and card."""
 
 
 @dataclass(frozen=True, kw_only=True)

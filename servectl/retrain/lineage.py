@@ -1,6 +1,7 @@
 """The model card written beside a retrained version: where it came from and how it measured.
 
-Lineage: the sha256 of the data file's bytes, the code version (`git describe`, else the package
+Lineage: the sha256 of the data file's bytes (of the rows read, for the feature store, with the feature
+service's name and version), the code version (`git describe`, else the package
 version), the parent version, the metrics on both evaluation sets, the trigger key and the time.
 """
 
@@ -60,6 +61,7 @@ def card(
             "sha256": rows.sha256,
             "rows": len(rows.y),
             "ordered_by": rows.ordered_by,
+            **_feature_service(rows),
         },
         "split": {
             "train_rows": len(sets.train.y_train),
@@ -73,3 +75,10 @@ def card(
         "trigger": request.trigger,
         "created": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
+
+
+def _feature_service(rows: labelled.Labelled) -> dict[str, str]:
+    """The feature service the rows came through, when they came from the feature store."""
+    if rows.feature_service is None or rows.feature_service_version is None:
+        return {}
+    return {"feature_service": rows.feature_service, "feature_service_version": rows.feature_service_version}

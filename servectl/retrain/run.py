@@ -22,6 +22,7 @@ from servectl.retrain.evaluate import Metrics, judge, measure
 from servectl.retrain.serving import CARD_FILE, RetrainError, ServingVersion, canary, serving_version
 from servectl.retrain.state import Busy, State
 from serving_image import build_models, model_zoo
+from serving_image.features import repository as feature_repository
 
 PUBLISHED, REFUSED, SKIPPED, FAILED = "published", "refused", "skipped", "failed"
 EXIT_CODES = {PUBLISHED: 0, REFUSED: 3, SKIPPED: 4, FAILED: 1}
@@ -34,6 +35,7 @@ class Request:
 
     model: str
     data: str
+    """The labelled CSV; with ``feature_service``, the labels parquet the service's features are joined to."""
     repository: Path
     state: Path
     margin: float = 0.01
@@ -41,6 +43,9 @@ class Request:
     min_interval: float = 3600.0
     server_pid: int | None = None
     """A running server to send SIGHUP once the version is published and the canary weights written."""
+    feature_service: str | None = None
+    """Read the rows through this feature service of ``feature_repo`` (docs/features.md), not a CSV."""
+    feature_repo: Path | None = None
     publish_buckets: tuple[str, ...] = ()
     """`s3://BUCKET[/ROOT]`: the serving version comes from the first, the new one goes to all (not to
     ``repository``, whose BUILD_REPORT.json then only names the estimators), and no canary is started."""
@@ -126,8 +131,7 @@ def _locked(state: State, request: Request, now: float) -> Outcome:
     parent: ServingVersion | None = None
     try:
         parent = serving_version(request.repository, request.model)
-        raw = labelled.read_bytes(request.data)
-        rows = labelled.parse(request.data, raw, parent.feature_names)
+        rows = _rows(request, parent)
         sets = labelled.split(rows)
     except labelled.InputError as error:
         return _failed(request, parent, str(error), exit_code=2)
@@ -147,6 +151,17 @@ def _locked(state: State, request: Request, now: float) -> Outcome:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _rows(request: Request, parent: ServingVersion) -> labelled.Labelled:
+    if request.feature_service is None:
+        raw = labelled.read_bytes(request.data)
+        return labelled.parse(request.data, raw, parent.feature_names)
+    # Imported here: reading through Feast needs pandas, which the CSV path does not.
+    from servectl.retrain.feature_data import from_feature_store
+
+    repo = request.feature_repo if request.feature_repo is not None else feature_repository.DEFAULT_REPO
+    return from_feature_store(repo, request.feature_service, Path(request.data), parent.feature_names)
+
+
 def _train_and_publish(
     state: State,
     request: Request,
@@ -159,6 +174,8 @@ def _train_and_publish(
     pipeline = parent.trainer(sets.train)
     profile = build_models.training_profile(sets.train)
     exported = model_zoo.to_onnx(pipeline)
+    if rows.feature_service is not None and rows.feature_service_version is not None:
+        build_models.record_feature_service(exported, rows.feature_service, rows.feature_service_version)
     # The held-out accuracy is the version's reference: the quality alert compares live accuracy with it.
     accuracy = build_models.held_out_accuracy(exported, sets.train)
     model_path = build_models._write_version(staging, exported, profile, accuracy)
