@@ -60,7 +60,9 @@ def historical_rows(store: Any, service: str, entities: pd.DataFrame) -> Trainin
     keyed = entities.reset_index(drop=True).assign(_row=np.arange(len(entities)))
     with contextlib.redirect_stdout(io.StringIO()):
         frame = store.get_historical_features(entity_df=keyed, features=definition).to_df()
-    frame = frame.sort_values("_row", kind="stable").reset_index(drop=True)
+    # The file store drops an entity row with no value as of its time: put it back empty, so the shared
+    # transformation names it as a gap rather than training silently on fewer rows.
+    frame = frame.set_index("_row").reindex(range(len(keyed))).reset_index(drop=True)
     x = to_model_input({name: frame[name].tolist() for name in ordered}, ordered)
     return TrainingRows(
         service=service,
