@@ -16,7 +16,11 @@ import pytest
 import yaml
 
 from serving_image import build_models, drift_profile, model_zoo
+from serving_image.features import repository as feature_repository
+from serving_image.features.definition import service_version
+from serving_image.features.offline import source_rows
 from serving_image.model_config import load_model_config
+from tests.feature_repo import copy_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 V1 = "tabular-classifier/1/model.onnx"
@@ -40,24 +44,39 @@ INT8_CONFIG = {"max_batch_size": 64, "max_queue_delay_ms": 0, "max_queue_size": 
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def feature_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the bundled feature repository: the build writes its data/ there, not in the source tree."""
+    return copy_repo(tmp_path_factory.mktemp("feature_repo"))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, feature_repo: Path) -> Path:
     """One build through the command line's entry point, shared by the module's tests."""
     out = tmp_path_factory.mktemp("models")
-    assert build_models.main(["--out", str(out)]) == 0, "the build exited non-zero"
+    assert build_models.main(["--out", str(out), "--feature-repo", str(feature_repo)]) == 0, "build failed"
     return out
 
 
 @pytest.fixture(scope="module")
-def rebuild(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second build in a fresh process over a repository holding a stale version 3."""
+def rebuild(tmp_path_factory: pytest.TempPathFactory, repo: Path) -> Path:
+    """A second build in a fresh process, from a fresh feature repository, over a stale version 3."""
     out = tmp_path_factory.mktemp("rebuild")
     stale = out / "tabular-classifier" / "3"
     stale.mkdir(parents=True)
     (stale / "model.onnx").write_bytes(b"stale")
+    features = copy_repo(tmp_path_factory.mktemp("feature_repo_again"))
     # A fixed hash seed unlike the test process's random one: set-ordered output would show up.
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     result = subprocess.run(
-        [sys.executable, "-m", "serving_image.build_models", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "serving_image.build_models",
+            "--out",
+            str(out),
+            "--feature-repo",
+            str(features),
+        ],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -69,9 +88,9 @@ def rebuild(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def data() -> model_zoo.Dataset:
-    """The same held-out split the build measured on."""
-    return model_zoo.load_dataset()
+def data(repo: Path, feature_repo: Path) -> model_zoo.Dataset:
+    """The same held-out split the build measured on (read after the build wrote the feature data)."""
+    return model_zoo.load_dataset(feature_repo)
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -292,3 +311,43 @@ def test_profile_loads_as_the_server_loads_it(repo: Path, relative: str) -> None
     metadata = session(model).get_modelmeta().custom_metadata_map
     profile = drift_profile.load_profile(model, metadata)
     assert len(profile.features) == model_zoo.N_FEATURES, f"{relative}: {len(profile.features)} features"
+
+
+SERVICES = {V1: "tabular_classifier_v1", V2: "tabular_classifier_v2", INT8: "tabular_classifier_int8_v1"}
+
+
+@pytest.mark.parametrize("relative", MODEL_FILES)
+def test_model_metadata_names_its_feature_service(repo: Path, feature_repo: Path, relative: str) -> None:
+    props = {entry.key: entry.value for entry in onnx.load(str(repo / relative)).metadata_props}
+    store = feature_repository.open_store(feature_repo)
+    expected = (SERVICES[relative], service_version(store, SERVICES[relative]))
+    found = (props.get("feature_service"), props.get("feature_service_version"))
+    assert found == expected, f"{relative}: metadata {props} does not name its feature service {expected}"
+
+
+def test_report_names_each_versions_feature_service(repo: Path, feature_repo: Path) -> None:
+    report = json.loads((repo / "BUILD_REPORT.json").read_text(encoding="utf-8"))
+    store = feature_repository.open_store(feature_repo)
+    for relative, service in SERVICES.items():
+        model, version = relative.split("/")[:2]
+        entry = report["models"][model][version]
+        found = (entry.get("feature_service"), entry.get("feature_service_version"))
+        assert found == (service, service_version(store, service)), f"{relative}: report entry {entry}"
+
+
+def test_training_rows_are_the_source_rows_before_corrections(data: model_zoo.Dataset) -> None:
+    """Read through Feast on the labels' times, the rows are scikit-learn's: no later correction leaked in."""
+    x, y = source_rows()
+    assert np.array_equal(data.x_train, x[data.ids_train]), "a training row is not its patient's first row"
+    assert np.array_equal(data.y_train, y[data.ids_train]), "a training label is not its patient's"
+    assert np.array_equal(data.x_test, x[data.ids_test]), "a held-out row is not its patient's first row"
+    assert len(set(data.ids_train) | set(data.ids_test)) == len(x), "patients missing from the split"
+
+
+def test_a_missing_feature_repository_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = build_models.main(["--out", str(tmp_path / "out"), "--feature-repo", str(tmp_path / "none")])
+    error = capsys.readouterr().err
+    assert code == 1 and error.count("\n") == 1, f"exit {code}, error {error!r}"
+    assert "feature_store.yaml: no such file" in error, f"error does not name the file: {error!r}"
