@@ -5,6 +5,7 @@ neither HTTP nor gRPC. Every model version that loaded gets a dynamic batcher.
 """
 
 import asyncio
+import dataclasses
 import os
 import random
 import time
@@ -28,6 +29,7 @@ from serving_image.errors import (
     ModelNotReady,
     Overloaded,
 )
+from serving_image.features.online import JOIN_KEY_SPEC, EntityInput, NotServable, OnlineFeatures, entity_ids
 from serving_image.feedback import Feedback, ServedRequests
 from serving_image.metrics import Metrics
 from serving_image.model_config import FaultConfig
@@ -35,7 +37,7 @@ from serving_image.quality import QualityMonitor
 from serving_image.repository import Model, ModelVersion, Repository, failure_fields
 from serving_image.response_cache import CacheLimits, ResponseCache, cache_key
 from serving_image.runtime import PLATFORM, OnnxModel, TensorSpec
-from serving_image.tensors import InferRequest, InferResponse, OutputTensor, check_against_model
+from serving_image.tensors import InferRequest, InferResponse, InputTensor, OutputTensor, check_against_model
 from serving_image.tracing import Tracing
 
 SERVER_NAME = "model-serving"
@@ -52,16 +54,21 @@ class ModelMetadata:
     platform: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    parameters: Mapping[str, str] | None = None
+    """A version served from entity keys announces its join key here (EntityInput.parameters)."""
 
     def document(self) -> dict[str, object]:
         """The REST ``$metadata_model_response`` object."""
-        return {
+        document: dict[str, object] = {
             "name": self.name,
             "versions": self.versions,
             "platform": self.platform,
             "inputs": [spec.metadata() for spec in self.inputs],
             "outputs": [spec.metadata() for spec in self.outputs],
         }
+        if self.parameters:
+            document["parameters"] = dict(self.parameters)
+        return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +122,15 @@ class DataPlane:
         self, repository: Repository, metrics: Metrics, served_capacity: int = 100_000,
         tracing: Tracing | None = None, cache_limits: CacheLimits = CACHE_OFF,
         drift_sample_rate: float = DEFAULT_SAMPLE_RATE, trust_assignment_header: bool = False,
+        features: OnlineFeatures | None = None,
     ) -> None:  # fmt: skip
         self.repository = repository
         self.metrics = metrics
+        # Entity-keyed requests (serving_image/features/online.py): per version, how it is served from its
+        # feature service, or why it cannot be; only versions whose metadata name a service are here.
+        self.features = features
+        self._entities: dict[tuple[str, str], EntityInput | str] = {}
+        self._feature_refresher: asyncio.Task[None] | None = None
         # How requests reach their version (serving_image/assignment.py): behind the mesh, the gateway says.
         self._trust_assignment = trust_assignment_header
         self._sticky_users = StickyUsers()
@@ -142,6 +155,8 @@ class DataPlane:
         """Start a batcher per loaded version and publish readiness."""
         if self._drift_flusher is None:
             self._drift_flusher = asyncio.create_task(self.drift.flush_periodically())
+        if self.features is not None and self._feature_refresher is None:
+            self._feature_refresher = asyncio.create_task(self.features.refresh_periodically())
         for model in self.repository.models.values():
             for version in model.versions.values():
                 self.drift.register(model.name, version)
@@ -170,6 +185,7 @@ class DataPlane:
         self.metrics.model_ready.labels(model.name, version.version).set(int(version.ready))
         if version.runtime is None:
             return
+        self._bind_entities(model, version.version, version.runtime)
         observer = _BatchMetrics(self.metrics, model.name, version.version)
         batcher = DynamicBatcher(
             version.runtime.run,
@@ -192,11 +208,28 @@ class DataPlane:
                 self.metrics.response_cache_misses.labels(*labels),
             )
 
+    def _bind_entities(self, model: Model, version: str, runtime: OnnxModel) -> None:
+        """Whether (and how) a version takes entity keys; a service it cannot be served from is logged."""
+        if self.features is None:
+            return
+        try:
+            entity = self.features.bind(runtime)
+        except NotServable as error:
+            self._entities[(model.name, version)] = str(error)
+            log_event("entity_input_unavailable", model=model.name, version=version, reason=str(error))
+            return
+        if entity is not None:
+            self._entities[(model.name, version)] = entity
+
     async def stop(self) -> None:
         """Finish queued work and release the threads."""
         await asyncio.gather(*(batcher.stop() for batcher, _ in self._batchers.values()))
         if self._drift_flusher is not None:
             self._drift_flusher.cancel()
+        if self._feature_refresher is not None:
+            self._feature_refresher.cancel()
+        if self.features is not None:
+            self.features.close()
         self.drift.flush()
         for executor in (self._executor, *self._added_executors):
             executor.shutdown(wait=True)
@@ -240,7 +273,9 @@ class DataPlane:
         entry = self.version(model, version) if version else self._default_version(model)
         runtime = _loaded(model, entry)
         versions = sorted((v for v in model.versions if v.isdigit()), key=int)
-        return ModelMetadata(model.name, versions, PLATFORM, runtime.inputs, runtime.outputs)
+        entity = self._entities.get((model.name, entry.version))
+        parameters = entity.parameters() if isinstance(entity, EntityInput) else None
+        return ModelMetadata(model.name, versions, PLATFORM, runtime.inputs, runtime.outputs, parameters)
 
     def route(self, name: str, version: str | None, headers: Mapping[str, str]) -> Target:
         """The version that serves a request: the one asked for, or the variant router's choice."""
@@ -277,22 +312,31 @@ class DataPlane:
             )
 
     def input_specs(self, target: Target) -> dict[str, TensorSpec]:
-        """The routed version's inputs by name, to check a request before its tensors are decoded."""
-        return {spec.name: spec for spec in _loaded(target.model, target.version).inputs}
+        """The routed version's inputs by name, to check a request before its tensors are decoded; the
+        join key too for a version whose metadata names a feature service (served or refused in ``infer``)."""
+        specs = {spec.name: spec for spec in _loaded(target.model, target.version).inputs}
+        if (target.model.name, target.version.version) in self._entities:
+            specs.setdefault(JOIN_KEY_SPEC.name, JOIN_KEY_SPEC)
+        return specs
 
     def check(self, target: Target, request: InferRequest) -> None:
         """Refuse (4xx) what ``infer`` would refuse before running: the inputs against the model, the
         batch size, the outputs asked for. A job is checked so at submit, so bad input never queues."""
         runtime = _loaded(target.model, target.version)
-        _feeds(request, runtime, target.model.config.max_batch_size)
+        if self._entity_input(target, request) is not None:
+            entity_ids(request.inputs, target.model.config.max_batch_size)  # looked up when the job runs
+        else:
+            _feeds(request, runtime, target.model.config.max_batch_size)
         _requested_outputs(request, runtime)
 
     async def infer(self, target: Target, request: InferRequest, trace: object = None) -> InferResponse:
         """Validate the inputs against the model, run them through its batcher, build the response.
 
-        ``trace`` is the request's span when tracing is on, to parent its queue and batch spans.
+        ``trace`` is the request's span when tracing is on, to parent its queue and batch spans. A request
+        that sends the join key gets its features from the online store first.
         """
         runtime = _loaded(target.model, target.version)
+        request = await self._with_features(target, request)
         feeds, rows = _feeds(request, runtime, target.model.config.max_batch_size)
         outputs = _requested_outputs(request, runtime)
         self.drift.observe(target.model.name, target.version.version, feeds)
@@ -317,6 +361,30 @@ class DataPlane:
             ],
             predicted=None if quality is None else result.outputs[quality.output],
         )
+
+    def _entity_input(self, target: Target, request: InferRequest) -> EntityInput | None:
+        """How this request's entity keys are served; None if it sends none; 400 if the version cannot."""
+        if not any(tensor.name == JOIN_KEY_SPEC.name for tensor in request.inputs):
+            return None
+        entity = self._entities.get(
+            (target.model.name, target.version.version), "it names no feature service"
+        )
+        if not isinstance(entity, EntityInput):
+            raise InvalidInput(
+                f"input '{JOIN_KEY_SPEC.name}': model '{target.model.name}' version "
+                f"'{target.version.version}' cannot be served from entity keys: {entity}"
+            )
+        return entity
+
+    async def _with_features(self, target: Target, request: InferRequest) -> InferRequest:
+        """The request with its entity ids replaced by their features (``to_model_input``), or as it is."""
+        entity = self._entity_input(target, request)
+        if entity is None or self.features is None:
+            return request
+        ids = entity_ids(request.inputs, target.model.config.max_batch_size)
+        matrix = await self.features.fetch(entity, target.model.name, target.version.version, ids)
+        tensor = InputTensor(entity.model_input, "FP32", matrix.shape, matrix)
+        return dataclasses.replace(request, inputs=[tensor])
 
     async def _infer_cached(
         self, target: Target, request: InferRequest, work: tuple[dict[str, np.ndarray], int],

@@ -4,6 +4,7 @@ Transports map these once: REST to the status code and the V2 body ``{"error": .
 gRPC to a status code. Anything that is not a ``ServingError`` is a server bug (500).
 """
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 
@@ -17,6 +18,10 @@ class ServingError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def document(self) -> dict[str, object]:
+        """The REST body: ``{"error": message}`` and any fields a subclass names (the entities at fault)."""
+        return {"error": self.message}
 
 
 class InvalidInput(ServingError):
@@ -101,6 +106,50 @@ class NotConfigured(ServingError):
 
 class QueueUnavailable(ServingError):
     """The job queue cannot be reached: nothing was queued, so the client may retry."""
+
+    status = 503
+    grpc_code = "UNAVAILABLE"
+    outcome = "unavailable"
+
+
+class FeatureLookupError(ServingError):
+    """An entity-keyed request whose features could not be served (serving_image/features/online.py):
+    the body names what is at fault (entity ids, features, the budget) besides the message."""
+
+    def __init__(self, message: str, details: Mapping[str, object]) -> None:
+        super().__init__(message)
+        self.details = dict(details)
+
+    def document(self) -> dict[str, object]:
+        return {"error": self.message, **self.details}
+
+
+class UnknownEntity(FeatureLookupError):
+    """Feast's online store holds no row for some of the entity ids sent: never answered as zeros."""
+
+    status = 404
+    grpc_code = "NOT_FOUND"
+    outcome = "not_found"
+
+
+class MissingFeatureValue(FeatureLookupError):
+    """An entity's row lacks a feature value (null, NaN or past the view's TTL): never answered as a zero."""
+
+    status = 422
+    grpc_code = "FAILED_PRECONDITION"
+    outcome = "client_error"
+
+
+class FeatureTimeout(FeatureLookupError):
+    """The feature lookup did not finish within the per-request budget; it was abandoned."""
+
+    status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+    outcome = "unavailable"
+
+
+class FeatureStoreUnavailable(FeatureLookupError):
+    """The online store failed (locked past its own timeout, missing, corrupt): the client may retry."""
 
     status = 503
     grpc_code = "UNAVAILABLE"

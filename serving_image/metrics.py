@@ -29,6 +29,10 @@ UNKNOWN = "_unknown"
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# Feature lookups: a cache hit takes microseconds, the local store about 0.4 ms, the budget 50 ms.
+_LOOKUP_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -171,6 +175,22 @@ class Metrics:
         self.quality_monitored = Gauge(
             "serving_quality_monitored", "1 when the version has a class output (label feedback counted).",
             ["model", "version"], multiprocess_mode="livemin", registry=r,
+        )  # fmt: skip
+        # Entity-keyed requests (serving_image/features/online.py, docs/features.md): the outcome of each
+        # distinct entity of a request (6 values), the time of a request's lookup (cache and store), and
+        # each feature view's latest materialization end as the registry records it.
+        self.feature_lookups = Counter(
+            "serving_feature_lookups", "Entities looked up for entity-keyed requests, by outcome.",
+            ["model", "version", "outcome"], registry=r,
+        )  # fmt: skip
+        self.feature_lookup_seconds = Histogram(
+            "serving_feature_lookup_seconds", "Time of an entity-keyed request's feature lookup.",
+            ["model"], buckets=_LOOKUP_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.feature_view_materialized = Gauge(
+            "serving_feature_view_materialized_timestamp_seconds",
+            "Unix time of the end of the feature view's latest materialization interval (0: never).",
+            ["feature_view"], multiprocess_mode="livemax", registry=r,
         )  # fmt: skip
 
     def exposition(self) -> bytes:

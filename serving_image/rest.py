@@ -200,7 +200,7 @@ class RestApp:
             status, body, extra = await self._infer_body(scope, receive, parts, headers, tracked, span)
             outcome, error_name = ("accepted" if status == 202 else "success"), None
         except ServingError as error:
-            status, body = error.status, orjson.dumps({"error": error.message})
+            status, body = error.status, orjson.dumps(error.document())
             outcome, error_name = error.outcome, type(error).__name__
             extra = challenge(error)  # WWW-Authenticate on a 401 or 403
         except Exception:  # a bug: answer 500, keep serving, and leave a trace for the operator

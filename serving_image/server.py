@@ -49,6 +49,7 @@ from serving_image.tracing import Tracing, TracingUnavailable
 from serving_image.tracking import RequestTracker
 
 if TYPE_CHECKING:
+    from serving_image.features.online import OnlineFeatures
     from serving_image.job_callbacks import CallbackPolicy
     from serving_image.job_queue import JobQueue
     from serving_image.job_worker import JobWorker
@@ -102,16 +103,15 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     if repository is None:
         return 2
     metrics = Metrics()
-    try:  # tracing and the response cache (serving_image/tracing.py, response_cache.py); both off by default
-        tracing = Tracing.for_settings(settings)
-    except TracingUnavailable as error:
-        log_event("startup_failed", reason=str(error))
+    optional = _optional_parts(settings, metrics)
+    if optional is None:
         return 2
+    tracing, features = optional
     dataplane = DataPlane(
         repository, metrics, served_capacity=settings.feedback_requests,
         tracing=tracing, cache_limits=CacheLimits.for_settings(settings),
         drift_sample_rate=settings.drift_sample_rate,
-        trust_assignment_header=settings.trust_assignment_header,
+        trust_assignment_header=settings.trust_assignment_header, features=features,
     )  # fmt: skip
     await dataplane.start()
     access_log = AccessLog(enabled=settings.access_log)
@@ -159,6 +159,39 @@ async def serve(settings: Settings, siblings: Barrier | None = None) -> int:
     access_log.flush()
     log_event("server_stopped", pid=os.getpid(), inflight=tracker.inflight)
     return 0
+
+
+def _optional_parts(
+    settings: Settings, metrics: Metrics
+) -> "tuple[Tracing | None, OnlineFeatures | None] | None":
+    """Tracing and the feature store (serving_image/tracing.py, features/online.py; the response cache needs
+    nothing opened): each off by default; None, the problem logged, if one is configured but unusable."""
+    try:
+        return Tracing.for_settings(settings), _online_features(settings, metrics)
+    except (TracingUnavailable, FeatureRepoUnusable) as error:
+        log_event("startup_failed", reason=str(error))
+        return None
+
+
+class FeatureRepoUnusable(Exception):
+    """The configured feature repository cannot be opened; the message names it and why."""
+
+
+def _online_features(settings: Settings, metrics: Metrics) -> "OnlineFeatures | None":
+    """The feature repository's online store when one is configured (Feast is imported only then)."""
+    if settings.feature_repo is None:
+        return None
+    from serving_image.features.cache import FeatureCache
+    from serving_image.features.online import OnlineFeatures
+
+    cache = FeatureCache(settings.feature_cache_entries, settings.feature_cache_ttl_seconds)
+    try:
+        return OnlineFeatures.open(
+            settings.feature_repo, metrics, settings.feature_timeout_ms, cache,
+            settings.feature_registry_refresh_seconds,
+        )  # fmt: skip
+    except Exception as error:  # Feast's config errors have many types; each says what is wrong
+        raise FeatureRepoUnusable(f"feature repository {settings.feature_repo}: {error}") from error
 
 
 async def _job_queue(settings: Settings) -> "JobQueue | None":

@@ -207,6 +207,31 @@ class Settings(BaseSettings):
         default=10_000, ge=1, le=10_000_000, description="cached responses per model version"
     )
 
+    # Entity-keyed requests (serving_image/features/online.py, docs/features.md): off unless a Feast
+    # repository is given; then a version whose ONNX metadata names a feature_service also takes patient_id.
+    feature_repo: Path | None = Field(
+        default=None, description="Feast feature repository (a directory with feature_store.yaml); unset: off"
+    )
+    feature_timeout_ms: int = Field(
+        default=50, ge=1, le=60_000, description="budget of a request's feature lookup; past it a 504"
+    )
+    feature_cache_entries: int = Field(
+        default=10_000, ge=0, le=10_000_000, description="feature rows cached per process (0: no cache)"
+    )
+    feature_cache_ttl_seconds: float = Field(
+        default=60.0, ge=0, le=86_400, description="a cached feature row is used this long (0: no cache)"
+    )
+    feature_registry_refresh_seconds: float = Field(
+        default=60.0, gt=0, le=86_400, description="how often the registry and the freshness gauge are read"
+    )
+
+    @field_validator("feature_repo")
+    @classmethod
+    def _feature_repo(cls, repo: Path | None) -> Path | None:
+        if repo is not None and not (repo / "feature_store.yaml").is_file():
+            raise ValueError(f"{repo / 'feature_store.yaml'} is not a file (a Feast repository has one)")
+        return repo
+
     # Asynchronous inference (serving_image/job_queue.py, job_worker.py, docs/async-inference.md): off
     # unless a Redis URL is given; then an async request is queued on a Redis Stream and answered 202.
     async_redis_url: str = Field(
