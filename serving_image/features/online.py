@@ -204,7 +204,8 @@ class OnlineFeatures:
         loop = asyncio.get_running_loop()
         counter = self._metrics.feature_lookups
         try:
-            future = loop.run_in_executor(self._executor, _read, self._store, entity, ids)
+            deadline = time.monotonic() + self.timeout_seconds
+            future = loop.run_in_executor(self._executor, read_before, deadline, self._store, entity, ids)
             return await asyncio.wait_for(future, self.timeout_seconds)
         except TimeoutError:
             counter.labels(model, version, "timeout").inc(len(ids))
@@ -282,6 +283,15 @@ class OnlineFeatures:
 def _complete(row: Fetched) -> TypeGuard[Row]:
     """Every value present and a number (NaN != NaN): only such a row may be cached."""
     return all(value is not None and not math.isnan(value) for value in row)
+
+
+def read_before(deadline: float, store: Any, entity: EntityInput, ids: list[int]) -> dict[int, Fetched]:
+    """``_read``, unless the request gave up waiting (its budget passed while this lookup queued behind a
+    blocked one): then nothing is read, so a store that recovers does not work through a backlog of
+    abandoned lookups while new requests wait behind it."""
+    if time.monotonic() >= deadline:
+        return {}
+    return _read(store, entity, ids)
 
 
 def _read(store: Any, entity: EntityInput, ids: list[int]) -> dict[int, Fetched]:

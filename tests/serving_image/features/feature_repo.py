@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 from sklearn.datasets import load_breast_cancer
 
 from serving_image.features.definition import service_version
