@@ -37,3 +37,9 @@ drift-detector: setup
 .PHONY: drift-bench
 drift-bench: setup
 	$(BIN)/python benchmarks/drift_overhead.py
+
+# Entity-keyed requests (issue 17): added latency of patient_id against the same features sent, at c=1 and
+# c=8, cache hit and miss, against Feast's local SQLite online store (benchmarks/features.py, about a minute).
+.PHONY: features-bench
+features-bench: setup
+	$(BIN)/python benchmarks/features.py

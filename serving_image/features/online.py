@@ -13,7 +13,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -31,6 +30,7 @@ from serving_image.errors import (
 )
 from serving_image.features.cache import FeatureCache, Row
 from serving_image.features.definition import FeatureGap, ordered_features, service_version, to_model_input
+from serving_image.features.reads import Fetched, StoreReads, read_rows
 from serving_image.features.schema import JOIN_KEY, SERVICE_KEY, SERVICE_VERSION_KEY
 from serving_image.metrics import Metrics
 from serving_image.repository import failure_fields
@@ -40,8 +40,6 @@ from serving_image.tensors import InputTensor
 JOIN_KEY_SPEC = TensorSpec(JOIN_KEY, "INT64", (-1,))
 """The alternative input of a version with a feature service: one entity id per row."""
 _SHOWN = 20  # entity ids and features named in an error body at most
-Fetched = tuple[float | None, ...]
-"""An entity's values as Feast answered them: None where the store holds no value."""
 
 
 # Importing Feast (its feast.metrics) sets these to a directory of its own when they are unset, which
@@ -123,12 +121,16 @@ class OnlineFeatures:
         refresh_seconds: float = 60.0,
     ) -> None:  # fmt: skip
         self._store = store
+        self.reads = StoreReads(store)
         self._metrics = metrics
         self.timeout_seconds = timeout_seconds
         self.cache = cache
         self._refresh_seconds = refresh_seconds
-        # One thread: Feast's SQLite store shares one connection, and lookups wait their turn within budget.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feast")
+
+    @property
+    def store(self) -> Any:
+        """Feast's FeatureStore the lookups read (for tools that read the same repository once)."""
+        return self._store
 
     @classmethod
     def open(
@@ -140,7 +142,7 @@ class OnlineFeatures:
 
     def close(self) -> None:
         """Release the lookup thread; a lookup still blocked in the store is not waited for."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.reads.close()
 
     def bind(self, runtime: OnnxModel) -> EntityInput | None:
         """How a loaded version is served from entity keys; None without a ``feature_service`` in its
@@ -169,7 +171,7 @@ class OnlineFeatures:
         # Feast sets up its provider and store connection on the first read: done here, before serving,
         # so that the first request does not spend its budget on it (as a model is warmed up).
         try:
-            _read(self._store, entity, [0])
+            read_rows(self._store, entity.definition, entity.ordered, [0])
         except Exception as error:
             raise NotServable(f"the online store cannot be read: {error}") from error
         return entity
@@ -201,12 +203,11 @@ class OnlineFeatures:
         self, entity: EntityInput, model: str, version: str, ids: list[int]
     ) -> dict[int, Fetched]:
         """Feast's rows for ``ids`` within the budget; the blocking call runs on the lookup thread."""
-        loop = asyncio.get_running_loop()
         counter = self._metrics.feature_lookups
         try:
-            deadline = time.monotonic() + self.timeout_seconds
-            future = loop.run_in_executor(self._executor, read_before, deadline, self._store, entity, ids)
-            return await asyncio.wait_for(future, self.timeout_seconds)
+            return await asyncio.wait_for(
+                self.reads.read(entity.definition, entity.ordered, ids), self.timeout_seconds
+            )
         except TimeoutError:
             counter.labels(model, version, "timeout").inc(len(ids))
             budget_ms = round(self.timeout_seconds * 1000)
@@ -270,9 +271,8 @@ class OnlineFeatures:
     async def refresh(self) -> None:
         """Re-read the registry (on the lookup thread: lookups never refresh it inline) and publish each
         feature view's latest materialized time; 0 for a view never materialized (stale since forever)."""
-        loop = asyncio.get_running_loop()
         try:
-            ends = await loop.run_in_executor(self._executor, _materialized, self._store)
+            ends = await self.reads.run(_materialized, self._store)
         except Exception as error:  # the gauge keeps its last value and ages, which is what alerts
             log_event("feature_registry_refresh_failed", **failure_fields(error))
             return
@@ -283,24 +283,6 @@ class OnlineFeatures:
 def _complete(row: Fetched) -> TypeGuard[Row]:
     """Every value present and a number (NaN != NaN): only such a row may be cached."""
     return all(value is not None and not math.isnan(value) for value in row)
-
-
-def read_before(deadline: float, store: Any, entity: EntityInput, ids: list[int]) -> dict[int, Fetched]:
-    """``_read``, unless the request gave up waiting (its budget passed while this lookup queued behind a
-    blocked one): then nothing is read, so a store that recovers does not work through a backlog of
-    abandoned lookups while new requests wait behind it."""
-    if time.monotonic() >= deadline:
-        return {}
-    return _read(store, entity, ids)
-
-
-def _read(store: Any, entity: EntityInput, ids: list[int]) -> dict[int, Fetched]:
-    """Feast's answer for ``ids`` as one row each (None where a value is missing); blocking."""
-    response = store.get_online_features(features=entity.definition, entity_rows=[{JOIN_KEY: i} for i in ids])
-    columns = response.to_dict()
-    return {
-        entity_id: tuple(columns[name][row] for name in entity.ordered) for row, entity_id in enumerate(ids)
-    }
 
 
 def _materialized(store: Any) -> dict[str, float]:

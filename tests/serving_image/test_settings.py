@@ -123,6 +123,11 @@ DEFAULTS: dict[str, object] = {
     "async_object_store": "",
     "async_inline_result_bytes": 1024 * 1024,
     "async_max_object_bytes": 256 * 1024 * 1024,
+    "feature_repo": None,
+    "feature_timeout_ms": 50,
+    "feature_cache_entries": 10_000,
+    "feature_cache_ttl_seconds": 60.0,
+    "feature_registry_refresh_seconds": 60.0,
 }
 
 
@@ -221,6 +226,10 @@ BOUNDS: dict[str, tuple[str, str, str, str, str | None, str | None]] = {
     "async_callback_timeout_s": ("0.001", "0", gt(0), "120", "120.001", le(120)),
     "async_inline_result_bytes": ("0", "-1", ge(0), str(1 << 26), str((1 << 26) + 1), le(1 << 26)),
     "async_max_object_bytes": ("1024", "1023", ge(1024), str(1 << 32), str((1 << 32) + 1), le(1 << 32)),
+    "feature_timeout_ms": ("1", "0", ge(1), "60000", "60001", le(60000)),
+    "feature_cache_entries": ("0", "-1", ge(0), "10000000", "10000001", le(10000000)),
+    "feature_cache_ttl_seconds": ("0", "-0.001", ge(0), "86400", "86400.001", le(86400)),
+    "feature_registry_refresh_seconds": ("0.001", "0", gt(0), "86400", "86400.001", le(86400)),
 }
 NUMERIC_CONSTRAINTS = (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt)
 
@@ -370,6 +379,18 @@ def test_a_text_or_path_variable_is_read_as_given(
 ) -> None:
     monkeypatch.setenv(variable(field), text)
     assert getattr(load_settings([]), field) == value, f"{variable(field)}={text}"
+
+
+def test_a_feature_repo_needs_its_feature_store_yaml(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SERVING_FEATURE_REPO", str(tmp_path))
+    line = refused(capsys, [])
+    assert line.endswith(
+        f"feature_repo: {tmp_path}/feature_store.yaml is not a file (a Feast repository has one)"
+    )
+    (tmp_path / "feature_store.yaml").write_text("project: model_serving\n", encoding="utf-8")
+    assert load_settings([]).feature_repo == tmp_path
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 
 from serving_image.errors import FeatureTimeout, InvalidInput, MissingFeatureValue, UnknownEntity
 from serving_image.features.cache import FeatureCache
-from serving_image.features.online import EntityInput, NotServable, OnlineFeatures, entity_ids, read_before
+from serving_image.features.online import EntityInput, NotServable, OnlineFeatures, entity_ids
 from serving_image.features.schema import JOIN_KEY
 from serving_image.metrics import Metrics
 from serving_image.runtime import OnnxModel
@@ -247,14 +247,3 @@ def test_entity_ids_accepts_a_batch_up_to_the_max() -> None:
 def test_entity_ids_refuses_naming_the_input(tensors: list[InputTensor], message: str) -> None:
     with pytest.raises(InvalidInput, match=f"input '{JOIN_KEY}'.*{message}"):
         entity_ids(tensors, max_batch_size=3)
-
-
-def test_a_lookup_whose_request_gave_up_reads_nothing(feature_repo: FeatureRepo, entity_models: Path) -> None:
-    features, _ = online(feature_repo, FeatureCache(0, 60))
-    entity = features.bind(runtime(entity_models))
-    assert entity is not None
-    store = FEAST.FeatureStore(repo_path=str(feature_repo.path))
-    assert read_before(time.monotonic() - 0.001, None, entity, [1]) == {}, "past its deadline: no store call"
-    assert read_before(time.monotonic() + 5, store, entity, [1])[1][0] == pytest.approx(
-        float(feature_repo.features[1, 0])
-    ), "before its deadline the store is read"
