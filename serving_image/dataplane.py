@@ -167,6 +167,7 @@ class DataPlane:
                     else _warm_up(version.runtime, model.name, version.version)
                 )
                 self._serve(model, version, cost, self._executor)
+                await self._bind_entities(model, version)
         self._publish_weights()
 
     def _publish_weights(self) -> None:
@@ -185,7 +186,6 @@ class DataPlane:
         self.metrics.model_ready.labels(model.name, version.version).set(int(version.ready))
         if version.runtime is None:
             return
-        self._bind_entities(model, version.version, version.runtime)
         observer = _BatchMetrics(self.metrics, model.name, version.version)
         batcher = DynamicBatcher(
             version.runtime.run,
@@ -208,18 +208,22 @@ class DataPlane:
                 self.metrics.response_cache_misses.labels(*labels),
             )
 
-    def _bind_entities(self, model: Model, version: str, runtime: OnnxModel) -> None:
-        """Whether (and how) a version takes entity keys; a service it cannot be served from is logged."""
-        if self.features is None:
+    async def _bind_entities(self, model: Model, version: ModelVersion) -> None:
+        """Whether (and how) a loaded version takes entity keys; a service it cannot be served from is
+        logged. Bound on the lookup thread, the only one that touches Feast's store."""
+        if self.features is None or version.runtime is None:
             return
+        key = (model.name, version.version)
         try:
-            entity = self.features.bind(runtime)
+            entity = await self.features.reads.run(self.features.bind, version.runtime)
         except NotServable as error:
-            self._entities[(model.name, version)] = str(error)
-            log_event("entity_input_unavailable", model=model.name, version=version, reason=str(error))
+            self._entities[key] = str(error)
+            log_event(
+                "entity_input_unavailable", model=model.name, version=version.version, reason=str(error)
+            )
             return
         if entity is not None:
-            self._entities[(model.name, version)] = entity
+            self._entities[key] = entity
 
     async def stop(self) -> None:
         """Finish queued work and release the threads."""
@@ -484,6 +488,7 @@ class DataPlane:
             executor = ThreadPoolExecutor(max_workers=len(ready), thread_name_prefix="ort")
             self._added_executors.append(executor)
         for model, version, cost in added:
+            await self._bind_entities(model, version)  # before it can be routed to
             model.versions[version.version] = version
             self._serve(model, version, cost, executor or self._executor)
         problems = self.repository.reload_variants()

@@ -8,9 +8,12 @@ exported, and a locked store costs a request its budget (504), not the server it
 """
 
 import json
+import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +24,7 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from tests.serving_image.conftest import ServerProcess, start_server
+from tests.serving_image.conftest import ServerProcess, start_server, wait_until
 from tests.serving_image.features.conftest import locked
 from tests.serving_image.features.feature_repo import (
     GAP_FEATURE,
@@ -231,3 +234,30 @@ def test_lookups_and_freshness_are_exported(feature_server: ServerProcess) -> No
         (("feature_view", "tumour_measurements"),),
     )
     assert after[gauge] == MATERIALIZED_END.timestamp(), "the registry's materialization end"
+
+
+def test_a_version_loaded_on_sighup_takes_entity_keys(
+    tmp_path: Path, entity_models: Path, feature_repo: FeatureRepo
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(entity_models, models)
+    env = {"SERVING_FEATURE_REPO": str(feature_repo.path)}
+    server = start_server(models, tmp_path / "logs", env=env)
+    try:
+        shutil.copytree(models / MODEL / "1", models / MODEL / "3")
+        server.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: requests.get(f"{server.base}/v2/models/{MODEL}/versions/3/ready", timeout=5).ok,
+            30,
+            lambda: f"version 3 was not loaded on SIGHUP: {server.stderr()[-2000:]}",
+        )
+        answer = post_json(server, [2, 4], version="3")
+        assert answer.status_code == 200, answer.text
+        keyed = infer_http(server, [http_ids([2, 4], True)], version="3").as_numpy("probabilities")
+        direct = httpclient.InferInput("features", [2, 30], "FP32")
+        direct.set_data_from_numpy(feature_repo.features[[2, 4]])
+        np.testing.assert_array_equal(
+            keyed, infer_http(server, [direct], version="3").as_numpy("probabilities")
+        )
+    finally:
+        assert server.stop() == 0, server.stderr()
