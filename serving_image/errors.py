@@ -133,7 +133,7 @@ class UnknownEntity(FeatureLookupError):
 
 
 class MissingFeatureValue(FeatureLookupError):
-    """An entity's row lacks a feature value (null, NaN or past the view's TTL): never answered as a zero."""
+    """An entity's row lacks a feature value (null or NaN in the online store): never answered as a zero."""
 
     status = 422
     grpc_code = "FAILED_PRECONDITION"

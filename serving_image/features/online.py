@@ -189,9 +189,9 @@ class OnlineFeatures:
         finally:
             self._metrics.feature_lookup_seconds.labels(model).observe(time.perf_counter() - started)
 
-    def _cached(self, entity: EntityInput, ids: list[int]) -> tuple[dict[int, Fetched], list[int]]:
+    def _cached(self, entity: EntityInput, ids: list[int]) -> tuple[dict[int, Fetched | None], list[int]]:
         """The rows the cache holds, counted as hits, and the distinct ids left to fetch."""
-        rows: dict[int, Fetched] = {}
+        rows: dict[int, Fetched | None] = {}
         for entity_id in dict.fromkeys(ids):
             row = self.cache.get(entity.service, entity_id)
             if row is not None:
@@ -201,7 +201,7 @@ class OnlineFeatures:
 
     async def _lookup(
         self, entity: EntityInput, model: str, version: str, ids: list[int]
-    ) -> dict[int, Fetched]:
+    ) -> dict[int, Fetched | None]:
         """Feast's rows for ``ids`` within the budget; the blocking call runs on the lookup thread."""
         counter = self._metrics.feature_lookups
         try:
@@ -225,20 +225,18 @@ class OnlineFeatures:
             ) from None
 
     def _model_input(
-        self, entity: EntityInput, model: str, version: str, ids: list[int], rows: dict[int, Fetched],
+        self, entity: EntityInput, model: str, version: str, ids: list[int], rows: dict[int, Fetched | None],
         fetched: list[int],
     ) -> NDArray[np.float32]:  # fmt: skip
         """Count each distinct entity's outcome, keep complete fetched rows, build the tensor or refuse."""
-        unknown = [entity_id for entity_id in fetched if all(value is None for value in rows[entity_id])]
-        gaps = [
-            entity_id for entity_id in fetched if entity_id not in unknown and not _complete(rows[entity_id])
-        ]
-        complete = {entity_id: rows[entity_id] for entity_id in fetched if entity_id not in (*unknown, *gaps)}
-        self.cache.put_many(entity.service, ((key, row) for key, row in complete.items() if _complete(row)))
+        found = {entity_id: row for entity_id, row in rows.items() if row is not None}
+        unknown = [entity_id for entity_id in fetched if entity_id not in found]
+        complete = {key: row for key in fetched if key in found and _complete(row := found[key])}
+        self.cache.put_many(entity.service, complete.items())
         counter = self._metrics.feature_lookups
         for outcome, count in (
-            ("hit", len(rows) - len(fetched)), ("miss", len(complete)),
-            ("unknown_entity", len(unknown)), ("missing_feature", len(gaps)),
+            ("hit", len(rows) - len(fetched)), ("miss", len(complete)), ("unknown_entity", len(unknown)),
+            ("missing_feature", len(fetched) - len(unknown) - len(complete)),
         ):  # fmt: skip
             if count:
                 counter.labels(model, version, outcome).inc(count)
@@ -247,7 +245,7 @@ class OnlineFeatures:
                 f"unknown {JOIN_KEY} {unknown[:_SHOWN]}: the online store has no features for them",
                 {"entity_ids": unknown[:_SHOWN], "feature_service": entity.service},
             )
-        columns = {name: [rows[key][index] for key in ids] for index, name in enumerate(entity.ordered)}
+        columns = {name: [found[key][index] for key in ids] for index, name in enumerate(entity.ordered)}
         try:
             return to_model_input(columns, entity.ordered)
         except FeatureGap as gap:

@@ -28,7 +28,7 @@ class _Waiting:
     definition: Any
     ordered: tuple[str, ...]
     ids: list[int]
-    future: "asyncio.Future[dict[int, Fetched]]"
+    future: "asyncio.Future[dict[int, Fetched | None]]"
 
 
 @dataclass(slots=True)
@@ -45,9 +45,10 @@ class StoreReads:
 
     def read(
         self, definition: Any, ordered: tuple[str, ...], ids: list[int]
-    ) -> "asyncio.Future[dict[int, Fetched]]":
-        """A future of each id's row of the feature service ``definition``; cancel it to give up."""
-        future: asyncio.Future[dict[int, Fetched]] = asyncio.get_running_loop().create_future()
+    ) -> "asyncio.Future[dict[int, Fetched | None]]":
+        """A future of each id's row of the service ``definition`` (None: the store has none); cancel it
+        to give up."""
+        future: asyncio.Future[dict[int, Fetched | None]] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(definition, ordered, ids, future))
         if not self._reading:
             self._next()
@@ -79,7 +80,7 @@ class StoreReads:
         running.add_done_callback(lambda done: loop.call_soon_threadsafe(self._answer, batch, keys, done))
 
     def _answer(
-        self, batch: list[_Waiting], keys: list[int], done: "Future[list[dict[int, Fetched]]]"
+        self, batch: list[_Waiting], keys: list[int], done: "Future[list[dict[int, Fetched | None]]]"
     ) -> None:
         """Hand each lookup its rows (or the store's error), then start on those that arrived meanwhile."""
         if done.cancelled():  # the thread was shut down: the server is stopping
@@ -97,12 +98,30 @@ class StoreReads:
         self._next()
 
 
-def _read_groups(store: Any, groups: list[_Group]) -> list[dict[int, Fetched]]:
+def _read_groups(store: Any, groups: list[_Group]) -> list[dict[int, Fetched | None]]:
     return [read_rows(store, definition, ordered, list(ids)) for definition, ordered, ids in groups]
 
 
-def read_rows(store: Any, definition: Any, ordered: tuple[str, ...], ids: list[int]) -> dict[int, Fetched]:
-    """Feast's answer for ``ids`` as one row each, in ``ordered`` columns (None where missing); blocking."""
+def read_rows(
+    store: Any, definition: Any, ordered: tuple[str, ...], ids: list[int]
+) -> dict[int, Fetched | None]:
+    """Feast's answer for ``ids``: a row each in ``ordered`` columns (None where a value is null), or None
+    for an entity the store has no row for (every feature NOT_FOUND); blocking."""
+    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
     response = store.get_online_features(features=definition, entity_rows=[{JOIN_KEY: i} for i in ids])
     columns = response.to_dict()
-    return {entity_id: tuple(columns[name][row] for name in ordered) for row, entity_id in enumerate(ids)}
+    names = response.proto.metadata.feature_names.val
+    statuses = [
+        result.statuses
+        for name, result in zip(names, response.proto.results, strict=True)
+        if name != JOIN_KEY
+    ]
+    return {
+        entity_id: (
+            None
+            if all(status[row] == FieldStatus.NOT_FOUND for status in statuses)
+            else tuple(columns[name][row] for name in ordered)
+        )
+        for row, entity_id in enumerate(ids)
+    }

@@ -10,11 +10,11 @@ import pytest
 
 from serving_image.features.cache import FeatureCache
 from serving_image.features.online import EntityInput, OnlineFeatures
-from serving_image.features.reads import StoreReads
+from serving_image.features.reads import StoreReads, read_rows
 from serving_image.metrics import Metrics
 from serving_image.runtime import OnnxModel
 from tests.serving_image.features.conftest import locked
-from tests.serving_image.features.feature_repo import FEAST, FeatureRepo
+from tests.serving_image.features.feature_repo import FEAST, GAP_FEATURE, GAP_PATIENT, FeatureRepo
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_lookups_that_arrive_during_a_read_share_the_next_call(
 ) -> None:
     reads = StoreReads(FEAST.FeatureStore(repo_path=str(feature_repo.path)))
 
-    async def eight() -> list[dict[int, tuple[float | None, ...]]]:
+    async def eight() -> list[dict[int, tuple[float | None, ...] | None]]:
         futures = [reads.read(entity.definition, entity.ordered, [index, 11]) for index in range(8)]
         return list(await asyncio.gather(*futures))
 
@@ -66,3 +66,14 @@ def test_a_lookup_given_up_while_the_store_was_blocked_is_never_read(
     assert reads.calls == 2, (
         f"the blocked read and the one after it; the two given up cost nothing ({reads.calls})"
     )
+
+
+def test_an_entity_the_store_has_no_row_for_is_none_and_a_null_value_is_none_in_its_row(
+    feature_repo: FeatureRepo, entity: EntityInput
+) -> None:
+    rows = read_rows(feature_repo.store(), entity.definition, entity.ordered, [404, GAP_PATIENT])
+    assert rows[404] is None, "no row at all: an unknown entity"
+    gap = rows[GAP_PATIENT]
+    assert gap is not None, "a row with a null is a known entity"
+    missing = [name for name, value in zip(entity.ordered, gap, strict=True) if value is None]
+    assert missing == [GAP_FEATURE], missing
