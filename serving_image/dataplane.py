@@ -5,7 +5,6 @@ neither HTTP nor gRPC. Every model version that loaded gets a dynamic batcher.
 """
 
 import asyncio
-import dataclasses
 import os
 import random
 import time
@@ -29,7 +28,8 @@ from serving_image.errors import (
     ModelNotReady,
     Overloaded,
 )
-from serving_image.features.online import JOIN_KEY_SPEC, EntityInput, NotServable, OnlineFeatures, entity_ids
+from serving_image.features.entities import EntityInputs
+from serving_image.features.online import JOIN_KEY_SPEC, OnlineFeatures
 from serving_image.feedback import Feedback, ServedRequests
 from serving_image.metrics import Metrics
 from serving_image.model_config import FaultConfig
@@ -37,7 +37,7 @@ from serving_image.quality import QualityMonitor
 from serving_image.repository import Model, ModelVersion, Repository, failure_fields
 from serving_image.response_cache import CacheLimits, ResponseCache, cache_key
 from serving_image.runtime import PLATFORM, OnnxModel, TensorSpec
-from serving_image.tensors import InferRequest, InferResponse, InputTensor, OutputTensor, check_against_model
+from serving_image.tensors import InferRequest, InferResponse, OutputTensor, check_against_model
 from serving_image.tracing import Tracing
 
 SERVER_NAME = "model-serving"
@@ -55,7 +55,7 @@ class ModelMetadata:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     parameters: Mapping[str, str] | None = None
-    """A version served from entity keys announces its join key here (EntityInput.parameters)."""
+    """A version served from entity keys announces its join key here (serving_image/features/entities.py)."""
 
     def document(self) -> dict[str, object]:
         """The REST ``$metadata_model_response`` object."""
@@ -126,11 +126,9 @@ class DataPlane:
     ) -> None:  # fmt: skip
         self.repository = repository
         self.metrics = metrics
-        # Entity-keyed requests (serving_image/features/online.py): per version, how it is served from its
-        # feature service, or why it cannot be; only versions whose metadata name a service are here.
-        self.features = features
-        self._entities: dict[tuple[str, str], EntityInput | str] = {}
-        self._feature_refresher: asyncio.Task[None] | None = None
+        # Entity-keyed requests (serving_image/features/): versions whose metadata name a feature service
+        # may be sent its join key instead of their features; off without an online store.
+        self.entities = EntityInputs(features)
         # How requests reach their version (serving_image/assignment.py): behind the mesh, the gateway says.
         self._trust_assignment = trust_assignment_header
         self._sticky_users = StickyUsers()
@@ -155,8 +153,7 @@ class DataPlane:
         """Start a batcher per loaded version and publish readiness."""
         if self._drift_flusher is None:
             self._drift_flusher = asyncio.create_task(self.drift.flush_periodically())
-        if self.features is not None and self._feature_refresher is None:
-            self._feature_refresher = asyncio.create_task(self.features.refresh_periodically())
+        self.entities.start()
         for model in self.repository.models.values():
             for version in model.versions.values():
                 self.drift.register(model.name, version)
@@ -167,7 +164,7 @@ class DataPlane:
                     else _warm_up(version.runtime, model.name, version.version)
                 )
                 self._serve(model, version, cost, self._executor)
-                await self._bind_entities(model, version)
+                await self.entities.bind(model.name, version.version, version.runtime)
         self._publish_weights()
 
     def _publish_weights(self) -> None:
@@ -208,32 +205,12 @@ class DataPlane:
                 self.metrics.response_cache_misses.labels(*labels),
             )
 
-    async def _bind_entities(self, model: Model, version: ModelVersion) -> None:
-        """Whether (and how) a loaded version takes entity keys; a service it cannot be served from is
-        logged. Bound on the lookup thread, the only one that touches Feast's store."""
-        if self.features is None or version.runtime is None:
-            return
-        key = (model.name, version.version)
-        try:
-            entity = await self.features.reads.run(self.features.bind, version.runtime)
-        except NotServable as error:
-            self._entities[key] = str(error)
-            log_event(
-                "entity_input_unavailable", model=model.name, version=version.version, reason=str(error)
-            )
-            return
-        if entity is not None:
-            self._entities[key] = entity
-
     async def stop(self) -> None:
         """Finish queued work and release the threads."""
         await asyncio.gather(*(batcher.stop() for batcher, _ in self._batchers.values()))
         if self._drift_flusher is not None:
             self._drift_flusher.cancel()
-        if self._feature_refresher is not None:
-            self._feature_refresher.cancel()
-        if self.features is not None:
-            self.features.close()
+        self.entities.stop()
         self.drift.flush()
         for executor in (self._executor, *self._added_executors):
             executor.shutdown(wait=True)
@@ -277,8 +254,7 @@ class DataPlane:
         entry = self.version(model, version) if version else self._default_version(model)
         runtime = _loaded(model, entry)
         versions = sorted((v for v in model.versions if v.isdigit()), key=int)
-        entity = self._entities.get((model.name, entry.version))
-        parameters = entity.parameters() if isinstance(entity, EntityInput) else None
+        parameters = self.entities.parameters(model.name, entry.version)
         return ModelMetadata(model.name, versions, PLATFORM, runtime.inputs, runtime.outputs, parameters)
 
     def route(self, name: str, version: str | None, headers: Mapping[str, str]) -> Target:
@@ -319,7 +295,7 @@ class DataPlane:
         """The routed version's inputs by name, to check a request before its tensors are decoded; the
         join key too for a version whose metadata names a feature service (served or refused in ``infer``)."""
         specs = {spec.name: spec for spec in _loaded(target.model, target.version).inputs}
-        if (target.model.name, target.version.version) in self._entities:
+        if self.entities.announced(target.model.name, target.version.version):
             specs.setdefault(JOIN_KEY_SPEC.name, JOIN_KEY_SPEC)
         return specs
 
@@ -327,10 +303,9 @@ class DataPlane:
         """Refuse (4xx) what ``infer`` would refuse before running: the inputs against the model, the
         batch size, the outputs asked for. A job is checked so at submit, so bad input never queues."""
         runtime = _loaded(target.model, target.version)
-        if self._entity_input(target, request) is not None:
-            entity_ids(request.inputs, target.model.config.max_batch_size)  # looked up when the job runs
-        else:
-            _feeds(request, runtime, target.model.config.max_batch_size)
+        limit = target.model.config.max_batch_size
+        if not self.entities.check(target.model.name, target.version.version, request, limit):
+            _feeds(request, runtime, limit)  # entity keys are looked up when the job runs
         _requested_outputs(request, runtime)
 
     async def infer(self, target: Target, request: InferRequest, trace: object = None) -> InferResponse:
@@ -340,7 +315,9 @@ class DataPlane:
         that sends the join key gets its features from the online store first.
         """
         runtime = _loaded(target.model, target.version)
-        request = await self._with_features(target, request)
+        request = await self.entities.resolve(
+            target.model.name, target.version.version, request, target.model.config.max_batch_size
+        )
         feeds, rows = _feeds(request, runtime, target.model.config.max_batch_size)
         outputs = _requested_outputs(request, runtime)
         self.drift.observe(target.model.name, target.version.version, feeds)
@@ -365,30 +342,6 @@ class DataPlane:
             ],
             predicted=None if quality is None else result.outputs[quality.output],
         )
-
-    def _entity_input(self, target: Target, request: InferRequest) -> EntityInput | None:
-        """How this request's entity keys are served; None if it sends none; 400 if the version cannot."""
-        if not any(tensor.name == JOIN_KEY_SPEC.name for tensor in request.inputs):
-            return None
-        entity = self._entities.get(
-            (target.model.name, target.version.version), "it names no feature service"
-        )
-        if not isinstance(entity, EntityInput):
-            raise InvalidInput(
-                f"input '{JOIN_KEY_SPEC.name}': model '{target.model.name}' version "
-                f"'{target.version.version}' cannot be served from entity keys: {entity}"
-            )
-        return entity
-
-    async def _with_features(self, target: Target, request: InferRequest) -> InferRequest:
-        """The request with its entity ids replaced by their features (``to_model_input``), or as it is."""
-        entity = self._entity_input(target, request)
-        if entity is None or self.features is None:
-            return request
-        ids = entity_ids(request.inputs, target.model.config.max_batch_size)
-        matrix = await self.features.fetch(entity, target.model.name, target.version.version, ids)
-        tensor = InputTensor(entity.model_input, "FP32", matrix.shape, matrix)
-        return dataclasses.replace(request, inputs=[tensor])
 
     async def _infer_cached(
         self, target: Target, request: InferRequest, work: tuple[dict[str, np.ndarray], int],
@@ -488,7 +441,7 @@ class DataPlane:
             executor = ThreadPoolExecutor(max_workers=len(ready), thread_name_prefix="ort")
             self._added_executors.append(executor)
         for model, version, cost in added:
-            await self._bind_entities(model, version)  # before it can be routed to
+            await self.entities.bind(model.name, version.version, version.runtime)  # before it is routed to
             model.versions[version.version] = version
             self._serve(model, version, cost, executor or self._executor)
         problems = self.repository.reload_variants()

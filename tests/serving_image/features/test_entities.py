@@ -1,5 +1,6 @@
-"""Entity-keyed requests end to end: a real server process reading a real Feast repository, sent
-``patient_id`` by the official tritonclient HTTP (JSON and binary) and gRPC clients.
+"""Entity-keyed requests end to end (serving_image/features/entities.py and the transports): a real server
+process reading a real Feast repository, sent ``patient_id`` by the official tritonclient HTTP (JSON and
+binary) and gRPC clients.
 
 What this proves beyond test_online.py: the transports decode the join key against the version's
 alternative input, map each refusal to its status and JSON body (REST) or gRPC code, the response equals
