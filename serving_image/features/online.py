@@ -107,10 +107,13 @@ def entity_ids(tensors: Sequence[InputTensor], max_batch_size: int) -> list[int]
         raise InvalidInput(
             f"input '{JOIN_KEY}': {count} entities exceed the model's max_batch_size {max_batch_size}"
         )
-    negative = [int(value) for value in tensor.data if value < 0]
-    if negative:
-        raise InvalidInput(f"input '{JOIN_KEY}': entity ids must be non-negative, got {negative[:_SHOWN]}")
-    return [int(value) for value in tensor.data]
+    negative = tensor.data[tensor.data < 0]
+    if negative.size:
+        raise InvalidInput(
+            f"input '{JOIN_KEY}': entity ids must be non-negative, got {negative[:_SHOWN].tolist()}"
+        )
+    ids: list[int] = tensor.data.tolist()
+    return ids
 
 
 class OnlineFeatures:

@@ -2,6 +2,8 @@
 outcomes counted, the refusals, and which versions can be served from entity keys at all."""
 
 import asyncio
+import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving_image.errors import FeatureTimeout, InvalidInput, MissingFeatureValue, UnknownEntity
+from serving_image.errors import (
+    FeatureStoreUnavailable,
+    FeatureTimeout,
+    InvalidInput,
+    MissingFeatureValue,
+    UnknownEntity,
+)
 from serving_image.features.cache import FeatureCache
 from serving_image.features.online import EntityInput, NotServable, OnlineFeatures, entity_ids
 from serving_image.features.schema import JOIN_KEY
@@ -247,3 +255,19 @@ def test_entity_ids_accepts_a_batch_up_to_the_max() -> None:
 def test_entity_ids_refuses_naming_the_input(tensors: list[InputTensor], message: str) -> None:
     with pytest.raises(InvalidInput, match=f"input '{JOIN_KEY}'.*{message}"):
         entity_ids(tensors, max_batch_size=3)
+
+
+def test_a_store_that_fails_is_503_naming_the_entities(
+    feature_repo: FeatureRepo, entity_models: Path, tmp_path: Path
+) -> None:
+    copy = FeatureRepo(tmp_path / "repo", feature_repo.features)
+    shutil.copytree(feature_repo.path, copy.path)
+    features, metrics = online(copy, FeatureCache(0, 60))
+    entity = features.bind(runtime(entity_models))
+    assert entity is not None
+    with sqlite3.connect(copy.online_store) as connection:  # a store that errors, not one that is slow
+        connection.execute("DROP TABLE model_serving_tumour_measurements")
+    with pytest.raises(FeatureStoreUnavailable) as failed:
+        fetch(features, entity, [1, 2])
+    assert (failed.value.status, failed.value.details["entity_ids"]) == (503, [1, 2]), failed.value.document()
+    assert count(metrics, "error") == 2
