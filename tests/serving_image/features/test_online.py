@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from serving_image.features.schema import JOIN_KEY
 from serving_image.metrics import Metrics
 from serving_image.runtime import OnnxModel
 from serving_image.tensors import InputTensor
-from tests.serving_image.conftest import doubler_graph, save_model
+from tests.serving_image.conftest import doubler_graph, save_model, wait_until_async
 from tests.serving_image.features.conftest import locked
 from tests.serving_image.features.feature_repo import (
     FEAST,
@@ -271,3 +272,32 @@ def test_a_store_that_fails_is_503_naming_the_entities(
         fetch(features, entity, [1, 2])
     assert (failed.value.status, failed.value.details["entity_ids"]) == (503, [1, 2]), failed.value.document()
     assert count(metrics, "error") == 2
+
+
+def test_the_gauge_follows_a_new_materialization_on_its_period(
+    feature_repo: FeatureRepo, tmp_path: Path
+) -> None:
+    copy = FeatureRepo(tmp_path / "repo", feature_repo.features)
+    shutil.copytree(feature_repo.path, copy.path)
+    metrics = Metrics()
+    features = OnlineFeatures(copy.store(), metrics, 1.0, FeatureCache(0, 0), refresh_seconds=0.1)
+    labels = {"feature_view": "tumour_measurements"}
+    later = datetime(2026, 9, 1, tzinfo=UTC)
+
+    def published() -> float | None:
+        return metrics.registry.get_sample_value(
+            "serving_feature_view_materialized_timestamp_seconds", labels
+        )
+
+    async def scenario() -> None:
+        refresher = asyncio.create_task(features.refresh_periodically())
+        await wait_until_async(lambda: published() == MATERIALIZED_END.timestamp(), 10, "first refresh")
+        # Another process (servectl features materialize, the CronJob) materializes up to a later time.
+        await asyncio.to_thread(copy.store().materialize_incremental, later)
+        await wait_until_async(
+            lambda: published() == later.timestamp(), 10, lambda: f"gauge at {published()}"
+        )
+        refresher.cancel()
+
+    asyncio.run(scenario())
+    features.close()
