@@ -82,12 +82,16 @@ def _definitions(path: Path) -> list[Any]:
     return [value for value in vars(module).values() if isinstance(value, kinds)]
 
 
-def with_feature_service(source: Path, target: Path, service: str, version: str | None) -> None:
-    """Copy a version directory, naming ``service`` (and ``version`` if given) in the ONNX metadata."""
+def with_feature_service(source: Path, target: Path, service: str | None, version: str | None) -> None:
+    """Copy a version directory, naming ``service`` (and ``version`` if given) in the ONNX metadata; with
+    ``service`` None, naming none (the bundled versions name theirs, since they are trained through Feast)."""
     shutil.copytree(source, target)
     model = onnx.load(str(target / "model.onnx"))
     props = {prop.key: prop.value for prop in model.metadata_props}
-    props[SERVICE_KEY] = service
+    props.pop(SERVICE_KEY, None)
+    props.pop(SERVICE_VERSION_KEY, None)
+    if service is not None:
+        props[SERVICE_KEY] = service
     if version is not None:
         props[SERVICE_VERSION_KEY] = version
     onnx.helper.set_model_props(model, props)
@@ -104,7 +108,7 @@ def entity_model_repository(root: Path, bundled: Path, repo: FeatureRepo) -> Pat
     source = bundled / "tabular-classifier" / "1"
     with_feature_service(source, root / "entity-classifier" / "1", "tabular_classifier_v1", current)
     with_feature_service(source, root / "entity-classifier" / "2", "tabular_classifier_v1", "0" * 16)
-    shutil.copytree(source, root / "plain-classifier" / "1")
+    with_feature_service(source, root / "plain-classifier" / "1", None, None)
     for model in ("entity-classifier", "plain-classifier"):
         config = "max_batch_size: 8\nmax_queue_delay_ms: 0\n"
         (root / model / "config.yaml").write_text(config, encoding="utf-8")
