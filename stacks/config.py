@@ -15,6 +15,8 @@ from typing import Any
 import pulumi
 
 from stacks.jurisdictions import JURISDICTION_REGIONS
+from stacks.manifests.features import CPU as FEATURE_JOB_CPU
+from stacks.manifests.features import MEMORY as FEATURE_JOB_MEMORY
 from stacks.manifests.rollout_controller import CPU as CONTROLLER_CPU
 from stacks.manifests.rollout_controller import MEMORY as CONTROLLER_MEMORY
 from stacks.manifests.serving import cpu_millicores, memory_bytes, pod_footprint
@@ -25,11 +27,13 @@ from stacks.settings import (
     AsyncWorkers,
     ClusterConfig,
     Fault,
+    FeaturesConfig,
     GatewayConfig,
     IdentityConfig,
     ImageConfig,
     JobQueueConfig,
     ModelConfig,
+    ModelFeatures,
     NodeGroupConfig,
     ObservabilityConfig,
     OnPremConfig,
@@ -67,6 +71,7 @@ _OBJECT_KEYS = (
     "models",
     "asyncInference",
     "sagemakerAsync",
+    "features",
 )
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -426,7 +431,10 @@ def _tenant(node: _Node) -> TenantConfig:
 
 
 def _check_quotas(
-    nodes: list[_Node], tenants: tuple[TenantConfig, ...], models: tuple[ModelConfig, ...]
+    nodes: list[_Node],
+    tenants: tuple[TenantConfig, ...],
+    models: tuple[ModelConfig, ...],
+    features: FeaturesConfig | None = None,
 ) -> None:
     """Each tenant's quota holds its models at full scale during a rolling update, sidecars included, and
     their async workers at their most.
@@ -449,6 +457,9 @@ def _check_quotas(
                     cpu + cpu_millicores(CONTROLLER_CPU),
                     memory + memory_bytes(CONTROLLER_MEMORY),
                 )
+        if features is not None and features.tenant == tenant.name:  # the feature-materialize job's pod
+            pods, cpu = pods + 1, cpu + cpu_millicores(FEATURE_JOB_CPU)
+            memory += memory_bytes(FEATURE_JOB_MEMORY)
         quota = node.child("quota")
         for key, need, have in (
             ("pods", pods, tenant.pods),
@@ -816,6 +827,94 @@ def _callback_hosts(node: _Node) -> tuple[str, ...]:
     return hosts
 
 
+_FEAST_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_CRON_FIELD = re.compile(r"^[0-9*/,-]+$")
+
+
+def _cron_period_minutes(schedule: str) -> int | None:
+    """The time between runs of the common cron forms (`*/N * * * *`, `M * * * *`, `M */N * * *`,
+    `M H * * *`); None for any other, which is then not compared with the staleness threshold."""
+    minute, hour, *rest = schedule.split()
+    if any(field != "*" for field in rest):
+        return None
+    if minute.startswith("*/") and minute[2:].isdigit() and hour == "*":
+        return int(minute[2:])
+    if not minute.isdigit():
+        return None
+    if hour == "*":
+        return 60
+    if hour.startswith("*/") and hour[2:].isdigit():
+        return 60 * int(hour[2:])
+    return 1440 if hour.isdigit() else None
+
+
+def _features(root: _Node, profile: str, models: tuple[ModelConfig, ...]) -> FeaturesConfig | None:
+    """`features`: the models that read their inputs from the feature store, when and how stale
+    (docs/features.md, "In the stacks"). AWS stacks only: the online store is DynamoDB."""
+    node = root.optional("features")
+    if node.value is None:
+        return None
+    if profile == "onprem":
+        raise node.fail(
+            "has no meaning on premises: the stacks' online store is DynamoDB and the registry S3, both "
+            "AWS; an on-premises cluster would need Feast's Redis online store in-cluster, which the "
+            "platform does not deploy (docs/features.md)"
+        )
+    schedule = node.string("schedule")
+    if len(schedule.split()) != 5 or not all(_CRON_FIELD.match(f) for f in schedule.split()):
+        raise node.child("schedule").fail(f"{schedule!r} is not a five-field cron schedule (UTC)")
+    stale = node.integer("staleAfterMinutes", 15, 10_080)
+    period = _cron_period_minutes(schedule)
+    if period is not None and stale <= period:
+        raise node.child("staleAfterMinutes").fail(
+            f"{stale} is not above the schedule's {period} minutes between runs: the alert would fire "
+            "between two successful runs"
+        )
+    project = node.optional("project")
+    items = node.child("models").items()
+    if not items:
+        raise node.child("models").fail(
+            "needs at least one model: features for nobody would cost for nothing"
+        )
+    entries = tuple(_model_features(item, models) for item in items)
+    _unique(items, [e.model for e in entries], "model")
+    tenants = {m.name: m.tenant for m in models}
+    tenant = node.optional("tenant").value or tenants[entries[0].model]
+    if tenant not in set(tenants.values()):
+        raise node.child("tenant").fail(
+            f"{tenant!r} is not the tenant of any model {sorted(set(tenants.values()))}"
+        )
+    return FeaturesConfig(
+        tenant=tenant,
+        project=node.string("project", _FEAST_NAME) if project.value is not None else "model_serving",
+        schedule=schedule,
+        stale_after_seconds=stale * 60,
+        models=entries,
+    )
+
+
+def _model_features(node: _Node, models: tuple[ModelConfig, ...]) -> ModelFeatures:
+    """One model's entry: its name (one of `models`) and the feature views its services read."""
+    name = node.string("name")
+    model = next((m for m in models if m.name == name), None)
+    if model is None:
+        raise node.child("name").fail(f"{name!r} is not one of the models {sorted(m.name for m in models)}")
+    views = node.strings("featureViews")
+    if not views:
+        raise node.child("featureViews").fail("needs at least one feature view")
+    for view in views:
+        if not _FEAST_NAME.match(view):
+            raise node.child("featureViews").fail(f"{view!r} does not match {_FEAST_NAME.pattern}")
+    if len(set(views)) != len(views):
+        raise node.child("featureViews").fail("lists a feature view twice")
+    return ModelFeatures(
+        model=name,
+        # The contract's feature service names (serving_image.features.schema.service_name), one per version.
+        services=tuple(f"{name.replace('-', '_')}_v{v}" for v in model.variants.versions),
+        feature_views=tuple(sorted(views)),
+    )
+
+
 def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region: str | None) -> StackConfig:
     """Parse the raw `model-serving:*` values of one stack file into a `StackConfig`."""
     root = _Node(raw, NAMESPACE, source)
@@ -835,7 +934,8 @@ def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region:
     model_nodes = root.child("models").items()
     models = tuple(_model(m, frozenset(t.name for t in tenants), profile) for m in model_nodes)
     _unique(model_nodes, [m.name for m in models], "model")
-    _check_quotas(tenant_nodes, tenants, models)
+    features = _features(root, profile, models)
+    _check_quotas(tenant_nodes, tenants, models, features)
     part = _aws_part(root, jurisdiction, profile, aws_region)
     return StackConfig(
         stack=stack,
@@ -851,6 +951,7 @@ def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region:
         models=models,
         job_queue=_job_queue(root, profile, model_nodes, models),
         sagemaker_async=_sagemaker_async(root, profile, model_nodes, models),
+        features=features,
         **part,
     )
 

@@ -27,6 +27,10 @@ ROLE_RETRAIN = "retrain-receiver"
 """The retrain receiver's role, in the primary region's `roles` only (the one cluster that runs it): it reads
 the labelled data and the model versions and publishes new versions to every region's model bucket."""
 
+ROLE_FEATURES = "feature-materialize"
+"""The feature materialization CronJob's role, in each region's `roles` where the stack has a features block:
+it writes the region's online-store tables and the registry."""
+
 
 JOB_QUEUE_PORT = 6379
 """The port of the job queue (Redis over TLS)."""
@@ -74,7 +78,8 @@ class RegionOutputs:
     """Security group of the NLB; the gateway pods accept 443 and 15021 from it (TargetGroupBinding)."""
     roles: dict[str, str]
     """IRSA role ARNs by workload: `PLATFORM_ROLES` and `model_role(name)` for each model, and
-    `ROLE_EXTERNAL_SECRETS` where the region runs a job queue; `ROLE_RETRAIN` in the primary region."""
+    `ROLE_EXTERNAL_SECRETS` where the region runs a job queue; `ROLE_RETRAIN` in the primary region;
+    `ROLE_FEATURES` where the stack has a feature store."""
     job_queue_endpoint: str
     """Host name of the asynchronous inference queue's primary (TLS on `JOB_QUEUE_PORT`); "" without one."""
     job_queue_secret_arn: str

@@ -427,6 +427,45 @@ class SageMakerAsyncConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelFeatures:
+    """A model that reads its inputs from the feature store (docs/features.md, "In the stacks")."""
+
+    model: str
+    """The model's name (one of `models`)."""
+    services: tuple[str, ...]
+    """The Feast feature services of its versions (`tabular_classifier_v1`, ...): the model name with `-` as
+    `_`, then `_v<version>`, one per version in its weights."""
+    feature_views: tuple[str, ...]
+    """The feature views those services read: the only online-store tables its pods may read."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeaturesConfig:
+    """The stack's feature store: an online store table per feature view in each region, the registry and the
+    offline data in the region's model bucket, and one materialization CronJob per cluster."""
+
+    project: str
+    """The Feast project (`model_serving`): the tables are `<project>.<view>`, as Feast names them."""
+    schedule: str
+    """The `feature-materialize` CronJob's schedule (five-field cron, UTC)."""
+    tenant: str
+    """The tenant namespace the `feature-materialize` CronJob runs in (its quota pays for the job)."""
+    stale_after_seconds: int
+    """`FeatureViewStale` fires when a view's latest materialized interval ended longer ago than this."""
+    models: tuple[ModelFeatures, ...]
+    """The models that read features."""
+
+    @property
+    def feature_views(self) -> tuple[str, ...]:
+        """Every view some model reads, sorted: a table each, materialized by the CronJob."""
+        return tuple(sorted({v for m in self.models for v in m.feature_views}))
+
+    def of(self, model: str) -> ModelFeatures | None:
+        """The model's entry, None for a model that is sent its features."""
+        return next((m for m in self.models if m.model == model), None)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """One served model."""
 
@@ -504,6 +543,8 @@ class StackConfig:
     """The in-region queue of asynchronous inference (AWS stacks whose models take async requests)."""
     sagemaker_async: SageMakerAsyncConfig | None = None
     """SageMaker Asynchronous Inference (smb stacks whose models take async requests)."""
+    features: FeaturesConfig | None = None
+    """The feature store, where some model reads its inputs from it (AWS stacks only)."""
 
     @property
     def async_models(self) -> tuple[ModelConfig, ...]:

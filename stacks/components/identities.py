@@ -141,6 +141,9 @@ class WorkloadIdentitiesArgs:
     """The result bucket, where the region runs a queue: each async model reads and writes its prefix."""
     async_models: frozenset[str] = frozenset()
     """The models of `models` that take async requests (their roles get their part of the result bucket)."""
+    feature_policies: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Model name -> its feature-store read policy (`stacks.features.serving_policy`), for the models that
+    read features: a second inline policy on the model's role, since its pods have that role only."""
     tags: dict[str, str]
     """Tags."""
 
@@ -170,6 +173,10 @@ class WorkloadIdentities(pulumi.ComponentResource):
             policies[ROLE_EXTERNAL_SECRETS] = pulumi.Output.all(
                 secrets=pulumi.Output.all(*secrets), key=args.queue_key_arn
             ).apply(lambda v: secret_reader_policy(_one_or_list(v["secrets"]), v["key"], args.region))
+        unknown = sorted(set(args.feature_policies) - set(args.models))
+        if unknown:
+            raise ValueError(f"feature policies for models without a role: {unknown}")
+        readers = {model_role(model): model for model in args.feature_policies}
         self.roles = {}
         for key, account in accounts.items():
             suffix = key.replace(":", "-")
@@ -184,6 +191,14 @@ class WorkloadIdentities(pulumi.ComponentResource):
                 opts=child,
             )
             self.roles[key] = created.role.arn
+            reader = readers.get(key)
+            if reader is not None:
+                aws.iam.RolePolicy(
+                    f"{name}-{suffix}-features",
+                    role=created.role.id,
+                    policy=args.feature_policies[reader],
+                    opts=child,
+                )
         self.register_outputs({"roles": self.roles})
 
     @staticmethod

@@ -32,6 +32,9 @@ _BUILTIN: dict[str, _Factory] = {
     "apps/v1/Deployment": lambda n, m, o: k8s.apps.v1.Deployment(
         n, metadata=m["metadata"], spec=m["spec"], opts=o
     ),
+    "batch/v1/CronJob": lambda n, m, o: k8s.batch.v1.CronJob(
+        n, metadata=m["metadata"], spec=m["spec"], opts=o
+    ),
     "autoscaling/v2/HorizontalPodAutoscaler": lambda n, m, o: k8s.autoscaling.v2.HorizontalPodAutoscaler(
         n, metadata=m["metadata"], spec=m["spec"], opts=o
     ),

@@ -28,6 +28,8 @@ class MeshArgs:
     """AWS region whose S3 and STS endpoints pods may reach; None on premises (no AWS endpoints)."""
     health_hosts: tuple[str, ...] = ()
     """Host names Route53's health checks send; empty means the API host alone."""
+    dynamodb: bool = False
+    """Let pods reach the region's DynamoDB endpoint (a stack with a feature store)."""
     egress_hosts: tuple[str, ...] = ()
     """Further HTTPS hosts outside the cluster that pods may reach (an on-premises object store)."""
     istiod_values: Mapping[str, Any] = field(default_factory=dict)
@@ -97,7 +99,7 @@ class Mesh(pulumi.ComponentResource):
             objects["allow-health-checks"] = mesh.health_allow(
                 args.health_hosts or (gateway.api_host,), models
             )
-        entries = mesh.aws_service_entries(args.region) if args.region else []
+        entries = mesh.aws_service_entries(args.region, args.dynamodb) if args.region else []
         entries += mesh.egress_entries(args.egress_hosts)
         return objects | {f"se-{e['metadata']['name']}": e for e in entries}
 

@@ -14,6 +14,7 @@ import pulumi_aws as aws
 
 from stacks.components.cluster import Cluster, ClusterArgs
 from stacks.components.edge import Edge, EdgeArgs
+from stacks.components.feature_store import FeatureStore, FeatureStoreArgs
 from stacks.components.global_routing import GlobalRouting, GlobalRoutingArgs, RegionalEndpoint
 from stacks.components.identities import (
     ModelBucketAccess,
@@ -32,7 +33,7 @@ from stacks.components.registry import Registry, RegistryArgs
 from stacks.components.runner import RUNNER_EGRESS_DOMAINS, DeployRunner, DeployRunnerArgs
 from stacks.components.sagemaker_async import SAGEMAKER_SERVICE, SageMakerAsync, SageMakerAsyncArgs
 from stacks.config import ConfigError, load_config
-from stacks.contract import PLATFORM_PROJECT, REGIONS_OUTPUT, ROLE_RETRAIN, export_fields
+from stacks.contract import PLATFORM_PROJECT, REGIONS_OUTPUT, ROLE_FEATURES, ROLE_RETRAIN, export_fields
 from stacks.settings import RegionConfig, StackConfig, StoreConfig
 
 
@@ -359,6 +360,35 @@ def _sagemaker_async(
     return jobs, endpoints
 
 
+def _feature_store(
+    place: _Place, network: Network, cluster: Cluster, store: ModelStore
+) -> FeatureStore | None:
+    """The online store's tables, their private endpoint and the materialization role, in every region of a
+    stack with a features block; under the model store's key, beside its registry and offline data."""
+    config = place.cfg.features
+    if config is None:
+        return None
+    return FeatureStore(
+        f"{place.prefix}-features",
+        FeatureStoreArgs(
+            project=config.project,
+            region=place.region.region,
+            cluster_name=place.prefix,
+            views=config.feature_views,
+            model_views={m.model: m.feature_views for m in config.models},
+            key_arn=store.key_arn,
+            bucket_arn=store.model_bucket_arn,
+            vpc_id=network.vpc_id,
+            route_table_ids=network.private_route_table_ids,
+            oidc_provider_arn=cluster.oidc_provider_arn,
+            oidc_issuer=cluster.oidc_issuer,
+            namespace=config.tenant,
+            tags=place.cfg.tags,
+        ),
+        opts=place.on_aws,
+    )
+
+
 def _identities(
     place: _Place,
     cluster: Cluster,
@@ -366,6 +396,7 @@ def _identities(
     store: ModelStore,
     queue: JobQueue | None,
     jobs: JobStore | None,
+    feature_store: FeatureStore | None = None,
 ) -> WorkloadIdentities:
     return WorkloadIdentities(
         f"{place.prefix}-identities",
@@ -385,6 +416,7 @@ def _identities(
             callback_secret_arn=queue.callback_secret_arn if queue else None,
             job_bucket_arn=jobs.bucket_arn if jobs else None,
             async_models=frozenset(m.name for m in place.cfg.async_models),
+            feature_policies=feature_store.serving_policies if feature_store else {},
             tags=place.cfg.tags,
         ),
         opts=place.on_aws,
@@ -416,7 +448,11 @@ def deploy_region(cfg: StackConfig, region: RegionConfig, primary: Region | None
     sagemaker = _sagemaker_async(place, store, registry, network) if cfg.profile == "smb" else None
     if sagemaker is not None:
         jobs = sagemaker[0]
-    identities = _identities(place, cluster, edge, store, queue, jobs)
+    feature_store = _feature_store(place, network, cluster, store)
+    identities = _identities(place, cluster, edge, store, queue, jobs, feature_store)
+    roles = dict(identities.roles)
+    if feature_store is not None:
+        roles[ROLE_FEATURES] = feature_store.materialize_role_arn
     export = export_fields(
         region=region.region,
         cluster_name=cluster.name,
@@ -428,7 +464,7 @@ def deploy_region(cfg: StackConfig, region: RegionConfig, primary: Region | None
         target_group_arn=edge.target_group_arn,
         log_group=cluster.container_log_group,
         gateway_security_group_id=edge.security_group_id,
-        roles=identities.roles,
+        roles=roles,
         job_queue_endpoint=queue.endpoint if queue else "",
         job_queue_secret_arn=queue.secret_arn if queue else "",
         job_bucket=jobs.bucket if jobs else "",

@@ -313,15 +313,21 @@ def _service_entry(name: str, hosts: list[str], resolution: str) -> Manifest:
     }
 
 
-def aws_service_entries(region: str) -> list[Manifest]:
+def aws_service_entries(region: str, dynamodb: bool = False) -> list[Manifest]:
     """The region's S3 and STS endpoints, the only AWS APIs pods call (model sync with IRSA); with
     REGISTRY_ONLY, every other outside host stays unreachable. TLS passes through the sidecar by SNI.
 
     Bucket hosts (`<bucket>.s3.<region>...`, the SDK's virtual-hosted style) are a wildcard, which Istio
     accepts only with resolution NONE: the sidecar forwards to the address the client resolved.
+
+    With `dynamodb` (a stack with a feature store) the region's DynamoDB endpoint too, where serving pods read
+    features (through the VPC's gateway endpoint, which the route tables reach by the endpoint's prefix list).
     """
+    hosts = [f"s3.{region}.amazonaws.com", f"sts.{region}.amazonaws.com"]
+    if dynamodb:
+        hosts.append(f"dynamodb.{region}.amazonaws.com")
     return [
-        _service_entry("aws-apis", [f"s3.{region}.amazonaws.com", f"sts.{region}.amazonaws.com"], "DNS"),
+        _service_entry("aws-apis", hosts, "DNS"),
         _service_entry("aws-s3-buckets", [f"*.s3.{region}.amazonaws.com"], "NONE"),
     ]
 

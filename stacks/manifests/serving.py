@@ -24,6 +24,10 @@ MERGED_METRICS_PORT = 15020
 MODEL_DIR = "/models"
 TMP_DIR = "/tmp"  # noqa: S108 - the pod's own emptyDir; the image's root filesystem is read-only
 RUN_AS_USER = 10001
+FEATURE_REPO_DIR = "/etc/feast"
+"""Where a model that reads features finds the in-cluster feature repository (`SERVING_FEATURE_REPO`)."""
+FEATURE_CONFIG_NAME = "feature-store"
+"""The ConfigMap in the tenant's namespace holding `feature_store.yaml` (stacks.manifests.features)."""
 DRAIN_DELAY_SECONDS = 5
 """Seconds a terminating pod keeps serving while the mesh stops routing to it."""
 GRACE_PERIOD_SECONDS = 40
@@ -110,6 +114,8 @@ class ServingSpec:
     """Secret in the tenant namespace with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`; None with IRSA."""
     callback_hosts: tuple[str, ...] = ()
     """Hosts (`host` or `host:port`) a job's callback may go to (models with async requests); empty: none."""
+    features: bool = False
+    """True for a model that reads features: its pods mount the namespace's feature repository."""
 
 
 def subset(version: str) -> str:
@@ -259,6 +265,23 @@ def callback_volumes(spec: ServingSpec) -> list[dict[str, Any]]:
     return [{"name": "callback-key", "secret": secret}]
 
 
+def feature_env(spec: ServingSpec) -> list[dict[str, Any]]:
+    """`SERVING_FEATURE_REPO` for a model that reads features; nothing otherwise (served as before)."""
+    return [{"name": "SERVING_FEATURE_REPO", "value": FEATURE_REPO_DIR}] if spec.features else []
+
+
+def feature_mounts(spec: ServingSpec) -> list[dict[str, Any]]:
+    """The feature repository, read-only, where `SERVING_FEATURE_REPO` points."""
+    return (
+        [{"name": "feature-repo", "mountPath": FEATURE_REPO_DIR, "readOnly": True}] if spec.features else []
+    )
+
+
+def feature_volumes(spec: ServingSpec) -> list[dict[str, Any]]:
+    """The namespace's `feature-store` ConfigMap as the feature repository's volume."""
+    return [{"name": "feature-repo", "configMap": {"name": FEATURE_CONFIG_NAME}}] if spec.features else []
+
+
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
@@ -293,6 +316,7 @@ def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
             {"name": "SERVING_GRACE_PERIOD_SECONDS", "value": str(GRACE_PERIOD_SECONDS)},
             *queue_env(spec),
             *segment_env(spec),
+            *feature_env(spec),
         ],
         "startupProbe": _probe(loaded, 5, 60),
         "readinessProbe": _probe(loaded, 5, 3),
@@ -303,6 +327,7 @@ def _server_container(spec: ServingSpec, version: str) -> dict[str, Any]:
             {"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": TMP_DIR},
             *callback_mounts(spec),
+            *feature_mounts(spec),
         ],
     }
 
@@ -350,6 +375,7 @@ def deployment(spec: ServingSpec, version: str) -> Manifest:
                         {"name": "models", "emptyDir": {"sizeLimit": "4Gi"}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}},
                         *callback_volumes(spec),
+                        *feature_volumes(spec),
                     ],
                     "topologySpreadConstraints": [
                         {

@@ -21,6 +21,7 @@ from stacks.components.addons import (
 )
 from stacks.components.async_workers import AsyncWorkers, AsyncWorkersArgs
 from stacks.components.cluster import IDENTITY_GROUP_PREFIX
+from stacks.components.features import Features, FeaturesArgs
 from stacks.components.mesh import Mesh, MeshArgs
 from stacks.components.model_serving import ModelServing, ModelServingArgs
 from stacks.components.monitoring import (
@@ -37,6 +38,7 @@ from stacks.config import load_config
 from stacks.contract import (
     ROLE_CLUSTER_AUTOSCALER,
     ROLE_EXTERNAL_SECRETS,
+    ROLE_FEATURES,
     ROLE_FLUENT_BIT,
     ROLE_LB_CONTROLLER,
     ROLE_OTEL_COLLECTOR,
@@ -199,6 +201,7 @@ def _serving(
     mesh: Mesh,
     tenants: dict[str, Tenancy],
     addons: AsyncInferenceAddons | None,
+    features: Features | None = None,
 ) -> dict[str, ModelServing]:
     on_cluster = pulumi.ResourceOptions(provider=target.provider)
     store = None if cfg.onprem is None else cfg.onprem.store
@@ -219,6 +222,7 @@ def _serving(
             store_endpoint=store.endpoint if store else None,
             store_credentials_secret=store.credentials_secret if store else None,
             callback_hosts=cfg.job_queue.callback_hosts if cfg.job_queue else (),
+            features=cfg.features is not None and cfg.features.of(model.name) is not None,
         )
         served = ModelServing(
             f"{target.name}-model-{model.name}",
@@ -228,7 +232,11 @@ def _serving(
                 bucket=target.eks.field("model_bucket") if target.eks else (store.bucket if store else ""),
                 job_bucket=target.eks.field("job_bucket") if target.eks else "",
                 role_arn=target.eks.role(model_role(model.name)) if target.eks else None,
-                waits_for=(mesh, tenants[model.tenant].namespace_resource),
+                waits_for=(
+                    mesh,
+                    tenants[model.tenant].namespace_resource,
+                    *([features.config_maps[model.tenant]] if spec.features and features else []),
+                ),
             ),
             opts=on_cluster,
         )
@@ -255,6 +263,30 @@ def _rollout_controllers(
             ),
             opts=pulumi.ResourceOptions(provider=target.provider),
         )
+
+
+def _features(cfg: StackConfig, target: ClusterTarget, tenants: dict[str, Tenancy]) -> Features | None:
+    """The feature store's ConfigMaps and the materialization CronJob, in every EKS cluster of a stack with a
+    features block: each region's online store is its own, so each region materializes its own tables."""
+    config, eks = cfg.features, target.eks
+    if config is None or eks is None:
+        return None
+    readers = {m.tenant for m in cfg.models if config.of(m.name) is not None}
+    return Features(
+        f"{target.name}-features",
+        FeaturesArgs(
+            project=config.project,
+            region=eks.region,
+            bucket=eks.field("model_bucket"),
+            namespaces=tuple(sorted(readers | {config.tenant})),
+            job_namespace=config.tenant,
+            schedule=config.schedule,
+            image=pulumi.Output.from_input(target.registry).apply(cfg.image.retrain_image),
+            role_arn=eks.role(ROLE_FEATURES),
+            waits_for=tuple(t.namespace_resource for t in tenants.values()),
+        ),
+        opts=pulumi.ResourceOptions(provider=target.provider),
+    )
 
 
 def deploy_cluster(
@@ -291,7 +323,8 @@ def deploy_cluster(
         )
         for t in cfg.tenants
     }
-    served = _serving(cfg, target, mesh, tenants, _async_addons(cfg, target))
+    features = _features(cfg, target, tenants)
+    served = _serving(cfg, target, mesh, tenants, _async_addons(cfg, target), features)
     _rollout_controllers(cfg, target, served, monitoring)
 
 
@@ -331,6 +364,7 @@ def _mesh(
             models=cfg.models,
             region=eks.region if eks else None,
             health_hosts=tuple(f"{r}.{cfg.gateway.api_host}" for r in regions) or (cfg.gateway.api_host,),
+            dynamodb=cfg.features is not None,
             egress_hosts=(_host(cfg.onprem.store.endpoint),) if cfg.onprem else (),
             istiod_values=mesh_tracing_values(observability.collector_service),
         ),

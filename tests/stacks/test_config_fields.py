@@ -20,12 +20,14 @@ from stacks.settings import (
     AlertingConfig,
     AsyncWorkers,
     ClusterConfig,
+    FeaturesConfig,
     Fault,
     GatewayConfig,
     IdentityConfig,
     ImageConfig,
     JobQueueConfig,
     ModelConfig,
+    ModelFeatures,
     NodeGroupConfig,
     ObservabilityConfig,
     OnPremConfig,
@@ -201,6 +203,31 @@ def sagemaker_async(a: dict[str, Any] | None) -> SageMakerAsyncConfig | None:
     )
 
 
+def features(f: dict[str, Any] | None, models: list[dict[str, Any]]) -> FeaturesConfig | None:
+    """Services one per version of the model (the contract's names); the job in the first model's tenant
+    unless `tenant` is given."""
+    if f is None:
+        return None
+    by_name = {m["name"]: m for m in models}
+    return FeaturesConfig(
+        project=f.get("project", "model_serving"),
+        schedule=f["schedule"],
+        tenant=f.get("tenant", by_name[f["models"][0]["name"]]["tenant"]),
+        stale_after_seconds=f["staleAfterMinutes"] * 60,
+        models=tuple(
+            ModelFeatures(
+                model=e["name"],
+                services=tuple(
+                    f"{e['name'].replace('-', '_')}_v{v}"
+                    for v in sorted(by_name[e["name"]]["variants"]["weights"], key=int)
+                ),
+                feature_views=tuple(sorted(e["featureViews"])),
+            )
+            for e in f["models"]
+        ),
+    )
+
+
 def model(m: dict[str, Any], profile: str) -> ModelConfig:
     """An smb model's `async` block selects SageMaker; elsewhere it sizes the queue's workers."""
     rollout = m.get("rollout")
@@ -283,6 +310,7 @@ def expected(v: dict[str, Any], stack: str, region: str | None) -> StackConfig:
         models=tuple(model(m, v["profile"]) for m in v["models"]),
         job_queue=job_queue(v.get("asyncInference")),
         sagemaker_async=sagemaker_async(v.get("sagemakerAsync")),
+        features=features(v.get("features"), v["models"]),
         **aws_part(v, region),
     )
 
@@ -318,6 +346,7 @@ def every_option_set(stack: str) -> tuple[dict[str, Any], str | None]:
         values["asyncInference"]["callbacks"] = {
             "allowedHosts": ["hooks.example.eu", "callbacks.partner.example.eu:8443"]
         }
+        values["features"].update(project="acme_features", tenant="support")
     for t in values["tenants"]:
         t["quota"] = {"cpu": "1000", "memory": "4000Gi", "pods": 1000}
     return values, region
@@ -336,6 +365,7 @@ def every_option_left_out(stack: str) -> tuple[dict[str, Any], str | None]:
         m.pop("rollout", None)
         m.pop("async", None)
     values.pop("asyncInference", None)
+    values.pop("features", None)
     if values["profile"] != "onprem":
         values["cluster"].pop("publicAccessCidrs")
     return values, region
@@ -386,6 +416,7 @@ AWS_OPTIONS: dict[str, Read] = {
     "egress": lambda c: c.egress_domains,
     "async": lambda c: [m.async_workers for m in c.models],
     "asyncInference": lambda c: c.job_queue,
+    "features": lambda c: c.features,
 }
 
 

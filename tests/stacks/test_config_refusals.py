@@ -270,21 +270,21 @@ REFUSALS: list[Any] = [
     ),
     (
         "eu-prod",
-        setting(("tenants", 0, "quota", "pods"), 42),
+        setting(("tenants", 0, "quota", "pods"), 43),
         ("tenants", 0, "quota", "pods"),
-        f"42 {BELOW} (43 pods)",  # 42 serving pods and the rollout controller's
+        f"43 {BELOW} (44 pods)",  # 42 serving pods, the rollout controller's and the feature-materialize job's
     ),
     (
         "eu-prod",
-        setting(("tenants", 0, "quota", "cpu"), "105249m"),
+        setting(("tenants", 0, "quota", "cpu"), "105749m"),
         ("tenants", 0, "quota", "cpu"),
-        f"105249m {BELOW} (105.25 CPUs)",
+        f"105749m {BELOW} (105.75 CPUs)",
     ),
     (
         "eu-prod",
-        setting(("tenants", 0, "quota", "memory"), "97279Mi"),
+        setting(("tenants", 0, "quota", "memory"), "98303Mi"),
         ("tenants", 0, "quota", "memory"),
-        f"97279Mi {BELOW} (95.0Gi)",
+        f"98303Mi {BELOW} (96.0Gi)",
     ),
     (
         "eu-prod",
@@ -542,13 +542,13 @@ ACCEPTED: list[Any] = [
         lambda c: c.cluster.public_access_cidrs,
         ("198.51.100.7/24",),
     ),
-    ("eu-prod", setting(("tenants", 0, "quota", "pods"), 43), lambda c: c.tenants[0].pods, 43),
-    ("eu-prod", setting(("tenants", 0, "quota", "cpu"), "105.25"), lambda c: c.tenants[0].cpu, "105.25"),
+    ("eu-prod", setting(("tenants", 0, "quota", "pods"), 44), lambda c: c.tenants[0].pods, 44),
+    ("eu-prod", setting(("tenants", 0, "quota", "cpu"), "105.75"), lambda c: c.tenants[0].cpu, "105.75"),
     (
         "eu-prod",
-        setting(("tenants", 0, "quota", "memory"), "97280Mi"),
+        setting(("tenants", 0, "quota", "memory"), "98304Mi"),
         lambda c: c.tenants[0].memory,
-        "97280Mi",
+        "98304Mi",
     ),
     (
         "onprem-ae",
