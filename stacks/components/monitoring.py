@@ -39,6 +39,8 @@ class MonitoringArgs:
     """StorageClass of the Prometheus, Alertmanager and Grafana volumes."""
     retrain_webhook: str | None = None
     """The retrain receiver's webhook URL: the retraining alerts are also routed there (None: not)."""
+    feature_stale_after_seconds: int | None = None
+    """`FeatureViewStale`'s threshold, from the stack's features block (None: the rules file's default)."""
 
 
 def _string_data(manifest: dict[str, Any]) -> dict[str, str]:
@@ -81,7 +83,10 @@ class Monitoring(pulumi.ComponentResource):
         )
         after = pulumi.ResourceOptions(parent=self, depends_on=[stack])
         kube.create(f"{name}-service-monitor", mon.service_monitor(), after)
-        kube.create(f"{name}-rules", mon.prometheus_rule(mon.load_rules()), after)
+        rules = mon.load_rules()
+        if args.feature_stale_after_seconds is not None:
+            rules = mon.with_feature_staleness(rules, args.feature_stale_after_seconds)
+        kube.create(f"{name}-rules", mon.prometheus_rule(rules), after)
         experiments = mon.prometheus_rule(
             mon.load_rules(mon.EXPERIMENT_RULES_FILE), "model-serving-experiments"
         )

@@ -3,6 +3,8 @@
 The dashboards are in `stacks.manifests.dashboards`.
 """
 
+import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,28 @@ RETRAIN_ALERTS = ("ModelInputDriftCritical", "ModelQualityDrop")
 RULES_FILE = Path(__file__).resolve().parents[1] / "monitoring" / "rules" / "serving-rules.yaml"
 EXPERIMENT_RULES_FILE = RULES_FILE.with_name("experiment-rules.yaml")
 """The rollout controllers' alerts (ExperimentRolledBack, ExperimentHalted), a PrometheusRule of their own."""
+
+
+FEATURE_STALE_ALERT = "FeatureViewStale"
+FEATURE_STALE_DEFAULT_SECONDS = 7200
+"""The threshold the rules file ships with (what a local Prometheus uses)."""
+_STALE_THRESHOLD = re.compile(rf"> {FEATURE_STALE_DEFAULT_SECONDS}$")
+
+
+def with_feature_staleness(rules: dict[str, Any], seconds: int) -> dict[str, Any]:
+    """The rules with `FeatureViewStale`'s threshold set to the stack's `staleAfterMinutes` (in seconds).
+
+    The one rules file keeps the default, so a local Prometheus and `promtool` tests read it as it is; the
+    stacks rewrite that one number. A rule that no longer ends in the default threshold fails here, not by
+    alerting at a threshold nobody chose."""
+    copied = copy.deepcopy(rules)
+    found = [r for g in copied["groups"] for r in g["rules"] if r.get("alert") == FEATURE_STALE_ALERT]
+    if len(found) != 1 or not _STALE_THRESHOLD.search(found[0]["expr"].strip()):
+        raise ValueError(
+            f"{FEATURE_STALE_ALERT} must appear once and end in '> {FEATURE_STALE_DEFAULT_SECONDS}'"
+        )
+    found[0]["expr"] = _STALE_THRESHOLD.sub(f"> {seconds}", found[0]["expr"].strip())
+    return copied
 
 
 def load_rules(path: Path = RULES_FILE) -> dict[str, Any]:

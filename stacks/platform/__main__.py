@@ -113,6 +113,7 @@ def _monitoring(
             smtp_smarthost=alerting.smarthost or "",
             smtp_from=alerting.email_from or "",
             retrain_webhook=retrain.webhook_url() if retrains else None,
+            feature_stale_after_seconds=cfg.features.stale_after_seconds if cfg.features else None,
             **storage,
         ),
         opts=opts,

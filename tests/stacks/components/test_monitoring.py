@@ -147,3 +147,10 @@ def test_mesh_tracing_enabled_after_the_collector() -> None:
     (telemetry,) = built.of_type("kubernetes:telemetry.istio.io/v1:Telemetry")
     assert telemetry.inputs["spec"]["tracing"][0]["randomSamplingPercentage"] == 10.0, telemetry.inputs
     assert "obs-collector" in _depends(built, telemetry), "spans sent before the collector exists"
+
+
+def test_a_stack_with_a_feature_store_alerts_at_its_own_staleness() -> None:
+    built = _monitoring(feature_stale_after_seconds=5400)
+    (rules,) = [r for r in built.kinds("PrometheusRule") if r["metadata"]["name"] == "model-serving"]
+    stale = [r for g in rules["spec"]["groups"] for r in g["rules"] if r.get("alert") == "FeatureViewStale"]
+    assert [r["expr"].rsplit(">", 1)[1].strip() for r in stale] == ["5400"], stale

@@ -31,7 +31,7 @@ def test_rules_pass_promtool_unit_tests() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_rules_cover_burn_rates_readiness_input_drift_and_quality() -> None:
+def test_rules_cover_burn_rates_readiness_input_drift_quality_and_feature_freshness() -> None:
     alerts = {r["alert"] for g in load_rules()["groups"] for r in g["rules"] if "alert" in r}
     expected = {
         "ModelServingAvailabilityBurnRateFast",
@@ -42,8 +42,38 @@ def test_rules_cover_burn_rates_readiness_input_drift_and_quality() -> None:
         "ModelInputDriftWarning",
         "ModelInputDriftCritical",
         "ModelQualityDrop",
+        "FeatureViewStale",
     }
     assert alerts == expected, f"alerts: {alerts}"
+
+
+def _stale_rule(rules: dict[str, Any]) -> dict[str, Any]:
+    return next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "FeatureViewStale")
+
+
+def test_the_stacks_write_their_staleness_threshold_into_the_one_rule() -> None:
+    shipped = load_rules()
+    rules = mon.with_feature_staleness(shipped, 5400)
+    expr = _stale_rule(rules)["expr"]
+    assert expr.endswith("> 5400") and "7200" not in expr, expr
+    assert _stale_rule(shipped)["expr"].strip().endswith("> 7200"), "the file itself keeps its default"
+    others = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") != "FeatureViewStale"]
+    assert others == [
+        r for g in shipped["groups"] for r in g["rules"] if r.get("alert") != "FeatureViewStale"
+    ]
+
+
+def test_a_stale_rule_without_the_default_threshold_is_refused() -> None:
+    rules = load_rules()
+    _stale_rule(rules)["expr"] = "time() - max by (feature_view) (x) > 3600"
+    with pytest.raises(ValueError, match="FeatureViewStale must appear once"):
+        mon.with_feature_staleness(rules, 5400)
+
+
+def test_the_stale_alert_waits_before_firing() -> None:
+    rule = _stale_rule(load_rules())
+    assert rule["for"] == "15m" and rule["labels"]["severity"] == "warning", rule
+    assert "serving_feature_view_materialized_timestamp_seconds" in rule["expr"], rule["expr"]
 
 
 def test_burn_rate_alerts_need_a_long_and_a_short_window() -> None:
