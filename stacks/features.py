@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
-REGISTRY_KEY = "feast/registry.db"
+REGISTRY_PREFIX = "feast/"
+"""The registry's prefix in the model bucket."""
+REGISTRY_KEY = f"{REGISTRY_PREFIX}registry.db"
 """The registry object in the model bucket."""
 OFFLINE_PREFIX = "features/"
 """Where the offline store's parquet files sit in the model bucket."""

@@ -43,3 +43,22 @@ fails_over(failover, multi_az, nodes) if {
 	is_number(nodes)
 	nodes >= 2
 }
+
+# METADATA
+# title: DynamoDB point-in-time recovery
+# scope: rule
+# description: |
+#   DynamoDB tables (the online feature store) keep point-in-time recovery on: a bad
+#   materialization or a deletion of items is undone by restoring the table to a second of
+#   the last 35 days, instead of rebuilding it from the offline store.
+# custom:
+#   id: AVL-002
+#   severity: medium
+#   message: "DynamoDB table %s has no point-in-time recovery (pointInTimeRecovery %s)"
+#   remediation: Set pointInTimeRecovery enabled true.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, found]) if {
+	some r in input.resources
+	r.type == "aws:dynamodb/table:Table"
+	not resources.truthy(object.get(r.properties, ["pointInTimeRecovery", "enabled"], false))
+	found := json.marshal(object.get(r.properties, "pointInTimeRecovery", null))
+}

@@ -46,3 +46,25 @@ test_failover_missing_field if {
 		"replication group queue: no failover across zones (automaticFailover unset, multiAz unset, nodes unset)",
 	]} with input as t.plan([g])
 }
+
+table(props) := t.resource("aws:dynamodb/table:Table", "features", props)
+
+test_point_in_time_recovery_passing if {
+	failover.deny == set() with input as t.plan([table({"pointInTimeRecovery": {"enabled": true}})])
+}
+
+test_point_in_time_recovery_violating if {
+	r := table({"pointInTimeRecovery": {"enabled": false}})
+	t.brief(failover.deny) == {[
+		"AVL-002", "medium", r.urn,
+		`DynamoDB table features has no point-in-time recovery (pointInTimeRecovery {"enabled":false})`,
+	]} with input as t.plan([r])
+}
+
+test_point_in_time_recovery_missing_field if {
+	r := table({})
+	t.brief(failover.deny) == {[
+		"AVL-002", "medium", r.urn,
+		"DynamoDB table features has no point-in-time recovery (pointInTimeRecovery null)",
+	]} with input as t.plan([r])
+}

@@ -253,3 +253,29 @@ topic_key(p) if {
 	named_key(p.kmsMasterKeyId)
 	not endswith(p.kmsMasterKeyId, "alias/aws/sns")
 }
+
+# METADATA
+# title: DynamoDB tables encrypted with a customer managed key
+# scope: rule
+# description: |
+#   DynamoDB tables (the online feature store) encrypt with a customer managed KMS key: the
+#   default AWS owned key, and the aws/dynamodb managed key, cannot be restricted by a key
+#   policy nor kept to the stack.
+# custom:
+#   id: ENC-009
+#   severity: high
+#   message: "DynamoDB table %s is not encrypted with a customer managed KMS key (serverSideEncryption %s)"
+#   remediation: Set serverSideEncryption enabled true and kmsKeyArn to the region's key.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, found]) if {
+	some r in input.resources
+	r.type == "aws:dynamodb/table:Table"
+	sse := object.get(r.properties, "serverSideEncryption", null)
+	not table_customer_key(sse)
+	found := json.marshal(sse)
+}
+
+table_customer_key(sse) if {
+	resources.truthy(sse.enabled)
+	named_key(sse.kmsKeyArn)
+	not endswith(sse.kmsKeyArn, "alias/aws/dynamodb")
+}

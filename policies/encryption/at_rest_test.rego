@@ -209,3 +209,42 @@ test_topic_key_missing_field if {
 		"topic done is not encrypted with a customer managed KMS key (kmsMasterKeyId unset)",
 	]} with input as t.plan([s])
 }
+
+table(props) := t.resource("aws:dynamodb/table:Table", "features", props)
+
+test_table_key_passing if {
+	sse := {"enabled": true, "kmsKeyArn": "arn:aws:kms:me-central-1:1:key/k"}
+	at_rest.deny == set() with input as t.plan([table({"serverSideEncryption": sse})])
+}
+
+test_table_key_violating if {
+	aws_managed := table({"serverSideEncryption": {"enabled": true, "kmsKeyArn": "alias/aws/dynamodb"}})
+	off := object.union(
+		table({"serverSideEncryption": {"enabled": false, "kmsKeyArn": "arn:aws:kms:me-central-1:1:key/k"}}),
+		{"urn": "urn:off", "name": "off"},
+	)
+	t.brief(at_rest.deny) == {
+		[
+			"ENC-009", "high", aws_managed.urn,
+			concat("", [
+				"DynamoDB table features is not encrypted with a customer managed KMS key ",
+				`(serverSideEncryption {"enabled":true,"kmsKeyArn":"alias/aws/dynamodb"})`,
+			]),
+		],
+		[
+			"ENC-009", "high", "urn:off",
+			concat("", [
+				"DynamoDB table off is not encrypted with a customer managed KMS key ",
+				`(serverSideEncryption {"enabled":false,"kmsKeyArn":"arn:aws:kms:me-central-1:1:key/k"})`,
+			]),
+		],
+	} with input as t.plan([aws_managed, off])
+}
+
+test_table_key_missing_field if {
+	r := table({})
+	t.brief(at_rest.deny) == {[
+		"ENC-009", "high", r.urn,
+		"DynamoDB table features is not encrypted with a customer managed KMS key (serverSideEncryption null)",
+	]} with input as t.plan([r])
+}

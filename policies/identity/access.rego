@@ -279,3 +279,36 @@ token_state(p) := "set" if {
 	is_string(p.authToken)
 	p.authToken != ""
 } else := "unset"
+
+# METADATA
+# title: DynamoDB access names its tables
+# scope: rule
+# description: |
+#   An IAM statement that allows a DynamoDB action names each table it applies to by its
+#   full ARN (an index of a named table too), never `*`, a wildcard table name or
+#   NotResource: a role that reads one feature view's table must not read every table of
+#   the account. (A wildcard action such as dynamodb:* is IDN-006's.)
+# custom:
+#   id: IDN-009
+#   severity: high
+#   message: "IAM policy %s allows %s on %s, not a named DynamoDB table"
+#   remediation: List the table ARNs (arn:aws:dynamodb:<region>:<account>:table/<name>) the role needs.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, concat(", ", sort(actions)), target]) if {
+	some r in input.resources
+	r.type in {"aws:iam/policy:Policy", "aws:iam/rolePolicy:RolePolicy", "aws:iam/userPolicy:UserPolicy"}
+	doc := resources.policy_doc(object.get(r.properties, "policy", null))
+	some s in resources.statements(doc)
+	object.get(s, "Effect", "Allow") == "Allow"
+	actions := {a | some a in resources.as_set(object.get(s, "Action", [])); dynamodb_action(a)}
+	count(actions) > 0
+	some target in unnamed_tables(s)
+}
+
+dynamodb_action(action) if startswith(lower(action), "dynamodb:")
+
+unnamed_tables(s) := {"NotResource"} if object.get(s, "NotResource", null) != null
+
+unnamed_tables(s) := {res |
+	some res in resources.as_set(object.get(s, "Resource", "unset"))
+	not regex.match(`^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[0-9]{12}:table/[A-Za-z0-9_.-]+(/index/[A-Za-z0-9_.-]+)?$`, res)
+} if object.get(s, "NotResource", null) == null

@@ -271,3 +271,55 @@ test_elasticache_auth_missing_field if {
 		"replication group queue accepts clients without authentication (authToken unset, 0 user groups)",
 	]} with input as t.plan([g])
 }
+
+table_arn := "arn:aws:dynamodb:me-central-1:123456789012:table/model_serving.tumour_measurements"
+
+test_dynamodb_tables_named_passing if {
+	doc := {"Statement": [
+		{"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:BatchGetItem"], "Resource": [table_arn]},
+		{"Effect": "Allow", "Action": "dynamodb:Query", "Resource": sprintf("%s/index/by_day", [table_arn])},
+		{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::models/feast/registry.db"},
+		{"Effect": "Deny", "Action": "dynamodb:DeleteTable", "Resource": "*"},
+	]}
+	access.deny == set() with input as t.plan([iam(json.marshal(doc))])
+}
+
+test_dynamodb_tables_named_violating if {
+	doc := {"Statement": [
+		{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*"},
+		{
+			"Effect": "Allow",
+			"Action": ["dynamodb:BatchWriteItem", "dynamodb:DescribeTable"],
+			"Resource": [table_arn, "arn:aws:dynamodb:me-central-1:123456789012:table/model_serving.*"],
+		},
+		{"Effect": "Allow", "Action": "dynamodb:Scan", "NotResource": table_arn},
+	]}
+	p := iam(json.marshal(doc))
+	t.brief(access.deny) == {
+		["IDN-009", "high", p.urn, "IAM policy read allows dynamodb:GetItem on *, not a named DynamoDB table"],
+		[
+			"IDN-009", "high", p.urn,
+			concat("", [
+				"IAM policy read allows dynamodb:BatchWriteItem, dynamodb:DescribeTable on ",
+				"arn:aws:dynamodb:me-central-1:123456789012:table/model_serving.*, not a named DynamoDB table",
+			]),
+		],
+		["IDN-009", "high", p.urn, "IAM policy read allows dynamodb:Scan on NotResource, not a named DynamoDB table"],
+	} with input as t.plan([p])
+}
+
+test_dynamodb_tables_named_missing_field if {
+	p := iam(json.marshal({"Statement": {"Effect": "Allow", "Action": "dynamodb:GetItem"}}))
+	t.brief(access.deny) == {[
+		"IDN-009", "high", p.urn,
+		"IAM policy read allows dynamodb:GetItem on unset, not a named DynamoDB table",
+	]} with input as t.plan([p])
+}
+
+test_dynamodb_wildcard_action_is_both_rules if {
+	p := iam(json.marshal({"Statement": {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}}))
+	t.brief(access.deny) == {
+		["IDN-006", "high", p.urn, "IAM policy read allows wildcard action dynamodb:*"],
+		["IDN-009", "high", p.urn, "IAM policy read allows dynamodb:* on *, not a named DynamoDB table"],
+	} with input as t.plan([p])
+}

@@ -221,3 +221,56 @@ output_bucket_region(path) := resources.region(b, provs) if {
 	b.type in {"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"}
 	object.get(b.properties, "bucket", "") == name
 } else := "no such bucket"
+
+# METADATA
+# title: DynamoDB replicas in jurisdiction
+# scope: rule
+# description: |
+#   A DynamoDB global table copies every item to each region its replicas name; every one is
+#   a region of the jurisdiction (the table's own region is RES-002's).
+# custom:
+#   id: RES-011
+#   severity: critical
+#   message: "DynamoDB table %s replicates to region %q, outside jurisdiction %s"
+#   remediation: Keep one table per region, materialized in that region, or replicate only inside the jurisdiction.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, reg, jurisdiction]) if {
+	count(allowed) > 0
+	jurisdiction := config.jurisdiction(input)
+	some r in input.resources
+	r.type == "aws:dynamodb/table:Table"
+	some replica in object.get(r.properties, "replicas", [])
+	reg := object.get(replica, "regionName", "unset")
+	not reg in allowed
+}
+
+feature_prefixes := {"feast/", "features/"}
+
+# METADATA
+# title: Feature store prefixes in an in-region bucket
+# scope: rule
+# description: |
+#   The feature registry (feast/) and the offline store (features/) sit in a bucket the plan
+#   creates in the object's own region: the online store there is materialized from them, so
+#   a bucket elsewhere (or one the plan does not hold) would move feature data out of region.
+# custom:
+#   id: RES-012
+#   severity: critical
+#   message: "%s puts %s in bucket %q, which is not a bucket of the plan in %s (found %s)"
+#   remediation: Create the feature store prefixes in the region's model bucket, by the same stack.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, key, bucket, reg, found]) if {
+	some r in input.resources
+	r.type in {"aws:s3/bucketObjectv2:BucketObjectv2", "aws:s3/bucketObject:BucketObject"}
+	key := object.get(r.properties, "key", "")
+	some prefix in feature_prefixes
+	startswith(key, prefix)
+	bucket := object.get(r.properties, "bucket", "unset")
+	found := named_bucket_region(bucket)
+	reg := resources.region(r, provs)
+	found != reg
+}
+
+named_bucket_region(name) := resources.region(b, provs) if {
+	some b in input.resources
+	b.type in {"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"}
+	object.get(b.properties, "bucket", "") == name
+} else := "no such bucket"

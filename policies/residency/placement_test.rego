@@ -250,3 +250,74 @@ test_async_results_in_region_missing_field if {
 		]),
 	]} with input as t.plan([results, c])
 }
+
+feature_table(props) := t.resource("aws:dynamodb/table:Table", "features", props)
+
+test_table_replicas_passing if {
+	placement.deny == set() with input as t.plan([
+		feature_table({}),
+		feature_table({"replicas": [{"regionName": "me-central-1"}]}),
+	])
+}
+
+test_table_replicas_violating if {
+	r := feature_table({"replicas": [{"regionName": "me-central-1"}, {"regionName": "eu-west-1"}]})
+	t.brief(placement.deny) == {[
+		"RES-011", "critical", r.urn,
+		`DynamoDB table features replicates to region "eu-west-1", outside jurisdiction AE`,
+	]} with input as t.plan([r])
+}
+
+test_table_replicas_missing_field if {
+	r := feature_table({"replicas": [{"kmsKeyArn": "k"}]})
+	t.brief(placement.deny) == {[
+		"RES-011", "critical", r.urn,
+		`DynamoDB table features replicates to region "unset", outside jurisdiction AE`,
+	]} with input as t.plan([r])
+}
+
+prefix_object(name, props) := t.resource("aws:s3/bucketObjectv2:BucketObjectv2", name, props)
+
+test_feature_prefixes_in_region_passing if {
+	registry := prefix_object("registry", {"bucket": "models", "key": "feast/"})
+	offline := prefix_object("offline", {"bucket": "models", "key": "features/"})
+	elsewhere := prefix_object("unrelated", {"bucket": "other", "key": "models/m/1/model.onnx"})
+	placement.deny == set() with input as t.plan([bucket, registry, offline, elsewhere])
+}
+
+test_feature_prefixes_in_region_violating if {
+	far := object.union(
+		t.resource("aws:s3/bucket:Bucket", "far", {"bucket": "far"}),
+		{"properties": {"region": "me-south-1"}},
+	)
+	registry := prefix_object("registry", {"bucket": "far", "key": "feast/registry.db"})
+	offline := prefix_object("offline", {"bucket": "somewhere", "key": "features/"})
+	t.brief(placement.deny) == {
+		["RES-002", "critical", far.urn, "far is placed in region \"me-south-1\", outside jurisdiction AE"],
+		[
+			"RES-012", "critical", registry.urn,
+			concat("", [
+				"registry puts feast/registry.db in bucket \"far\", which is not a bucket of the plan ",
+				"in me-central-1 (found me-south-1)",
+			]),
+		],
+		[
+			"RES-012", "critical", offline.urn,
+			concat("", [
+				"offline puts features/ in bucket \"somewhere\", which is not a bucket of the plan ",
+				"in me-central-1 (found no such bucket)",
+			]),
+		],
+	} with input as t.plan([far, registry, offline])
+}
+
+test_feature_prefixes_in_region_missing_field if {
+	registry := prefix_object("registry", {"key": "feast/"})
+	t.brief(placement.deny) == {[
+		"RES-012", "critical", registry.urn,
+		concat("", [
+			"registry puts feast/ in bucket \"unset\", which is not a bucket of the plan ",
+			"in me-central-1 (found no such bucket)",
+		]),
+	]} with input as t.plan([bucket, registry])
+}

@@ -1,7 +1,8 @@
 """FeatureStore: one region's online feature store and the identities that touch it (docs/features.md).
 
 A DynamoDB table per feature view, named as Feast names it, under the region's customer-managed key, with
-point-in-time recovery and deletion protection; a DynamoDB gateway endpoint so pods reach it through the
+point-in-time recovery and deletion protection; the registry's and the offline data's prefixes in the
+region's model bucket, under the same key; a DynamoDB gateway endpoint so pods reach it through the
 private route tables; the materialization job's IRSA role. The serving side's read policy is built here too
 (one per model, scoped to its views' tables) and attached by `WorkloadIdentities` to the model's own role,
 because a pod has one service account and so one role.
@@ -37,8 +38,10 @@ class FeatureStoreArgs:
     """Model name -> the views its feature services read (its pods may read those tables only)."""
     key_arn: pulumi.Input[str]
     """The region's customer-managed key (the model store's): tables, registry and offline data."""
+    bucket: pulumi.Input[str]
+    """The region's model bucket's name: registry at `feast/registry.db`, offline data under `features/`."""
     bucket_arn: pulumi.Input[str]
-    """The region's model bucket: registry at `feast/registry.db`, offline data under `features/`."""
+    """That bucket's ARN (IAM names it)."""
     vpc_id: pulumi.Input[str]
     """The VPC whose private route tables get the DynamoDB gateway endpoint."""
     route_table_ids: list[pulumi.Output[str]]
@@ -69,6 +72,20 @@ class FeatureStore(pulumi.ComponentResource):
         super().__init__("model-serving:features:FeatureStore", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.table_arns = {view: self._table(name, args, view, child).arn for view in args.views}
+        for suffix, prefix in (("registry", features.REGISTRY_PREFIX), ("offline", features.OFFLINE_PREFIX)):
+            # The prefixes as objects of the plan: the policy gate sees where the registry and the offline
+            # data live (RES-012), and with which key, before Feast writes anything there.
+            aws.s3.BucketObjectv2(
+                f"{name}-{suffix}-prefix",
+                bucket=args.bucket,
+                key=prefix,
+                content="",
+                server_side_encryption="aws:kms",
+                kms_key_id=args.key_arn,
+                bucket_key_enabled=True,
+                tags=args.tags,
+                opts=child,
+            )
         aws.ec2.VpcEndpoint(
             f"{name}-dynamodb",
             vpc_id=args.vpc_id,

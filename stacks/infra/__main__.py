@@ -377,6 +377,7 @@ def _feature_store(
             views=config.feature_views,
             model_views={m.model: m.feature_views for m in config.models},
             key_arn=store.key_arn,
+            bucket=store.model_bucket,
             bucket_arn=store.model_bucket_arn,
             vpc_id=network.vpc_id,
             route_table_ids=network.private_route_table_ids,
