@@ -421,7 +421,17 @@ def _named(service: str, kind: str) -> _Answer:
     return answer
 
 
+def _table(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
+    """A DynamoDB table: its id is its name, its ARN `table/<name>` (IAM policies name it)."""
+    given = outputs.get("name") or f"{name}-{digest[:7]}"
+    arn = _arn(account, "dynamodb", region, f"table/{given}")
+    return given, outputs | {"name": given, "arn": arn, "streamArn": ""}
+
+
 _COMPUTED = {
+    "aws:dynamodb/table:Table": _table,
     "aws:sagemaker/model:Model": _named("sagemaker", "model"),
     "aws:sagemaker/endpointConfiguration:EndpointConfiguration": _named("sagemaker", "endpoint-config"),
     "aws:sagemaker/endpoint:Endpoint": _named("sagemaker", "endpoint"),
