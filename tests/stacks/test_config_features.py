@@ -17,7 +17,7 @@ def test_eu_prod_reads_the_classifier_from_the_feature_store() -> None:
     assert config is not None, "eu-prod ships a features block"
     assert config.project == "model_serving", config
     assert config.tenant == "payments", "the job runs in the first reader's tenant unless told otherwise"
-    assert config.stale_after_seconds == 7200, config
+    assert config.stale_after_seconds == 5400, config
     entry = config.of("tabular-classifier")
     assert entry is not None and entry.feature_views == ("tumour_measurements",), entry
     assert entry.services == ("tabular_classifier_v1", "tabular_classifier_v2"), "one service per version"

@@ -203,6 +203,13 @@ def test_service_entries_cover_the_regions_s3_and_sts() -> None:
     assert hosts == want, f"hosts {hosts}"
 
 
+def test_a_stack_with_a_feature_store_reaches_the_regions_dynamodb_too() -> None:
+    with_store = _hosts(mesh.aws_service_entries("eu-central-1", dynamodb=True))
+    assert with_store - _hosts(mesh.aws_service_entries("eu-central-1")) == {
+        "dynamodb.eu-central-1.amazonaws.com"
+    }
+
+
 def test_service_entries_are_external_tls_on_443() -> None:
     entries = mesh.aws_service_entries("eu-central-1") + mesh.egress_entries(["store.dc1.example"])
     assert len(entries) >= 2, f"entries: {[e['metadata']['name'] for e in entries]}"

@@ -205,10 +205,28 @@ def test_on_premises_store_endpoint_and_credentials(eu_config: StackConfig) -> N
     assert sync["envFrom"] == [{"secretRef": {"name": "creds"}}], sync.get("envFrom")
 
 
+def test_a_model_reading_features_mounts_the_namespaces_feature_repository(eu_config: StackConfig) -> None:
+    pod = _pod(eu_config, features=True)["spec"]
+    (server,) = pod["containers"]
+    assert {"name": "SERVING_FEATURE_REPO", "value": "/etc/feast"} in server["env"], server["env"]
+    assert {"name": "feature-repo", "mountPath": "/etc/feast", "readOnly": True} in server["volumeMounts"]
+    assert {"name": "feature-repo", "configMap": {"name": "feature-store"}} in pod["volumes"], pod["volumes"]
+    (sync,) = pod["initContainers"]
+    assert "feature-repo" not in {m["name"] for m in sync["volumeMounts"]}, "the sync needs no feature store"
+
+
+def test_a_model_sent_its_features_is_served_as_before(eu_config: StackConfig) -> None:
+    pod = _pod(eu_config)["spec"]
+    (server,) = pod["containers"]
+    assert "SERVING_FEATURE_REPO" not in {e["name"] for e in server["env"]}, server["env"]
+    assert "feature-repo" not in {v["name"] for v in pod["volumes"]}, pod["volumes"]
+
+
 def test_deployment_validates(eu_config: StackConfig) -> None:
     spec = replace(_spec(eu_config), store_endpoint="https://s3.example", store_credentials_secret="creds")
     validate(serving.deployment(spec, "1"))
     validate(serving.deployment(_spec(eu_config), "2"))
+    validate(serving.deployment(replace(_spec(eu_config), features=True), "2"))
 
 
 def _fake_aws(tmp_path: Path) -> dict[str, str]:
