@@ -2,7 +2,8 @@
 and the IAM documents of the two roles that touch it (docs/features.md, "In the stacks").
 
 Online store: DynamoDB, one table per feature view, named as Feast's DynamoDB online store names it
-(`{project}.{view}`, its default `table_name_template`), created by the infra layer rather than by
+(its `table_name_template`: Feast's default `{project}.{view}` after the stack's name, so two stacks in one
+account and region never share a table), created by the infra layer rather than by
 `feast apply` so that encryption, point-in-time recovery and deletion protection are the stack's. Registry:
 Feast's S3 registry in the region's model bucket. Offline store: Feast's file store over parquet under the
 model bucket's `features/` prefix. No Pulumi here, so tests check every document without an engine.
@@ -22,9 +23,8 @@ OFFLINE_PREFIX = "features/"
 """Where the offline store's parquet files sit in the model bucket."""
 TABLE_KEY = "entity_id"
 """The hash key Feast's DynamoDB online store reads and writes (a string: the serialized entity key)."""
-TABLE_NAME_TEMPLATE = "{project}.{table_name}"
-"""Feast's default `table_name_template` for DynamoDB, written into the in-cluster config explicitly so a
-change of Feast's default cannot move the tables away from the ones infra created."""
+FEAST_TABLE_NAME_TEMPLATE = "{project}.{table_name}"
+"""Feast's default `table_name_template` for DynamoDB (tests check it against the installed Feast)."""
 SERVING_READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:BatchGetItem")
 """What a serving pod does to the online store: Feast's `online_read` is BatchGetItem."""
 MATERIALIZE_ACTIONS = ("dynamodb:BatchWriteItem", "dynamodb:DescribeTable")
@@ -32,14 +32,21 @@ MATERIALIZE_ACTIONS = ("dynamodb:BatchWriteItem", "dynamodb:DescribeTable")
 table exists before it would create one (it never creates a table that exists)."""
 
 
-def table_name(project: str, view: str) -> str:
-    """The DynamoDB table of a feature view, as Feast's `_get_table_name` builds it (unversioned views)."""
-    return TABLE_NAME_TEMPLATE.format(project=project, table_name=view)
+def table_name_template(stack: str) -> str:
+    """The in-cluster `table_name_template`: the stack, then Feast's default. Written into the config
+    explicitly, so a change of Feast's default cannot move the tables away from the ones infra created."""
+    return f"{stack}.{FEAST_TABLE_NAME_TEMPLATE}"
 
 
-def table_arn(region: str, account: str, project: str, view: str) -> str:
+def table_name(stack: str, project: str, view: str) -> str:
+    """The DynamoDB table of a feature view, as Feast's `_get_table_name` builds it from the template
+    (unversioned views: the config leaves online feature view versioning off)."""
+    return table_name_template(stack).format(project=project, table_name=view)
+
+
+def table_arn(region: str, account: str, stack: str, project: str, view: str) -> str:
     """The ARN of a view's table in a region (IAM needs ARNs; the names are known before the tables exist)."""
-    return f"arn:aws:dynamodb:{region}:{account}:table/{table_name(project, view)}"
+    return f"arn:aws:dynamodb:{region}:{account}:table/{table_name(stack, project, view)}"
 
 
 def registry_url(bucket: str) -> str:
@@ -52,7 +59,7 @@ def offline_url(bucket: str) -> str:
     return f"s3://{bucket}/{OFFLINE_PREFIX}"
 
 
-def feature_store_config(project: str, region: str, bucket: str) -> dict[str, Any]:
+def feature_store_config(stack: str, project: str, region: str, bucket: str) -> dict[str, Any]:
     """The in-cluster `feature_store.yaml`: DynamoDB in the cluster's region, the S3 registry and the file
     offline store, all in the region's model bucket. The registry is cached for a minute: serving reads it
     to resolve a feature service, and every read is an S3 GET."""
@@ -63,7 +70,7 @@ def feature_store_config(project: str, region: str, bucket: str) -> dict[str, An
         "online_store": {
             "type": "dynamodb",
             "region": region,
-            "table_name_template": TABLE_NAME_TEMPLATE,
+            "table_name_template": table_name_template(stack),
             "consistent_reads": False,
         },
         "offline_store": {"type": "file"},
@@ -71,9 +78,9 @@ def feature_store_config(project: str, region: str, bucket: str) -> dict[str, An
     }
 
 
-def feature_store_yaml(project: str, region: str, bucket: str) -> str:
+def feature_store_yaml(stack: str, project: str, region: str, bucket: str) -> str:
     """`feature_store_config` as the file Feast reads."""
-    return yaml.safe_dump(feature_store_config(project, region, bucket), sort_keys=False)
+    return yaml.safe_dump(feature_store_config(stack, project, region, bucket), sort_keys=False)
 
 
 def _doc(*statements: dict[str, Any]) -> str:

@@ -26,8 +26,10 @@ PolicyBuilder = Callable[[Sequence[str], str, str, str], str]
 class FeatureStoreArgs:
     """Inputs of `FeatureStore`."""
 
+    stack: str
+    """The stack: tables are `<stack>.<project>.<view>` (`stacks.features.table_name`)."""
     project: str
-    """The Feast project: tables are `<project>.<view>`."""
+    """The Feast project."""
     region: str
     """The region of the tables, the endpoint and the key."""
     cluster_name: str
@@ -127,7 +129,7 @@ class FeatureStore(pulumi.ComponentResource):
         the online store is rebuilt only by a full materialization."""
         return aws.dynamodb.Table(
             f"{name}-{view.replace('_', '-')}",
-            name=features.table_name(args.project, view),
+            name=features.table_name(args.stack, args.project, view),
             billing_mode="PAY_PER_REQUEST",
             hash_key=features.TABLE_KEY,
             attributes=[aws.dynamodb.TableAttributeArgs(name=features.TABLE_KEY, type="S")],

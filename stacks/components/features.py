@@ -19,6 +19,8 @@ from stacks.manifests import features as fm
 class FeaturesArgs:
     """Inputs of `Features`."""
 
+    stack: str
+    """The stack (the tables' names start with it)."""
     project: str
     """The Feast project."""
     region: str
@@ -51,7 +53,7 @@ class Features(pulumi.ComponentResource):
         first = pulumi.ResourceOptions(parent=self, depends_on=list(args.waits_for))
         self.config_maps = {}
         for namespace in args.namespaces:
-            static = fm.config_map(namespace, args.project, args.region, "")
+            static = fm.config_map(namespace, args.stack, args.project, args.region, "")
             data = pulumi.Output.from_input(args.bucket).apply(
                 functools.partial(_config_data, namespace, args)
             )
@@ -85,4 +87,4 @@ class Features(pulumi.ComponentResource):
 
 
 def _config_data(namespace: str, args: FeaturesArgs, bucket: str) -> Any:
-    return fm.config_map(namespace, args.project, args.region, bucket)["data"]
+    return fm.config_map(namespace, args.stack, args.project, args.region, bucket)["data"]

@@ -371,6 +371,7 @@ def _feature_store(
     return FeatureStore(
         f"{place.prefix}-features",
         FeatureStoreArgs(
+            stack=place.cfg.stack,
             project=config.project,
             region=place.region.region,
             cluster_name=place.prefix,

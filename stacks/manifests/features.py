@@ -55,13 +55,13 @@ def labels() -> dict[str, str]:
     return {"app": NAME, "app.kubernetes.io/name": NAME}
 
 
-def config_map(namespace: str, project: str, region: str, bucket: str) -> Manifest:
+def config_map(namespace: str, stack: str, project: str, region: str, bucket: str) -> Manifest:
     """`feature_store.yaml` for the cluster's region and model bucket."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(CONFIG_NAME, namespace, {"app.kubernetes.io/name": CONFIG_NAME}),
-        "data": {CONFIG_FILE: features.feature_store_yaml(project, region, bucket)},
+        "data": {CONFIG_FILE: features.feature_store_yaml(stack, project, region, bucket)},
     }
 
 

@@ -276,6 +276,7 @@ def _features(cfg: StackConfig, target: ClusterTarget, tenants: dict[str, Tenanc
     return Features(
         f"{target.name}-features",
         FeaturesArgs(
+            stack=cfg.stack,
             project=config.project,
             region=eks.region,
             bucket=eks.field("model_bucket"),

@@ -272,7 +272,7 @@ REFUSALS: list[Any] = [
         "eu-prod",
         setting(("tenants", 0, "quota", "pods"), 43),
         ("tenants", 0, "quota", "pods"),
-        f"43 {BELOW} (44 pods)",  # 42 serving pods, the rollout controller's and the feature-materialize job's
+        f"43 {BELOW} (44 pods)",  # 42 serving pods, the rollout controller, the feature-materialize job
     ),
     (
         "eu-prod",

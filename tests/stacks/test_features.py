@@ -80,7 +80,7 @@ def _repo_config(tmp_path: Path) -> RepoConfig:
     """The in-cluster config through Feast's RepoConfig, but for the online store: RepoConfig imports the
     DynamoDB store's module, which cannot be imported here (`dynamodb` above), so that one part is checked
     against the module's source instead and SQLite stands in for it here."""
-    raw = yaml.safe_load(features.feature_store_yaml("model_serving", REGION, BUCKET))
+    raw = yaml.safe_load(features.feature_store_yaml("eu-prod", "model_serving", REGION, BUCKET))
     raw["online_store"] = {"type": "sqlite", "path": str(tmp_path / "online.db")}
     return RepoConfig(repo_path=tmp_path, **raw)
 
@@ -94,7 +94,7 @@ def test_the_in_cluster_config_is_one_feast_accepts(tmp_path: Path, dynamodb: Dy
     assert config.entity_key_serialization_version == local["entity_key_serialization_version"], (
         "entity keys serialized differently would miss every item the other side wrote"
     )
-    online = features.feature_store_config("model_serving", REGION, BUCKET)["online_store"]
+    online = features.feature_store_config("eu-prod", "model_serving", REGION, BUCKET)["online_store"]
     assert online["type"] == "dynamodb" and online["region"] == REGION, online
     unknown = sorted(set(online) - set(dynamodb.fields))
     assert unknown == [], f"Feast's DynamoDB config has no fields {unknown}"
@@ -108,9 +108,13 @@ def test_table_names_are_the_ones_feasts_dynamodb_store_reads(
     """Feast's `_get_table_name`: the config's template formatted with the project and the view's name
     (versioned only with online feature view versioning, which the in-cluster config leaves off)."""
     default = dynamodb.fields["table_name_template"]
-    assert isinstance(default, ast.Constant) and default.value == features.TABLE_NAME_TEMPLATE, (
-        "Feast's default naming moved; the tables infra creates would no longer be the ones Feast reads"
+    assert isinstance(default, ast.Constant) and default.value == features.FEAST_TABLE_NAME_TEMPLATE, (
+        "Feast's default naming moved"
     )
+    template = features.feature_store_config("eu-prod", "model_serving", REGION, BUCKET)["online_store"][
+        "table_name_template"
+    ]
+    assert template == "eu-prod.{project}.{table_name}", "the stack, then Feast's default"
     assert "table_name_template.format(" in dynamodb.table_name_source, dynamodb.table_name_source
     assert "compute_versioned_name(" in dynamodb.table_name_source, dynamodb.table_name_source
     config = _repo_config(tmp_path)
@@ -118,8 +122,9 @@ def test_table_names_are_the_ones_feasts_dynamodb_store_reads(
     assert views, "the feature repository defines no feature view"
     for name, view in views.items():
         versioned = compute_versioned_name(view, config.registry.enable_online_feature_view_versioning)
-        expected = features.TABLE_NAME_TEMPLATE.format(project=config.project, table_name=versioned)
-        assert features.table_name("model_serving", name) == expected == f"model_serving.{name}", expected
+        expected = template.format(project=config.project, table_name=versioned)
+        assert features.table_name("eu-prod", "model_serving", name) == expected, expected
+        assert expected == f"eu-prod.model_serving.{name}", expected
 
 
 def _shipped_features() -> list[tuple[str, Any]]:
@@ -169,8 +174,8 @@ def allows(document: str, action: str, resource: str) -> bool:
     return False
 
 
-OWN = features.table_arn(REGION, ACCOUNT, "model_serving", "tumour_measurements")
-OTHER = features.table_arn(REGION, ACCOUNT, "model_serving", "account_balances")
+OWN = features.table_arn(REGION, ACCOUNT, "eu-prod", "model_serving", "tumour_measurements")
+OTHER = features.table_arn(REGION, ACCOUNT, "eu-prod", "model_serving", "account_balances")
 WRITES = ("dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 READS = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan")
 REGISTRY = f"{BUCKET_ARN}/feast/registry.db"

@@ -58,7 +58,7 @@ def test_the_serving_roles_read_policy_names_its_regions_table(eu: dict[str, Pla
         region = next(r for r in REGIONS if f"-{r}-" in state["urn"])
         (read, *_) = json.loads(state["inputs"]["policy"])["Statement"]
         assert read["Resource"] == [
-            f"arn:aws:dynamodb:{region}:345678901234:table/model_serving.tumour_measurements"
+            f"arn:aws:dynamodb:{region}:345678901234:table/eu-prod.model_serving.tumour_measurements"
         ], read
 
 

@@ -33,6 +33,7 @@ def _program(opts: pulumi.ResourceOptions) -> None:
     store = FeatureStore(
         "features",
         FeatureStoreArgs(
+            stack="eu-prod",
             project="model_serving",
             region=REGION,
             cluster_name=CLUSTER,
@@ -80,7 +81,10 @@ def _tables(built: Built) -> dict[str, dict[str, Any]]:
 
 
 def test_a_table_per_view_named_as_feast_names_it(built: Built) -> None:
-    assert sorted(_tables(built)) == ["model_serving.ticket_texts", "model_serving.tumour_measurements"]
+    assert sorted(_tables(built)) == [
+        "eu-prod.model_serving.ticket_texts",
+        "eu-prod.model_serving.tumour_measurements",
+    ]
 
 
 def test_tables_take_the_key_schema_feast_creates(built: Built) -> None:
@@ -145,7 +149,7 @@ def test_the_materialization_role_trusts_only_the_jobs_service_account(built: Bu
 
 
 def _table_arn(view: str) -> str:
-    return features.table_arn(REGION, ACCOUNT_ID, "model_serving", view)
+    return features.table_arn(REGION, ACCOUNT_ID, "eu-prod", "model_serving", view)
 
 
 def test_the_materialization_role_writes_every_views_table_and_nothing_else(built: Built) -> None:
@@ -189,6 +193,7 @@ def test_a_model_reading_a_view_without_a_table_is_refused() -> None:
             lambda opts: FeatureStore(
                 "features",
                 FeatureStoreArgs(
+                    stack="eu-prod",
                     project="model_serving",
                     region=REGION,
                     cluster_name=CLUSTER,

@@ -16,6 +16,7 @@ IMAGE = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/model-serving/retrain@s
 
 def _args(**overrides: Any) -> FeaturesArgs:
     values: dict[str, Any] = {
+        "stack": "eu-prod",
         "project": "model_serving",
         "region": "eu-central-1",
         "bucket": pulumi.Output.from_input("acme-models-eu-central-1"),

@@ -24,7 +24,7 @@ def _pod(spec: fm.FeatureJobSpec = SPEC) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "manifest",
     [
-        fm.config_map("payments", "model_serving", "eu-central-1", "acme-models-eu-central-1"),
+        fm.config_map("payments", "eu-prod", "model_serving", "eu-central-1", "acme-models-eu-central-1"),
         fm.service_account(SPEC),
         fm.network_policy("payments"),
         fm.cron_job(SPEC),
@@ -36,10 +36,12 @@ def test_every_object_validates(manifest: dict[str, Any]) -> None:
 
 
 def test_the_config_map_holds_the_in_cluster_feature_store_yaml() -> None:
-    cm = fm.config_map("payments", "model_serving", "eu-west-1", "acme-models-eu-west-1")
+    cm = fm.config_map("payments", "eu-prod", "model_serving", "eu-west-1", "acme-models-eu-west-1")
     assert cm["metadata"]["name"] == "feature-store" and cm["metadata"]["namespace"] == "payments", cm
     config = yaml.safe_load(cm["data"]["feature_store.yaml"])
-    assert config == features.feature_store_config("model_serving", "eu-west-1", "acme-models-eu-west-1")
+    assert config == features.feature_store_config(
+        "eu-prod", "model_serving", "eu-west-1", "acme-models-eu-west-1"
+    )
     assert config["online_store"]["region"] == "eu-west-1", "the online store must be the cluster's region's"
     assert config["registry"]["path"] == "s3://acme-models-eu-west-1/feast/registry.db", config["registry"]
 
