@@ -62,11 +62,15 @@ class Features(pulumi.ComponentResource):
             )
         spec = pulumi.Output.all(image=args.image, role=args.role_arn).apply(
             lambda v: fm.FeatureJobSpec(
-                namespace=args.job_namespace, image=v["image"], schedule=args.schedule, role_arn=v["role"]
+                namespace=args.job_namespace,
+                image=v["image"],
+                schedule=args.schedule,
+                role_arn=v["role"],
+                region=args.region,
             )
         )
         static_spec = fm.FeatureJobSpec(
-            namespace=args.job_namespace, image="", schedule=args.schedule, role_arn=""
+            namespace=args.job_namespace, image="", schedule=args.schedule, role_arn="", region=args.region
         )
         account = kube.create(
             f"{name}-sa",

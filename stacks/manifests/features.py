@@ -48,6 +48,8 @@ class FeatureJobSpec:
     """Five-field cron, UTC."""
     role_arn: str
     """Infra's IRSA role for materialization."""
+    region: str
+    """The cluster's region: the SDK's (S3 for the registry and offline data) and STS's, kept in it."""
 
 
 def labels() -> dict[str, str]:
@@ -81,7 +83,14 @@ def _container(spec: FeatureJobSpec) -> dict[str, Any]:
         "name": "materialize",
         "image": spec.image,
         "command": ["servectl", "features", "materialize", "--repo", REPO_DIR],
-        "env": [{"name": "HOME", "value": TMP_DIR}, {"name": "TMPDIR", "value": TMP_DIR}],
+        "env": [
+            {"name": "HOME", "value": TMP_DIR},
+            {"name": "TMPDIR", "value": TMP_DIR},
+            {"name": "AWS_REGION", "value": spec.region},
+            {"name": "AWS_DEFAULT_REGION", "value": spec.region},
+            # IRSA's token exchange at the region's STS endpoint (reached through its interface endpoint).
+            {"name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "regional"},
+        ],
         "resources": {"requests": {"cpu": CPU, "memory": MEMORY}, "limits": {"cpu": CPU, "memory": MEMORY}},
         "securityContext": restricted_security_context(),
         "volumeMounts": [

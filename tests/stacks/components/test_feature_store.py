@@ -213,3 +213,28 @@ def test_a_model_reading_a_view_without_a_table_is_refused() -> None:
             ),
             region=REGION,
         )
+
+
+def test_a_read_policy_for_a_model_without_a_role_is_refused() -> None:
+    with pytest.raises(Exception, match=r"feature policies for models without a role: \['ghost'\]"):
+        build_component(
+            lambda opts: WorkloadIdentities(
+                "identities",
+                WorkloadIdentitiesArgs(
+                    cluster_name=CLUSTER,
+                    region=REGION,
+                    oidc_provider_arn=OIDC,
+                    oidc_issuer=ISSUER,
+                    target_group_arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT_ID}:targetgroup/g/0123",
+                    node_security_group_id="sg-0123",
+                    log_group_arn=f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:/containers",
+                    model_bucket_arn=f"arn:aws:s3:::{BUCKET}",
+                    model_key_arn=KEY,
+                    models=TENANTS,
+                    feature_policies={"ghost": "{}"},
+                    tags=TAGS,
+                ),
+                opts,
+            ),
+            region=REGION,
+        )

@@ -13,7 +13,9 @@ from tests.stacks.schemas import validate
 
 ROLE = "arn:aws:iam::123456789012:role/eu-prod-eu-central-1-feature-materialize"
 IMAGE = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/model-serving/retrain@sha256:" + "a" * 64
-SPEC = fm.FeatureJobSpec(namespace="payments", image=IMAGE, schedule="*/30 * * * *", role_arn=ROLE)
+SPEC = fm.FeatureJobSpec(
+    namespace="payments", image=IMAGE, schedule="*/30 * * * *", role_arn=ROLE, region="eu-central-1"
+)
 
 
 def _pod(spec: fm.FeatureJobSpec = SPEC) -> dict[str, Any]:
@@ -52,6 +54,9 @@ def test_the_job_runs_servectl_features_materialize_on_the_mounted_repository() 
     assert container["image"] == IMAGE, "the retrain image, which has Feast, by digest"
     assert {"name": "feature-repo", "mountPath": "/etc/feast", "readOnly": True} in container["volumeMounts"]
     assert {"name": "feature-repo", "configMap": {"name": "feature-store"}} in _pod()["spec"]["volumes"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "eu-central-1", "S3 calls stay in the region"
+    assert env["AWS_STS_REGIONAL_ENDPOINTS"] == "regional", "STS stays in the region"
 
 
 def test_one_run_at_a_time_on_the_schedule_and_bounded() -> None:
