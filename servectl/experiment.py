@@ -1,4 +1,5 @@
-"""`servectl experiment`: analyse an A/B experiment from Prometheus, and step a progressive rollout.
+"""`servectl experiment`: analyse an A/B experiment from Prometheus (or, for a SageMaker endpoint, from
+CloudWatch), and step a progressive rollout.
 
 The statistics, PromQL, decisions and rollout live in `servectl.experiments`; this module only parses
 options and prints.
@@ -16,23 +17,81 @@ import click
 
 from servectl.experiments import log as experiment_log
 from servectl.experiments.checks import FEEDBACK_METRICS
+from servectl.experiments.cloudwatch import DEFAULT_DELAY, CloudWatchSource
 from servectl.experiments.decision import Schedule, Thresholds
 from servectl.experiments.run import Experiment, ExperimentError, analyze, apply, replay, report
+from servectl.experiments.sagemaker_target import SageMakerTarget
+from servectl.experiments.source import CountsSource
 from servectl.experiments.targets import ServerTarget, StackTarget, Target
 from servectl.experiments.window import WindowError, replay_window
 
 DEFAULT_LOG = "reports/experiments/{model}.jsonl"
 
 
-def _target(stack: str | None, repository: Path | None, model: str, pid: int | None) -> Target:
+def _target(
+    stack: str | None,
+    repository: Path | None,
+    model: str,
+    pid: int | None,
+    options: dict[str, Any] | None = None,
+) -> Target:
     if (stack is None) == (repository is None):
         raise click.UsageError(
             "give exactly one of --stack (a Pulumi stack) or --model-repository (a server)"
         )
+    endpoint = (options or {}).get("endpoint")
+    if endpoint is not None:
+        return _sagemaker_target(stack, model, endpoint, options or {})
     if stack is not None:
         return StackTarget(stack, model)
     assert repository is not None
     return ServerTarget(repository, model, pid)
+
+
+def _sagemaker_target(stack: str | None, model: str, endpoint: str, options: dict[str, Any]) -> Target:
+    """An smb stack's model served by a SageMaker endpoint: the file and the endpoint's variants."""
+    if stack is None or not stack.startswith("smb-"):
+        raise click.UsageError("--endpoint goes with --stack smb-...: the SageMaker endpoint of an smb stack")
+    watched = options.get("cloudwatch_endpoint")
+    if watched is not None and watched != endpoint:
+        raise click.UsageError(f"--cloudwatch-endpoint {watched} is not --endpoint {endpoint}: one endpoint")
+    target = StackTarget(stack, model)
+    return SageMakerTarget(target, endpoint, _client("sagemaker", _region(options, target)))
+
+
+def _region(options: dict[str, Any], target: Target | None) -> str:
+    """--region, else the stack file's `aws:region`."""
+    if options.get("region"):
+        return str(options["region"])
+    stack = target.stack if isinstance(target, SageMakerTarget) else target
+    if isinstance(stack, StackTarget) and stack.path.exists():
+        import yaml
+
+        region = (yaml.safe_load(stack.path.read_text()).get("config") or {}).get("aws:region")
+        if region:
+            return str(region)
+    raise click.UsageError("give --region: the endpoint's AWS region (no stack file names one)")
+
+
+def _client(service: str, region: str) -> Any:
+    """A boto3 client; credentials and endpoint from the standard AWS environment."""
+    import boto3
+
+    return boto3.client(service, region_name=region)  # type: ignore[call-overload]
+
+
+def _source(options: dict[str, Any], target: Target) -> CountsSource | None:
+    """CloudWatch for --cloudwatch-endpoint, else None (Prometheus at --prometheus)."""
+    endpoint, prometheus = options.get("cloudwatch_endpoint"), options.get("prometheus")
+    if (endpoint is None) == (prometheus is None):
+        raise click.UsageError("give exactly one of --prometheus URL or --cloudwatch-endpoint NAME")
+    if endpoint is None:
+        return None
+    region = _region(options, target)
+    return CloudWatchSource(
+        endpoint, tuple(target.weights()), _client("cloudwatch", region), _client("sagemaker", region),
+        delay_seconds=options.get("cloudwatch_delay") or DEFAULT_DELAY,
+    )  # fmt: skip
 
 
 def _gate(path: Path | None) -> bool | None:
@@ -73,10 +132,11 @@ def _experiment(options: dict[str, Any], target: Target) -> Experiment:
     }
     schedule = replace(schedule, **{k: v for k, v in overrides.items() if v is not None})
     optional = frozenset(options["optional_metric"])
-    if isinstance(target, StackTarget):
+    if isinstance(target, StackTarget | SageMakerTarget):
         optional |= target.optional_metrics()
     return Experiment(
-        prometheus=options["prometheus"],
+        prometheus=options["prometheus"] or "",
+        source=_source(options, target),
         model=options["model"],
         log_path=options["log"] or Path(DEFAULT_LOG.format(model=options["model"])),
         baseline=options["baseline"],
@@ -95,7 +155,23 @@ def _experiment(options: dict[str, Any], target: Target) -> Experiment:
 
 
 _OPTIONS = [
-    click.option("--prometheus", required=True, help="Prometheus base URL, e.g. http://127.0.0.1:9090."),
+    click.option("--prometheus", help="Prometheus base URL, e.g. http://127.0.0.1:9090."),
+    click.option(
+        "--cloudwatch-endpoint",
+        metavar="NAME",
+        help="Or: read the counts of this SageMaker endpoint's variants from CloudWatch (whole minutes).",
+    ),
+    click.option("--region", help="The endpoint's AWS region (default: the stack file's aws:region)."),
+    click.option(
+        "--cloudwatch-delay",
+        type=click.FloatRange(0, 3600),
+        help=f"Seconds CloudWatch is given to publish a minute before it is read [{DEFAULT_DELAY:g}].",
+    ),
+    click.option(
+        "--endpoint",
+        metavar="NAME",
+        help="With --stack smb-...: the model's SageMaker endpoint; a step also updates its variant weights.",
+    ),
     click.option("--model", required=True, help="Model name."),
     click.option("--baseline", help="Baseline version (default: the lowest version in the weights)."),
     click.option("--candidate", help="Candidate version (default: the highest version in the weights)."),
@@ -181,14 +257,14 @@ def _with_options(func: Any) -> Any:
 
 @click.group()
 def experiment() -> None:
-    """Judge A/B experiments on Prometheus data and step progressive rollouts."""
+    """Judge A/B experiments on Prometheus or CloudWatch data and step progressive rollouts."""
 
 
 def _run(
     options: dict[str, Any], pid: int | None, do_apply: bool, window: tuple[str, str | None] | None = None
 ) -> None:
     try:
-        target = _target(options["stack"], options["model_repository"], options["model"], pid)
+        target = _target(options["stack"], options["model_repository"], options["model"], pid, options)
         exp = _experiment(options, target)
         if window is not None:
             entry = replay(exp, *_window(window), target.weights())
@@ -218,7 +294,7 @@ def _window(window: tuple[str, str | None]) -> tuple[float, float]:
 )
 @click.option("--end", help="Replay: the window's end (RFC 3339 or unix seconds) [now]. Needs --start.")
 def analyze_command(start: str | None, end: str | None, **options: Any) -> None:
-    """Read per-version counts from Prometheus; report SRM, errors, latency, conversion and a decision."""
+    """Read per-version counts (Prometheus or CloudWatch); report SRM, errors, latency and a decision."""
     if end is not None and start is None:
         raise click.UsageError("--end needs --start: a replayed window has both ends")
     _run(options, None, do_apply=False, window=None if start is None else (start, end))
@@ -256,7 +332,7 @@ def _controller_target(
     options: dict[str, Any], pid: int | None, virtual_service: str | None, pid_files: tuple[Path, ...] = ()
 ) -> Target:
     if virtual_service is None:
-        target = _target(options["stack"], options["model_repository"], options["model"], pid)
+        target = _target(options["stack"], options["model_repository"], options["model"], pid, options)
         if pid_files and not isinstance(target, ServerTarget):
             raise click.UsageError("--pid-file goes with --model-repository: it names a server's pid")
         return replace(target, pid_files=pid_files) if isinstance(target, ServerTarget) else target

@@ -63,7 +63,7 @@ class Thresholds:
     """Promotion needs the value difference's lower bound above minus this many standard deviations."""
     optional_metrics: frozenset[str] = frozenset()
     """Feedback metrics (and `cost`) the stack marks optional: not yet measurable, they do not hold
-    promotion."""
+    promotion. `latency` is made optional by a source that has no latency histograms (CloudWatch)."""
     segments: tuple[str, ...] = ()
     """Key user segments, each guarded (servectl/experiments/segments.py): a regression in one holds."""
     cost_margin: float = 1.2
@@ -245,6 +245,9 @@ def _latency(arms: Arms, th: Thresholds, found: Findings) -> None:
     bounds = latency.common_bounds([*arms.base, *arms.cand])
     a, z = latency.per_bucket(arms.base, bounds), latency.per_bucket(arms.cand, bounds)
     if not bounds or a.sum() <= 0 or z.sum() <= 0:
+        if "latency" in th.optional_metrics:  # a source with no histograms (CloudWatch): not measured
+            found.statistics["latency"] = {"tested": False, "measured": False}
+            return
         found.unproven.append("latency: no histogram samples for both versions yet")
         return
     quantiles = latency.quantile_differences(a.sum(axis=0), z.sum(axis=0), bounds)

@@ -55,6 +55,9 @@ class State:
     began (the weights confirmed, plus the settle period) to the next step. The strata of the tests."""
     window_start: float | None = None
     """Where the current step's window began, per its latest analysis that judged (None: not yet)."""
+    confirmed_at: float | None = None
+    """When an analysis first saw the current step's weights in effect, for a source that only sees the
+    present (SageMaker's DescribeEndpoint; source.py); None: not yet, or a source that recomputes it."""
 
 
 def current_state(entries: list[dict[str, Any]], model: str, candidate: str) -> State:
@@ -69,7 +72,7 @@ def current_state(entries: list[dict[str, Any]], model: str, candidate: str) -> 
         if entry["event"] == "step":
             if state.window_start is not None:
                 state.epochs.append((state.window_start, float(entry["time"])))
-            state.step_start, state.window_start = entry["time"], None
+            state.step_start, state.window_start, state.confirmed_at = entry["time"], None, None
             state.failed_checks = 0
             state.srm_log_bf = state.last_srm_log_bf
             continue
@@ -78,6 +81,8 @@ def current_state(entries: list[dict[str, Any]], model: str, candidate: str) -> 
             state.started = True
         state.failed_checks = entry["failed_checks"]
         window = entry.get("window", {})
+        if state.confirmed_at is None and window.get("confirmed_at") is not None:
+            state.confirmed_at = float(window["confirmed_at"])
         begun = (
             window.get("step_start")
             if window.get("step_start") is not None

@@ -116,6 +116,14 @@ class Window:
     """Series whose counter went down in the window (a restart, counted from zero after it)."""
     unreconciled: list[str] = field(default_factory=list)
     """Series that went down across a gap longer than the staleness period: counts may be missing."""
+    aligned: tuple[float, float] | None = None
+    """The span actually counted when the source counts whole periods (CloudWatch's minutes), which may
+    be narrower than the window asked for; None: exactly the window asked for (Prometheus)."""
+    missing: list[str] = field(default_factory=list)
+    """Periods the source has not published for a version that takes traffic: the counts are incomplete,
+    and the analysis holds naming them (never read as zero traffic)."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """What the source read for the reader only, not judged (CloudWatch's ModelLatency means)."""
 
     def get(self, version: str) -> VersionCounts:
         """A version's counts (zero when it had no traffic)."""

@@ -1,11 +1,13 @@
-"""One analysis and one step, end to end: read the log, query Prometheus, decide, log, apply.
+"""One analysis and one step, end to end: read the log, read the counts, decide, log, apply.
 
-This is what `servectl experiment analyze` and `step` run; tests and the demo call it directly.
+This is what `servectl experiment analyze` and `step` run; tests and the demo call it directly. The counts
+come from a source (source.py): Prometheus by default, or CloudWatch for a SageMaker endpoint; the decision
+is the same core's either way.
 """
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ from servectl.experiments.decision import (
     Thresholds,
     decide,
 )
-from servectl.experiments.promql import Prometheus, VersionCounts, read_window
+from servectl.experiments.promql import VersionCounts, Window
+from servectl.experiments.source import CountsSource, PrometheusSource
 from servectl.experiments.targets import Target
 
 
@@ -53,6 +56,16 @@ class Experiment:
     """Where the first analysis puts the experiment's start (None: at its own time)."""
     confirm_source: str | None = None
     """Whose `serving_variant_weight` confirms a step: the servers' (None) or the mesh's (`mesh`)."""
+    source: CountsSource | None = None
+    """Where the counts come from (None: Prometheus at `prometheus`; cloudwatch.CloudWatchSource for a
+    SageMaker endpoint)."""
+
+
+def counts_source(experiment: Experiment) -> CountsSource:
+    """The experiment's source of counts and confirmations."""
+    if experiment.source is not None:
+        return experiment.source
+    return PrometheusSource(experiment.prometheus, experiment.model, experiment.confirm_source)
 
 
 def arms(weights: dict[str, int], baseline: str | None, candidate: str | None) -> tuple[str, str]:
@@ -85,14 +98,14 @@ def analyze(experiment: Experiment, weights: dict[str, int], now: float | None =
     baseline, candidate = arms(weights, experiment.baseline, experiment.candidate)
     state = log.current_state(log.read(experiment.log_path), experiment.model, candidate)
     now = time.time() if now is None else now
-    prom = Prometheus(experiment.prometheus)
+    source = counts_source(experiment)
     if state.experiment_start is None and not state.started:
-        entry = _start(experiment, prom, (baseline, candidate), weights, now)
+        entry = _start(experiment, source, (baseline, candidate), weights, now)
     else:
         # After a step that ended the last experiment, the next one begins with that step's window.
         ended = state.step_start is not None and state.step_start == state.experiment_start
         begin = None if ended else state.experiment_start
-        entry = _judge(experiment, prom, (baseline, candidate), weights, state, begin, now)
+        entry = _judge(experiment, source, (baseline, candidate), weights, state, begin, now)
     log.append(experiment.log_path, entry)
     return entry
 
@@ -103,8 +116,8 @@ def replay(experiment: Experiment, start: float, end: float, weights: dict[str, 
 
     The weights are those every server reported at `end` (`weights`, the configured ones, only when no
     server reported any); the step boundary is read back as the analysis at `end` read it."""
-    prom = Prometheus(experiment.prometheus)
-    applied = _weights_at(prom, experiment.model, end, experiment.confirm_source)
+    source = counts_source(experiment)
+    applied = _weights_at(source, end)
     if applied:
         # Servers report 0 for every version they loaded; only the configured ones and those with traffic
         # take part, so a loaded but unconfigured version is not taken for the candidate.
@@ -114,12 +127,11 @@ def replay(experiment: Experiment, start: float, end: float, weights: dict[str, 
     baseline, candidate = arms(weights, experiment.baseline, experiment.candidate)
     before = [e for e in log.read(experiment.log_path) if float(e["time"]) < end]
     state = log.current_state(before, experiment.model, candidate)
-    return _judge(experiment, prom, (baseline, candidate), weights, state, start, end, event="replay")
+    return _judge(experiment, source, (baseline, candidate), weights, state, start, end, event="replay")
 
 
-def _weights_at(prom: Prometheus, model: str, at: float, source: str | None) -> dict[str, int] | None:
-    servers = window.reported(prom, model, at, source)
-    distinct = {tuple(sorted(seen.items())) for seen in servers.values()}
+def _weights_at(source: CountsSource, at: float) -> dict[str, int] | None:
+    distinct = {tuple(sorted(seen.items())) for seen in source.reported(at)}
     if len(distinct) > 1:
         shown = "; ".join(sorted(window.show(dict(d)) for d in distinct))
         raise ExperimentError(
@@ -130,12 +142,13 @@ def _weights_at(prom: Prometheus, model: str, at: float, source: str | None) -> 
 
 
 def _start(
-    experiment: Experiment, prom: Prometheus, pair: tuple[str, str], weights: dict[str, int], now: float
+    experiment: Experiment, source: CountsSource, pair: tuple[str, str], weights: dict[str, int], now: float
 ) -> dict[str, Any]:
     """The first analysis: the start, and each version's requests and errors so far (for the audit; counts
-    are taken per series from its own sample at the start, promql.read_window)."""
+    are taken per series from its own sample at the start, promql.read_window; CloudWatch keeps no
+    lifetime totals, so its snapshot is empty)."""
     start = experiment.start if experiment.start is not None else now
-    snapshot = read_window(prom, experiment.model, None, start)
+    snapshot = source.read(None, start, _live(weights))
     entry = _held(experiment.model, pair, weights, (start, start, now), [STARTED], 0)
     entry["snapshot"] = {
         v: {"requests": c.requests, "errors": c.errors} for v, c in sorted(snapshot.versions.items())
@@ -174,30 +187,49 @@ def _held(
     }
 
 
+def _live(weights: dict[str, int]) -> frozenset[str]:
+    return frozenset(v for v, w in weights.items() if w > 0)
+
+
+def _confirmed_at(
+    source: CountsSource, weights: dict[str, int], state: log.State, end: float
+) -> tuple[float | None, str | None, int]:
+    """When the step's weights took effect (None and why: not yet), and on how many servers."""
+    assert state.step_start is not None
+    if source.remembers_confirmation and state.confirmed_at is not None:
+        return state.confirmed_at, None, 1  # first seen by an earlier analysis of this step (log.py)
+    confirmed = source.confirm(weights, state.step_start, end)
+    return confirmed.confirmed_at, confirmed.reason, confirmed.servers
+
+
 def _boundary(
-    experiment: Experiment, prom: Prometheus, weights: dict[str, int], state: log.State, end: float
-) -> tuple[float | None, str | None]:
-    """Where the current step's window begins (None: at the experiment's start), or why it has not yet."""
+    experiment: Experiment, source: CountsSource, weights: dict[str, int], state: log.State, end: float
+) -> tuple[float | None, str | None, float | None]:
+    """Where the current step's window begins (None: at the experiment's start), or why it has not yet,
+    and when its weights were confirmed (None: no step, or not yet)."""
     if state.step_start is None:
-        return None, None
-    confirmed = window.confirm(
-        prom, experiment.model, weights, state.step_start, end, experiment.confirm_source
-    )
-    if confirmed.confirmed_at is None:
-        return None, confirmed.reason
-    begins = confirmed.confirmed_at + experiment.schedule.settle_seconds
+        return None, None, None
+    confirmed_at, reason, servers = _confirmed_at(source, weights, state, end)
+    if confirmed_at is None:
+        return None, reason, None
+    begins = confirmed_at + experiment.schedule.settle_seconds
     if begins > end:
-        return None, (
-            f"weights {window.show(dict(weights))} in effect on all {confirmed.servers} servers since "
-            f"{_iso(confirmed.confirmed_at)}; settling {experiment.schedule.settle_seconds:g} s, the step's "
-            f"window begins at {_iso(begins)} ({begins - end:.0f} s from now)"
+        where = f"all {servers} servers" if source.holders == "servers" else source.holders
+        return (
+            None,
+            (
+                f"weights {window.show(dict(weights))} in effect on {where} since "
+                f"{_iso(confirmed_at)}; settling {experiment.schedule.settle_seconds:g} s, the step's "
+                f"window begins at {_iso(begins)} ({begins - end:.0f} s from now)"
+            ),
+            confirmed_at,
         )
-    return begins, None
+    return begins, None, confirmed_at
 
 
 def _judge(
     experiment: Experiment,
-    prom: Prometheus,
+    source: CountsSource,
     pair: tuple[str, str],
     weights: dict[str, int],
     state: log.State,
@@ -207,19 +239,26 @@ def _judge(
 ) -> dict[str, Any]:
     """Read the experiment's and the step's windows up to `end` and decide (`start` None: the experiment
     begins with the step's window)."""
-    boundary, waiting = _boundary(experiment, prom, weights, state, end)
+    boundary, waiting, confirmed_at = _boundary(experiment, source, weights, state, end)
     if waiting is not None:
-        return _held(
+        held = _held(
             experiment.model, pair, weights, (start, None, end), [waiting], state.failed_checks, event
         )
+        return _remember(held, confirmed_at, source)
     start = boundary if start is None else start
     step_start = max(start, boundary) if start is not None and boundary is not None else start
-    whole = read_window(prom, experiment.model, start, end)
-    step = read_window(prom, experiment.model, step_start, end) if step_start != start else whole
+    live = _live(weights)
+    whole = source.read(start, end, live)
+    step = source.read(step_start, end, live) if step_start != start else whole
     # The strata: each completed step's own window, then this one (mixed-allocation gaps between them,
     # while new weights were confirmed and settled, are in the experiment's counts but in no stratum).
     done = [(s, e) for s, e in state.epochs if (start is None or s >= start) and e <= end]
-    epochs = (*(read_window(prom, experiment.model, s, e) for s, e in done), step)
+    epochs = (*(source.read(s, e, live) for s, e in done), step)
+    missing = sorted({*whole.missing, *step.missing, *(m for e in epochs for m in e.missing)})
+    if missing:
+        entry = _held(experiment.model, pair, weights, (start, step_start, end), [_unpublished(missing)],
+                      state.failed_checks, event)  # fmt: skip
+        return _with_bounds(entry, whole, step, confirmed_at, source)
     inputs = Inputs(
         baseline=pair[0],
         candidate=pair[1],
@@ -235,8 +274,9 @@ def _judge(
         # The post-promotion guard's clock: since this step's window began (its weights confirmed, settled).
         step_seconds=end - step_start if step_start is not None else None,
     )
-    analysis = decide(inputs, experiment.schedule, experiment.thresholds)
-    return {
+    optional = experiment.thresholds.optional_metrics | source.unmeasured
+    analysis = decide(inputs, experiment.schedule, replace(experiment.thresholds, optional_metrics=optional))
+    entry = {
         "time": end,
         "event": event,
         "model": experiment.model,
@@ -248,6 +288,40 @@ def _judge(
         "unreconciled": sorted({*whole.unreconciled, *step.unreconciled}),
         **analysis.to_json(),
     }
+    return _with_bounds(entry, whole, step, confirmed_at, source)
+
+
+def _unpublished(missing: list[str]) -> str:
+    more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+    return (
+        "the source has not published every minute of the window yet (never read as no traffic): "
+        f"{'; '.join(missing[:6])}{more}"
+    )
+
+
+def _remember(entry: dict[str, Any], confirmed_at: float | None, source: CountsSource) -> dict[str, Any]:
+    """A source that only sees the present keeps the step's first confirmation in the log (log.State)."""
+    if source.remembers_confirmation and confirmed_at is not None:
+        entry["window"]["confirmed_at"] = confirmed_at
+    return entry
+
+
+def _with_bounds(
+    entry: dict[str, Any], whole: Window, step: Window, confirmed_at: float | None, source: CountsSource
+) -> dict[str, Any]:
+    """Record what a periodic source counted (whole minutes) and when it first saw the step confirmed."""
+    _remember(entry, confirmed_at, source)
+    for name, counted in (("experiment_counted", whole.aligned), ("step_counted", step.aligned)):
+        if counted is not None:
+            entry["window"][name] = {"from": counted[0], "to": counted[1]}
+    if whole.notes:
+        entry["notes"] = whole.notes
+    if whole.aligned is not None:
+        entry["window"]["alignment"] = (
+            "whole minutes only (CloudWatch's one-minute periods): the partial minutes at each end of a "
+            "window, and the minutes CloudWatch publishes late, are excluded"
+        )
+    return entry
 
 
 def _iso(at: float) -> str:

@@ -100,3 +100,30 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
 def controller(cluster: KubeApi) -> ApiServer:
     """The controller's client: its own token, the server's CA."""
     return cluster.client(CONTROLLER.name)
+
+
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's server as a process on loopback, one per test module (aws_emulator.py)."""
+    from tests.servectl.experiments.aws_emulator import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
+
+
+@pytest.fixture
+def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """boto3 pointed at the emulator by its standard environment, the emulator emptied; no profile of the
+    machine leaks in."""
+    from tests.servectl.experiments.aws_emulator import reset
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "me-central-1", "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    reset(moto_url)
+    return moto_url
