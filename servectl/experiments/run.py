@@ -192,24 +192,36 @@ def _live(weights: dict[str, int]) -> frozenset[str]:
 
 
 def _confirmed_at(
-    source: CountsSource, weights: dict[str, int], state: log.State, end: float
+    source: CountsSource, weights: dict[str, int], state: log.State, end: float, event: str
 ) -> tuple[float | None, str | None, int]:
-    """When the step's weights took effect (None and why: not yet), and on how many servers."""
+    """When the step's weights took effect (None and why: not yet), and on how many servers.
+
+    A source that sees only the present is asked at every analysis whether the weights still hold (an
+    endpoint changed since holds), and the step keeps the time an earlier analysis first saw them (log.py);
+    a replay takes that logged time alone, since the present says nothing of the past."""
     assert state.step_start is not None
-    if source.remembers_confirmation and state.confirmed_at is not None:
-        return state.confirmed_at, None, 1  # first seen by an earlier analysis of this step (log.py)
+    remembered = state.confirmed_at if source.remembers_confirmation else None
+    if remembered is not None and event == "replay":
+        return remembered, None, 1
     confirmed = source.confirm(weights, state.step_start, end)
-    return confirmed.confirmed_at, confirmed.reason, confirmed.servers
+    if confirmed.confirmed_at is None or remembered is None:
+        return confirmed.confirmed_at, confirmed.reason, confirmed.servers
+    return remembered, None, confirmed.servers
 
 
 def _boundary(
-    experiment: Experiment, source: CountsSource, weights: dict[str, int], state: log.State, end: float
+    experiment: Experiment,
+    source: CountsSource,
+    weights: dict[str, int],
+    state: log.State,
+    end: float,
+    event: str = "analysis",
 ) -> tuple[float | None, str | None, float | None]:
     """Where the current step's window begins (None: at the experiment's start), or why it has not yet,
     and when its weights were confirmed (None: no step, or not yet)."""
     if state.step_start is None:
         return None, None, None
-    confirmed_at, reason, servers = _confirmed_at(source, weights, state, end)
+    confirmed_at, reason, servers = _confirmed_at(source, weights, state, end, event)
     if confirmed_at is None:
         return None, reason, None
     begins = confirmed_at + experiment.schedule.settle_seconds
@@ -239,7 +251,7 @@ def _judge(
 ) -> dict[str, Any]:
     """Read the experiment's and the step's windows up to `end` and decide (`start` None: the experiment
     begins with the step's window)."""
-    boundary, waiting, confirmed_at = _boundary(experiment, source, weights, state, end)
+    boundary, waiting, confirmed_at = _boundary(experiment, source, weights, state, end, event)
     if waiting is not None:
         held = _held(
             experiment.model, pair, weights, (start, None, end), [waiting], state.failed_checks, event

@@ -9,8 +9,8 @@ variant's DesiredWeight and CurrentWeight at once and leaves the endpoint InServ
 weight of 0 is dropped (falsy), so the tests never create a variant at 0.
 """
 
-import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +28,8 @@ REGION = "me-central-1"
 @contextmanager
 def moto_server(log: Path) -> Iterator[str]:
     """`moto_server` on a free loopback port until the block ends; its URL."""
-    binary = shutil.which("moto_server") or str(Path(__file__).resolve().parents[3] / ".venv/bin/moto_server")
+    # The project's own moto (a dev dependency), beside this interpreter, not whichever is first on PATH.
+    binary = str(Path(sys.executable).parent / "moto_server")
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out)

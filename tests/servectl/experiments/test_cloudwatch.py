@@ -145,7 +145,7 @@ def test_an_equal_candidate_is_promoted_once_it_has_served_enough(aws: str, tmp_
     assert "whole minutes only" in entry["window"]["alignment"]
 
 
-def test_without_the_latency_exemption_the_same_counts_would_hold(aws: str, tmp_path: Path) -> None:
+def test_without_the_latency_exemption_the_same_counts_would_hold() -> None:
     """The promotion above owes nothing to invented latency: the Prometheus path, which has histograms,
     holds on the same counts while latency is unmeasured (checks._latency)."""
     from servectl.experiments.checks import Arms, run_checks

@@ -89,3 +89,17 @@ def test_each_completed_step_is_a_stratum_from_its_confirmed_window_to_the_next_
     assert state.window_start == 33.0
     ended = log.current_state([*entries, _step(50.0, "rollback")], "m", "2")
     assert ended.epochs == [], "a new experiment has no strata yet"
+
+
+def test_a_steps_first_confirmation_is_kept_until_the_next_step() -> None:
+    """A source that sees only the present (SageMaker's DescribeEndpoint) logs when it first saw a step's
+    weights; the step keeps that time, and the next step forgets it."""
+    waiting = _judged(12.0, 1.0, None) | {"statistics": {}}
+    seen = _judged(13.0, 1.0, None) | {"statistics": {}}
+    seen["window"] = {"experiment_start": 1.0, "step_start": None, "end": 13.0, "confirmed_at": 13.0}
+    later = _judged(20.0, 1.0, 13.5)
+    later["window"] = {"experiment_start": 1.0, "step_start": 13.5, "end": 20.0, "confirmed_at": 19.0}
+    entries = [_judged(5.0, 1.0, 1.0), _step(10.0, "promote"), waiting]
+    assert log.current_state(entries, "m", "2").confirmed_at is None, "not seen yet"
+    assert log.current_state([*entries, seen, later], "m", "2").confirmed_at == 13.0, "the first one stands"
+    assert log.current_state([*entries, seen, _step(30.0, "promote")], "m", "2").confirmed_at is None
