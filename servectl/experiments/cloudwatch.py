@@ -104,7 +104,7 @@ class CloudWatchSource:
     delay_seconds: float = DEFAULT_DELAY
     remembers_confirmation: bool = True
     holders: str = "the endpoint"
-    unmeasured: frozenset[str] = frozenset({"latency"})
+    unmeasured: frozenset[str] = frozenset({"latency", "segments"})
 
     def _fetch(self, first: float, last: float) -> dict[tuple[str, str, str], dict[float, float]]:
         """Each (version, metric, stat)'s datapoints, minute start to value."""
@@ -148,6 +148,12 @@ class CloudWatchSource:
             counts.weighted = sum(sums["Invocations"].values())
             counts.requests = counts.weighted - sum(sums["Invocation4XXErrors"].values())
             counts.errors = sum(sums["Invocation5XXErrors"].values())
+            # SageMaker's metrics carry no request header: every request is in `other`, as on a server
+            # with no key segments configured (run.py refuses a rollout block that names segments).
+            counts.segment_requests, counts.segment_errors = (
+                {"other": counts.requests},
+                {"other": counts.errors},
+            )
             window.versions[version] = counts
             if version in live:
                 window.missing += [

@@ -62,10 +62,17 @@ class Experiment:
 
 
 def counts_source(experiment: Experiment) -> CountsSource:
-    """The experiment's source of counts and confirmations."""
-    if experiment.source is not None:
-        return experiment.source
-    return PrometheusSource(experiment.prometheus, experiment.model, experiment.confirm_source)
+    """The experiment's source of counts and confirmations; refused if it cannot feed a guard the
+    experiment asks for (key segments need a request header that CloudWatch's metrics do not carry)."""
+    if experiment.source is None:
+        return PrometheusSource(experiment.prometheus, experiment.model, experiment.confirm_source)
+    if experiment.thresholds.segments and "segments" in experiment.source.unmeasured:
+        raise ExperimentError(
+            f"the rollout's key segments {list(experiment.thresholds.segments)} cannot be measured from this "
+            "source (CloudWatch's metrics carry no request header): remove `segments` from the model's "
+            "rollout block, or analyse from Prometheus"
+        )
+    return experiment.source
 
 
 def arms(weights: dict[str, int], baseline: str | None, candidate: str | None) -> tuple[str, str]:

@@ -207,3 +207,18 @@ def test_a_step_is_confirmed_only_in_service_at_the_stacks_weights(
 ) -> None:
     found = endpoint_differs(described, {"1": 75, "2": 25})
     assert (found is None) if reason is None else (found is not None and reason in found), found
+
+
+def test_a_rollout_with_key_segments_is_refused_on_cloudwatch(aws: str, tmp_path: Path) -> None:
+    """Segment guards need the request's header, which SageMaker's metrics do not carry: an unguarded
+    segment would pass silently, so the experiment is refused with what to change."""
+    from dataclasses import replace
+
+    from servectl.experiments.run import ExperimentError
+
+    experiment = _experiment(tmp_path / "log.jsonl", "ep-segments", _t0())
+    segmented = replace(experiment, thresholds=replace(experiment.thresholds, segments=("enterprise",)))
+    with pytest.raises(ExperimentError, match=r"key segments \['enterprise'\] cannot be measured"):
+        analyze(segmented, WEIGHTS, now=_t0())
+    assert not (tmp_path / "log.jsonl").exists(), "nothing logged"
+    analyze(experiment, WEIGHTS, now=_t0())  # without segments it starts
