@@ -386,6 +386,12 @@ def report(entry: dict[str, Any]) -> str:
         _iso(t) if t is not None else "not begun" for t in (bounds["experiment_start"], bounds["step_start"])
     ]
     lines.append(f"  window: experiment from {shown[0]}, step from {shown[1]}, to {_iso(bounds['end'])}")
+    if "experiment_counted" in bounds:  # a source of whole minutes (CloudWatch)
+        counted = bounds["experiment_counted"]
+        lines.append(
+            f"  counted: whole minutes {_iso(counted['from'])} to {_iso(counted['to'])}; partial and "
+            "unpublished minutes excluded"
+        )
     for name, values in entry["statistics"].items():
         lines.append(f"  {name}: {json.dumps(values, sort_keys=True)}")
     for version, counts in sorted(entry["counts"].items()):

@@ -18,7 +18,7 @@ from servectl.experiments.cloudwatch import (
     whole_minutes,
 )
 from servectl.experiments.decision import Schedule, Thresholds
-from servectl.experiments.run import STARTED, Experiment, analyze
+from servectl.experiments.run import STARTED, Experiment, analyze, report
 from tests.servectl.experiments.aws_emulator import client, put_minutes
 
 MODEL = "tabular-classifier"
@@ -29,6 +29,10 @@ NO_FEEDBACK = frozenset({"conversion", "value", "accuracy", "cost"})
 def _t0() -> float:
     """A minute boundary an hour ago: the tests' history lies in the past, as CloudWatch's does."""
     return math.floor((time.time() - 3600) / 60) * 60
+
+
+def _iso_seconds(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
 
 
 def _iso(at: float) -> str:
@@ -143,6 +147,9 @@ def test_an_equal_candidate_is_promoted_once_it_has_served_enough(aws: str, tmp_
     assert entry["notes"]["latency"] == LATENCY_NOTE
     assert entry["window"]["experiment_counted"] == {"from": t0, "to": t0 + 900}, entry["window"]
     assert "whole minutes only" in entry["window"]["alignment"]
+    assert f"  counted: whole minutes {_iso_seconds(t0)} to {_iso_seconds(t0 + 900)};" in report(entry), (
+        report(entry)
+    )
 
 
 def test_without_the_latency_exemption_the_same_counts_would_hold() -> None:
