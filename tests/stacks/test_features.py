@@ -149,6 +149,8 @@ def test_stack_files_name_the_services_and_views_the_repository_defines(
     stack: str, config: Any, definitions: ModuleType
 ) -> None:
     services = _objects(definitions, FeatureService)
+    assert config.models, f"{stack}: a features block with no reading model"
+    assert all(entry.services for entry in config.models), f"{stack}: a reading model with no service"
     for entry in config.models:
         for name in entry.services:
             assert name in services, f"{stack}: {entry.model} has no feature service {name}"

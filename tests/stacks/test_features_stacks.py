@@ -52,9 +52,13 @@ def test_infra_exports_each_regions_materialization_role(eu: dict[str, Plan]) ->
 
 
 def test_the_serving_roles_read_policy_names_its_regions_table(eu: dict[str, Plan]) -> None:
-    for state in _states(eu["infra"], "aws:iam/rolePolicy:RolePolicy"):
-        if not state["urn"].endswith("-model-tabular-classifier-features"):
-            continue
+    policies = [
+        state
+        for state in _states(eu["infra"], "aws:iam/rolePolicy:RolePolicy")
+        if state["urn"].endswith("-model-tabular-classifier-features")
+    ]
+    assert len(policies) == len(REGIONS), [state["urn"] for state in policies]
+    for state in policies:
         region = next(r for r in REGIONS if f"-{r}-" in state["urn"])
         (read, *_) = json.loads(state["inputs"]["policy"])["Statement"]
         assert read["Resource"] == [

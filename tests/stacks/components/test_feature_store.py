@@ -88,7 +88,9 @@ def test_a_table_per_view_named_as_feast_names_it(built: Built) -> None:
 
 
 def test_tables_take_the_key_schema_feast_creates(built: Built) -> None:
-    for name, table in _tables(built).items():
+    tables = _tables(built)
+    assert len(tables) == 2, sorted(tables)
+    for name, table in tables.items():
         assert table["hashKey"] == features.TABLE_KEY == "entity_id", name
         assert table["attributes"] == [{"name": "entity_id", "type": "S"}], table["attributes"]
         assert table["billingMode"] == "PAY_PER_REQUEST", name
@@ -96,7 +98,9 @@ def test_tables_take_the_key_schema_feast_creates(built: Built) -> None:
 
 
 def test_tables_are_in_the_region_under_its_key_with_recovery_and_protection(built: Built) -> None:
-    for table in built.of_type(TABLE):
+    tables = built.of_type(TABLE)
+    assert len(tables) == 2, [table.urn for table in tables]
+    for table in tables:
         assert built.regions[table.urn] == REGION, table.urn
         assert table.inputs["serverSideEncryption"] == {"enabled": True, "kmsKeyArn": KEY}, table.inputs
         assert table.inputs["pointInTimeRecovery"] == {"enabled": True}, table.inputs
@@ -169,6 +173,7 @@ def test_each_models_role_reads_its_own_views_tables_only(built: Built) -> None:
     """Fails if a serving role could write any table, or read a table of a view its services do not use."""
     everything = ("tumour_measurements", "ticket_texts", "other")
     writes = ("dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+    assert len(MODEL_VIEWS) >= 2, "one model reading alone cannot show another's tables are out of reach"
     for model, views in MODEL_VIEWS.items():
         doc = _reader(built, model)
         readable = {v for v in everything if allows(doc, "dynamodb:BatchGetItem", _table_arn(v))}
