@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from servectl.features.apply import ApplyError, apply
 from servectl.features.materialize import MaterializeError, materialize, rfc3339
 from serving_image.features.repository import DEFAULT_REPO
 
@@ -51,3 +52,38 @@ def materialize_command(repo: Path, end: datetime | None) -> None:
             click.echo(f"{interval.view}: materialized {rfc3339(interval.start)} .. {rfc3339(interval.end)}")
         else:
             click.echo(f"{interval.view}: already materialized to {rfc3339(interval.end)}; nothing to do")
+
+
+@features.command(name="apply")
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_REPO,
+    show_default=True,
+    help="Directory holding the feature_store.yaml whose registry and online store to apply to.",
+)
+@click.option(
+    "--definitions",
+    "definitions_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_REPO,
+    show_default=True,
+    help="Directory holding the Feast definitions (*.py); the package's own repository by default.",
+)
+@click.option(
+    "--offline-root", metavar="URI",
+    help="Where the sources' data/ files are, e.g. s3://BUCKET/features/ [default: data/ in --repo].",
+)  # fmt: skip
+def apply_command(repo: Path, definitions_dir: Path, offline_root: str | None) -> None:
+    """Register the feature definitions in the registry --repo's feature_store.yaml names (Feast's apply:
+    idempotent; existing online store tables are left alone). Exit 1 naming the file on failure."""
+    try:
+        applied = apply(repo, definitions_dir, offline_root)
+    except ApplyError as error:
+        click.echo(f"servectl features apply: {error}", err=True)
+        raise SystemExit(1) from None
+    for kind, name in applied.objects:
+        click.echo(f"{kind} {name}")
+    for name, path in applied.sources:
+        click.echo(f"data source {name} reads {path}")
+    click.echo(f"applied {len(applied.objects)} objects to {applied.registry}")

@@ -1,12 +1,11 @@
-"""stacks/features.py against Feast itself: the tables are where Feast's DynamoDB store looks, the in-cluster
-`feature_store.yaml` is a config Feast accepts, the stack files name views and services the feature repository
-defines, and the two roles' documents allow exactly what each side does."""
+"""stacks/features.py against Feast itself: the tables are where Feast's DynamoDB store looks (its own
+naming function), the in-cluster `feature_store.yaml` is a config Feast accepts (its DynamoDB store's config
+class), the stack files name views and services the feature repository defines, and the two roles'
+documents allow exactly what each side does."""
 
-import ast
 import fnmatch
 import importlib.util
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from feast import FeatureService, FeatureView
-from feast.infra.online_stores.helpers import compute_versioned_name
+from feast.infra.online_stores.dynamodb import DynamoDBOnlineStoreConfig, _get_table_name
 from feast.repo_config import RepoConfig
 
 from stacks import features
@@ -27,39 +26,6 @@ REGION = "eu-central-1"
 BUCKET = "acme-eu-serving-models-eu-central-1"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0000abcd-12ab-34cd-56ef-1234567890ab"
-
-
-@dataclass(frozen=True)
-class DynamoDBStoreSource:
-    """What Feast's DynamoDB online store module says about naming and config, read from its source.
-
-    The module cannot be imported here: it imports aiobotocore at the top (for its async reads), and no
-    aiobotocore release accepts the project's pinned botocore (docs/features.md, "What is not done"). So its
-    config class's fields and defaults and its `_get_table_name` are read from the installed file itself."""
-
-    fields: dict[str, ast.expr | None]
-    """`DynamoDBOnlineStoreConfig`'s fields and their defaults (None: required)."""
-    table_name_source: str
-    """The source of `_get_table_name`."""
-
-
-@pytest.fixture(scope="module")
-def dynamodb() -> DynamoDBStoreSource:
-    spec = importlib.util.find_spec("feast.infra.online_stores.dynamodb")
-    assert spec is not None and spec.origin is not None
-    source = Path(spec.origin).read_text()
-    tree = ast.parse(source)
-    nodes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef | ast.FunctionDef)}
-    config = nodes["DynamoDBOnlineStoreConfig"]
-    assert isinstance(config, ast.ClassDef)
-    fields = {
-        n.target.id: n.value
-        for n in config.body
-        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
-    }
-    function = ast.get_source_segment(source, nodes["_get_table_name"])
-    assert function is not None
-    return DynamoDBStoreSource(fields=fields, table_name_source=function)
 
 
 @pytest.fixture(scope="module")
@@ -77,52 +43,48 @@ def _objects(module: ModuleType, kind: type) -> dict[str, Any]:
 
 
 def _repo_config(tmp_path: Path) -> RepoConfig:
-    """The in-cluster config through Feast's RepoConfig, but for the online store: RepoConfig imports the
-    DynamoDB store's module, which cannot be imported here (`dynamodb` above), so that one part is checked
-    against the module's source instead and SQLite stands in for it here."""
+    """The in-cluster config through Feast's RepoConfig, as a pod reads it (DynamoDB online store and all)."""
     raw = yaml.safe_load(features.feature_store_yaml("eu-prod", "model_serving", REGION, BUCKET))
-    raw["online_store"] = {"type": "sqlite", "path": str(tmp_path / "online.db")}
     return RepoConfig(repo_path=tmp_path, **raw)
 
 
-def test_the_in_cluster_config_is_one_feast_accepts(tmp_path: Path, dynamodb: DynamoDBStoreSource) -> None:
+def test_the_in_cluster_config_is_one_feast_accepts(tmp_path: Path) -> None:
     config = _repo_config(tmp_path)
     assert config.registry.path == f"s3://{BUCKET}/feast/registry.db", config.registry
     assert config.offline_store.type == "file", config.offline_store
+    assert isinstance(config.online_store, DynamoDBOnlineStoreConfig), config.online_store
+    assert config.online_store.region == REGION, config.online_store
+    assert config.online_store.consistent_reads is False, config.online_store
     local = yaml.safe_load((REPO / "feature_store.yaml").read_text())
     assert config.project == local["project"], "the cluster and the local repository name one project"
     assert config.entity_key_serialization_version == local["entity_key_serialization_version"], (
         "entity keys serialized differently would miss every item the other side wrote"
     )
     online = features.feature_store_config("eu-prod", "model_serving", REGION, BUCKET)["online_store"]
-    assert online["type"] == "dynamodb" and online["region"] == REGION, online
-    unknown = sorted(set(online) - set(dynamodb.fields))
+    unknown = sorted(set(online) - set(DynamoDBOnlineStoreConfig.model_fields))
     assert unknown == [], f"Feast's DynamoDB config has no fields {unknown}"
-    required = sorted(k for k, v in dynamodb.fields.items() if v is None)
-    assert required == ["region"], f"Feast's DynamoDB config now requires {required}"
+
+
+def test_a_misspelt_online_store_field_is_refused_by_feast(tmp_path: Path) -> None:
+    """The test above can fail: Feast's config class refuses a field it does not know."""
+    raw = yaml.safe_load(features.feature_store_yaml("eu-prod", "model_serving", REGION, BUCKET))
+    raw["online_store"]["table_name_templat"] = raw["online_store"].pop("table_name_template")
+    with pytest.raises(ValueError, match="table_name_templat"):
+        RepoConfig(repo_path=tmp_path, **raw)
 
 
 def test_table_names_are_the_ones_feasts_dynamodb_store_reads(
-    tmp_path: Path, definitions: ModuleType, dynamodb: DynamoDBStoreSource
+    tmp_path: Path, definitions: ModuleType
 ) -> None:
-    """Feast's `_get_table_name`: the config's template formatted with the project and the view's name
-    (versioned only with online feature view versioning, which the in-cluster config leaves off)."""
-    default = dynamodb.fields["table_name_template"]
-    assert isinstance(default, ast.Constant) and default.value == features.FEAST_TABLE_NAME_TEMPLATE, (
-        "Feast's default naming moved"
-    )
-    template = features.feature_store_config("eu-prod", "model_serving", REGION, BUCKET)["online_store"][
-        "table_name_template"
-    ]
-    assert template == "eu-prod.{project}.{table_name}", "the stack, then Feast's default"
-    assert "table_name_template.format(" in dynamodb.table_name_source, dynamodb.table_name_source
-    assert "compute_versioned_name(" in dynamodb.table_name_source, dynamodb.table_name_source
+    """Feast's own `_get_table_name` on the in-cluster config names each view's table as infra does."""
+    default = DynamoDBOnlineStoreConfig.model_fields["table_name_template"].default
+    assert default == features.FEAST_TABLE_NAME_TEMPLATE, f"Feast's default naming moved: {default}"
     config = _repo_config(tmp_path)
+    assert config.online_store.table_name_template == "eu-prod.{project}.{table_name}", "the stack first"
     views = _objects(definitions, FeatureView)
     assert views, "the feature repository defines no feature view"
     for name, view in views.items():
-        versioned = compute_versioned_name(view, config.registry.enable_online_feature_view_versioning)
-        expected = template.format(project=config.project, table_name=versioned)
+        expected = _get_table_name(config.online_store, config, view)
         assert features.table_name("eu-prod", "model_serving", name) == expected, expected
         assert expected == f"eu-prod.model_serving.{name}", expected
 
