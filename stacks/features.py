@@ -11,6 +11,7 @@ model bucket's `features/` prefix. No Pulumi here, so tests check every document
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -21,6 +22,14 @@ REGISTRY_KEY = f"{REGISTRY_PREFIX}registry.db"
 """The registry object in the model bucket."""
 OFFLINE_PREFIX = "features/"
 """Where the offline store's parquet files sit in the model bucket."""
+BUNDLED_OFFLINE_DATA = {
+    "tumour_measurements": str(
+        Path(__file__).resolve().parents[1] / "serving_image/feature_repo/data/tumour_measurements.parquet"
+    )
+}
+"""View -> the parquet the set-up builds for the bundled models (`make setup`; a file, not an import: stacks
+and serving_image meet through files). Infra uploads it to `features/<view>.parquet` so a fresh region has
+the offline data its first materialization reads; a real stack's data comes from the user's pipelines."""
 TABLE_KEY = "entity_id"
 """The hash key Feast's DynamoDB online store reads and writes (a string: the serialized entity key)."""
 FEAST_TABLE_NAME_TEMPLATE = "{project}.{table_name}"
@@ -57,6 +66,12 @@ def registry_url(bucket: str) -> str:
 def offline_url(bucket: str) -> str:
     """The offline store's root in the model bucket (the feature views' file sources sit below it)."""
     return f"s3://{bucket}/{OFFLINE_PREFIX}"
+
+
+def offline_key(view: str) -> str:
+    """A view's parquet in the model bucket: what the file source says once applied with `offline_url`
+    as the offline root (the repository's `data/<view>.parquet` moved under `features/`)."""
+    return f"{OFFLINE_PREFIX}{view}.parquet"
 
 
 def feature_store_config(stack: str, project: str, region: str, bucket: str) -> dict[str, Any]:

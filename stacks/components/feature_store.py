@@ -9,7 +9,8 @@ because a pod has one service account and so one role.
 """
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
@@ -56,6 +57,9 @@ class FeatureStoreArgs:
     """The namespace the materialization CronJob runs in (its service account's)."""
     tags: dict[str, str]
     """Tags."""
+    offline_seed: Mapping[str, str] = field(default_factory=lambda: dict(features.BUNDLED_OFFLINE_DATA))
+    """View -> a local parquet uploaded as `features/<view>.parquet` (the bundled models' data, which the
+    set-up builds); views of the stack without one get their offline data from the user's pipelines."""
 
 
 class FeatureStore(pulumi.ComponentResource):
@@ -88,6 +92,8 @@ class FeatureStore(pulumi.ComponentResource):
                 tags=args.tags,
                 opts=child,
             )
+        for view in (v for v in args.views if v in args.offline_seed):
+            self._seed(name, args, view, child)
         aws.ec2.VpcEndpoint(
             f"{name}-dynamodb",
             vpc_id=args.vpc_id,
@@ -140,6 +146,25 @@ class FeatureStore(pulumi.ComponentResource):
             deletion_protection_enabled=True,
             tags=args.tags,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
+        )
+
+    @staticmethod
+    def _seed(name: str, args: FeatureStoreArgs, view: str, child: pulumi.ResourceOptions) -> None:
+        """A view's offline parquet, so the first materialization in a fresh region has rows to read (the
+        CronJob's apply points the view's source here). SSE-KMS under the region's key, as the gate checks."""
+        path = Path(args.offline_seed[view])
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file; `make setup` builds the bundled offline data")
+        aws.s3.BucketObjectv2(
+            f"{name}-{view.replace('_', '-')}-offline",
+            bucket=args.bucket,
+            key=features.offline_key(view),
+            source=pulumi.FileAsset(str(path)),
+            server_side_encryption="aws:kms",
+            kms_key_id=args.key_arn,
+            bucket_key_enabled=True,
+            tags=args.tags,
+            opts=child,
         )
 
     def _policy(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pulumi
 
+from stacks import features
 from stacks.components import kube
 from stacks.manifests import features as fm
 
@@ -60,17 +61,23 @@ class Features(pulumi.ComponentResource):
             self.config_maps[namespace] = kube.create(
                 f"{name}-config-{namespace}", static | {"data": data}, first
             )
-        spec = pulumi.Output.all(image=args.image, role=args.role_arn).apply(
+        spec = pulumi.Output.all(image=args.image, role=args.role_arn, bucket=args.bucket).apply(
             lambda v: fm.FeatureJobSpec(
                 namespace=args.job_namespace,
                 image=v["image"],
                 schedule=args.schedule,
                 role_arn=v["role"],
                 region=args.region,
+                offline_root=features.offline_url(v["bucket"]),
             )
         )
         static_spec = fm.FeatureJobSpec(
-            namespace=args.job_namespace, image="", schedule=args.schedule, role_arn="", region=args.region
+            namespace=args.job_namespace,
+            image="",
+            schedule=args.schedule,
+            role_arn="",
+            region=args.region,
+            offline_root="",
         )
         account = kube.create(
             f"{name}-sa",

@@ -1,6 +1,9 @@
 """The feature store in a cluster (docs/features.md, "In the stacks"): the in-cluster `feature_store.yaml`
 as a ConfigMap in each namespace that reads features, mounted into the serving pods of the models that use it
-(`SERVING_FEATURE_REPO`), and the `feature-materialize` CronJob that runs `servectl features materialize`.
+(`SERVING_FEATURE_REPO`), and the `feature-materialize` CronJob: an init container applies the definitions the
+image's package ships to the region's registry (`servectl features apply`, sources under the model bucket's
+`features/`), then `servectl features materialize` runs. Applying first on every run is what seeds a fresh
+region's registry on the job's first run, and it is idempotent (an unchanged view keeps its intervals).
 
 Image: the retrain image (serving_image/Dockerfile's `retrain` target), which has `servectl` and Feast.
 Identity: its own ServiceAccount, annotated with infra's IRSA role (write the region's tables, read the
@@ -50,6 +53,8 @@ class FeatureJobSpec:
     """Infra's IRSA role for materialization."""
     region: str
     """The cluster's region: the SDK's (S3 for the registry and offline data) and STS's, kept in it."""
+    offline_root: str
+    """The offline store's root, `s3://<region's model bucket>/features/` (`stacks.features.offline_url`)."""
 
 
 def labels() -> dict[str, str]:
@@ -78,11 +83,23 @@ def service_account(spec: FeatureJobSpec) -> Manifest:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
 
 
-def _container(spec: FeatureJobSpec) -> dict[str, Any]:
+def apply_command(spec: FeatureJobSpec) -> list[str]:
+    """The init container's: the package's definitions into the registry, sources under the offline root."""
+    return ["servectl", "features", "apply", "--repo", REPO_DIR, "--offline-root", spec.offline_root]
+
+
+def materialize_command() -> list[str]:
+    """The job's container's."""
+    return ["servectl", "features", "materialize", "--repo", REPO_DIR]
+
+
+def _container(spec: FeatureJobSpec, name: str, command: list[str]) -> dict[str, Any]:
+    """Both steps alike: same image, identity, environment, limits and mounts (an init container's limits
+    equal to the container's leave the pod's quota charge unchanged)."""
     return {
-        "name": "materialize",
+        "name": name,
         "image": spec.image,
-        "command": ["servectl", "features", "materialize", "--repo", REPO_DIR],
+        "command": command,
         "env": [
             {"name": "HOME", "value": TMP_DIR},
             {"name": "TMPDIR", "value": TMP_DIR},
@@ -133,7 +150,10 @@ def cron_job(spec: FeatureJobSpec) -> Manifest:
                                 "fsGroup": RUN_AS_USER,
                                 "seccompProfile": {"type": "RuntimeDefault"},
                             },
-                            "containers": [_container(spec)],
+                            # One step each, so a failed apply stops the run before materializing
+                            # and each step's log and exit code stand apart.
+                            "initContainers": [_container(spec, "apply", apply_command(spec))],
+                            "containers": [_container(spec, "materialize", materialize_command())],
                             "volumes": [_repo_volume(), {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
                         },
                     },

@@ -3,6 +3,7 @@ in the region under its key with PITR, named as Feast names them; the prefixes; 
 materialization role; and each model's role reading its own views' tables only."""
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -29,28 +30,29 @@ TABLE = "aws:dynamodb/table:Table"
 POLICY = "aws:iam/rolePolicy:RolePolicy"
 
 
+def _args(**overrides: Any) -> FeatureStoreArgs:
+    values: dict[str, Any] = {
+        "stack": "eu-prod",
+        "project": "model_serving",
+        "region": REGION,
+        "cluster_name": CLUSTER,
+        "views": ("ticket_texts", "tumour_measurements"),
+        "model_views": MODEL_VIEWS,
+        "key_arn": KEY,
+        "bucket": BUCKET,
+        "bucket_arn": f"arn:aws:s3:::{BUCKET}",
+        "vpc_id": "vpc-0123",
+        "route_table_ids": [pulumi.Output.from_input(r) for r in ROUTE_TABLES],
+        "oidc_provider_arn": OIDC,
+        "oidc_issuer": ISSUER,
+        "namespace": "payments",
+        "tags": TAGS,
+    } | overrides
+    return FeatureStoreArgs(**values)
+
+
 def _program(opts: pulumi.ResourceOptions) -> None:
-    store = FeatureStore(
-        "features",
-        FeatureStoreArgs(
-            stack="eu-prod",
-            project="model_serving",
-            region=REGION,
-            cluster_name=CLUSTER,
-            views=("ticket_texts", "tumour_measurements"),
-            model_views=MODEL_VIEWS,
-            key_arn=KEY,
-            bucket=BUCKET,
-            bucket_arn=f"arn:aws:s3:::{BUCKET}",
-            vpc_id="vpc-0123",
-            route_table_ids=[pulumi.Output.from_input(r) for r in ROUTE_TABLES],
-            oidc_provider_arn=OIDC,
-            oidc_issuer=ISSUER,
-            namespace="payments",
-            tags=TAGS,
-        ),
-        opts,
-    )
+    store = FeatureStore("features", _args(), opts)
     WorkloadIdentities(
         "identities",
         WorkloadIdentitiesArgs(
@@ -127,11 +129,36 @@ def test_tables_are_protected_from_pulumi_destroy() -> None:
 
 def test_registry_and_offline_prefixes_in_the_model_bucket_under_its_key(built: Built) -> None:
     objects = {o.inputs["key"]: o for o in built.of_type("aws:s3/bucketObjectv2:BucketObjectv2")}
-    assert sorted(objects) == ["feast/", "features/"], sorted(objects)
+    assert sorted(objects) == ["feast/", "features/", "features/tumour_measurements.parquet"], sorted(objects)
     for key, obj in objects.items():
         assert obj.inputs["bucket"] == BUCKET, key
         assert obj.inputs["serverSideEncryption"] == "aws:kms" and obj.inputs["kmsKeyId"] == KEY, obj.inputs
         assert built.regions[obj.urn] == REGION, obj.urn
+
+
+def test_the_bundled_views_offline_parquet_is_uploaded_and_no_other(built: Built) -> None:
+    """The set-up's parquet of the bundled view, as the object the applied source reads; the stack's other
+    view (ticket_texts) has no bundled data, its rows come from the user's pipelines."""
+    (seed,) = [
+        o.inputs
+        for o in built.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
+        if o.inputs["key"].endswith(".parquet")
+    ]
+    assert seed["key"] == features.offline_key("tumour_measurements"), seed["key"]
+    assert seed["source"].path == features.BUNDLED_OFFLINE_DATA["tumour_measurements"], seed["source"]
+    assert Path(seed["source"].path).is_file(), "make setup builds the bundled offline data"
+    assert seed["serverSideEncryption"] == "aws:kms" and seed["kmsKeyId"] == KEY, seed
+
+
+def test_a_seed_file_that_is_missing_is_refused(tmp_path: Path) -> None:
+    missing = tmp_path / "tumour_measurements.parquet"
+    with pytest.raises(Exception, match=rf"{missing}: no such file; `make setup` builds"):
+        build_component(
+            lambda opts: FeatureStore(
+                "features", _args(offline_seed={"tumour_measurements": str(missing)}), opts
+            ),
+            region=REGION,
+        )
 
 
 def test_dynamodb_is_reached_through_a_gateway_endpoint_on_the_private_route_tables(built: Built) -> None:

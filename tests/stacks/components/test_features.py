@@ -48,6 +48,11 @@ def test_the_cronjob_runs_in_the_jobs_namespace_with_infras_role(built: Built) -
     assert job["metadata"]["namespace"] == "payments", job["metadata"]
     pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == IMAGE, pod["containers"][0]
+    (apply,) = pod["initContainers"]
+    assert apply["image"] == IMAGE, apply
+    assert apply["command"][-2:] == ["--offline-root", "s3://acme-models-eu-central-1/features/"], (
+        "the registry is seeded with sources in this region's model bucket"
+    )
     (account,) = built.kinds("ServiceAccount")
     assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": ROLE}, account["metadata"]
 

@@ -13,8 +13,14 @@ from tests.stacks.schemas import validate
 
 ROLE = "arn:aws:iam::123456789012:role/eu-prod-eu-central-1-feature-materialize"
 IMAGE = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/model-serving/retrain@sha256:" + "a" * 64
+OFFLINE = "s3://acme-models-eu-central-1/features/"
 SPEC = fm.FeatureJobSpec(
-    namespace="payments", image=IMAGE, schedule="*/30 * * * *", role_arn=ROLE, region="eu-central-1"
+    namespace="payments",
+    image=IMAGE,
+    schedule="*/30 * * * *",
+    role_arn=ROLE,
+    region="eu-central-1",
+    offline_root=OFFLINE,
 )
 
 
@@ -48,15 +54,37 @@ def test_the_config_map_holds_the_in_cluster_feature_store_yaml() -> None:
     assert config["registry"]["path"] == "s3://acme-models-eu-west-1/feast/registry.db", config["registry"]
 
 
-def test_the_job_runs_servectl_features_materialize_on_the_mounted_repository() -> None:
-    (container,) = _pod()["spec"]["containers"]
-    assert container["command"] == ["servectl", "features", "materialize", "--repo", "/etc/feast"]
-    assert container["image"] == IMAGE, "the retrain image, which has Feast, by digest"
-    assert {"name": "feature-repo", "mountPath": "/etc/feast", "readOnly": True} in container["volumeMounts"]
+def _steps() -> list[dict[str, Any]]:
+    """The init container, then the container."""
+    spec = _pod()["spec"]
+    return [*spec["initContainers"], *spec["containers"]]
+
+
+def test_the_job_applies_then_materializes_on_the_mounted_repository() -> None:
+    (apply,) = _pod()["spec"]["initContainers"]
+    (materialize,) = _pod()["spec"]["containers"]
+    assert apply["command"] == [
+        "servectl",
+        "features",
+        "apply",
+        "--repo",
+        "/etc/feast",
+        "--offline-root",
+        OFFLINE,
+    ], "the package's definitions into the region's registry, sources under the bucket's features/ first"
+    assert materialize["command"] == ["servectl", "features", "materialize", "--repo", "/etc/feast"]
+    for container in _steps():
+        assert container["image"] == IMAGE, "the retrain image, which has Feast and the definitions"
+        mount = {"name": "feature-repo", "mountPath": "/etc/feast", "readOnly": True}
+        assert mount in container["volumeMounts"], container["volumeMounts"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "eu-central-1", "S3 calls stay in the region"
+        assert env["AWS_STS_REGIONAL_ENDPOINTS"] == "regional", "STS stays in the region"
     assert {"name": "feature-repo", "configMap": {"name": "feature-store"}} in _pod()["spec"]["volumes"]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "eu-central-1", "S3 calls stay in the region"
-    assert env["AWS_STS_REGIONAL_ENDPOINTS"] == "regional", "STS stays in the region"
+
+
+def test_the_offline_root_is_the_regions_bucket_prefix() -> None:
+    assert features.offline_url("acme-models-eu-central-1") == OFFLINE
 
 
 def test_one_run_at_a_time_on_the_schedule_and_bounded() -> None:
@@ -68,9 +96,10 @@ def test_one_run_at_a_time_on_the_schedule_and_bounded() -> None:
     assert _pod()["spec"]["restartPolicy"] == "Never"
 
 
-def test_the_container_is_restricted_with_limits() -> None:
+@pytest.mark.parametrize("step", [0, 1], ids=["apply", "materialize"])
+def test_the_containers_are_restricted_with_limits(step: int) -> None:
     pod = _pod()["spec"]
-    (container,) = pod["containers"]
+    container = _steps()[step]
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]} and security["runAsNonRoot"] is True, security
