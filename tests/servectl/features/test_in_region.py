@@ -16,6 +16,7 @@ evaluate the roles' policies here, so the two roles' scope is tested on their do
 tests/stacks/test_features.py), KMS enforcement on reads, and real latency.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -105,6 +106,8 @@ class Region:
         self, url: str, repo: Path, before: dict[str, Any], runs: list[subprocess.CompletedProcess[str]]
     ):
         self.url, self.repo, self.before, self.runs = url, repo, before, runs
+        self.log = repo.parent / "moto.log"
+        """moto's request log: one line per HTTP request, every client's."""
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +121,8 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Region]:
             patch.setenv(name, value)
         key_id = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["KeyId"]
         before = create_as_infra(key_id)
-        repo = tmp_path_factory.mktemp("etc-feast")
+        repo = home / "etc-feast"
+        repo.mkdir()
         config = fm.config_map("payments", STACK, PROJECT, REGION, BUCKET)["data"][fm.CONFIG_FILE]
         (repo / fm.CONFIG_FILE).write_text(config)
         runs = [
@@ -247,9 +251,50 @@ def test_an_id_the_region_never_stored_is_a_404(server: ServerProcess) -> None:
     """The negative case: a patient the parquet does not hold is unknown in DynamoDB too."""
     import requests
 
-    body: dict[str, Any] = {"inputs": [{"name": JOIN_KEY, "datatype": "INT64", "shape": [1], "data": [987_654]}]}
+    body: dict[str, Any] = {
+        "inputs": [{"name": JOIN_KEY, "datatype": "INT64", "shape": [1], "data": [987_654]}]
+    }
     answer = requests.post(
         f"{server.base}/v2/models/tabular-classifier/versions/1/infer", json=body, timeout=10
     )
     assert answer.status_code == 404, answer.text
     assert answer.json()["entity_ids"] == [987_654], answer.json()
+
+
+@pytest.mark.slow
+def test_apply_would_strip_infras_tags_if_the_role_could_list_them(region: Region) -> None:
+    """Feast's apply reconciles a table's tags to the config's (none here): moto evaluates no IAM, so it
+    removes the tags infra set. In AWS the materialization role may not ListTagsOfResource or UntagResource
+    (`features.MATERIALIZE_ACTIONS`), so Feast logs that it cannot update the tags and leaves them; the
+    role's actions must stay that narrow."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    tags = dynamodb.list_tags_of_resource(ResourceArn=region.before["TableArn"])["Tags"]
+    assert tags == [], f"Feast left the tags {tags}: the note above is out of date"
+    assert not {"dynamodb:ListTagsOfResource", "dynamodb:UntagResource", "dynamodb:TagResource"} & set(
+        features.MATERIALIZE_ACTIONS
+    ), features.MATERIALIZE_ACTIONS
+
+
+@pytest.mark.slow
+def test_feasts_s3_registry_heads_the_bucket_which_neither_role_may(
+    region: Region, server: ServerProcess
+) -> None:
+    """HOLD (docs/features.md): Feast's S3 registry store calls HeadBucket before every registry read
+    (feast/infra/registry/s3.py), in the jobs and in the serving pods alike. AWS authorizes HeadBucket as
+    s3:ListBucket on the bucket, with no s3:prefix in the request: the serving role has no ListBucket, and
+    the materialization role's is conditioned on s3:prefix, so both would be refused in AWS (moto_server
+    evaluates no IAM, so the flows above pass here). This test pins the gap: it fails once the policies or
+    Feast change, and the docs must then be updated."""
+    from tests.stacks.test_features import ACCOUNT, allows
+
+    assert server.http_url  # the server has read the registry too (its start binds the feature services)
+    heads = [line for line in region.log.read_text().splitlines() if f'"HEAD /{BUCKET} HTTP' in line]
+    assert heads, "Feast no longer calls HeadBucket: the HOLD may be lifted"
+    bucket_arn = f"arn:aws:s3:::{BUCKET}"
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/k"
+    table = features.table_arn(REGION, ACCOUNT, STACK, PROJECT, FEATURE_VIEW)
+    serving = features.serving_policy([table], bucket_arn, key, REGION)
+    assert not allows(serving, "s3:ListBucket", bucket_arn), "the serving role may list: the HOLD is lifted"
+    materialize = json.loads(features.materialize_policy([table], bucket_arn, key, REGION))["Statement"]
+    (listing,) = [s for s in materialize if s["Action"] == "s3:ListBucket"]
+    assert "s3:prefix" in json.dumps(listing.get("Condition", {})), "unconditioned: the HOLD is lifted"
