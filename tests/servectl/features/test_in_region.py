@@ -163,6 +163,8 @@ def test_the_cronjobs_commands_seed_and_fill_the_region(region: Region) -> None:
     assert materialize.stdout.startswith(f"{FEATURE_VIEW}: materialized "), materialize.stdout
     s3 = boto3.client("s3", region_name=REGION)
     assert s3.head_object(Bucket=BUCKET, Key=features.REGISTRY_KEY)["ContentLength"] > 0, "registry written"
+    written = sorted(p.name for p in region.repo.iterdir())
+    assert written == [fm.CONFIG_FILE], f"the ConfigMap is mounted read-only in a pod; written: {written}"
 
 
 @pytest.mark.slow
