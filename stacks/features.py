@@ -19,6 +19,8 @@ import yaml
 REGISTRY_PREFIX = "feast/"
 """The registry's prefix in the model bucket."""
 REGISTRY_KEY = f"{REGISTRY_PREFIX}registry.db"
+REGISTRY_STORE = "serving_image.features.registry_store.ObjectOnlyS3RegistryStore"
+"""Feast's S3 registry store without its HeadBucket (serving_image/features/registry_store.py)."""
 """The registry object in the model bucket."""
 OFFLINE_PREFIX = "features/"
 """Where the offline store's parquet files sit in the model bucket."""
@@ -77,11 +79,18 @@ def offline_key(view: str) -> str:
 def feature_store_config(stack: str, project: str, region: str, bucket: str) -> dict[str, Any]:
     """The in-cluster `feature_store.yaml`: DynamoDB in the cluster's region, the S3 registry and the file
     offline store, all in the region's model bucket. The registry is cached for a minute: serving reads it
-    to resolve a feature service, and every read is an S3 GET."""
+    to resolve a feature service, and every read is an S3 GET. It is read by
+    `serving_image.features.registry_store.ObjectOnlyS3RegistryStore`: Feast's own store asks HeadBucket
+    first, which AWS authorizes as `s3:ListBucket` on the whole model bucket, which neither role holds."""
     return {
         "project": project,
         "provider": "aws",
-        "registry": {"registry_type": "file", "path": registry_url(bucket), "cache_ttl_seconds": 60},
+        "registry": {
+            "registry_type": "file",
+            "registry_store_type": REGISTRY_STORE,
+            "path": registry_url(bucket),
+            "cache_ttl_seconds": 60,
+        },
         "online_store": {
             "type": "dynamodb",
             "region": region,

@@ -278,25 +278,29 @@ def test_apply_would_strip_infras_tags_if_the_role_could_list_them(region: Regio
 
 
 @pytest.mark.slow
-def test_feasts_s3_registry_heads_the_bucket_which_neither_role_may(
-    region: Region, server: ServerProcess
-) -> None:
-    """HOLD (docs/features.md): Feast's S3 registry store calls HeadBucket before every registry read
-    (feast/infra/registry/s3.py), in the jobs and in the serving pods alike. AWS authorizes HeadBucket as
-    s3:ListBucket on the bucket, with no s3:prefix in the request: the serving role has no ListBucket, and
-    the materialization role's is conditioned on s3:prefix, so both would be refused in AWS (moto_server
-    evaluates no IAM, so the flows above pass here). This test pins the gap: it fails once the policies or
-    Feast change, and the docs must then be updated."""
+def test_nothing_heads_the_bucket_which_neither_role_may(region: Region, server: ServerProcess) -> None:
+    """Feast's own S3 registry store calls HeadBucket before every registry read; AWS authorizes HeadBucket
+    as s3:ListBucket on the whole bucket (the request carries no s3:prefix), which neither role holds
+    unconditioned (moto_server evaluates no IAM, so it would pass here regardless). The rendered config
+    names serving_image.features.registry_store's store, which reads the object alone: across apply,
+    materialize and the server's start, moto's request log holds no HEAD of the bucket."""
     from tests.stacks.test_features import ACCOUNT, allows
 
     assert server.http_url  # the server has read the registry too (its start binds the feature services)
-    heads = [line for line in region.log.read_text().splitlines() if f'"HEAD /{BUCKET} HTTP' in line]
-    assert heads, "Feast no longer calls HeadBucket: the HOLD may be lifted"
+    lines = region.log.read_text().splitlines()
+    registry_reads = [line for line in lines if f"/{BUCKET}/{features.REGISTRY_KEY}" in line]
+    assert registry_reads, "the log shows no registry read: it cannot show the bucket was not asked either"
+    heads = [line for line in lines if f'"HEAD /{BUCKET} HTTP' in line]
+    assert heads == [], f"HeadBucket, which needs s3:ListBucket on the bucket: {heads[:3]}"
     bucket_arn = f"arn:aws:s3:::{BUCKET}"
     key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/k"
     table = features.table_arn(REGION, ACCOUNT, STACK, PROJECT, FEATURE_VIEW)
     serving = features.serving_policy([table], bucket_arn, key, REGION)
-    assert not allows(serving, "s3:ListBucket", bucket_arn), "the serving role may list: the HOLD is lifted"
+    assert not allows(serving, "s3:ListBucket", bucket_arn), (
+        "the serving role may list every tenant's models in the bucket"
+    )
     materialize = json.loads(features.materialize_policy([table], bucket_arn, key, REGION))["Statement"]
     (listing,) = [s for s in materialize if s["Action"] == "s3:ListBucket"]
-    assert "s3:prefix" in json.dumps(listing.get("Condition", {})), "unconditioned: the HOLD is lifted"
+    assert "s3:prefix" in json.dumps(listing.get("Condition", {})), (
+        "unconditioned: the job may list every tenant's models in the bucket"
+    )

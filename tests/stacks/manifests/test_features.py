@@ -54,6 +54,18 @@ def test_the_config_map_holds_the_in_cluster_feature_store_yaml() -> None:
     assert config["registry"]["path"] == "s3://acme-models-eu-west-1/feast/registry.db", config["registry"]
 
 
+def test_the_registry_is_read_without_heading_the_bucket() -> None:
+    """Feast's own S3 store asks HeadBucket, which needs s3:ListBucket on the whole model bucket; the
+    config names the store that reads the object alone, and Feast resolves the name to it."""
+    from feast.infra.registry.registry import get_registry_store_class_from_type
+
+    from serving_image.features.registry_store import ObjectOnlyS3RegistryStore
+
+    config = features.feature_store_config("eu-prod", "model_serving", "eu-west-1", "acme-models-eu-west-1")
+    named = config["registry"]["registry_store_type"]
+    assert get_registry_store_class_from_type(named) is ObjectOnlyS3RegistryStore, named
+
+
 def _steps() -> list[dict[str, Any]]:
     """The init container, then the container."""
     spec = _pod()["spec"]
