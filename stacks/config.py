@@ -9,11 +9,13 @@ key raises `ConfigError` naming the stack file, the key and the reason.
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
+from stacks import config_smb
+from stacks.config_nodes import ConfigError
+from stacks.config_nodes import Node as _Node
 from stacks.jurisdictions import JURISDICTION_REGIONS
 from stacks.manifests.features import CPU as FEATURE_JOB_CPU
 from stacks.manifests.features import MEMORY as FEATURE_JOB_MEMORY
@@ -52,6 +54,9 @@ from stacks.settings import (
     VariantRoute,
     Variants,
 )
+from stacks.settings_smb import ApiConfig, SageMakerHosting
+
+__all__ = ["NAMESPACE", "PROFILES", "ConfigError", "load_config", "parse_config"]
 
 NAMESPACE = "model-serving"
 _STRING_KEYS = ("jurisdiction", "profile", "owner", "dataClassification", "accountId")
@@ -72,6 +77,7 @@ _OBJECT_KEYS = (
     "asyncInference",
     "sagemakerAsync",
     "features",
+    "api",
 )
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -80,71 +86,6 @@ _ACCOUNT = re.compile(r"^[0-9]{12}$")
 _ROLE_ARN = re.compile(r"^arn:aws:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$")
 _HOST = re.compile(r"^([a-z0-9-]+\.)+[a-z]{2,}(:[0-9]{1,5})?$")
 PROFILES = ("onprem", "smb", "standard")
-
-
-class ConfigError(ValueError):
-    """A stack file key that is missing or invalid."""
-
-    def __init__(self, source: str, key: str, reason: str) -> None:
-        super().__init__(f"{source}: {key}: {reason}")
-        self.source = source
-        self.key = key
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class _Node:
-    """A value in the raw config with the key path that leads to it, for error messages."""
-
-    value: Any
-    path: str
-    source: str
-
-    def fail(self, reason: str) -> ConfigError:
-        return ConfigError(self.source, self.path, reason)
-
-    def optional(self, key: str) -> "_Node":
-        """The value under `key`, None when the key is left out or empty."""
-        if not isinstance(self.value, Mapping):
-            raise self.fail("must be a mapping")
-        return _Node(self.value.get(key), f"{self.path}.{key}", self.source)
-
-    def child(self, key: str) -> "_Node":
-        """The value under `key`, which must be given."""
-        node = self.optional(key)
-        if node.value is None:
-            raise node.fail("is required")
-        return node
-
-    def items(self) -> list["_Node"]:
-        if not isinstance(self.value, list):
-            raise self.fail("must be a list")
-        return [_Node(v, f"{self.path}[{i}]", self.source) for i, v in enumerate(self.value)]
-
-    def string(self, key: str, pattern: re.Pattern[str] | None = None) -> str:
-        node = self.child(key)
-        if not isinstance(node.value, str) or not node.value:
-            raise node.fail("must be a non-empty string")
-        if pattern is not None and not pattern.match(node.value):
-            raise node.fail(f"{node.value!r} does not match {pattern.pattern}")
-        return node.value
-
-    def integer(self, key: str, low: int, high: int) -> int:
-        node = self.child(key)
-        if isinstance(node.value, bool) or not isinstance(node.value, int):
-            raise node.fail("must be an integer")
-        if not low <= node.value <= high:
-            raise node.fail(f"{node.value} is outside {low}..{high}")
-        return node.value
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        node = self.optional(key)
-        if node.value is None:
-            return ()
-        values = tuple(item.value for item in node.items())
-        if not all(isinstance(v, str) and v for v in values):
-            raise node.fail("must be a list of non-empty strings")
-        return values
 
 
 def _region(node: _Node, jurisdiction: str) -> RegionConfig:
@@ -222,7 +163,7 @@ def _https(node: _Node, key: str) -> str:
     return value
 
 
-def _gateway(node: _Node) -> GatewayConfig:
+def _gateway(node: _Node, profile: str) -> GatewayConfig:
     audiences = node.strings("audiences")
     if not audiences:
         raise node.child("audiences").fail("needs at least one audience")
@@ -236,7 +177,8 @@ def _gateway(node: _Node) -> GatewayConfig:
         allowed_cidrs=allowed,
         api_host=node.string("apiHost", re.compile(r"^([a-z0-9-]+\.)+[a-z]{2,}$")),
         zone_id=node.string("zoneId", re.compile(r"^Z[0-9A-Z]{8,32}$")),
-        tls_credential_name=node.string("tlsCredentialName", _DNS_LABEL),
+        # smb stacks have no cluster secret: API Gateway serves the API's ACM certificate.
+        tls_credential_name="" if profile == "smb" else node.string("tlsCredentialName", _DNS_LABEL),
         jwt_issuer=_https(node, "jwtIssuer"),
         jwks_uri=_https(node, "jwksUri"),
         audiences=audiences,
@@ -415,7 +357,19 @@ def _model(node: _Node, tenants: frozenset[str], profile: str) -> ModelConfig:
         rollout=_rollout(node.optional("rollout")),
         async_workers=None if profile == "smb" else _async_workers(node.optional("async")),
         sagemaker_async=profile == "smb" and _sagemaker_model(node.optional("async")),
+        sagemaker=_hosting(node, profile),
     )
+
+
+def _hosting(node: _Node, profile: str) -> SageMakerHosting | None:
+    """The model's real-time endpoint: required in an smb stack, meaningless elsewhere."""
+    if profile == "smb":
+        return config_smb.sagemaker_hosting(node, len(node.child("variants").child("weights").value))
+    if node.optional("sagemaker").value is not None:
+        raise node.child("sagemaker").fail(
+            f"has no meaning for profile {profile}: only smb models are endpoints"
+        )
+    return None
 
 
 def _tenant(node: _Node) -> TenantConfig:
@@ -593,11 +547,11 @@ def _onprem(node: _Node) -> OnPremConfig:
     )
 
 
-def _image(node: _Node, on_aws: bool) -> ImageConfig:
+def _image(node: _Node, on_aws: bool, runner: bool) -> ImageConfig:
     return ImageConfig(
         registry_account=node.string("registryAccount", _ACCOUNT) if on_aws else None,
-        runner_repository=node.string("runnerRepository") if on_aws else None,
-        runner_digest=node.string("runnerDigest", _DIGEST) if on_aws else None,
+        runner_repository=node.string("runnerRepository") if runner else None,
+        runner_digest=node.string("runnerDigest", _DIGEST) if runner else None,
         repository=node.string("repository"),
         digest=node.string("digest", _DIGEST),
         retrain_repository=node.string("retrainRepository"),
@@ -641,6 +595,18 @@ def _aws_part(root: _Node, jurisdiction: str, profile: str, aws_region: str | No
         raise ConfigError(
             root.source, "aws:region", f"{aws_region!r} must be the primary region {regions[0].region}"
         )
+    if profile == "smb":
+        config_smb.refuse_cluster_keys(root)
+        return {
+            "regions": regions,
+            "cluster": None,
+            "identity": None,
+            "store": _store(root.child("store")),
+            "account_id": root.string("accountId", _ACCOUNT),
+            "runner": None,
+            "onprem": None,
+            "egress_domains": (),
+        }
     runner, egress = root.child("runner"), root.optional("egress")
     repository = runner.string("githubRepository", re.compile(r"^https://github\.com/[\w.-]+/[\w.-]+$"))
     return {
@@ -937,14 +903,16 @@ def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region:
     features = _features(root, profile, models)
     _check_quotas(tenant_nodes, tenants, models, features)
     part = _aws_part(root, jurisdiction, profile, aws_region)
+    gateway = _gateway(root.child("gateway"), profile)
     return StackConfig(
         stack=stack,
         jurisdiction=jurisdiction,
         profile=profile,
         owner=root.string("owner"),
         data_classification=root.string("dataClassification"),
-        gateway=_gateway(root.child("gateway")),
-        image=_image(root.child("image"), part["onprem"] is None),
+        gateway=gateway,
+        api=_api(root, profile, gateway),
+        image=_image(root.child("image"), part["onprem"] is None, part["runner"] is not None),
         observability=_observed(root, profile),
         state=_state(root.child("state"), jurisdiction, profile),
         tenants=tenants,
@@ -954,6 +922,17 @@ def parse_config(raw: Mapping[str, Any], *, stack: str, source: str, aws_region:
         features=features,
         **part,
     )
+
+
+def _api(root: _Node, profile: str, gateway: GatewayConfig) -> ApiConfig | None:
+    """Only smb stacks have an `api` block (the others' API is the cluster's gateway)."""
+    if profile == "smb":
+        return config_smb.api(root, gateway.api_host)
+    if root.optional("api").value is not None:
+        raise root.child("api").fail(
+            f"has no meaning for profile {profile}: its API is the cluster's gateway"
+        )
+    return None
 
 
 def load_config() -> StackConfig:

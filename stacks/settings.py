@@ -7,6 +7,7 @@ Args fields.
 from dataclasses import dataclass
 
 from stacks.jurisdictions import JURISDICTION_REGIONS
+from stacks.settings_smb import ApiConfig, SageMakerHosting
 
 ASYNC_RESULT_TTL_SECONDS = 86_400
 """How long a finished job and its result are kept (`SERVING_ASYNC_RESULT_TTL_S` of the pods): the job hash in
@@ -495,6 +496,8 @@ class ModelConfig:
     """Asynchronous inference workers, if the model takes async requests (the stack needs a job queue)."""
     sagemaker_async: bool = False
     """True where an smb stack serves the model's async requests from a SageMaker asynchronous endpoint."""
+    sagemaker: SageMakerHosting | None = None
+    """The model's real-time SageMaker endpoint (smb stacks: every model has one)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -545,6 +548,8 @@ class StackConfig:
     """SageMaker Asynchronous Inference (smb stacks whose models take async requests)."""
     features: FeaturesConfig | None = None
     """The feature store, where some model reads its inputs from it (AWS stacks only)."""
+    api: ApiConfig | None = None
+    """The public API of an smb stack (API Gateway in front of the endpoints)."""
 
     @property
     def async_models(self) -> tuple[ModelConfig, ...]:

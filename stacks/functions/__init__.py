@@ -1,0 +1,1 @@
+"""Functions the stacks deploy as AWS Lambda code (each module is one function's whole code)."""
