@@ -30,6 +30,15 @@ INTERFACE_ENDPOINTS = (
 )
 """Interface endpoint services (`com.amazonaws.<region>.<service>`) for what nodes, pods and the deploy runner
 call without the internet. S3 has a gateway endpoint besides these."""
+SMB_INTERFACE_ENDPOINTS = (
+    "ecr.api",  # SageMaker's image pulls from the VPC (the endpoints' interfaces are network-isolated)
+    "ecr.dkr",  # the layers themselves come through the S3 gateway endpoint
+    "logs",  # the endpoints' and the proxy function's logs
+    "sagemaker.runtime",  # the API's proxy function calls InvokeEndpoint from the VPC
+    "kms",  # the proxy decrypts its environment; SageMaker's volume and capture encryption
+    "sts",  # the runtime clients' credentials refresh
+)
+"""What an smb stack's VPC needs without a cluster: no EKS, EC2, load balancer, autoscaling or X-Ray."""
 
 
 class SubnetPlan(NamedTuple):
@@ -78,6 +87,8 @@ class NetworkArgs:
     allows subdomains. Empty: no egress to the internet at all."""
     log_retention_days: int
     """Flow and firewall log retention."""
+    interface_endpoints: tuple[str, ...] = INTERFACE_ENDPOINTS
+    """The interface endpoints to make (the smb profile's are fewer: `SMB_INTERFACE_ENDPOINTS`)."""
     tags: dict[str, str]
     """Tags on every taggable resource."""
 
@@ -262,7 +273,7 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
         sg = _endpoint_security_group(name, args, vpc, child)
-        for service in INTERFACE_ENDPOINTS:
+        for service in args.interface_endpoints:
             aws.ec2.VpcEndpoint(
                 f"{name}-{service.replace('.', '-')}",
                 vpc_id=vpc.id,

@@ -1,4 +1,5 @@
-"""The infra layer (`pulumi up -s <stack>` at the repository root): wiring only, everything on AWS.
+"""The infra layer (`pulumi up -s <stack>` at the repository root): wiring only, everything on AWS. An smb
+stack has no cluster: stacks/infra/smb.py builds it.
 
 Per region: network, model store, registry, the deploy runner (primary region), EKS, the job queue of
 asynchronous inference (where a model takes async requests), the workload identities and the gateway's load
@@ -31,9 +32,9 @@ from stacks.components.network import Network, NetworkArgs, carve_subnets
 from stacks.components.peering import PeeringSide, RegionPeering, RegionPeeringArgs
 from stacks.components.registry import Registry, RegistryArgs
 from stacks.components.runner import RUNNER_EGRESS_DOMAINS, DeployRunner, DeployRunnerArgs
-from stacks.components.sagemaker_async import SAGEMAKER_SERVICE, SageMakerAsync, SageMakerAsyncArgs
 from stacks.config import ConfigError, load_config
 from stacks.contract import PLATFORM_PROJECT, REGIONS_OUTPUT, ROLE_FEATURES, ROLE_RETRAIN, export_fields
+from stacks.infra import smb
 from stacks.settings import RegionConfig, StackConfig, StoreConfig
 
 
@@ -295,71 +296,6 @@ def _job_store(place: _Place, store: StoreConfig, queue: JobQueue | None) -> Job
     )
 
 
-def _sagemaker_async(
-    place: _Place, store: ModelStore, registry: Registry, network: Network
-) -> tuple[JobStore, list[SageMakerAsync]] | None:
-    """An smb stack's async models: the region's async key (SNS and SageMaker may use it), the result bucket
-    under it, and one SageMaker asynchronous endpoint per model."""
-    cfg, config, bucket = place.cfg, place.cfg.sagemaker_async, place.cfg.store
-    if config is None or bucket is None or cfg.account_id is None:
-        return None
-    key = RegionalKey(
-        f"{place.prefix}-async-key",
-        RegionalKeyArgs(
-            purpose="asynchronous inference: requests, results and notifications",
-            region=place.region.region,
-            service_users=("sns.amazonaws.com", SAGEMAKER_SERVICE),
-            alias=f"{place.prefix}-async",
-            tags=cfg.tags,
-        ),
-        opts=place.on_aws,
-    )
-    jobs = JobStore(
-        f"{place.prefix}-jobs",
-        JobStoreArgs(
-            bucket_prefix=bucket.bucket_prefix,
-            region=place.region.region,
-            key_arn=key.arn,
-            models=tuple(m.name for m in cfg.sagemaker_async_models),
-            result_days=1,
-            input_retention_days=config.input_retention_days,
-            tags=cfg.tags,
-        ),
-        opts=place.on_aws,
-    )
-    endpoints: list[SageMakerAsync] = []
-    for model in cfg.sagemaker_async_models:
-        first = not endpoints
-        endpoints.append(
-            SageMakerAsync(
-                f"{place.prefix}-{model.name}-async",
-                SageMakerAsyncArgs(
-                    model=model.name,
-                    region=place.region.region,
-                    account_id=cfg.account_id,
-                    config=config,
-                    weights=model.variants.weights,
-                    image=registry.registry.apply(cfg.image.serving_image),
-                    repository_arn=registry.repository_arns.apply(lambda arns: str(arns[0])),
-                    model_bucket=store.model_bucket,
-                    model_key_arn=store.key_arn,
-                    job_bucket=jobs.bucket,
-                    key_arn=key.arn,
-                    vpc_cidr=place.region.vpc_cidr,
-                    vpc_id=network.vpc_id,
-                    s3_prefix_list_id=network.s3_prefix_list_id,
-                    private_subnet_ids=list(network.private_subnet_ids),
-                    # Application Auto Scaling's SageMaker role is per account: the first endpoint makes it.
-                    create_scaling_role=first and config.create_autoscaling_service_linked_role,
-                    scaling_role=None if first else endpoints[0].scaling_role,
-                    tags=cfg.tags,
-                ),
-                opts=place.on_aws,
-            )
-        )
-    return jobs, endpoints
-
-
 def _feature_store(
     place: _Place, network: Network, cluster: Cluster, store: ModelStore
 ) -> FeatureStore | None:
@@ -447,9 +383,6 @@ def deploy_region(cfg: StackConfig, region: RegionConfig, primary: Region | None
     edge = _edge(place, network)
     queue = _queue(place, network, cluster, primary)
     jobs = _job_store(place, cfg.store, queue)
-    sagemaker = _sagemaker_async(place, store, registry, network) if cfg.profile == "smb" else None
-    if sagemaker is not None:
-        jobs = sagemaker[0]
     feature_store = _feature_store(place, network, cluster, store)
     identities = _identities(place, cluster, edge, store, queue, jobs, feature_store)
     roles = dict(identities.roles)
@@ -537,6 +470,9 @@ def main() -> None:
             "model-serving.profile",
             "onprem stacks have no infra layer; deploy the platform",
         )
+    if cfg.profile == "smb":
+        smb.deploy(cfg)
+        return
     regions: list[Region] = []
     for region in cfg.regions:
         regions.append(deploy_region(cfg, region, regions[0] if regions else None))

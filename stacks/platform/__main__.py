@@ -381,6 +381,12 @@ def _host(url: str) -> str:
 def main() -> None:
     """Build the platform layer of the selected stack."""
     cfg = load_config()
+    if cfg.profile == "smb":
+        # No cluster to deploy into: the smb profile is SageMaker endpoints and an API, all in infra.
+        raise pulumi.RunError(
+            f"stack {cfg.stack} is an smb stack: it has no platform layer (no cluster); deploy its infra "
+            f"layer only (`pulumi up -s {cfg.stack}` at the repository root), see docs/smb.md"
+        )
     lock = load_lock()
     if not pulumi.runtime.is_dry_run() and lock.unrecorded():
         # A placeholder digest would deploy and then fail to pull; refuse up front and say what to run.

@@ -56,7 +56,10 @@ def project_name(root: Path = ROOT, layer: str = "infra") -> str:
 
 
 def layers_of(stack: str) -> tuple[str, ...]:
-    """The layers a stack has: on-premises stacks have no infra layer (no AWS)."""
+    """The layers a stack has: on-premises stacks have no infra layer (no AWS), smb stacks no platform
+    layer (no cluster)."""
+    if stack.startswith("smb-"):
+        return ("infra",)
     return ("platform",) if stack.startswith("onprem-") else LAYERS
 
 
