@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import pulumi
 from pulumi.output import Unknown
 
 from stacks.preview.mocks import UNKNOWN_ID
@@ -25,16 +26,29 @@ class DefaultProviderDisabledError(ValueError):
     """A resource names no provider while the stack disables default providers (the engine refuses it too)."""
 
 
+def _asset(value: pulumi.AssetArchive | pulumi.FileAsset) -> dict[str, Any]:
+    """As the engine prints an archive (a function's code): its assets by name, each by its path."""
+    if isinstance(value, pulumi.FileAsset):
+        return {"path": value.path}
+    return {"assets": {name: _clean(asset) for name, asset in value.assets.items()}}
+
+
+def _mapping(value: Mapping[Any, Any]) -> Any:
+    if value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+        return "[secret]"
+    return {str(k): _clean(v) for k, v in value.items()}
+
+
 def _clean(value: Any) -> Any:
     """JSON values as the engine prints them: integral numbers as integers, secrets as `[secret]`."""
     if isinstance(value, Unknown):
         return UNKNOWN_ID
+    if isinstance(value, pulumi.AssetArchive | pulumi.FileAsset):
+        return _asset(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, Mapping):
-        if value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
-            return "[secret]"
-        return {str(k): _clean(v) for k, v in value.items()}
+        return _mapping(value)
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
