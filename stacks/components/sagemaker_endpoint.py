@@ -53,25 +53,27 @@ def alarm_names(endpoint: str, version: str) -> tuple[str, str]:
 
 def traffic_routing(rollout: Rollout | None) -> dict[str, Any]:
     """SageMaker's TrafficRoutingConfiguration from the model's rollout steps: LINEAR where the steps are even
-    increments (25, 50, 75, 100: step 25 %), else CANARY with the first step as the canary; each step waits
-    one analysis interval (at most an hour). Without a rollout block: ALL_AT_ONCE, still rolled back by the
-    alarms during the bake."""
+    increments (25, 50, 75, 100: step 25 %), else CANARY with the first step as the canary. Each step waits
+    one analysis interval, shortened where the steps and the final bake (as long as a step) would not fit
+    SageMaker's four hours. Without a rollout block: ALL_AT_ONCE, still rolled back by the alarms."""
     if rollout is None:
         return {"type": "ALL_AT_ONCE", "wait_interval_in_seconds": 600}
-    first, wait = rollout.steps[0], min(rollout.interval_seconds, MAX_WAIT_SECONDS)
-    even = all(step == first * (i + 1) for i, step in enumerate(rollout.steps))
+    first = rollout.steps[0]
+    even = len(rollout.steps) > 1 and all(step == first * (i + 1) for i, step in enumerate(rollout.steps))
+    shifts = len(rollout.steps) if even else 2
+    wait = min(rollout.interval_seconds, MAX_WAIT_SECONDS, (MAX_EXECUTION_SECONDS - 600) // (shifts + 1))
     size = {"type": "CAPACITY_PERCENT", "value": first}
-    if even and len(rollout.steps) > 1:
+    if even:
         return {"type": "LINEAR", "wait_interval_in_seconds": wait, "linear_step_size": size}
     return {"type": "CANARY", "wait_interval_in_seconds": wait, "canary_size": size}
 
 
-def execution_timeout(routing: dict[str, Any], bake: int) -> int:
-    """Long enough for every step's wait and the final bake, within SageMaker's 600..14400 s."""
+def execution_timeout(routing: dict[str, Any]) -> int:
+    """Every shift's wait, the final bake (one wait) and ten minutes to provision, within 600..14400 s."""
     wait = int(routing["wait_interval_in_seconds"])
-    step = routing.get("linear_step_size") or routing.get("canary_size")
-    steps = -(-100 // int(step["value"])) if routing["type"] == "LINEAR" and step else 2
-    return max(600, min(MAX_EXECUTION_SECONDS, steps * wait + bake + 600))
+    step = routing.get("linear_step_size")
+    shifts = -(-100 // int(step["value"])) if step else 2
+    return max(600, min(MAX_EXECUTION_SECONDS, (shifts + 1) * wait + 600))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -425,13 +427,12 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         """The endpoint, after its log group (else SageMaker makes one without retention or key) and its
         alarms (an update names them). Updates shift traffic blue/green and roll back on any alarm."""
         routing = traffic_routing(args.rollout)
-        bake = min(args.rollout.interval_seconds if args.rollout else 600, MAX_WAIT_SECONDS)
         policy = aws.sagemaker.EndpointDeploymentConfigBlueGreenUpdatePolicyArgs(
             traffic_routing_configuration=aws.sagemaker.EndpointDeploymentConfigBlueGreenUpdatePolicyTrafficRoutingConfigurationArgs(
                 **routing
             ),
-            termination_wait_in_seconds=bake,
-            maximum_execution_timeout_in_seconds=execution_timeout(routing, bake),
+            termination_wait_in_seconds=routing["wait_interval_in_seconds"],
+            maximum_execution_timeout_in_seconds=execution_timeout(routing),
         )
         return aws.sagemaker.Endpoint(
             f"{name}-endpoint",

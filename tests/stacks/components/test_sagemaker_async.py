@@ -25,9 +25,9 @@ from tests.stacks.conftest import TAGS, Built, build_component
 REGION = "eu-west-1"
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/0000abcd-12ab-34cd-56ef-1234567890ab"
 MODEL_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/1111abcd-12ab-34cd-56ef-1234567890ab"
-REPOSITORY = f"arn:aws:ecr:{REGION}:{ACCOUNT_ID}:repository/smb-dev/model-serving/server"
+REPOSITORY = f"arn:aws:ecr:{REGION}:{ACCOUNT_ID}:repository/smb-eu/model-serving/server"
 DIGEST = "sha256:" + "a" * 64
-IMAGE = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/smb-dev/model-serving/server@{DIGEST}"
+IMAGE = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/smb-eu/model-serving/server@{DIGEST}"
 CONFIG = SageMakerAsyncConfig(
     instance_type="ml.m5.large",
     instance_count=1,
