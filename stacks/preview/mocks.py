@@ -430,7 +430,44 @@ def _table(
     return given, outputs | {"name": given, "arn": arn, "streamArn": ""}
 
 
+def _http_api(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
+    """An HTTP API: a ten-character id, its execute-api host and the ARN Lambda permissions name."""
+    api_id = digest[:10]
+    return api_id, outputs | {
+        "apiEndpoint": f"https://{api_id}.execute-api.{region}.amazonaws.com",
+        "executionArn": _arn(account, "execute-api", region, api_id),
+        "arn": f"arn:aws:apigateway:{region}::/apis/{api_id}",
+    }
+
+
+def _function(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
+    """A Lambda function: its ARN, and the invoke ARN API Gateway integrations call."""
+    given = outputs.get("name") or f"{name}-{digest[:7]}"
+    arn = _arn(account, "lambda", region, f"function:{given}")
+    invoke = f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations"
+    return given, outputs | {"name": given, "arn": arn, "invokeArn": invoke}
+
+
+def _api_domain(
+    name: str, region: str, digest: str, outputs: dict[str, Any], account: str
+) -> tuple[str, dict[str, Any]]:
+    """An API Gateway custom domain: the regional host and hosted zone its alias record points at."""
+    config = dict(outputs.get("domainNameConfiguration") or {})
+    config |= {
+        "targetDomainName": f"d-{digest[:10]}.execute-api.{region}.amazonaws.com",
+        "hostedZoneId": "ZAPIGW0000000",
+    }
+    return str(outputs.get("domainName")), outputs | {"domainNameConfiguration": config}
+
+
 _COMPUTED = {
+    "aws:apigatewayv2/api:Api": _http_api,
+    "aws:apigatewayv2/domainName:DomainName": _api_domain,
+    "aws:lambda/function:Function": _function,
     "aws:dynamodb/table:Table": _table,
     "aws:sagemaker/model:Model": _named("sagemaker", "model"),
     "aws:sagemaker/endpointConfiguration:EndpointConfiguration": _named("sagemaker", "endpoint-config"),
