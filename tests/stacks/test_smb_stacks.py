@@ -1,0 +1,160 @@
+"""The shipped smb stacks (smb-eu, smb-ae): no cluster, everything in the stack's region, and what the real
+services need of the plan that mocks would not refuse: key policies, VPC endpoints, ordering, outputs."""
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from stacks.components.sagemaker_endpoint import alarm_names
+from stacks.preview.run import Plan, layers_of, plan_stack
+
+SMB = {"smb-eu": "eu-west-1", "smb-ae": "me-central-1"}
+CLUSTER_TYPES = ("aws:eks/", "kubernetes:", "aws:codebuild/", "aws:elasticache/")
+MODEL = "tabular-classifier"
+
+
+def resources(plan: Plan) -> list[Any]:
+    return [r for r in plan.registrations if r.custom and not r.type.startswith("pulumi:providers:")]
+
+
+def of_type(plan: Plan, typ: str) -> list[Any]:
+    return [r for r in resources(plan) if r.type == typ]
+
+
+def outputs(plan: Plan) -> dict[str, Any]:
+    return plan.outputs or {}
+
+
+def counts(plan: Plan) -> Counter[str]:
+    return Counter(r.type for r in resources(plan))
+
+
+@pytest.mark.parametrize("stack", SMB)
+def test_no_cluster_and_no_platform_layer(plans: dict[str, Plan], stack: str) -> None:
+    assert layers_of(stack) == ("infra",), layers_of(stack)
+    clustered = sorted(
+        {r.type for r in resources(plans[f"{stack}.infra"]) if r.type.startswith(CLUSTER_TYPES)}
+    )
+    assert clustered == [], f"{stack} runs cluster resources: {clustered}"
+    with pytest.raises(ValueError, match="no platform layer"):
+        plan_stack(stack, layer="platform")
+
+
+@pytest.mark.parametrize("stack", SMB)
+def test_every_resource_is_in_the_stacks_region(plans: dict[str, Plan], stack: str) -> None:
+    plan = plans[f"{stack}.infra"]
+    elsewhere = {
+        r.urn: plan.regions.get(r.urn) for r in resources(plan) if plan.regions.get(r.urn) != SMB[stack]
+    }
+    assert not elsewhere, f"{stack}: resources outside {SMB[stack]}: {elsewhere}"
+
+
+@pytest.mark.parametrize("stack", SMB)
+def test_an_endpoint_per_model_with_a_variant_per_version(plans: dict[str, Plan], stack: str) -> None:
+    plan = plans[f"{stack}.infra"]
+    endpoints = outputs(plan)["endpoints"]
+    assert endpoints == {
+        MODEL: {"endpoint": f"{stack}-{MODEL}", "region": SMB[stack], "variants": ["v1", "v2"]}
+    }
+    (config,) = [
+        r.inputs
+        for r in of_type(plan, "aws:sagemaker/endpointConfiguration:EndpointConfiguration")
+        if "asyncInferenceConfig" not in r.inputs
+    ]
+    weights = {v["variantName"]: v["initialVariantWeight"] for v in config["productionVariants"]}
+    assert weights == {"v1": 90, "v2": 10}, weights
+
+
+@pytest.mark.parametrize("stack", SMB)
+def test_endpoint_keys_let_sagemaker_and_the_regions_logs_use_them(
+    plans: dict[str, Plan], stack: str
+) -> None:
+    """CloudWatch Logs encrypts a group only if the key policy lets the regional service in, for this
+    account's log groups (the encryption context names the group ARN); SageMaker for this account only."""
+    plan, region = plans[f"{stack}.infra"], SMB[stack]
+    (key,) = [r for r in of_type(plan, "aws:kms/key:Key") if f"-{MODEL}-key" in r.name]
+    statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
+    logs = statements["RegionalLogsEncrypt"]
+    assert logs["Principal"] == {"Service": f"logs.{region}.amazonaws.com"}, logs
+    context = json.dumps(logs["Condition"])
+    assert f"arn:aws:logs:{region}:" in context and "kms:EncryptionContext:aws:logs:arn" in context, context
+    assert "sagemaker.amazonaws.com" in statements["ServicesUseKey"]["Principal"]["Service"], statements
+
+
+@pytest.mark.parametrize("stack", SMB)
+def test_vpc_endpoints_sagemaker_and_the_proxy_need(plans: dict[str, Plan], stack: str) -> None:
+    """Network-isolated endpoints in private subnets pull the image and write logs through the VPC; the proxy
+    calls the runtime through it. No EKS or EC2 endpoint: nothing here runs nodes."""
+    region = SMB[stack]
+    services = {
+        r.inputs["serviceName"]: r.inputs["vpcEndpointType"]
+        for r in of_type(plans[f"{stack}.infra"], "aws:ec2/vpcEndpoint:VpcEndpoint")
+    }
+    needed = {
+        "s3": "Gateway",
+        "ecr.api": "Interface",
+        "ecr.dkr": "Interface",
+        "logs": "Interface",
+        "sagemaker.runtime": "Interface",
+    }
+    for service, kind in needed.items():
+        assert services.get(f"com.amazonaws.{region}.{service}") == kind, (
+            f"{stack}: {service} endpoint missing"
+        )
+    assert f"com.amazonaws.{region}.eks" not in services, services
+
+
+@pytest.mark.parametrize("stack", SMB)
+def test_endpoint_waits_for_its_alarms_and_log_group(plans: dict[str, Plan], stack: str) -> None:
+    plan = plans[f"{stack}.infra"]
+    (endpoint,) = [
+        r
+        for r in of_type(plan, "aws:sagemaker/endpoint:Endpoint")
+        if r.inputs.get("name") == f"{stack}-{MODEL}"
+    ]
+    alarms = {r.inputs.get("name"): r.urn for r in of_type(plan, "aws:cloudwatch/metricAlarm:MetricAlarm")}
+    rollback = [
+        a["alarmName"] for a in endpoint.inputs["deploymentConfig"]["autoRollbackConfiguration"]["alarms"]
+    ]
+    assert sorted(rollback) == sorted(n for v in ("1", "2") for n in alarm_names(f"{stack}-{MODEL}", v)), (
+        rollback
+    )
+    assert all(alarms[n] in endpoint.dependencies for n in rollback), (
+        "the endpoint names alarms that must exist"
+    )
+    groups = {r.inputs["name"]: r.urn for r in of_type(plan, "aws:cloudwatch/logGroup:LogGroup")}
+    assert groups[f"/aws/sagemaker/Endpoints/{stack}-{MODEL}"] in endpoint.dependencies
+
+
+def test_canary_in_the_eu_and_linear_in_the_uae(plans: dict[str, Plan]) -> None:
+    kinds = {}
+    for stack in SMB:
+        (endpoint,) = [
+            r
+            for r in of_type(plans[f"{stack}.infra"], "aws:sagemaker/endpoint:Endpoint")
+            if "deploymentConfig" in r.inputs
+        ]
+        kinds[stack] = endpoint.inputs["deploymentConfig"]["blueGreenUpdatePolicy"][
+            "trafficRoutingConfiguration"
+        ]["type"]
+    assert kinds == {"smb-eu": "CANARY", "smb-ae": "LINEAR"}, kinds
+
+
+def test_custom_domain_only_where_the_stack_asks(plans: dict[str, Plan]) -> None:
+    assert of_type(plans["smb-eu.infra"], "aws:apigatewayv2/domainName:DomainName"), "smb-eu names a domain"
+    assert not of_type(plans["smb-ae.infra"], "aws:apigatewayv2/domainName:DomainName"), "smb-ae names none"
+    assert outputs(plans["smb-eu.infra"])["api_url"] == "https://api.smb.models.example.eu"
+
+
+def test_async_endpoints_stay_where_models_set_async(plans: dict[str, Plan]) -> None:
+    assert list(outputs(plans["smb-eu.infra"])["async_endpoints"]) == [MODEL], "smb-eu serves async requests"
+    assert outputs(plans["smb-ae.infra"])["async_endpoints"] == {}, "smb-ae has no async model"
+
+
+@pytest.mark.parametrize(("stack", "total"), [("smb-eu", 133), ("smb-ae", 103)])
+def test_resource_count(plans: dict[str, Plan], stack: str, total: int) -> None:
+    """The count the docs quote (docs/smb.md): a change that adds or drops resources updates both."""
+    found = counts(plans[f"{stack}.infra"])
+    assert sum(found.values()) == total, sorted(found.items())
