@@ -103,7 +103,6 @@ def refuse_cluster_keys(root: Node) -> None:
         ("cluster", "an smb stack runs no EKS cluster: its models are SageMaker endpoints"),
         ("identity", "an smb stack has no cluster for people to sign in to"),
         ("runner", "an smb stack has no private cluster API; CI deploys its infra layer"),
-        ("asyncInference", "an smb stack's async models use model-serving:sagemakerAsync"),
         ("features", "an smb stack has no cluster to run the feature store's jobs"),
     ):
         if root.optional(key).value is not None:

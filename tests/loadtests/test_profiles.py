@@ -34,7 +34,7 @@ def test_deploy_smoke_stays_under_the_smallest_per_caller_rate_limit() -> None:
     profile = load_profile("deploy-smoke")
     users = max(stage.users for stage in profile.stages)
     most_rps = users / (profile.traffic.think_ms[0] / 1000)  # even if the gateway answered in no time
-    assert most_rps < 50, f"{most_rps:.0f} req/s would meet smb-dev's limit of 50 req/s per model and caller"
+    assert most_rps < 50, f"{most_rps:.0f} req/s would meet smb-eu's limit of 50 req/s per model and caller"
     assert profile.traffic.protocols == {"rest": 1.0}, "the gateway routes only the models' REST paths"
     assert loaded_models(profile) == ["tabular-classifier"], "the model every stack serves"
 

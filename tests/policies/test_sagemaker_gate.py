@@ -1,4 +1,4 @@
-"""The gate on the shipped smb-dev plan's SageMaker asynchronous endpoint: each rule of its types bites on the
+"""The gate on the shipped smb-eu plan's SageMaker asynchronous endpoint: each rule of its types bites on the
 real resource shapes (mutations of the plan `servectl plan` writes), and raises exactly its id."""
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ MUTATIONS: dict[str, tuple[Callable[[Doc], None], set[str]]] = {
 
 
 def test_the_shipped_endpoint_passes(gate: Gate, plans: dict[str, Doc]) -> None:
-    doc = plans["smb-dev.infra"]
-    assert list(states(doc, CONFIG)) and list(states(doc, TOPIC)), "smb-dev runs no SageMaker endpoint"
+    doc = plans["smb-eu.infra"]
+    assert list(states(doc, CONFIG)) and list(states(doc, TOPIC)), "smb-eu runs no SageMaker endpoint"
     result = gate.evaluate(from_document(doc))
     assert [f["id"] for f in result["findings"] if not f["waived"]] == [], result["findings"]
 
@@ -58,7 +58,7 @@ def test_the_shipped_endpoint_passes(gate: Gate, plans: dict[str, Doc]) -> None:
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_a_weakened_endpoint_raises_exactly_its_id(gate: Gate, plans: dict[str, Doc], name: str) -> None:
     mutate, expected = MUTATIONS[name]
-    doc = copy.deepcopy(plans["smb-dev.infra"])
+    doc = copy.deepcopy(plans["smb-eu.infra"])
     mutate(doc)
     result = gate.evaluate(from_document(doc))
     assert {f["id"] for f in result["findings"]} == expected, (name, result["findings"])

@@ -23,7 +23,7 @@ Doc = dict[str, Any]
 
 
 def test_every_stack_is_shipped() -> None:
-    assert {"uae-prod", "eu-prod", "us-prod", "smb-dev"} <= set(STACKS), STACKS
+    assert {"uae-prod", "eu-prod", "us-prod", "smb-eu", "smb-ae"} <= set(STACKS), STACKS
 
 
 @pytest.mark.parametrize("stack", PLANS)

@@ -20,7 +20,7 @@ def parse(values: dict[str, Any], region: str | None, stack: str = "eu-prod") ->
     return parse_config(values, stack=stack, source=f"Pulumi.{stack}.yaml", aws_region=region)
 
 
-@pytest.mark.parametrize("stack", ["uae-prod", "eu-prod", "us-prod", "smb-dev"])
+@pytest.mark.parametrize("stack", ["uae-prod", "eu-prod", "us-prod", "smb-eu"])
 def test_shipped_stack_files_parse(stack: str) -> None:
     values, region = raw(stack)
     cfg = parse_config(values, stack=stack, source=f"Pulumi.{stack}.yaml", aws_region=region)
@@ -66,7 +66,7 @@ def test_state_stays_in_the_jurisdiction(key: str, url: str, reason: str) -> Non
 
 
 def test_shipped_state_backends_are_regional() -> None:
-    for stack in ("uae-prod", "eu-prod", "us-prod", "smb-dev"):
+    for stack in ("uae-prod", "eu-prod", "us-prod", "smb-eu"):
         values, region = raw(stack)
         cfg = parse(values, region, stack)
         assert cfg.state.region == region, f"{stack}: state in {cfg.state.region}, stack in {region}"
@@ -134,10 +134,10 @@ def test_region_outside_jurisdiction_is_refused() -> None:
 
 
 def test_smb_profile_has_one_region() -> None:
-    values, region = raw("smb-dev")
+    values, region = raw("smb-eu")
     values["regions"].append({"region": "eu-central-1", "vpcCidr": "10.61.0.0/16"})
     with pytest.raises(ConfigError, match="exactly one region"):
-        parse(values, region, "smb-dev")
+        parse(values, region, "smb-eu")
 
 
 def test_header_route_to_unknown_version_is_refused() -> None:
@@ -167,7 +167,7 @@ def test_aws_region_must_be_primary() -> None:
         parse(values, "eu-west-1")
 
 
-@pytest.mark.parametrize("stack", ["uae-prod", "eu-prod", "us-prod", "smb-dev"])
+@pytest.mark.parametrize("stack", ["uae-prod", "eu-prod", "us-prod", "smb-eu"])
 def test_shipped_stacks_schedule_the_classifier_rollout(stack: str) -> None:
     values, region = raw(stack)
     cfg = parse_config(values, stack=stack, source=f"Pulumi.{stack}.yaml", aws_region=region)

@@ -51,7 +51,7 @@ def test_shipped_stacks_run_async_inference_for_one_model(stack: str, model: str
     )
 
 
-@pytest.mark.parametrize("stack", ["us-prod", "smb-dev", "onprem-ae"])
+@pytest.mark.parametrize("stack", ["us-prod", "smb-eu", "onprem-ae"])
 def test_stacks_without_async_keep_no_queue(stack: str) -> None:
     cfg = parse(*raw(stack), stack)
     assert cfg.job_queue is None and cfg.async_models == (), cfg.job_queue
@@ -84,7 +84,7 @@ def test_a_queue_without_async_models_is_refused() -> None:
     )
 
 
-@pytest.mark.parametrize(("stack", "profile"), [("smb-dev", "smb"), ("onprem-ae", "onprem")])
+@pytest.mark.parametrize(("stack", "profile"), [("smb-eu", "smb"), ("onprem-ae", "onprem")])
 def test_the_queue_belongs_to_the_standard_profile(stack: str, profile: str) -> None:
     values, region = raw(stack)
     values["asyncInference"] = dict(QUEUE)

@@ -76,10 +76,10 @@ ERRORS = [
         id="a string key left out",
     ),
     pytest.param(
-        "smb-dev",
+        "smb-eu",
         "aws:region",
         "eu-west-3",
-        "Pulumi.smb-dev.yaml: aws:region: 'eu-west-3' must be the primary region eu-west-1",
+        "Pulumi.smb-eu.yaml: aws:region: 'eu-west-3' must be the primary region eu-west-1",
         id="aws:region read from the aws namespace",
     ),
     pytest.param(

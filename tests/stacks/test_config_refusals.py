@@ -163,7 +163,7 @@ REFUSALS: list[Any] = [
         f"'10.40.0.1/16' is not an IPv4 network: {ipv4_error('10.40.0.1/16')}",
     ),
     (
-        "smb-dev",
+        "smb-eu",
         appending(("regions",), {"region": "eu-central-1", "vpcCidr": "10.61.0.0/16"}),
         ("regions",),
         "the smb profile runs in exactly one region, got 2",
@@ -428,7 +428,7 @@ REFUSALS: list[Any] = [
     ),
     # Asynchronous inference.
     (
-        "smb-dev",
+        "smb-eu",
         setting(("asyncInference",), {"engineVersion": "7.1"}),
         ("asyncInference",),
         f"has no meaning for profile smb: {QUEUE_IS}",

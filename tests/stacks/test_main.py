@@ -12,15 +12,26 @@ from stacks.jurisdictions import JURISDICTION_REGIONS
 from stacks.preview.run import Plan
 from tests.stacks.schemas import validate
 
-AWS_STACKS = ["uae-prod", "eu-prod", "us-prod", "smb-dev"]
-JURISDICTION = {"uae-prod": "AE", "eu-prod": "EU", "us-prod": "US", "smb-dev": "EU", "onprem-ae": "AE"}
-PLATFORMS = [*AWS_STACKS, "onprem-ae"]
+CLUSTER_STACKS = ["uae-prod", "eu-prod", "us-prod"]
+SMB_STACKS = ["smb-eu", "smb-ae"]
+"""The smb stacks run no cluster: an infra layer only (tests/stacks/test_smb_stacks.py)."""
+AWS_STACKS = [*CLUSTER_STACKS, *SMB_STACKS]
+JURISDICTION = {
+    "uae-prod": "AE",
+    "eu-prod": "EU",
+    "us-prod": "US",
+    "smb-eu": "EU",
+    "smb-ae": "AE",
+    "onprem-ae": "AE",
+}
+PLATFORMS = [*CLUSTER_STACKS, "onprem-ae"]
 EVERY_PLAN = [f"{s}.infra" for s in AWS_STACKS] + [f"{s}.platform" for s in PLATFORMS]
 ACCOUNTS = {
     "uae-prod": "210987654321",
     "eu-prod": "345678901234",
     "us-prod": "456789012345",
-    "smb-dev": "567890123456",
+    "smb-eu": "567890123456",
+    "smb-ae": "678901234567",
 }
 """The account each shipped stack file pins (one account per stack, as AWS recommends per environment)."""
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -102,7 +113,7 @@ def test_platform_layer_creates_nothing_on_aws(plans: dict[str, Plan], stack: st
     assert aws == [], f"{stack}: the platform layer touches AWS: {aws[:5]}"
 
 
-@pytest.mark.parametrize("stack", AWS_STACKS)
+@pytest.mark.parametrize("stack", CLUSTER_STACKS)
 def test_platform_reads_infra_only_through_a_stack_reference(plans: dict[str, Plan], stack: str) -> None:
     refs = [s for s in _states(plans[f"{stack}.platform"]) if s["type"] == "pulumi:pulumi:StackReference"]
     assert [r["inputs"]["name"] for r in refs] == [infra_stack_reference(stack)], f"{stack}: {refs}"
@@ -254,10 +265,12 @@ def test_document_has_preview_shape(plans: dict[str, Plan], plan_id: str) -> Non
         assert step["op"] in {"create", "read"}, step["op"]
 
 
-def test_smb_has_one_region_and_one_nat(plans: dict[str, Plan]) -> None:
-    types = [s["type"] for s in _states(plans["smb-dev.infra"])]
+@pytest.mark.parametrize("stack", SMB_STACKS)
+def test_smb_has_one_region_one_nat_and_no_cluster(plans: dict[str, Plan], stack: str) -> None:
+    types = [s["type"] for s in _states(plans[f"{stack}.infra"])]
     assert types.count("aws:ec2/natGateway:NatGateway") == 1, "SMB runs one NAT"
-    assert types.count("aws:eks/cluster:Cluster") == 1, "SMB runs one region"
+    assert types.count("pulumi:providers:aws") == 1, "SMB runs one region"
+    assert types.count("aws:eks/cluster:Cluster") == 0, "SMB runs no cluster"
 
 
 def test_eu_prod_spans_two_eu_regions(plans: dict[str, Plan]) -> None:
@@ -361,8 +374,9 @@ def test_stacks_sharing_an_account_never_ask_for_the_same_name(plans: dict[str, 
 
 
 # Names not chosen per stack: the account's one service-linked role (created only where the stack file says
-# so), the buckets (their globally unique prefix is the stack file's) and DNS records (the API host is).
-ACCOUNT_SINGLETONS = ("aws:iam/serviceLinkedRole:", "aws:s3/", "aws:route53/")
+# so), the buckets (their globally unique prefix is the stack file's) and DNS records (the API host is); an
+# HTTP API's `$default` stage is named within its API, never per account.
+ACCOUNT_SINGLETONS = ("aws:iam/serviceLinkedRole:", "aws:s3/", "aws:route53/", "aws:apigatewayv2/stage:")
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)

@@ -20,12 +20,12 @@ MODEL = "tabular-classifier"
 @pytest.mark.parametrize(
     ("options", "refusal"),
     [
-        (["--prometheus", "http://127.0.0.1:1", "--cloudwatch-endpoint", "ep", "--stack", "smb-dev"],
+        (["--prometheus", "http://127.0.0.1:1", "--cloudwatch-endpoint", "ep", "--stack", "smb-eu"],
          "exactly one of --prometheus URL or --cloudwatch-endpoint NAME"),
-        (["--stack", "smb-dev"], "exactly one of --prometheus URL or --cloudwatch-endpoint NAME"),
+        (["--stack", "smb-eu"], "exactly one of --prometheus URL or --cloudwatch-endpoint NAME"),
         (["--cloudwatch-endpoint", "ep", "--endpoint", "ep", "--stack", "eu-prod"],
          "--endpoint goes with --stack smb-..."),
-        (["--cloudwatch-endpoint", "ep", "--endpoint", "other", "--stack", "smb-dev"],
+        (["--cloudwatch-endpoint", "ep", "--endpoint", "other", "--stack", "smb-eu"],
          "--cloudwatch-endpoint ep is not --endpoint other"),
     ],
 )  # fmt: skip
@@ -41,7 +41,7 @@ def test_the_source_and_target_options_are_checked_before_anything_runs(
 def test_analyze_reads_the_endpoints_minutes_and_holds_on_feedback_the_stack_requires(
     aws: str, tmp_path: Path
 ) -> None:
-    """smb-dev's rollout block marks no metric optional: conversion, value and accuracy (never in
+    """smb-eu's rollout block marks no metric optional: conversion, value and accuracy (never in
     CloudWatch) hold promotion as they do on Prometheus; latency, not measurable there, does not."""
     now = time.time()
     start = math.floor((now - 1200) / 60) * 60
@@ -50,7 +50,7 @@ def test_analyze_reads_the_endpoints_minutes_and_holds_on_feedback_the_stack_req
     path = tmp_path / "log.jsonl"
     log.append(path, _held(MODEL, ("1", "2"), {"1": 90, "2": 10}, (start, start, start), [STARTED], 0))
     args = ["experiment", "analyze", "--cloudwatch-endpoint", "ep-cli", "--region", REGION, "--model", MODEL,
-            "--stack", "smb-dev", "--log", str(path), "--json"]  # fmt: skip
+            "--stack", "smb-eu", "--log", str(path), "--json"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     entry = json.loads(result.stdout)

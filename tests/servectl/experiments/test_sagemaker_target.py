@@ -20,12 +20,12 @@ from servectl.experiments.targets import ROOT, StackTarget
 from tests.servectl.experiments.aws_emulator import client, create_endpoint, put_minutes
 
 MODEL = "tabular-classifier"
-STACK = "smb-dev"
+STACK = "smb-eu"
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> StackTarget:
-    """The smb-dev stack file in a directory of its own (its model has weights 1: 90, 2: 10)."""
+    """The smb-eu stack file in a directory of its own (its model has weights 1: 90, 2: 10)."""
     shutil.copy(ROOT / f"Pulumi.{STACK}.yaml", tmp_path)
     return StackTarget(STACK, MODEL, root=tmp_path)
 
@@ -64,7 +64,7 @@ def test_a_step_writes_the_stack_file_and_shifts_the_endpoint(aws: str, stack: S
         if a != b
     ]
     assert [b.strip() for _, b in changed] == ['"1": 75', '"2": 25'], changed
-    assert "ep-step shifting to them" in done and "Pulumi.smb-dev.yaml" in done, done
+    assert "ep-step shifting to them" in done and "Pulumi.smb-eu.yaml" in done, done
 
 
 def test_a_refused_update_restores_the_file_and_the_endpoint_keeps_its_weights(
@@ -80,7 +80,7 @@ def test_a_refused_update_restores_the_file_and_the_endpoint_keeps_its_weights(
 
     sagemaker.meta.events.register("before-call.sagemaker.UpdateEndpointWeightsAndCapacities", delete_first)
     before = stack.path.read_text()
-    with pytest.raises(SageMakerStepError, match=r"Pulumi\.smb-dev\.yaml was restored") as failed:
+    with pytest.raises(SageMakerStepError, match=r"Pulumi\.smb-eu\.yaml was restored") as failed:
         SageMakerTarget(stack, "ep-gone", sagemaker).apply({"1": 75, "2": 25})
     assert "UpdateEndpointWeightsAndCapacities on ep-gone failed" in str(failed.value), failed.value
     assert stack.path.read_text() == before, "the file keeps the weights the endpoint kept"

@@ -8,7 +8,7 @@ import yaml
 from servectl.experiments.targets import ROOT, StackTarget
 from servectl.experiments.weights_file import WeightsFileError, set_model_config_weights, set_stack_weights
 
-STACKS = ["eu-prod", "uae-prod", "us-prod", "smb-dev"]
+STACKS = ["eu-prod", "uae-prod", "us-prod", "smb-eu"]
 
 
 def _changed(before: str, after: str) -> list[str]:
@@ -73,7 +73,7 @@ def test_stack_rollout_schedule_is_read(tmp_path: Path) -> None:
 def test_stack_step_without_pulumi_prints_the_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copy(ROOT / "Pulumi.smb-dev.yaml", tmp_path / "Pulumi.smb-dev.yaml")
+    shutil.copy(ROOT / "Pulumi.smb-eu.yaml", tmp_path / "Pulumi.smb-eu.yaml")
     monkeypatch.setenv("PATH", str(tmp_path))
-    done = StackTarget("smb-dev", "tabular-classifier", root=tmp_path).apply({"1": 0, "2": 100})
-    assert done.endswith("apply with: pulumi up --stack smb-dev"), done
+    done = StackTarget("smb-eu", "tabular-classifier", root=tmp_path).apply({"1": 0, "2": 100})
+    assert done.endswith("apply with: pulumi up --stack smb-eu"), done
