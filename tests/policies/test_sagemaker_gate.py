@@ -18,9 +18,14 @@ CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 TOPIC = "aws:sns/topic:Topic"
 
 
+def async_configs(doc: Doc) -> list[Doc]:
+    """The asynchronous endpoint's config (the stack's real-time endpoint has one too, without it)."""
+    return [s for s in states(doc, CONFIG) if "asyncInferenceConfig" in s["inputs"]]
+
+
 def set_output(**values: Any) -> Callable[[Doc], None]:
     def mutate(doc: Doc) -> None:
-        for state in states(doc, CONFIG):
+        for state in async_configs(doc):
             state["inputs"]["asyncInferenceConfig"]["outputConfig"].update(values)
 
     return mutate
@@ -28,7 +33,7 @@ def set_output(**values: Any) -> Callable[[Doc], None]:
 
 def drop_output(*keys: str) -> Callable[[Doc], None]:
     def mutate(doc: Doc) -> None:
-        for state in states(doc, CONFIG):
+        for state in async_configs(doc):
             for key in keys:
                 state["inputs"]["asyncInferenceConfig"]["outputConfig"].pop(key)
 
