@@ -64,9 +64,10 @@ def all_workflows() -> list[str]:
 
 
 def aws_stacks(root: Path = ROOT) -> list[str]:
-    """Every shipped stack deployed to AWS: each Pulumi.<stack>.yaml but the onprem-* ones."""
+    """Every shipped stack deploy.yml deploys to AWS through stack.yml: each Pulumi.<stack>.yaml but the
+    onprem-* ones and the smb-* ones (no cluster, no deploy runner: docs/smb.md)."""
     names = [p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in root.glob("Pulumi.*.yaml")]
-    return sorted(n for n in names if not n.startswith("onprem-"))
+    return sorted(n for n in names if not n.startswith(("onprem-", "smb-")))
 
 
 def stack_config(stack: str) -> dict[str, Any]:
@@ -693,17 +694,18 @@ def test_pulumi_cli_matches_the_sdk() -> None:
 
 
 def test_policy_matrix_covers_both_layers_and_onprem(tmp_path: Path) -> None:
-    for stack in ("eu-prod", "onprem-lab"):
+    for stack in ("eu-prod", "onprem-lab", "smb-lab"):
         (tmp_path / f"Pulumi.{stack}.yaml").write_text("config: {}\n")
-    step = step_named(workflow("policy.yml")["jobs"]["stacks"], "Every stack file, both layers "
-                      "(onprem-* stacks have only the platform layer)")  # fmt: skip
+    step = step_named(workflow("policy.yml")["jobs"]["stacks"], "Every stack file and its layers "
+                      "(onprem-* stacks have only the platform layer, smb-* only infra)")  # fmt: skip
     code, outputs, stderr = run_script(step, tmp_path, {})
     assert code == 0, stderr
     assert json.loads(outputs["matrix"])["include"] == [
         {"stack": "eu-prod", "layer": "infra"},
         {"stack": "eu-prod", "layer": "platform"},
         {"stack": "onprem-lab", "layer": "platform"},
-    ], "every AWS stack is gated on both layers, an onprem stack on its platform layer only"
+        {"stack": "smb-lab", "layer": "infra"},
+    ], "a cluster stack is gated on both layers, an onprem stack on its platform layer, an smb stack on infra"
 
 
 def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
