@@ -46,6 +46,7 @@ from stacks.settings import (
     VariantRoute,
     Variants,
 )
+from stacks.settings_smb import ApiConfig, EndpointAlarms, EndpointInstances, SageMakerHosting
 from tests.stacks.test_config import raw
 
 
@@ -74,7 +75,7 @@ def gateway(g: dict[str, Any]) -> GatewayConfig:
     return GatewayConfig(
         api_host=g["apiHost"],
         zone_id=g["zoneId"],
-        tls_credential_name=g["tlsCredentialName"],
+        tls_credential_name=g.get("tlsCredentialName", ""),
         jwt_issuer=g["jwtIssuer"],
         jwks_uri=g["jwksUri"],
         audiences=tuple(g["audiences"]),
@@ -85,8 +86,8 @@ def gateway(g: dict[str, Any]) -> GatewayConfig:
 def image(i: dict[str, Any], on_aws: bool) -> ImageConfig:
     return ImageConfig(
         registry_account=i["registryAccount"] if on_aws else None,
-        runner_repository=i["runnerRepository"] if on_aws else None,
-        runner_digest=i["runnerDigest"] if on_aws else None,
+        runner_repository=i.get("runnerRepository") if on_aws else None,
+        runner_digest=i.get("runnerDigest") if on_aws else None,
         repository=i["repository"],
         digest=i["digest"],
         retrain_repository=i["retrainRepository"],
@@ -245,6 +246,7 @@ def model(m: dict[str, Any], profile: str) -> ModelConfig:
         variants=variants(m["variants"]),
         async_workers=None if smb else async_workers(m.get("async")),
         sagemaker_async=smb and m.get("async") is not None,
+        sagemaker=hosting(m["sagemaker"]) if smb else None,
         rollout=Rollout(
             steps=tuple(rollout["steps"]),
             min_samples=rollout["minSamples"],
@@ -260,7 +262,54 @@ def model(m: dict[str, Any], profile: str) -> ModelConfig:
     )
 
 
+def hosting(h: dict[str, Any]) -> SageMakerHosting:
+    i, a = h["instances"], h["alarms"]
+    return SageMakerHosting(
+        reason=h["reason"],
+        instances=EndpointInstances(
+            instance_type=i["type"],
+            min_instances=i["min"],
+            max_instances=i["max"],
+            invocations_per_instance=i["invocationsPerInstance"],
+        ),
+        capture_percent=h["dataCapturePercent"],
+        alarms=EndpointAlarms(
+            error_rate_percent=float(a["errorRatePercent"]), latency_p99_ms=a["latencyP99Ms"]
+        ),
+    )
+
+
+def api(a: dict[str, Any] | None) -> ApiConfig | None:
+    if a is None:
+        return None
+    return ApiConfig(
+        proxy_concurrency=a["proxyConcurrency"],
+        proxy_timeout_seconds=a["proxyTimeoutSeconds"],
+        custom_domain=bool(a.get("customDomain", False)),
+    )
+
+
+def store(v: dict[str, Any]) -> StoreConfig:
+    return StoreConfig(
+        bucket_prefix=v["store"]["bucketPrefix"],
+        inference_log_days=v["store"]["inferenceLogDays"],
+        noncurrent_version_days=v["store"]["noncurrentVersionDays"],
+    )
+
+
 def aws_part(v: dict[str, Any], region: str | None) -> dict[str, Any]:
+    regions = tuple(RegionConfig(region=r["region"], vpc_cidr=r["vpcCidr"]) for r in v.get("regions", ()))
+    if v["profile"] == "smb":
+        return {
+            "regions": regions,
+            "cluster": None,
+            "identity": None,
+            "store": store(v),
+            "account_id": v["accountId"],
+            "runner": None,
+            "onprem": None,
+            "state": state(v["state"], region),
+        }
     if v["profile"] == "onprem":
         return {
             "regions": (),
@@ -311,6 +360,7 @@ def expected(v: dict[str, Any], stack: str, region: str | None) -> StackConfig:
         job_queue=job_queue(v.get("asyncInference")),
         sagemaker_async=sagemaker_async(v.get("sagemakerAsync")),
         features=features(v.get("features"), v["models"]),
+        api=api(v.get("api")),
         **aws_part(v, region),
     )
 
