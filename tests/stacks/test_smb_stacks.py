@@ -158,3 +158,17 @@ def test_resource_count(plans: dict[str, Plan], stack: str, total: int) -> None:
     """The count the docs quote (docs/smb.md): a change that adds or drops resources updates both."""
     found = counts(plans[f"{stack}.infra"])
     assert sum(found.values()) == total, sorted(found.items())
+
+
+def test_the_platform_program_refuses_an_smb_stack_with_what_to_do() -> None:
+    """Run as `cd stacks/platform && pulumi up -s smb-eu` would: the program itself says there is nothing."""
+    from stacks.preview.run import _program, project_name, run_under_mocks, stack_config
+
+    with pytest.raises(Exception, match=r"smb-eu is an smb stack: it has no platform layer") as raised:
+        run_under_mocks(
+            _program("platform"),
+            stack="smb-eu",
+            project=project_name(layer="platform"),
+            config=stack_config("smb-eu"),
+        )
+    assert "docs/smb.md" in str(raised.value), raised.value
