@@ -288,3 +288,20 @@ def test_carve_subnets_do_not_overlap(cidr: str, count: int) -> None:
 def test_carve_subnets_refuses_a_fourth_az() -> None:
     with pytest.raises(ValueError, match="at most 3 AZs"):
         carve_subnets("10.0.0.0/16", 4)
+
+
+def test_interface_endpoints_are_the_ones_asked_for() -> None:
+    """An smb stack asks for SageMaker's and the proxy's endpoints only: no EKS, EC2 or load balancer ones."""
+    from dataclasses import replace
+
+    from stacks.components.network import SMB_INTERFACE_ENDPOINTS
+
+    args = replace(network_args(2, 1), interface_endpoints=SMB_INTERFACE_ENDPOINTS)
+    built = build_component(lambda opts: Network("net", args, opts))
+    interfaces = {
+        r.inputs["serviceName"].removeprefix("com.amazonaws.eu-central-1.")
+        for r in built.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+        if r.inputs["vpcEndpointType"] == "Interface"
+    }
+    assert interfaces == set(SMB_INTERFACE_ENDPOINTS), interfaces
+    assert {"sagemaker.runtime", "ecr.api", "ecr.dkr", "logs"} <= interfaces, interfaces
