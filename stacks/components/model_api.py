@@ -15,9 +15,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.functions import invoke_proxy
-
-PROXY_SOURCE = Path(invoke_proxy.__file__)
+PROXY_SOURCE = Path(__file__).resolve().parents[1] / "functions" / "invoke_proxy.py"
+"""The proxy's whole code, deployed as it is (read from the file, never imported by the program)."""
 PROXY_HANDLER = "invoke_proxy.lambda_handler"
 PROXY_RUNTIME = "python3.12"
 LAMBDA_SERVICE = "lambda.amazonaws.com"
