@@ -578,8 +578,9 @@ class StackConfig:
 
     @property
     def nat_count(self) -> int:
-        """NAT gateways per region: one for SMB, one per AZ otherwise."""
-        return 1 if self.profile == "smb" else self.az_count
+        """NAT gateways per region: none for SMB (nothing in its VPC reaches the internet: SageMaker and the
+        proxy use VPC endpoints; docs/smb.md), one per AZ otherwise."""
+        return 0 if self.profile == "smb" else self.az_count
 
     @property
     def tags(self) -> dict[str, str]:

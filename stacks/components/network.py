@@ -77,7 +77,8 @@ class NetworkArgs:
     az_count: int
     """Availability zones to span (3, or 2 for SMB)."""
     nat_count: int
-    """NAT gateways, and firewall endpoints beside them: one per AZ, or one shared (SMB)."""
+    """NAT gateways, and firewall endpoints beside them: one per AZ, or one shared; 0: a closed network with
+    no internet path at all (no internet gateway, public subnets, NAT or firewall), as the smb profile's."""
     region: str
     """The region (endpoint service names carry it)."""
     cluster_name: str
@@ -95,14 +96,18 @@ class NetworkArgs:
     def __post_init__(self) -> None:
         # Refuse a bad allowlist before any resource is registered, not halfway through the VPC.
         check_domains(self.egress_domains)
-        if not 1 <= self.nat_count <= self.az_count:
+        if not 0 <= self.nat_count <= self.az_count:
             raise ValueError(
-                f"nat_count must be between 1 and az_count ({self.az_count}), got {self.nat_count}"
+                f"nat_count must be between 0 and az_count ({self.az_count}), got {self.nat_count}"
+            )
+        if self.nat_count == 0 and self.egress_domains:
+            raise ValueError(
+                f"a network without NAT reaches no domain, asked for {list(self.egress_domains)}"
             )
 
 
 class Network(pulumi.ComponentResource):
-    """A private-by-default VPC whose only way out is an allowlisting firewall."""
+    """A private-by-default VPC whose only way out is an allowlisting firewall (or none: `nat_count` 0)."""
 
     vpc_id: pulumi.Output[str]
     private_subnet_ids: list[pulumi.Output[str]]
@@ -120,7 +125,7 @@ class Network(pulumi.ComponentResource):
             state="available", opts=pulumi.InvokeOutputOptions(parent=self)
         )
         plan = carve_subnets(args.vpc_cidr, args.az_count)
-        vpc, igw = _vpc(name, args, child)
+        vpc = _vpc(name, args, child)
         public, private = self._tiers(name, plan, vpc, zones, args)
         logs_key = RegionalKey(
             f"{name}-logs-key",
@@ -129,8 +134,13 @@ class Network(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        egress = _egress(name, args, plan, vpc, igw, zones, public, logs_key, child)
-        nats = self._nats(name, args, public, igw, child)
+        nats: list[aws.ec2.NatGateway] = []
+        self.firewall_arn = pulumi.Output.from_input("")
+        if args.nat_count:
+            igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=args.tags, opts=child)
+            egress = _egress(name, args, plan, vpc, igw, zones, public, logs_key, child)
+            nats = self._nats(name, args, public, igw, child)
+            self.firewall_arn = egress.firewall_arn
         private_rts = self._private_routes(name, args, vpc, private, nats, child)
         self.s3_prefix_list_id = self._endpoints(name, args, vpc, private, private_rts, child)
         log_group = self._flow_logs(name, args, vpc, logs_key, child)
@@ -139,7 +149,6 @@ class Network(pulumi.ComponentResource):
         self.public_subnet_ids = [s.id for s in public]
         self.private_route_table_ids = [rt.id for rt in private_rts]
         self.flow_log_group_arn = log_group.arn
-        self.firewall_arn = egress.firewall_arn
         self.register_outputs(
             {
                 "vpc_id": self.vpc_id,
@@ -163,8 +172,15 @@ class Network(pulumi.ComponentResource):
         """The public and private subnets, tagged for the cluster's load balancer discovery: internet-facing
         load balancers go in the public tier, internal ones in the private tier (where the nodes are)."""
         elb_tag = {f"kubernetes.io/cluster/{args.cluster_name}": "shared"}
+        # A closed network (no NAT) has nothing public: no public subnets, no internet gateway.
         public = self._subnets(
-            name, "public", plan.public, vpc, zones, args, elb_tag | {"kubernetes.io/role/elb": "1"}
+            name,
+            "public",
+            plan.public if args.nat_count else [],
+            vpc,
+            zones,
+            args,
+            elb_tag | {"kubernetes.io/role/elb": "1"},
         )
         private = self._subnets(
             name,
@@ -233,17 +249,19 @@ class Network(pulumi.ComponentResource):
         nats: list[aws.ec2.NatGateway],
         child: pulumi.ResourceOptions,
     ) -> list[aws.ec2.RouteTable]:
-        """Each private subnet's default route goes to a NAT gateway (its AZ's, or the shared one)."""
+        """Each private subnet's default route goes to a NAT gateway (its AZ's, or the shared one); a closed
+        network's private subnets have no default route (the VPC and its endpoints only)."""
         tables = []
         for i, subnet in enumerate(private):
             rt = aws.ec2.RouteTable(f"{name}-private-{i}", vpc_id=vpc.id, tags=args.tags, opts=child)
-            aws.ec2.Route(
-                f"{name}-private-{i}-default",
-                route_table_id=rt.id,
-                destination_cidr_block="0.0.0.0/0",
-                nat_gateway_id=nats[i % len(nats)].id,
-                opts=child,
-            )
+            if nats:
+                aws.ec2.Route(
+                    f"{name}-private-{i}-default",
+                    route_table_id=rt.id,
+                    destination_cidr_block="0.0.0.0/0",
+                    nat_gateway_id=nats[i % len(nats)].id,
+                    opts=child,
+                )
             aws.ec2.RouteTableAssociation(
                 f"{name}-private-{i}", subnet_id=subnet.id, route_table_id=rt.id, opts=child
             )
@@ -323,10 +341,8 @@ class Network(pulumi.ComponentResource):
         return group
 
 
-def _vpc(
-    name: str, args: NetworkArgs, child: pulumi.ResourceOptions
-) -> tuple[aws.ec2.Vpc, aws.ec2.InternetGateway]:
-    """The VPC, with the DNS the interface endpoints' private names need, and its internet gateway."""
+def _vpc(name: str, args: NetworkArgs, child: pulumi.ResourceOptions) -> aws.ec2.Vpc:
+    """The VPC, with the DNS the interface endpoints' private names need."""
     vpc = aws.ec2.Vpc(
         f"{name}-vpc",
         cidr_block=args.vpc_cidr,
@@ -337,8 +353,7 @@ def _vpc(
     )
     # No rules: nothing may use the default security group.
     aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, tags=args.tags, opts=child)
-    igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=args.tags, opts=child)
-    return vpc, igw
+    return vpc
 
 
 def _egress(

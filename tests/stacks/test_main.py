@@ -266,9 +266,10 @@ def test_document_has_preview_shape(plans: dict[str, Plan], plan_id: str) -> Non
 
 
 @pytest.mark.parametrize("stack", SMB_STACKS)
-def test_smb_has_one_region_one_nat_and_no_cluster(plans: dict[str, Plan], stack: str) -> None:
+def test_smb_has_one_region_no_internet_path_and_no_cluster(plans: dict[str, Plan], stack: str) -> None:
     types = [s["type"] for s in _states(plans[f"{stack}.infra"])]
-    assert types.count("aws:ec2/natGateway:NatGateway") == 1, "SMB runs one NAT"
+    for kind in ("ec2/natGateway:NatGateway", "ec2/internetGateway:InternetGateway", "networkfirewall/"):
+        assert not [t for t in types if kind in t], f"{stack}: an smb VPC has no way out, found {kind}"
     assert types.count("pulumi:providers:aws") == 1, "SMB runs one region"
     assert types.count("aws:eks/cluster:Cluster") == 0, "SMB runs no cluster"
 

@@ -305,3 +305,31 @@ def test_interface_endpoints_are_the_ones_asked_for() -> None:
     }
     assert interfaces == set(SMB_INTERFACE_ENDPOINTS), interfaces
     assert {"sagemaker.runtime", "ecr.api", "ecr.dkr", "logs"} <= interfaces, interfaces
+
+
+def test_a_closed_network_has_no_internet_path() -> None:
+    """nat_count 0 (the smb profile): no internet gateway, public subnet, NAT, firewall or default route;
+    the private subnets, their route tables and the S3 gateway endpoint remain."""
+    from dataclasses import replace
+
+    closed = replace(network_args(2, 1, domains=()), nat_count=0)
+    built = build_component(lambda opts: Network("net", closed, opts))
+    types = {r.type for r in built.registrations}
+    for kind in ("InternetGateway", "NatGateway", "Eip", "networkfirewall/"):
+        assert not [t for t in types if kind in t], f"a closed network has a {kind}"
+    assert not built.of_type("aws:ec2/route:Route"), "no route leaves the VPC"
+    subnets = [r.name for r in built.of_type("aws:ec2/subnet:Subnet")]
+    assert subnets == ["net-private-0", "net-private-1"], subnets
+    gateway = [
+        r
+        for r in built.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+        if r.inputs["vpcEndpointType"] == "Gateway"
+    ]
+    assert len(gateway) == 1 and len(gateway[0].inputs["routeTableIds"]) == 2, gateway
+
+
+def test_a_closed_network_refuses_egress_domains() -> None:
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="without NAT reaches no domain"):
+        replace(network_args(2, 1), nat_count=0, egress_domains=("api.example.eu",))
