@@ -74,13 +74,27 @@ def test_endpoint_keys_let_sagemaker_and_the_regions_logs_use_them(
     """CloudWatch Logs encrypts a group only if the key policy lets the regional service in, for this
     account's log groups (the encryption context names the group ARN); SageMaker for this account only."""
     plan, region = plans[f"{stack}.infra"], SMB[stack]
-    (key,) = [r for r in of_type(plan, "aws:kms/key:Key") if f"-{MODEL}-key" in r.name]
-    statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
-    logs = statements["RegionalLogsEncrypt"]
-    assert logs["Principal"] == {"Service": f"logs.{region}.amazonaws.com"}, logs
-    context = json.dumps(logs["Condition"])
-    assert f"arn:aws:logs:{region}:" in context and "kms:EncryptionContext:aws:logs:arn" in context, context
+    keys = {r.name: r for r in of_type(plan, "aws:kms/key:Key")}
+    endpoint_key, api_key = keys[f"{stack}-{region}-{MODEL}-key-key"], keys[f"{stack}-{region}-api-key-key"]
+    for key in (endpoint_key, api_key):
+        statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
+        logs = statements["RegionalLogsEncrypt"]
+        assert logs["Principal"] == {"Service": f"logs.{region}.amazonaws.com"}, (key.name, logs)
+        context = json.dumps(logs["Condition"])
+        assert f"arn:aws:logs:{region}:" in context and "kms:EncryptionContext:aws:logs:arn" in context, (
+            context
+        )
+    statements = {s["Sid"]: s for s in json.loads(endpoint_key.inputs["policy"])["Statement"]}
     assert "sagemaker.amazonaws.com" in statements["ServicesUseKey"]["Principal"]["Service"], statements
+
+
+@pytest.mark.parametrize("stack", SMB)
+def test_scaling_targets_wait_for_the_accounts_scaling_role(plans: dict[str, Plan], stack: str) -> None:
+    """Application Auto Scaling refuses a SageMaker target until its service-linked role exists."""
+    plan = plans[f"{stack}.infra"]
+    (role,) = of_type(plan, "aws:iam/serviceLinkedRole:ServiceLinkedRole")
+    targets = of_type(plan, "aws:appautoscaling/target:Target")
+    assert targets and all(role.urn in t.dependencies for t in targets), [t.name for t in targets]
 
 
 @pytest.mark.parametrize("stack", SMB)
