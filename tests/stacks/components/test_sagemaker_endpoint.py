@@ -128,7 +128,9 @@ def test_a_model_per_version_isolated_in_the_private_subnets(built: Built) -> No
 
 def test_models_wait_for_the_roles_grants(built: Built) -> None:
     grants = built.one("aws:iam/rolePolicy:RolePolicy").urn
-    for model in built.of_type(MODEL):
+    models = built.of_type(MODEL)
+    assert len(models) == 2, [model.name for model in models]
+    for model in models:
         assert grants in model.dependencies, f"{model.name} may be created before its role can read the data"
 
 
