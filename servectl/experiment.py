@@ -24,6 +24,7 @@ from servectl.experiments.sagemaker_target import SageMakerTarget
 from servectl.experiments.source import CountsSource
 from servectl.experiments.targets import ServerTarget, StackTarget, Target
 from servectl.experiments.window import WindowError, replay_window
+from stacks.settings_smb import endpoint_name
 
 DEFAULT_LOG = "reports/experiments/{model}.jsonl"
 
@@ -39,13 +40,22 @@ def _target(
         raise click.UsageError(
             "give exactly one of --stack (a Pulumi stack) or --model-repository (a server)"
         )
-    endpoint = (options or {}).get("endpoint")
+    given = options or {}
+    endpoint = given.get("endpoint") or _smb_endpoint(stack, model, given.get("cloudwatch_endpoint"))
     if endpoint is not None:
         return _sagemaker_target(stack, model, endpoint, options or {})
     if stack is not None:
         return StackTarget(stack, model)
     assert repository is not None
     return ServerTarget(repository, model, pid)
+
+
+def _smb_endpoint(stack: str | None, model: str, watched: str | None) -> str | None:
+    """An smb stack's model is served by its SageMaker endpoint: the one --cloudwatch-endpoint watches, else
+    the one the stack names for the model; None for a cluster stack (weights change through `pulumi up`)."""
+    if stack is None or not stack.startswith("smb-"):
+        return None
+    return watched or endpoint_name(stack, model)
 
 
 def _sagemaker_target(stack: str | None, model: str, endpoint: str, options: dict[str, Any]) -> Target:
@@ -83,6 +93,8 @@ def _client(service: str, region: str) -> Any:
 def _source(options: dict[str, Any], target: Target) -> CountsSource | None:
     """CloudWatch for --cloudwatch-endpoint, else None (Prometheus at --prometheus)."""
     endpoint, prometheus = options.get("cloudwatch_endpoint"), options.get("prometheus")
+    if endpoint is None and prometheus is None and isinstance(target, SageMakerTarget):
+        endpoint = target.endpoint  # an smb stack's counts are its endpoint's, in CloudWatch
     if (endpoint is None) == (prometheus is None):
         raise click.UsageError("give exactly one of --prometheus URL or --cloudwatch-endpoint NAME")
     if endpoint is None:
@@ -170,7 +182,8 @@ _OPTIONS = [
     click.option(
         "--endpoint",
         metavar="NAME",
-        help="With --stack smb-...: the model's SageMaker endpoint; a step also updates its variant weights.",
+        help="With --stack smb-...: the model's SageMaker endpoint [<stack>-<model>, as the stack names it]; "
+        "a step also updates its variant weights, and without --prometheus the counts come from CloudWatch.",
     ),
     click.option("--model", required=True, help="Model name."),
     click.option("--baseline", help="Baseline version (default: the lowest version in the weights)."),

@@ -6,6 +6,11 @@ Apart from stacks.settings (already long); stacks.config_smb parses the stack fi
 from dataclasses import dataclass
 
 
+def endpoint_name(stack: str, model: str) -> str:
+    """A model's real-time SageMaker endpoint in an smb stack; `servectl experiment` finds it by this name."""
+    return f"{stack}-{model}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class EndpointInstances:
     """Provisioned instances per production variant, scaled by Application Auto Scaling."""

@@ -24,6 +24,7 @@ from stacks.components.sagemaker_async import (
 from stacks.components.sagemaker_endpoint import SageMakerEndpoint, SageMakerEndpointArgs
 from stacks.config import ConfigError
 from stacks.settings import ModelConfig, StackConfig
+from stacks.settings_smb import endpoint_name
 
 ENDPOINTS_OUTPUT = "endpoints"
 """Per model: its endpoint's name, region and variant names (servectl's experiment tooling reads it)."""
@@ -115,7 +116,7 @@ def _endpoint(
         f"{r.prefix}-{model.name}",
         SageMakerEndpointArgs(
             model=model.name,
-            endpoint=f"{r.cfg.stack}-{model.name}",
+            endpoint=endpoint_name(r.cfg.stack, model.name),
             region=r.name,
             account_id=r.account,
             hosting=model.sagemaker,

@@ -22,7 +22,7 @@ MODEL = "tabular-classifier"
     [
         (["--prometheus", "http://127.0.0.1:1", "--cloudwatch-endpoint", "ep", "--stack", "smb-eu"],
          "exactly one of --prometheus URL or --cloudwatch-endpoint NAME"),
-        (["--stack", "smb-eu"], "exactly one of --prometheus URL or --cloudwatch-endpoint NAME"),
+        (["--stack", "eu-prod"], "exactly one of --prometheus URL or --cloudwatch-endpoint NAME"),
         (["--cloudwatch-endpoint", "ep", "--endpoint", "ep", "--stack", "eu-prod"],
          "--endpoint goes with --stack smb-..."),
         (["--cloudwatch-endpoint", "ep", "--endpoint", "other", "--stack", "smb-eu"],
@@ -62,3 +62,22 @@ def test_analyze_reads_the_endpoints_minutes_and_holds_on_feedback_the_stack_req
     minutes = (counted["to"] - counted["from"]) / 60
     assert entry["counts"]["2"]["requests"] == 100 * minutes, (entry["counts"], minutes)
     assert entry["counts"]["1"]["errors"] == minutes, entry["counts"]
+
+
+def test_an_smb_stack_reads_its_models_endpoint_by_the_stacks_name_for_it(aws: str, tmp_path: Path) -> None:
+    """Without --prometheus or --cloudwatch-endpoint, `--stack smb-eu` analyses the endpoint the stack makes
+    for the model (stacks.settings_smb.endpoint_name), in CloudWatch; metrics of another endpoint are not
+    read (the first analysis of that endpoint holds on minutes not published)."""
+    now = time.time()
+    start = math.floor((now - 1200) / 60) * 60
+    put_minutes(f"smb-eu-{MODEL}", "1", {start + 60 * i: (900, 0, 1) for i in range(20)})
+    put_minutes(f"smb-eu-{MODEL}", "2", {start + 60 * i: (100, 0, 0) for i in range(20)})
+    path = tmp_path / "log.jsonl"
+    log.append(path, _held(MODEL, ("1", "2"), {"1": 90, "2": 10}, (start, start, start), [STARTED], 0))
+    args = ["experiment", "analyze", "--region", REGION, "--model", MODEL, "--stack", "smb-eu",
+            "--log", str(path), "--json"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.stdout)
+    minutes = (entry["window"]["experiment_counted"]["to"] - start) / 60
+    assert minutes > 0 and entry["counts"]["2"]["requests"] == 100 * minutes, (entry["counts"], minutes)
