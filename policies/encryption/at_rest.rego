@@ -3,6 +3,7 @@
 # description: Buckets, volumes, cluster secrets and log groups are encrypted with KMS keys.
 package encryption.at_rest
 
+import data.lib.config
 import data.lib.resources
 import data.lib.result
 
@@ -193,12 +194,15 @@ customer_key(p) if {
 # scope: rule
 # description: |
 #   A SageMaker endpoint configuration encrypts its instances' storage volumes with a KMS
-#   key, and an asynchronous one also the results it writes to S3.
+#   key, an asynchronous one also the results it writes to S3, and one that captures data
+#   (for drift analysis) the captured requests and responses.
 # custom:
 #   id: ENC-007
 #   severity: high
 #   message: "endpoint configuration %s: no KMS key for %s"
-#   remediation: Set kmsKeyArn and asyncInferenceConfig.outputConfig.kmsKeyId to the region's async key.
+#   remediation: |
+#     Set kmsKeyArn, asyncInferenceConfig.outputConfig.kmsKeyId and dataCaptureConfig.kmsKeyId
+#     to the region's key.
 deny contains result.finding(rego.metadata.rule(), r, [r.name, what]) if {
 	some r in input.resources
 	r.type == "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
@@ -213,17 +217,19 @@ unkeyed_endpoint_parts(p) := {what |
 			"outputConfig",
 			"kmsKeyId",
 		],
+		"captured data (dataCaptureConfig.kmsKeyId)": ["dataCaptureConfig", "kmsKeyId"],
 	}
 	applies(p, path)
 	not named_key(object.get(p, path, ""))
 }
 
-# The async result key only matters on an asynchronous endpoint; the volume key always does.
+# The async result key only matters on an asynchronous endpoint, the capture key where data
+# is captured; the volume key always does.
 applies(_, path) if count(path) == 1
 
 applies(p, path) if {
 	count(path) > 1
-	object.get(p, "asyncInferenceConfig", null) != null
+	object.get(p, path[0], null) != null
 }
 
 named_key(key) if {
@@ -278,4 +284,45 @@ table_customer_key(sse) if {
 	resources.truthy(sse.enabled)
 	named_key(sse.kmsKeyArn)
 	not endswith(sse.kmsKeyArn, "alias/aws/dynamodb")
+}
+
+provs := resources.provider_index(input.resources)
+
+# METADATA
+# title: Lambda environment under a customer managed key
+# scope: rule
+# description: |
+#   A Lambda function whose environment variables hold data of a classification that
+#   settings.cmk_classifications names (tags, or the provider's defaultTags; none counts as
+#   needing one) encrypts them with a customer managed KMS key (kmsKeyArn): without it Lambda
+#   uses aws/lambda, which no key policy of the stack restricts.
+# custom:
+#   id: ENC-013
+#   severity: high
+#   message: "Lambda %s: environment under %s, not a customer managed KMS key (data-classification %s)"
+#   remediation: Set kmsKeyArn to the region's key and let the function's role kms:Decrypt with it.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, found, classification]) if {
+	some r in input.resources
+	r.type == "aws:lambda/function:Function"
+	count(object.get(r.properties, ["environment", "variables"], {})) > 0
+	classification := data_classification(r)
+	classification in cmk_classifications
+	not lambda_customer_key(r.properties)
+	found := object.get(r.properties, "kmsKeyArn", "aws/lambda")
+}
+
+cmk_classifications := {c | some c in config.settings.cmk_classifications} | {"unset"}
+
+data_classification(r) := object.get(
+	object.union(
+		object.get(provs, [r.provider, "properties", "defaultTags", "tags"], {}),
+		object.get(r.properties, "tags", {}),
+	),
+	"data-classification",
+	"unset",
+)
+
+lambda_customer_key(p) if {
+	named_key(p.kmsKeyArn)
+	not endswith(p.kmsKeyArn, "alias/aws/lambda")
 }

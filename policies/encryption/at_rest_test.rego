@@ -248,3 +248,69 @@ test_table_key_missing_field if {
 		"DynamoDB table features is not encrypted with a customer managed KMS key (serverSideEncryption null)",
 	]} with input as t.plan([r])
 }
+
+test_endpoint_config_capture_key_passing if {
+	c := endpoint_config({"kmsKeyArn": key, "dataCaptureConfig": {"destinationS3Uri": "s3://m/capture/", "kmsKeyId": key}})
+	at_rest.deny == set() with input as t.plan([c])
+}
+
+test_endpoint_config_capture_key_violating if {
+	c := endpoint_config({"kmsKeyArn": key, "dataCaptureConfig": {"destinationS3Uri": "s3://m/capture/", "kmsKeyId": ""}})
+	t.brief(at_rest.deny) == {[
+		"ENC-007", "high", c.urn,
+		"endpoint configuration clf: no KMS key for captured data (dataCaptureConfig.kmsKeyId)",
+	]} with input as t.plan([c])
+}
+
+test_endpoint_config_capture_key_missing_field if {
+	c := endpoint_config({"kmsKeyArn": key, "dataCaptureConfig": {"destinationS3Uri": "s3://m/capture/"}})
+	t.brief(at_rest.deny) == {[
+		"ENC-007", "high", c.urn,
+		"endpoint configuration clf: no KMS key for captured data (dataCaptureConfig.kmsKeyId)",
+	]} with input as t.plan([c])
+}
+
+function(props) := t.resource("aws:lambda/function:Function", "proxy", object.union(
+	{"environment": {"variables": {"ENDPOINT_NAME": "clf"}}},
+	props,
+))
+
+test_lambda_environment_key_passing if {
+	at_rest.deny == set() with input as t.plan([
+		function({"kmsKeyArn": key, "tags": {"data-classification": "confidential"}}),
+		# Public data, or no environment at all, needs no key of the stack's own.
+		function({"tags": {"data-classification": "public"}}),
+		t.resource("aws:lambda/function:Function", "bare", {"tags": {"data-classification": "confidential"}}),
+	])
+}
+
+test_lambda_environment_key_violating if {
+	f := function({
+		"kmsKeyArn": "arn:aws:kms:me-central-1:1:alias/aws/lambda",
+		"tags": {"data-classification": "internal"},
+	})
+	t.brief(at_rest.deny) == {[
+		"ENC-013", "high", f.urn,
+		concat("", [
+			"Lambda proxy: environment under arn:aws:kms:me-central-1:1:alias/aws/lambda, ",
+			"not a customer managed KMS key (data-classification internal)",
+		]),
+	]} with input as t.plan([f])
+}
+
+test_lambda_environment_key_missing_field if {
+	# No key and no classification anywhere: the function fails closed.
+	f := function({})
+	t.brief(at_rest.deny) == {[
+		"ENC-013", "high", f.urn,
+		"Lambda proxy: environment under aws/lambda, not a customer managed KMS key (data-classification unset)",
+	]} with input as t.plan([f])
+}
+
+test_lambda_environment_key_provider_tags if {
+	# The classification may come from the provider's defaultTags.
+	f := function({})
+	defaults := {"defaultTags": {"tags": {"data-classification": "public"}}}
+	tagged := object.union(t.provider("me-central-1"), {"properties": defaults})
+	at_rest.deny == set() with input as object.union(t.plan([f]), {"resources": [tagged, f]})
+}

@@ -103,3 +103,31 @@ tls_required(enabled, mode) if {
 	resources.truthy(enabled)
 	mode in {"required", "unset"}
 }
+
+# METADATA
+# title: TLS 1.2 or later on API custom domains
+# scope: rule
+# description: |
+#   An API Gateway custom domain names a security policy of TLS 1.2 or later: HTTP APIs'
+#   domainNameConfiguration.securityPolicy TLS_1_2, REST APIs' securityPolicy TLS_1_2 or an
+#   enhanced SecurityPolicy_TLS12_/TLS13_ policy. Unset fails: the policy must be explicit.
+# custom:
+#   id: ENC-014
+#   severity: high
+#   message: "API domain %s allows TLS older than 1.2 (securityPolicy %v)"
+#   remediation: Set the domain's securityPolicy to TLS_1_2 (or a SecurityPolicy_TLS13_ policy on a REST API).
+deny contains result.finding(rego.metadata.rule(), r, [r.name, policy]) if {
+	some r in input.resources
+	some path in domain_policy_paths(r.type)
+	policy := object.get(r.properties, path, "unset")
+	not modern_tls(policy)
+}
+
+domain_policy_paths("aws:apigatewayv2/domainName:DomainName") := {["domainNameConfiguration", "securityPolicy"]}
+
+domain_policy_paths("aws:apigateway/domainName:DomainName") := {["securityPolicy"]}
+
+modern_tls(policy) if {
+	is_string(policy)
+	regex.match(`^(TLS_1_2|SecurityPolicy_TLS1[23]_[A-Za-z0-9_]+)$`, policy)
+}

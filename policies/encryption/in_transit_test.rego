@@ -83,3 +83,34 @@ test_elasticache_tls_missing_field if {
 		"replication group queue admits plain connections (transitEncryptionEnabled unset, mode unset)",
 	]} with input as t.plan([g])
 }
+
+http_domain(policy) := t.resource("aws:apigatewayv2/domainName:DomainName", "api", {
+	"domainName": "api.example.ae",
+	"domainNameConfiguration": {"certificateArn": "arn:aws:acm:me-central-1:1:certificate/c", "securityPolicy": policy},
+})
+
+rest_domain(props) := t.resource("aws:apigateway/domainName:DomainName", "rest", props)
+
+test_api_domain_tls_passing if {
+	in_transit.deny == set() with input as t.plan([
+		http_domain("TLS_1_2"),
+		rest_domain({"securityPolicy": "TLS_1_2"}),
+		rest_domain({"securityPolicy": "SecurityPolicy_TLS13_1_3_2025_09"}),
+	])
+}
+
+test_api_domain_tls_violating if {
+	d := rest_domain({"securityPolicy": "TLS_1_0"})
+	t.brief(in_transit.deny) == {[
+		"ENC-014", "high", d.urn, "API domain rest allows TLS older than 1.2 (securityPolicy TLS_1_0)",
+	]} with input as t.plan([d, http_domain("TLS_1_2")])
+}
+
+test_api_domain_tls_missing_field if {
+	h := t.resource("aws:apigatewayv2/domainName:DomainName", "api", {"domainNameConfiguration": {}})
+	r := rest_domain({})
+	t.brief(in_transit.deny) == {
+		["ENC-014", "high", h.urn, "API domain api allows TLS older than 1.2 (securityPolicy unset)"],
+		["ENC-014", "high", r.urn, "API domain rest allows TLS older than 1.2 (securityPolicy unset)"],
+	} with input as t.plan([h, r])
+}

@@ -312,3 +312,117 @@ unnamed_tables(s) := {res |
 	some res in resources.as_set(object.get(s, "Resource", "unset"))
 	not regex.match(`^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[0-9]{12}:table/[A-Za-z0-9_.-]+(/index/[A-Za-z0-9_.-]+)?$`, res)
 } if object.get(s, "NotResource", null) == null
+
+# METADATA
+# title: Service roles scoped to the stack's bucket and keys
+# scope: rule
+# description: |
+#   The roles SageMaker and Lambda assume (execution roles of the models, the API's proxy
+#   function) reach data only where the stack keeps it: every statement that allows an
+#   action of a data service names its resources, never `*`, NotResource or a wildcard
+#   bucket or key. S3 resources are buckets of the plan (a path under one may end in a
+#   wildcard), KMS resources are key ARNs. Managed policies that grant data access are
+#   refused on these roles too. (Wildcard actions are IDN-006's.)
+# custom:
+#   id: IDN-010
+#   severity: high
+#   message: "%s gives %s role %s %s on %s, not a bucket of the plan or a named key"
+#   remediation: |
+#     Name the model bucket (and its model's prefix) and the region's key ARN in the role's
+#     inline policy; drop managed data-access policies from the role.
+deny contains result.finding(rego.metadata.rule(), grant, [grant.name, service, role.name, what, target]) if {
+	some grant in input.resources
+	some role in service_roles
+	grants_to(grant, role)
+	service := role_service(role)
+	some [what, target] in unscoped_grants(grant)
+}
+
+service_principals := {"sagemaker.amazonaws.com", "lambda.amazonaws.com"}
+
+service_roles contains role if {
+	some role in input.resources
+	role.type == "aws:iam/role:Role"
+	role_service(role) != ""
+}
+
+role_service(role) := concat(", ", sort({p |
+	some s in resources.statements(resources.policy_doc(object.get(role.properties, "assumeRolePolicy", "{}")))
+	some p in resources.as_set(object.get(s, ["Principal", "Service"], []))
+	p in service_principals
+})) if {
+	role.type == "aws:iam/role:Role"
+} else := ""
+
+# A grant names its role by name: the role's own, or Pulumi's auto-name (the name, a dash,
+# seven hex digits). When the name is still unknown in a preview, its dependencies decide.
+grants_to(grant, role) if {
+	grant.type in {"aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"}
+	named := object.get(grant.properties, "role", "")
+	is_string(named)
+	names_role(named, role)
+}
+
+grants_to(grant, role) if {
+	grant.type in {"aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"}
+	object.get(grant.properties, "role", "") == unknown
+	role.urn in object.get(grant, "dependencies", [])
+}
+
+# The placeholder `pulumi preview` writes for a value not known until the update.
+unknown := "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+names_role(named, role) if named in (resources.ref_names(role) | {object.get(role.properties, "name", "")})
+
+names_role(named, role) if regex.match(`^-[0-9a-f]{7}$`, trim_prefix(named, role.name))
+
+unscoped_grants(grant) := {[arn, "its managed policy"] |
+	arn := object.get(grant.properties, "policyArn", "unset")
+	data_policy(arn)
+} if {
+	grant.type == "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+}
+
+unscoped_grants(grant) := {["every action (unreadable policy)", "*"]} if {
+	grant.type == "aws:iam/rolePolicy:RolePolicy"
+	not resources.policy_doc(object.get(grant.properties, "policy", null))
+}
+
+unscoped_grants(grant) := {[concat(", ", sort(actions)), target] |
+	some s in resources.statements(doc)
+	object.get(s, "Effect", "Allow") == "Allow"
+	actions := {a | some a in resources.as_set(object.get(s, "Action", [])); on_data_service(a)}
+	count(actions) > 0
+	some target in unscoped_resources(s)
+} if {
+	grant.type == "aws:iam/rolePolicy:RolePolicy"
+	doc := resources.policy_doc(object.get(grant.properties, "policy", null))
+}
+
+unscoped_resources(s) := {"NotResource"} if object.get(s, "NotResource", null) != null
+
+unscoped_resources(s) := {res |
+	some res in resources.as_set(object.get(s, "Resource", "unset"))
+	not scoped_resource(res)
+} if object.get(s, "NotResource", null) == null
+
+plan_buckets contains b.properties.bucket if {
+	some b in input.resources
+	b.type in {"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"}
+	is_string(b.properties.bucket)
+}
+
+scoped_resource(res) if {
+	m := regex.find_all_string_submatch_n(`^arn:aws[a-z-]*:s3:::([a-z0-9.-]+)(?:/.*)?$`, res, 1)
+	count(m) == 1
+	m[0][1] in plan_buckets
+}
+
+scoped_resource(res) if regex.match(`^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$`, res)
+
+# Other data services (DynamoDB tables are IDN-009's): an ARN without a wildcard.
+scoped_resource(res) if {
+	startswith(res, "arn:")
+	not contains(res, "*")
+	not regex.match(`^arn:aws[a-z-]*:(s3|kms):`, res)
+}

@@ -323,3 +323,103 @@ test_dynamodb_wildcard_action_is_both_rules if {
 		["IDN-009", "high", p.urn, "IAM policy read allows dynamodb:* on *, not a named DynamoDB table"],
 	} with input as t.plan([p])
 }
+
+model_bucket := t.resource("aws:s3/bucket:Bucket", "models", {"bucket": "acme-models"})
+
+service_role(name, service) := t.resource("aws:iam/role:Role", name, {"assumeRolePolicy": json.marshal({
+	"Version": "2012-10-17",
+	"Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+})})
+
+inline_policy(name, role, statements) := t.resource("aws:iam/rolePolicy:RolePolicy", name, {
+	"role": role,
+	"policy": json.marshal({"Version": "2012-10-17", "Statement": statements}),
+})
+
+scoped_statements := [
+	{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::acme-models/models/clf/*"},
+	{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::acme-models"},
+	{"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": "arn:aws:kms:me-central-1:123456789012:key/1234-ab"},
+	{"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+	{"Effect": "Allow", "Action": "sagemaker:InvokeEndpoint", "Resource": "*"},
+]
+
+test_service_roles_scoped_passing if {
+	access.deny == set() with input as t.plan([
+		model_bucket,
+		service_role("clf-exec", "sagemaker.amazonaws.com"),
+		service_role("proxy", ["lambda.amazonaws.com"]),
+		inline_policy("clf-exec", "clf-exec-3097ea8", scoped_statements),
+		inline_policy("proxy", "proxy", scoped_statements),
+	])
+}
+
+test_service_roles_scoped_violating if {
+	p := inline_policy("clf-exec", "clf-exec-3097ea8", [
+		{"Effect": "Allow", "Action": "s3:GetObject", "Resource": ["arn:aws:s3:::acme-models/*", "arn:aws:s3:::other/*"]},
+		{"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*"},
+		{"Effect": "Allow", "Action": "s3:PutObject", "NotResource": "arn:aws:s3:::acme-models/*"},
+		{"Effect": "Deny", "Action": "s3:*", "Resource": "*"},
+	])
+	a := t.resource("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "clf-full", {
+		"role": "clf-exec",
+		"policyArn": "arn:aws:iam::aws:policy/AmazonSageMakerFullAccess",
+	})
+
+	# A role other services assume is not this rule's (node roles are IDN-007's).
+	read_x := {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::x/*"}
+	other := inline_policy("runner", "runner", [read_x])
+	t.brief(access.deny) == {
+		[
+			"IDN-010", "high", p.urn,
+			concat("", [
+				"clf-exec gives sagemaker.amazonaws.com role clf-exec s3:GetObject on arn:aws:s3:::other/*",
+				", not a bucket of the plan or a named key",
+			]),
+		],
+		[
+			"IDN-010", "high", p.urn,
+			concat("", [
+				"clf-exec gives sagemaker.amazonaws.com role clf-exec kms:Decrypt, kms:GenerateDataKey on *",
+				", not a bucket of the plan or a named key",
+			]),
+		],
+		[
+			"IDN-010", "high", p.urn,
+			concat("", [
+				"clf-exec gives sagemaker.amazonaws.com role clf-exec s3:PutObject on NotResource",
+				", not a bucket of the plan or a named key",
+			]),
+		],
+		[
+			"IDN-010", "high", a.urn,
+			concat("", [
+				"clf-full gives sagemaker.amazonaws.com role clf-exec ",
+				"arn:aws:iam::aws:policy/AmazonSageMakerFullAccess on its managed policy",
+				", not a bucket of the plan or a named key",
+			]),
+		],
+	} with input as t.plan([
+		model_bucket, service_role("clf-exec", "sagemaker.amazonaws.com"),
+		service_role("runner", "codebuild.amazonaws.com"), p, a, other,
+	])
+}
+
+test_service_roles_scoped_missing_field if {
+	# An unreadable policy, and a role still unknown in a preview (joined by dependency).
+	role := service_role("proxy", "lambda.amazonaws.com")
+	p := object.union(
+		t.resource("aws:iam/rolePolicy:RolePolicy", "proxy", {"role": "04da6b54-80e4-46f7-96ec-b56ff0331ba9"}),
+		{"dependencies": [role.urn]},
+	)
+	t.brief(access.deny) == {
+		["IDN-006", "high", p.urn, "IAM policy proxy allows wildcard action *"],
+		[
+			"IDN-010", "high", p.urn,
+			concat("", [
+				"proxy gives lambda.amazonaws.com role proxy every action (unreadable policy) on *",
+				", not a bucket of the plan or a named key",
+			]),
+		],
+	} with input as t.plan([model_bucket, role, p])
+}

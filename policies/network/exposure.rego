@@ -3,6 +3,7 @@
 # description: Nothing is open to the internet except the public model API's TLS port on its load balancer.
 package network.exposure
 
+import data.lib.config
 import data.lib.resources
 import data.lib.result
 
@@ -231,4 +232,93 @@ placed_in_network(p, groups) if {
 	is_string(p.subnetGroupName)
 	p.subnetGroupName != ""
 	count(groups) > 0
+}
+
+# METADATA
+# title: SageMaker models in the VPC, network-isolated
+# scope: rule
+# description: |
+#   A SageMaker model runs in the stack's private subnets behind its own security groups
+#   (vpcConfig), and with network isolation, so the container can make no outbound call:
+#   SageMaker alone fetches the model data and the image through the VPC endpoints.
+# custom:
+#   id: NET-005
+#   severity: high
+#   message: "SageMaker model %s: %s"
+#   remediation: Set vpcConfig (private subnets, the model's security group) and enableNetworkIsolation true.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, problem]) if {
+	some r in input.resources
+	r.type == "aws:sagemaker/model:Model"
+	some problem in model_network_problems(r.properties)
+}
+
+model_network_problems(p) := {problem |
+	some problem, ok in {
+		"no vpcConfig with subnets and security groups": in_vpc(object.get(p, "vpcConfig", {}), "subnets"),
+		sprintf("enableNetworkIsolation is %v", [object.get(p, "enableNetworkIsolation", "unset")]): isolated(p),
+	}
+	not ok
+}
+
+# Both lists name at least one value; used as a boolean value (true, or false when not).
+in_vpc(vpc, subnets_key) if {
+	count(non_empty(object.get(vpc, subnets_key, []))) > 0
+	count(non_empty(object.get(vpc, "securityGroupIds", []))) > 0
+} else := false
+
+isolated(p) if resources.truthy(object.get(p, "enableNetworkIsolation", false))
+
+else := false
+
+non_empty(values) := {v | some v in values; is_string(v); v != ""}
+
+# METADATA
+# title: Lambda functions in the VPC
+# scope: rule
+# description: |
+#   A Lambda function runs in the stack's private subnets behind a security group of its
+#   own (vpcConfig), so it reaches SageMaker through the VPC endpoint and the stack's egress
+#   controls apply to it, not from Lambda's shared network.
+# custom:
+#   id: NET-006
+#   severity: high
+#   message: "Lambda function %s is not placed in the stack's VPC (vpcConfig %s)"
+#   remediation: Set vpcConfig.subnetIds to the private subnets and securityGroupIds to the function's group.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, json.marshal(vpc)]) if {
+	some r in input.resources
+	r.type == "aws:lambda/function:Function"
+	not in_vpc(object.get(r.properties, "vpcConfig", {}), "subnetIds")
+	vpc := object.get(r.properties, "vpcConfig", null)
+}
+
+# METADATA
+# title: No unauthenticated API routes
+# scope: rule
+# description: |
+#   Every API Gateway route demands authorization (a JWT, IAM or custom authorizer), except
+#   the health routes settings.public_routes names. An HTTP API route's authorizationType
+#   defaults to NONE; a REST API method's authorization NONE is open whatever its path.
+# custom:
+#   id: NET-007
+#   severity: critical
+#   message: "API route %s (%s) is open without authorization (%s)"
+#   remediation: Set authorizationType JWT and the API's JWT authorizer on the route (authorization on REST methods).
+deny contains result.finding(rego.metadata.rule(), r, [r.name, route, found]) if {
+	some r in input.resources
+	some [route, found] in open_routes(r)
+}
+
+open_routes(r) := {[route, found]} if {
+	r.type == "aws:apigatewayv2/route:Route"
+	route := object.get(r.properties, "routeKey", "unset")
+	found := object.get(r.properties, "authorizationType", "NONE")
+	upper(found) == "NONE"
+	not route in {k | some k in config.settings.public_routes}
+}
+
+open_routes(r) := {[route, found]} if {
+	r.type == "aws:apigateway/method:Method"
+	route := object.get(r.properties, "httpMethod", "unset")
+	found := object.get(r.properties, "authorization", "unset")
+	not upper(found) in {"AWS_IAM", "CUSTOM", "COGNITO_USER_POOLS"}
 }

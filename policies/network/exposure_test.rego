@@ -184,3 +184,101 @@ test_elasticache_network_missing_field if {
 		"replication group queue is not placed in the stack's network (subnetGroupName unset, 1 security groups)",
 	]} with input as t.plan([g])
 }
+
+sm_model(props) := t.resource("aws:sagemaker/model:Model", "clf-v1", props)
+
+model_vpc := {"subnets": ["subnet-0a"], "securityGroupIds": ["sg-0a"]}
+
+test_model_network_passing if {
+	exposure.deny == set() with input as t.plan([sm_model({"vpcConfig": model_vpc, "enableNetworkIsolation": true})])
+}
+
+test_model_network_violating if {
+	m := sm_model({"vpcConfig": {"subnets": [], "securityGroupIds": ["sg-0a"]}, "enableNetworkIsolation": false})
+	t.brief(exposure.deny) == {
+		["NET-005", "high", m.urn, "SageMaker model clf-v1: no vpcConfig with subnets and security groups"],
+		["NET-005", "high", m.urn, "SageMaker model clf-v1: enableNetworkIsolation is false"],
+	} with input as t.plan([m])
+}
+
+test_model_network_missing_field if {
+	m := sm_model({})
+	t.brief(exposure.deny) == {
+		["NET-005", "high", m.urn, "SageMaker model clf-v1: no vpcConfig with subnets and security groups"],
+		["NET-005", "high", m.urn, "SageMaker model clf-v1: enableNetworkIsolation is unset"],
+	} with input as t.plan([m])
+}
+
+lambda_fn(props) := t.resource("aws:lambda/function:Function", "proxy", props)
+
+test_lambda_vpc_passing if {
+	exposure.deny == set() with input as t.plan([lambda_fn({"vpcConfig": {
+		"subnetIds": ["subnet-0a"],
+		"securityGroupIds": ["sg-0a"],
+	}})])
+}
+
+test_lambda_vpc_violating if {
+	f := lambda_fn({"vpcConfig": {"subnetIds": ["subnet-0a"], "securityGroupIds": []}})
+	t.brief(exposure.deny) == {[
+		"NET-006", "high", f.urn,
+		concat("", [
+			"Lambda function proxy is not placed in the stack's VPC ",
+			`(vpcConfig {"securityGroupIds":[],"subnetIds":["subnet-0a"]})`,
+		]),
+	]} with input as t.plan([f])
+}
+
+test_lambda_vpc_missing_field if {
+	f := lambda_fn({})
+	t.brief(exposure.deny) == {[
+		"NET-006", "high", f.urn, "Lambda function proxy is not placed in the stack's VPC (vpcConfig null)",
+	]} with input as t.plan([f])
+}
+
+http_route(name, props) := t.resource("aws:apigatewayv2/route:Route", name, props)
+
+test_api_routes_authorized_passing if {
+	exposure.deny == set() with input as t.plan([
+		http_route("infer", {"routeKey": "POST /v2/models/{model}/infer", "authorizationType": "JWT"}),
+		http_route("live", {"routeKey": "GET /v2/health/live", "authorizationType": "NONE"}),
+		http_route("ready", {"routeKey": "GET /v2/health/ready"}),
+		t.resource("aws:apigateway/method:Method", "post", {"httpMethod": "POST", "authorization": "CUSTOM"}),
+	])
+}
+
+test_api_routes_authorized_violating if {
+	open := http_route("infer", {"routeKey": "POST /v2/models/{model}/infer", "authorizationType": "NONE"})
+	catch_all := http_route("default", {"routeKey": "$default", "authorizationType": "none"})
+	method := t.resource("aws:apigateway/method:Method", "post", {"httpMethod": "POST", "authorization": "NONE"})
+	t.brief(exposure.deny) == {
+		[
+			"NET-007", "critical", open.urn,
+			concat("", ["API route infer (POST /v2/models/{model}/infer)", " is open without authorization (NONE)"]),
+		],
+		[
+			"NET-007", "critical", catch_all.urn,
+			concat("", ["API route default ($default)", " is open without authorization (none)"]),
+		],
+		[
+			"NET-007", "critical", method.urn,
+			concat("", ["API route post (POST)", " is open without authorization (NONE)"]),
+		],
+	} with input as t.plan([open, catch_all, method])
+}
+
+test_api_routes_authorized_missing_field if {
+	# An HTTP API route defaults to NONE; a REST method without authorization fails closed.
+	r := http_route("infer", {"routeKey": "POST /v2/models/{model}/infer"})
+	m := t.resource("aws:apigateway/method:Method", "get", {"httpMethod": "GET"})
+	t.brief(exposure.deny) == {
+		[
+			"NET-007", "critical", r.urn,
+			concat("", ["API route infer (POST /v2/models/{model}/infer)", " is open without authorization (NONE)"]),
+		],
+		[
+			"NET-007", "critical", m.urn,
+			concat("", ["API route get (GET)", " is open without authorization (unset)"]),
+		],
+	} with input as t.plan([r, m])
+}

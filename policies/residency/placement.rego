@@ -274,3 +274,26 @@ named_bucket_region(name) := resources.region(b, provs) if {
 	b.type in {"aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"}
 	object.get(b.properties, "bucket", "") == name
 } else := "no such bucket"
+
+# METADATA
+# title: Data capture in an in-region bucket
+# scope: rule
+# description: |
+#   A SageMaker endpoint that captures requests and responses (kept for drift analysis)
+#   writes them to a bucket the plan creates in the endpoint configuration's own region: an
+#   S3 URI names no region, so a bucket the plan does not hold could be anywhere.
+# custom:
+#   id: RES-013
+#   severity: critical
+#   message: "endpoint configuration %s captures data to %q, which is not a bucket of the plan in %s (found %s)"
+#   remediation: Set dataCaptureConfig.destinationS3Uri to the region's model bucket (capture/<model>/), same stack.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, path, reg, found]) if {
+	some r in input.resources
+	r.type == "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
+	capture := object.get(r.properties, "dataCaptureConfig", null)
+	capture != null
+	path := object.get(capture, "destinationS3Uri", "unset")
+	found := output_bucket_region(path)
+	reg := resources.region(r, provs)
+	found != reg
+}

@@ -321,3 +321,78 @@ test_feature_prefixes_in_region_missing_field if {
 		]),
 	]} with input as t.plan([bucket, registry])
 }
+
+captured(props) := t.resource(
+	"aws:sagemaker/endpointConfiguration:EndpointConfiguration", "rt",
+	{"dataCaptureConfig": props},
+)
+
+test_data_capture_in_region_passing if {
+	c := captured({"destinationS3Uri": "s3://acme-async/capture/clf/", "initialSamplingPercentage": 10})
+	plain := t.resource("aws:sagemaker/endpointConfiguration:EndpointConfiguration", "plain", {})
+	placement.deny == set() with input as t.plan([results, c, plain])
+}
+
+test_data_capture_in_region_violating if {
+	c := captured({"destinationS3Uri": "s3://someone-else/capture/"})
+	t.brief(placement.deny) == {[
+		"RES-013", "critical", c.urn,
+		concat("", [
+			"endpoint configuration rt captures data to \"s3://someone-else/capture/\", ",
+			"which is not a bucket of the plan in me-central-1 (found no such bucket)",
+		]),
+	]} with input as t.plan([results, c])
+}
+
+test_data_capture_in_region_missing_field if {
+	c := captured({"initialSamplingPercentage": 10})
+	t.brief(placement.deny) == {[
+		"RES-013", "critical", c.urn,
+		concat("", [
+			"endpoint configuration rt captures data to \"unset\", ",
+			"which is not a bucket of the plan in me-central-1 (found no such bucket)",
+		]),
+	]} with input as t.plan([results, c])
+}
+
+# RES-002 and RES-003 already hold for the managed-services types (they match every aws:
+# resource and every ARN): these cases pin that down for the SMB profile's types.
+smb_types := [
+	"aws:sagemaker/model:Model",
+	"aws:sagemaker/endpoint:Endpoint",
+	"aws:apigatewayv2/api:Api",
+	"aws:apigatewayv2/stage:Stage",
+	"aws:apigateway/restApi:RestApi",
+	"aws:lambda/function:Function",
+	"aws:cloudwatch/logGroup:LogGroup",
+	"aws:cloudwatch/metricAlarm:MetricAlarm",
+	"aws:ecr/repository:Repository",
+]
+
+test_managed_types_in_region_passing if {
+	placement.deny == set() with input as t.plan([t.resource(type, "x", {}) | some type in smb_types])
+}
+
+test_managed_types_in_region_violating if {
+	found := [t.resource(type, "x", {"region": "eu-west-1"}) | some type in smb_types]
+	t.brief(placement.deny) == {[
+		"RES-002", "critical", r.urn,
+		"x is placed in region \"eu-west-1\", outside jurisdiction AE",
+	] |
+		some r in found
+	} with input as t.plan(found)
+}
+
+test_access_log_destination_in_region_violating if {
+	stage := t.resource("aws:apigatewayv2/stage:Stage", "api", {"accessLogSettings": {
+		"destinationArn": "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/apigateway/api",
+		"format": "$context.requestId",
+	}})
+	t.brief(placement.deny) == {[
+		"RES-003", "critical", stage.urn,
+		concat("", [
+			"api refers to arn:aws:logs:eu-west-1:123456789012:log-group:/aws/apigateway/api ",
+			"in region \"eu-west-1\", outside the jurisdiction",
+		]),
+	]} with input as t.plan([stage])
+}
