@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from servectl.cost import Item, Load, PriceError, estimate, load_table, render
 from stacks.artifacts import LockError
 from stacks.config import ConfigError
 from stacks.preview.run import LAYERS, Plan, layers_of, plan_stack, stack_names
@@ -32,6 +33,25 @@ def plan_layers(stack: str, layer: str | None) -> list[Plan]:
         raise click.ClickException(str(exc)) from exc
 
 
+def cost_report(plan: Plan, load: Load) -> str:
+    """The estimated monthly cost of an infra plan's AWS resources; PriceError as a one-line error."""
+    items = [
+        Item(
+            urn=state["urn"],
+            type=state["type"],
+            region=plan.regions.get(state["urn"], "global"),
+            inputs=state.get("inputs") or {},
+            dependencies=tuple(state.get("dependencies") or ()),
+        )
+        for state in (step["newState"] for step in plan.document["steps"])
+    ]
+    try:
+        table = load_table()
+        return render(plan.stack, estimate(items, table, load), table, load)
+    except PriceError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @click.command()
 @click.option("--stack", "stack", metavar="NAME", help="Stack to plan (a Pulumi.NAME.yaml file).")
 @click.option("--all", "all_stacks", is_flag=True, help="Plan every layer of every stack; print a summary.")
@@ -41,10 +61,36 @@ def plan_layers(stack: str, layer: str | None) -> list[Plan]:
     help="The layer to plan: infra (AWS) or platform (Kubernetes). Needed with --out for AWS stacks.",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan JSON here.")
-def plan(stack: str | None, all_stacks: bool, layer: str | None, out: Path | None) -> None:
+@click.option(
+    "--cost", is_flag=True, help="Print the infra layer's estimated monthly cost per resource kind."
+)
+@click.option(
+    "--requests", default=Load().requests_per_month, show_default=True, help="--cost: requests/month/model."
+)
+@click.option(
+    "--model-ms", default=Load().model_ms, show_default=True, help="--cost: model time per request (ms)."
+)
+def plan(
+    stack: str | None,
+    all_stacks: bool,
+    layer: str | None,
+    out: Path | None,
+    cost: bool,
+    requests: int,
+    model_ms: float,
+) -> None:
     """Run a layer's program under Pulumi's mocks (no cloud, no Pulumi CLI); write its preview JSON."""
     if all_stacks == (stack is not None):
         raise click.UsageError("give exactly one of --stack NAME or --all")
+    if cost:
+        if stack is None or layer == "platform" or out is not None:
+            raise click.UsageError(
+                "--cost takes --stack NAME (its infra layer, which holds the AWS resources)"
+            )
+        click.echo(
+            cost_report(plan_layers(stack, "infra")[0], Load(requests_per_month=requests, model_ms=model_ms))
+        )
+        return
     names = stack_names() if all_stacks else [str(stack)]
     if not all_stacks and layer is None and len(layers_of(str(stack))) > 1:
         raise click.UsageError(f"stack {stack} has layers {', '.join(layers_of(str(stack)))}: give --layer")
