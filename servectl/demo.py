@@ -3,7 +3,8 @@
 Phases: plan every stack under mocks; check the plans with the policy gate on a real OPA server;
 serve the bundled models (v1/v2 at 90/10, sticky users) and send real requests; run the smoke load
 test with its SLO gates; analyse the v1/v2 experiment on a real Prometheus; run the drift loop (shift,
-alert, retrain, canary, experiment: `servectl.drift.loop`); write one report folder.
+alert, retrain, canary, experiment: `servectl.drift.loop`); the SMB profile (plan an `smb-*` stack and its
+cost, gate it, serve its variants in SageMaker mode: `servectl.demo_smb`); write one report folder.
 Each phase prints its progress and duration,
 everything started is stopped again (also on error), and the exit code is 1 if any gate failed.
 """
@@ -253,6 +254,7 @@ def report_markdown(
     lines += ["In the load test, v2 also serves the enterprise segment (a header route, 5% of the end users",
               "in the smoke profile), so its share there is about 5% + 10% of the rest.", ""]  # fmt: skip
     lines += drift_loop_markdown(serving.get("drift_loop"))
+    lines += smb_markdown(serving.get("smb"))
     experiment = serving.get("experiment")
     if experiment:
         lines += [
@@ -354,6 +356,25 @@ def drift_loop_phase(out: Path, phases: list[Phase]) -> dict[str, Any]:
         return result.to_json()
 
 
+def smb_phase(repository: Path, out: Path, phases: list[Phase]) -> dict[str, Any]:
+    """The SMB profile's phases (servectl.demo_smb): plan and cost, gate, SageMaker-mode serving."""
+    from servectl.demo_smb import smb_phases
+
+    return smb_phases(repository, out, phases)
+
+
+def smb_markdown(smb: dict[str, Any] | None) -> list[str]:
+    """The SMB section of the report (nothing when the phase did not run)."""
+    if not smb:
+        return []
+    lines = [f"## SMB profile: {smb['stack']} (files in `smb/`)", "", "```", smb["cost"].rstrip(), "```", ""]
+    lines += [f"Policy gate on the plan: {smb['policy']}", ""]
+    for name, answer in smb["answers"].items():
+        lines.append(f"- variant {name}: /ping {answer['ping']}, /invocations {answer['status']} "
+                     f"from version {answer['served_version']}")  # fmt: skip
+    return [*lines, ""]
+
+
 def write_report(out: Path, phases: list[Phase], plans: str, serving: dict[str, Any]) -> Path:
     """The report folder's front page, `README.md`."""
     findings = out / "policy" / "findings.md"
@@ -375,7 +396,9 @@ def run_phases(repository: Path, out: Path, slo: Path, profile: str) -> int:
     drift_loop = drift_loop_phase(out / "drift", phases)
     serving["drift_loop"] = drift_loop
     drift_failed = "error" in drift_loop
-    exit_code = 0 if policy_code == 0 and load_code == 0 and not drift_failed else 1
+    serving["smb"] = smb = smb_phase(repository, out / "smb", phases)
+    smb_failed = not smb.get("passed", True)
+    exit_code = 0 if policy_code == 0 and load_code == 0 and not drift_failed and not smb_failed else 1
     summary = {
         "exit_code": exit_code,
         "phases": [vars(p) for p in phases],

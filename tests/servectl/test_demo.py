@@ -88,6 +88,7 @@ def test_demo_exits_1_when_any_gate_fails(
     monkeypatch.setattr(demo_module, "check_policies", lambda plans, out: (policy_code, findings))
     monkeypatch.setattr(demo_module, "serve_and_load", serve_and_load)
     monkeypatch.setattr(demo_module, "drift_loop_phase", lambda out, phases: {})
+    monkeypatch.setattr(demo_module, "smb_phase", lambda repository, out, phases: {})
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == expected, result.output
     written = json.loads((tmp_path / "summary.json").read_text())
