@@ -27,7 +27,7 @@ import click
 
 from servectl.demo import REPO_ROOT, Phase, _free_port, _sample_rows, check_policies, phase
 
-SMB_STACKS = ("smb-eu", "smb-ae", "smb-dev")
+SMB_STACKS = ("smb-eu", "smb-ae")
 """The SMB stacks the demo may plan, in order of preference (the first whose stack file exists)."""
 CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 MODEL = "aws:sagemaker/model:Model"

@@ -16,15 +16,15 @@ import pytest
 
 from policies.normalize import from_document
 from policies.opa import Gate
-from tests.policies.conftest import PLANS, REPO
+from tests.policies.conftest import REPO
 from tests.policies.test_async_queue_gate import set_inputs, states
 
 Doc = dict[str, Any]
 MODEL = "aws:sagemaker/model:Model"
 CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
-SMB_PLAN = next(p for p in ["smb-eu.infra", "smb-dev.infra"] if p in PLANS)
-"""The SMB profile's EU plan (smb-dev until the managed-services stacks replaced it)."""
+SMB_PLAN = "smb-eu.infra"
+"""The SMB profile's EU plan: SageMaker endpoints behind an HTTP API and its proxy function."""
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,28 @@ def widen_s3(service: str, resource: str) -> Callable[[Doc], None]:
     return mutate
 
 
+def add_statement(service: str, statement: Doc) -> Callable[[Doc], None]:
+    """Each inline policy of the service's roles also allows `statement`."""
+
+    def mutate(doc: Doc) -> None:
+        for state in role_policies(doc, service):
+            policy = json.loads(state["inputs"]["policy"])
+            policy["Statement"].append(statement)
+            state["inputs"]["policy"] = json.dumps(policy)
+
+    return mutate
+
+
+def set_nested(type_: str, key: str, **values: Any) -> Callable[[Doc], None]:
+    """Each resource of the type has `values` set inside its input object `key`."""
+
+    def mutate(doc: Doc) -> None:
+        for state in states(doc, type_):
+            state["inputs"][key] = {**state["inputs"][key], **values}
+
+    return mutate
+
+
 def capture(**values: Any) -> Callable[[Doc], None]:
     """Each endpoint configuration captures data with `values` over its own capture settings, or over
     settings that pass (to the plan's model bucket, under the configuration's key)."""
@@ -95,6 +117,14 @@ def model_bucket(doc: Doc) -> str:
     return str(names[0])
 
 
+FUNCTION = "aws:lambda/function:Function"
+ROUTE = "aws:apigatewayv2/route:Route"
+DOMAIN = "aws:apigatewayv2/domainName:DomainName"
+STAGE = "aws:apigatewayv2/stage:Stage"
+API = "aws:apigatewayv2/api:Api"
+ANY_KEY = {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": "*"}
+ABROAD_LOGS = "arn:aws:logs:us-east-1:567890123456:log-group:/aws/apigateway/api"
+
 MUTATIONS: dict[str, tuple[Callable[[Doc], None], set[str]]] = {
     "model-outside-the-vpc": (set_inputs(MODEL, vpcConfig=None), {"NET-005"}),
     "model-not-isolated": (set_inputs(MODEL, enableNetworkIsolation=False), {"NET-005"}),
@@ -108,6 +138,16 @@ MUTATIONS: dict[str, tuple[Callable[[Doc], None], set[str]]] = {
         {"RES-013"},
     ),
     "capture-without-a-key": (capture(kmsKeyId=""), {"ENC-007"}),
+    "proxy-outside-the-vpc": (set_inputs(FUNCTION, vpcConfig=None), {"NET-006"}),
+    "proxy-environment-under-the-aws-key": (set_inputs(FUNCTION, kmsKeyArn=None), {"ENC-013"}),
+    "proxy-role-on-every-key": (add_statement("lambda.amazonaws.com", ANY_KEY), {"IDN-010"}),
+    "infer-route-without-a-token": (set_inputs(ROUTE, authorizationType="NONE"), {"NET-007"}),
+    "domain-on-tls-1-0": (
+        set_nested(DOMAIN, "domainNameConfiguration", securityPolicy="TLS_1_0"),
+        {"ENC-014"},
+    ),
+    "access-logs-abroad": (set_nested(STAGE, "accessLogSettings", destinationArn=ABROAD_LOGS), {"RES-003"}),
+    "api-abroad": (set_inputs(API, region="us-east-1"), {"RES-002"}),
 }
 
 

@@ -24,9 +24,10 @@ def smb_plan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 def test_the_phase_plans_an_smb_stack_and_prices_it(smb_plan: tuple[Path, dict[str, Any], str]) -> None:
     path, document, cost = smb_plan
     assert path.name == f"{smb_stack()}.infra.json" and json.loads(path.read_text()) == document
-    assert not any(s["newState"]["type"] == "aws:eks/cluster:Cluster" for s in document["steps"]) or (
-        smb_stack() == "smb-dev"
-    ), "an smb-* stack other than the old smb-dev runs no cluster"
+    types = {s["newState"]["type"] for s in document["steps"]}
+    assert "aws:eks/cluster:Cluster" not in types and "aws:apigatewayv2/api:Api" in types, (
+        "managed, no cluster"
+    )
     assert "total of priced kinds" in cost and (path.parent / "cost.txt").read_text().strip() == cost.strip()
 
 
