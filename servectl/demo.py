@@ -254,7 +254,6 @@ def report_markdown(
     lines += ["In the load test, v2 also serves the enterprise segment (a header route, 5% of the end users",
               "in the smoke profile), so its share there is about 5% + 10% of the rest.", ""]  # fmt: skip
     lines += drift_loop_markdown(serving.get("drift_loop"))
-    lines += smb_markdown(serving.get("smb"))
     experiment = serving.get("experiment")
     if experiment:
         lines += [
@@ -265,6 +264,7 @@ def report_markdown(
             "```",
             "",
         ]
+    lines += smb_markdown(serving.get("smb"))
     summary = load_dir / "summary.md"
     if summary.exists():
         # Its sections become subsections here, and its links point into loadtest/.
@@ -368,7 +368,10 @@ def smb_markdown(smb: dict[str, Any] | None) -> list[str]:
     if not smb:
         return []
     lines = [f"## SMB profile: {smb['stack']} (files in `smb/`)", "", "```", smb["cost"].rstrip(), "```", ""]
-    lines += [f"Policy gate on the plan: {smb['policy']}", ""]
+    gate = smb["policy"]
+    verdict = "PASS" if gate.get("allow") else "FAIL"
+    lines += [f"Policy gate on the plan: **{verdict}**: {gate.get('findings', '?')} findings, "
+              f"{gate.get('denied', '?')} denied, {gate.get('waived', '?')} waived.", ""]  # fmt: skip
     for name, answer in smb["answers"].items():
         lines.append(f"- variant {name}: /ping {answer['ping']}, /invocations {answer['status']} "
                      f"from version {answer['served_version']}")  # fmt: skip

@@ -85,3 +85,18 @@ def test_a_denied_plan_fails_the_phase(
     result = smb_phases(BUNDLED_MODELS, tmp_path, phases)
     assert result["passed"] is passed, result
     assert [p.result for p in phases] == ["ok", "PASS" if passed else "FAIL", "PASS"], phases
+
+
+def test_the_report_has_an_smb_section(tmp_path: Path) -> None:
+    from servectl.demo import report_markdown
+
+    smb = {
+        "stack": "smb-eu",
+        "cost": "smb-eu: estimated USD per month\n  462.21  total of priced kinds",
+        "policy": {"allow": False, "findings": 2, "denied": 1, "waived": 1},
+        "answers": {"v1": {"ping": 200, "status": 200, "served_version": "1"}},
+    }
+    text = report_markdown([], "", "", tmp_path, {"smb": smb})
+    assert "## SMB profile: smb-eu" in text and "462.21  total of priced kinds" in text, text
+    assert "Policy gate on the plan: **FAIL**: 2 findings, 1 denied, 1 waived." in text, text
+    assert "- variant v1: /ping 200, /invocations 200 from version 1" in text, text
