@@ -13,6 +13,12 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from stacks.components.sagemaker_parts import (
+    container_security_group,
+    s3_uri,
+    variant_name,
+    version_model,
+)
 from stacks.contract import job_prefix
 from stacks.settings import SageMakerAsyncConfig
 
@@ -97,11 +103,6 @@ def trust_policy(account: str) -> str:
     )
 
 
-def s3_uri(bucket: str, path: str) -> str:
-    """`s3://<bucket>/<path>`."""
-    return f"s3://{bucket}/{path}"
-
-
 def output_paths(model: str) -> tuple[str, str]:
     """(results, failures) under the model's part of the job bucket; both expire with `results/`."""
     return f"{job_prefix(model)}/results/", f"{job_prefix(model)}/results/failures/"
@@ -175,22 +176,6 @@ def role_policy(g: RoleGrants) -> str:
     )
 
 
-def variant_name(version: str) -> str:
-    """The production variant of a model version."""
-    return f"v{version}"
-
-
-def version_prefix(model: str, version: str) -> str:
-    """A version's files in the model bucket, as the model sync of the cluster stacks copies them. SageMaker
-    wants an uncompressed S3Prefix to end in a slash, and copies what is under it into /opt/ml/model."""
-    return f"models/{model}/{version}/"
-
-
-def one_version_environment(model: str, version: str) -> dict[str, str]:
-    """The container serves /opt/ml/model as one version of one model (serving_image/settings.py)."""
-    return {"SERVING_MODEL_NAME": model, "SERVING_MODEL_VERSION": version}
-
-
 class SageMakerAsync(pulumi.ComponentResource):
     """An asynchronous endpoint of one model: role, model, config, endpoint, topics and autoscaling."""
 
@@ -219,9 +204,29 @@ class SageMakerAsync(pulumi.ComponentResource):
             for kind in ("success", "error")
         )
         role, grants = self._role(name, args, (success, error), child)
-        group = self._security_group(name, args, child)
+        group = container_security_group(
+            name,
+            f"SageMaker async endpoint of {args.model}: HTTPS to the VPC's endpoints and S3 only",
+            vpc_id=args.vpc_id,
+            vpc_cidr=args.vpc_cidr,
+            s3_prefix_list_id=args.s3_prefix_list_id,
+            tags=args.tags,
+            opts=child,
+        )
         models = {
-            version: self._model(f"{name}-{variant_name(version)}", args, version, role, group, grants)
+            version: version_model(
+                f"{name}-{variant_name(version)}",
+                model=args.model,
+                version=version,
+                image=args.image,
+                bucket=args.model_bucket,
+                role=role,
+                group=group,
+                subnets=args.private_subnet_ids,
+                grants=grants,
+                tags=args.tags,
+                parent=self,
+            )
             for version, _ in args.weights
         }
         config = self._config(name, args, models, success, error)
@@ -280,67 +285,6 @@ class SageMakerAsync(pulumi.ComponentResource):
         )
         grants = aws.iam.RolePolicy(f"{name}-role", role=role.id, policy=policy, opts=child)
         return role, grants
-
-    def _model(
-        self,
-        name: str,
-        args: SageMakerAsyncArgs,
-        version: str,
-        role: aws.iam.Role,
-        group: aws.ec2.SecurityGroup,
-        grants: aws.iam.RolePolicy,
-    ) -> aws.sagemaker.Model:
-        """One version's Model: SageMaker copies the version's prefix into /opt/ml/model (model.onnx at its
-        top) and the container serves it as that model and version, so each production variant serves its
-        own version and SageMaker's weights are the only split (the container's router has one choice)."""
-        return aws.sagemaker.Model(
-            name,
-            execution_role_arn=role.arn,
-            primary_container=aws.sagemaker.ModelPrimaryContainerArgs(
-                image=args.image,
-                mode="SingleModel",
-                environment=one_version_environment(args.model, version),
-                model_data_source=aws.sagemaker.ModelPrimaryContainerModelDataSourceArgs(
-                    s3_data_sources=[
-                        aws.sagemaker.ModelPrimaryContainerModelDataSourceS3DataSourceArgs(
-                            compression_type="None",
-                            s3_data_type="S3Prefix",
-                            s3_uri=pulumi.Output.from_input(args.model_bucket).apply(
-                                lambda b: s3_uri(b, version_prefix(args.model, version))
-                            ),
-                        )
-                    ]
-                ),
-            ),
-            # The container reads /opt/ml/model and answers /invocations: it needs no network of its own.
-            enable_network_isolation=True,
-            vpc_config=aws.sagemaker.ModelVpcConfigArgs(
-                security_group_ids=[group.id], subnets=args.private_subnet_ids
-            ),
-            tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[grants]),
-        )
-
-    def _security_group(
-        self, name: str, args: SageMakerAsyncArgs, child: pulumi.ResourceOptions
-    ) -> aws.ec2.SecurityGroup:
-        """No ingress; egress HTTPS only to the VPC (its ECR and logs endpoints) and to S3 through the
-        gateway endpoint (its prefix list: the gateway's traffic leaves the VPC's range)."""
-        return aws.ec2.SecurityGroup(
-            f"{name}-sg",
-            description=f"SageMaker async endpoint of {args.model}: HTTPS to the VPC's endpoints and S3 only",
-            vpc_id=args.vpc_id,
-            egress=[
-                aws.ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=443, to_port=443, cidr_blocks=[args.vpc_cidr]
-                ),
-                aws.ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=443, to_port=443, prefix_list_ids=[args.s3_prefix_list_id]
-                ),
-            ],
-            tags=args.tags,
-            opts=child,
-        )
 
     def _config(
         self,

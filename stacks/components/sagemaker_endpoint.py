@@ -14,15 +14,12 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.components.sagemaker_async import (
-    ECR_PULL,
-    LOG_ACTIONS,
-    VPC_ACTIONS,
-    one_version_environment,
+from stacks.components.sagemaker_async import ECR_PULL, LOG_ACTIONS, VPC_ACTIONS, trust_policy
+from stacks.components.sagemaker_parts import (
+    container_security_group,
     s3_uri,
-    trust_policy,
     variant_name,
-    version_prefix,
+    version_model,
 )
 from stacks.settings import Rollout
 from stacks.settings_smb import SageMakerHosting
@@ -207,9 +204,29 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         super().__init__("model-serving:inference:SageMakerEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         role, grants = self._role(name, args, child)
-        group = self._security_group(name, args, child)
+        group = container_security_group(
+            name,
+            f"SageMaker endpoint of {args.model}: HTTPS to the VPC's endpoints and S3 only",
+            vpc_id=args.vpc_id,
+            vpc_cidr=args.vpc_cidr,
+            s3_prefix_list_id=args.s3_prefix_list_id,
+            tags=args.tags,
+            opts=child,
+        )
         models = [
-            self._model(f"{name}-{variant_name(version)}", args, version, role, group, grants)
+            version_model(
+                f"{name}-{variant_name(version)}",
+                model=args.model,
+                version=version,
+                image=args.image,
+                bucket=args.bucket,
+                role=role,
+                group=group,
+                subnets=args.private_subnet_ids,
+                grants=grants,
+                tags=args.tags,
+                parent=self,
+            )
             for version, _ in args.weights
         ]
         config = self._config(name, args, models)
@@ -263,64 +280,6 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             )
         )
         return role, aws.iam.RolePolicy(f"{name}-role", role=role.id, policy=policy, opts=child)
-
-    def _security_group(
-        self, name: str, args: SageMakerEndpointArgs, child: pulumi.ResourceOptions
-    ) -> aws.ec2.SecurityGroup:
-        """No ingress (SageMaker reaches the container itself); HTTPS out to the VPC's endpoints and to S3."""
-        return aws.ec2.SecurityGroup(
-            f"{name}-sg",
-            description=f"SageMaker endpoint of {args.model}: HTTPS to the VPC's endpoints and S3 only",
-            vpc_id=args.vpc_id,
-            egress=[
-                aws.ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=443, to_port=443, cidr_blocks=[args.vpc_cidr]
-                ),
-                aws.ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=443, to_port=443, prefix_list_ids=[args.s3_prefix_list_id]
-                ),
-            ],
-            tags=args.tags,
-            opts=child,
-        )
-
-    def _model(
-        self,
-        name: str,
-        args: SageMakerEndpointArgs,
-        version: str,
-        role: aws.iam.Role,
-        group: aws.ec2.SecurityGroup,
-        grants: aws.iam.RolePolicy,
-    ) -> aws.sagemaker.Model:
-        """One version (docs/sagemaker.md): its prefix is copied to /opt/ml/model and served as that version.
-        It waits for the role's policy: CreateModel checks the role can read the data and pull the image."""
-        return aws.sagemaker.Model(
-            name,
-            execution_role_arn=role.arn,
-            primary_container=aws.sagemaker.ModelPrimaryContainerArgs(
-                image=args.image,
-                mode="SingleModel",
-                environment=one_version_environment(args.model, version),
-                model_data_source=aws.sagemaker.ModelPrimaryContainerModelDataSourceArgs(
-                    s3_data_sources=[
-                        aws.sagemaker.ModelPrimaryContainerModelDataSourceS3DataSourceArgs(
-                            compression_type="None",
-                            s3_data_type="S3Prefix",
-                            s3_uri=pulumi.Output.from_input(args.bucket).apply(
-                                lambda b: s3_uri(b, version_prefix(args.model, version))
-                            ),
-                        )
-                    ]
-                ),
-            ),
-            enable_network_isolation=True,
-            vpc_config=aws.sagemaker.ModelVpcConfigArgs(
-                security_group_ids=[group.id], subnets=args.private_subnet_ids
-            ),
-            tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[grants]),
-        )
 
     def _config(
         self, name: str, args: SageMakerEndpointArgs, models: list[aws.sagemaker.Model]

@@ -46,7 +46,7 @@ def _file_weights(stack: StackTarget) -> dict[str, int]:
 
 
 def test_variants_are_named_as_the_stacks_name_them() -> None:
-    from stacks.components.sagemaker_async import variant_name as stacks_variant_name
+    from stacks.components.sagemaker_parts import variant_name as stacks_variant_name
 
     assert [variant_name(v) for v in ("1", "12")] == [stacks_variant_name(v) for v in ("1", "12")]
 
