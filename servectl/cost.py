@@ -259,12 +259,35 @@ def render(stack: str, lines: list[Line], table: dict[str, Any], load: Load) -> 
     priced = sorted((ln for ln in lines if ln.monthly), key=lambda ln: -(ln.monthly or 0.0))
     free = [ln for ln in lines if ln.monthly == 0]
     unpriced = [ln for ln in lines if ln.monthly is None]
-    total = sum(ln.monthly or 0.0 for ln in priced)
+    total_cost = total(lines)  # the same sum `comparison` reports, to the cent
     out = [f"{stack}: estimated {table['currency']} per month at {load.describe()}"]
     out += [f"  {ln.monthly:10,.2f}  {ln.count:4d}  {ln.kind}  [{ln.basis}]" for ln in priced]
-    out.append(f"  {total:10,.2f}        total of priced kinds (list prices taken {table['taken']})")
+    out.append(f"  {total_cost:10,.2f}        total of priced kinds (list prices taken {table['taken']})")
     if free:
         out.append(f"  free: {sum(ln.count for ln in free)} resources of {len(free)} kinds")
     out += [f"  not priced  {ln.count:4d}  {ln.kind}  [{ln.basis}]" for ln in unpriced]
     out.append(f"  {table['note']}")
+    return "\n".join(out)
+
+
+def total(lines: list[Line]) -> float:
+    """The sum of the priced kinds (free ones are zero; not-priced ones are left out, as render says)."""
+    return sum(ln.monthly or 0.0 for ln in lines)
+
+
+def comparison(stack: str, lines: list[Line], other: str, other_lines: list[Line], load: Load) -> str:
+    """One stack's priced total against another's at the same load, and which kinds each leaves unpriced:
+    a difference is only as good as what both sides price, so the unpriced kinds are named beside it."""
+    mine, theirs = total(lines), total(other_lines)
+    verb = "saves" if mine < theirs else "costs"
+    share = f" ({abs(theirs - mine) / theirs:.0%} of {other}'s)" if theirs else ""
+    out = [
+        f"{stack} against {other} at {load.describe()}:",
+        f"  {stack} {mine:,.2f} vs {other} {theirs:,.2f} per month: {stack} {verb} "
+        f"{abs(theirs - mine):,.2f}{share} on the kinds each prices",
+    ]
+    for name, side in ((stack, lines), (other, other_lines)):
+        unpriced = sorted(ln.kind.split(":")[-1] for ln in side if ln.monthly is None)
+        if unpriced:
+            out.append(f"  {name} leaves unpriced: {', '.join(unpriced)}")
     return "\n".join(out)

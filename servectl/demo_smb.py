@@ -29,6 +29,8 @@ from servectl.demo import REPO_ROOT, Phase, _free_port, _sample_rows, check_poli
 
 SMB_STACKS = ("smb-eu", "smb-ae")
 """The SMB stacks the demo may plan, in order of preference (the first whose stack file exists)."""
+ENTERPRISE_PEERS = {"smb-eu": "eu-prod", "smb-ae": "uae-prod"}
+"""The EKS stack of each SMB stack's jurisdiction, priced beside it: what the managed profile saves."""
 CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 MODEL = "aws:sagemaker/model:Model"
 
@@ -84,7 +86,8 @@ def variants(document: dict[str, Any]) -> list[Variant]:
 
 
 def plan_smb(stack: str, out: Path) -> tuple[Path, dict[str, Any], str]:
-    """The stack's infra plan written to `out/<stack>.infra.json`, and its cost estimate (`out/cost.txt`)."""
+    """The stack's infra plan written to `out/<stack>.infra.json`, and its cost estimate (`out/cost.txt`),
+    set against its jurisdiction's EKS stack at the same load where that stack's file exists."""
     from servectl.cost import Load
     from servectl.plan import cost_report
     from stacks.preview.run import plan_stack
@@ -93,7 +96,11 @@ def plan_smb(stack: str, out: Path) -> tuple[Path, dict[str, Any], str]:
     plan = plan_stack(stack, layer="infra")
     path = out / f"{stack}.infra.json"
     path.write_text(json.dumps(plan.document, indent=2) + "\n", encoding="utf-8")
-    cost = cost_report(plan, Load())
+    peer = ENTERPRISE_PEERS.get(stack)
+    against = (
+        plan_stack(peer, layer="infra") if peer and (REPO_ROOT / f"Pulumi.{peer}.yaml").exists() else None
+    )
+    cost = cost_report(plan, Load(), against)
     (out / "cost.txt").write_text(cost + "\n", encoding="utf-8")
     return path, plan.document, cost
 
@@ -206,7 +213,8 @@ def smb_phases(repository: Path, out: Path, phases: list[Phase]) -> dict[str, An
     stack = smb_stack()
     with phase(f"SMB: plan {stack} offline (managed services, no cluster) and its monthly cost", phases):
         path, document, cost = plan_smb(stack, out)
-        click.echo("\n".join("    " + line for line in cost.splitlines()[:8]))
+        shown = cost.splitlines()[:8] + (["", *cost.split("\n\n")[-1].splitlines()] if "\n\n" in cost else [])
+        click.echo("\n".join("    " + line for line in shown))
     with phase(f"SMB: policy gate on {stack} (real OPA server)", phases) as gate:
         code, findings = check_policies([path], out / "policy")
         gate.result = {0: "PASS", 1: "FAIL"}.get(code, "error")

@@ -3,10 +3,11 @@
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import click
 
-from servectl.cost import Item, Load, PriceError, estimate, load_table, render
+from servectl.cost import Item, Line, Load, PriceError, comparison, estimate, load_table, render
 from stacks.artifacts import LockError
 from stacks.config import ConfigError
 from stacks.preview.run import LAYERS, Plan, layers_of, plan_stack, stack_names
@@ -33,8 +34,8 @@ def plan_layers(stack: str, layer: str | None) -> list[Plan]:
         raise click.ClickException(str(exc)) from exc
 
 
-def cost_report(plan: Plan, load: Load) -> str:
-    """The estimated monthly cost of an infra plan's AWS resources; PriceError as a one-line error."""
+def cost_lines(plan: Plan, load: Load) -> tuple[list[Line], dict[str, Any]]:
+    """An infra plan's AWS resources priced per kind, and the table; PriceError as a one-line error."""
     items = [
         Item(
             urn=state["urn"],
@@ -47,9 +48,26 @@ def cost_report(plan: Plan, load: Load) -> str:
     ]
     try:
         table = load_table()
-        return render(plan.stack, estimate(items, table, load), table, load)
+        return estimate(items, table, load), table
     except PriceError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def cost_report(plan: Plan, load: Load, against: Plan | None = None) -> str:
+    """The estimated monthly cost of an infra plan's AWS resources; with `against`, the other stack's too and
+    what the first saves (or costs) against it at the same load."""
+    lines, table = cost_lines(plan, load)
+    report = render(plan.stack, lines, table, load)
+    if against is None:
+        return report
+    other, _ = cost_lines(against, load)
+    return "\n\n".join(
+        [
+            report,
+            render(against.stack, other, table, load),
+            comparison(plan.stack, lines, against.stack, other, load),
+        ]
+    )
 
 
 @click.command()
@@ -70,6 +88,11 @@ def cost_report(plan: Plan, load: Load) -> str:
 @click.option(
     "--model-ms", default=Load().model_ms, show_default=True, help="--cost: model time per request (ms)."
 )
+@click.option(
+    "--compare",
+    metavar="NAME",
+    help="--cost: also price this stack at the same load and say what --stack saves against it.",
+)
 def plan(
     stack: str | None,
     all_stacks: bool,
@@ -78,6 +101,7 @@ def plan(
     cost: bool,
     requests: int,
     model_ms: float,
+    compare: str | None,
 ) -> None:
     """Run a layer's program under Pulumi's mocks (no cloud, no Pulumi CLI); write its preview JSON."""
     if all_stacks == (stack is not None):
@@ -87,10 +111,12 @@ def plan(
             raise click.UsageError(
                 "--cost takes --stack NAME (its infra layer, which holds the AWS resources)"
             )
-        click.echo(
-            cost_report(plan_layers(stack, "infra")[0], Load(requests_per_month=requests, model_ms=model_ms))
-        )
+        against = plan_layers(compare, "infra")[0] if compare else None
+        load = Load(requests_per_month=requests, model_ms=model_ms)
+        click.echo(cost_report(plan_layers(stack, "infra")[0], load, against))
         return
+    if compare is not None:
+        raise click.UsageError("--compare goes with --cost")
     names = stack_names() if all_stacks else [str(stack)]
     if not all_stacks and layer is None and len(layers_of(str(stack))) > 1:
         raise click.UsageError(f"stack {stack} has layers {', '.join(layers_of(str(stack)))}: give --layer")

@@ -29,6 +29,9 @@ def test_the_phase_plans_an_smb_stack_and_prices_it(smb_plan: tuple[Path, dict[s
         "managed, no cluster"
     )
     assert "total of priced kinds" in cost and (path.parent / "cost.txt").read_text().strip() == cost.strip()
+    peer = demo_smb.ENTERPRISE_PEERS[smb_stack()]
+    assert f"{smb_stack()} against {peer} at 10,000,000 requests/month" in cost, cost[-600:]
+    assert f"{smb_stack()} saves" in cost, "the managed profile is set against its jurisdiction's EKS stack"
 
 
 def test_variants_are_the_plans_production_variants(smb_plan: tuple[Path, dict[str, Any], str]) -> None:
