@@ -9,16 +9,16 @@ import pytest
 import yaml
 
 from stacks.manifests import deployer_rbac as rbac
-from stacks.preview.run import Plan, layers_of, plan_stack, stack_names
+from stacks.preview.run import Plan
 
 ONPREM = "onprem-ae"
 DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "*"}
 
 
 @pytest.fixture(scope="module")
-def platform_plans() -> dict[str, Plan]:
-    """The platform layer of every stack that has one."""
-    return {s: plan_stack(s, layer="platform") for s in stack_names() if "platform" in layers_of(s)}
+def platform_plans(plans: dict[str, Plan]) -> dict[str, Plan]:
+    """The platform layer of every stack that has one (from the session's plans of every layer)."""
+    return {key.removesuffix(".platform"): plan for key, plan in plans.items() if key.endswith(".platform")}
 
 
 @pytest.fixture(scope="module")
