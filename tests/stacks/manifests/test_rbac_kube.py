@@ -215,6 +215,21 @@ def test_a_role_granting_what_the_deployer_lacks_is_forbidden(cluster: KubeApi) 
     assert "secret-reader" not in names, names
 
 
+def test_binding_a_role_beyond_the_deployer_is_forbidden(cluster: KubeApi) -> None:
+    """The other way up: a RoleBinding to `cluster-admin`, which the deployer neither holds nor may `bind`.
+    (Not `admin`: its rules are aggregated by kube-controller-manager, which does not run here, so it is
+    empty and binding it grants nothing.)"""
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "self-admin", "namespace": "banking"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": deployer_rbac.GROUP}],
+    }
+    with pytest.raises(KubeError, match=r"403 .*attempting to grant RBAC permissions not currently held"):
+        cluster.client(DEPLOYER.name).request("POST", _path(binding), binding)
+
+
 def test_the_deployer_cannot_create_a_cluster_role_or_read_another_teams_secrets(cluster: KubeApi) -> None:
     deployer = cluster.client(DEPLOYER.name)
     role = {
