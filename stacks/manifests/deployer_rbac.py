@@ -22,6 +22,7 @@ import argparse
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import product
 from typing import Any
 
 import yaml
@@ -205,14 +206,13 @@ def uncovered(granted: Sequence[dict[str, Any]], role_rules: Sequence[dict[str, 
     check: a creator without `escalate` must hold every one)."""
     missing = []
     for rule in role_rules:
-        for group in rule.get("apiGroups", []):
-            for resource in rule.get("resources", []):
-                for verb in rule.get("verbs", []):
-                    for name in rule.get("resourceNames") or [""]:
-                        if not allows(granted, group, resource, verb, name):
-                            missing.append(
-                                f"{verb} {group or 'core'}/{resource}" + (f"/{name}" if name else "")
-                            )
+        requests = product(
+            rule.get("apiGroups", []), rule.get("resources", []), rule.get("verbs", []),
+            rule.get("resourceNames") or [""],
+        )  # fmt: skip
+        for group, resource, verb, name in requests:
+            if not allows(granted, group, resource, verb, name):
+                missing.append(f"{verb} {group or 'core'}/{resource}" + (f"/{name}" if name else ""))
     return missing
 
 
