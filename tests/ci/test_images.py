@@ -131,12 +131,20 @@ def test_every_stack_job_uses_this_runs_images() -> None:
             ), f"{name} deploys the {image} image preview planned"
 
 
+def checkout(work: Path) -> None:
+    """What a step's script finds in the job's checkout: the virtualenv and the shared scripts."""
+    for shared in (".venv", ".github"):
+        if not (work / shared).exists():
+            (work / shared).symlink_to(ROOT / shared)
+
+
 def use_images(
     work: Path, stack: str, runner: str, serving: str, retrain: str = RETRAIN_DIGEST
 ) -> tuple[int, str]:
     step = step_named(workflow("stack.yml")["jobs"]["platform"], USE_IMAGES)
     env = {"STACK": stack, "RUNNER_DIGEST": runner, "SERVING_DIGEST": serving, "RETRAIN_DIGEST": retrain}
-    code, _, out = run_script(step, work, env)
+    checkout(work)
+    code, _, out = run_script(step, work, env, shell=BASH)
     return code, out
 
 
@@ -238,6 +246,7 @@ def built(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     work = tmp_path / "work"
     (work / "images").mkdir(parents=True)
     (work / ".tools").symlink_to(ROOT / ".tools")
+    checkout(work)
     for name in SOURCE_FILES:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_text(f"{name}\n")
@@ -410,6 +419,7 @@ def keep(tmp_path: Path, answers: dict[str, tuple[int, str]]) -> tuple[int, dict
         for repo, (code, text) in answers.items()
     )
     executable(tmp_path / "aws", f'#!/bin/bash\ncase "$*" in {cases} *) exit 255 ;; esac\n')
+    checkout(tmp_path)
     github_env = tmp_path / "github_env"
     registry = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/eu-test/model-serving"
     env = {
