@@ -21,13 +21,17 @@ class Traffic:
     models: dict[str, float] = field(default_factory=dict)
     """Relative weight of each model (the V2 protocol has no model listing, so they are named)."""
     user_ids: int = 1000
-    """Distinct end users (`x-user-id`), so sticky routing is exercised by repeat visitors."""
+    """Distinct end users (`x-user-id`), so sticky routing is exercised by repeat visitors; 0 sends no
+    end-user headers and checks no stickiness (SageMaker splits every request by weight: docs/smb.md)."""
     enterprise_share: float = 0.0
     """Share of end users who send `x-segment: enterprise` (a header route)."""
     rows: int = 1
     """Rows per request (the batch dimension)."""
     think_ms: tuple[float, float] = (0.0, 0.0)
     """Each user waits between these many milliseconds between requests."""
+    metadata: Path | None = None
+    """A directory of each model's V2 metadata (`<model>.json`), for a target that routes only inference (the
+    smb API); None: `GET /v2/models/<model>` on the target."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +50,7 @@ class Profile:
     """Inputs sampled from a training profile, shifted for a period (the `drift` profile); None: noise."""
 
 
-_TRAFFIC_KEYS = {"protocols", "models", "user_ids", "enterprise_share", "rows", "think_ms"}
+_TRAFFIC_KEYS = {"protocols", "models", "user_ids", "enterprise_share", "rows", "think_ms", "metadata"}
 
 
 def _weights(value: object, where: str, allowed: tuple[str, ...] | None = None) -> dict[str, float]:
@@ -67,8 +71,19 @@ def _think(value: object, where: str) -> tuple[float, float]:
     return low, high
 
 
-def parse_traffic(value: object, where: str) -> Traffic:
-    """A profile's `traffic:` mapping, every key checked."""
+def _metadata(value: object, where: str, models: Mapping[str, float], base: Path) -> Path:
+    """The metadata directory (relative to the profiles file) with a document for every model loaded."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected a directory relative to the profiles file, got {value!r}")
+    directory = base / value
+    missing = [m for m in sorted(models) if not (directory / f"{m}.json").is_file()]
+    if missing:
+        raise ConfigError(f"{where}: {directory} has no metadata for {', '.join(missing)} (<model>.json)")
+    return directory
+
+
+def parse_traffic(value: object, where: str, base: Path = BUNDLED_PROFILES.parent) -> Traffic:
+    """A profile's `traffic:` mapping, every key checked; `base` is the profiles file's directory."""
     raw = mapping(value, where)
     check_keys(raw, _TRAFFIC_KEYS, where)
     if "models" not in raw:
@@ -78,23 +93,25 @@ def parse_traffic(value: object, where: str) -> Traffic:
     if share > 1:
         raise ConfigError(f"{where}.enterprise_share: must be at most 1, got {share:g}")
     whole = {
-        key: int(number(raw.get(key, getattr(default, key)), f"{where}.{key}", minimum=1, integer=True))
-        for key in ("user_ids", "rows")
+        key: int(number(raw.get(key, getattr(default, key)), f"{where}.{key}", minimum=low, integer=True))
+        for key, low in (("user_ids", 0), ("rows", 1))
     }
+    models = _weights(raw["models"], f"{where}.models")
     return Traffic(
         protocols=_weights(raw["protocols"], f"{where}.protocols", PROTOCOLS)
         if "protocols" in raw
         else default.protocols,
-        models=_weights(raw["models"], f"{where}.models"),
+        models=models,
         user_ids=whole["user_ids"],
         enterprise_share=share,
         rows=whole["rows"],
         think_ms=_think(raw["think_ms"], f"{where}.think_ms") if "think_ms" in raw else default.think_ms,
+        metadata=_metadata(raw["metadata"], f"{where}.metadata", models, base) if "metadata" in raw else None,
     )
 
 
 def parse_profiles(document: Mapping[str, object], source: str) -> dict[str, Profile]:
-    """Every profile in a profiles document."""
+    """Every profile in a profiles document (`source`: its file, which relative paths start from)."""
     profiles = {}
     for name, value in document.items():
         where = f"{source}: {name}"
@@ -103,7 +120,7 @@ def parse_profiles(document: Mapping[str, object], source: str) -> dict[str, Pro
         if "shape" not in raw:
             raise ConfigError(f"{where}.shape: missing")
         stages = parse_shape(raw["shape"], f"{where}.shape")
-        traffic = parse_traffic(raw.get("traffic"), f"{where}.traffic")
+        traffic = parse_traffic(raw.get("traffic"), f"{where}.traffic", Path(source).parent)
         drift = _drift(raw["drift"], f"{where}.drift", stages, traffic) if "drift" in raw else None
         profiles[name] = Profile(
             name=name,

@@ -31,9 +31,11 @@ def end_user_headers(index: int, traffic: Traffic) -> dict[str, str]:
 
 
 def pick(traffic: Traffic, rng: random.Random) -> tuple[str, dict[str, str]]:
-    """A model by weight and an end user, uniformly from the pool, with their headers."""
+    """A model by weight and an end user, uniformly from the pool, with their headers (none: no pool)."""
     models = list(traffic.models)
     model = rng.choices(models, weights=[traffic.models[m] for m in models])[0]
+    if not traffic.user_ids:
+        return model, {}
     return model, end_user_headers(rng.randrange(traffic.user_ids), traffic)
 
 

@@ -113,11 +113,21 @@ class Catalog:
             return cls._payloads[model]
 
     @classmethod
-    def _build(cls, host: str, model: str) -> ModelPayloads:
+    def metadata(cls, host: str, model: str) -> dict[str, Any]:
+        """The model's V2 metadata: the profile's document for it where it names a directory (a target that
+        routes only inference), else what the target answers to `GET /v2/models/{model}`."""
         assert cls.profile is not None, "the init listener configures the catalog"
+        directory = cls.profile.traffic.metadata
+        if directory is not None:
+            return dict(orjson.loads((directory / f"{model}.json").read_bytes()))
         response = requests.get(f"{host.rstrip('/')}/v2/models/{model}", headers=cls.auth, timeout=10)
         response.raise_for_status()
-        metadata = response.json()
+        return dict(response.json())
+
+    @classmethod
+    def _build(cls, host: str, model: str) -> ModelPayloads:
+        assert cls.profile is not None, "the init listener configures the catalog"
+        metadata = cls.metadata(host, model)
         rng = np.random.default_rng(len(cls._payloads))
         spec = cls.profile.drift
         if spec is not None and spec.model in (None, model):

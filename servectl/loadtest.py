@@ -18,7 +18,7 @@ from loadtests.slo import BUNDLED_SLO
               help="the V2 gRPC endpoint; without it only REST users run")  # fmt: skip
 @click.option("--profile", default="smoke", show_default=True,
               help="profile in the profiles file (smoke, step, ramp, spike, soak, throughput, "
-                   "deploy-smoke, drift)")  # fmt: skip
+                   "deploy-smoke, smb-smoke, drift)")  # fmt: skip
 @click.option("--profiles", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
               default=BUNDLED_PROFILES, show_default=True, help="profiles YAML")  # fmt: skip
 @click.option("--slo", "slo_file", type=click.Path(dir_okay=False, path_type=Path), default=BUNDLED_SLO,

@@ -60,6 +60,14 @@ def test_images_are_built_once_before_every_stack() -> None:
         "stack": "${{ matrix.stack }}",
         **{name: f"${{{{ needs.images.outputs.{name} }}}}" for name in passed},
     }, "each stack gets the digests and source tags the images job recorded"
+    assert deploy["smb"]["needs"] == "images", "every smb stack waits for the images of its run too"
+    assert deploy["smb"]["with"] == {
+        "stack": "${{ matrix.stack }}",
+        **{name: f"${{{{ needs.images.outputs.{name} }}}}" for name in ("serving_digest", "serving_tag")},
+    }, "an smb stack runs the serving image only: its digest and source tag"
+    assert deploy["smb"]["concurrency"] == deploy["stack"]["concurrency"], (
+        "one lock per stack, either pipeline"
+    )
     inputs = workflow("stack.yml")["on"]["workflow_call"]["inputs"]
     for name in passed:
         assert inputs[name]["required"] is True and inputs[name]["type"] == "string", inputs[name]

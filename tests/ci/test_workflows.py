@@ -70,6 +70,13 @@ def aws_stacks(root: Path = ROOT) -> list[str]:
     return sorted(n for n in names if not n.startswith(("onprem-", "smb-")))
 
 
+def smb_stacks(root: Path = ROOT) -> list[str]:
+    """Every shipped smb stack, which deploy.yml deploys through smb.yml: each Pulumi.smb-*.yaml."""
+    return sorted(
+        p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in root.glob("Pulumi.smb-*.yaml")
+    )
+
+
 def stack_config(stack: str) -> dict[str, Any]:
     return dict(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
 
@@ -162,9 +169,28 @@ def test_deploy_matrix_is_every_aws_stack() -> None:
     assert sorted(matrix) == aws_stacks(), f"deploy.yml deploys {matrix}; the AWS stacks: {aws_stacks()}"
 
 
-def test_deploy_locks_each_stack_and_isolates_failures() -> None:
-    job = workflow("deploy.yml")["jobs"]["stack"]
-    assert job["uses"] == "./.github/workflows/stack.yml", "each stack runs the one reusable pipeline"
+def test_deploy_smb_matrix_is_every_smb_stack() -> None:
+    """The two lists split the AWS stack files: cluster stacks through stack.yml, smb ones through smb.yml."""
+    jobs = workflow("deploy.yml")["jobs"]
+    smb = jobs["smb"]["strategy"]["matrix"]["stack"]
+    assert sorted(smb) == smb_stacks() != [], (
+        f"deploy.yml's smb job deploys {smb}; the smb stacks: {smb_stacks()}"
+    )
+    cluster = jobs["stack"]["strategy"]["matrix"]["stack"]
+    assert not set(smb) & set(cluster), f"a stack in both pipelines: {set(smb) & set(cluster)}"
+
+
+def test_smb_stacks_lists_only_smb_files(tmp_path: Path) -> None:
+    for stack in ("eu-prod", "onprem-lab", "smb-lab", "smb-zz"):
+        (tmp_path / f"Pulumi.{stack}.yaml").write_text("config: {}\n")
+    assert smb_stacks(tmp_path) == ["smb-lab", "smb-zz"], smb_stacks(tmp_path)
+    assert aws_stacks(tmp_path) == ["eu-prod"], aws_stacks(tmp_path)
+
+
+@pytest.mark.parametrize(("job_name", "called"), [("stack", "stack.yml"), ("smb", "smb.yml")])
+def test_deploy_locks_each_stack_and_isolates_failures(job_name: str, called: str) -> None:
+    job = workflow("deploy.yml")["jobs"][job_name]
+    assert job["uses"] == f"./.github/workflows/{called}", "each stack runs its one reusable pipeline"
     assert job["strategy"]["fail-fast"] is False, "one stack's failure must not cancel the others"
     group = job["concurrency"]["group"]
     assert "${{ matrix.stack }}" in group, f"the concurrency group {group!r} must be per stack"
@@ -652,7 +678,9 @@ def test_permissions_minimal(name: str) -> None:
         assert data["jobs"]["approve"]["permissions"] == {}, "the approval job holds no credentials"
 
 
-@pytest.mark.parametrize(("caller", "called"), [("stack", "stack.yml"), ("images", "images.yml")])
+@pytest.mark.parametrize(
+    ("caller", "called"), [("stack", "stack.yml"), ("smb", "smb.yml"), ("images", "images.yml")]
+)
 def test_caller_grants_what_the_pipeline_needs(caller: str, called: str) -> None:
     """A called workflow's jobs get at most what the caller grants: grant exactly their union."""
     union: dict[str, str] = {}

@@ -17,7 +17,7 @@ from loadtests.shapes import total_duration
 
 
 def test_bundled_profiles_are_valid_and_bounded() -> None:
-    profiles = parse_profiles(load_yaml(BUNDLED_PROFILES), "profiles.yaml")
+    profiles = parse_profiles(load_yaml(BUNDLED_PROFILES), str(BUNDLED_PROFILES))
     assert {"smoke", "step", "ramp", "spike", "soak"} <= profiles.keys(), profiles.keys()
     for profile in profiles.values():
         assert 0 < total_duration(profile.stages) <= 3600, f"{profile.name} must be bounded"
@@ -79,6 +79,12 @@ def test_restrict_refuses_a_selection_without_weight() -> None:
         ({"models": {"m": 1}, "think_ms": [10, 5]}, "p.traffic.think_ms: min 10 is above max 5"),
         ({"models": {"m": 1}, "rows": 0}, "p.traffic.rows: must be at least 1"),
         ({"models": {"m": 1}, "batch": 4}, "p.traffic.batch: unknown key"),
+        ({"models": {"m": 1}, "user_ids": -1}, "p.traffic.user_ids: must be at least 0"),
+        ({"models": {"m": 1}, "metadata": ""}, "p.traffic.metadata: expected a directory"),
+        (
+            {"models": {"m": 1}, "metadata": "metadata"},
+            r"p.traffic.metadata: .*metadata has no metadata for m",
+        ),
     ],
 )
 def test_bad_traffic_names_the_key(traffic: dict[str, object], message: str) -> None:
@@ -98,3 +104,24 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="expected a mapping at the top level"):
         load_profile("smoke", tmp_path / "list.yaml")
+
+
+def test_smb_smoke_fits_the_smb_api() -> None:
+    """The smb API routes only inference (no metadata route) and SageMaker splits each request by weight (no
+    sticky users): the profile reads shipped metadata and sends no end-user ids, under the route throttle."""
+    profile = load_profile("smb-smoke")
+    assert profile.traffic.metadata == BUNDLED_PROFILES.parent / "metadata", profile.traffic.metadata
+    assert profile.traffic.user_ids == 0 and profile.traffic.enterprise_share == 0, profile.traffic
+    users = max(stage.users for stage in profile.stages)
+    most_rps = users / (profile.traffic.think_ms[0] / 1000)
+    assert most_rps < 50, f"{most_rps:.0f} req/s would meet the smb stacks' route throttle of 50 req/s"
+    assert profile.traffic.protocols == {"rest": 1.0} and loaded_models(profile) == ["tabular-classifier"]
+
+
+def test_metadata_is_relative_to_the_profiles_file(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "m.json").write_text("{}")
+    document = {"p": {"shape": {"kind": "constant", "users": 1, "duration_s": 1},
+                      "traffic": {"models": {"m": 1}, "metadata": "docs"}}}  # fmt: skip
+    profile = parse_profiles(document, str(tmp_path / "profiles.yaml"))["p"]
+    assert profile.traffic.metadata == tmp_path / "docs", profile.traffic.metadata

@@ -35,6 +35,14 @@ def test_pick_weights_models_and_repeats_users() -> None:
     assert len(users) == 100, "every end user recurs, so stickiness is exercised"
 
 
+def test_pick_without_end_users_sends_no_user_headers() -> None:
+    rng = random.Random(1)
+    anonymous = Traffic(models={"a": 1}, user_ids=0, enterprise_share=0.5)
+    assert {tuple(headers) for _, headers in (pick(anonymous, rng) for _ in range(100))} == {()}, (
+        "no x-user-id (so no sticky check) and no segment"
+    )
+
+
 def test_sticky_check_flags_a_user_that_moves() -> None:
     check = StickyCheck()
     user = {"x-user-id": "user-1"}
