@@ -71,15 +71,24 @@ def _think(value: object, where: str) -> tuple[float, float]:
     return low, high
 
 
-def _metadata(value: object, where: str, models: Mapping[str, float], base: Path) -> Path:
-    """The metadata directory (relative to the profiles file) with a document for every model loaded."""
+def _metadata(value: object, where: str, base: Path) -> Path:
+    """The metadata directory, relative to the profiles file (its documents are checked when the profile is
+    chosen: a profiles file copied alone, as into the cluster's load-test Job, still parses)."""
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: expected a directory relative to the profiles file, got {value!r}")
-    directory = base / value
-    missing = [m for m in sorted(models) if not (directory / f"{m}.json").is_file()]
+    return base / value
+
+
+def check_metadata(profile: Profile, path: Path) -> None:
+    """A profile that reads metadata documents has one for every model it loads."""
+    directory = profile.traffic.metadata
+    if directory is None:
+        return
+    missing = [m for m in sorted(profile.traffic.models) if not (directory / f"{m}.json").is_file()]
     if missing:
-        raise ConfigError(f"{where}: {directory} has no metadata for {', '.join(missing)} (<model>.json)")
-    return directory
+        raise ConfigError(
+            f"{path}: {profile.name}.traffic.metadata: {directory} has no {', '.join(missing)} (<model>.json)"
+        )
 
 
 def parse_traffic(value: object, where: str, base: Path = BUNDLED_PROFILES.parent) -> Traffic:
@@ -106,7 +115,7 @@ def parse_traffic(value: object, where: str, base: Path = BUNDLED_PROFILES.paren
         enterprise_share=share,
         rows=whole["rows"],
         think_ms=_think(raw["think_ms"], f"{where}.think_ms") if "think_ms" in raw else default.think_ms,
-        metadata=_metadata(raw["metadata"], f"{where}.metadata", models, base) if "metadata" in raw else None,
+        metadata=_metadata(raw["metadata"], f"{where}.metadata", base) if "metadata" in raw else None,
     )
 
 
@@ -150,6 +159,7 @@ def load_profile(name: str, path: Path = BUNDLED_PROFILES) -> Profile:
     profiles = parse_profiles(load_yaml(path), str(path))
     if name not in profiles:
         raise ConfigError(f"{path}: no profile {name!r}; the file has {', '.join(sorted(profiles))}")
+    check_metadata(profiles[name], path)
     return profiles[name]
 
 

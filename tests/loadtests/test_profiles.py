@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from loadtests.config import ConfigError, load_yaml
 from loadtests.profiles import (
@@ -81,10 +82,6 @@ def test_restrict_refuses_a_selection_without_weight() -> None:
         ({"models": {"m": 1}, "batch": 4}, "p.traffic.batch: unknown key"),
         ({"models": {"m": 1}, "user_ids": -1}, "p.traffic.user_ids: must be at least 0"),
         ({"models": {"m": 1}, "metadata": ""}, "p.traffic.metadata: expected a directory"),
-        (
-            {"models": {"m": 1}, "metadata": "metadata"},
-            r"p.traffic.metadata: .*metadata has no metadata for m",
-        ),
     ],
 )
 def test_bad_traffic_names_the_key(traffic: dict[str, object], message: str) -> None:
@@ -125,3 +122,19 @@ def test_metadata_is_relative_to_the_profiles_file(tmp_path: Path) -> None:
                       "traffic": {"models": {"m": 1}, "metadata": "docs"}}}  # fmt: skip
     profile = parse_profiles(document, str(tmp_path / "profiles.yaml"))["p"]
     assert profile.traffic.metadata == tmp_path / "docs", profile.traffic.metadata
+
+
+def test_a_chosen_profile_needs_its_metadata_documents(tmp_path: Path) -> None:
+    """Checked when chosen, not when parsed: another profile of the same file still loads without them."""
+    shape = {"kind": "constant", "users": 1, "duration_s": 1}
+    document = {"reads": {"shape": shape, "traffic": {"models": {"m": 1, "n": 1}, "metadata": "docs"}},
+                "asks": {"shape": shape, "traffic": {"models": {"m": 1}}}}  # fmt: skip
+    path = tmp_path / "profiles.yaml"
+    path.write_text(yaml.safe_dump(document))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "m.json").write_text("{}")
+    assert load_profile("asks", path).traffic.metadata is None
+    with pytest.raises(ConfigError, match=r"reads.traffic.metadata: .*docs has no n \(<model>.json\)"):
+        load_profile("reads", path)
+    (tmp_path / "docs" / "n.json").write_text("{}")
+    assert load_profile("reads", path).traffic.metadata == tmp_path / "docs"
