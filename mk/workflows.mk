@@ -21,10 +21,12 @@ $(ACTIONLINT): $(TOOLS)/versions/actionlint-$(ACTIONLINT_VERSION)
 	  go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
 	touch $@
 
-# actionlint skips shellcheck silently when it is missing; here a missing shellcheck is an error.
+# actionlint skips shellcheck silently when it is missing; here a missing shellcheck is an error. The scripts the
+# workflows share (.github/scripts/*.sh) are checked by shellcheck directly.
 workflows-lint: $(ACTIONLINT) $(STAMPS)/apt
 	@command -v shellcheck >/dev/null || { echo "workflows-lint: shellcheck is missing (make setup installs it)"; exit 1; }
 	$(ACTIONLINT) -shellcheck "$$(command -v shellcheck)" $(WORKFLOWS)/*.yml
+	shellcheck .github/scripts/*.sh
 
 # What a deploy job needs and nothing more: the virtualenv (Pulumi programs, servectl) and the pinned OPA the
 # policy gate runs. Not `setup`: no models, Debian packages or CRD schemas on a deploy runner.

@@ -21,7 +21,11 @@ import pytest
 import yaml
 
 from tests.ci.conftest import BASH, ROOT, executable, plain_env, run_script, runs, step_named, workflow
+from tests.ci.test_images import built, push_env
 from tests.ci.test_workflows import ancestors, first, smb_stacks, uses
+from tests.crane import CRANE
+
+__all__ = ["built"]  # the fixture, shared with test_images.py
 
 PIPELINE = ["preview", "approve", "infra", "smoke"]
 """smb.yml's stages, each needing the one before."""
@@ -373,3 +377,41 @@ def test_pulumi_and_tarball_agree_with_the_other_workflows() -> None:
     assert {n: (i["type"], i["required"]) for n, i in inputs.items()} == dict.fromkeys(
         ("stack", "serving_digest", "serving_tag"), ("string", True)
     ), inputs
+
+
+def test_push_lands_under_the_recorded_digest(built: tuple[Path, dict[str, str]], registry: str) -> None:
+    """smb.yml's push step run for real against a registry on loopback: the image the Models will pull is
+    there under the digest the images job recorded, and a re-run keeps it."""
+    work, digests = built
+    step = step_named(jobs()["infra"], PUSH)
+    env = {**push_env(work, registry, digests["runner"], digests["serving"], digests["retrain"]),
+           **plain_env("smb.yml"), "SERVING_IMAGE": f"{registry}/smb-eu/model-serving/server"}  # fmt: skip
+    code, _, out = run_script(step, work, env, shell=BASH)
+    assert code == 0 and "pushed" in out, out
+    found = subprocess.run([str(CRANE), "digest", f"{env['SERVING_IMAGE']}:{env['SERVING_TAG']}"], check=True,
+                           text=True, capture_output=True, timeout=60).stdout.strip()  # fmt: skip
+    assert found == digests["serving"], (
+        f"the registry holds {found}, the Models reference {digests['serving']}"
+    )
+    code, _, out = run_script(step, work, env, shell=BASH)
+    assert code == 0 and "kept" in out, f"a re-run keeps the image: {code} {out}"
+
+
+@pytest.mark.parametrize("stack", smb_stacks())
+def test_only_the_serving_digest_changes(stack: str, tmp_path: Path) -> None:
+    source = ROOT / f"Pulumi.{stack}.yaml"
+    (tmp_path / source.name).write_text(source.read_text())
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    (tmp_path / ".github").symlink_to(ROOT / ".github")
+    digest = "sha256:" + "e" * 64
+    step = step_named(jobs()["infra"], "Put this run's image digest in the stack file")
+    code, _, out = run_script(step, tmp_path, {"STACK": stack, "SERVING_DIGEST": digest}, shell=BASH)
+    assert code == 0, out
+    changed = [
+        (old, new)
+        for old, new in zip(
+            source.read_text().splitlines(), (tmp_path / source.name).read_text().splitlines(), strict=True
+        )
+        if old != new
+    ]
+    assert len(changed) == 1 and changed[0][1].endswith(f"digest: {digest}"), changed
