@@ -13,6 +13,7 @@ KUBE_VERSION := v1.34.4
 KUBE_STAGING_VERSION := v0.34.4
 KUBE_SUM := h1:Yy6R4QB8C9kJPp25GFqEvX5XQwY5qzKeqD0Xx6oAcmk=
 KUBE_APISERVER := $(TOOLS)/bin/kube-apiserver
+KUBE_CONTROLLER_MANAGER := $(TOOLS)/bin/kube-controller-manager
 KUBE_BUILD := $(TOOLS)/kube-build
 KUBE_VERSION_PKG := k8s.io/component-base/version
 # What `kube-apiserver --version` prints and what the server's emulated version is derived from: an
@@ -26,35 +27,46 @@ ISTIO_CRD_API_SUM := h1:37mJvg9I0biYZAEQF+MATs4FNeCpXEIVO3LFpVb6iNM=
 KUBE_GOMODCACHE := $(abspath $(TOOLS))/gomod
 ISTIO_CRDS := $(TOOLS)/kube-crds/istio-$(ISTIO_CRD_API_VERSION).yaml
 
-SETUP_TARGETS += $(KUBE_APISERVER) $(ISTIO_CRDS)
+SETUP_TARGETS += $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(ISTIO_CRDS)
 
-.PHONY: kube-apiserver
+.PHONY: kube-apiserver kube-controller-manager
 
 kube-apiserver: $(KUBE_APISERVER) $(ISTIO_CRDS)
 
-# A marker per pinned version: changing the version rebuilds, deleting .tools too.
-$(TOOLS)/versions/kube-apiserver-$(KUBE_VERSION):
+kube-controller-manager: $(KUBE_CONTROLLER_MANAGER)
+
+# A marker per pinned version and binary: changing the version rebuilds, deleting .tools too.
+$(TOOLS)/versions/kube-%-$(KUBE_VERSION):
 	mkdir -p $(@D) $(TOOLS)/bin
 	touch $@
 
 # k8s.io/kubernetes's own go.mod points its staging modules at ./staging, which a module download does
 # not carry: a scratch module requires it and replaces every staging module (the list read from that
-# go.mod) with its published version. The Go caches make a rebuild a link step.
-$(KUBE_APISERVER): $(TOOLS)/versions/kube-apiserver-$(KUBE_VERSION) mk/kubeapi.mk
-	@command -v go >/dev/null || { echo "kubeapi: the Go toolchain is needed to build kube-apiserver"; exit 1; }
-	rm -rf $(KUBE_BUILD) && mkdir -p $(KUBE_BUILD)
-	cd $(KUBE_BUILD) && GOTOOLCHAIN=local go mod download -json k8s.io/kubernetes@$(KUBE_VERSION) > module.json \
+# go.mod) with its published version. The Go caches make a rebuild a link step. $(call kube_build,CMD)
+# builds k8s.io/kubernetes/cmd/CMD into $@, each binary in its own scratch directory so `make -j` can
+# run both builds side by side.
+define kube_build
+	@command -v go >/dev/null || { echo "kubeapi: the Go toolchain is needed to build $(1)"; exit 1; }
+	rm -rf $(KUBE_BUILD)-$(1) && mkdir -p $(KUBE_BUILD)-$(1)
+	cd $(KUBE_BUILD)-$(1) && GOTOOLCHAIN=local go mod download -json k8s.io/kubernetes@$(KUBE_VERSION) > module.json \
 	  && grep -qF '"Sum": "$(KUBE_SUM)"' module.json \
 	  && gomod=$$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$$/\1/p' module.json) \
 	  && { printf 'module kube-build\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes $(KUBE_VERSION)\n\nreplace (\n'; \
 	       sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\t\1 => \1 $(KUBE_STAGING_VERSION)#p' "$$gomod"; \
 	       printf ')\n'; } > go.mod \
-	  && GOTOOLCHAIN=local go get k8s.io/kubernetes/cmd/kube-apiserver@$(KUBE_VERSION) \
+	  && GOTOOLCHAIN=local go get k8s.io/kubernetes/cmd/$(1)@$(KUBE_VERSION) \
 	  && GOTOOLCHAIN=local GOFLAGS=-buildvcs=false go build -trimpath -ldflags "$(KUBE_LDFLAGS)" \
-	    -o $(abspath $@) k8s.io/kubernetes/cmd/kube-apiserver
-	rm -rf $(KUBE_BUILD)
+	    -o $(abspath $@) k8s.io/kubernetes/cmd/$(1)
+	rm -rf $(KUBE_BUILD)-$(1)
 	$@ --version | grep -qx 'Kubernetes $(KUBE_VERSION)'
 	touch $@
+endef
+
+$(KUBE_APISERVER): $(TOOLS)/versions/kube-apiserver-$(KUBE_VERSION) mk/kubeapi.mk
+	$(call kube_build,kube-apiserver)
+
+$(KUBE_CONTROLLER_MANAGER): $(TOOLS)/versions/kube-controller-manager-$(KUBE_VERSION) mk/kubeapi.mk
+	$(call kube_build,kube-controller-manager)
 
 # The Istio CRDs the API server serves VirtualServices with, checked against the module's pinned sum.
 $(ISTIO_CRDS): mk/kubeapi.mk

@@ -6,6 +6,7 @@ never import servectl.
 
 import click
 
+from servectl.cluster.command import cluster
 from servectl.demo import demo
 from servectl.drift.command import drift
 from servectl.experiment import experiment
@@ -37,6 +38,7 @@ cli.add_command(drift)
 cli.add_command(retrain_command, name="retrain")
 cli.add_command(retrain_receiver)
 cli.add_command(features)
+cli.add_command(cluster)
 
 
 def main() -> None:
