@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from servectl.cluster import processes
-from servectl.cluster.processes import Recorded
 from servectl.cluster.controlplane import apiserver_ready
+from servectl.cluster.processes import Recorded
 from servectl.cluster.state import OWNED, Layout, read_state
 
 RUNNING, DEGRADED, STOPPED = "running", "half up", "stopped"
