@@ -39,8 +39,9 @@ def _progress(message: str) -> None:
 
 def _refuse_leftovers(layout: Layout) -> None:
     """An earlier control plane's files (stopped, half up, or an `up` that died) are never reused or
-    overwritten: its etcd data may matter to someone. `down` removes them."""
-    leftovers = [name for name in OWNED if (layout.root / name).exists()]
+    overwritten: its etcd data may matter to someone. `down` removes them. Logs alone (what a failed
+    `up` keeps) are replaced."""
+    leftovers = [name for name in OWNED if name != "logs" and (layout.root / name).exists()]
     if leftovers:
         raise click.ClickException(
             f"{layout.root} holds an earlier control plane ({', '.join(leftovers)}) that is not running: "

@@ -20,7 +20,7 @@ from pathlib import Path
 from servectl.cluster import kubeconfig, processes
 from servectl.cluster.crds import CrdError, apply_crds
 from servectl.cluster.pki import ADMIN_USER, CONTROLLER_MANAGER_USER, User, new_token, write_pki, write_tokens
-from servectl.cluster.state import Layout, State, write_state
+from servectl.cluster.state import Layout, State, remove_state, write_state
 from servectl.experiments.kube import ApiServer, KubeError
 from servectl.experiments.local_prometheus import free_port
 
@@ -244,6 +244,23 @@ def _start_all(
         progress(f"kube-controller-manager ready in {_wait(kcm, lambda: _get(health, ca) == b'ok'):.1f} s")
 
 
+def _stopped(starter: _Starter, error: BaseException) -> BaseException:
+    """Stop what `up` started, remove its files but the logs, and say so in the error to raise (a
+    `ClusterError` for the failures `up` expects; anything else, such as Ctrl-C, unchanged)."""
+    left = processes.stop(starter.records)
+    if left:
+        note = f" (still running after SIGKILL: {[r.pid for r in left]}; state kept for `down`)"
+    else:
+        # Nothing runs: only the logs are worth keeping, and a second `up` may start afresh.
+        remove_state(starter.layout, keep=("logs",))
+        note = f" (logs kept in {starter.layout.logs})"
+    if isinstance(error, (CrdError, KubeError, OSError, ValueError)):
+        return ClusterError(f"{type(error).__name__}: {error}{note}")
+    if isinstance(error, ClusterError):
+        return ClusterError(f"{error}{note}")
+    return error
+
+
 def up(
     layout: Layout,
     binaries: Binaries,
@@ -263,18 +280,15 @@ def up(
     ports = _Ports()
     ports.apiserver = port or ports.apiserver
     url = f"https://127.0.0.1:{ports.apiserver}"
-    _write_credentials(layout, url, admin_token or new_token(), users)
     starter = _Starter(layout, url)
     try:
+        _write_credentials(layout, url, admin_token or new_token(), users)
         _start_all(starter, binaries, ports, crds, progress)
     except BaseException as error:
-        left = processes.stop(starter.records)
-        note = f" (still running after SIGKILL: {[r.pid for r in left]})" if left else ""
-        if isinstance(error, (CrdError, KubeError, OSError)):
-            raise ClusterError(f"{type(error).__name__}: {error}{note}") from error
-        if isinstance(error, ClusterError) and note:
-            raise ClusterError(f"{error}{note}") from error
-        raise
+        failure = _stopped(starter, error)
+        if failure is error:
+            raise
+        raise failure from error
     return Cluster(
         url, layout.kubeconfig, layout.pki.serving_cert, layout.admin_token, tuple(starter.records)
     )

@@ -6,14 +6,13 @@ does not answer (a pid file without its whole service), 3 stopped. A script can 
 "clean it up first" (1).
 """
 
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from servectl.cluster import processes
 from servectl.cluster.controlplane import apiserver_ready
 from servectl.cluster.processes import Recorded
-from servectl.cluster.state import OWNED, Layout, read_state
+from servectl.cluster.state import Layout, read_state, remove_state
 
 RUNNING, DEGRADED, STOPPED = "running", "half up", "stopped"
 EXIT_CODES = {RUNNING: 0, DEGRADED: 1, STOPPED: 3}
@@ -53,18 +52,6 @@ def status(layout: Layout) -> Status:
             found, state=DEGRADED, reason=f"kube-apiserver does not answer {state.url}/readyz with ok"
         )
     return replace(found, state=RUNNING, reason="every process runs and kube-apiserver is ready")
-
-
-def remove_state(layout: Layout) -> None:
-    """Delete what `up` created in the directory (and the directory if that leaves it empty); nothing else."""
-    for name in OWNED:
-        path = layout.root / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-    if layout.root.is_dir() and not any(layout.root.iterdir()):
-        layout.root.rmdir()
 
 
 def down(layout: Layout) -> list[Recorded]:

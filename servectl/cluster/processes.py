@@ -66,8 +66,8 @@ def is_running(record: Recorded) -> bool:
 
 def start(name: str, args: list[str], log: Path) -> Recorded:
     """Start `args` in its own session (a terminal's Ctrl-C or hang-up does not reach it), stdin closed,
-    stdout and stderr appended to `log`; its record."""
-    with log.open("ab") as out:
+    stdout and stderr to `log` (replaced); its record."""
+    with log.open("wb") as out:
         process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -7,6 +7,7 @@ behind for `down` to stop what it had started.
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,18 @@ def read_state(layout: Layout) -> State | None:
         return State(str(data["url"]), Path(data["kubeconfig"]), processes)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise StateError(f"{path}: unreadable state ({type(error).__name__}: {error})") from error
+
+
+def remove_state(layout: Layout, keep: tuple[str, ...] = ()) -> None:
+    """Delete what `up` created in the directory except `keep`, then the directory if that leaves it
+    empty; nothing that `up` did not create."""
+    for name in OWNED:
+        path = layout.root / name
+        if name in keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    if layout.root.is_dir() and not any(layout.root.iterdir()):
+        layout.root.rmdir()
