@@ -85,14 +85,16 @@ class Cluster:
 
 
 @dataclass
-class _Ports:
+class Ports:
+    """Free loopback ports, one per listener, picked when the control plane is laid out."""
+
     etcd_client: int = field(default_factory=free_port)
     etcd_peer: int = field(default_factory=free_port)
     apiserver: int = field(default_factory=free_port)
     controller_manager: int = field(default_factory=free_port)
 
 
-def etcd_args(binary: Path, layout: Layout, ports: _Ports) -> list[str]:
+def etcd_args(binary: Path, layout: Layout, ports: Ports) -> list[str]:
     """etcd on loopback, one member, data in the state directory."""
     client, peer = f"http://127.0.0.1:{ports.etcd_client}", f"http://127.0.0.1:{ports.etcd_peer}"
     return [
@@ -104,7 +106,7 @@ def etcd_args(binary: Path, layout: Layout, ports: _Ports) -> list[str]:
     ]
 
 
-def apiserver_args(binary: Path, layout: Layout, ports: _Ports) -> list[str]:
+def apiserver_args(binary: Path, layout: Layout, ports: Ports) -> list[str]:
     """kube-apiserver on 127.0.0.1 with TLS, RBAC and the token file; no anonymous access."""
     pki = layout.pki
     return [
@@ -129,7 +131,7 @@ def apiserver_args(binary: Path, layout: Layout, ports: _Ports) -> list[str]:
     ]
 
 
-def controller_manager_args(binary: Path, layout: Layout, ports: _Ports) -> list[str]:
+def controller_manager_args(binary: Path, layout: Layout, ports: Ports) -> list[str]:
     """kube-controller-manager on 127.0.0.1, serving its health check with the same certificate."""
     pki, config = layout.pki, layout.controller_manager_kubeconfig
     return [
@@ -223,7 +225,7 @@ def _etcd_healthy(port: int) -> bool:
 
 
 def _start_all(
-    starter: _Starter, binaries: Binaries, ports: _Ports, crds: Path | None, progress: Progress
+    starter: _Starter, binaries: Binaries, ports: Ports, crds: Path | None, progress: Progress
 ) -> None:
     """etcd, kube-apiserver, the CRDs, kube-controller-manager: each waited for before the next."""
     layout, url = starter.layout, starter.url
@@ -277,7 +279,7 @@ def up(
     if crds is not None and not crds.is_file():
         raise ClusterError(f"{crds} is missing: run `make kube-apiserver`")
     layout.logs.mkdir(parents=True, exist_ok=True)
-    ports = _Ports()
+    ports = Ports()
     ports.apiserver = port or ports.apiserver
     url = f"https://127.0.0.1:{ports.apiserver}"
     starter = _Starter(layout, url)

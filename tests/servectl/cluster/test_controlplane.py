@@ -12,7 +12,7 @@ from servectl.cluster import processes
 from servectl.cluster.controlplane import (
     Binaries,
     ClusterError,
-    _Ports,
+    Ports,
     apiserver_args,
     controller_manager_args,
     etcd_args,
@@ -31,7 +31,7 @@ def _flags(args: list[str]) -> dict[str, str]:
 
 
 def test_every_process_listens_on_loopback_only(tmp_path: Path) -> None:
-    layout, ports, binary = Layout(tmp_path), _Ports(), Path("/bin/true")
+    layout, ports, binary = Layout(tmp_path), Ports(), Path("/bin/true")
     etcd = etcd_args(binary, layout, ports)
     urls = [etcd[i + 1] for i, a in enumerate(etcd) if a.endswith("-urls")]
     assert urls and all(u.startswith("http://127.0.0.1:") for u in urls), urls
@@ -40,7 +40,7 @@ def test_every_process_listens_on_loopback_only(tmp_path: Path) -> None:
 
 
 def test_the_api_server_needs_tls_and_a_token_and_authorizes_with_rbac(tmp_path: Path) -> None:
-    flags = _flags(apiserver_args(Path("/bin/true"), Layout(tmp_path), _Ports()))
+    flags = _flags(apiserver_args(Path("/bin/true"), Layout(tmp_path), Ports()))
     expected = {
         "anonymous-auth": "false",
         "authorization-mode": "RBAC",
@@ -52,7 +52,7 @@ def test_the_api_server_needs_tls_and_a_token_and_authorizes_with_rbac(tmp_path:
 
 
 def test_each_controller_runs_under_its_own_service_account(tmp_path: Path) -> None:
-    flags = _flags(controller_manager_args(Path("/bin/true"), Layout(tmp_path), _Ports()))
+    flags = _flags(controller_manager_args(Path("/bin/true"), Layout(tmp_path), Ports()))
     assert flags["use-service-account-credentials"] == "true"
     assert flags["service-account-private-key-file"] == str(tmp_path / "pki" / "sa.key")
 
