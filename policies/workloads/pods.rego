@@ -3,7 +3,9 @@
 # description: |
 #   Every container runs as non-root on a read-only root filesystem without privilege
 #   escalation or capabilities, with limits and probes, from an image pinned by digest in
-#   an approved registry.
+#   an approved registry; no pod shares the node's namespaces. The platform layer's admission
+#   policies (stacks/manifests/admission.py) refuse WL-001, 003, 007, 008 and 009 in the cluster
+#   too, with the same ids.
 package workloads.pods
 
 import data.lib.config
@@ -131,6 +133,24 @@ deny contains result.finding(rego.metadata.rule(), x.r, [label(x), probe]) if {
 	not x.init
 	some probe in ["readinessProbe", "livenessProbe"]
 	not x.c[probe]
+}
+
+# METADATA
+# title: No host namespaces
+# scope: rule
+# description: |
+#   Pods keep their own network, process and IPC namespaces: a pod in the node's sees its traffic,
+#   processes or shared memory, and the mesh cannot intercept its traffic.
+# custom:
+#   id: WL-009
+#   severity: high
+#   message: "workload %s shares the host's namespace (%s=true)"
+#   remediation: Remove hostNetwork, hostPID and hostIPC from the pod spec.
+deny contains result.finding(rego.metadata.rule(), r, [resources.k8s_name(r), field]) if {
+	some r in input.resources
+	spec := resources.pod_spec(r)
+	some field in ["hostNetwork", "hostPID", "hostIPC"]
+	object.get(spec, field, false) != false
 }
 
 # METADATA

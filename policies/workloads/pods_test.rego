@@ -184,3 +184,27 @@ test_registry_listed_for_other_stack_violating if {
 		sprintf("container iris/server uses image %q from a registry that is not approved", [local]),
 	]}
 }
+
+pod_with(fields) := t.k8s("Pod", "p", "models", object.union({"containers": [good]}, fields))
+
+test_host_namespaces_passing if {
+	pods.deny == set() with input as t.plan([pod_with({"hostNetwork": false, "hostPID": false, "hostIPC": false})])
+}
+
+test_host_namespaces_missing_field_passing if {
+	pods.deny == set() with input as t.plan([pod_with({})])
+}
+
+test_host_namespaces_violating if {
+	p := pod_with({"hostNetwork": true, "hostPID": true, "hostIPC": false})
+	t.brief(pods.deny) == {
+		["WL-009", "high", p.urn, "workload p shares the host's namespace (hostNetwork=true)"],
+		["WL-009", "high", p.urn, "workload p shares the host's namespace (hostPID=true)"],
+	} with input as t.plan([p])
+}
+
+test_host_namespaces_template_violating if {
+	d := t.k8s("Deployment", "iris", "models", {"template": {"spec": {"containers": [good], "hostIPC": true}}})
+	found := t.brief(pods.deny) with input as t.plan([d])
+	found == {["WL-009", "high", d.urn, "workload iris shares the host's namespace (hostIPC=true)"]}
+}

@@ -56,6 +56,16 @@ _BUILTIN: dict[str, _Factory] = {
     "rbac.authorization.k8s.io/v1/ClusterRoleBinding": lambda n, m, o: k8s.rbac.v1.ClusterRoleBinding(
         n, metadata=m["metadata"], role_ref=m["roleRef"], subjects=m["subjects"], opts=o
     ),
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy": lambda n, m, o: (
+        k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
+            n, metadata=m["metadata"], spec=m["spec"], opts=o
+        )
+    ),
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding": lambda n, m, o: (
+        k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
+            n, metadata=m["metadata"], spec=m["spec"], opts=o
+        )
+    ),
     "v1/Secret": lambda n, m, o: k8s.core.v1.Secret(
         n, metadata=m["metadata"], type=m.get("type"), string_data=m.get("stringData"), opts=o
     ),

@@ -17,6 +17,9 @@ class TenancyArgs:
     """The tenant."""
     group_prefix: str
     """Prefix the cluster puts before identity-provider group names."""
+    waits_for: tuple[pulumi.Resource, ...] = ()
+    """What must exist before the namespace: the cluster's admission bindings, so that every pod in it is
+    judged."""
 
 
 class Tenancy(pulumi.ComponentResource):
@@ -28,7 +31,11 @@ class Tenancy(pulumi.ComponentResource):
     def __init__(self, name: str, args: TenancyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("model-serving:tenancy:Tenancy", name, None, opts)
         tenant = args.tenant
-        namespace = kube.create(f"{name}-ns", tenancy.namespace(tenant), pulumi.ResourceOptions(parent=self))
+        namespace = kube.create(
+            f"{name}-ns",
+            tenancy.namespace(tenant),
+            pulumi.ResourceOptions(parent=self, depends_on=list(args.waits_for)),
+        )
         inside = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         kube.create(f"{name}-quota", tenancy.resource_quota(tenant), inside)
         kube.create(f"{name}-limits", tenancy.limit_range(tenant), inside)

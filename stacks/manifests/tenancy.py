@@ -15,6 +15,8 @@ SERVING_RESOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("policy", ("poddisruptionbudgets",)),
     ("networking.istio.io", ("virtualservices", "destinationrules")),
 )
+TENANT_LABEL = "tenant"
+"""The namespace label naming the tenant: the cluster's admission policies judge every namespace with it."""
 READ_VERBS = ["get", "list", "watch"]
 WRITE_VERBS = ["create", "update", "patch", "delete"]
 
@@ -24,7 +26,7 @@ def namespace(tenant: TenantConfig) -> Manifest:
     restricted
     warned, which the serving pods already meet."""
     labels = {
-        "tenant": tenant.name,
+        TENANT_LABEL: tenant.name,
         "istio-injection": "enabled",
         "pod-security.kubernetes.io/enforce": "baseline",
         "pod-security.kubernetes.io/warn": "restricted",

@@ -19,6 +19,7 @@ from stacks.components.addons import (
     LoadBalancerController,
     LoadBalancerControllerArgs,
 )
+from stacks.components.admission import WorkloadAdmission, WorkloadAdmissionArgs
 from stacks.components.async_workers import AsyncWorkers, AsyncWorkersArgs
 from stacks.components.cluster import IDENTITY_GROUP_PREFIX
 from stacks.components.features import Features, FeaturesArgs
@@ -317,10 +318,14 @@ def deploy_cluster(
     monitoring = _monitoring(cfg, target, on_cluster, retrains=primary)
     if primary:
         _retrain(cfg, target, monitoring, model_buckets or (model_bucket(cfg, target),))
+    # The API server's own refusal of unsafe pods in the tenants' namespaces, in place before them.
+    admission = WorkloadAdmission(
+        f"{target.name}-admission", WorkloadAdmissionArgs(registry=target.registry), opts=on_cluster
+    )
     tenants = {
         t.name: Tenancy(
             f"{target.name}-tenant-{t.name}",
-            TenancyArgs(tenant=t, group_prefix=IDENTITY_GROUP_PREFIX),
+            TenancyArgs(tenant=t, group_prefix=IDENTITY_GROUP_PREFIX, waits_for=admission.ready),
             opts=on_cluster,
         )
         for t in cfg.tenants
