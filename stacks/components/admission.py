@@ -37,9 +37,9 @@ class WorkloadAdmission(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: WorkloadAdmissionArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("model-serving:admission:WorkloadAdmission", name, None, opts)
         if isinstance(args.registry, str):
             admission.check_registry(args.registry)  # a bad stack setting fails the plan, not the deploy
+        super().__init__("model-serving:admission:WorkloadAdmission", name, None, opts)
         registry = pulumi.Output.from_input(args.registry)
         bindings, names = [], []
         for shape in admission.SHAPES:
