@@ -106,7 +106,7 @@ RULES = (
         "WL-007",
         "!c.?image.orValue('').matches('@sha256:[a-f0-9]{64}$')",
         "use an image not pinned by digest",
-        "reference the image as REGISTRY/REPO@sha256:<digest>",
+        "pin the image by its digest (name@sha256:<digest>)",
     ),
     Rule(
         "WL-008",
