@@ -13,6 +13,7 @@ is privileged): without it the server refuses a privileged container itself, bef
 
 import time
 from collections.abc import Iterator
+from copy import deepcopy
 from typing import Any
 
 import pytest
@@ -20,11 +21,12 @@ import pytest
 import tests.kube_api as kube_api_module
 from servectl.experiments.kube import ApiServer, KubeError
 from stacks.artifacts import load_lock
+from stacks.components.cluster import IDENTITY_GROUP_PREFIX
 from stacks.manifests import admission, async_inference, serving, tenancy
 from stacks.manifests import features as feature_manifests
 from stacks.manifests.mesh import istiod_values
 from stacks.settings import StackConfig
-from tests.kube_api import KubeApi, kube_api
+from tests.kube_api import KubeApi, User, kube_api
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +36,8 @@ ADMISSION = "apis/admissionregistration.k8s.io/v1"
 JUDGED = "judged"
 """A namespace with the tenant label alone: the policies' own refusals, with no Pod Security in front."""
 FREE = "unlabelled"
+DEPLOYER = "tenant-deployer"
+"""A token-file user in the first tenant's deployer group, as the identity provider maps it."""
 ACTIVE_TIMEOUT = 30.0
 """Bindings take effect once the server's policy informer has compiled them: about a second here."""
 
@@ -127,7 +131,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, eu_config: StackConfig) ->
             lambda *args: [*plain_args(*args), "--allow-privileged=true"],
             raising=True,
         )
-        with kube_api(tmp_path_factory.mktemp("admission"), []) as api:
+        tenant = eu_config.tenants[0]
+        deployer = User("deployer-token", DEPLOYER, (f"{IDENTITY_GROUP_PREFIX}{tenant.deployer_groups[0]}",))
+        with kube_api(tmp_path_factory.mktemp("admission"), [deployer]) as api:
             admin = api.admin
             for shape in admission.SHAPES:
                 admin.request(
@@ -141,6 +147,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, eu_config: StackConfig) ->
             for tenant in eu_config.tenants:
                 accounts = tuple(m.name for m in eu_config.models if m.tenant == tenant.name)
                 _create_namespace(admin, tenancy.namespace(tenant), (*accounts, feature_manifests.NAME))
+                rbac = f"apis/rbac.authorization.k8s.io/v1/namespaces/{tenant.name}"
+                for role in tenancy.roles(tenant):
+                    admin.request("POST", f"{rbac}/roles", role)
+                for binding in tenancy.role_bindings(tenant, IDENTITY_GROUP_PREFIX):
+                    admin.request("POST", f"{rbac}/rolebindings", binding)
             _wait_active(admin)
             yield api
 
@@ -333,6 +344,25 @@ def test_the_platforms_own_workloads_are_admitted_in_their_tenant_namespace(
     )  # fmt: skip
     stored = admin.request("POST", f"apis/batch/v1/namespaces/{eu_config.features.tenant}/cronjobs", job)
     assert stored["metadata"]["name"] == job["metadata"]["name"], stored["metadata"]
+
+
+def test_a_tenants_deployer_is_refused_by_the_policy_not_by_rbac(
+    cluster: KubeApi, eu_config: StackConfig
+) -> None:
+    """The case no plan shows: a deployer group creating a Deployment in its own namespace. RBAC lets it
+    (the Role grants Deployments), the policy refuses the root one and admits the stack's own."""
+    deployer, spec = cluster.client(DEPLOYER), _serving_spec(eu_config, 0)
+    namespace = eu_config.tenants[0].name
+    assert spec.model.tenant == namespace, "the first model belongs to the first tenant"
+    good = serving.deployment(spec, spec.model.variants.versions[-1])
+    good["metadata"]["name"] = "deployed-by-tenant"
+    stored = deployer.request("POST", f"apis/apps/v1/namespaces/{namespace}/deployments", good)
+    assert stored["metadata"]["name"] == "deployed-by-tenant", stored["metadata"]
+    bad = deepcopy(good)
+    bad["metadata"]["name"] = "root-by-tenant"
+    bad["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0
+    message = _refused(deployer, f"apis/apps/v1/namespaces/{namespace}/deployments", bad)
+    assert "denied request: WL-001: Deployment root-by-tenant: container(s) server may run as root" in message
 
 
 def test_an_injected_pod_without_the_cni_agent_would_be_refused(
