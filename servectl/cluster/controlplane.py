@@ -107,7 +107,9 @@ def etcd_args(binary: Path, layout: Layout, ports: Ports) -> list[str]:
 
 
 def apiserver_args(binary: Path, layout: Layout, ports: Ports) -> list[str]:
-    """kube-apiserver on 127.0.0.1 with TLS, RBAC and the token file; no anonymous access."""
+    """kube-apiserver on 127.0.0.1 with TLS, RBAC and the token file; no anonymous access. Privileged
+    containers are allowed, as on EKS (the Istio CNI node agent needs them): refusing them is the
+    platform's admission policies' job in model namespaces, which the tests must see do it."""
     pki = layout.pki
     return [
         str(binary),
@@ -125,6 +127,7 @@ def apiserver_args(binary: Path, layout: Layout, ports: Ports) -> list[str]:
         f"--service-account-signing-key-file={pki.service_account_key}",
         "--service-cluster-ip-range=10.96.0.0/24",
         "--endpoint-reconciler-type=none",
+        "--allow-privileged=true",
         "--enable-priority-and-fairness=false",
         "--profiling=false",
         f"--cert-dir={pki.root}",

@@ -58,6 +58,7 @@ MANAGED: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("policy", ("poddisruptionbudgets",)),
     ("networking.k8s.io", ("networkpolicies",)),
     ("storage.k8s.io", ("storageclasses",)),
+    ("admissionregistration.k8s.io", ("validatingadmissionpolicies", "validatingadmissionpolicybindings")),
     (RBAC, ("roles", "rolebindings")),
     ("cert-manager.io", ("certificates", "clusterissuers")),
     ("monitoring.coreos.com", ("podmonitors", "prometheusrules", "servicemonitors")),

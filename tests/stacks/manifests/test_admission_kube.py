@@ -7,8 +7,9 @@ matches, with the defaults the server applies before admission), that a refusal 
 carries the rule id, that bindings select namespaces by label, and how the policies stack with Pod Security
 Admission (baseline, on every Tenancy namespace), which the server runs before them.
 
-The cluster runs with `--allow-privileged=true`, as EKS does (the Istio CNI node agent the platform deploys
-is privileged): without it the server refuses a privileged container itself, before any policy sees it.
+The cluster runs with `--allow-privileged=true` (servectl.cluster sets it), as EKS does (the Istio CNI
+node agent the platform deploys is privileged): without it the server refuses a privileged container
+itself, before any policy sees it.
 """
 
 import time
@@ -18,7 +19,6 @@ from typing import Any
 
 import pytest
 
-import tests.kube_api as kube_api_module
 from servectl.experiments.kube import ApiServer, KubeError
 from stacks.artifacts import load_lock
 from stacks.components.cluster import IDENTITY_GROUP_PREFIX
@@ -122,38 +122,27 @@ def _wait_active(api: ApiServer) -> float:
 def cluster(tmp_path_factory: pytest.TempPathFactory, eu_config: StackConfig) -> Iterator[KubeApi]:
     """The API server with the three policies and bindings as the platform layer builds them, a namespace
     with only the tenant label, eu-prod's Tenancy namespaces exactly as built, and an unlabelled one."""
-    plain_args = kube_api_module._apiserver
-    with pytest.MonkeyPatch.context() as patch:
-        # Fails loudly (AttributeError) if the fixture's helper is renamed, rather than losing the flag.
-        patch.setattr(
-            kube_api_module,
-            "_apiserver",
-            lambda *args: [*plain_args(*args), "--allow-privileged=true"],
-            raising=True,
-        )
-        tenant = eu_config.tenants[0]
-        deployer = User("deployer-token", DEPLOYER, (f"{IDENTITY_GROUP_PREFIX}{tenant.deployer_groups[0]}",))
-        with kube_api(tmp_path_factory.mktemp("admission"), [deployer]) as api:
-            admin = api.admin
-            for shape in admission.SHAPES:
-                admin.request(
-                    "POST", f"{ADMISSION}/validatingadmissionpolicies", admission.policy(shape, REGISTRY)
-                )
-                admin.request(
-                    "POST", f"{ADMISSION}/validatingadmissionpolicybindings", admission.binding(shape)
-                )
-            _create_namespace(admin, _namespace(JUDGED, {tenancy.TENANT_LABEL: JUDGED}))
-            _create_namespace(admin, _namespace(FREE, {}))
-            for tenant in eu_config.tenants:
-                accounts = tuple(m.name for m in eu_config.models if m.tenant == tenant.name)
-                _create_namespace(admin, tenancy.namespace(tenant), (*accounts, feature_manifests.NAME))
-                rbac = f"apis/rbac.authorization.k8s.io/v1/namespaces/{tenant.name}"
-                for role in tenancy.roles(tenant):
-                    admin.request("POST", f"{rbac}/roles", role)
-                for binding in tenancy.role_bindings(tenant, IDENTITY_GROUP_PREFIX):
-                    admin.request("POST", f"{rbac}/rolebindings", binding)
-            _wait_active(admin)
-            yield api
+    tenant = eu_config.tenants[0]
+    deployer = User("deployer-token", DEPLOYER, (f"{IDENTITY_GROUP_PREFIX}{tenant.deployer_groups[0]}",))
+    with kube_api(tmp_path_factory.mktemp("admission"), [deployer]) as api:
+        admin = api.admin
+        for shape in admission.SHAPES:
+            admin.request(
+                "POST", f"{ADMISSION}/validatingadmissionpolicies", admission.policy(shape, REGISTRY)
+            )
+            admin.request("POST", f"{ADMISSION}/validatingadmissionpolicybindings", admission.binding(shape))
+        _create_namespace(admin, _namespace(JUDGED, {tenancy.TENANT_LABEL: JUDGED}))
+        _create_namespace(admin, _namespace(FREE, {}))
+        for tenant in eu_config.tenants:
+            accounts = tuple(m.name for m in eu_config.models if m.tenant == tenant.name)
+            _create_namespace(admin, tenancy.namespace(tenant), (*accounts, feature_manifests.NAME))
+            rbac = f"apis/rbac.authorization.k8s.io/v1/namespaces/{tenant.name}"
+            for role in tenancy.roles(tenant):
+                admin.request("POST", f"{rbac}/roles", role)
+            for binding in tenancy.role_bindings(tenant, IDENTITY_GROUP_PREFIX):
+                admin.request("POST", f"{rbac}/rolebindings", binding)
+        _wait_active(admin)
+        yield api
 
 
 def _refused(api: ApiServer, path: str, body: dict[str, Any]) -> str:

@@ -219,8 +219,8 @@ def test_a_role_granting_what_the_deployer_lacks_is_forbidden(cluster: KubeApi) 
 
 def test_binding_a_role_beyond_the_deployer_is_forbidden(cluster: KubeApi) -> None:
     """The other way up: a RoleBinding to `cluster-admin`, which the deployer neither holds nor may `bind`.
-    (Not `admin`: its rules are aggregated by kube-controller-manager, which does not run here, so it is
-    empty and binding it grants nothing.)"""
+    (Not `admin`: its rules are aggregated by kube-controller-manager a moment after start-up, so whether
+    binding it grants anything would depend on timing; `cluster-admin` is complete from the start.)"""
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
