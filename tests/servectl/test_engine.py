@@ -5,9 +5,11 @@ What this proves that the mock tests cannot: the CLI and provider `make setup` b
 acquisition off (so the SDK's pinned release matches the installed plugin); the provider reaches a real
 API server through a kubeconfig; the engine orders the ConfigMap after its Namespace; an update touches
 only what changed; `refresh` compares with the live objects (no drift, then drift after an edit behind
-its back); `destroy` deletes from the server. The Namespace is created by the engine but kept on destroy
-(`retain_on_delete`): deleting a namespace needs kube-controller-manager's namespace controller, which
-tests/kube_api.py does not run, so its deletion would never finish.
+its back, which server-side apply then refuses to overwrite); `destroy` deletes from the server.
+
+The Namespace is created by the engine but kept on destroy (`retain_on_delete`): deleting a namespace
+needs kube-controller-manager's namespace controller, which tests/kube_api.py does not run, so its
+deletion would never finish.
 """
 
 import base64
@@ -34,6 +36,7 @@ from tests.kube_api import ADMIN_TOKEN, KubeApi, kube_api
 
 NAMESPACE = "engine-check"
 CONFIGMAP_PATH = f"api/v1/namespaces/{NAMESPACE}/configmaps/settings"
+BACKGROUND_DELETE = {"pulumi.com/deletionPropagationPolicy": "background"}
 PASSPHRASE = "engine-test-only"
 """Encrypts nothing secret: the test's state holds only a kubeconfig path."""
 
@@ -73,7 +76,12 @@ def program(kubeconfig: Path, data: dict[str, str]) -> Callable[[], None]:
         )
         k8s.core.v1.ConfigMap(
             "settings",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="settings", namespace=namespace.metadata.name),
+            # The provider deletes in the foreground by default, and only the garbage collector (in
+            # kube-controller-manager, absent here) removes the foregroundDeletion finalizer: the delete
+            # would never finish. Background deletion is removal at once on this server.
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="settings", namespace=namespace.metadata.name, annotations=BACKGROUND_DELETE
+            ),
             data=data,
             opts=pulumi.ResourceOptions(provider=provider),
         )
@@ -126,8 +134,11 @@ def test_the_pinned_engine_creates_updates_refreshes_and_destroys_objects_on_a_r
     edited = {"data": {"weight": "99"}}
     admin.request("PATCH", CONFIGMAP_PATH, edited, content_type="application/merge-patch+json")
     assert changes(stack.refresh().summary.resource_changes) == {"update": 1}, "refresh sees the edit"
-    assert changes(stack.up().summary.resource_changes) == {"update": 1}, "up puts the program's data back"
-    assert configmap(admin) == {"weight": "25"}
+    # Server-side apply: the hand edit made its client the owner of that field, so `up` refuses to take
+    # it back rather than silently overwriting it (what a deploy after a hand edit meets on a real cluster).
+    with pytest.raises(auto.CommandError, match=r'conflict with "Python-urllib" using v1: \.data\.weight'):
+        stack.up()
+    assert configmap(admin) == {"weight": "99"}, "the refused update left the hand edit in place"
 
     destroyed = stack.destroy()
     assert destroyed.summary.result == "succeeded", destroyed.stderr
