@@ -13,6 +13,7 @@ deletion would never finish.
 """
 
 import base64
+import re
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import version
 from pathlib import Path
@@ -198,3 +199,23 @@ def test_the_passphrase_is_the_callers_or_the_environments(
 def test_no_passphrase_anywhere_is_an_error_not_a_default() -> None:
     with pytest.raises(EngineError, match="PULUMI_CONFIG_PASSPHRASE"):
         passphrase_env(None, {"PATH": "/usr/bin"})
+
+
+@pytest.mark.slow
+def test_a_plugin_missing_from_pulumi_home_fails_the_run_and_is_not_downloaded(tmp_path: Path) -> None:
+    empty_home = tmp_path / "home"
+    env = {**engine_env(tmp_path / "state", PASSPHRASE), "PULUMI_HOME": str(empty_home)}
+    command = auto.PulumiCommand(root=str(Toolchain().tools))
+    options = auto.LocalWorkspaceOptions(pulumi_home=str(empty_home), env_vars=env, pulumi_command=command)
+    stack = auto.create_or_select_stack(
+        stack_name="no-plugin",
+        project_name="engine-check",
+        program=program(tmp_path / "kubeconfig", {"weight": "10"}),
+        opts=options,
+    )
+    # .tools/bin (first on PATH) holds the same provider binary: ignored, as ambient plugins are.
+    plugin = "'pulumi-resource-kubernetes'"
+    missing = f"no resource plugin {plugin} found in the workspace at version v{KUBERNETES_PROVIDER_VERSION}"
+    with pytest.raises(auto.CommandError, match=re.escape(missing)):
+        stack.preview()
+    assert not list(empty_home.glob("plugins/resource-kubernetes*")), "acquisition is off: nothing downloaded"
