@@ -94,6 +94,7 @@ def engine_env(
     """
     toolchain.check()
     base = os.environ if base is None else base
+    secrets = passphrase_env(passphrase, base)  # refused before anything is created
     backend_dir.mkdir(parents=True, exist_ok=True)
     path = os.pathsep.join(p for p in (str(toolchain.bin_dir), base.get("PATH", "")) if p)
     return {
@@ -103,7 +104,7 @@ def engine_env(
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
         "PULUMI_SKIP_UPDATE_CHECK": "true",
-        **passphrase_env(passphrase, base),
+        **secrets,
     }
 
 
