@@ -113,6 +113,54 @@ def export_fields(**values: Any) -> dict[str, Any]:
     return {_camel(name): value for name, value in values.items()}
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelBucketOutputs:
+    """The part of a region's export that `servectl publish` reads: where a model version goes.
+
+    The cluster stacks' `regions` entries hold it among the other `RegionOutputs` fields; an smb stack (no
+    cluster, no platform layer) exports only these, under the same `regions` output and the same camelCase
+    keys, so one reader serves both."""
+
+    region: str
+    """AWS region of the bucket."""
+    model_bucket: str
+    """Model bucket name (versions under `models/<model>/<version>/`)."""
+    model_key_arn: str = ""
+    """The KMS key the bucket's objects are encrypted with; "" where the export does not name it (the
+    cluster stacks: publish then takes the bucket's default SSE-KMS key)."""
+
+
+def model_bucket_export(*, region: Any, model_bucket: Any, model_key_arn: Any) -> dict[str, Any]:
+    """An smb stack's export of its region: `ModelBucketOutputs` under camelCase keys (Outputs allowed)."""
+    return {"region": region, "modelBucket": model_bucket, "modelKeyArn": model_key_arn}
+
+
+def model_buckets(raw: Any) -> dict[str, ModelBucketOutputs]:
+    """Every region's `ModelBucketOutputs` from a `regions` output of either shape; ValueError names what is
+    missing or malformed."""
+    if not isinstance(raw, dict) or not raw:
+        shape = "an empty mapping" if isinstance(raw, dict) else type(raw).__name__
+        raise ValueError(f"infra output {REGIONS_OUTPUT!r} must map regions to their outputs, got {shape}")
+    found: dict[str, ModelBucketOutputs] = {}
+    for region, entry in raw.items():
+        where = f"infra output {REGIONS_OUTPUT}.{region}"
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("modelBucket"), str)
+            or not entry["modelBucket"]
+        ):
+            raise ValueError(f"{where} lacks modelBucket")
+        if entry.get("region", region) != region:
+            raise ValueError(f"{where}: region {entry['region']!r} under the key {region!r}")
+        key = entry.get("modelKeyArn", "")
+        if not isinstance(key, str) or (key and f":kms:{region}:" not in key):
+            raise ValueError(f"{where}: modelKeyArn {key!r} is not a KMS key of {region}")
+        found[region] = ModelBucketOutputs(
+            region=region, model_bucket=entry["modelBucket"], model_key_arn=key
+        )
+    return found
+
+
 def from_export(raw: Any, region: str) -> RegionOutputs:
     """Read one region back from the infra stack's `regions` output; ValueError names what is missing."""
     if not isinstance(raw, dict) or region not in raw:

@@ -23,6 +23,7 @@ from stacks.components.sagemaker_async import (
 )
 from stacks.components.sagemaker_endpoint import SageMakerEndpoint, SageMakerEndpointArgs
 from stacks.config import ConfigError
+from stacks.contract import REGIONS_OUTPUT, model_bucket_export
 from stacks.settings import ModelConfig, StackConfig
 from stacks.settings_smb import endpoint_name
 
@@ -284,3 +285,14 @@ def deploy(cfg: StackConfig) -> None:
     )
     pulumi.export("api_url", api.url)
     pulumi.export("model_bucket", store.model_bucket)
+    # What `servectl publish` reads, in the cluster stacks' `regions` shape (stacks/contract.py): only values
+    # of the bucket and its key, so the pipeline's first, targeted `up` (which creates just those, before
+    # any Model) already writes it.
+    pulumi.export(
+        REGIONS_OUTPUT,
+        {
+            r.name: model_bucket_export(
+                region=r.name, model_bucket=store.model_bucket, model_key_arn=store.key_arn
+            )
+        },
+    )

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from stacks.components.sagemaker_endpoint import alarm_names
+from stacks.contract import REGIONS_OUTPUT, ModelBucketOutputs, from_export, model_buckets
 from stacks.preview.run import Plan, layers_of, plan_stack
 
 SMB = {"smb-eu": "eu-west-1", "smb-ae": "me-central-1"}
@@ -186,3 +187,36 @@ def test_the_platform_program_refuses_an_smb_stack_with_what_to_do() -> None:
             config=stack_config("smb-eu"),
         )
     assert "docs/smb.md" in str(raised.value), raised.value
+
+
+@pytest.mark.parametrize("stack", SMB)
+def test_regions_output_names_the_bucket_and_key_every_model_reads(
+    plans: dict[str, Plan], stack: str
+) -> None:
+    """`servectl publish` reads `regions` (the cluster stacks' shape): it must name the bucket each Model's
+    data URL points into, and the key the bucket encrypts with, so what publish writes is what SageMaker
+    copies."""
+    plan = plans[f"{stack}.infra"]
+    raw = outputs(plan)[REGIONS_OUTPUT]
+    (sse,) = [
+        r.inputs
+        for r in of_type(
+            plan, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+        )
+        if r.inputs["bucket"] == raw[SMB[stack]]["modelBucket"]
+    ]
+    key = sse["rules"][0]["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"]
+    found = model_buckets(raw)
+    assert found == {
+        SMB[stack]: ModelBucketOutputs(
+            region=SMB[stack], model_bucket=f"acme-{stack}-models-{SMB[stack]}", model_key_arn=key
+        )
+    }, found
+    urls = {
+        r.inputs["primaryContainer"]["modelDataSource"]["s3DataSources"][0]["s3Uri"]
+        for r in of_type(plan, "aws:sagemaker/model:Model")
+    }
+    bucket = found[SMB[stack]].model_bucket
+    assert urls == {f"s3://{bucket}/models/{MODEL}/1/", f"s3://{bucket}/models/{MODEL}/2/"}, urls
+    with pytest.raises(ValueError, match="lacks clusterName"):
+        from_export(raw, SMB[stack])  # the platform's reader refuses it: an smb stack has no cluster
