@@ -12,6 +12,12 @@ through it).
 
 The buckets come from the infra stack's `regions` output (`pulumi stack output --json regions`), from a
 file holding that output, or from `--bucket REGION=NAME`; they are never derived from naming rules here.
+The cluster stacks' `regions` and the smb stacks' (only the bucket, its region and key) are read alike
+(`stacks.contract.model_buckets`); a key the output names is the key the objects are encrypted with.
+
+`--skip-identical` makes a publish repeatable (the smb pipeline publishes every version its endpoints use
+on every deploy): a version already complete in a bucket with the same files is left alone there; one that
+differs is still refused.
 """
 
 import base64
@@ -32,7 +38,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import click
 import yaml
 
-from stacks.contract import REGIONS_OUTPUT, from_export
+from stacks.contract import REGIONS_OUTPUT, ModelBucketOutputs, model_buckets
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -149,10 +155,14 @@ def stack_regions(stack: str, root: Path = REPO_DIR) -> list[str]:
     return [str(r["region"]) for r in config.get("model-serving:regions") or []]
 
 
-def infra_buckets(stack: str, outputs: Path | None) -> dict[str, str]:
-    """Region -> model bucket from the infra stack's `regions` output (a file, or the Pulumi CLI)."""
+def infra_buckets(stack: str, outputs: Path | None) -> dict[str, ModelBucketOutputs]:
+    """Region -> model bucket (and key, where named) from the infra stack's `regions` output (a file, or
+    the Pulumi CLI)."""
     if outputs is not None:
-        raw = json.loads(outputs.read_text())
+        try:
+            raw = json.loads(outputs.read_text())
+        except json.JSONDecodeError as exc:
+            raise PublishError(f"{outputs}: not JSON ({exc})") from exc
     else:
         if shutil.which("pulumi") is None:
             raise PublishError(
@@ -166,7 +176,7 @@ def infra_buckets(stack: str, outputs: Path | None) -> dict[str, str]:
     if isinstance(raw, dict) and REGIONS_OUTPUT in raw:
         raw = raw[REGIONS_OUTPUT]
     try:
-        return {region: from_export(raw, region).model_bucket for region in raw}
+        return model_buckets(raw)
     except (TypeError, ValueError) as exc:
         raise PublishError(f"infra outputs: {exc}") from exc
 
@@ -177,14 +187,17 @@ def targets(stack: str, buckets: tuple[str, ...], outputs: Path | None) -> list[
         pairs = [b.split("=", 1) for b in buckets]
         if any(len(p) != 2 or not all(p) for p in pairs):
             raise PublishError(f"--bucket takes REGION=NAME, got {', '.join(buckets)}")
-        by_region = dict(pairs)
+        by_region = {region: Target(region, bucket) for region, bucket in pairs}
     else:
-        by_region = infra_buckets(stack, outputs)
+        by_region = {
+            region: Target(region, found.model_bucket, found.model_key_arn)
+            for region, found in infra_buckets(stack, outputs).items()
+        }
     allowed = stack_regions(stack)
     outside = sorted(r for r in by_region if allowed and r not in allowed)
     if outside:
         raise PublishError(f"{', '.join(outside)}: not a region of stack {stack} ({', '.join(allowed)})")
-    return [Target(region, bucket) for region, bucket in sorted(by_region.items())]
+    return [by_region[region] for region in sorted(by_region)]
 
 
 @contextmanager
@@ -305,6 +318,11 @@ def remove_stale(s3: "S3Client", target: Target, prefix: str, keys: list[str]) -
 @click.option("--version", "version", required=True, help="Version label, e.g. 3.")
 @click.option("--replace", is_flag=True, help="Overwrite a version that already exists.")
 @click.option(
+    "--skip-identical",
+    is_flag=True,
+    help="Leave a version that is already complete with the same files; refuse one that differs.",
+)
+@click.option(
     "--kms-key", metavar="ARN", help="KMS key for the objects (default: each bucket's default key)."
 )
 @click.option(
@@ -326,6 +344,7 @@ def publish(
     model: str,
     version: str,
     replace: bool,
+    skip_identical: bool,
     kms_key: str | None,
     buckets: tuple[str, ...],
     outputs: Path | None,
@@ -342,9 +361,32 @@ def publish(
         raise PublishError(
             "--kms-key names one regional key: give it with a single --bucket, or rely on defaults"
         )
+    if replace and skip_identical:
+        raise PublishError("--replace and --skip-identical contradict each other: choose one")
     upload_version(
-        directory, model, version, chosen, replace=replace, kms_key=kms_key, endpoint_url=endpoint_url
+        directory,
+        model,
+        version,
+        chosen,
+        replace=replace,
+        skip_identical=skip_identical,
+        kms_key=kms_key,
+        endpoint_url=endpoint_url,
     )
+
+
+def already_there(
+    s3: "S3Client", target: Target, prefix: str, keys: list[str], files: list[FileEntry]
+) -> bool:
+    """Whether the version under `prefix` is complete and holds exactly these files: its objects are the
+    files, SHA256SUMS and the manifest (written last, so its presence means the publish finished), and its
+    SHA256SUMS is the one these files give."""
+    expected = {f"{prefix}{f.path}" for f in files} | {prefix + SUMS, prefix + MANIFEST}
+    if set(keys) != expected:
+        return False
+    with s3_errors(f"s3://{target.bucket}/{prefix}{SUMS}"):
+        found = s3.get_object(Bucket=target.bucket, Key=prefix + SUMS)["Body"].read()
+    return bool(found == sha256sums(files).encode())
 
 
 def upload_version(
@@ -354,6 +396,7 @@ def upload_version(
     chosen: list[Target],
     *,
     replace: bool = False,
+    skip_identical: bool = False,
     kms_key: str | None = None,
     endpoint_url: str | None = None,
     caller: str | None = None,
@@ -363,6 +406,8 @@ def upload_version(
     Every bucket is checked (the version absent unless ``replace``, its SSE-KMS key known) before anything
     is written anywhere; then each gets the files, SHA256SUMS and, last, the manifest, each read back.
     The manifest's `published_by` is STS's caller ARN unless ``caller`` is given (a store without STS).
+    With ``skip_identical`` a bucket already holding this version, complete and with the same files, is
+    left alone (its manifest keeps who published it first); "" is returned when every bucket was.
     `servectl publish` and `servectl retrain --publish-bucket` both publish through here."""
     import boto3
 
@@ -372,14 +417,23 @@ def upload_version(
         prefix = f"{target.root}/{model}/{version}/"
         s3 = clients[target.bucket] = boto3.client("s3", region_name=target.region, endpoint_url=endpoint_url)
         keys = existing(s3, target.bucket, prefix)
+        if keys and skip_identical and already_there(s3, target, prefix, keys, files):
+            click.echo(
+                f"{target.region}: s3://{target.bucket}/{prefix} already holds these files; left as it is"
+            )
+            continue
         if keys and not replace:
+            differs = " and differs from this directory" if skip_identical else ""
             raise PublishError(
-                f"s3://{target.bucket}/{prefix}: version exists ({len(keys)} objects); use --replace"
+                f"s3://{target.bucket}/{prefix}: version exists ({len(keys)} objects){differs}; use --replace"
             )
         stale[target.bucket] = sorted(
             set(keys) - {f"{prefix}{f.path}" for f in files} - {prefix + SUMS, prefix + MANIFEST}
         )
-        ready.append(replace_field(target, key_id=bucket_key(s3, target, kms_key)))
+        ready.append(replace_field(target, key_id=bucket_key(s3, target, kms_key or target.key_id or None)))
+    if not ready:
+        click.echo(f"{model} {version}: already published in every region; nothing written")
+        return caller or ""
     if caller is None:
         sts = boto3.client("sts", region_name=chosen[0].region, endpoint_url=endpoint_url)
         with s3_errors("sts:GetCallerIdentity"):

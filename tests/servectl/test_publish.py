@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from servectl.publish import manifest, publish, sha256sums
-from stacks.contract import RegionOutputs, to_export
+from stacks.contract import RegionOutputs, model_bucket_export, to_export
 from stacks.preview.run import ROOT
 
 if TYPE_CHECKING:
@@ -234,3 +234,92 @@ def test_manifest_and_sums_are_pure() -> None:
         document["created"] == "2026-01-02T03:04:05Z" and document["published_by"] == "arn:aws:iam::1:role/r"
     )
     assert [f["size"] for f in document["files"]] == [3, 1], document
+
+
+def smb_outputs(tmp_path: Path, region: str, bucket: str, key: str) -> Path:
+    """An smb stack's `regions` output (bucket, region and key), as `pulumi stack output` prints it."""
+    path = tmp_path / "regions.json"
+    path.write_text(
+        json.dumps({region: model_bucket_export(region=region, model_bucket=bucket, model_key_arn=key)})
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_an_smb_stacks_output_names_bucket_and_key(endpoint: str, model_dir: Path, tmp_path: Path) -> None:
+    """The key the output names is the one the objects get, even where the bucket's default is another."""
+    bucket, default_key = make_bucket(endpoint, "eu-west-1")
+    named = boto3.client("kms", region_name="eu-west-1", endpoint_url=endpoint).create_key()["KeyMetadata"][
+        "Arn"
+    ]
+    outputs = smb_outputs(tmp_path, "eu-west-1", bucket, named)
+    result = run(endpoint, model_dir, "--outputs", str(outputs), stack="smb-eu")
+    assert result.exit_code == 0, result.output
+    head = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint).head_object(
+        Bucket=bucket, Key=PREFIX + "model.onnx"
+    )
+    assert head["SSEKMSKeyId"] == named != default_key, head.get("SSEKMSKeyId")
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"eu-west-1": {"region": "eu-west-1"}}, "regions.eu-west-1 lacks modelBucket"),
+        ({}, "must map regions to their outputs"),
+        ("not json{", "not JSON"),
+    ],
+    ids=["no-bucket", "empty", "not-json"],
+)
+def test_a_broken_outputs_file_is_refused(
+    document: Any, message: str, tmp_path: Path, model_dir: Path
+) -> None:
+    path = tmp_path / "regions.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    result = run("http://127.0.0.1:9", model_dir, "--outputs", str(path), stack="smb-eu")
+    assert result.exit_code == 1 and message in result.output, result.output
+
+
+@pytest.mark.slow
+def test_skip_identical_leaves_the_same_version_and_refuses_another(
+    endpoint: str, model_dir: Path, tmp_path: Path
+) -> None:
+    bucket, _ = make_bucket(endpoint, "eu-west-1")
+    where = f"--bucket=eu-west-1={bucket}"
+    assert run(endpoint, model_dir, where, "--skip-identical", stack="smb-eu").exit_code == 0
+    first = read(endpoint, "eu-west-1", bucket, PREFIX + "manifest.json")
+    again = run(endpoint, model_dir, where, "--skip-identical", stack="smb-eu")
+    assert again.exit_code == 0 and "left as it is" in again.output, again.output
+    assert "nothing written" in again.output, again.output
+    assert read(endpoint, "eu-west-1", bucket, PREFIX + "manifest.json") == first, "a re-run writes nothing"
+    changed = tmp_path / "changed"
+    shutil.copytree(model_dir, changed)
+    (changed / "notes.txt").write_text("another file\n")
+    refused = run(endpoint, changed, where, "--skip-identical", stack="smb-eu")
+    assert refused.exit_code == 1 and "version exists" in refused.output and "differs" in refused.output, (
+        refused.output
+    )
+    assert read(endpoint, "eu-west-1", bucket, PREFIX + "manifest.json") == first, "a refusal writes nothing"
+
+
+@pytest.mark.slow
+def test_skip_identical_refuses_an_unfinished_version(endpoint: str, model_dir: Path) -> None:
+    """Same files but no manifest (a publish that stopped halfway) is not complete: refused, never skipped."""
+    bucket, _ = make_bucket(endpoint, "eu-west-1")
+    where = f"--bucket=eu-west-1={bucket}"
+    assert run(endpoint, model_dir, where, stack="smb-eu").exit_code == 0
+    s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint)
+    s3.delete_object(Bucket=bucket, Key=PREFIX + "manifest.json")
+    result = run(endpoint, model_dir, where, "--skip-identical", stack="smb-eu")
+    assert result.exit_code == 1 and "differs" in result.output, result.output
+
+
+def test_replace_and_skip_identical_are_refused_together(model_dir: Path) -> None:
+    result = run(
+        "http://127.0.0.1:9",
+        model_dir,
+        "--bucket=eu-west-1=b",
+        "--replace",
+        "--skip-identical",
+        stack="smb-eu",
+    )
+    assert result.exit_code == 1 and "contradict" in result.output, result.output
