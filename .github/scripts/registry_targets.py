@@ -1,4 +1,5 @@
-"""The URNs a first, targeted `pulumi up` must name to create one ECR repository, and nothing else (smb.yml).
+"""The URNs a first, targeted `pulumi up` must name to create one ECR repository and the model bucket, and
+nothing else (smb.yml).
 
     python .github/scripts/registry_targets.py PLAN REPOSITORY
 
@@ -10,15 +11,27 @@ targeted create whose dependencies, parent or provider are neither in the state 
 the repository's closure under those three relations, read from the real `pulumi preview --json` (PLAN)
 that the gate has just passed. REPOSITORY is the repository's name as the stack names it
 (`<stack>/<model-serving:image.repository>`). Prints one URN a line, the repository's own first.
+
+The Models read their versions from the model bucket as well (its data URL), and that bucket is made by the
+same program too: so the first `up` also creates the bucket every Model's data URL points into, its
+settings (the SSE-KMS default under the store's key, the TLS-only policy, the public access block,
+versioning, ownership, lifecycle: every `aws:s3/...` resource that depends on it, so no object lands in a
+bucket without them) and their closures (the key). `servectl publish` fills it before the full `up`
+(model_versions.py lists what to publish). A plan whose Models name no bucket, or an unknown one, stops here.
 """
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 REPOSITORY_TYPE = "aws:ecr/repository:Repository"
+BUCKET_TYPE = "aws:s3/bucket:Bucket"
+MODEL_TYPE = "aws:sagemaker/model:Model"
+DATA_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)$")
+"""A Model's data URL: `s3://<bucket>/<prefix>` (an unknown value in a preview does not match)."""
 
 
 def states(plan: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -77,12 +90,64 @@ def closure(resources: Mapping[str, Mapping[str, Any]], start: str) -> list[str]
     return order
 
 
+def data_url(state: Mapping[str, Any]) -> tuple[str, str]:
+    """(bucket, prefix) of a Model's one S3 data source; SystemExit naming the Model when it has none."""
+    container = (state.get("inputs") or {}).get("primaryContainer") or {}
+    sources = (container.get("modelDataSource") or {}).get("s3DataSources") or []
+    found = DATA_URL.match(str(sources[0].get("s3Uri", ""))) if len(sources) == 1 else None
+    if found is None:
+        raise SystemExit(
+            f"{state.get('urn')}: no known s3://<bucket>/<prefix> data URL in the plan ({sources})"
+        )
+    return found.group(1), found.group(2)
+
+
+def model_bucket_urns(resources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The buckets the plan's Models read their versions from (one per region's store), each exactly once."""
+    names = sorted({data_url(s)[0] for s in resources.values() if s.get("type") == MODEL_TYPE})
+    if not names:
+        raise SystemExit("the plan has no SageMaker Model, so no model bucket to create first")
+    urns = []
+    for name in names:
+        found = [
+            urn
+            for urn, state in resources.items()
+            if state.get("type") == BUCKET_TYPE and (state.get("inputs") or {}).get("bucket") == name
+        ]
+        if len(found) != 1:
+            raise SystemExit(
+                f"the Models read s3://{name}, but the plan has {len(found)} buckets of that name"
+            )
+        urns.append(found[0])
+    return urns
+
+
+def bucket_settings(resources: Mapping[str, Mapping[str, Any]], bucket: str) -> list[str]:
+    """The bucket's own settings: every S3 resource (other than a bucket) that depends on it."""
+    return [
+        urn
+        for urn, state in resources.items()
+        if str(state.get("type", "")).startswith("aws:s3/")
+        and state.get("type") != BUCKET_TYPE
+        and bucket in list(needs(state))
+    ]
+
+
+def targets(resources: Mapping[str, Mapping[str, Any]], repository: str) -> list[str]:
+    """The repository's closure, then each model bucket's and its settings', without repeats."""
+    order = closure(resources, repository_urn(resources, repository))
+    for bucket in model_bucket_urns(resources):
+        for start in (bucket, *bucket_settings(resources, bucket)):
+            order += [urn for urn in closure(resources, start) if urn not in order]
+    return order
+
+
 def main(argv: list[str]) -> None:
     """Print the targets."""
     if len(argv) != 2:
         raise SystemExit("usage: registry_targets.py PLAN REPOSITORY")
     resources = states(json.loads(Path(argv[0]).read_text()))
-    print("\n".join(closure(resources, repository_urn(resources, argv[1]))))
+    print("\n".join(targets(resources, argv[1])))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ __all__ = ["built"]  # the fixture, shared with test_images.py
 PIPELINE = ["preview", "approve", "infra", "smoke"]
 """smb.yml's stages, each needing the one before."""
 READ = "Read the smb stack file"
-FIRST_UP = "Create the image repository first"
+FIRST_UP = "Create the image repository and the model bucket first"
+PUBLISH = "Publish the model versions the Models read"
 PUSH = "Push the serving image to the stack's ECR"
 DEPLOY = "Deploy infra"
 SMOKE = "Smoke load test with the SLO gate"
@@ -122,10 +123,12 @@ def test_gate_before_any_up() -> None:
 
 
 def test_image_is_pushed_between_the_repository_and_the_models() -> None:
-    """The first `up` targets the repository (from the gated plan), then the push, then everything else."""
+    """The first `up` targets the repository and the model bucket (from the gated plan), then the push, then
+    the versions published (from the image just pushed), then everything else."""
     names = [s.get("name") for s in jobs()["infra"]["steps"]]
-    order = [names.index(n) for n in ("Gate the plan about to be applied", FIRST_UP,
-                                      "Fetch the images built for this run", PUSH, DEPLOY)]  # fmt: skip
+    steps = ("Gate the plan about to be applied", FIRST_UP, "Fetch the images built for this run", PUSH,
+             PUBLISH, DEPLOY)  # fmt: skip
+    order = [names.index(n) for n in steps]
     assert order == sorted(order), f"infra's steps in the wrong order: {names}"
     first_up = step_named(jobs()["infra"], FIRST_UP)["run"]
     assert "registry_targets.py infra.json" in first_up and '"${targets[@]}"' in first_up, first_up
