@@ -8,6 +8,7 @@ import click
 
 from servectl.cluster.command import cluster
 from servectl.demo import demo
+from servectl.deploy.command import deploy
 from servectl.drift.command import drift
 from servectl.experiment import experiment
 from servectl.features.command import features
@@ -39,6 +40,7 @@ cli.add_command(retrain_command, name="retrain")
 cli.add_command(retrain_receiver)
 cli.add_command(features)
 cli.add_command(cluster)
+cli.add_command(deploy)
 
 
 def main() -> None:

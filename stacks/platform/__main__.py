@@ -383,8 +383,9 @@ def _host(url: str) -> str:
     return url.removeprefix("https://").split("/", 1)[0].split(":", 1)[0]
 
 
-def main() -> None:
-    """Build the platform layer of the selected stack."""
+def main(unrecorded_digests_allowed: bool = False) -> None:
+    """Build the platform layer of the selected stack. `unrecorded_digests_allowed` only for a cluster that
+    pulls no image (`servectl deploy --no-nodes`): anywhere else a placeholder digest fails at pull time."""
     cfg = load_config()
     if cfg.profile == "smb":
         # No cluster to deploy into: the smb profile is SageMaker endpoints and an API, all in infra.
@@ -393,7 +394,7 @@ def main() -> None:
             f"layer only (`pulumi up -s {cfg.stack}` at the repository root), see docs/smb.md"
         )
     lock = load_lock()
-    if not pulumi.runtime.is_dry_run() and lock.unrecorded():
+    if not pulumi.runtime.is_dry_run() and lock.unrecorded() and not unrecorded_digests_allowed:
         # A placeholder digest would deploy and then fail to pull; refuse up front and say what to run.
         raise pulumi.RunError(
             f"artifacts.lock.json: {', '.join(lock.unrecorded()[:5])}...: digests not recorded yet; "

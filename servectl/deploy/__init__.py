@@ -1,0 +1,1 @@
+"""`servectl deploy`: the platform layer through the Automation API and the real Pulumi engine."""

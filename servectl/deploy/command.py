@@ -1,0 +1,145 @@
+"""`servectl deploy --stack S`: the platform layer with the real Pulumi engine, gated before it changes
+anything.
+
+The program is the platform layer's own (`stacks/platform/__main__.py`, what `pulumi up` runs there), run
+inline through the Automation API by the pinned CLI (servectl/engine.py). Every deploy is a `preview`
+first, whose JSON document goes through the policy gate; a finding that is not waived stops it (exit 1)
+before `up`. `--destroy` removes what the stack deployed.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from pulumi import automation as auto
+
+from servectl.deploy import gate, no_nodes
+from servectl.deploy.workspace import ROOT, Target, Workspace, WorkspaceError, select_stack, state_dir
+from servectl.engine import EngineError
+from stacks.platform.__main__ import main as platform_program
+from stacks.preview.run import layers_of
+
+EXIT_DENIED = 1
+EXIT_FAILED = 2
+
+
+def program(no_node_charts: dict[str, Path] | None) -> auto.PulumiFn:
+    """The platform layer's program; with `no_node_charts`, under the no-nodes transform."""
+
+    def run() -> None:
+        if no_node_charts is not None:
+            import pulumi
+
+            pulumi.runtime.register_resource_transform(no_nodes.transform(no_node_charts))
+        platform_program(unrecorded_digests_allowed=no_node_charts is not None)
+
+    return run
+
+
+def preview_and_gate(
+    stack: auto.Stack,
+    out: Path,
+    project_dir: Path,
+    charts: dict[str, Path] | None = None,
+    refresh: bool = False,
+) -> gate.Verdict:
+    """The real preview's JSON document in `out/platform.preview.json`, and the gate's verdict on it; with
+    the no-nodes stand-in `charts`, their releases' RES-007 findings waived for this run, reported as such."""
+    out.mkdir(parents=True, exist_ok=True)
+    workspace = stack.workspace
+    assert isinstance(workspace, Workspace)
+    workspace.extra_args = ("--show-sames",)
+    try:
+        preview = stack.preview(json=True, diff=False, refresh=refresh)
+    finally:
+        workspace.extra_args = ()
+    document = out / "platform.preview.json"
+    document.write_text(preview.stdout, encoding="utf-8")
+    overrides = None
+    if charts is not None:
+        waivers = no_nodes.stand_in_waivers(json.loads(preview.stdout), charts)
+        overrides = out / "no-nodes-waivers.json"
+        overrides.write_text(json.dumps({"overrides": {"waivers": waivers}}, indent=2), encoding="utf-8")
+    return gate.check(document, out / "platform.findings.json", project_dir, overrides)
+
+
+@click.command()
+@click.option("--stack", "stack_name", required=True, metavar="NAME", help="The stack (Pulumi.NAME.yaml).")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The cluster to deploy into (default: KUBECONFIG, as the stack file says).")  # fmt: skip
+@click.option("--preview", "preview_only", is_flag=True, help="Preview and gate only; change nothing.")
+@click.option("--destroy", is_flag=True, help="Remove everything the stack deployed.")
+@click.option(
+    "--refresh", is_flag=True, help="Read the cluster's objects into the state first: drift shows as changes."
+)
+@click.option(
+    "--state",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State directory (default: the stack file's model-serving:state file:// backend).",
+)
+@click.option(
+    "--no-nodes",
+    "without_nodes",
+    is_flag=True,
+    help="The cluster runs no nodes (servectl cluster up): nothing awaits pods; charts are their CRDs.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports/deploy"),
+    show_default=True,
+    help="Where the preview document and the gate's findings are written.",
+)
+@click.option(
+    "--project-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=ROOT,
+    help="Where the stack files are (default: the repository root).",
+)
+def deploy(
+    stack_name: str,
+    kubeconfig: Path | None,
+    preview_only: bool,
+    destroy: bool,
+    refresh: bool,
+    state: Path | None,
+    without_nodes: bool,
+    out: Path,
+    project_dir: Path,
+) -> None:
+    """Deploy a stack's platform layer with the real engine: preview, policy gate, then up."""
+    if "platform" not in layers_of(stack_name):
+        raise click.UsageError(f"stack {stack_name} has no platform layer (an smb stack is infra only)")
+    try:
+        state = state or state_dir(stack_name, project_dir)
+        target = Target(stack=stack_name, state=state, kubeconfig=kubeconfig, project_dir=project_dir)
+        charts = no_nodes.build_charts(target.state / "no-node-charts") if without_nodes else None
+        stack = select_stack(target, program(charts))
+    except (WorkspaceError, EngineError, no_nodes.NoNodesError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    started = time.monotonic()
+    try:
+        if destroy:
+            stack.destroy(on_output=_echo)
+            click.echo(f"destroyed {stack_name}'s platform layer in {time.monotonic() - started:.1f} s")
+            return
+        verdict = preview_and_gate(stack, out, target.project_dir, charts, refresh)
+        click.echo(f"preview: {out / 'platform.preview.json'}; gate exit {verdict.code}: {verdict.summary()}")
+        if verdict.code != 0:
+            click.echo("\n".join(f"  {line}" for line in verdict.lines()), err=True)
+            click.echo(f"deploy of {stack_name} stopped by the policy gate before any change", err=True)
+            sys.exit(EXIT_DENIED if verdict.code == EXIT_DENIED else EXIT_FAILED)
+        if preview_only:
+            return
+        result = stack.up(on_output=_echo, refresh=refresh)
+        changes = ", ".join(f"{op} {n}" for op, n in sorted((result.summary.resource_changes or {}).items()))
+        click.echo(f"deployed {stack_name}'s platform layer in {time.monotonic() - started:.1f} s: {changes}")
+    except auto.errors.CommandError as exc:
+        click.echo(f"error: the engine failed: {str(exc).strip()[-2000:]}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _echo(line: str) -> None:
+    click.echo(line.rstrip("\n"))
