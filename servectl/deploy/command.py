@@ -134,6 +134,9 @@ def deploy(
         if preview_only:
             return
         result = stack.up(on_output=_echo, refresh=refresh)
+        exported = stack.export_stack()
+        document = {"version": exported.version, "deployment": exported.deployment}
+        (out / "platform.export.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
         changes = ", ".join(f"{op} {n}" for op, n in sorted((result.summary.resource_changes or {}).items()))
         click.echo(f"deployed {stack_name}'s platform layer in {time.monotonic() - started:.1f} s: {changes}")
     except auto.errors.CommandError as exc:

@@ -123,6 +123,23 @@ def test_a_bad_change_is_stopped_before_anything_is_created(deploy: Deployer, cl
     assert get(cluster.admin, "api/v1/namespaces/banking") is None, "the gate runs before up"
 
 
+@pytest.mark.parametrize(("change", "rule"), [("privileged", "WL-003"), ("permissive-mtls", "IDN-002")])
+def test_a_bad_change_to_the_stack_code_is_stopped_by_the_gate(
+    deploy: Deployer, cluster: KubeApi, change: str, rule: str
+) -> None:
+    """A privileged serving container, or the mesh's mTLS relaxed: changes no stack file can express, made
+    to the program as a code edit would (bad_change.py), seen in the engine's preview."""
+    out = deploy.work / f"bad-{change}"
+    command = [sys.executable, "-m", "tests.servectl.deploy.bad_change", change, str(cluster.kubeconfig),
+               str(deploy.work / "state"), str(out), str(deploy.project)]  # fmt: skip
+    env = {**os.environ, "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE}
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    verdict = json.loads(run.stdout.strip().splitlines()[-1])
+    assert verdict["code"] == 1 and any(i.startswith(rule) for i in verdict["denied"]), verdict
+    assert get(cluster.admin, "api/v1/namespaces/banking") is None, "a preview changes nothing"
+
+
 def test_up_creates_the_platform_layer(deploy: Deployer, cluster: KubeApi) -> None:
     started = time.monotonic()
     run = deploy()
@@ -147,6 +164,19 @@ def test_up_creates_the_platform_layer(deploy: Deployer, cluster: KubeApi) -> No
         assert get(api, path) is not None, path
     mtls = get(api, "apis/security.istio.io/v1/namespaces/istio-system/peerauthentications/default")
     assert mtls is not None and mtls["spec"]["mtls"]["mode"] == "STRICT"
+
+
+def test_the_deployed_stacks_export_passes_the_gate(deploy: Deployer) -> None:
+    """`pulumi stack export` of what was deployed, through the same gate (with the run's stand-in waivers)."""
+    out = deploy.work / "out"
+    exported = json.loads((out / "platform.export.json").read_text())
+    assert len(exported["deployment"]["resources"]) > 80
+    command = [sys.executable, "-m", "servectl", "policy", "check", str(out / "platform.export.json"),
+               "--project-dir", str(deploy.project), "--data",
+               str(out / "no-nodes-waivers.json")]  # fmt: skip
+    gate = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+    assert gate.returncode == 0, gate.stdout[-2000:] + gate.stderr[-1000:]
+    assert "waived" in gate.stdout, "the stand-ins' waivers are reported, not hidden"
 
 
 def test_the_engines_preview_of_the_shipped_stack_passes_the_gate_and_is_the_offline_plan(
