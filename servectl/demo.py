@@ -265,6 +265,7 @@ def report_markdown(
             "",
         ]
     lines += smb_markdown(serving.get("smb"))
+    lines += cluster_markdown(serving.get("cluster"))
     summary = load_dir / "summary.md"
     if summary.exists():
         # Its sections become subsections here, and its links point into loadtest/.
@@ -363,6 +364,32 @@ def smb_phase(repository: Path, out: Path, phases: list[Phase]) -> dict[str, Any
     return smb_phases(repository, out, phases)
 
 
+def cluster_phase(out: Path, phases: list[Phase]) -> dict[str, Any]:
+    """The real-engine phase (servectl.demo_cluster): control plane, deploy, routes, destroy, stop."""
+    from servectl.demo_cluster import cluster_phase as run
+
+    return run(out, phases)
+
+
+def cluster_markdown(deployed: dict[str, Any] | None) -> list[str]:
+    """The real-engine section of the report (nothing when the phase did not run)."""
+    if not deployed:
+        return []
+    lines = [f"## The platform layer with the real engine: {deployed['stack']} (files in `cluster/`)", ""]
+    if "error" in deployed or deployed.get("deploy_code") != 0:
+        return [*lines, f"Did not deploy: {deployed.get('error', 'see cluster/deploy.log')}", ""]
+    left = ", ".join(deployed.get("left") or []) or "none"
+    took, removed = deployed["deploy_seconds"], deployed.get("destroy_seconds")
+    lines.append(f"Deployed in {took} s, destroyed in {removed} s; namespaces left: {left}.")
+    lines += ["", "| route | weights |", "| --- | --- |"]
+    lines += [
+        f"| {name} | {', '.join(f'{s} {w}%' for s, w in w8.items())} |"
+        for name, w8 in deployed["routes"].items()
+    ]
+    lines += ["", "Objects: " + ", ".join(f"{n} {kind}" for kind, n in deployed["objects"].items()), ""]
+    return lines
+
+
 def smb_markdown(smb: dict[str, Any] | None) -> list[str]:
     """The SMB section of the report (nothing when the phase did not run)."""
     if not smb:
@@ -401,7 +428,9 @@ def run_phases(repository: Path, out: Path, slo: Path, profile: str) -> int:
     drift_failed = "error" in drift_loop
     serving["smb"] = smb = smb_phase(repository, out / "smb", phases)
     smb_failed = not smb.get("passed", True)
-    exit_code = 0 if policy_code == 0 and load_code == 0 and not drift_failed and not smb_failed else 1
+    serving["cluster"] = deployed = cluster_phase(out / "cluster", phases)
+    failed = drift_failed or smb_failed or not deployed.get("passed")
+    exit_code = 0 if policy_code == 0 and load_code == 0 and not failed else 1
     summary = {
         "exit_code": exit_code,
         "phases": [vars(p) for p in phases],
@@ -428,7 +457,8 @@ def run_phases(repository: Path, out: Path, slo: Path, profile: str) -> int:
 def demo(repository: Path, out: Path, slo: Path, profile: str) -> None:
     """Run the platform offline: plan, policy gate, serve, load-test with SLO gates, one report.
 
-    Exits 1 if the policy gate or an SLO gate fails, or the drift loop does not complete.
+    Exits 1 if the policy gate or an SLO gate fails, the drift loop does not complete, the SMB phase fails,
+    or the platform layer does not deploy and destroy cleanly with the real engine.
     """
     if not (repository / "tabular-classifier").is_dir():
         raise click.ClickException(f"no models in {repository}: run `make models` first")

@@ -58,6 +58,11 @@ PLAN_PHASE = "plan every stack offline (Pulumi under mocks)"
 POLICY_PHASE = "policy gate on the plans (real OPA server)"
 
 
+DEPLOYED = {"stack": "onprem-ae", "passed": True, "deploy_code": 0, "deploy_seconds": 1.0,
+            "destroy_seconds": 1.0, "routes": {}, "objects": {}, "left": []}  # fmt: skip
+"""What the real-engine phase returns when it deploys and destroys cleanly."""
+
+
 @pytest.mark.parametrize(
     ("policy_code", "load_code", "expected", "verdict"),
     [
@@ -89,6 +94,7 @@ def test_demo_exits_1_when_any_gate_fails(
     monkeypatch.setattr(demo_module, "serve_and_load", serve_and_load)
     monkeypatch.setattr(demo_module, "drift_loop_phase", lambda out, phases: {})
     monkeypatch.setattr(demo_module, "smb_phase", lambda repository, out, phases: {})
+    monkeypatch.setattr(demo_module, "cluster_phase", lambda out, phases: DEPLOYED)
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == expected, result.output
     written = json.loads((tmp_path / "summary.json").read_text())
@@ -107,3 +113,20 @@ def test_serve_help_is_the_servers_own(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", "--help"])
     assert result.exit_code == 0
     assert "--model-repository" in result.output and "--grpc-port" in result.output
+
+
+def test_demo_exits_1_when_the_platform_layer_does_not_deploy_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    findings = {"summary": {"allow": True, "findings": 0, "denied": 0, "waived": 0, "plans": []}}
+    monkeypatch.setattr(demo_module, "plan_stacks", lambda out: "s: 1 steps, 1 resources")
+    monkeypatch.setattr(demo_module, "check_policies", lambda plans, out: (0, findings))
+    monkeypatch.setattr(demo_module, "serve_and_load", lambda *args: ({}, 0))
+    monkeypatch.setattr(demo_module, "drift_loop_phase", lambda out, phases: {})
+    monkeypatch.setattr(demo_module, "smb_phase", lambda repository, out, phases: {})
+    failed = {"stack": "onprem-ae", "passed": False, "deploy_code": 2, "error": "the engine failed"}
+    monkeypatch.setattr(demo_module, "cluster_phase", lambda out, phases: failed)
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    readme = (tmp_path / "README.md").read_text()
+    assert "Did not deploy: the engine failed" in readme, readme
