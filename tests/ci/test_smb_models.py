@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from stacks.contract import model_bucket_export
+from tests.aws_emulator import moto_server
 from tests.ci.conftest import BASH, ROOT, executable, run_script, step_named
 from tests.ci.test_smb_workflow import FIRST_UP, PUBLISH, jobs, plan_states, plans, targets
 from tests.ci.test_workflows import smb_stacks
@@ -146,13 +146,8 @@ def test_targets_refuse_models_reading_a_bucket_the_plan_does_not_make(tmp_path:
 @pytest.fixture(scope="module")
 def aws() -> Iterator[str]:
     """moto's S3, KMS and STS on loopback: the local AWS API emulator, not a fake."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
