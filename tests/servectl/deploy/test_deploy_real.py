@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
+from servectl.cluster import kubeconfig
 from servectl.experiments.kube import ApiServer, KubeError
-from tests.kube_api import KubeApi, kube_api
+from stacks.manifests import deployer_rbac
+from tests.kube_api import KubeApi, User, kube_api
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +54,13 @@ def without_rollout(models: list[dict[str, Any]]) -> None:
         model.pop("rollout", None)
 
 
+DEPLOYER = User("deployer-token", "platform-deployer", (deployer_rbac.GROUP,))
+"""A token-file user in the platform deployer's group, holding only what `deployer_rbac` grants it."""
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
-    with kube_api(tmp_path_factory.mktemp("control-plane"), []) as api:
+    with kube_api(tmp_path_factory.mktemp("control-plane"), [DEPLOYER]) as api:
         yield api
 
 
@@ -73,9 +79,11 @@ class Deployer:
     def __init__(self, cluster: KubeApi, project: Path, work: Path) -> None:
         self.cluster, self.project, self.work = cluster, project, work
 
-    def __call__(self, *args: str, project: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, project: Path | None = None, config: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "servectl", "deploy", "--stack", STACK, "--no-nodes", "--kubeconfig",
-                   str(self.cluster.kubeconfig), "--state", str(self.work / "state"), "--out",
+                   str(config or self.cluster.kubeconfig), "--state", str(self.work / "state"), "--out",
                    str(self.work / "out"), "--project-dir", str(project or self.project), *args]  # fmt: skip
         env = {**os.environ, "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE}
         return subprocess.run(
@@ -285,6 +293,27 @@ def test_a_weight_change_changes_only_the_routes(deploy: Deployer, cluster: Kube
         ("update", "kubernetes:networking.istio.io/v1:VirtualService")
     ], updated
     assert vs_weights(cluster.admin) == {"v1": 80, "v2": 20}
+
+
+def test_a_routine_update_runs_as_the_platform_deployer(deploy: Deployer, cluster: KubeApi) -> None:
+    """Once the layer exists, a weight change deploys with an identity that holds only the deployer's
+    ClusterRole (stacks/manifests/deployer_rbac.py, applied as an admin would before), not cluster-admin."""
+    document = deploy.preview_document()
+    admin = cluster.admin
+    admin.request(
+        "POST", "apis/rbac.authorization.k8s.io/v1/clusterroles", deployer_rbac.cluster_role(document)
+    )
+    binding = deployer_rbac.cluster_role_binding()
+    admin.request("POST", "apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+    ca = cluster.ca_file.read_bytes()
+    config = kubeconfig.write(
+        deploy.work / "deployer.kubeconfig", kubeconfig.build(cluster.url, ca, DEPLOYER.name, DEPLOYER.token)
+    )
+    write_models(deploy.project, lambda models: models[0]["variants"].update(weights={"1": 75, "2": 25}))
+    run = deploy(config=config)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert vs_weights(admin) == {"v1": 75, "v2": 25}
+    assert [op for op, _ in changes(deploy.preview_document())] == ["update"], "only the routes"
 
 
 def changes(document: dict[str, Any]) -> list[tuple[str, str]]:
