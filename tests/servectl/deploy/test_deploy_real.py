@@ -174,6 +174,26 @@ def test_up_creates_the_platform_layer(deploy: Deployer, cluster: KubeApi) -> No
     assert mtls is not None and mtls["spec"]["mtls"]["mode"] == "STRICT"
 
 
+def test_the_deployed_admission_policies_refuse_a_root_pod_in_the_model_namespace(cluster: KubeApi) -> None:
+    """The layer's own ValidatingAdmissionPolicies, as the engine deployed them, judge the model namespace:
+    the serving Deployment's pod spec with root added is refused with the workload rule's id (a bounded
+    wait: a binding takes a moment to become active)."""
+    served = get(cluster.admin, "apis/apps/v1/namespaces/banking/deployments/tabular-classifier-v1")
+    assert served is not None
+    spec = served["spec"]["template"]["spec"]
+    spec["containers"][0]["securityContext"]["runAsUser"] = 0
+    spec["containers"][0]["securityContext"]["runAsNonRoot"] = False
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root-probe"}, "spec": spec}
+    deadline, refused = time.monotonic() + 30, ""
+    while not refused and time.monotonic() < deadline:
+        try:
+            cluster.admin.request("POST", "api/v1/namespaces/banking/pods?dryRun=All", pod)
+            time.sleep(0.5)
+        except KubeError as error:
+            refused = str(error)
+    assert "WL-001" in refused, refused or "a root pod was admitted for 30 s"
+
+
 def test_the_deployed_stacks_export_passes_the_gate(deploy: Deployer) -> None:
     """`pulumi stack export` of what was deployed, through the same gate (with the run's stand-in waivers)."""
     out = deploy.work / "out"
