@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from servectl import demo as demo_module
 from servectl.cli import cli
+from servectl.cluster.state import Layout, read_state
 from servectl.demo import Phase, report_markdown
 
 
@@ -43,6 +44,21 @@ def test_demo_runs_every_phase_and_reports(tmp_path: Path) -> None:
     readme = (tmp_path / "README.md").read_text()
     assert "## Variant split observed" in readme and "](loadtest/latency.png)" in readme, readme
     assert f"demo report: {(tmp_path / 'README.md').resolve()}" in result.output.replace("\n", "")
+    _check_the_real_engine_phase(summary["serving"]["cluster"], tmp_path / "cluster", readme)
+
+
+def _check_the_real_engine_phase(deployed: dict[str, object], out: Path, readme: str) -> None:
+    """The real-engine phase, as the demo ran it: onprem-ae deployed with the stack file's weights, its
+    objects read back, destroyed with nothing left, the control plane stopped and its state gone."""
+    assert deployed.get("passed") is True, deployed
+    assert deployed["routes"] == {"banking/tabular-classifier": {"v1": 90, "v2": 10}}, deployed
+    objects = deployed["objects"]
+    assert isinstance(objects, dict) and objects["Deployment"] >= 4 and objects["PrometheusRule"] == 2, (
+        objects
+    )
+    assert objects["AuthorizationPolicy"] >= 5 and deployed["left"] == [] and deployed["destroy_code"] == 0
+    assert read_state(Layout(out / "cluster")) is None, "the control plane is stopped and its state gone"
+    assert "| banking/tabular-classifier | v1 90%, v2 10% |" in readme, readme
 
 
 def test_report_front_page_lists_phases_and_totals(tmp_path: Path) -> None:
