@@ -18,7 +18,6 @@ from pulumi import automation as auto
 from servectl.deploy import gate, no_nodes
 from servectl.deploy.workspace import ROOT, Target, Workspace, WorkspaceError, select_stack, state_dir
 from servectl.engine import EngineError
-from stacks.platform.__main__ import main as platform_program
 from stacks.preview.run import layers_of
 
 EXIT_DENIED = 1
@@ -29,9 +28,13 @@ def program(no_node_charts: dict[str, Path] | None) -> auto.PulumiFn:
     """The platform layer's program; with `no_node_charts`, under the no-nodes transform."""
 
     def run() -> None:
-        if no_node_charts is not None:
-            import pulumi
+        # Imported here: the layer's components need the cloud SDKs, which the images that run other
+        # servectl commands (the retrain image) do not carry.
+        import pulumi
 
+        from stacks.platform.__main__ import main as platform_program
+
+        if no_node_charts is not None:
             pulumi.runtime.register_resource_transform(no_nodes.transform(no_node_charts))
         platform_program(unrecorded_digests_allowed=no_node_charts is not None)
 

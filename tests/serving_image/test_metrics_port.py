@@ -10,7 +10,7 @@ import requests
 
 from serving_image.settings import Settings
 from tests.serving_image.certs import Authority
-from tests.serving_image.conftest import ServerProcess, free_port, start_server
+from tests.serving_image.conftest import ServerProcess, free_port, start_server, wait_until
 from tests.serving_image.test_metrics import sample
 
 BODY: dict[str, Any] = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
@@ -64,6 +64,8 @@ def test_the_metrics_port_serves_nothing_else(metrics_port: int, method: str, pa
 
 
 def test_the_server_logs_its_metrics_port(split_server: ServerProcess, metrics_port: int) -> None:
+    # The port answers a moment before the line saying so is written: wait for the line, bounded.
+    wait_until(lambda: '"server_started"' in split_server.stderr(), 10, "no server_started event")
     started = [line for line in split_server.stderr().splitlines() if '"server_started"' in line]
     assert started and json.loads(started[0])["metrics_port"] == metrics_port, started
 

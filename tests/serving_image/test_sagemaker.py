@@ -166,6 +166,7 @@ def test_ping_is_200_once_the_models_are_ready(single: SageMakerServer) -> None:
 
 
 def test_serve_mode_listens_on_the_sagemaker_port(single: SageMakerServer) -> None:
+    wait_until(lambda: logged_events(single.stderr(), "server_started"), 10, "no server_started event")
     (started,) = logged_events(single.stderr(), "server_started")
     assert started["http_port"] == single.port, started
     assert started["models"] == {CLASSIFIER: True}, started
@@ -227,6 +228,8 @@ def test_invocations_are_logged_and_counted(single: SageMakerServer) -> None:
 
 
 def test_one_versions_directory_serves_as_the_named_model_and_version(one_version: SageMakerServer) -> None:
+    # The port answers a moment before the line saying so is written: wait for the line, bounded.
+    wait_until(lambda: logged_events(one_version.stderr(), "server_started"), 10, "no server_started event")
     (started,) = logged_events(one_version.stderr(), "server_started")
     assert started["models"] == {ONE_VERSION_MODEL: True}, started
     request = classifier_request(one_version, ONE_VERSION_MODEL)

@@ -18,6 +18,7 @@ from tests.serving_image.conftest import (
     logged_events,
     save_model,
     start_server,
+    wait_until,
     write_config,
 )
 
@@ -144,6 +145,8 @@ def test_workers_listen_only_once_all_of_them_are_warm(tmp_path: Path) -> None:
     write_config(repository / "doubler", "max_batch_size: 16\n")
     server = start_server(repository, tmp_path / "logs", "--workers", "2")
     try:
+        # The port answers a moment before the line saying so is written: wait for the line, bounded.
+        wait_until(lambda: logged_events(server.stderr(), "server_started"), 10, "no server_started event")
         log = server.stderr()
         warm = [index for index, line in enumerate(log.splitlines()) if '"event":"worker_warm"' in line]
         started = [index for index, line in enumerate(log.splitlines()) if '"event":"server_started"' in line]
