@@ -52,7 +52,8 @@ def preview_and_gate(
     the no-nodes stand-in `charts`, their releases' RES-007 findings waived for this run, reported as such."""
     out.mkdir(parents=True, exist_ok=True)
     workspace = stack.workspace
-    assert isinstance(workspace, Workspace)
+    if not isinstance(workspace, Workspace):
+        raise TypeError("the stack must come from select_stack (its workspace passes --show-sames)")
     workspace.extra_args = ("--show-sames",)
     try:
         preview = stack.preview(json=True, diff=False, refresh=refresh)
