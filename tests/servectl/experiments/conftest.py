@@ -58,8 +58,13 @@ def make_repository(root: Path, config: str) -> Path:
 
 @contextmanager
 def running_server(repository: Path, logs: Path) -> Iterator[Server]:
-    """The serving image on free loopback ports, ready; stopped with SIGTERM, which must exit 0."""
-    started = start_server(repository, logs)
+    """The serving image on free loopback ports, ready; stopped with SIGTERM, which must exit 0.
+
+    The experiments' load posts every answer's feedback from one caller as fast as the machine allows (on an
+    idle machine past the default 500 a second after a burst of 1,000), so the per-caller feedback limit is
+    raised here: these tests judge the experiment, and the limiter has its own (serving_image's tests)."""
+    unlimited = {"SERVING_FEEDBACK_RATE_PER_SECOND": "1000000", "SERVING_FEEDBACK_BURST": "1000000"}
+    started = start_server(repository, logs, env=unlimited)
     try:
         yield Server(started.base, started.process, repository, logs / "stderr.log")
     finally:
