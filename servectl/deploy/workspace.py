@@ -26,13 +26,32 @@ class WorkspaceError(ValueError):
     """The stack cannot be deployed from here; the message names the file and key."""
 
 
-def state_dir(stack: str, root: Path = ROOT) -> Path:
-    """The stack's file backend directory from `model-serving:state.backend` (`file://...`)."""
+def _state(stack: str, root: Path) -> tuple[Path, dict[str, Any]]:
+    """The stack file and its `model-serving:state` block."""
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise WorkspaceError(f"{path}: no such stack file")
     config: dict[str, Any] = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("config") or {}
-    backend = str((config.get(STATE_KEY) or {}).get("backend") or "")
+    state = config.get(STATE_KEY) or {}
+    return path, state if isinstance(state, dict) else {}
+
+
+def check_secrets_provider(stack: str, root: Path = ROOT) -> None:
+    """The deploy encrypts the stack's secrets with a passphrase; a stack file naming another provider is an
+    error naming the key, rather than its secrets silently encrypted another way than it says."""
+    path, state = _state(stack, root)
+    provider = str(state.get("secretsProvider") or "passphrase")
+    if provider != "passphrase":
+        raise WorkspaceError(
+            f"{path}: {STATE_KEY}.secretsProvider is {provider}; servectl deploy uses the passphrase "
+            "provider of a file backend (deploy with `pulumi up` against the stack's own backend)"
+        )
+
+
+def state_dir(stack: str, root: Path = ROOT) -> Path:
+    """The stack's file backend directory from `model-serving:state.backend` (`file://...`)."""
+    path, state = _state(stack, root)
+    backend = str(state.get("backend") or "")
     if not backend.startswith("file://"):
         raise WorkspaceError(
             f"{path}: {STATE_KEY}.backend is {backend or 'unset'}; servectl deploy keeps state in a file "
@@ -79,6 +98,7 @@ class Workspace(auto.LocalWorkspace):
 def select_stack(target: Target, program: auto.PulumiFn, toolchain: Toolchain | None = None) -> auto.Stack:
     """The platform stack in its workspace (created on first use), run by the pinned engine with `program`."""
     workdir = target.state / "workspace" / target.stack
+    check_secrets_provider(target.stack, target.project_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     stack_file(target.stack, workdir, target.project_dir)
     opts = workspace_options(target.state / "backend", toolchain=toolchain or Toolchain())

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servectl.deploy.workspace import SALT, WorkspaceError, stack_file, state_dir
+from servectl.deploy.workspace import SALT, WorkspaceError, check_secrets_provider, stack_file, state_dir
 
 STACK = """config:
   model-serving:jurisdiction: AE
@@ -51,3 +51,13 @@ def test_the_copy_follows_the_repository_but_keeps_its_salt(tmp_path: Path) -> N
     assert refreshed[SALT] == "v1:abc", "the salt stays with the state it encrypted"
     assert refreshed["config"]["model-serving:jurisdiction"] == "EU", "the repository's config wins"
     assert SALT not in yaml.safe_load(source.read_text()), "the repository's file is never written"
+
+
+def test_a_secrets_provider_other_than_the_passphrase_is_an_error_naming_the_key(tmp_path: Path) -> None:
+    path = write_stack(tmp_path, "file:///state")
+    check_secrets_provider("onprem-x", tmp_path)  # passphrase: accepted
+    path.write_text(
+        path.read_text().replace("secretsProvider: passphrase", "secretsProvider: awskms://alias/k")
+    )
+    with pytest.raises(WorkspaceError, match=rf"{path}: model-serving:state.secretsProvider is awskms://"):
+        check_secrets_provider("onprem-x", tmp_path)
