@@ -52,11 +52,16 @@ def feature_server(
 @contextlib.contextmanager
 def locked(database: Path) -> Iterator[None]:
     """Hold an exclusive lock on a SQLite database from another connection: its readers block (for up to
-    their busy timeout, 5 s in Python's sqlite3) until it is released. A really slow store, not a mock."""
-    connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+    their busy timeout, 5 s in Python's sqlite3) until it is released. A really slow store, not a mock.
+
+    Taking the lock waits (bounded) for readers still finishing: a fetch an earlier test gave up on may
+    still hold its shared lock for a moment, and a lock refused at once made the test fail on a loaded
+    machine."""
+    connection = sqlite3.connect(database, timeout=30, isolation_level=None)
     try:
         connection.execute("BEGIN EXCLUSIVE")
         yield
     finally:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         connection.close()
