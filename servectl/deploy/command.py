@@ -5,23 +5,39 @@ The program is the platform layer's own (`stacks/platform/__main__.py`, what `pu
 inline through the Automation API by the pinned CLI (servectl/engine.py). Every deploy is a `preview`
 first, whose JSON document goes through the policy gate; a finding that is not waived stops it (exit 1)
 before `up`. `--destroy` removes what the stack deployed.
+
+Who runs what (servectl/deploy/addons.py): a cluster admin deploys the add-ons (`--addons`: the Helm
+releases and what they need); the platform deployer, holding only stacks/manifests/deployer_rbac.py's role,
+everything else. A deployer's run that would change an add-on is a HOLD (exit 3) before anything changes.
 """
 
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from pulumi import automation as auto
 
-from servectl.deploy import gate, no_nodes
+from servectl.deploy import addons, gate, no_nodes
 from servectl.deploy.workspace import ROOT, Target, Workspace, WorkspaceError, select_stack, state_dir
 from servectl.engine import EngineError
 from stacks.preview.run import layers_of
 
 EXIT_DENIED = 1
 EXIT_FAILED = 2
+EXIT_HOLD = 3
+
+
+def command_line(
+    stack: str, kubeconfig: Path, state: Path, out: Path, *args: str, project_dir: Path | None = None
+) -> list[str]:
+    """`servectl deploy` into a cluster without nodes (`servectl cluster up`), as a process: what the demo
+    and the real-engine tests run."""
+    return [sys.executable, "-m", "servectl", "deploy", "--stack", stack, "--no-nodes", "--kubeconfig",
+            str(kubeconfig), "--state", str(state), "--out", str(out),
+            *(["--project-dir", str(project_dir)] if project_dir else []), *args]  # fmt: skip
 
 
 def program(no_node_charts: dict[str, Path] | None) -> auto.PulumiFn:
@@ -74,7 +90,17 @@ def preview_and_gate(
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The cluster to deploy into (default: KUBECONFIG, as the stack file says).")  # fmt: skip
 @click.option("--preview", "preview_only", is_flag=True, help="Preview and gate only; change nothing.")
-@click.option("--destroy", is_flag=True, help="Remove everything the stack deployed.")
+@click.option(
+    "--destroy",
+    is_flag=True,
+    help="Remove what the stack deployed: all but the add-ons; with --addons, everything left.",
+)
+@click.option(
+    "--addons",
+    "addons_only",
+    is_flag=True,
+    help="The cluster add-ons only (Helm releases and what they need): run by a cluster admin.",
+)
 @click.option(
     "--refresh", is_flag=True, help="Read the cluster's objects into the state first: drift shows as changes."
 )
@@ -107,6 +133,7 @@ def deploy(
     kubeconfig: Path | None,
     preview_only: bool,
     destroy: bool,
+    addons_only: bool,
     refresh: bool,
     state: Path | None,
     without_nodes: bool,
@@ -126,8 +153,8 @@ def deploy(
     started = time.monotonic()
     try:
         if destroy:
-            stack.destroy(on_output=_echo)
-            click.echo(f"destroyed {stack_name}'s platform layer in {time.monotonic() - started:.1f} s")
+            _destroy(stack, stack_name, addons_only)
+            click.echo(f"destroyed in {time.monotonic() - started:.1f} s")
             return
         verdict = preview_and_gate(stack, out, target.project_dir, charts, refresh)
         click.echo(f"preview: {out / 'platform.preview.json'}; gate exit {verdict.code}: {verdict.summary()}")
@@ -135,17 +162,56 @@ def deploy(
             click.echo("\n".join(f"  {line}" for line in verdict.lines()), err=True)
             click.echo(f"deploy of {stack_name} stopped by the policy gate before any change", err=True)
             sys.exit(EXIT_DENIED if verdict.code == EXIT_DENIED else EXIT_FAILED)
+        preview = json.loads((out / "platform.preview.json").read_text(encoding="utf-8"))
+        part = _part(preview, stack_name, addons_only)
+        if addons_only:
+            rbac = out / "deployer-rbac.yaml"
+            rbac.write_text(addons.deployer_rbac_yaml(preview), encoding="utf-8")
+            click.echo(f"the deployer's ClusterRole and binding for this plan: {rbac} (kubectl apply -f it)")
         if preview_only:
             return
-        result = stack.up(on_output=_echo, refresh=refresh)
+        result = stack.up(on_output=_echo, refresh=refresh, target=part)
         exported = stack.export_stack()
         document = {"version": exported.version, "deployment": exported.deployment}
         (out / "platform.export.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
         changes = ", ".join(f"{op} {n}" for op, n in sorted((result.summary.resource_changes or {}).items()))
-        click.echo(f"deployed {stack_name}'s platform layer in {time.monotonic() - started:.1f} s: {changes}")
+        what = "add-ons" if addons_only else "platform layer"
+        click.echo(f"deployed {stack_name}'s {what} in {time.monotonic() - started:.1f} s: {changes}")
     except auto.errors.CommandError as exc:
         click.echo(f"error: the engine failed: {str(exc).strip()[-2000:]}", err=True)
         sys.exit(EXIT_FAILED)
+
+
+def _part(preview: dict[str, Any], stack_name: str, addons_only: bool) -> list[str] | None:
+    """What `up` targets: with --addons the add-ons' URNs; otherwise everything (None), once the add-ons
+    are as the stack says (else a HOLD, exit 3, naming the releases)."""
+    if addons_only:
+        return sorted(addons.closure(addons.planned_states(preview)))
+    changed = addons.changed_addons(preview)
+    if changed:
+        click.echo(
+            f"HOLD: the add-ons are not as the stack says ({'; '.join(changed)}): a cluster admin runs "
+            f"`servectl deploy --stack {stack_name} --addons` first; nothing was changed",
+            err=True,
+        )
+        sys.exit(EXIT_HOLD)
+    return None
+
+
+def _destroy(stack: auto.Stack, stack_name: str, addons_only: bool) -> None:
+    """The deployer's destroy leaves the add-ons (and the state's stack and providers); the admin's
+    (--addons) removes everything left."""
+    if addons_only:
+        stack.destroy(on_output=_echo)
+        click.echo(f"destroyed what was left of {stack_name}'s platform layer, add-ons included")
+        return
+    part = addons.deployer_part(stack.export_stack().deployment or {})
+    if part:
+        stack.destroy(on_output=_echo, target=part)
+    click.echo(
+        f"destroyed {stack_name}'s platform layer but its add-ons ({len(part)} resources); a cluster admin "
+        f"removes those with `servectl deploy --stack {stack_name} --destroy --addons`"
+    )
 
 
 def _echo(line: str) -> None:

@@ -15,7 +15,8 @@ its plan, each with the verbs the Kubernetes provider uses, and nothing it does 
 
 What the role does not cover is a HOLD (`holds`): the Helm releases (their charts' ClusterRoles, CRDs and
 webhooks are not in this tree to derive grants from, and Helm keeps its release records as Secrets it lists),
-and any Role of the plan granting more than the deployer holds.
+which are the add-ons a cluster admin deploys (`servectl deploy --addons`, servectl/deploy/addons.py), and
+any Role of the plan granting more than the deployer holds.
 """
 
 import argparse
@@ -223,7 +224,8 @@ def holds(document: dict[str, Any]) -> list[str]:
     for chart in helm_charts(document):
         out.append(
             f"Helm release of chart {chart}: its ClusterRoles, CRDs and webhooks are not in this tree to "
-            "derive grants from, and Helm lists its release Secrets; install it with an admin identity"
+            "derive grants from, and Helm lists its release Secrets; an add-on, which a cluster admin "
+            "deploys (servectl deploy --addons)"
         )
     for obj in planned(document):
         if not allows(granted, obj.group, obj.resource, "create"):

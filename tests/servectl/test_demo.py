@@ -58,6 +58,9 @@ def _check_the_real_engine_phase(deployed: dict[str, object], out: Path, readme:
     )
     assert objects["AuthorizationPolicy"] >= 5 and deployed["left"] == [] and deployed["destroy_code"] == 0
     assert read_state(Layout(out / "cluster")) is None, "the control plane is stopped and its state gone"
+    assert "deployed onprem-ae's add-ons" in (out / "deploy-addons.log").read_text(), "the admin's run"
+    assert "deployed onprem-ae's platform layer" in (out / "deploy.log").read_text(), "the deployer's run"
+    assert "--destroy --addons" in (out / "deploy-destroy.log").read_text(), "the deployer left the add-ons"
     assert "| banking/tabular-classifier | v1 90%, v2 10% |" in readme, readme
 
 
