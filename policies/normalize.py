@@ -1,18 +1,23 @@
 """Turn Pulumi plan documents into the one input shape the Rego rules read.
 
-The rules see ``{"stack", "project", "source", "jurisdiction", "config", "resources"}``,
+The rules see ``{"stack", "project", "source", "jurisdiction", "config", "resources",
+"duplicate_urns"}``,
 each resource ``{"urn", "type", "name", "provider", "parent", "dependencies",
 "properties"}`` (and ``"id"`` when the document knows it: exports do, previews of new
 resources do not) where ``provider`` is the provider's URN (its ``::id`` suffix dropped)
 and ``properties`` are the resource's inputs over its outputs. The jurisdiction is the
-plan's own claim, kept for the report; the rules take the stack's facts from the policy
-data.
+plan's own claim: the rules take the stack's facts from the policy data, and a claim that
+differs from them is a finding of its own (RES-014). ``duplicate_urns`` maps each URN the
+document names more than once (a replacement's two steps aside) to how often: every copy is
+checked, and the duplication is a finding (DOC-001). An empty stack export (a stack with
+nothing deployed) is valid and has no resources.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +29,8 @@ JsonObject = dict[str, Any]
 _REMOVING_OPS = frozenset(
     {"delete", "delete-replaced", "discard", "discard-replaced", "remove-pending-replace"}
 )
+# A replacement's two steps that both carry the new state: one of these, and a `replace`.
+_REPLACEMENT_OPS = frozenset({"create-replacement", "read-replacement", "import-replacement"})
 
 
 class PlanError(ValueError):
@@ -100,6 +107,7 @@ def build_input(
     normalized = [normalize_resource(r) for r in resources]
     if not normalized:
         raise ValueError("it describes no resources")
+    counts = Counter(r["urn"] for r in normalized)
     stacks = {split_urn(r["urn"])[:2] for r in normalized}
     if len(stacks) != 1:
         raise ValueError(f"its resources belong to {len(stacks)} stacks: {sorted(s for s, _ in stacks)}")
@@ -112,6 +120,20 @@ def build_input(
         "jurisdiction": jurisdiction or config_jurisdiction(flat_config),
         "config": flat_config,
         "resources": normalized,
+        "duplicate_urns": {urn: n for urn, n in counts.items() if n > 1},
+    }
+
+
+def empty_export() -> JsonObject:
+    """The rules' input for a stack export with no resources: nothing deployed, nothing to check."""
+    return {
+        "stack": "",
+        "project": "",
+        "source": "export",
+        "jurisdiction": "",
+        "config": {},
+        "resources": [],
+        "duplicate_urns": {},
     }
 
 
@@ -156,7 +178,7 @@ def from_preview(doc: Mapping[str, Any]) -> JsonObject:
     if not isinstance(steps, list):
         raise ValueError("`steps` is not a list")
     raws: list[RawResource] = []
-    position: dict[str, int] = {}  # URN -> index in raws
+    position: dict[str, tuple[int, str]] = {}  # URN -> index in raws, op of that step
     for i, step in enumerate(steps):
         if not isinstance(step, Mapping):
             raise ValueError(f"steps[{i}] is not an object")
@@ -167,19 +189,29 @@ def from_preview(doc: Mapping[str, Any]) -> JsonObject:
         if not raw.provider and isinstance(step.get("provider"), str):
             raw = replace(raw, provider=step["provider"])
         # With --show-replacement-steps a replaced resource has two steps carrying its new state
-        # (create-replaced and replace): it is one resource, checked once, as its last step has it.
-        if raw.urn in position:
-            raws[position[raw.urn]] = raw
+        # (create-replacement and replace): it is one resource, checked once, as its last step has
+        # it. Any other repetition is kept, every copy checked, and reported (DOC-001).
+        op = str(step.get("op", ""))
+        if raw.urn in position and _replacement_pair(op, position[raw.urn][1]):
+            raws[position[raw.urn][0]] = raw
             continue
-        position[raw.urn] = len(raws)
+        position[raw.urn] = (len(raws), op)
         raws.append(raw)
     return build_input(raws, source="preview", config=_mapping(doc.get("config"), "`config`"))
+
+
+def _replacement_pair(op: str, earlier: str) -> bool:
+    """Whether two steps of one URN are a replacement's (in either order)."""
+    return "replace" in (op, earlier) and bool({op, earlier} & _REPLACEMENT_OPS)
 
 
 def from_export(doc: Mapping[str, Any]) -> JsonObject:
     """The rules' input for a ``pulumi stack export`` document."""
     deployment = _mapping(doc["deployment"], "`deployment`")
     resources = deployment.get("resources")
+    if resources is None and isinstance(deployment.get("manifest"), Mapping):
+        # The engine omits an empty resource list: a stack that has nothing deployed.
+        resources = []
     if not isinstance(resources, list):
         raise ValueError("`deployment.resources` is not a list")
     raws = []
@@ -189,7 +221,7 @@ def from_export(doc: Mapping[str, Any]) -> JsonObject:
         if state.get("delete"):
             continue
         raws.append(_raw_from_state(state, f"deployment.resources[{i}]"))
-    return build_input(raws, source="export")
+    return build_input(raws, source="export") if raws else empty_export()
 
 
 def from_document(doc: Any) -> JsonObject:

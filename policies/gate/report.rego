@@ -30,6 +30,8 @@ raw contains f if some f in data.tagging.tags.deny
 
 raw contains f if some f in data.availability.failover.deny
 
+raw contains f if some f in data.document.integrity.deny
+
 raw contains f if some f in waivers.deny
 
 now := time.now_ns()

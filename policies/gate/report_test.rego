@@ -98,6 +98,8 @@ waivers := finding("WAV-001", "waivers")
 
 failover := finding("AVL-001", "failover")
 
+integrity := finding("DOC-001", "integrity")
+
 test_findings_from_residency_placement if {
 	report.findings == reported(placement) with input as clean with data.residency.placement.deny as {placement}
 }
@@ -142,6 +144,10 @@ test_findings_from_availability_failover if {
 	report.findings == reported(failover) with input as clean with data.availability.failover.deny as {failover}
 }
 
+test_findings_from_document_integrity if {
+	report.findings == reported(integrity) with input as clean with data.document.integrity.deny as {integrity}
+}
+
 test_findings_from_exceptions_waivers if {
 	report.findings == reported(waivers) with input as clean with data.exceptions.waivers.deny as {waivers}
 }
@@ -149,7 +155,7 @@ test_findings_from_exceptions_waivers if {
 test_findings_from_every_package_together if {
 	everything := {
 		placement, artifacts, at_rest, in_transit, exposure, access, pods, routing, logging, tags, failover,
-		waivers,
+		integrity, waivers,
 	}
 	found := report.findings with input as clean
 		with data.residency.placement.deny as {placement}
@@ -163,6 +169,7 @@ test_findings_from_every_package_together if {
 		with data.audit.logging.deny as {logging}
 		with data.tagging.tags.deny as {tags}
 		with data.availability.failover.deny as {failover}
+		with data.document.integrity.deny as {integrity}
 		with data.exceptions.waivers.deny as {waivers}
 	found == {object.union(f, {"waived": false}) | some f in everything}
 }

@@ -20,11 +20,11 @@ is_aws(r) if startswith(r.type, "aws:")
 
 # METADATA
 # scope: document
-# description: The Kubernetes kind of a resource, from its inputs or else from its type token.
-kind(r) := r.properties.kind if {
-	startswith(r.type, "kubernetes:")
-	is_string(r.properties.kind)
-} else := k if {
+# description: |
+#   The Kubernetes kind of a resource, from its type token, which the engine derives from the
+#   object it creates: a `kind` in the inputs never hides an object from its kind's rules (an
+#   input that disagrees is DOC-002).
+kind(r) := k if {
 	startswith(r.type, "kubernetes:")
 	parts := split(r.type, ":")
 	k := parts[count(parts) - 1]

@@ -19,15 +19,36 @@ allowed := config.allowed_regions(input)
 # scope: rule
 # description: |
 #   A plan whose stack the policy data does not place in a known jurisdiction cannot be
-#   checked for residency, so it fails. The plan's own config is not trusted for it.
+#   checked for residency, so it fails. The plan's own config is not trusted for it. An empty
+#   stack export (nothing deployed) places nothing anywhere.
 # custom:
 #   id: RES-001
 #   severity: critical
 #   message: "stack %s has jurisdiction %q in the policy data, which names no regions for it"
 #   remediation: Add the stack to policies/data/stacks.json (or an override) with a jurisdiction of jurisdictions.json.
 deny contains result.finding(rego.metadata.rule(), resources.stack_resource(input), [input.stack, found]) if {
+	count(input.resources) > 0
 	count(allowed) == 0
 	found := config.jurisdiction(input)
+}
+
+# METADATA
+# title: Declared jurisdiction is the policy data's
+# scope: rule
+# description: |
+#   The jurisdiction a plan declares (its config's, else its stack file's) is the one the
+#   policy data gives its stack. The rules judge by the policy data either way; a plan that
+#   declares another is misconfigured or asking to be judged by another jurisdiction's rules.
+# custom:
+#   id: RES-014
+#   severity: high
+#   message: "stack %s declares jurisdiction %q; the policy data gives it %q"
+#   remediation: Declare the policy data's jurisdiction in the stack file, or change the stack map through review.
+deny contains result.finding(rego.metadata.rule(), resources.stack_resource(input), [input.stack, said, found]) if {
+	said := object.get(input, "jurisdiction", "")
+	said != ""
+	found := config.jurisdiction(input)
+	said != found
 }
 
 # METADATA

@@ -12,28 +12,64 @@ test_jurisdiction_known_passing if {
 test_jurisdiction_known_violating if {
 	# The stack map of the policy data names the stack with a code jurisdictions.json lacks.
 	doc := t.plan([bucket])
-	t.brief(placement.deny) == {[
-		"RES-001", "critical", "urn:pulumi:uae-prod::p::pulumi:pulumi:Stack::p-uae-prod",
-		"stack uae-prod has jurisdiction \"XX\" in the policy data, which names no regions for it",
-	]} with input as doc
+	t.brief(placement.deny) == {
+		[
+			"RES-001", "critical", "urn:pulumi:uae-prod::p::pulumi:pulumi:Stack::p-uae-prod",
+			"stack uae-prod has jurisdiction \"XX\" in the policy data, which names no regions for it",
+		],
+		[
+			"RES-014", "high", "urn:pulumi:uae-prod::p::pulumi:pulumi:Stack::p-uae-prod",
+			"stack uae-prod declares jurisdiction \"AE\"; the policy data gives it \"XX\"",
+		],
+	} with input as doc
 		with data.stacks as {"uae-prod": {"jurisdiction": "XX", "kind": "aws", "registries": []}}
 }
 
 test_jurisdiction_known_missing_field if {
-	doc := object.union(t.plan([bucket]), {"stack": "unknown-stack"})
+	doc := object.union(t.plan([bucket]), {"stack": "unknown-stack", "jurisdiction": ""})
 	t.brief(placement.deny) == {[
 		"RES-001", "critical", "urn:pulumi:unknown-stack::p::pulumi:pulumi:Stack::p-unknown-stack",
 		"stack unknown-stack has jurisdiction \"\" in the policy data, which names no regions for it",
 	]} with input as doc
 }
 
+test_jurisdiction_known_empty_export if {
+	# A stack export with nothing deployed places nothing: no stack, no finding.
+	doc := object.union(t.plan([]), {"stack": "", "jurisdiction": "", "resources": []})
+	placement.deny == set() with input as doc
+}
+
+test_declared_jurisdiction_passing if {
+	placement.deny == set() with input as t.plan([bucket])
+}
+
+test_declared_jurisdiction_violating if {
+	# A UAE stack that declares itself US is judged as AE, and the claim is reported.
+	doc := object.union(t.plan([bucket]), {"jurisdiction": "US"})
+	t.brief(placement.deny) == {[
+		"RES-014", "high", "urn:pulumi:uae-prod::p::pulumi:pulumi:Stack::p-uae-prod",
+		"stack uae-prod declares jurisdiction \"US\"; the policy data gives it \"AE\"",
+	]} with input as doc
+}
+
+test_declared_jurisdiction_missing_field if {
+	# A plan that declares none (no config, no stack file) is judged by the policy data alone.
+	placement.deny == set() with input as object.remove(t.plan([bucket]), {"jurisdiction"})
+}
+
 test_jurisdiction_from_policy_data_not_plan if {
 	# A plan claiming another jurisdiction changes nothing: uae-prod is AE in the policy data.
 	own := object.union(bucket, {"properties": {"region": "eu-west-1"}})
-	t.brief(placement.deny) == {[
-		"RES-002", "critical", own.urn,
-		"models is placed in region \"eu-west-1\", outside jurisdiction AE",
-	]} with input as object.union(t.plan([own]), {"jurisdiction": "EU"})
+	t.brief(placement.deny) == {
+		[
+			"RES-002", "critical", own.urn,
+			"models is placed in region \"eu-west-1\", outside jurisdiction AE",
+		],
+		[
+			"RES-014", "high", "urn:pulumi:uae-prod::p::pulumi:pulumi:Stack::p-uae-prod",
+			"stack uae-prod declares jurisdiction \"EU\"; the policy data gives it \"AE\"",
+		],
+	} with input as object.union(t.plan([own]), {"jurisdiction": "EU"})
 }
 
 test_region_passing if {
@@ -172,7 +208,7 @@ test_registry_listed_for_other_stack_violating if {
 
 test_stack_resource_from_plan if {
 	stack := t.resource("pulumi:pulumi:Stack", "p-uae-prod", {})
-	doc := object.union(t.plan([stack]), {"stack": "unknown-stack"})
+	doc := object.union(t.plan([stack]), {"stack": "unknown-stack", "jurisdiction": ""})
 	t.brief(placement.deny) == {[
 		"RES-001", "critical", stack.urn,
 		"stack unknown-stack has jurisdiction \"\" in the policy data, which names no regions for it",

@@ -25,11 +25,9 @@ http_routes contains {"vs": vs, "index": i, "http": h} if {
 	some i, h in object.get(vs.properties, ["spec", "http"], [])
 }
 
-# The largest share one canary step may take: stack config `maxCanaryStep`, else the settings.
-max_step := to_number(value) if {
-	some key, value in object.get(input, "config", {})
-	endswith(key, ":maxCanaryStep")
-} else := config.settings.max_canary_step
+# The largest share one canary step may take: the policy settings' (an organisation may override
+# it), never the plan's own config, whose author the gate judges (a plan that sets one is DOC-003).
+max_step := config.settings.max_canary_step
 
 # METADATA
 # title: Weights sum to 100
@@ -74,7 +72,7 @@ deny contains result.finding(rego.metadata.rule(), x.vs, [resources.k8s_name(x.v
 #   id: TRF-003
 #   severity: medium
 #   message: "%s sends %v%% to subset %v, more than the maximum canary step of %v%%"
-#   remediation: Shift traffic in smaller steps, or raise maxCanaryStep in the stack config.
+#   remediation: Shift traffic in smaller steps, or raise max_canary_step in an organisation override.
 deny contains result.finding(rego.metadata.rule(), x.vs, [resources.k8s_name(x.vs), w, subset, max_step]) if {
 	some x in http_routes
 	dests := object.get(x.http, "route", [])

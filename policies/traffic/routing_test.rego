@@ -69,10 +69,19 @@ test_canary_violating if {
 	]}
 }
 
-test_canary_from_stack_config if {
+test_canary_step_not_from_the_plans_config if {
+	# A plan that raises its own threshold is still judged by the policy data's (DOC-003 reports it).
 	vs := service([{"route": [dest("v1", 60), dest("v2", 40)]}])
 	doc := object.union(t.plan([rule, vs]), {"config": {"model-serving:maxCanaryStep": "50"}})
-	routing.deny == set() with input as doc
+	t.brief(routing.deny) == {[
+		"TRF-003", "medium", vs.urn,
+		"iris sends 40% to subset v2, more than the maximum canary step of 25%",
+	]} with input as doc
+}
+
+test_canary_step_from_an_override if {
+	vs := service([{"route": [dest("v1", 60), dest("v2", 40)]}])
+	routing.deny == set() with input as t.plan([rule, vs]) with data.overrides as {"settings": {"max_canary_step": 50}}
 }
 
 test_canary_missing_field if {

@@ -34,7 +34,7 @@ def provider_ref(name: str) -> str:
     return f"{provider_urn(name)}::04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
-KEEPING_OPS = ("create", "same", "update", "replace", "create-replaced", "read")
+KEEPING_OPS = ("create", "same", "update", "replace", "create-replacement", "read")
 """Preview steps whose new state will exist after the update."""
 REMOVING_OPS = ("delete", "delete-replaced", "discard")
 """Preview steps that remove a resource."""
@@ -76,7 +76,7 @@ class Step:
         step: dict[str, Any] = {"op": self.op, "urn": self.urn}
         if self.place in {"step", "both"}:
             step["provider"] = provider_ref(self.provider)
-        if self.op not in {"create", "create-replaced", "read"}:
+        if self.op not in {"create", "create-replacement", "read"}:
             step["oldState"] = self.state()
         # The engine writes no new state for a removal; a document that does must not revive it.
         if self.kept or self.new_state_on_removal:
@@ -187,8 +187,8 @@ def test_a_step_without_a_provider_string_leaves_it_empty(step_provider: Any) ->
 @pytest.mark.parametrize(
     "ops",
     [
-        ("create-replaced", "replace", "delete-replaced"),  # create before delete
-        ("delete-replaced", "replace", "create-replaced"),  # delete before replace
+        ("create-replacement", "replace", "delete-replaced"),  # create before delete
+        ("delete-replaced", "replace", "create-replacement"),  # delete before replace
     ],
 )
 def test_replacement_steps_reach_the_gate_once(ops: tuple[str, str, str]) -> None:
@@ -269,3 +269,36 @@ def test_any_export_reaches_the_gate_once(drawn: list[tuple[str, str]], provider
     resources = [Exported(f"r{i}", fate, provider) for i, (fate, provider) in enumerate(drawn)]
     got = from_export(export_of(resources, providers_at))
     assert_reaches_gate_once(got, [(r.urn, r.provider) for r in resources if r.kept])
+
+
+# --- repeated URNs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ops", [("create", "create"), ("update", "same"), ("replace", "replace")])
+def test_a_urn_repeated_outside_a_replacement_is_kept_twice_and_counted(ops: tuple[str, str]) -> None:
+    steps = [Step("it", op, "me").document() for op in ops]
+    got = from_preview(preview_of([*steps, *provider_steps()]))
+    urn = Step("it", "create", "me").urn
+    assert [r["urn"] for r in got["resources"]].count(urn) == 2, "every copy is judged"
+    assert got["duplicate_urns"] == {urn: 2}
+
+
+def test_a_replacement_is_no_repetition() -> None:
+    steps = [Step("it", op, "me").document() for op in ("create-replacement", "replace", "delete-replaced")]
+    assert from_preview(preview_of([*steps, *provider_steps()]))["duplicate_urns"] == {}
+
+
+def test_a_urn_repeated_in_an_export_is_counted() -> None:
+    got = from_export(export_of([Exported("it", "live", "me"), Exported("it", "live", "me")]))
+    assert got["duplicate_urns"] == {Exported("it", "live", "me").urn: 2}
+
+
+@pytest.mark.parametrize("deployment", [{"manifest": {}}, {"manifest": {}, "resources": []}])
+def test_an_empty_export_has_no_resources(deployment: dict[str, Any]) -> None:
+    got = from_document({"version": 3, "deployment": deployment})
+    assert (got["source"], got["resources"], got["duplicate_urns"]) == ("export", [], {})
+
+
+def test_an_export_without_a_manifest_or_resources_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"deployment\.resources"):
+        from_document({"version": 3, "deployment": {"secrets_providers": {}}})

@@ -4,8 +4,8 @@ The two differ in exactly these ways, each on purpose:
 
 - ``source``: ``"preview"`` from the CLI, ``"policy-pack"`` from the pack; it says who built it.
 - ``config``: the plan's stack config from the CLI, ``{}`` from the pack, which the engine hands
-  no stack config (the jurisdiction comes from ``Pulumi.<stack>.yaml`` instead). The one config
-  key the rules read, ``<project>:maxCanaryStep``, then falls back to the policy settings.
+  no stack config (the jurisdiction comes from ``Pulumi.<stack>.yaml`` instead). The rules read
+  config only to report a threshold a plan sets for itself (DOC-003), which no shipped stack does.
 - the order of ``resources``: the pack lists a provider where a resource first uses it, the
   CLI in step order; the rules read the resources as a set.
 
