@@ -36,6 +36,12 @@ class PlanResult:
         return sum(1 for f in self.result["findings"] if not f["waived"])
 
 
+def active_exceptions(results: Sequence[PlanResult]) -> list[str]:
+    """The organisation overrides that loosen the shipped policy data (one sentence each), over every
+    plan: allowed, and reported in every format so a loosened gate is never mistaken for the shipped one."""
+    return sorted({e for r in results for e in r.result["summary"].get("exceptions", [])})
+
+
 def exit_code(results: Sequence[PlanResult]) -> int:
     """1 when any plan has an unwaived finding, else 0."""
     return 1 if any(r.denied for r in results) else 0
@@ -55,13 +61,14 @@ def as_json(results: Sequence[PlanResult]) -> dict[str, Any]:
                 s: sum(1 for f in findings if f["severity"] == s and not f["waived"]) for s in SEVERITIES
             },
             "allow": exit_code(results) == 0,
+            "exceptions": active_exceptions(results),
         },
     }
 
 
 def as_text(results: Sequence[PlanResult]) -> str:
     """Findings grouped by severity per plan, with id, resource, message and remediation."""
-    lines: list[str] = []
+    lines = [f"ACTIVE EXCEPTION (organisation override): {e}" for e in active_exceptions(results)]
     for r in results:
         summary = r.result["summary"]
         verdict = "PASS" if r.denied == 0 else "FAIL"
@@ -124,6 +131,19 @@ def as_sarif(results: Sequence[PlanResult], tool_version: str = "0.1.0") -> dict
                         "rules": [rules[k] for k in sorted(rules)],
                     }
                 },
+                "invocations": [
+                    {
+                        "executionSuccessful": True,
+                        "toolConfigurationNotifications": [
+                            {
+                                "descriptor": {"id": "active-exception"},
+                                "level": "warning",
+                                "message": {"text": f"Active exception (organisation override): {e}"},
+                            }
+                            for e in active_exceptions(results)
+                        ],
+                    }
+                ],
                 "results": sarif_results,
             }
         ],

@@ -6,6 +6,7 @@
 #   is not waived.
 package gate.report
 
+import data.exceptions.overrides
 import data.exceptions.waivers
 
 raw contains f if some f in data.residency.placement.deny
@@ -56,6 +57,7 @@ summary := {
 	"denied": count(denied),
 	"by_severity": {s: count([f | some f in denied; f.severity == s]) | some s in severities},
 	"allow": count(denied) == 0,
+	"exceptions": sort(overrides.active),
 }
 
 denied := [f | some f in findings; not f.waived]

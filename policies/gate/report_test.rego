@@ -34,7 +34,7 @@ test_result_denies_unwaived if {
 	waived(found.findings) == set()
 	found.summary == {
 		"stack": "uae-prod", "resources": 2, "findings": 5, "waived": 0, "denied": 5,
-		"by_severity": {"critical": 2, "high": 2, "medium": 0, "low": 1}, "allow": false,
+		"by_severity": {"critical": 2, "high": 2, "medium": 0, "low": 1}, "allow": false, "exceptions": [],
 	}
 }
 
@@ -44,15 +44,22 @@ test_result_marks_waived if {
 	waived(found.findings) == {["RES-002", bucket.urn]}
 	found.summary == {
 		"stack": "uae-prod", "resources": 2, "findings": 5, "waived": 1, "denied": 4,
-		"by_severity": {"critical": 1, "high": 2, "medium": 0, "low": 1}, "allow": false,
+		"by_severity": {"critical": 1, "high": 2, "medium": 0, "low": 1}, "allow": false, "exceptions": [],
 	}
+}
+
+test_result_reports_a_loosening_override_as_an_active_exception if {
+	override := {"settings": {"max_canary_step": 50}}
+	found := report.result with input as t.plan([]) with data.overrides as override with time.now_ns as now
+	found.summary.allow
+	found.summary.exceptions == ["setting max_canary_step raised from 25 to 50"]
 }
 
 test_result_allows_a_clean_plan if {
 	found := report.result with input as t.plan([]) with time.now_ns as now
 	found == {"findings": set(), "summary": {
 		"stack": "uae-prod", "resources": 1, "findings": 0, "waived": 0, "denied": 0,
-		"by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0}, "allow": true,
+		"by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0}, "allow": true, "exceptions": [],
 	}}
 }
 

@@ -25,10 +25,12 @@ class Verdict:
         return [f for f in self.report.get("findings", []) if not f.get("waived")]
 
     def summary(self) -> str:
-        """The gate's counts, waivers included (an active waiver is reported, never hidden)."""
+        """The gate's counts, waivers included, and any override that loosens the policy data (an active
+        waiver or exception is reported, never hidden)."""
         counts = self.report.get("summary", {})
         found, denied, waived = (counts.get(k, "?") for k in ("findings", "denied", "waived"))
-        return f"{found} findings, {denied} denied, {waived} waived"
+        exceptions = "".join(f"; active exception: {e}" for e in counts.get("exceptions", []))
+        return f"{found} findings, {denied} denied, {waived} waived{exceptions}"
 
     def lines(self) -> list[str]:
         """One line per finding that stops the deploy, or why the gate could not decide."""

@@ -51,6 +51,32 @@ def test_org_override_relaxes_a_setting(opa_bin: Path, tmp_path: Path) -> None:
     assert "AUD-003" not in {f["id"] for f in json.loads(out)["findings"]}
 
 
+@pytest.mark.parametrize("fmt", ["text", "json", "sarif"])
+def test_a_loosening_override_is_an_active_exception_in_every_format(
+    opa_bin: Path, tmp_path: Path, fmt: str
+) -> None:
+    override = tmp_path / "org.json"
+    override.write_text(
+        json.dumps({"overrides": {"jurisdictions": {"AE": {"regions": ["me-central-1", "eu-west-1"]}}}})
+    )
+    code, out, _ = run(GOOD, "--format", fmt, "--data", str(override))
+    assert code == 0, out
+    expected = 'jurisdiction AE gains regions ["eu-west-1"]'
+    if fmt == "text":
+        assert f"ACTIVE EXCEPTION (organisation override): {expected}" in out, out
+    elif fmt == "json":
+        assert json.loads(out)["summary"]["exceptions"] == [expected], out
+    else:
+        notes = json.loads(out)["runs"][0]["invocations"][0]["toolConfigurationNotifications"]
+        texts = [n["message"]["text"] for n in notes]
+        assert texts == [f"Active exception (organisation override): {expected}"], out
+
+
+def test_without_overrides_there_is_no_active_exception(opa_bin: Path) -> None:
+    code, out, _ = run(GOOD, "--format", "json")
+    assert code == 0 and json.loads(out)["summary"]["exceptions"] == [], out
+
+
 def test_waiver_from_override_suppresses(opa_bin: Path, tmp_path: Path) -> None:
     urn = "urn:pulumi:uae-prod::model-serving::aws:eks/cluster:Cluster::cluster-me-central-1"
     waivers = [

@@ -72,3 +72,32 @@ def test_sarif_has_rules_results_and_suppressions() -> None:
     assert "suppressions" not in first
     assert second["level"] == "warning"
     assert second["suppressions"] == [{"kind": "external", "justification": "recorded waiver"}]
+
+
+def loosened(*findings: dict[str, Any]) -> PlanResult:
+    """A plan judged under an organisation override that raised a threshold."""
+    result = plan(*findings)
+    result.result["summary"]["exceptions"] = ["setting max_canary_step raised from 25 to 50"]
+    return result
+
+
+def test_an_active_exception_heads_the_text() -> None:
+    text = as_text([loosened(), loosened()])
+    assert text.splitlines()[:2] == [
+        "ACTIVE EXCEPTION (organisation override): setting max_canary_step raised from 25 to 50",
+        "PASS plan.json (stack s, 3 resources): 0 denied, 0 waived",
+    ], "once, however many plans"
+
+
+def test_an_active_exception_is_in_the_json_summary() -> None:
+    assert as_json([loosened()])["summary"]["exceptions"] == ["setting max_canary_step raised from 25 to 50"]
+    assert as_json([plan()])["summary"]["exceptions"] == []
+
+
+def test_an_active_exception_is_a_sarif_configuration_notification() -> None:
+    (invocation,) = as_sarif([loosened()])["runs"][0]["invocations"]
+    (notice,) = invocation["toolConfigurationNotifications"]
+    assert (
+        notice["level"] == "warning" and "max_canary_step raised from 25 to 50" in notice["message"]["text"]
+    )
+    assert as_sarif([plan()])["runs"][0]["invocations"][0]["toolConfigurationNotifications"] == []
