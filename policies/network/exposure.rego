@@ -9,6 +9,16 @@ import data.lib.result
 
 open_cidrs := {"0.0.0.0/0", "::/0"}
 
+# The open CIDRs that `cidrs` add up to, per address family: {"0.0.0.0/1", "128.0.0.0/1"} is the
+# IPv4 internet as surely as 0.0.0.0/0. (Each family merged apart: net.cidr_merge folds a mixed
+# list into the IPv6 space.)
+internet(cidrs) := {m |
+	some family in [{c | some c in cidrs; not contains(c, ":")}, {c | some c in cidrs; contains(c, ":")}]
+	count(family) > 0
+	some m in net.cidr_merge(family)
+	m in open_cidrs
+}
+
 # METADATA
 # title: EKS endpoint not public
 # scope: rule
@@ -37,7 +47,8 @@ deny contains result.finding(rego.metadata.rule(), r, [r.name, resources.describ
 #   Security groups admit 0.0.0.0/0 or ::/0 only on exactly port 443, and only on groups
 #   that nothing uses but internet-facing load balancers whose every listener is TLS (or
 #   HTTPS) on 443: the public model API. Groups and their users are joined through the
-#   plan's URNs and ids.
+#   plan's URNs and ids. CIDRs that add up to the internet count as it, whether listed in one
+#   rule or spread over a group's rules for the same ports.
 # custom:
 #   id: NET-002
 #   severity: critical
@@ -48,25 +59,45 @@ deny contains result.finding(rego.metadata.rule(), r, [r.name, resources.describ
 deny contains result.finding(rego.metadata.rule(), r, [r.name, cidr, from, to]) if {
 	some r in input.resources
 	some rule in ingress_rules(r)
-	some cidr in (rule.cidrs & open_cidrs)
+	some cidr in internet(rule.cidrs)
 	from := rule.fromPort
 	to := rule.toPort
 	not public_api_port(r, from, to)
 }
 
-ingress_rules(r) := [ports(i) |
-	some i in object.get(r.properties, "ingress", [])
-] if {
+# A group's inline rules, each with the CIDRs of every inline rule for the same ports.
+ingress_rules(r) := [object.union(e, {"cidrs": same_ports(entries, e)}) | some e in entries] if {
 	r.type == "aws:ec2/securityGroup:SecurityGroup"
+	entries := [ports(i) | some i in object.get(r.properties, "ingress", [])]
 }
 
-ingress_rules(r) := [ports(r.properties)] if {
+# A rule resource, with the CIDRs of every rule resource for the same group and ports.
+ingress_rules(r) := [object.union(e, {"cidrs": together})] if {
+	standalone_ingress(r)
+	e := ports(r.properties)
+	together := e.cidrs | object.get(rule_cidrs, rule_key(r, e), set())
+}
+
+same_ports(entries, e) := union({x.cidrs | some x in entries; x.fromPort == e.fromPort; x.toPort == e.toPort})
+
+standalone_ingress(r) if {
 	r.type == "aws:ec2/securityGroupRule:SecurityGroupRule"
 	r.properties.type == "ingress"
 }
 
-ingress_rules(r) := [ports(r.properties)] if {
-	r.type == "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+standalone_ingress(r) if r.type == "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+
+# The group a rule resource names (its id, or "" when computed) and its ports, as one string (an
+# array key would be read by object.get as a path).
+rule_key(r, e) := sprintf("%v|%v|%v", [object.get(r.properties, "securityGroupId", ""), e.fromPort, e.toPort])
+
+# The CIDRs of all rule resources by group and ports, built once for the plan.
+rule_cidrs[key] contains c if {
+	some r in input.resources
+	standalone_ingress(r)
+	e := ports(r.properties)
+	key := rule_key(r, e)
+	some c in e.cidrs
 }
 
 ports(p) := {

@@ -88,6 +88,51 @@ test_ingress_violating if {
 	}
 }
 
+test_ingress_passing_half_the_internet if {
+	# One half of the address space is not the internet (and not this rule's business).
+	half := group("half", [{"fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/1"]}])
+	check([half]) == set()
+}
+
+test_ingress_violating_cidrs_that_add_up_to_the_internet if {
+	# In one rule, over a group's inline rules for the same ports, and over rule resources.
+	one := group("one", [{"fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/1", "128.0.0.0/1"]}])
+	spread := group("split", [
+		{"fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/1"]},
+		{"fromPort": 22, "toPort": 22, "ipv6CidrBlocks": ["::/1"]},
+		{"fromPort": 22, "toPort": 22, "cidrBlocks": ["128.0.0.0/1"]},
+		{"fromPort": 22, "toPort": 22, "ipv6CidrBlocks": ["8000::/1"]},
+	])
+	low := t.resource("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "low", {
+		"securityGroupId": "sg-1", "fromPort": 3389, "toPort": 3389, "cidrIpv4": "0.0.0.0/1",
+	})
+	high := t.resource("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "high", {
+		"securityGroupId": "sg-1", "fromPort": 3389, "toPort": 3389, "cidrIpv4": "128.0.0.0/1",
+	})
+	check([one, spread, low, high]) == {
+		["NET-002", "critical", one.urn, "security group one admits 0.0.0.0/0 on ports 22-22"],
+		["NET-002", "critical", spread.urn, "security group split admits 0.0.0.0/0 on ports 22-22"],
+		["NET-002", "critical", spread.urn, "security group split admits ::/0 on ports 22-22"],
+		["NET-002", "critical", low.urn, "security group low admits 0.0.0.0/0 on ports 3389-3389"],
+		["NET-002", "critical", high.urn, "security group high admits 0.0.0.0/0 on ports 3389-3389"],
+	}
+}
+
+test_ingress_passing_halves_on_other_ports_or_groups if {
+	# Halves for different ports, or on different groups, open nothing to the whole internet.
+	ports_apart := group("apart", [
+		{"fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/1"]},
+		{"fromPort": 23, "toPort": 23, "cidrBlocks": ["128.0.0.0/1"]},
+	])
+	a := t.resource("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "a", {
+		"securityGroupId": "sg-a", "fromPort": 22, "toPort": 22, "cidrIpv4": "0.0.0.0/1",
+	})
+	b := t.resource("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "b", {
+		"securityGroupId": "sg-b", "fromPort": 22, "toPort": 22, "cidrIpv4": "128.0.0.0/1",
+	})
+	check([ports_apart, a, b]) == set()
+}
+
 test_ingress_violating_edge_group_other_port if {
 	g := group("edge", array.concat(world_443, [{"fromPort": 80, "toPort": 80, "cidrBlocks": ["0.0.0.0/0"]}]))
 	check([g, nlb({}), listener({})]) == {[
