@@ -36,7 +36,7 @@ deny contains result.finding(rego.metadata.rule(), r, [r.name, resources.describ
 	# AWS defaults: a public endpoint, open to 0.0.0.0/0.
 	resources.truthy(object.get(vpc, "endpointPublicAccess", true))
 	cidrs := {c | some c in object.get(vpc, "publicAccessCidrs", ["0.0.0.0/0"])}
-	exposed := cidrs & open_cidrs
+	exposed := internet(cidrs)
 	count(exposed) > 0
 }
 

@@ -20,6 +20,14 @@ test_endpoint_violating if {
 	]} with input as t.plan([c])
 }
 
+test_endpoint_violating_halves if {
+	c := cluster({"endpointPublicAccess": true, "publicAccessCidrs": ["0.0.0.0/1", "128.0.0.0/1"]})
+	t.brief(exposure.deny) == {[
+		"NET-001", "critical", c.urn,
+		"EKS cluster eks exposes its API endpoint publicly to 0.0.0.0/0",
+	]} with input as t.plan([c])
+}
+
 test_endpoint_missing_field if {
 	c := t.resource("aws:eks/cluster:Cluster", "eks", {})
 	t.brief(exposure.deny) == {[
