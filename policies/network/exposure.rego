@@ -353,3 +353,101 @@ open_routes(r) := {[route, found]} if {
 	found := object.get(r.properties, "authorization", "unset")
 	not upper(found) in {"AWS_IAM", "CUSTOM", "COGNITO_USER_POOLS"}
 }
+
+# METADATA
+# title: IMDSv2 with hop limit 1
+# scope: rule
+# description: |
+#   Every launch template requires session tokens for the instance metadata service
+#   (httpTokens required; AWS's default is optional, IMDSv1) with a response hop limit of 1,
+#   so a pod cannot reach the node's credentials; or turns the service off.
+# custom:
+#   id: NET-008
+#   severity: high
+#   message: "launch template %s allows %s"
+#   remediation: Set metadataOptions httpTokens "required" and httpPutResponseHopLimit 1.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, weakness]) if {
+	some r in input.resources
+	r.type == "aws:ec2/launchTemplate:LaunchTemplate"
+	options := object.get(r.properties, "metadataOptions", {})
+	object.get(options, "httpEndpoint", "enabled") != "disabled"
+	some weakness in imds_weaknesses(options)
+}
+
+imds_weaknesses(options) := tokens | hops if {
+	tokens := {"IMDSv1 (httpTokens optional)" | object.get(options, "httpTokens", "optional") != "required"}
+	hops := {sprintf("a hop limit of %v", [n]) |
+		n := object.get(options, "httpPutResponseHopLimit", 1)
+		n != 1
+	}
+}
+
+# METADATA
+# title: No public IPs on nodes
+# scope: rule
+# description: |
+#   Nodes and instances take no public address: no launch template interface or instance
+#   associates one, and no subnet gives one to whatever starts in it.
+# custom:
+#   id: NET-009
+#   severity: high
+#   message: "%s gives instances a public IP (%s)"
+#   remediation: |
+#     Leave associatePublicIpAddress and mapPublicIpOnLaunch false; reach out through NAT,
+#     in through the load balancer.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, setting]) if {
+	some r in input.resources
+	some setting in public_ip_settings(r)
+}
+
+public_ip_settings(r) := {"networkInterfaces[].associatePublicIpAddress" |
+	some i in object.get(r.properties, "networkInterfaces", [])
+	resources.truthy(object.get(i, "associatePublicIpAddress", false))
+} if r.type == "aws:ec2/launchTemplate:LaunchTemplate"
+
+public_ip_settings(r) := {"associatePublicIpAddress"} if {
+	r.type == "aws:ec2/instance:Instance"
+	resources.truthy(object.get(r.properties, "associatePublicIpAddress", false))
+}
+
+public_ip_settings(r) := {"mapPublicIpOnLaunch"} if {
+	r.type == "aws:ec2/subnet:Subnet"
+	resources.truthy(object.get(r.properties, "mapPublicIpOnLaunch", false))
+}
+
+# METADATA
+# title: Default security group adopted and empty
+# scope: rule
+# description: |
+#   Each VPC's default security group, which AWS creates allowing all traffic between its
+#   members and all egress, is adopted by the plan (aws.ec2.DefaultSecurityGroup) with no
+#   rules, so nothing that lands in it by default can talk.
+# custom:
+#   id: NET-010
+#   severity: medium
+#   message: "%s: %s"
+#   remediation: Adopt each VPC's default group with aws.ec2.DefaultSecurityGroup and no ingress or egress.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, problem]) if {
+	some r in input.resources
+	some problem in default_group_problems(r)
+}
+
+default_group_problems(r) := {"the default security group keeps rules"} if {
+	r.type == "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+	count(object.get(r.properties, "ingress", [])) + count(object.get(r.properties, "egress", [])) > 0
+}
+
+default_group_problems(r) := {"its default security group is not adopted"} if {
+	r.type == "aws:ec2/vpc:Vpc"
+	not adopted(r)
+}
+
+adopted(vpc) if {
+	some g in input.resources
+	g.type == "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+	vpc_of(g, vpc)
+}
+
+vpc_of(g, vpc) if vpc.urn in object.get(g, "dependencies", [])
+
+vpc_of(g, vpc) if g.properties.vpcId == vpc.id

@@ -335,3 +335,84 @@ test_api_routes_authorized_missing_field if {
 		],
 	} with input as t.plan([r, m])
 }
+
+template(options) := t.resource("aws:ec2/launchTemplate:LaunchTemplate", "nodes", {"metadataOptions": options})
+
+test_imds_passing if {
+	strict := template({"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1})
+	off := object.union(template({"httpEndpoint": "disabled"}), {"urn": "u-off"})
+	check([strict, off]) == set()
+}
+
+test_imds_violating if {
+	loose := template({"httpTokens": "optional", "httpPutResponseHopLimit": 2})
+	check([loose]) == {
+		["NET-008", "high", loose.urn, "launch template nodes allows IMDSv1 (httpTokens optional)"],
+		["NET-008", "high", loose.urn, "launch template nodes allows a hop limit of 2"],
+	}
+}
+
+test_imds_missing_field if {
+	# No metadataOptions: AWS's defaults, IMDSv1 allowed.
+	bare := t.resource("aws:ec2/launchTemplate:LaunchTemplate", "nodes", {})
+	check([bare]) == {["NET-008", "high", bare.urn, "launch template nodes allows IMDSv1 (httpTokens optional)"]}
+}
+
+imds_ok := {"httpTokens": "required", "httpPutResponseHopLimit": 1}
+
+test_public_ip_passing if {
+	nodes := t.resource("aws:ec2/launchTemplate:LaunchTemplate", "lt", {
+		"metadataOptions": imds_ok, "networkInterfaces": [{"associatePublicIpAddress": false}],
+	})
+	subnet := t.resource("aws:ec2/subnet:Subnet", "private", {"mapPublicIpOnLaunch": false})
+	check([nodes, subnet]) == set()
+}
+
+test_public_ip_violating if {
+	nodes := t.resource("aws:ec2/launchTemplate:LaunchTemplate", "lt", {
+		"metadataOptions": imds_ok, "networkInterfaces": [{"associatePublicIpAddress": "true"}],
+	})
+	vm := t.resource("aws:ec2/instance:Instance", "vm", {"associatePublicIpAddress": true})
+	subnet := t.resource("aws:ec2/subnet:Subnet", "public", {"mapPublicIpOnLaunch": true})
+	check([nodes, vm, subnet]) == {
+		["NET-009", "high", nodes.urn, "lt gives instances a public IP (networkInterfaces[].associatePublicIpAddress)"],
+		["NET-009", "high", vm.urn, "vm gives instances a public IP (associatePublicIpAddress)"],
+		["NET-009", "high", subnet.urn, "public gives instances a public IP (mapPublicIpOnLaunch)"],
+	}
+}
+
+test_public_ip_missing_field if {
+	# Unset is AWS's default, false, for each of the three.
+	nodes := t.resource("aws:ec2/launchTemplate:LaunchTemplate", "lt", {"metadataOptions": imds_ok})
+	vm := t.resource("aws:ec2/instance:Instance", "vm", {})
+	subnet := t.resource("aws:ec2/subnet:Subnet", "s", {})
+	check([nodes, vm, subnet]) == set()
+}
+
+vpc := object.union(t.resource("aws:ec2/vpc:Vpc", "vpc", {}), {"id": "vpc-1"})
+
+default_group(props, dependencies) := object.union(
+	t.resource("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup", "default-sg", props),
+	{"dependencies": dependencies},
+)
+
+test_default_group_passing if {
+	# Adopted through the dependency (a preview) or the VPC's id (an export), with no rules.
+	check([vpc, default_group({}, [vpc.urn])]) == set()
+	check([vpc, default_group({"vpcId": "vpc-1", "ingress": [], "egress": []}, [])]) == set()
+}
+
+test_default_group_violating if {
+	rules := {"egress": [{"fromPort": 0, "toPort": 0, "protocol": "-1", "cidrBlocks": ["10.0.0.0/8"]}]}
+	g := default_group(rules, [vpc.urn])
+	other := object.union(t.resource("aws:ec2/vpc:Vpc", "other", {}), {"id": "vpc-2"})
+	check([vpc, g, other]) == {
+		["NET-010", "medium", g.urn, "default-sg: the default security group keeps rules"],
+		["NET-010", "medium", other.urn, "other: its default security group is not adopted"],
+	}
+}
+
+test_default_group_missing_field if {
+	# A VPC with no adopted group at all.
+	check([vpc]) == {["NET-010", "medium", vpc.urn, "vpc: its default security group is not adopted"]}
+}
