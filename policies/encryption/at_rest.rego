@@ -326,3 +326,20 @@ lambda_customer_key(p) if {
 	named_key(p.kmsKeyArn)
 	not endswith(p.kmsKeyArn, "alias/aws/lambda")
 }
+
+# METADATA
+# title: KMS key rotation
+# scope: rule
+# description: Every symmetric customer-managed KMS key rotates its key material (AWS's default is off).
+# custom:
+#   id: ENC-015
+#   severity: medium
+#   message: "KMS key %s does not rotate its key material"
+#   remediation: Set enableKeyRotation true (asymmetric and HMAC keys cannot rotate; give them their own waiver).
+deny contains result.finding(rego.metadata.rule(), r, [r.name]) if {
+	some r in input.resources
+	r.type == "aws:kms/key:Key"
+	spec := object.get(r.properties, "customerMasterKeySpec", object.get(r.properties, "keySpec", "SYMMETRIC_DEFAULT"))
+	spec == "SYMMETRIC_DEFAULT"
+	not resources.truthy(object.get(r.properties, "enableKeyRotation", false))
+}

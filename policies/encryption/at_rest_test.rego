@@ -314,3 +314,24 @@ test_lambda_environment_key_provider_tags if {
 	tagged := object.union(t.provider("me-central-1"), {"properties": defaults})
 	at_rest.deny == set() with input as object.union(t.plan([f]), {"resources": [tagged, f]})
 }
+
+kms_key(props) := t.resource("aws:kms/key:Key", "data", props)
+
+test_key_rotation_passing if {
+	rotating := kms_key({"enableKeyRotation": true})
+	signing := object.union(kms_key({"customerMasterKeySpec": "RSA_2048"}), {"urn": "u-signing"})
+	at_rest.deny == set() with input as t.plan([rotating, signing])
+}
+
+test_key_rotation_violating if {
+	still := kms_key({"enableKeyRotation": false})
+	found := t.brief(at_rest.deny) with input as t.plan([still])
+	found == {["ENC-015", "medium", still.urn, "KMS key data does not rotate its key material"]}
+}
+
+test_key_rotation_missing_field if {
+	# AWS's default is no rotation.
+	bare := kms_key({})
+	found := t.brief(at_rest.deny) with input as t.plan([bare])
+	found == {["ENC-015", "medium", bare.urn, "KMS key data does not rotate its key material"]}
+}

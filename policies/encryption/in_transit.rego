@@ -131,3 +131,32 @@ modern_tls(policy) if {
 	is_string(policy)
 	regex.match(`^(TLS_1_2|SecurityPolicy_TLS1[23]_[A-Za-z0-9_]+)$`, policy)
 }
+
+# METADATA
+# title: Mesh TLS never disabled by a DestinationRule
+# scope: rule
+# description: |
+#   No DestinationRule turns TLS off for its host or one of its subsets or ports
+#   (trafficPolicy.tls.mode DISABLE): inside the mesh every hop is mutual TLS.
+# custom:
+#   id: ENC-016
+#   severity: high
+#   message: "DestinationRule %s disables TLS at %s"
+#   remediation: Remove the tls block (ISTIO_MUTUAL is the mesh default) or set mode ISTIO_MUTUAL.
+deny contains result.finding(rego.metadata.rule(), dr, [resources.k8s_name(dr), where]) if {
+	some dr in resources.of_kind(input.resources, "DestinationRule")
+	some [where, policy] in traffic_policies(dr.properties.spec)
+	upper(object.get(policy, ["tls", "mode"], "")) == "DISABLE"
+}
+
+# Every traffic policy of a DestinationRule spec, with where it sits.
+traffic_policies(spec) := {[w, p] |
+	some [w, p] in array.concat(
+		[["trafficPolicy", object.get(spec, "trafficPolicy", {})]],
+		[[sprintf("subset %s", [object.get(s, "name", "?")]), object.get(s, "trafficPolicy", {})] |
+			some s in object.get(spec, "subsets", [])
+		],
+	)
+} | {[sprintf("port %v", [object.get(pl, ["port", "number"], "?")]), pl] |
+	some pl in object.get(spec, ["trafficPolicy", "portLevelSettings"], [])
+}

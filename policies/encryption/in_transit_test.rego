@@ -114,3 +114,31 @@ test_api_domain_tls_missing_field if {
 		["ENC-014", "high", r.urn, "API domain rest allows TLS older than 1.2 (securityPolicy unset)"],
 	} with input as t.plan([h, r])
 }
+
+rule(spec) := t.k8s("DestinationRule", "iris", "banking", spec)
+
+test_mesh_tls_passing if {
+	mutual := rule({"host": "iris", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}, "subsets": [{"name": "v1"}]})
+	in_transit.deny == set() with input as t.plan([mutual])
+}
+
+test_mesh_tls_violating if {
+	off := rule({
+		"host": "iris",
+		"trafficPolicy": {
+			"tls": {"mode": "DISABLE"},
+			"portLevelSettings": [{"port": {"number": 8080}, "tls": {"mode": "disable"}}],
+		},
+		"subsets": [{"name": "v2", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}],
+	})
+	t.brief(in_transit.deny) == {
+		["ENC-016", "high", off.urn, "DestinationRule iris disables TLS at trafficPolicy"],
+		["ENC-016", "high", off.urn, "DestinationRule iris disables TLS at port 8080"],
+		["ENC-016", "high", off.urn, "DestinationRule iris disables TLS at subset v2"],
+	} with input as t.plan([off])
+}
+
+test_mesh_tls_missing_field if {
+	# No trafficPolicy: the mesh's mutual TLS applies.
+	in_transit.deny == set() with input as t.plan([rule({"host": "iris"})])
+}

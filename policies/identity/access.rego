@@ -426,3 +426,73 @@ scoped_resource(res) if {
 	not contains(res, "*")
 	not regex.match(`^arn:aws[a-z-]*:(s3|kms):`, res)
 }
+
+# METADATA
+# title: No role anyone may assume
+# scope: rule
+# description: |
+#   A role's trust policy never lets any principal assume it ("*", or {"AWS": "*"}) unless a
+#   condition narrows who (an account, an organisation, a source).
+# custom:
+#   id: IDN-011
+#   severity: critical
+#   message: "role %s may be assumed by any principal (%v) without a condition"
+#   remediation: Name the trusted accounts, roles or services, or add a Condition that restricts the caller.
+deny contains result.finding(rego.metadata.rule(), r, [r.name, who]) if {
+	some r in input.resources
+	r.type == "aws:iam/role:Role"
+	some s in resources.statements(resources.policy_doc(object.get(r.properties, "assumeRolePolicy", "{}")))
+	object.get(s, "Effect", "Allow") == "Allow"
+	who := object.get(s, "Principal", "unset")
+	anyone(who)
+	count(object.get(s, "Condition", {})) == 0
+}
+
+anyone("*")
+
+anyone(principal) if "*" in resources.as_set(object.get(principal, "AWS", []))
+
+# METADATA
+# title: No cluster-admin or anonymous bindings
+# scope: rule
+# description: |
+#   No RoleBinding or ClusterRoleBinding grants cluster-admin, and none binds the anonymous
+#   user or the unauthenticated group: an admin is made outside the stacks, on purpose.
+# custom:
+#   id: IDN-012
+#   severity: critical
+#   message: "%s %s binds %s"
+#   remediation: Bind a role that grants only what the subject needs, to named, authenticated subjects.
+deny contains result.finding(rego.metadata.rule(), b, [resources.kind(b), resources.k8s_name(b), what]) if {
+	some b in input.resources
+	resources.kind(b) in {"RoleBinding", "ClusterRoleBinding"}
+	some what in risky_binding(b)
+}
+
+risky_binding(b) := admin | anonymous if {
+	admin := {"the cluster-admin role" | object.get(b.properties, ["roleRef", "name"], "") == "cluster-admin"}
+	anonymous := {sprintf("subject %s", [name]) |
+		some s in object.get(b.properties, "subjects", [])
+		name := object.get(s, "name", "")
+		name in {"system:anonymous", "system:unauthenticated"}
+	}
+}
+
+# METADATA
+# title: Token issuers and keys over HTTPS
+# scope: rule
+# description: |
+#   A RequestAuthentication's issuer and JWKS URI are https: a key set fetched over plain HTTP
+#   can be swapped in transit, and with it every token the mesh accepts.
+# custom:
+#   id: IDN-013
+#   severity: critical
+#   message: "RequestAuthentication %s takes %s %s over plain HTTP"
+#   remediation: Serve the issuer and its JWKS over https and name them so.
+deny contains result.finding(rego.metadata.rule(), ra, [resources.k8s_name(ra), field, url]) if {
+	some ra in resources.of_kind(input.resources, "RequestAuthentication")
+	some rule in object.get(ra.properties, ["spec", "jwtRules"], [])
+	some field in ["issuer", "jwksUri"]
+	url := object.get(rule, field, "")
+	startswith(lower(url), "http://")
+}
