@@ -136,6 +136,31 @@ pod_spec(r) := r.properties.spec if kind(r) == "Pod"
 
 pod_spec(r) := r.properties.spec.jobTemplate.spec.template.spec if kind(r) == "CronJob"
 
+# Custom resources that carry a pod template: an Argo Rollout, a Knative Service (not the core
+# Service: the type's API group tells them apart), a KServe InferenceService's predictor.
+pod_spec(r) := r.properties.spec.template.spec if kind(r) == "Rollout"
+
+pod_spec(r) := r.properties.spec.template.spec if {
+	kind(r) == "Service"
+	startswith(r.type, "kubernetes:serving.knative.dev/")
+}
+
+pod_spec(r) := r.properties.spec.predictor if kind(r) == "InferenceService"
+
+# METADATA
+# scope: document
+# description: The metadata of a workload object's pod template (a Pod's own), {} when it has none.
+pod_metadata(r) := object.get(r.properties, ["spec", "template", "metadata"], {}) if {
+	kind(r) in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Rollout", "Service"}
+	pod_spec(r)
+}
+
+pod_metadata(r) := object.get(r.properties, "metadata", {}) if kind(r) == "Pod"
+
+pod_metadata(r) := object.get(r.properties, ["spec", "jobTemplate", "spec", "template", "metadata"], {}) if {
+	kind(r) == "CronJob"
+}
+
 # METADATA
 # scope: document
 # description: Every container of a workload object, init containers included.

@@ -196,3 +196,65 @@ approved(image) if {
 	some loc in config.registries(input)
 	resources.under(image, loc)
 }
+
+# METADATA
+# title: No host paths
+# scope: rule
+# description: No pod mounts a directory of the node (a hostPath volume), which reaches past the container.
+# custom:
+#   id: WL-010
+#   severity: high
+#   message: "workload %s mounts the node's %s (volume %s)"
+#   remediation: Use an emptyDir, a ConfigMap, a Secret or a PersistentVolumeClaim instead of hostPath.
+deny contains result.finding(rego.metadata.rule(), r, [resources.k8s_name(r), path, name]) if {
+	some r in input.resources
+	some v in object.get(resources.pod_spec(r), "volumes", [])
+	v.hostPath
+	path := object.get(v.hostPath, "path", "unset")
+	name := object.get(v, "name", "unnamed")
+}
+
+# METADATA
+# title: Seccomp not unconfined
+# scope: rule
+# description: Neither a pod nor a container turns seccomp off (seccompProfile type Unconfined).
+# custom:
+#   id: WL-011
+#   severity: high
+#   message: "%s runs with seccomp Unconfined"
+#   remediation: Use seccompProfile type RuntimeDefault (or a Localhost profile).
+deny contains result.finding(rego.metadata.rule(), x.r, [where]) if {
+	some x in containers
+	some [where, context] in [
+		[sprintf("pod of %s", [label(x)]), x.pod],
+		[sprintf("container %s", [label(x)]), object.get(x.c, "securityContext", {})],
+	]
+	object.get(context, ["seccompProfile", "type"], "") == "Unconfined"
+}
+
+# METADATA
+# title: Sidecar on model pods
+# scope: rule
+# description: |
+#   A model version's pods (labelled `app` and `version`, the labels its routes and telemetry
+#   select) keep the mesh sidecar: without it they take plaintext traffic past mTLS and the
+#   AuthorizationPolicies.
+# custom:
+#   id: WL-012
+#   severity: high
+#   message: "model workload %s turns its sidecar off (%s)"
+#   remediation: Remove sidecar.istio.io/inject "false" from the pod template.
+deny contains result.finding(rego.metadata.rule(), r, [resources.k8s_name(r), where]) if {
+	some r in input.resources
+	meta := resources.pod_metadata(r)
+	labels := object.get(meta, "labels", {})
+	labels.app
+	labels.version
+	some where in injection_off(meta)
+}
+
+injection_off(meta) := {sprintf("%s sidecar.istio.io/inject=false", [part]) |
+	some part in ["annotation", "label"]
+	field := {"annotation": "annotations", "label": "labels"}[part]
+	lower(sprintf("%v", [object.get(meta, [field, "sidecar.istio.io/inject"], "")])) == "false"
+}
