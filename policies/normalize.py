@@ -188,21 +188,25 @@ def from_preview(doc: Mapping[str, Any]) -> JsonObject:
         raw = _raw_from_state(state, f"steps[{i}].newState")
         if not raw.provider and isinstance(step.get("provider"), str):
             raw = replace(raw, provider=step["provider"])
-        # With --show-replacement-steps a replaced resource has two steps carrying its new state
-        # (create-replacement and replace): it is one resource, checked once, as its last step has
-        # it. Any other repetition is kept, every copy checked, and reported (DOC-001).
+        # Two steps of one resource that the engine writes: a replacement's (create-replacement and
+        # replace, with --show-replacement-steps), and a refresh followed by the step it leads to
+        # (preview --refresh). It is one resource, checked once, as its last step has it. Any other
+        # repetition is kept, every copy checked, and reported (DOC-001).
         op = str(step.get("op", ""))
-        if raw.urn in position and _replacement_pair(op, position[raw.urn][1]):
-            raws[position[raw.urn][0]] = raw
+        if raw.urn in position and _one_resource(op, position[raw.urn][1]):
+            index = position[raw.urn][0]
+            raws[index], position[raw.urn] = raw, (index, op)
             continue
         position[raw.urn] = (len(raws), op)
         raws.append(raw)
     return build_input(raws, source="preview", config=_mapping(doc.get("config"), "`config`"))
 
 
-def _replacement_pair(op: str, earlier: str) -> bool:
-    """Whether two steps of one URN are a replacement's (in either order)."""
-    return "replace" in (op, earlier) and bool({op, earlier} & _REPLACEMENT_OPS)
+def _one_resource(op: str, earlier: str) -> bool:
+    """Whether two steps of one URN are the engine's for one resource: a replacement's (in either
+    order), or a refresh and the step after it."""
+    replacement = "replace" in (op, earlier) and bool({op, earlier} & _REPLACEMENT_OPS)
+    return replacement or earlier == "refresh"
 
 
 def from_export(doc: Mapping[str, Any]) -> JsonObject:

@@ -5,8 +5,14 @@ package lib.resources
 
 # METADATA
 # scope: document
-# description: Provider resources by URN, so a resource's provider reference resolves in one lookup.
-provider_index(resources) := {p.urn: p | some p in resources; startswith(p.type, "pulumi:providers:")}
+# description: |
+#   Provider resources by URN, so a resource's provider reference resolves in one lookup. A URN
+#   the document repeats (DOC-001, a deny) resolves to its first copy rather than stopping the
+#   gate.
+provider_index(resources) := {urn: copies[0] |
+	some urn in {p.urn | some p in resources; startswith(p.type, "pulumi:providers:")}
+	copies := [p | some p in resources; p.urn == urn]
+}
 
 # METADATA
 # scope: document

@@ -57,6 +57,12 @@ def names_a_deployment_twice(document: Document) -> None:
     document["steps"].append(copy.deepcopy(step(document, "iris-v2")))
 
 
+def names_a_provider_twice(document: Document) -> None:
+    """The gate indexes providers by URN: a repeated one must be a finding, not a crash."""
+    provider = next(s for s in document["steps"] if s["newState"]["type"].startswith("pulumi:providers:"))
+    document["steps"].append(copy.deepcopy(provider))
+
+
 def relabels_a_privileged_deployment(document: Document) -> None:
     inputs = step(document, "iris-v2")["newState"]["inputs"]
     inputs["kind"] = "ConfigMap"
@@ -69,6 +75,7 @@ MUTATIONS: dict[str, tuple[Document, Callable[[Document], None], set[str]]] = {
     "declares-us-and-moves-there": (INFRA, declares_us_and_moves_to_us_east_1, {"RES-014", "RES-002"}),
     "raises-its-own-canary-step": (PLATFORM, raises_its_canary_step, {"DOC-003"}),
     "names-a-resource-twice": (PLATFORM, names_a_deployment_twice, {"DOC-001"}),
+    "names-a-provider-twice": (INFRA, names_a_provider_twice, {"DOC-001"}),
     "relabels-a-privileged-deployment": (PLATFORM, relabels_a_privileged_deployment, {"DOC-002", "WL-003"}),
 }
 

@@ -283,6 +283,24 @@ def test_a_urn_repeated_outside_a_replacement_is_kept_twice_and_counted(ops: tup
     assert got["duplicate_urns"] == {urn: 2}
 
 
+def test_a_refresh_and_the_step_after_it_are_one_resource() -> None:
+    """`preview --refresh` writes a refresh step for each resource, then its step: one resource, as the
+    later step has it; a further repetition still counts."""
+    # A refresh step carries the refreshed state as its new state.
+    steps = [
+        Step("it", "refresh", "me", new_state_on_removal=True).document(),
+        Step("it", "same", "me").document(),
+    ]
+    assert all("newState" in s for s in steps)
+    got = from_preview(preview_of([*steps, *provider_steps()]))
+    assert got["duplicate_urns"] == {}
+    assert_reaches_gate_once(got, [(Step("it", "same", "me").urn, "me")])
+    again = [*steps, Step("it", "same", "me").document()]
+    assert from_preview(preview_of([*again, *provider_steps()]))["duplicate_urns"] == {
+        Step("it", "same", "me").urn: 2
+    }
+
+
 def test_a_replacement_is_no_repetition() -> None:
     steps = [Step("it", op, "me").document() for op in ("create-replacement", "replace", "delete-replaced")]
     assert from_preview(preview_of([*steps, *provider_steps()]))["duplicate_urns"] == {}
